@@ -1,0 +1,177 @@
+"""kiln's public compiler API: compile an FX graph or a module into a callable.
+
+    compile_fx(gm, example_inputs)        ATen FX graph (make_fx / torch.export) -> callable
+    compile_module(module, example_args)  capture (torch.export) then compile; live weights
+    lower(captured, target="cuda")        captured graph -> CompiledArtifact (no GPU needed)
+
+Example:
+    >>> import torch
+    >>> from torch.fx.experimental.proxy_tensor import make_fx
+    >>> x = torch.randn(8, 8)
+    >>> gm = make_fx(lambda x: (torch.relu(x) + 1,))(x)
+    >>> fn = compile_fx(gm, [x])
+    >>> torch.allclose(fn(x)[0], torch.relu(x) + 1)
+    True
+"""
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+from pathlib import Path
+from typing import Any, Sequence
+
+import torch
+import triton
+from torch.fx.experimental.proxy_tensor import make_fx
+
+from . import __version__
+from .artifact import ArtifactCache, CompiledArtifact, KernelArtifact
+from .capture import (CapturedGraph, InputSpec, capture_module, compute_graph_key,
+                      decomposition_table)
+from .codegen.wrapper import generate_module
+from .config import CompilerOptions, load_options
+from .graph import GraphLowering, LoweredGraph
+from .ir import ExternKernel
+from .lowering import default_table
+from .runtime import CompiledModule, load_artifact
+
+
+def module_key(graph_key: str, options: CompilerOptions, target: str) -> str:
+    """Key of a compiled module: what changes generated code, and nothing else."""
+    parts = [graph_key, f"kiln {__version__}", f"options {options.options_hash()}",
+             f"target {target}"]
+    return hashlib.sha256("\n".join(parts).encode()).hexdigest()
+
+
+def _lower_graph(gm: torch.fx.GraphModule, graph_key: str, options: CompilerOptions,
+                 target: str) -> tuple[CompiledArtifact, dict[str, torch.Tensor]]:
+    """GraphLowering -> codegen -> artifact (the passes, in order)."""
+    lowered = GraphLowering(gm, default_table(), options).lower()
+    generated = generate_module(lowered, options, target)
+    key = module_key(graph_key, options, target)
+    kernels = tuple(KernelArtifact(k.name, k.kernel_key, k.source, k.meta_json())
+                    for k in generated.kernels)
+    meta = _artifact_meta(lowered, graph_key, options, target)
+    artifact = CompiledArtifact(key, graph_key, generated.source, kernels, json.dumps(meta))
+    if options.debug_dir:
+        _dump(artifact, Path(options.debug_dir))
+    return artifact, dict(lowered.constant_values)
+
+
+def _artifact_meta(lowered: LoweredGraph, graph_key: str, options: CompilerOptions,
+                   target: str) -> dict[str, Any]:
+    externs = [op.kernel for op in lowered.operations
+               if isinstance(op, ExternKernel) and not op.is_fallback]
+    return {
+        "graph_key": graph_key,
+        "device": target,
+        "inputs": [{"size": [int(s) for s in b.layout.size],
+                    "stride": [int(s) for s in b.layout.stride],
+                    "dtype": str(b.layout.dtype), "device": target} for b in lowered.inputs],
+        "constants": [c.name for c in lowered.constants],
+        "outputs": len(lowered.outputs),
+        "fallback_ops": list(lowered.fallback_ops),
+        "extern_ops": sorted(set(externs)),
+        "options_hash": options.options_hash(),
+        "versions": {"kiln": __version__, "torch": torch.__version__,
+                     "triton": triton.__version__},
+    }
+
+
+def _dump(artifact: CompiledArtifact, directory: Path) -> None:
+    """Write the generated code where a user asked to read it (``debug_dir``)."""
+    directory.mkdir(parents=True, exist_ok=True)
+    (directory / f"{artifact.module_key[:16]}.py").write_text(artifact.source)
+    (directory / f"{artifact.module_key[:16]}.json").write_text(
+        json.dumps(artifact.meta, indent=2))
+
+
+# ----------------------------------------------------------------------------- compile_fx
+def _trace(gm: torch.fx.GraphModule, example_inputs: Sequence[Any]) -> torch.fx.GraphModule:
+    """Retrace with kiln's decompositions; every node gets a FakeTensor ``meta['val']``."""
+    fake_mode = torch._guards.detect_fake_mode(example_inputs)
+    run = torch.fx.Interpreter(gm).run
+    with torch.no_grad():
+        if fake_mode is not None:
+            with fake_mode:
+                return make_fx(run, decomposition_table=decomposition_table())(*example_inputs)
+        return make_fx(run, decomposition_table=decomposition_table(),
+                       tracing_mode="fake")(*example_inputs)
+
+
+def _user_specs(gm: torch.fx.GraphModule) -> list[InputSpec]:
+    specs = []
+    for node in gm.graph.nodes:
+        val = node.meta.get("val")
+        if node.op == "placeholder" and isinstance(val, torch.Tensor):
+            specs.append(InputSpec(node.name, "user", None, tuple(int(s) for s in val.shape),
+                                   tuple(int(s) for s in val.stride()), str(val.dtype),
+                                   val.device.type))
+    return specs
+
+
+def compile_fx(gm: torch.fx.GraphModule, example_inputs: Sequence[Any],
+               options: dict | CompilerOptions | None = None) -> CompiledModule:
+    """Compile an ATen-level FX graph; returns ``fn(*flat_inputs) -> tuple of outputs``."""
+    options = load_options(options)
+    traced = _trace(gm, example_inputs)
+    specs = _user_specs(traced)
+    target = specs[0].device if specs else "cpu"
+    key = compute_graph_key(traced, specs, extra="compile_fx")
+    artifact, constants = _lower_graph(traced, key, options, target)
+    return load_artifact(artifact, options.code_dir(), constants, options.check_inputs)
+
+
+# ----------------------------------------------------------------------------- modules
+def lower(captured: CapturedGraph, options: dict | CompilerOptions | None = None,
+          target: str = "cuda") -> CompiledArtifact:
+    """Lower a captured graph for ``target`` ("cuda" or "cpu"); runs nothing on a GPU."""
+    options = load_options(options)
+    artifact, _ = _lower_graph(captured.gm, captured.graph_key, options, target)
+    return artifact
+
+
+class CompiledModel:
+    """``compile_module``'s result: called like the module, with its live weights."""
+
+    def __init__(self, module: torch.nn.Module, captured: CapturedGraph, compiled: CompiledModule,
+                 cache_hit: bool):
+        self.module, self.captured, self.compiled, self.cache_hit = module, captured, compiled, cache_hit
+
+    @property
+    def kernel_count(self) -> int:
+        return self.compiled.kernel_count
+
+    @property
+    def fallback_ops(self) -> tuple[str, ...]:
+        return self.compiled.fallback_ops
+
+    def __call__(self, *args, **kwargs):
+        flat = self.captured.flatten_call(self.module, args, kwargs)
+        return self.captured.finish_call(self.module, self.compiled(flat))
+
+
+def compile_module(module: torch.nn.Module, example_args: Sequence[Any],
+                   options: dict | CompilerOptions | None = None,
+                   cache: ArtifactCache | None = None, example_kwargs: dict | None = None,
+                   dynamic_shapes: Any = None) -> CompiledModel:
+    """Capture ``module`` with torch.export, then compile (or fetch from ``cache``)."""
+    options = load_options(options)
+    captured = capture_module(module, tuple(example_args), example_kwargs,
+                              dynamic_shapes=dynamic_shapes)
+    target = _target_of(captured)
+    key = module_key(captured.graph_key, options, target)
+    artifact = cache.get_artifact(key) if cache is not None else None
+    hit = artifact is not None
+    if artifact is None:
+        artifact = lower(captured, options, target)
+        if cache is not None:
+            cache.put_artifact(artifact)
+    compiled = load_artifact(artifact, options.code_dir(), None, options.check_inputs)
+    return CompiledModel(module, captured, compiled, hit)
+
+
+def _target_of(captured: CapturedGraph) -> str:
+    devices = {spec.device for spec in captured.inputs}
+    return "cuda" if "cuda" in devices else "cpu"

@@ -1,0 +1,750 @@
+"""Capture: a PyTorch module (or a ``.pt2`` file) → a flat, functional ATen FX graph + a key.
+
+``capture_module`` runs ``torch.export.export(strict=False)``, then kiln's decompositions
+(``decomposition_table``), and returns a ``CapturedGraph``: the graph module whose placeholders
+are every input in order (parameters, buffers, lifted constants, then the flattened user
+inputs), a spec per input, the pytree specs of the user call, and ``graph_key``, a sha256 of
+the canonical graph text (``graph_text``) plus the input signature and the torch version.
+Parameters and buffers stay graph *inputs*: the user's weights live in the user's module and
+are fed on every call (``flatten_call``), never baked into generated code.
+
+Example:
+    >>> import torch
+    >>> cg = capture_module(torch.nn.Linear(4, 2), (torch.randn(3, 4),))
+    >>> [(s.kind, s.target) for s in cg.inputs]
+    [('parameter', 'weight'), ('parameter', 'bias'), ('user', None)]
+    >>> len(cg.graph_key)
+    64
+"""
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Mapping, Sequence
+
+import sympy
+import torch
+import torch.fx
+import torch.utils._pytree as pytree
+from torch.export.graph_signature import InputKind, OutputKind
+
+# Bump when the canonical text changes shape, so old keys can never collide with new ones.
+GRAPH_TEXT_VERSION = "kiln-graph-v1"
+
+# The dtypes kiln's lowerings and Triton kernels handle. Anything else (complex, float8,
+# quantized) is refused at capture with the offending input named, not deep in codegen.
+SUPPORTED_DTYPES = frozenset({
+    torch.float32, torch.float16, torch.bfloat16, torch.float64,
+    torch.int8, torch.int16, torch.int32, torch.int64, torch.uint8, torch.bool,
+})
+
+# Lifted constants up to this many elements may be inlined into kernels as literals, so their
+# bytes enter the graph key. Bigger constants are passed as inputs (like parameters): only
+# their spec enters the key, so two processes building the same model agree on the key even
+# if a big constant was drawn at random. The compiler must not inline anything bigger.
+TINY_CONSTANT_NUMEL = 64
+
+_KIND_NAMES = {
+    InputKind.PARAMETER: "parameter",
+    InputKind.BUFFER: "buffer",
+    InputKind.CONSTANT_TENSOR: "constant",
+    InputKind.USER_INPUT: "user",
+}
+
+
+class CaptureError(Exception):
+    """A model or ``.pt2`` file could not be captured; the message names it and the cause
+    is chained (``raise CaptureError(...) from err``)."""
+
+
+@dataclass(frozen=True)
+class InputSpec:
+    """One placeholder of a captured graph.
+
+    Example:
+        >>> InputSpec("x", "user", None, (2, 3), (3, 1), "torch.float32", "cpu").kind
+        'user'
+    """
+    name: str                    # placeholder name in gm
+    kind: str                    # "parameter" | "buffer" | "constant" | "user"
+    target: str | None           # state_dict / constants name; None for user inputs
+    size: tuple[int, ...]        # example sizes (the hint, for dynamic dims)
+    stride: tuple[int, ...]
+    dtype: str                   # "torch.float32"
+    device: str                  # device type only: "cpu" / "cuda"
+    dynamic_dims: tuple[int, ...] = ()
+
+
+@dataclass(frozen=True, eq=False)
+class CapturedGraph:
+    """A captured graph and everything needed to call it with a live module.
+
+    Outputs of ``gm`` are a flat tuple: the new values of ``mutated_buffers`` first (in that
+    order), then the flattened user outputs (``out_spec``). ``scalar_inputs`` holds the
+    non-tensor user leaves (ints, floats, ...) that export specialised into the graph: they
+    have no placeholder, and a call must pass the same values. ``example_args`` is the
+    ``(args, kwargs)`` the graph was captured with, when known.
+
+    Example:
+        >>> import torch
+        >>> m = torch.nn.Linear(4, 2)
+        >>> cg = capture_module(m, (torch.randn(3, 4),))
+        >>> out = cg.finish_call(m, cg.gm(*cg.flatten_call(m, (torch.ones(3, 4),))))
+        >>> torch.allclose(out, m(torch.ones(3, 4)))
+        True
+    """
+    gm: torch.fx.GraphModule
+    graph_key: str
+    inputs: tuple[InputSpec, ...]
+    mutated_buffers: tuple[str, ...]
+    in_spec: Any
+    out_spec: Any
+    constants: dict[str, torch.Tensor]
+    name: str = ""
+    scalar_inputs: tuple[tuple[int, Any], ...] = ()
+    example_args: Any = field(default=None, repr=False)
+
+    def state_inputs(self, module: torch.nn.Module) -> dict[int, torch.Tensor]:
+        """Live parameters / buffers of ``module`` and the constants, by input position."""
+        return {i: self._state_tensor(module, spec)
+                for i, spec in enumerate(self.inputs) if spec.kind != "user"}
+
+    def flatten_call(self, module: torch.nn.Module, args: Any, kwargs: Any = None, *,
+                     check: bool = True) -> list[torch.Tensor]:
+        """Flat inputs for ``gm``: live state of ``module`` by target, then the user's
+        ``(args, kwargs)`` flattened with ``in_spec``. ``check`` compares user tensors with
+        the captured dtypes and static sizes.
+
+        Example:
+            >>> import torch
+            >>> m = torch.nn.Linear(4, 2)
+            >>> cg = capture_module(m, (torch.randn(3, 4),))
+            >>> cg.flatten_call(m, (torch.ones(3, 4),))[0] is m.weight
+            True
+        """
+        user = iter(self._flatten_user(args, kwargs))
+        state = self.state_inputs(module)
+        flat = [state[i] if i in state else next(user) for i in range(len(self.inputs))]
+        if check:
+            self._check_user_tensors(flat)
+        return flat
+
+    def example_inputs(self, module: torch.nn.Module) -> list[torch.Tensor]:
+        """Flat inputs for ``gm``: the live state of ``module`` plus the example user inputs
+        the graph was captured with, or, when those are unknown (an old ``.pt2``), random
+        tensors drawn from the user input specs (seeded, never zeros).
+
+        Example:
+            >>> import torch
+            >>> m = torch.nn.Linear(4, 2)
+            >>> [t.shape for t in capture_module(m, (torch.randn(3, 4),)).example_inputs(m)]
+            [torch.Size([2, 4]), torch.Size([2]), torch.Size([3, 4])]
+        """
+        if self.example_args is not None:
+            return self.flatten_call(module, *self.example_args)
+        state = self.state_inputs(module)
+        gen = torch.Generator().manual_seed(0)
+        return [state[i] if i in state else _random_input(spec, gen)
+                for i, spec in enumerate(self.inputs)]
+
+    def finish_call(self, module: torch.nn.Module, outputs: Sequence[torch.Tensor]) -> Any:
+        """Apply a call's flat ``outputs``: write mutated buffers back into ``module``'s
+        buffers in place, return the user outputs unflattened with ``out_spec``."""
+        outputs = list(outputs)
+        n_mut = len(self.mutated_buffers)
+        with torch.no_grad():
+            for target, value in zip(self.mutated_buffers, outputs[:n_mut]):
+                _get_state(module, "buffer", target, self.name).copy_(value)
+        return pytree.tree_unflatten(outputs[n_mut:], self.out_spec)
+
+    def _state_tensor(self, module: torch.nn.Module, spec: InputSpec) -> torch.Tensor:
+        if spec.kind == "constant":
+            return self.constants[spec.target]
+        return _get_state(module, spec.kind, spec.target, self.name)
+
+    def _flatten_user(self, args: Any, kwargs: Any) -> list[torch.Tensor]:
+        args = args if isinstance(args, tuple) else (args,)
+        kwargs = _reorder_kwargs(dict(kwargs or {}), self.in_spec)
+        leaves, spec = pytree.tree_flatten((args, kwargs))
+        if spec != self.in_spec:
+            raise CaptureError(f"model {self.name!r}: call structure differs from the captured "
+                               f"one:\n  got      {spec}\n  captured {self.in_spec}")
+        scalars = dict(self.scalar_inputs)
+        tensors = []
+        for i, leaf in enumerate(leaves):
+            if i in scalars:
+                if type(leaf) is not type(scalars[i]) or leaf != scalars[i]:
+                    raise CaptureError(
+                        f"model {self.name!r}: user input leaf {i} is {leaf!r}, but the graph "
+                        f"was specialised on {scalars[i]!r}; capture again for this value")
+            elif not isinstance(leaf, torch.Tensor):
+                raise CaptureError(f"model {self.name!r}: user input leaf {i} must be a tensor, "
+                                   f"got {type(leaf).__name__}")
+            else:
+                tensors.append(leaf)
+        return tensors
+
+    def _check_user_tensors(self, flat: Sequence[torch.Tensor]) -> None:
+        for spec, t in zip(self.inputs, flat):
+            if spec.kind != "user":
+                continue
+            static = [d for d in range(len(spec.size)) if d not in spec.dynamic_dims]
+            if (str(t.dtype) != spec.dtype or t.dim() != len(spec.size)
+                    or any(t.shape[d] != spec.size[d] for d in static)):
+                raise CaptureError(
+                    f"model {self.name!r}: input {spec.name!r} is {t.dtype}{list(t.shape)}, "
+                    f"captured as {spec.dtype}{list(spec.size)} (dynamic dims "
+                    f"{list(spec.dynamic_dims)}); capture again for this signature")
+
+
+# --------------------------------------------------------------------------------------------
+# Decompositions: the ATen op set kiln lowers to.
+# --------------------------------------------------------------------------------------------
+
+def _ops_kept() -> list[Any]:
+    """Ops that core ATen would decompose but kiln keeps as single ops."""
+    aten = torch.ops.aten
+    return [
+        # One extern call (flash / memory-efficient attention, or kiln's own attention
+        # template) beats the bmm + softmax + bmm decomposition, which materialises the
+        # T x T score matrix. Keeping the CIA op also keeps the graph device-neutral: its own
+        # decomposition picks a backend-specific op (_scaled_dot_product_flash_attention_for_cpu
+        # on CPU, _scaled_dot_product_*_attention on CUDA) at capture time, which would make
+        # the key of a CPU capture differ from a CUDA one and bake in the capture machine.
+        aten.scaled_dot_product_attention.default,
+        # silu is one pointwise op for kiln (x * sigmoid(x) computed in fp32 in one expression);
+        # keeping it keeps graphs short and readable, and it fuses like any pointwise op.
+        # (gelu and sigmoid are core ATen already, so they stay single ops without asking.)
+        aten.silu.default,
+    ]
+
+
+def _ops_decomposed() -> list[Any]:
+    """Ops that core ATen keeps but kiln decomposes into reductions + pointwise ops."""
+    aten = torch.ops.aten
+    return [
+        # Normalisations and softmax are composites of reductions (var_mean, amax, sum) and
+        # pointwise ops; kiln's scheduler fuses them into one or two kernels with their
+        # neighbours (a residual add before LayerNorm, the GEMM epilogue after BatchNorm),
+        # which a monolithic op would prevent. var_mean itself stays (core ATen): its
+        # decomposition goes through prims (prims.var, prims.broadcast_in_dim), and kiln
+        # lowers it as one reduction.
+        aten.native_layer_norm,
+        aten._softmax,
+        aten._log_softmax,
+        aten.native_group_norm,
+        # BatchNorm: eval mode exports _native_batch_norm_legit_no_training, whose
+        # decomposition calls _native_batch_norm_legit(training=False), so both are needed;
+        # the result is pointwise over the running statistics (folds into conv epilogues).
+        # _functional is train mode (buffer mutations); InstanceNorm lands on _legit.no_stats.
+        aten._native_batch_norm_legit_no_training,
+        aten._native_batch_norm_legit,
+        aten._native_batch_norm_legit_functional,
+    ]
+    # Left as core ATen decides, on purpose:
+    # - mm / addmm / bmm / convolution: core ATen already keeps them; each is one extern call
+    #   (cuBLAS / cuDNN) or a kiln GEMM template. linear and matmul decompose into them.
+    # - hardswish, hardsigmoid, mish, relu6, logsumexp: decomposed by core ATen into a few
+    #   exact pointwise / reduction ops (clamp, mul, exp, ...) that fuse anyway; keeping them
+    #   would only grow the set of ops kiln must lower.
+    # - gelu, sigmoid, tanh, erf, leaky_relu, elu, hardtanh: core ATen keeps them; each is
+    #   one pointwise op for kiln.
+
+
+def decomposition_table() -> dict:
+    """The decomposition table kiln captures with: core ATen, minus the ops kiln keeps
+    (``_ops_kept``), plus the composites it decomposes (``_ops_decomposed``). A fresh
+    table on every call (the caller may mutate it).
+
+    Example:
+        >>> import torch
+        >>> table = decomposition_table()
+        >>> torch.ops.aten.scaled_dot_product_attention.default in table
+        False
+        >>> torch.ops.aten.native_layer_norm.default in table
+        True
+    """
+    from torch._decomp import get_decompositions
+
+    default = getattr(torch.export, "default_decompositions", None)
+    if default is not None:  # torch >= 2.6: CIA ops missing from the table are preserved
+        table = default()
+    else:  # older torch: a plain dict of core ATen decompositions
+        from torch._decomp import core_aten_decompositions
+        table = core_aten_decompositions()
+    for op in _ops_kept():
+        if op in table:
+            table.pop(op)
+    table.update(get_decompositions(_ops_decomposed()))
+    return table
+
+
+# --------------------------------------------------------------------------------------------
+# Capture.
+# --------------------------------------------------------------------------------------------
+
+def capture_module(module: torch.nn.Module, example_args: Any, example_kwargs: Any = None, *,
+                   dynamic_shapes: Any = None, name: str | None = None) -> CapturedGraph:
+    """Export ``module`` at ``example_args`` and capture it. The module's train/eval mode is
+    left as the caller set it (train mode captures train behaviour: BatchNorm statistics
+    updates appear as ``mutated_buffers``).
+
+    Example:
+        >>> import torch
+        >>> m = torch.nn.Sequential(torch.nn.Linear(4, 4), torch.nn.ReLU()).eval()
+        >>> cg = capture_module(m, (torch.randn(2, 4),), name="tiny")
+        >>> cg.name, cg.mutated_buffers
+        ('tiny', ())
+    """
+    name = name or type(module).__name__
+    if not isinstance(module, torch.nn.Module):
+        raise CaptureError(f"model {name!r}: expected a torch.nn.Module, got "
+                           f"{type(module).__name__}")
+    args = example_args if isinstance(example_args, tuple) else (example_args,)
+    kwargs = dict(example_kwargs or {})
+    _check_example_dtypes(name, args, kwargs)
+    try:
+        ep = torch.export.export(module, args, kwargs, dynamic_shapes=dynamic_shapes,
+                                 strict=False)
+    except Exception as err:
+        raise CaptureError(f"model {name!r}: torch.export failed: {_summary(err)}") from err
+    return _capture(ep, name, (args, kwargs))
+
+
+def capture_exported(ep: torch.export.ExportedProgram, name: str | None = None) -> CapturedGraph:
+    """Capture an ``ExportedProgram`` (e.g. from ``load_pt2``). The program itself is not
+    modified. Example inputs saved in the program (torch >= 2.6) become ``example_args``.
+
+    Example:
+        >>> import torch
+        >>> ep = torch.export.export(torch.nn.ReLU(), (torch.randn(3),))
+        >>> capture_exported(ep, "relu").inputs[0].kind
+        'user'
+    """
+    name = name or "ExportedProgram"
+    return _capture(ep, name, getattr(ep, "example_inputs", None))
+
+
+def load_pt2(path: str | Path) -> torch.export.ExportedProgram:
+    """``torch.export.load`` with a ``CaptureError`` naming the file when it is missing or
+    not a valid ``.pt2`` archive.
+
+    Example:
+        >>> try:
+        ...     load_pt2("/nonexistent/model.pt2")
+        ... except CaptureError as err:
+        ...     print(err)
+        /nonexistent/model.pt2: no such .pt2 file
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise CaptureError(f"{path}: no such .pt2 file")
+    try:
+        return torch.export.load(str(path))
+    except Exception as err:
+        raise CaptureError(f"{path}: not a loadable torch.export .pt2 file: "
+                           f"{_summary(err)}") from err
+
+
+def _capture(ep: torch.export.ExportedProgram, name: str, example: Any) -> CapturedGraph:
+    """Decompose ``ep`` and build the CapturedGraph; ``ep`` is left untouched."""
+    try:
+        ep = ep.run_decompositions(decomposition_table())
+    except Exception as err:
+        raise CaptureError(f"model {name!r}: decomposition failed: {_summary(err)}") from err
+    sig = ep.graph_signature
+    in_spec, out_spec = ep.call_spec.in_spec, ep.call_spec.out_spec
+    tensor_inputs, scalars = _split_inputs(ep.graph_module, sig, name)
+    gm, node_map = _copy_graph_module(ep.graph_module)
+    _drop_scalar_placeholders(gm, [node_map[n] for n in _placeholders(ep.graph_module)
+                                   if n not in tensor_inputs])
+    inputs = tuple(_input_spec(node_map[node], spec, name)
+                   for node, spec in tensor_inputs.items())
+    _check_dtypes(name, inputs)
+    n_user = sum(1 for s in inputs if s.kind == "user") + len(scalars)
+    if in_spec is not None and n_user != in_spec.num_leaves:
+        raise CaptureError(f"model {name!r}: {n_user} user inputs in the graph, but the call "
+                           f"spec has {in_spec.num_leaves} leaves")
+    mutated = _mutated_buffers(sig, name)
+    constants = {k: v for k, v in ep.constants.items() if isinstance(v, torch.Tensor)}
+    key = compute_graph_key(gm, inputs, constants=constants)
+    return CapturedGraph(gm=gm, graph_key=key, inputs=inputs, mutated_buffers=mutated,
+                         in_spec=in_spec, out_spec=out_spec, constants=constants, name=name,
+                         scalar_inputs=scalars, example_args=example)
+
+
+def _copy_graph_module(gm: torch.fx.GraphModule) -> tuple[torch.fx.GraphModule, dict]:
+    """A new GraphModule over a copy of ``gm``'s graph (node meta copied shallowly) and the
+    old → new node map, so edits here never reach the ExportedProgram. The copy may rename
+    placeholders that shadow builtins (``input`` → ``input_1``)."""
+    graph, node_map = torch.fx.Graph(), {}
+    graph.output(graph.graph_copy(gm.graph, node_map))
+    return torch.fx.GraphModule(gm, graph), node_map
+
+
+def _placeholders(gm: torch.fx.GraphModule) -> list[torch.fx.Node]:
+    return [n for n in gm.graph.nodes if n.op == "placeholder"]
+
+
+def _split_inputs(gm: torch.fx.GraphModule, sig: Any, name: str) -> tuple[dict, tuple]:
+    """Pair each tensor placeholder of the exported ``gm`` with its input spec (in graph
+    order), and collect the non-tensor user inputs export specialised into the graph as
+    ``(user leaf index, value)``: they are unused, so kiln drops their placeholders."""
+    specs = {getattr(s.arg, "name", None): s for s in sig.input_specs}
+    leaf_of = {getattr(s.arg, "name", None): i for i, s in
+               enumerate(s for s in sig.input_specs if s.kind == InputKind.USER_INPUT)}
+    pairs, scalars = {}, []
+    for node in _placeholders(gm):
+        spec, val = specs.get(node.name), node.meta.get("val")
+        if spec is None:
+            raise CaptureError(f"model {name!r}: graph input {node.name!r} is missing from "
+                               f"the export signature")
+        if isinstance(val, torch.Tensor) or spec.kind != InputKind.USER_INPUT:
+            pairs[node] = spec
+        elif isinstance(val, (torch.SymInt, torch.SymFloat, torch.SymBool)) or node.users:
+            raise CaptureError(f"model {name!r}: dynamic scalar input {node.name!r} is not "
+                               f"supported; pass it as a tensor or a static value")
+        else:
+            scalars.append((leaf_of[node.name], val))
+    # Constant user inputs that export gave no placeholder at all.
+    placeholder_names = {n.name for n in _placeholders(gm)}
+    scalars += [(leaf_of[arg_name], getattr(s.arg, "value", None))
+                for arg_name, s in specs.items()
+                if s.kind == InputKind.USER_INPUT and arg_name not in placeholder_names]
+    return pairs, tuple(sorted(scalars, key=lambda kv: kv[0]))
+
+
+def _drop_scalar_placeholders(gm: torch.fx.GraphModule, nodes: Sequence[torch.fx.Node]) -> None:
+    for node in nodes:
+        gm.graph.erase_node(node)
+    if nodes:
+        gm.recompile()
+
+
+def _input_spec(node: torch.fx.Node, spec: Any, name: str) -> InputSpec:
+    kind = _KIND_NAMES.get(spec.kind)
+    if kind is None:
+        raise CaptureError(f"model {name!r}: unsupported graph input {node.name!r} of kind "
+                           f"{spec.kind.name} (kiln captures tensors, parameters, buffers "
+                           f"and constants only)")
+    val = node.meta.get("val")
+    if not isinstance(val, torch.Tensor):
+        raise CaptureError(f"model {name!r}: input {node.name!r} has no tensor metadata")
+    dynamic = tuple(d for d, s in enumerate(val.shape) if not isinstance(s, int))
+    return InputSpec(
+        name=node.name, kind=kind, target=None if kind == "user" else spec.target,
+        size=tuple(_hint(s) for s in val.shape), stride=tuple(_hint(s) for s in val.stride()),
+        dtype=str(val.dtype), device=val.device.type, dynamic_dims=dynamic)
+
+
+def _mutated_buffers(sig: Any, name: str) -> tuple[str, ...]:
+    """Targets of BUFFER_MUTATION outputs; they must precede the user outputs."""
+    mutated, seen_user = [], False
+    for spec in sig.output_specs:
+        if spec.kind == OutputKind.BUFFER_MUTATION and not seen_user:
+            mutated.append(spec.target)
+        elif spec.kind == OutputKind.USER_OUTPUT:
+            seen_user = True
+        elif spec.kind == OutputKind.USER_INPUT_MUTATION:
+            raise CaptureError(
+                f"model {name!r} mutates its input {spec.target!r} in place (e.g. an "
+                f"inplace=True op applied directly to an input); kiln compiles functional "
+                f"inference graphs: make that op out-of-place")
+        else:
+            raise CaptureError(f"model {name!r}: unsupported graph output {spec.arg} of kind "
+                               f"{spec.kind.name}")
+    return tuple(mutated)
+
+
+def _hint(s: Any) -> int:
+    """The example value of a (possibly symbolic) size."""
+    if isinstance(s, int):
+        return s
+    hint = getattr(s.node, "hint", None)  # SymNode.hint: the example value (torch 2.1+)
+    if hint is None:
+        raise CaptureError(f"symbolic size {s} has no example value (data-dependent size)")
+    return int(hint)
+
+
+def _check_example_dtypes(name: str, args: tuple, kwargs: dict) -> None:
+    """Refuse unsupported dtypes before export, naming each input by its pytree path."""
+    flat, _ = pytree.tree_flatten_with_path((args, kwargs))
+    bad = [f"{('args', 'kwargs')[path[0].idx]}{pytree.keystr(path[1:])}: {leaf.dtype}"
+           for path, leaf in flat
+           if isinstance(leaf, torch.Tensor) and leaf.dtype not in SUPPORTED_DTYPES]
+    if bad:
+        raise CaptureError(f"model {name!r}: unsupported input dtype(s): {'; '.join(bad)} "
+                           f"(kiln supports {_supported_names()})")
+
+
+def _check_dtypes(name: str, inputs: Sequence[InputSpec]) -> None:
+    supported = {str(d) for d in SUPPORTED_DTYPES}
+    bad = [f"{s.name} ({s.kind}{' ' + s.target if s.target else ''}): {s.dtype}"
+           for s in inputs if s.dtype not in supported]
+    if bad:
+        raise CaptureError(f"model {name!r}: unsupported input dtype(s): {'; '.join(bad)} "
+                           f"(kiln supports {_supported_names()})")
+
+
+def _supported_names() -> str:
+    return ", ".join(sorted(str(d).removeprefix("torch.") for d in SUPPORTED_DTYPES))
+
+
+def _summary(err: BaseException, limit: int = 600) -> str:
+    """First lines of an exception message: export errors run to pages."""
+    text = f"{type(err).__name__}: {err}".strip()
+    return text if len(text) <= limit else text[:limit] + " ..."
+
+
+def _get_state(module: torch.nn.Module, kind: str, target: str, name: str) -> torch.Tensor:
+    try:
+        if kind == "parameter":
+            return module.get_parameter(target)
+        return module.get_buffer(target)
+    except AttributeError as err:
+        raise CaptureError(f"model {name!r}: {type(module).__name__} has no {kind} "
+                           f"{target!r} (is it the module that was captured?)") from err
+
+
+def _reorder_kwargs(kwargs: dict, in_spec: Any) -> dict:
+    """Order ``kwargs`` as in the captured call, so the pytree specs compare equal."""
+    try:
+        order = list(in_spec.children_specs[1].context)
+    except (AttributeError, IndexError, TypeError):
+        return kwargs
+    if set(order) != set(kwargs):
+        return kwargs  # the spec comparison reports the difference
+    return {k: kwargs[k] for k in order}
+
+
+def _random_input(spec: InputSpec, gen: torch.Generator) -> torch.Tensor:
+    """A random tensor laid out as ``spec``: normal floats, small non-negative ints
+    (valid as indices into anything), random bools. Never all zeros."""
+    dtype = getattr(torch, spec.dtype.removeprefix("torch."))
+    numel = 1 + sum((n - 1) * s for n, s in zip(spec.size, spec.stride)) if all(spec.size) else 0
+    if dtype.is_floating_point:
+        flat = torch.randn(numel, generator=gen).to(dtype)
+    elif dtype == torch.bool:
+        flat = torch.randint(0, 2, (numel,), generator=gen).bool()
+    else:
+        flat = torch.randint(1, 3, (numel,), generator=gen).to(dtype)
+    out = flat.as_strided(spec.size, spec.stride)
+    return out.to(spec.device) if spec.device != "cpu" else out
+
+
+# --------------------------------------------------------------------------------------------
+# Canonical text and graph key.
+# --------------------------------------------------------------------------------------------
+
+def torch_version_for_key() -> str:
+    """``torch.__version__`` without the local part: ``2.11.0+cu126`` and ``2.11.0+cpu`` are
+    the same source release, so they export and decompose identically and must give the same
+    key (pipelines capture on CPU workers for GPU targets). Anything before the ``+``
+    (release, pre-release, ``.dev2026...`` nightly date) changes the key.
+
+    Example:
+        >>> "+" in torch_version_for_key()
+        False
+    """
+    return str(torch.__version__).split("+", 1)[0]
+
+
+def graph_text(gm: torch.fx.GraphModule) -> str:
+    """Canonical text of ``gm``: nodes renamed positionally (``%0``, ``%1``, ...), call
+    targets by qualified name, arguments printed canonically (floats by ``repr``, devices
+    by type only, symbolic sizes renamed ``d0, d1, ...`` in order of appearance), node types
+    from ``meta['val']``. No node names, stack traces, ids or addresses.
+
+    Example:
+        >>> import torch
+        >>> ep = torch.export.export(torch.nn.ReLU(), (torch.randn(3),))
+        >>> print(graph_text(ep.graph_module))
+        %0 = placeholder : torch.float32[3] stride=[1] cpu
+        %1 = aten.relu.default(%0) : torch.float32[3]
+        output (%1,)
+    """
+    return "\n".join(_GraphPrinter(_SymNames()).lines(gm))
+
+
+def compute_graph_key(gm: torch.fx.GraphModule, inputs: Sequence[InputSpec], extra: str = "",
+                      *, constants: Mapping[str, torch.Tensor] | None = None) -> str:
+    """sha256 hex of: kiln's text version, torch version (``torch_version_for_key``), the
+    input signature (kind, dtype, sizes, strides, device type, dynamic dims; not names or
+    targets, which do not change the computation), the bytes of tiny constants,
+    ``graph_text(gm)`` and ``extra``.
+
+    Example:
+        >>> import torch
+        >>> ep = torch.export.export(torch.nn.ReLU(), (torch.randn(3),))
+        >>> spec = InputSpec("x", "user", None, (3,), (1,), "torch.float32", "cpu")
+        >>> compute_graph_key(ep.graph_module, [spec]) == compute_graph_key(
+        ...     ep.graph_module, [spec])
+        True
+    """
+    lines = [GRAPH_TEXT_VERSION, f"torch {torch_version_for_key()}", "inputs:"]
+    lines += [_spec_line(i, s) for i, s in enumerate(inputs)]
+    lines += ["constants:"] + [_constant_line(s.target, (constants or {}).get(s.target))
+                               for s in inputs if s.kind == "constant"]
+    lines += ["graph:", graph_text(gm), f"extra {extra!r}"]
+    return hashlib.sha256("\n".join(lines).encode()).hexdigest()
+
+
+def _spec_line(i: int, spec: InputSpec) -> str:
+    device = torch.device(spec.device).type
+    if spec.dynamic_dims:  # example sizes of dynamic dims must not enter the key
+        size = ["?" if d in spec.dynamic_dims else n for d, n in enumerate(spec.size)]
+        return (f"{i} {spec.kind} {spec.dtype} size={size} stride=symbolic {device} "
+                f"dynamic={list(spec.dynamic_dims)}")
+    return f"{i} {spec.kind} {spec.dtype} size={list(spec.size)} stride={list(spec.stride)} {device}"
+
+
+def _constant_line(target: str | None, value: torch.Tensor | None) -> str:
+    if value is None or value.numel() > TINY_CONSTANT_NUMEL:
+        return f"{target!r} passed as input"
+    return f"{target!r} {_tensor_digest(value)}"
+
+
+def _tensor_digest(t: torch.Tensor) -> str:
+    """Spec and sha256 of a real tensor's bytes (fake/meta tensors: spec only)."""
+    head = f"tensor {t.dtype}{list(t.shape)}"
+    if t.device.type == "meta" or type(t).__name__ == "FakeTensor":
+        return head
+    data = t.detach().to("cpu").contiguous().reshape(-1).view(torch.uint8)
+    return f"{head} sha256={hashlib.sha256(data.numpy().tobytes()).hexdigest()}"
+
+
+@dataclass(frozen=True)
+class _SymNames:
+    """Canonical names for the free symbols of symbolic sizes: ``d0, d1, ...`` in order of
+    first appearance, so names chosen by export (``s77``) never reach the key."""
+    names: dict = field(default_factory=dict)
+
+    def fmt(self, value: Any) -> str:
+        expr = value.node.expr if hasattr(value, "node") else value
+        if not isinstance(expr, sympy.Basic):
+            return repr(expr)
+        for sym in sorted(expr.free_symbols - self.names.keys(), key=str):
+            self.names[sym] = sympy.Symbol(f"d{len(self.names)}", integer=True)
+        return str(expr.xreplace(self.names))
+
+
+@dataclass(frozen=True)
+class _GraphPrinter:
+    """Prints one graph (and its subgraphs) canonically; see ``graph_text``."""
+    syms: _SymNames
+    ids: dict = field(default_factory=dict)
+
+    def lines(self, gm: torch.fx.GraphModule) -> list[str]:
+        out = []
+        for node in gm.graph.nodes:
+            self.ids[node] = f"%{len(self.ids)}"
+            out.extend(self._node(gm, node))
+        return out
+
+    def _node(self, gm: torch.fx.GraphModule, node: torch.fx.Node) -> list[str]:
+        me, typ = self.ids[node], self._type(node)
+        if node.op == "placeholder":
+            return [f"{me} = placeholder{typ}"]
+        if node.op == "output":
+            return [f"output {self.arg(node.args[0])}"]
+        if node.op == "get_attr":
+            return self._get_attr(gm, node)
+        call = f"{_target_name(node.target)}({self._call_args(node)})"
+        if node.op != "call_function":
+            call = f"{node.op} {call}"
+        return [f"{me} = {call}{typ}"]
+
+    def _call_args(self, node: torch.fx.Node) -> str:
+        parts = [self.arg(a) for a in node.args]
+        parts += [f"{k}={self.arg(node.kwargs[k])}" for k in sorted(node.kwargs)]
+        return ", ".join(parts)
+
+    def _get_attr(self, gm: torch.fx.GraphModule, node: torch.fx.Node) -> list[str]:
+        value = _fetch_attr(gm, node.target)
+        me = self.ids[node]
+        if isinstance(value, torch.fx.GraphModule):
+            sub = _GraphPrinter(self.syms).lines(value)
+            return [f"{me} = subgraph {{"] + ["  " + line for line in sub] + ["}"]
+        if isinstance(value, torch.Tensor):
+            return [f"{me} = {_tensor_digest(value)}"]
+        return [f"{me} = attr {self.arg(value)}"]
+
+    def _type(self, node: torch.fx.Node) -> str:
+        val = node.meta.get("val")
+        if val is None:
+            return ""
+        text = self._val(val)
+        if node.op == "placeholder" and isinstance(val, torch.Tensor):
+            text += f" stride={self.arg(list(val.stride()))} {val.device.type}"
+        return f" : {text}"
+
+    def _val(self, val: Any) -> str:
+        if isinstance(val, torch.Tensor):
+            return f"{val.dtype}{self.arg(list(val.shape))}"
+        if isinstance(val, (list, tuple)):
+            return "(" + ", ".join(self._val(v) for v in val) + ")"
+        return self.arg(val)
+
+    def arg(self, a: Any) -> str:
+        """Canonical text of one argument (recursive over containers)."""
+        if isinstance(a, torch.fx.Node):
+            return self.ids[a]
+        if isinstance(a, (torch.SymInt, torch.SymFloat, torch.SymBool)):
+            return f"Sym({self.syms.fmt(a)})"
+        if isinstance(a, tuple):
+            inner = ", ".join(self.arg(x) for x in a)
+            return f"({inner},)" if len(a) == 1 else f"({inner})"
+        if isinstance(a, list):
+            return "[" + ", ".join(self.arg(x) for x in a) + "]"
+        if isinstance(a, dict):
+            items = sorted(a.items(), key=lambda kv: str(kv[0]))
+            return "{" + ", ".join(f"{self.arg(k)}: {self.arg(v)}" for k, v in items) + "}"
+        if isinstance(a, slice):
+            return f"slice({self.arg(a.start)}, {self.arg(a.stop)}, {self.arg(a.step)})"
+        if isinstance(a, torch.device):
+            return f"device({a.type})"  # cuda:0 and cuda:1 run the same code
+        if isinstance(a, torch.Tensor):
+            return _tensor_digest(a)
+        return _scalar_text(a)
+
+
+def _scalar_text(a: Any) -> str:
+    if a is None or isinstance(a, (bool, int, float, complex, str)):
+        return repr(a)  # repr of a float round-trips exactly; -0.0, inf, nan stay distinct
+    if isinstance(a, (torch.dtype, torch.memory_format, torch.layout)):
+        return str(a)
+    text = repr(a)
+    if " at 0x" in text:
+        raise CaptureError(f"cannot print graph argument of type {type(a).__qualname__} "
+                           f"canonically: {text}")
+    return f"{type(a).__qualname__}({text})"
+
+
+def _target_name(target: Any) -> str:
+    """Qualified, process-independent name of a call target."""
+    if isinstance(target, str):  # call_method / call_module
+        return target
+    if isinstance(target, (torch._ops.OpOverload, torch._ops.OpOverloadPacket)):
+        return str(target)  # "aten.addmm.default"
+    if isinstance(target, torch._ops.HigherOrderOperator):
+        return f"hop.{target.name()}"
+    module = getattr(target, "__module__", None) or ""
+    qualname = getattr(target, "__qualname__", None) or getattr(target, "__name__", None)
+    if qualname is None:
+        raise CaptureError(f"cannot name graph call target {target!r}")
+    return f"{module}.{qualname}".lstrip(".")
+
+
+def _fetch_attr(gm: torch.nn.Module, target: str) -> Any:
+    obj: Any = gm
+    for part in target.split("."):
+        obj = getattr(obj, part)
+    return obj
+
+
+__all__ = [
+    "CaptureError", "InputSpec", "CapturedGraph", "SUPPORTED_DTYPES", "TINY_CONSTANT_NUMEL",
+    "decomposition_table", "capture_module", "capture_exported", "load_pt2",
+    "compute_graph_key", "graph_text", "torch_version_for_key",
+]

@@ -1,0 +1,174 @@
+"""Per-op Triton snippets (tinygrad's ``code_for_op``): semantic op -> expression text.
+
+Each entry takes the argument expressions (already CSE'd variable names), the ``Op`` (for
+its dtype, its arguments' dtypes and literal params) and returns one Triton expression.
+Values of float16/bfloat16 dtype are held in float32 inside kernels; only explicit casts
+round (``to_dtype`` with ``rounds``), the way eager rounds at a user's ``.to()``.
+
+``libdevice`` is bound by the runtime: CUDA's libdevice on GPUs, a NumPy shim under the
+interpreter (Triton's interpreter has no extern calls).
+
+Example:
+    >>> import torch
+    >>> from compiler.ir import Op, Const
+    >>> OP_CODE["add"](["tmp0", "tmp1"], Op("add", (), torch.float32))
+    '(tmp0 + tmp1)'
+"""
+from __future__ import annotations
+
+import math
+
+import torch
+
+from ..ir import Op
+
+TL_DTYPES = {
+    torch.float32: "tl.float32", torch.float16: "tl.float16", torch.bfloat16: "tl.bfloat16",
+    torch.float64: "tl.float64", torch.int8: "tl.int8", torch.int16: "tl.int16",
+    torch.int32: "tl.int32", torch.int64: "tl.int64", torch.uint8: "tl.uint8",
+    torch.bool: "tl.int1",
+}
+HALF_TYPES = (torch.float16, torch.bfloat16)
+
+
+def compute_type(dtype: torch.dtype) -> str:
+    """The Triton type a value of ``dtype`` is held in inside a kernel."""
+    return "tl.float32" if dtype in HALF_TYPES else TL_DTYPES[dtype]
+
+
+def literal(value, dtype: torch.dtype) -> str:
+    if dtype == torch.bool:
+        return "True" if value else "False"
+    if dtype.is_floating_point:
+        value = float(value)
+        if math.isnan(value):
+            return 'float("nan")'
+        if math.isinf(value):
+            return 'float("inf")' if value > 0 else 'float("-inf")'
+        return repr(value)
+    return str(int(value))
+
+
+def _is_float(op: Op, k: int = 0) -> bool:
+    return op.args[k].dtype.is_floating_point if op.args else op.dtype.is_floating_point
+
+
+def _to_dtype(a, op):
+    src = op.args[0].dtype
+    rounds = op.params and op.params[0]
+    if op.dtype in HALF_TYPES:
+        # held in float32; an explicit cast rounds through the narrow type like eager
+        inner = f"{a[0]}.to({TL_DTYPES[op.dtype]})" if rounds else a[0]
+        return f"{inner}.to(tl.float32)"
+    if op.dtype == torch.bool:
+        return f"({a[0]} != 0)"
+    if src == torch.bool:
+        return f"{a[0]}.to({TL_DTYPES[op.dtype]})"
+    return f"{a[0]}.to({TL_DTYPES[op.dtype]})"
+
+
+def _maximum(a, op):
+    # NaN-propagating, like torch.maximum (Triton's default max drops NaNs)
+    if _is_float(op):
+        return f"tl.where(({a[0]} != {a[0]}) | ({a[0]} > {a[1]}), {a[0]}, {a[1]})"
+    return f"tl.maximum({a[0]}, {a[1]})"
+
+
+def _minimum(a, op):
+    if _is_float(op):
+        return f"tl.where(({a[0]} != {a[0]}) | ({a[0]} < {a[1]}), {a[0]}, {a[1]})"
+    return f"tl.minimum({a[0]}, {a[1]})"
+
+
+def _div_floor(a, op):
+    if _is_float(op):
+        return f"tl.floor({a[0]} / {a[1]})"
+    # Triton's // truncates; Python/torch floor toward -inf
+    q = f"({a[0]} // {a[1]})"
+    return f"tl.where((({a[0]} % {a[1]}) != 0) & (({a[0]} < 0) != ({a[1]} < 0)), {q} - 1, {q})"
+
+
+def _div_trunc(a, op):
+    return f"libdevice.trunc({a[0]} / {a[1]})" if _is_float(op) else f"({a[0]} // {a[1]})"
+
+
+def _remainder(a, op):
+    if _is_float(op):
+        return f"({a[0]} - tl.floor({a[0]} / {a[1]}) * {a[1]})"
+    r = f"({a[0]} % {a[1]})"
+    return f"tl.where(({r} != 0) & (({r} < 0) != ({a[1]} < 0)), {r} + {a[1]}, {r})"
+
+
+def _gelu(a, op):
+    x = a[0]
+    if op.params and op.params[0] == "tanh":
+        inner = f"0.7978845608028654 * ({x} + 0.044715 * {x} * {x} * {x})"
+        return f"(0.5 * {x} * (1.0 + libdevice.tanh({inner})))"
+    return f"(0.5 * {x} * (1.0 + tl.erf({x} * 0.7071067811865476)))"
+
+
+def _sign(a, op):
+    x = a[0]
+    if op.dtype == torch.bool:
+        return x
+    return f"(({x} > 0).to({compute_type(op.dtype)}) - ({x} < 0).to({compute_type(op.dtype)}))"
+
+
+OP_CODE = {
+    "add": lambda a, op: f"({a[0]} + {a[1]})",
+    "sub": lambda a, op: f"({a[0]} - {a[1]})",
+    "mul": lambda a, op: f"({a[0]} * {a[1]})",
+    "truediv": lambda a, op: f"({a[0]} / {a[1]})",
+    "div_floor": _div_floor,
+    "div_trunc": _div_trunc,
+    "remainder": _remainder,
+    "fmod": lambda a, op: f"libdevice.fmod({a[0]}, {a[1]})" if _is_float(op) else f"({a[0]} % {a[1]})",
+    "neg": lambda a, op: f"(-{a[0]})",
+    "abs": lambda a, op: f"tl.abs({a[0]})",
+    "maximum": _maximum,
+    "minimum": _minimum,
+    "pow": lambda a, op: f"libdevice.pow({a[0]}, {a[1]})",
+    "sign": _sign,
+    "reciprocal": lambda a, op: f"(1.0 / {a[0]})",
+    "exp": lambda a, op: f"tl.exp({a[0]})",
+    "exp2": lambda a, op: f"tl.exp2({a[0]})",
+    "expm1": lambda a, op: f"libdevice.expm1({a[0]})",
+    "log": lambda a, op: f"tl.log({a[0]})",
+    "log2": lambda a, op: f"tl.log2({a[0]})",
+    "log1p": lambda a, op: f"libdevice.log1p({a[0]})",
+    "sqrt": lambda a, op: f"tl.sqrt({a[0]})",
+    "rsqrt": lambda a, op: f"tl.rsqrt({a[0]})",
+    "sin": lambda a, op: f"tl.sin({a[0]})",
+    "cos": lambda a, op: f"tl.cos({a[0]})",
+    "tanh": lambda a, op: f"libdevice.tanh({a[0]})",
+    "erf": lambda a, op: f"tl.erf({a[0]})",
+    "sigmoid": lambda a, op: f"tl.sigmoid({a[0]})",
+    "floor": lambda a, op: f"tl.floor({a[0]})" if _is_float(op) else a[0],
+    "ceil": lambda a, op: f"tl.ceil({a[0]})" if _is_float(op) else a[0],
+    "round": lambda a, op: f"libdevice.nearbyint({a[0]})" if _is_float(op) else a[0],
+    "trunc": lambda a, op: f"libdevice.trunc({a[0]})" if _is_float(op) else a[0],
+    "relu": lambda a, op: f"tl.where({a[0]} < 0, 0, {a[0]})",
+    "gelu": _gelu,
+    "silu": lambda a, op: f"({a[0]} * tl.sigmoid({a[0]}))",
+    "hardsigmoid": lambda a, op: f"(tl.minimum(tl.maximum({a[0]} + 3.0, 0.0), 6.0) / 6.0)",
+    "hardswish": lambda a, op: f"({a[0]} * tl.minimum(tl.maximum({a[0]} + 3.0, 0.0), 6.0) / 6.0)",
+    "leaky_relu": lambda a, op: f"tl.where({a[0]} > 0, {a[0]}, {a[0]} * {op.params[0]!r})",
+    "eq": lambda a, op: f"({a[0]} == {a[1]})",
+    "ne": lambda a, op: f"({a[0]} != {a[1]})",
+    "lt": lambda a, op: f"({a[0]} < {a[1]})",
+    "le": lambda a, op: f"({a[0]} <= {a[1]})",
+    "gt": lambda a, op: f"({a[0]} > {a[1]})",
+    "ge": lambda a, op: f"({a[0]} >= {a[1]})",
+    "isnan": lambda a, op: f"({a[0]} != {a[0]})",
+    "isinf": lambda a, op: f"(tl.abs({a[0]}) == float(\"inf\"))" if _is_float(op) else "False",
+    "logical_not": lambda a, op: f"({a[0]} == 0)",
+    "logical_and": lambda a, op: f"(({a[0]} != 0) & ({a[1]} != 0))",
+    "logical_or": lambda a, op: f"(({a[0]} != 0) | ({a[1]} != 0))",
+    "logical_xor": lambda a, op: f"(({a[0]} != 0) ^ ({a[1]} != 0))",
+    "bitwise_and": lambda a, op: f"({a[0]} & {a[1]})",
+    "bitwise_or": lambda a, op: f"({a[0]} | {a[1]})",
+    "bitwise_xor": lambda a, op: f"({a[0]} ^ {a[1]})",
+    "bitwise_not": lambda a, op: f"({a[0]} == 0)" if op.dtype == torch.bool else f"(~{a[0]})",
+    "where": lambda a, op: f"tl.where({a[0]}, {a[1]}, {a[2]})",
+    "to_dtype": _to_dtype,
+}

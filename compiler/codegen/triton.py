@@ -1,0 +1,300 @@
+"""Triton kernels for realized pointwise buffers, 1-D or 2-D tiled.
+
+A kernel iterates over its output's dims in the output's memory order. Dims are merged
+wherever every access stays as simple (so a contiguous op is one flat ``xindex``), and when
+some input is read contiguously along a different dim than the output is written, the dims
+split into a Y group and an X group and the kernel runs on (YBLOCK, XBLOCK) tiles: loads
+are coalesced along Y, stores along X, and Triton transposes through shared memory.
+
+Example:
+    >>> import torch, sympy
+    >>> from compiler.ir import ComputedBuffer, Layout, Load, Op, index_symbols
+    >>> i = index_symbols(1)
+    >>> lay = Layout("cpu", torch.float32, (sympy.Integer(8),), (sympy.Integer(1),))
+    >>> buf = ComputedBuffer("buf0", lay, Op("relu", (Load("arg0", i[0], torch.float32),), torch.float32))
+    >>> spec = generate_kernel(buf, 0)
+    >>> spec.name, spec.buffers
+    ('kiln_pw_relu_0', ('arg0', 'buf0'))
+"""
+from __future__ import annotations
+
+import itertools
+import json
+from dataclasses import dataclass
+
+import sympy
+
+from ..artifact import content_hash
+from ..ir import ComputedBuffer, Const, Expr, IndexExpr, Load, Op, index_symbols, substitute, walk
+from ..sizevars import FloorDiv, ModularIndexing, affine_coefficients, simplify, texpr, upper_bound
+from .builder import CodeBuilder
+from .ops import HALF_TYPES, OP_CODE, TL_DTYPES, compute_type, literal
+
+XINDEX = sympy.Symbol("xindex", integer=True, nonnegative=True)
+YINDEX = sympy.Symbol("yindex", integer=True, nonnegative=True)
+INT32_MAX = 2**31 - 1
+
+
+@dataclass(frozen=True)
+class KernelSpec:
+    """A generated kernel and what the wrapper needs to launch it."""
+    name: str
+    source: str
+    kernel_key: str
+    buffers: tuple[str, ...]          # pointer arguments: loaded buffers, then the output
+    numels: tuple[sympy.Expr, ...]    # (xnumel,) or (xnumel, ynumel)
+    kind: str                         # "pointwise1d" | "pointwise2d"
+    ops: tuple[str, ...]
+    bytes_accessed: int | None        # elements read + written times their size (static sizes)
+
+    def meta_json(self) -> str:
+        return json.dumps({"kind": self.kind, "numels": [str(n) for n in self.numels],
+                           "buffers": list(self.buffers), "ops": list(self.ops),
+                           "bytes": self.bytes_accessed}, sort_keys=True)
+
+
+# ----------------------------------------------------------------------------- iteration plan
+@dataclass(frozen=True)
+class _Plan:
+    dims: tuple[tuple[sympy.Symbol, sympy.Expr], ...]   # outer -> inner
+    body: Expr
+    store: sympy.Expr
+
+
+def _index_exprs(body: Expr, store: sympy.Expr) -> list[sympy.Expr]:
+    out = [n.index for n in walk(body) if isinstance(n, (Load, IndexExpr))]
+    return out + [store]
+
+
+def _divmods(exprs, symbols) -> int:
+    return sum(1 for e in exprs for a in sympy.sympify(e).atoms(FloorDiv, ModularIndexing)
+               if a.free_symbols & symbols)
+
+
+def _plan(buf: ComputedBuffer) -> _Plan:
+    size = buf.layout.size
+    isyms = index_symbols(len(size))
+    stride = dict(zip(isyms, buf.layout.stride))
+    mapping = {s: sympy.Integer(0) for s, n in zip(isyms, size) if n == 1}
+    dims = [(s, n) for s, n in zip(isyms, size) if n != 1]
+    # memory order of the output: largest stride outermost (stable for equal/symbolic)
+    dims.sort(key=lambda d: -int(stride[d[0]]) if stride[d[0]].is_Integer else 0)
+    mapping.update({s: s for s, _ in dims})
+    body = substitute(buf.body, mapping)
+    store = buf.layout.index(isyms).xreplace(mapping)
+    dims, mapping = _merge_dims(dims, _index_exprs(body, store))
+    ranges = dict(dims)
+    body = _simplify_body(substitute(body, mapping), ranges)
+    store = simplify(store.xreplace(mapping), ranges)
+    return _Plan(tuple(dims), body, store)
+
+
+def _merge_dims(dims, exprs):
+    """Merge adjacent dims while no access needs more div/mod arithmetic for it."""
+    mapping = {s: s for s, _ in dims}
+    fresh = (sympy.Symbol(f"m{k}", integer=True, nonnegative=True) for k in itertools.count())
+    merged = True
+    while merged and len(dims) > 1:
+        merged = False
+        for k in range(len(dims) - 1):
+            (a, sa), (b, sb) = dims[k], dims[k + 1]
+            v = next(fresh)
+            sub = {a: FloorDiv(v, sb), b: ModularIndexing(v, 1, sb)}
+            ranges = dict(dims[:k] + [(v, sa * sb)] + dims[k + 2:])
+            new_exprs = [simplify(sympy.sympify(e).xreplace(sub), ranges) for e in exprs]
+            if _divmods(new_exprs, {v}) <= _divmods(exprs, {a, b}):
+                dims = dims[:k] + [(v, sa * sb)] + dims[k + 2:]
+                mapping = {s: simplify(e.xreplace(sub), ranges) for s, e in mapping.items()}
+                exprs = new_exprs
+                merged = True
+                break
+    return dims, mapping
+
+
+def _simplify_body(body: Expr, ranges) -> Expr:
+    import dataclasses
+    memo = {}
+    for node in walk(body):
+        if isinstance(node, (Load, IndexExpr)):
+            memo[node] = dataclasses.replace(node, index=simplify(node.index, ranges))
+        elif isinstance(node, Op):
+            memo[node] = dataclasses.replace(node, args=tuple(memo.get(a, a) for a in node.args))
+    return memo.get(body, body)
+
+
+def _unflatten(flat: sympy.Symbol, dims) -> dict:
+    """Each dim's index as digits of ``flat`` (dims outer -> inner)."""
+    out, place = {}, sympy.Integer(1)
+    for k in range(len(dims) - 1, -1, -1):
+        sym, size = dims[k]
+        out[sym] = FloorDiv(flat, place) if k == 0 else ModularIndexing(flat, place, size)
+        place = place * size
+    return out
+
+
+def _tile_split(plan: _Plan) -> int | None:
+    """Index of the last Y dim for 2-D tiling, or None for a 1-D kernel."""
+    syms = [s for s, _ in plan.dims]
+    if len(syms) < 2:
+        return None
+    store = affine_coefficients(plan.store, syms)
+    if store is None or store[1][-1] != 1:
+        return None
+    for load in (n for n in walk(plan.body) if isinstance(n, Load)):
+        coeffs = affine_coefficients(load.index, syms)
+        # only a load strided along the store's contiguous dim needs a tile; a broadcast
+        # (stride 0) or a contiguous read does not
+        if coeffs is None or coeffs[1][-1] in (0, 1):
+            continue
+        for k in range(len(syms) - 2, -1, -1):
+            if coeffs[1][k] == 1:
+                return k
+    return None
+
+
+# ----------------------------------------------------------------------------- emission
+class _BodyWriter:
+    """Emits one CSE'd line per distinct expression node."""
+
+    def __init__(self, code: CodeBuilder, index_map, ranges, mask: str):
+        self.code, self.index_map, self.ranges, self.mask = code, index_map, ranges, mask
+        self.names: dict[Expr, str] = {}
+        self.block: set[str] = set()       # names holding per-element (not scalar) values
+        self.pointers: dict[str, str] = {}
+        self.counter = itertools.count()
+
+    def index(self, expr) -> sympy.Expr:
+        return simplify(sympy.sympify(expr).xreplace(self.index_map), self.ranges)
+
+    def pointer(self, buffer: str) -> str:
+        return self.pointers.setdefault(buffer, f"in_ptr{len(self.pointers)}")
+
+    def value(self, e: Expr) -> str:
+        if e in self.names:
+            return self.names[e]
+        if isinstance(e, Const):
+            return literal(e.value, e.dtype)
+        if isinstance(e, Load):
+            text, is_block = self._load(e)
+        elif isinstance(e, IndexExpr):
+            idx = self.index(e.index)
+            is_block = bool(idx.free_symbols)
+            text = f"({texpr(idx)}).to({TL_DTYPES[e.dtype]})" if is_block else str(idx)
+        else:
+            args = [self.value(a) for a in e.args]
+            text = OP_CODE[e.op](args, e)
+            is_block = any(a in self.block for a in args)
+        name = f"tmp{next(self.counter)}"
+        self.code.line(f"{name} = {text}")
+        self.names[e] = name
+        if is_block:
+            self.block.add(name)
+        return name
+
+    def _load(self, e: Load):
+        idx = self.index(e.index)
+        is_block = bool(idx.free_symbols)
+        mask = f", {self.mask}" if is_block else ""
+        text = f"tl.load({self.pointer(e.buffer)} + ({texpr(idx)}){mask})"
+        if e.dtype in HALF_TYPES:
+            text += ".to(tl.float32)"
+        return text, is_block
+
+
+def _kernel_name(body: Expr, number: int) -> str:
+    ops = []
+    for n in walk(body):
+        if isinstance(n, Op) and n.op != "to_dtype" and n.op not in ops:
+            ops.append(n.op)
+    return "_".join(["kiln_pw"] + (ops[:4] or ["copy"]) + [str(number)])
+
+
+def _needs_int64(plan: _Plan, numels) -> bool:
+    ranges = dict(plan.dims)
+    exprs = _index_exprs(plan.body, plan.store)
+    bounds = [upper_bound(sympy.sympify(e), ranges) for e in exprs] + [
+        upper_bound(sympy.sympify(n), {}) for n in numels]
+    return any(b is None or b > INT32_MAX for b in bounds)
+
+
+def generate_kernel(buf: ComputedBuffer, number: int) -> KernelSpec:
+    """The Triton kernel computing ``buf``; ``number`` makes its name unique in the module."""
+    plan = _plan(buf)
+    split = _tile_split(plan)
+    dims = list(plan.dims)
+    if split is None:
+        groups = [(XINDEX, dims)]
+    else:
+        groups = [(XINDEX, dims[split + 1:]), (YINDEX, dims[:split + 1])]
+    numels = tuple(sympy.Mul(*[n for _, n in g]) for _, g in groups)
+    index_map, ranges = {}, {}
+    for (flat, group), numel in zip(groups, numels):
+        index_map.update(_unflatten(flat, group) if group else {})
+        ranges[flat] = numel
+    name = _kernel_name(plan.body, number)
+    source, pointers, bytes_accessed = _emit(name, buf, plan, index_map, ranges, numels,
+                                             two_d=split is not None)
+    key = content_hash(source.replace(name, "KERNEL"))
+    ops = tuple(n.op for n in walk(plan.body) if isinstance(n, Op))
+    return KernelSpec(name, source, key, tuple(pointers) + (buf.name,), numels,
+                      "pointwise2d" if split is not None else "pointwise1d", ops, bytes_accessed)
+
+
+def _emit(name, buf, plan, index_map, ranges, numels, two_d):
+    code = CodeBuilder()
+    header = CodeBuilder()
+    body = CodeBuilder()
+    int64 = _needs_int64(plan, numels)
+    pid = (lambda axis: f"tl.program_id({axis}).to(tl.int64)") if int64 else (
+        lambda axis: f"tl.program_id({axis})")
+    if two_d:
+        header.lines([
+            f"yoffset = {pid(1)} * YBLOCK",
+            "yindex = yoffset + tl.arange(0, YBLOCK)[:, None]",
+            "ymask = yindex < ynumel",
+            f"xoffset = {pid(0)} * XBLOCK",
+            "xindex = xoffset + tl.arange(0, XBLOCK)[None, :]",
+            "xmask = xindex < xnumel",
+            "mask = ymask & xmask",
+        ])
+        mask, shape = "mask", "[YBLOCK, XBLOCK]"
+    else:
+        header.lines([
+            f"xoffset = {pid(0)} * XBLOCK",
+            "xindex = xoffset + tl.arange(0, XBLOCK)",
+            "xmask = xindex < xnumel",
+        ])
+        mask, shape = "xmask", "[XBLOCK]"
+    writer = _BodyWriter(body, index_map, ranges, mask)
+    result = writer.value(plan.body)
+    if result not in writer.block:
+        result_text = f"tl.broadcast_to({result}, {shape})"
+        if isinstance(plan.body, Const):
+            result_text = f"tl.full({shape}, {result}, {compute_type(plan.body.dtype)})"
+    else:
+        result_text = result
+    if buf.layout.dtype in HALF_TYPES:
+        result_text = f"{result_text}.to({TL_DTYPES[buf.layout.dtype]})"
+    store_index = texpr(writer.index(plan.store))
+    body.line(f"tl.store(out_ptr0 + ({store_index}), {result_text}, {mask})")
+    ptr_args = list(writer.pointers.values()) + ["out_ptr0"]
+    numel_args = ["xnumel", "ynumel"] if two_d else ["xnumel"]
+    blocks = ["XBLOCK: tl.constexpr"] + (["YBLOCK: tl.constexpr"] if two_d else [])
+    code.line("@jit")
+    code.line(f"def {name}({', '.join(ptr_args + numel_args + blocks)}):")
+    with code.indent():
+        code.splice(header)
+        code.splice(body)
+    return code.text(), list(writer.pointers.keys()), _bytes(buf, writer)
+
+
+def _bytes(buf: ComputedBuffer, writer: _BodyWriter) -> int | None:
+    numel = buf.layout.numel()
+    if not numel.is_Integer:
+        return None
+    # each distinct load reads at most numel elements; scalars one
+    loads = [n for n in writer.names if isinstance(n, Load)]
+    total = int(numel) * buf.layout.dtype.itemsize
+    for load in loads:
+        total += int(numel) * load.dtype.itemsize if writer.names[load] in writer.block else load.dtype.itemsize
+    return total

@@ -1,0 +1,194 @@
+"""The Python wrapper module: allocates buffers, launches kernels, calls externs, frees early.
+
+The generated module defines its kernels and ``call(args)``; ``jit`` and ``libdevice`` are
+bound by ``compiler.runtime`` before it runs (CUDA or interpreter), so the same source serves
+both. Buffers are deleted right after their last use so peak memory stays near eager's.
+
+Example:
+    >>> print(render_arg((1, 2.5, None)))
+    (1, 2.5, None)
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import sympy
+import torch
+
+from ..config import CompilerOptions
+from ..graph import LoweredGraph
+from ..ir import BufferRef, ComputedBuffer, ExternKernel, Layout
+from .builder import CodeBuilder
+from .triton import KernelSpec, generate_kernel
+
+HEADER = """\
+# kiln compiled module (generated).
+import torch
+import triton
+import triton.language as tl
+from compiler.runtime import ensure_strides, reinterpret
+# `jit` and `libdevice` are bound by compiler.runtime before this module runs.
+"""
+
+# The interpreter walks the grid in Python: one big block is much faster than many small ones.
+INTERPRETER_MAX_BLOCK = 1 << 16
+
+
+@dataclass(frozen=True)
+class GeneratedModule:
+    source: str
+    kernels: tuple[KernelSpec, ...]
+
+
+def _next_pow2(n: int) -> int:
+    return 1 << max(0, (int(n) - 1).bit_length())
+
+
+def launch_config(spec: KernelSpec, options: CompilerOptions, device_type: str) -> dict:
+    """Heuristic launch parameters (the config used when tuning is off)."""
+    numels = [int(n) for n in spec.numels]
+    if spec.kind == "pointwise2d":
+        xnumel, ynumel = numels
+        if device_type == "cpu":
+            x = min(_next_pow2(xnumel), 256)
+            y = min(_next_pow2(ynumel), INTERPRETER_MAX_BLOCK // x)
+        else:
+            x, y = min(_next_pow2(xnumel), options.tile_x), min(_next_pow2(ynumel), options.tile_y)
+        warps = max(1, min(options.num_warps, x * y // 256))
+        return {"XBLOCK": x, "YBLOCK": y, "num_warps": warps,
+                "grid": (math.ceil(xnumel / x), math.ceil(ynumel / y))}
+    (xnumel,) = numels
+    cap = INTERPRETER_MAX_BLOCK if device_type == "cpu" else options.xblock
+    x = max(16, min(_next_pow2(xnumel), cap))
+    warps = max(1, min(options.num_warps, x // 256))
+    return {"XBLOCK": x, "num_warps": warps, "grid": (max(1, math.ceil(xnumel / x)),)}
+
+
+def render_arg(value) -> str:
+    """Source text for an extern argument (literals, dtypes, views of buffers)."""
+    if isinstance(value, BufferRef):
+        if value.is_whole:
+            return value.name
+        return f"reinterpret({value.name}, {_ints(value.size)}, {_ints(value.stride)}, {int(value.offset)})"
+    if isinstance(value, tuple):
+        inner = ", ".join(render_arg(v) for v in value)
+        return f"({inner},)" if len(value) == 1 else f"({inner})"
+    if isinstance(value, list):
+        return "[" + ", ".join(render_arg(v) for v in value) + "]"
+    if isinstance(value, torch.dtype):
+        return str(value)
+    if isinstance(value, torch.device):
+        return "device"   # the device the module runs on, not the one it was traced on
+    if isinstance(value, (torch.layout, torch.memory_format)):
+        return str(value)
+    if isinstance(value, float) and not math.isfinite(value):
+        return f'float("{value}")'
+    if isinstance(value, (sympy.Expr,)):
+        return str(int(value))
+    return repr(value)
+
+
+def _ints(values) -> str:
+    return "(" + "".join(f"{int(v)}, " for v in values) + ")"
+
+
+def _reads(op) -> list[str]:
+    if isinstance(op, ComputedBuffer):
+        from ..ir import loads_of
+        return sorted({l.buffer for l in loads_of(op.body)})
+    names = []
+
+    def visit(v):
+        if isinstance(v, BufferRef):
+            names.append(v.name)
+        elif isinstance(v, (tuple, list)):
+            for x in v:
+                visit(x)
+    visit(op.args)
+    visit(tuple(v for _, v in op.kwargs))
+    return names
+
+
+def _last_uses(lowered: LoweredGraph) -> dict[int, list[str]]:
+    """Step index -> buffers that die after that step (never outputs)."""
+    keep = {o.ref.name for o in lowered.outputs if o.ref is not None}
+    keep |= {c.name for c in lowered.constants}
+    last: dict[str, int] = {}
+    for step, op in enumerate(lowered.operations):
+        for name in _reads(op):
+            last[name] = step
+        produced = [op.name] if isinstance(op, ComputedBuffer) else [n for n in op.outputs if n]
+        for name in produced:
+            last[name] = step   # a result nobody reads dies where it is made
+    dying: dict[int, list[str]] = {}
+    for name, step in last.items():
+        if name not in keep:
+            dying.setdefault(step, []).append(name)
+    return dying
+
+
+def generate_module(lowered: LoweredGraph, options: CompilerOptions,
+                    device_type: str) -> GeneratedModule:
+    code = CodeBuilder()
+    code.splice(HEADER)
+    specs = [generate_kernel(op, k) for k, op in
+             enumerate(o for o in lowered.operations if isinstance(o, ComputedBuffer))]
+    for spec in specs:
+        code.line()
+        code.splice(spec.source)
+    code.line()
+    code.line()
+    code.line("def call(args):")
+    with code.indent():
+        _emit_body(code, lowered, iter(specs), options, device_type)
+    return GeneratedModule(code.text(), tuple(specs))
+
+
+def _emit_body(code, lowered, specs, options, device_type):
+    names = [b.name for b in lowered.inputs]
+    if names:
+        code.line(f"{', '.join(names)}, = args")
+    code.line("args.clear()")
+    code.line(f"device = {names[0]}.device" if names else f"device = torch.device({lowered.device!r})")
+    dying = _last_uses(lowered)
+    for step, op in enumerate(lowered.operations):
+        if isinstance(op, ComputedBuffer):
+            _emit_kernel_call(code, op, next(specs), options, device_type)
+        else:
+            _emit_extern(code, op)
+        if step in dying:
+            code.line(f"del {', '.join(sorted(dying[step]))}")
+    outs = [render_arg(o.ref) if o.ref is not None else render_arg(o.literal)
+            for o in lowered.outputs]
+    code.line(f"return ({''.join(o + ', ' for o in outs)})")
+
+
+def _alloc(name: str, layout: Layout) -> str:
+    return (f"{name} = torch.empty_strided({_ints(layout.size)}, {_ints(layout.stride)}, "
+            f"dtype={layout.dtype}, device=device)")
+
+
+def _emit_kernel_call(code, op: ComputedBuffer, spec: KernelSpec, options, device_type):
+    code.line(_alloc(op.name, op.layout))
+    cfg = launch_config(spec, options, device_type)
+    args = list(spec.buffers) + [str(int(n)) for n in spec.numels]
+    consts = [f"{k}={v}" for k, v in cfg.items() if k != "grid"]
+    grid = "(" + "".join(f"{g}, " for g in cfg["grid"]) + ")"
+    code.line(f"{spec.name}[{grid}]({', '.join(args + consts)})")
+
+
+def _emit_extern(code, op: ExternKernel):
+    args = [render_arg(a) for a in op.args] + [f"{k}={render_arg(v)}" for k, v in op.kwargs]
+    call = f"torch.ops.{op.kernel}({', '.join(args)})"
+    if op.tuple_result:
+        targets = ", ".join(n or "_" for n in op.outputs)
+        code.line(f"{targets}, = {call}" if len(op.outputs) == 1 else f"{targets} = {call}")
+    else:
+        code.line(f"{op.outputs[0]} = {call}")
+    for name, layout in zip(op.outputs, op.layouts):
+        if name is not None:
+            code.line(f"{name} = ensure_strides({name}, {_ints(layout.size)}, {_ints(layout.stride)})")
+    unused = [n for n in op.outputs if n is None]
+    if unused and op.tuple_result:
+        code.line("del _")

@@ -1,0 +1,308 @@
+"""GraphLowering: an ATen FX graph -> kiln IR (buffers and operations), Inductor's design, lean.
+
+GraphLowering is a ``torch.fx.Interpreter`` whose values are lazy ``TensorValue``s instead of
+tensors. ``placeholder`` makes input buffers from each node's FakeTensor (sizes and strides as
+sympy), ``get_attr`` names constants once (tiny ones become literals), ``call_function`` goes
+through the explicit lowering table (or falls back to the ATen op, one warning per op), and
+``output`` realizes results with the strides eager would give. Lowerings receive the
+GraphLowering as ``ctx``; nothing is global.
+
+Example:
+    >>> import torch
+    >>> from torch.fx.experimental.proxy_tensor import make_fx
+    >>> from compiler.lowering import default_table
+    >>> from compiler.config import CompilerOptions
+    >>> gm = make_fx(lambda x: (x.relu() * 2,), tracing_mode="fake")(torch.randn(4, 4))
+    >>> lowered = GraphLowering(gm, default_table(), CompilerOptions()).lower()
+    >>> [type(op).__name__ for op in lowered.operations]
+    ['ComputedBuffer']
+"""
+from __future__ import annotations
+
+import itertools
+import operator
+import warnings
+from dataclasses import dataclass
+from typing import Any
+
+import sympy
+import torch
+import torch.fx
+
+from .config import CompilerOptions
+from .ir import (BufferRef, ComputedBuffer, ConstantBuffer, Const, ExternKernel, InputBuffer,
+                 Layout, Load, TensorValue, contiguous_strides, count_reads_and_ops,
+                 index_symbols)
+from .lowering import LoweringTable
+from .lowering.common import SUPPORTED_DTYPES, expand_to
+from .sizevars import affine_coefficients
+
+MAX_INLINE_OPS = 256   # bodies past this are realized even with one user: keep kernels sane
+
+
+class LoweringError(RuntimeError):
+    """A graph kiln cannot compile; the message names the node and why."""
+
+
+class KilnFallbackWarning(UserWarning):
+    """An ATen op has no kiln lowering and runs as an eager ATen call from the wrapper."""
+
+
+@dataclass(frozen=True)
+class OutputValue:
+    """One graph output: a view of a buffer, or a Python value returned as is."""
+    ref: BufferRef | None
+    literal: Any = None
+
+
+@dataclass(frozen=True)
+class LoweredGraph:
+    """What GraphLowering produces and codegen consumes."""
+    inputs: tuple[InputBuffer, ...]
+    constants: tuple[ConstantBuffer, ...]
+    constant_values: dict        # name -> tensor (kept out of hashing and artifacts)
+    operations: tuple            # ComputedBuffer | ExternKernel, in execution order
+    outputs: tuple[OutputValue, ...]
+    fallback_ops: tuple[str, ...]
+    device: str
+
+
+def _sym_tuple(values) -> tuple[sympy.Expr, ...]:
+    return tuple(sympy.sympify(int(v)) if not isinstance(v, torch.SymInt) else sympy.sympify(str(v))
+                 for v in values)
+
+
+def layout_of(val: torch.Tensor) -> Layout:
+    return Layout(val.device.type, val.dtype, _sym_tuple(val.shape), _sym_tuple(val.stride()),
+                  sympy.Integer(0))
+
+
+def is_dense(size, stride) -> bool:
+    """Non-overlapping and dense: some permutation of the dims is contiguous."""
+    dims = sorted((int(st), int(sz)) for sz, st in zip(size, stride) if sz != 1)
+    expected = 1
+    for st, sz in dims:
+        if st != expected:
+            return False
+        expected *= sz
+    return True
+
+
+class GraphLowering(torch.fx.Interpreter):
+    def __init__(self, gm: torch.fx.GraphModule, lowerings: LoweringTable,
+                 options: CompilerOptions):
+        super().__init__(gm, garbage_collect_values=False)
+        self.lowerings = lowerings
+        self.options = options
+        self.node: torch.fx.Node | None = None
+        self.inputs: list[InputBuffer] = []
+        self.constants: list[ConstantBuffer] = []
+        self.constant_values: dict[str, torch.Tensor] = {}
+        self._constant_names: dict[int, str] = {}
+        self.operations: list = []
+        self.outputs: list[OutputValue] = []
+        self.fallback_ops: list[str] = []
+        self.device: str | None = None
+        self._names = itertools.count()
+        self._layouts: dict[str, Layout] = {}   # every buffer's layout, by name
+
+    # ------------------------------------------------------------------ driving
+    def lower(self) -> LoweredGraph:
+        placeholders = [n for n in self.module.graph.nodes if n.op == "placeholder"]
+        self.run(*[None] * len(placeholders))
+        return LoweredGraph(tuple(self.inputs), tuple(self.constants), self.constant_values,
+                            tuple(self.operations), tuple(self.outputs),
+                            tuple(self.fallback_ops), self.device or "cpu")
+
+    def run_node(self, n: torch.fx.Node):
+        self.node = n
+        try:
+            result = super().run_node(n)
+        except (LoweringError, NotImplementedError):
+            raise
+        except Exception as exc:
+            raise LoweringError(f"lowering node {n.name} ({n.format_node()}) failed: "
+                                f"{type(exc).__name__}: {exc}") from exc
+        if isinstance(result, TensorValue):
+            result = self._maybe_realize_shared(n, result)
+        return result
+
+    def _maybe_realize_shared(self, n, value: TensorValue) -> TensorValue:
+        """Values read by several consumers are recomputed in each only while cheap."""
+        reads, ops = count_reads_and_ops(value.body)
+        heavy = reads > self.options.inline_max_reads or ops > self.options.inline_max_ops
+        if ops > MAX_INLINE_OPS or (len(n.users) > 1 and heavy):
+            return self.realize(value, n)
+        return value
+
+    # ------------------------------------------------------------------ context for lowerings
+    def meta_val(self, node: torch.fx.Node | None = None):
+        return (node or self.node).meta.get("val")
+
+    def meta_size(self, node: torch.fx.Node | None = None) -> tuple[sympy.Expr, ...]:
+        return _sym_tuple(self.meta_val(node).shape)
+
+    def index_symbols(self, ndim: int):
+        return index_symbols(ndim)
+
+    def new_name(self, prefix: str) -> str:
+        return f"{prefix}{next(self._names)}"
+
+    def realize(self, value: TensorValue, node: torch.fx.Node | None = None) -> TensorValue:
+        """Store ``value`` in a new buffer (with eager's strides for ``node`` when dense)."""
+        size = value.size
+        stride = contiguous_strides(size)
+        val = self.meta_val(node) if node is not None else None
+        if isinstance(val, torch.Tensor) and tuple(_sym_tuple(val.shape)) == tuple(size) \
+                and is_dense(val.shape, val.stride()):
+            stride = _sym_tuple(val.stride())
+        layout = Layout(value.device, value.dtype, tuple(size), stride)
+        name = self.new_name("buf")
+        self.operations.append(ComputedBuffer(name, layout, value.body))
+        return self._load_buffer(name, layout)
+
+    def buffer_ref(self, value: TensorValue, node: torch.fx.Node | None = None) -> BufferRef:
+        """``value`` as a strided view of a buffer, realizing it first if it is computed."""
+        ref = self._as_ref(value)
+        if ref is None:
+            ref = self._as_ref(self.realize(value, node))
+        return ref
+
+    def _as_ref(self, value: TensorValue) -> BufferRef | None:
+        body = value.body
+        if not isinstance(body, Load) or body.dtype != value.dtype:
+            return None
+        coeffs = affine_coefficients(body.index, index_symbols(value.ndim))
+        if coeffs is None:
+            return None
+        offset, stride = coeffs
+        stride = tuple(sympy.Integer(0) if sz == 1 else st for sz, st in zip(value.size, stride))
+        layout = self._layouts.get(body.buffer)
+        whole = (layout is not None and offset == 0 and tuple(layout.size) == tuple(value.size)
+                 and all(sz == 1 or st == lst for sz, st, lst in
+                         zip(value.size, stride, layout.stride)))
+        return BufferRef(body.buffer, tuple(value.size), stride, offset, whole)
+
+    def _load_buffer(self, name: str, layout: Layout) -> TensorValue:
+        self._layouts[name] = layout
+        idx = index_symbols(len(layout.size))
+        return TensorValue(layout.dtype, layout.device, tuple(layout.size),
+                           Load(name, layout.index(idx), layout.dtype))
+
+    def call_extern(self, args, kwargs, is_fallback: bool):
+        """Run the current node's ATen op from the wrapper on realized buffers."""
+        node = self.node
+        ref_args = self._refs(node.args, args)
+        ref_kwargs = tuple((k, self._refs(node.kwargs[k], v)) for k, v in kwargs.items())
+        val = self.meta_val()
+        vals = list(val) if isinstance(val, (tuple, list)) else [val]
+        names = tuple(self.new_name("buf") if isinstance(v, torch.Tensor) else None for v in vals)
+        layouts = tuple(layout_of(v) if isinstance(v, torch.Tensor) else None for v in vals)
+        self.operations.append(ExternKernel(names, layouts, _op_path(node.target), ref_args,
+                                            ref_kwargs, is_fallback,
+                                            isinstance(val, (tuple, list))))
+        results = [self._load_buffer(n, l) if n is not None else None
+                   for n, l in zip(names, layouts)]
+        return tuple(results) if isinstance(val, (tuple, list)) else results[0]
+
+    def _refs(self, node_arg, value):
+        if isinstance(value, TensorValue):
+            return self.buffer_ref(value, node_arg if isinstance(node_arg, torch.fx.Node) else None)
+        if isinstance(value, (list, tuple)):
+            node_args = node_arg if isinstance(node_arg, (list, tuple)) else [None] * len(value)
+            return tuple(self._refs(a, v) for a, v in zip(node_args, value))
+        return value
+
+    # ------------------------------------------------------------------ fx.Interpreter overrides
+    def placeholder(self, target, args, kwargs):
+        val = self.meta_val()
+        if not isinstance(val, torch.Tensor):
+            return val
+        _check_dtype(self.node, val)
+        layout = layout_of(val)
+        self.device = self.device or layout.device
+        name = f"arg{len(self.inputs)}"
+        self.inputs.append(InputBuffer(name, layout))
+        return self._load_buffer(name, layout)
+
+    def get_attr(self, target, args, kwargs):
+        value = super().get_attr(target, args, kwargs)
+        if not isinstance(value, torch.Tensor):
+            return value
+        _check_dtype(self.node, value)
+        if value.numel() <= self.options.inline_constant_numel and value.numel() == 1:
+            body = Const(value.item(), value.dtype)
+            scalar = TensorValue(value.dtype, value.device.type, (), body)
+            return expand_to(scalar, _sym_tuple(value.shape))
+        name = self._constant_names.get(id(value))
+        if name is None:
+            name = f"const{len(self.constants)}"
+            self._constant_names[id(value)] = name
+            self.constants.append(ConstantBuffer(name, layout_of(value)))
+            self.constant_values[name] = value
+        layout = next(c.layout for c in self.constants if c.name == name)
+        return self._load_buffer(name, layout)
+
+    def call_function(self, target, args, kwargs):
+        if target is operator.getitem and isinstance(args[0], (tuple, list)):
+            return args[0][args[1]]
+        for v in _tensor_vals(self.node):
+            _check_dtype(self.node, v)
+        lowering = self.lowerings.lookup(target)
+        if lowering is not None and lowering.applies(self.node):
+            return lowering.fn(self, *args, **kwargs)
+        return self.fallback(target, args, kwargs)
+
+    def fallback(self, target, args, kwargs):
+        if not isinstance(target, torch._ops.OpOverload):
+            raise LoweringError(f"node {self.node.name}: cannot lower or fall back for "
+                                f"{target!r} (not an ATen op)")
+        name = _op_path(target)
+        if name not in self.fallback_ops:
+            self.fallback_ops.append(name)
+            warnings.warn(f"kiln: no lowering for {name}; it runs as an ATen fallback",
+                          KilnFallbackWarning, stacklevel=2)
+        return self.call_extern(args, kwargs, is_fallback=True)
+
+    def call_method(self, target, args, kwargs):
+        raise LoweringError(f"node {self.node.name}: call_method {target} in an ATen graph")
+
+    def call_module(self, target, args, kwargs):
+        raise LoweringError(f"node {self.node.name}: call_module {target} in an ATen graph")
+
+    def output(self, target, args, kwargs):
+        node_outs = self.node.args[0]
+        for node_arg, value in zip(_as_list(node_outs), _as_list(args[0])):
+            self.outputs.append(self._output_value(node_arg, value))
+        return args[0]
+
+    def _output_value(self, node_arg, value) -> OutputValue:
+        if not isinstance(value, TensorValue):
+            return OutputValue(None, value)
+        val = self.meta_val(node_arg)
+        want = _sym_tuple(val.stride())
+        ref = self._as_ref(value)
+        if ref is None or not all(sz == 1 or a == b for sz, a, b in zip(ref.size, ref.stride, want)):
+            ref = self._as_ref(self.realize(value, node_arg))
+        return OutputValue(ref)
+
+
+def _op_path(target) -> str:
+    return f"{target.namespace}.{target._schema.name.split('::')[-1]}.{target._overloadname}"
+
+
+def _as_list(x):
+    return list(x) if isinstance(x, (list, tuple)) else [x]
+
+
+def _tensor_vals(node):
+    val = node.meta.get("val")
+    vals = val if isinstance(val, (list, tuple)) else [val]
+    return [v for v in vals if isinstance(v, torch.Tensor)]
+
+
+def _check_dtype(node, val):
+    if val.dtype not in SUPPORTED_DTYPES:
+        raise LoweringError(
+            f"node {node.name} ({node.format_node()}) has dtype {val.dtype}, which kiln does not "
+            f"support; supported: {', '.join(sorted(str(d) for d in SUPPORTED_DTYPES))}")

@@ -1,0 +1,229 @@
+"""kiln's frozen IR: value expressions, lazy tensors, layouts and the buffers a graph lowers to.
+
+Expressions (``Load``, ``Const``, ``IndexExpr``, ``Op``) describe the value of one element as
+a function of index symbols. A ``TensorValue`` is a lazy tensor: its ``body`` gives element
+``(i0, i1, ...)``. Views are substitutions of the index symbols, pointwise ops wrap bodies in
+``Op`` nodes, and only ``realize`` (in graph.py) turns a body into a stored buffer. Every node
+is a frozen dataclass, so equal subexpressions hash equal and codegen gets CSE for free.
+
+Example:
+    >>> import torch, sympy
+    >>> i0 = index_symbol("i", 0)
+    >>> x = TensorValue(torch.float32, "cpu", (sympy.Integer(8),), Load("arg0", i0, torch.float32))
+    >>> y = x.map(lambda b: Op("relu", (b,), torch.float32))
+    >>> y.body.op
+    'relu'
+"""
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from typing import Any, Callable, Sequence
+
+import sympy
+import torch
+
+from .sizevars import index_symbol
+
+
+# ----------------------------------------------------------------------------- expressions
+class Expr:
+    """Base of element expressions; every subclass is a frozen dataclass with a ``dtype``."""
+    dtype: torch.dtype
+
+
+@dataclass(frozen=True)
+class Load(Expr):
+    """Element of buffer ``buffer`` at flat storage offset ``index``."""
+    buffer: str
+    index: sympy.Expr
+    dtype: torch.dtype
+
+
+@dataclass(frozen=True)
+class Const(Expr):
+    """A Python scalar of a torch dtype."""
+    value: Any
+    dtype: torch.dtype
+
+
+@dataclass(frozen=True)
+class IndexExpr(Expr):
+    """The integer value of an index expression (iota, arange, masks built from indices)."""
+    index: sympy.Expr
+    dtype: torch.dtype = torch.int64
+
+
+@dataclass(frozen=True)
+class Op(Expr):
+    """A pointwise op from the codegen table applied to ``args``; ``params`` are literals."""
+    op: str
+    args: tuple[Expr, ...]
+    dtype: torch.dtype
+    params: tuple = ()
+
+
+def substitute(expr: Expr, mapping: dict) -> Expr:
+    """``expr`` with index symbols replaced per ``mapping`` (shared subtrees done once)."""
+    memo: dict[int, Expr] = {}
+
+    def go(e: Expr) -> Expr:
+        key = id(e)
+        if key in memo:
+            return memo[key]
+        if isinstance(e, Load):
+            out = dataclasses.replace(e, index=sympy.sympify(e.index).xreplace(mapping))
+        elif isinstance(e, IndexExpr):
+            out = dataclasses.replace(e, index=sympy.sympify(e.index).xreplace(mapping))
+        elif isinstance(e, Op):
+            out = dataclasses.replace(e, args=tuple(go(a) for a in e.args))
+        else:
+            out = e
+        memo[key] = out
+        return out
+
+    return go(expr)
+
+
+def walk(expr: Expr):
+    """Each distinct node of ``expr`` once, children before parents."""
+    seen: set = set()
+    order: list[Expr] = []
+
+    def go(e: Expr):
+        if e in seen:
+            return
+        seen.add(e)
+        if isinstance(e, Op):
+            for a in e.args:
+                go(a)
+        order.append(e)
+
+    go(expr)
+    return order
+
+
+def count_reads_and_ops(expr: Expr) -> tuple[int, int]:
+    """(distinct loads, distinct ops): the cost of recomputing ``expr`` in another kernel."""
+    nodes = walk(expr)
+    return (sum(isinstance(n, Load) for n in nodes), sum(isinstance(n, Op) for n in nodes))
+
+
+def loads_of(expr: Expr) -> list[Load]:
+    return [n for n in walk(expr) if isinstance(n, Load)]
+
+
+# ----------------------------------------------------------------------------- lazy tensors
+def index_symbols(ndim: int) -> list[sympy.Symbol]:
+    return [index_symbol("i", k) for k in range(ndim)]
+
+
+@dataclass(frozen=True)
+class TensorValue:
+    """A lazy tensor: element ``(i0, ..., i{n-1})`` is ``body``."""
+    dtype: torch.dtype
+    device: str
+    size: tuple[sympy.Expr, ...]
+    body: Expr
+
+    @property
+    def ndim(self) -> int:
+        return len(self.size)
+
+    def load(self, index: Sequence[sympy.Expr]) -> Expr:
+        """The element at ``index`` (one sympy expression per dim)."""
+        assert len(index) == self.ndim, (index, self.size)
+        return substitute(self.body, dict(zip(index_symbols(self.ndim), index)))
+
+    def map(self, fn: Callable[[Expr], Expr]) -> "TensorValue":
+        body = fn(self.body)
+        return TensorValue(body.dtype, self.device, self.size, body)
+
+    def reindex(self, size: Sequence[sympy.Expr], index_fn) -> "TensorValue":
+        """A view: new element ``idx`` is old element ``index_fn(idx)``."""
+        new_index = index_symbols(len(size))
+        return TensorValue(self.dtype, self.device, tuple(size), self.load(index_fn(new_index)))
+
+
+# ----------------------------------------------------------------------------- layouts, buffers
+def contiguous_strides(size: Sequence[sympy.Expr]) -> tuple[sympy.Expr, ...]:
+    strides, acc = [], sympy.Integer(1)
+    for s in reversed(size):
+        strides.append(acc)
+        acc = acc * s
+    return tuple(reversed(strides))
+
+
+@dataclass(frozen=True)
+class Layout:
+    """Where a buffer's elements live: ``offset + sum(stride[k] * index[k])``."""
+    device: str
+    dtype: torch.dtype
+    size: tuple[sympy.Expr, ...]
+    stride: tuple[sympy.Expr, ...]
+    offset: sympy.Expr = sympy.Integer(0)
+
+    def index(self, idx: Sequence[sympy.Expr]) -> sympy.Expr:
+        return self.offset + sum((s * i for s, i in zip(self.stride, idx)), sympy.Integer(0))
+
+    def numel(self) -> sympy.Expr:
+        return sympy.Mul(*self.size)
+
+    def storage_size(self) -> sympy.Expr:
+        """Elements the storage must hold (a view may skip some, never exceed this)."""
+        if any(s == 0 for s in self.size):
+            return sympy.Integer(0)
+        return self.offset + 1 + sum((st * (sz - 1) for st, sz in zip(self.stride, self.size)),
+                                     sympy.Integer(0))
+
+
+@dataclass(frozen=True)
+class InputBuffer:
+    """A graph input (parameter, buffer or user input) as the caller passes it."""
+    name: str
+    layout: Layout
+
+
+@dataclass(frozen=True)
+class ConstantBuffer:
+    """A tensor constant of the graph (``get_attr``), passed to the module at load time."""
+    name: str
+    layout: Layout
+
+
+@dataclass(frozen=True)
+class ComputedBuffer:
+    """A buffer whose elements ``body`` computes (one Triton kernel in this version)."""
+    name: str
+    layout: Layout
+    body: Expr
+
+
+@dataclass(frozen=True)
+class BufferRef:
+    """A tensor argument of an extern call: a strided view of a named buffer."""
+    name: str
+    size: tuple[sympy.Expr, ...]
+    stride: tuple[sympy.Expr, ...]
+    offset: sympy.Expr
+    is_whole: bool  # the view is the buffer itself: no reinterpret needed
+
+
+@dataclass(frozen=True)
+class ExternKernel:
+    """A call to an ATen op from the wrapper: a library kernel (mm, conv, sdpa) or a fallback.
+
+    ``args``/``kwargs`` are nested tuples of literals and ``BufferRef``; ``outputs`` are the
+    names given to the (possibly several) tensor results, with the layouts eager would give.
+    """
+    outputs: tuple[str | None, ...]
+    layouts: tuple[Layout | None, ...]
+    kernel: str            # e.g. "aten.mm.default"
+    args: tuple
+    kwargs: tuple[tuple[str, Any], ...]
+    is_fallback: bool
+    tuple_result: bool     # the op returns a tuple (unpack it) rather than one tensor
+
+
+Buffer = InputBuffer | ConstantBuffer | ComputedBuffer
+Operation = ComputedBuffer | ExternKernel

@@ -1,0 +1,86 @@
+"""Helpers shared by lowerings: broadcasting, casts, scalar wrapping, type promotion.
+
+Example:
+    >>> import sympy
+    >>> broadcast_shapes([(sympy.Integer(4), sympy.Integer(1)), (sympy.Integer(3),)])
+    (4, 3)
+"""
+from __future__ import annotations
+
+from typing import Sequence
+
+import sympy
+import torch
+from torch._prims_common import ELEMENTWISE_TYPE_PROMOTION_KIND as Promotion
+from torch._prims_common import elementwise_dtypes
+
+from ..ir import Const, Expr, Op, TensorValue
+
+__all__ = ["Promotion", "broadcast_shapes", "expand_to", "to_dtype", "promote", "is_tensor",
+           "as_sym", "normalize_dim"]
+
+SUPPORTED_DTYPES = frozenset({
+    torch.float32, torch.float16, torch.bfloat16, torch.float64, torch.int8, torch.int16,
+    torch.int32, torch.int64, torch.uint8, torch.bool})
+
+
+def is_tensor(x) -> bool:
+    return isinstance(x, TensorValue)
+
+
+def as_sym(x) -> sympy.Expr:
+    return sympy.sympify(int(x)) if isinstance(x, (int, bool)) else sympy.sympify(x)
+
+
+def normalize_dim(dim: int, ndim: int) -> int:
+    return dim + max(ndim, 1) if dim < 0 else dim
+
+
+def broadcast_shapes(sizes: Sequence[Sequence[sympy.Expr]]) -> tuple[sympy.Expr, ...]:
+    ndim = max((len(s) for s in sizes), default=0)
+    out = [sympy.Integer(1)] * ndim
+    for size in sizes:
+        for k, s in enumerate(size, start=ndim - len(size)):
+            if s != 1:
+                if out[k] != 1 and out[k] != s:
+                    raise ValueError(f"shapes {list(sizes)} do not broadcast")
+                out[k] = s
+    return tuple(out)
+
+
+def expand_to(x: TensorValue, size: Sequence[sympy.Expr]) -> TensorValue:
+    """Broadcast ``x`` to ``size``: size-1 dims read index 0, new leading dims are dropped."""
+    if tuple(x.size) == tuple(size):
+        return x
+    lead = len(size) - x.ndim
+
+    def index(idx):
+        return [sympy.Integer(0) if x.size[k] == 1 and size[k + lead] != 1 else idx[k + lead]
+                for k in range(x.ndim)]
+
+    return x.reindex(size, index)
+
+
+def cast_expr(e: Expr, dtype: torch.dtype, rounds: bool = False) -> Expr:
+    """``e`` as ``dtype``. ``rounds``: an explicit user cast, which must round like eager."""
+    if e.dtype == dtype:
+        return e
+    if isinstance(e, Const):
+        return Const(torch.tensor(e.value, dtype=e.dtype).to(dtype).item(), dtype)
+    return Op("to_dtype", (e,), dtype, (bool(rounds),))
+
+
+def to_dtype(x: TensorValue, dtype: torch.dtype, rounds: bool = False) -> TensorValue:
+    return x if x.dtype == dtype else x.map(lambda b: cast_expr(b, dtype, rounds))
+
+
+def _dtype_probe(x):
+    if isinstance(x, TensorValue):
+        return torch.empty((1,) * min(x.ndim, 1), dtype=x.dtype, device="meta")
+    return x
+
+
+def promote(args, kind: Promotion) -> tuple[torch.dtype, torch.dtype]:
+    """(computation dtype, result dtype) exactly as eager ATen would pick them."""
+    probes = [_dtype_probe(a) for a in args if a is not None]
+    return elementwise_dtypes(*probes, type_promotion_kind=kind)

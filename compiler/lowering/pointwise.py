@@ -1,0 +1,341 @@
+"""Pointwise lowerings: arithmetic, comparisons, logic, math, activations, casts, creation.
+
+A semantic op (``"add"``, ``"gelu"``) is one entry of ``POINTWISE_OPS`` (its eager reference,
+used to fold constants, and how eager promotes its dtypes); the codegen table in
+``codegen/ops.py`` says how to print it. Registering a new ATen pointwise op is one line.
+
+Example:
+    >>> import torch
+    >>> aten = torch.ops.aten
+    >>> REGISTRY.entries()[aten.exp.default].fn.__name__
+    'lower'
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Callable
+
+import sympy
+import torch
+
+from ..ir import Const, IndexExpr, Op, TensorValue
+from . import Registry
+from .common import (SUPPORTED_DTYPES, Promotion, as_sym, broadcast_shapes, cast_expr, expand_to,
+                     is_tensor, promote, to_dtype)
+
+aten = torch.ops.aten
+prims = torch.ops.prims
+REGISTRY = Registry("pointwise")
+
+P = Promotion
+
+
+@dataclass(frozen=True)
+class PointwiseOp:
+    """A semantic pointwise op: eager reference (for constant folding) and promotion kind."""
+    ref: Callable | None
+    promotion: Promotion
+    boolean_result: bool = False
+
+
+def _gelu_ref(x, approximate="none"):
+    return torch.nn.functional.gelu(x, approximate=approximate)
+
+
+POINTWISE_OPS: dict[str, PointwiseOp] = {
+    # arithmetic
+    "add": PointwiseOp(torch.add, P.DEFAULT), "sub": PointwiseOp(torch.sub, P.DEFAULT),
+    "mul": PointwiseOp(torch.mul, P.DEFAULT), "truediv": PointwiseOp(torch.true_divide, P.INT_TO_FLOAT),
+    "div_trunc": PointwiseOp(lambda a, b: torch.div(a, b, rounding_mode="trunc"), P.DEFAULT),
+    "div_floor": PointwiseOp(lambda a, b: torch.div(a, b, rounding_mode="floor"), P.DEFAULT),
+    "remainder": PointwiseOp(torch.remainder, P.DEFAULT), "fmod": PointwiseOp(torch.fmod, P.DEFAULT),
+    "neg": PointwiseOp(torch.neg, P.DEFAULT), "abs": PointwiseOp(torch.abs, P.COMPLEX_TO_FLOAT),
+    "maximum": PointwiseOp(torch.maximum, P.DEFAULT), "minimum": PointwiseOp(torch.minimum, P.DEFAULT),
+    "pow": PointwiseOp(torch.pow, P.BOOL_TO_LONG), "sign": PointwiseOp(torch.sign, P.DEFAULT),
+    "reciprocal": PointwiseOp(torch.reciprocal, P.INT_TO_FLOAT),
+    # math
+    "exp": PointwiseOp(torch.exp, P.INT_TO_FLOAT), "exp2": PointwiseOp(torch.exp2, P.INT_TO_FLOAT),
+    "expm1": PointwiseOp(torch.expm1, P.INT_TO_FLOAT), "log": PointwiseOp(torch.log, P.INT_TO_FLOAT),
+    "log2": PointwiseOp(torch.log2, P.INT_TO_FLOAT), "log1p": PointwiseOp(torch.log1p, P.INT_TO_FLOAT),
+    "sqrt": PointwiseOp(torch.sqrt, P.INT_TO_FLOAT), "rsqrt": PointwiseOp(torch.rsqrt, P.INT_TO_FLOAT),
+    "sin": PointwiseOp(torch.sin, P.INT_TO_FLOAT), "cos": PointwiseOp(torch.cos, P.INT_TO_FLOAT),
+    "tanh": PointwiseOp(torch.tanh, P.INT_TO_FLOAT), "erf": PointwiseOp(torch.erf, P.INT_TO_FLOAT),
+    "sigmoid": PointwiseOp(torch.sigmoid, P.INT_TO_FLOAT),
+    "floor": PointwiseOp(torch.floor, P.DEFAULT), "ceil": PointwiseOp(torch.ceil, P.DEFAULT),
+    "round": PointwiseOp(torch.round, P.DEFAULT), "trunc": PointwiseOp(torch.trunc, P.DEFAULT),
+    # activations kept whole by capture's decompositions
+    "relu": PointwiseOp(torch.relu, P.DEFAULT), "gelu": PointwiseOp(_gelu_ref, P.DEFAULT),
+    "silu": PointwiseOp(torch.nn.functional.silu, P.DEFAULT),
+    "hardsigmoid": PointwiseOp(torch.nn.functional.hardsigmoid, P.DEFAULT),
+    "hardswish": PointwiseOp(torch.nn.functional.hardswish, P.DEFAULT),
+    "leaky_relu": PointwiseOp(torch.nn.functional.leaky_relu, P.DEFAULT),
+    # comparisons and logic
+    "eq": PointwiseOp(torch.eq, P.ALWAYS_BOOL, True), "ne": PointwiseOp(torch.ne, P.ALWAYS_BOOL, True),
+    "lt": PointwiseOp(torch.lt, P.ALWAYS_BOOL, True), "le": PointwiseOp(torch.le, P.ALWAYS_BOOL, True),
+    "gt": PointwiseOp(torch.gt, P.ALWAYS_BOOL, True), "ge": PointwiseOp(torch.ge, P.ALWAYS_BOOL, True),
+    "isnan": PointwiseOp(torch.isnan, P.ALWAYS_BOOL, True),
+    "isinf": PointwiseOp(torch.isinf, P.ALWAYS_BOOL, True),
+    "logical_not": PointwiseOp(torch.logical_not, P.ALWAYS_BOOL, True),
+    "logical_and": PointwiseOp(torch.logical_and, P.ALWAYS_BOOL, True),
+    "logical_or": PointwiseOp(torch.logical_or, P.ALWAYS_BOOL, True),
+    "logical_xor": PointwiseOp(torch.logical_xor, P.ALWAYS_BOOL, True),
+    "bitwise_and": PointwiseOp(torch.bitwise_and, P.DEFAULT),
+    "bitwise_or": PointwiseOp(torch.bitwise_or, P.DEFAULT),
+    "bitwise_xor": PointwiseOp(torch.bitwise_xor, P.DEFAULT),
+    "bitwise_not": PointwiseOp(torch.bitwise_not, P.DEFAULT),
+}
+
+
+def _fold(name: str, args, out_dtype, params):
+    """Evaluate an op on constants exactly as eager would (0-d tensors of the same dtypes)."""
+    ref = POINTWISE_OPS[name].ref if name in POINTWISE_OPS else None
+    if ref is None:
+        return None
+    value = ref(*[torch.tensor(a.value, dtype=a.dtype) for a in args], *params)
+    return Const(value.to(out_dtype).item(), out_dtype)
+
+
+def make_op(name: str, args, out_dtype, params=()):
+    """``Op(name, args)``, folded to a ``Const`` when every argument is a constant."""
+    if args and all(isinstance(a, Const) for a in args):
+        folded = _fold(name, args, out_dtype, params)
+        if folded is not None:
+            return folded
+    return Op(name, tuple(args), out_dtype, tuple(params))
+
+
+def pointwise(name: str, *args, params=(), promotion: Promotion | None = None) -> TensorValue:
+    """Broadcast ``args`` (TensorValues and Python scalars), promote, and apply op ``name``."""
+    spec = POINTWISE_OPS[name]
+    compute, result = promote(args, promotion or spec.promotion)
+    tensors = [a for a in args if is_tensor(a)]
+    size = broadcast_shapes([t.size for t in tensors])
+    bodies = [cast_expr(expand_to(a, size).body, compute) if is_tensor(a) else _scalar(a, compute)
+              for a in args]
+    out_dtype = torch.bool if spec.boolean_result else compute
+    body = make_op(name, bodies, out_dtype, params)
+    if not spec.boolean_result:
+        body = cast_expr(body, result)
+    return TensorValue(body.dtype, tensors[0].device, size, body)
+
+
+def _scalar(value, dtype) -> Const:
+    if isinstance(value, (sympy.Expr, torch.SymInt)):
+        raise NotImplementedError("symbolic scalars in pointwise ops")
+    return Const(torch.tensor(value).to(dtype).item(), dtype)
+
+
+def _has_tensor(node) -> bool:
+    return any(isinstance(a, torch.fx.Node) for a in node.args)
+
+
+def _supported_dtypes(node) -> bool:
+    val = node.meta.get("val")
+    return isinstance(val, torch.Tensor) and val.dtype in SUPPORTED_DTYPES
+
+
+def register_simple(name: str, *ops):
+    """A one-liner for ATen ops that map argument-for-argument onto semantic op ``name``."""
+    @REGISTRY.register(*ops, supports=_supported_dtypes)
+    def lower(ctx, *args, **kwargs):
+        return pointwise(name, *args)
+    return lower
+
+
+for _name, _ops in {
+    "neg": [aten.neg], "abs": [aten.abs], "exp": [aten.exp], "exp2": [aten.exp2],
+    "expm1": [aten.expm1], "log": [aten.log], "log2": [aten.log2], "log1p": [aten.log1p],
+    "sqrt": [aten.sqrt], "rsqrt": [aten.rsqrt], "reciprocal": [aten.reciprocal],
+    "sin": [aten.sin], "cos": [aten.cos], "tanh": [aten.tanh], "erf": [aten.erf],
+    "sigmoid": [aten.sigmoid], "floor": [aten.floor], "ceil": [aten.ceil], "trunc": [aten.trunc],
+    "relu": [aten.relu], "silu": [aten.silu], "hardsigmoid": [aten.hardsigmoid],
+    "hardswish": [aten.hardswish], "sign": [aten.sign], "isnan": [aten.isnan],
+    "isinf": [aten.isinf], "logical_not": [aten.logical_not], "bitwise_not": [aten.bitwise_not],
+    "mul": [aten.mul.Tensor, aten.mul.Scalar], "maximum": [aten.maximum],
+    "minimum": [aten.minimum], "remainder": [aten.remainder.Tensor, aten.remainder.Scalar],
+    "fmod": [aten.fmod.Tensor, aten.fmod.Scalar],
+    "eq": [aten.eq.Tensor, aten.eq.Scalar], "ne": [aten.ne.Tensor, aten.ne.Scalar],
+    "lt": [aten.lt.Tensor, aten.lt.Scalar], "le": [aten.le.Tensor, aten.le.Scalar],
+    "gt": [aten.gt.Tensor, aten.gt.Scalar], "ge": [aten.ge.Tensor, aten.ge.Scalar],
+    "logical_and": [aten.logical_and], "logical_or": [aten.logical_or],
+    "logical_xor": [aten.logical_xor],
+    "bitwise_and": [aten.bitwise_and.Tensor, aten.bitwise_and.Scalar],
+    "bitwise_or": [aten.bitwise_or.Tensor, aten.bitwise_or.Scalar],
+    "bitwise_xor": [aten.bitwise_xor.Tensor, aten.bitwise_xor.Scalar],
+}.items():
+    register_simple(_name, *_ops)
+
+
+@REGISTRY.register(aten.round.default, supports=_supported_dtypes)
+def lower_round(ctx, x):
+    return pointwise("round", x)
+
+
+@REGISTRY.register(aten.add.Tensor, aten.add.Scalar, aten.sub.Tensor, aten.sub.Scalar,
+                   supports=_supported_dtypes)
+def lower_add_sub(ctx, a, b, alpha=1):
+    name = "add" if ctx.node.target in (aten.add.Tensor, aten.add.Scalar) else "sub"
+    if alpha != 1:
+        b = pointwise("mul", b, alpha)
+    return pointwise(name, a, b)
+
+
+@REGISTRY.register(aten.rsub.Tensor, aten.rsub.Scalar, supports=_supported_dtypes)
+def lower_rsub(ctx, a, b, alpha=1):
+    return _rsub(a, b, alpha)
+
+
+def _rsub(a, b, alpha):
+    if alpha != 1:
+        a = pointwise("mul", a, alpha)
+    return pointwise("sub", b, a)
+
+
+@REGISTRY.register(aten.div.Tensor, aten.div.Scalar, aten.div.Tensor_mode, aten.div.Scalar_mode,
+                   supports=_supported_dtypes)
+def lower_div(ctx, a, b, rounding_mode=None):
+    if rounding_mode is None:
+        return pointwise("truediv", a, b)
+    return pointwise("div_trunc" if rounding_mode == "trunc" else "div_floor", a, b)
+
+
+@REGISTRY.register(aten.floor_divide.default, aten.floor_divide.Scalar, supports=_supported_dtypes)
+def lower_floor_divide(ctx, a, b):
+    return pointwise("div_floor", a, b)
+
+
+@REGISTRY.register(aten.pow.Tensor_Tensor, aten.pow.Tensor_Scalar, aten.pow.Scalar,
+                   supports=_supported_dtypes)
+def lower_pow(ctx, base, exponent):
+    # Small integer exponents become multiplies, as eager's own fast paths do.
+    if not is_tensor(exponent) and is_tensor(base) and base.dtype.is_floating_point:
+        if exponent == 1:
+            return pointwise("mul", base, 1)
+        if exponent == 2:
+            return pointwise("mul", base, base)
+        if exponent == 0.5:
+            return pointwise("sqrt", base)
+        if exponent == -1:
+            return pointwise("reciprocal", base)
+    return pointwise("pow", base, exponent)
+
+
+@REGISTRY.register(aten.gelu.default, supports=_supported_dtypes)
+def lower_gelu(ctx, x, approximate="none"):
+    return pointwise("gelu", x, params=(approximate,))
+
+
+@REGISTRY.register(aten.leaky_relu.default, supports=_supported_dtypes)
+def lower_leaky_relu(ctx, x, negative_slope=0.01):
+    return pointwise("leaky_relu", x, params=(float(negative_slope),))
+
+
+@REGISTRY.register(aten.clamp.default, aten.clamp.Tensor, aten.clamp_min.default,
+                   aten.clamp_min.Tensor, aten.clamp_max.default, aten.clamp_max.Tensor,
+                   aten.hardtanh.default, supports=_supported_dtypes)
+def lower_clamp(ctx, x, lo=None, hi=None):
+    target = ctx.node.target
+    if target in (aten.clamp_max.default, aten.clamp_max.Tensor):
+        lo, hi = None, lo
+    if target == aten.hardtanh.default:
+        lo = -1.0 if lo is None else lo
+        hi = 1.0 if hi is None else hi
+    _, result = promote([x, lo, hi], P.DEFAULT)
+    out = to_dtype(x, result)
+    if lo is not None:
+        out = pointwise("maximum", out, lo)
+    if hi is not None:
+        out = pointwise("minimum", out, hi)
+    return to_dtype(out, result)
+
+
+@REGISTRY.register(aten.where.self, aten.where.ScalarSelf, aten.where.ScalarOther,
+                   aten.where.Scalar, supports=_supported_dtypes)
+def lower_where(ctx, cond, a, b):
+    _, result = promote([a, b], P.DEFAULT)
+    tensors = [t for t in (cond, a, b) if is_tensor(t)]
+    size = broadcast_shapes([t.size for t in tensors])
+    parts = [cast_expr(expand_to(t, size).body, dtype) if is_tensor(t) else _scalar(t, dtype)
+             for t, dtype in ((cond, torch.bool), (a, result), (b, result))]
+    body = Op("where", tuple(parts), result)
+    return TensorValue(result, tensors[0].device, size, body)
+
+
+# ----------------------------------------------------------------------------- casts, copies
+@REGISTRY.register(aten._to_copy.default, supports=lambda n: _supported_dtypes(n) and _same_device(n))
+def lower_to_copy(ctx, x, dtype=None, layout=None, device=None, pin_memory=None,
+                  non_blocking=False, memory_format=None):
+    return to_dtype(x, dtype or x.dtype, rounds=True)
+
+
+@REGISTRY.register(prims.convert_element_type.default, supports=_supported_dtypes)
+def lower_convert(ctx, x, dtype):
+    return to_dtype(x, dtype, rounds=True)
+
+
+@REGISTRY.register(aten.clone.default, aten.alias.default, aten.lift_fresh_copy.default,
+                   aten.contiguous.default, supports=_supported_dtypes)
+def lower_identity(ctx, x, memory_format=None):
+    return x
+
+
+@REGISTRY.register(aten.copy.default, supports=_supported_dtypes)
+def lower_copy(ctx, dst, src, non_blocking=False):
+    return to_dtype(expand_to(src, dst.size), dst.dtype, rounds=True)
+
+
+def _same_device(node) -> bool:
+    src = node.args[0].meta.get("val") if isinstance(node.args[0], torch.fx.Node) else None
+    val = node.meta.get("val")
+    return src is not None and val is not None and src.device == val.device
+
+
+# ----------------------------------------------------------------------------- creation
+def _filled(ctx, value) -> TensorValue:
+    val = ctx.meta_val()
+    body = Const(torch.tensor(value).to(val.dtype).item(), val.dtype)
+    return TensorValue(val.dtype, val.device.type, ctx.meta_size(), body)
+
+
+@REGISTRY.register(aten.full.default, aten.scalar_tensor.default, supports=_supported_dtypes)
+def lower_full(ctx, size_or_value, value=None, **kwargs):
+    fill = value if ctx.node.target == aten.full.default else size_or_value
+    return _filled(ctx, fill)
+
+
+@REGISTRY.register(aten.full_like.default, supports=_supported_dtypes)
+def lower_full_like(ctx, x, value, **kwargs):
+    return _filled(ctx, value)
+
+
+@REGISTRY.register(aten.zeros.default, aten.zeros_like.default, aten.empty.memory_format,
+                   aten.empty_like.default, aten.new_zeros.default, aten.new_empty.default,
+                   supports=_supported_dtypes)
+def lower_zeros(ctx, *args, **kwargs):
+    # empty() has undefined contents; zeros are a valid instance and keep results deterministic
+    return _filled(ctx, 0)
+
+
+@REGISTRY.register(aten.ones.default, aten.ones_like.default, aten.new_ones.default,
+                   supports=_supported_dtypes)
+def lower_ones(ctx, *args, **kwargs):
+    return _filled(ctx, 1)
+
+
+@REGISTRY.register(aten.arange.start_step, aten.arange.start, aten.arange.default,
+                   supports=lambda n: _supported_dtypes(n) and not n.kwargs.get("dtype") in (torch.bool,))
+def lower_arange(ctx, *args, **kwargs):
+    val = ctx.meta_val()
+    nums = [a for a in args if isinstance(a, (int, float))]
+    start, step = (0, 1) if len(nums) == 1 else (nums[0], nums[2] if len(nums) > 2 else 1)
+    i0 = ctx.index_symbols(1)[0]
+    if val.dtype.is_floating_point or isinstance(start, float) or isinstance(step, float):
+        # eager computes start + i * step in double, then casts
+        idx = Op("to_dtype", (IndexExpr(i0),), torch.float64, (True,))
+        body = make_op("add", (make_op("mul", (idx, Const(float(step), torch.float64)), torch.float64),
+                               Const(float(start), torch.float64)), torch.float64)
+        body = cast_expr(body, val.dtype, rounds=True)
+    else:
+        body = cast_expr(IndexExpr(int(step) * i0 + int(start)), val.dtype)
+    return TensorValue(val.dtype, val.device.type, ctx.meta_size(), body)

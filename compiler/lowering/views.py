@@ -1,0 +1,194 @@
+"""View lowerings: every view is an index transform of its input, never a copy.
+
+Sizes come from the node's FakeTensor (``ctx.meta_size()``), so ``-1`` in a reshape and
+negative dims need no handling here. Index expressions are simplified with the new dims'
+ranges so that, e.g., flattening a contiguous buffer reads it with a plain affine index.
+
+Example:
+    >>> import torch
+    >>> torch.ops.aten.permute.default in REGISTRY.entries()
+    True
+"""
+from __future__ import annotations
+
+import dataclasses
+
+import sympy
+import torch
+
+from ..ir import IndexExpr, Load, Op, TensorValue, index_symbols, substitute, walk
+from ..sizevars import FloorDiv, ModularIndexing, simplify
+from . import Registry
+from .common import as_sym, normalize_dim
+
+aten = torch.ops.aten
+REGISTRY = Registry("views")
+
+
+def simplify_value(x: TensorValue) -> TensorValue:
+    """Simplify every index in ``x.body`` given the ranges of ``x``'s own index symbols."""
+    ranges = dict(zip(index_symbols(x.ndim), x.size))
+    memo = {}
+    for node in walk(x.body):
+        if isinstance(node, (Load, IndexExpr)):
+            memo[node] = dataclasses.replace(node, index=simplify(node.index, ranges))
+    return TensorValue(x.dtype, x.device, x.size, _rebuild(x.body, memo))
+
+
+def _rebuild(expr, memo):
+    if expr in memo:
+        return memo[expr]
+    if isinstance(expr, Op):
+        new = dataclasses.replace(expr, args=tuple(_rebuild(a, memo) for a in expr.args))
+        memo[expr] = new
+        return new
+    return expr
+
+
+def view_as(x: TensorValue, new_size) -> TensorValue:
+    """Reshape by flattening the new index row-major and unflattening it in the old shape."""
+    new_size = tuple(as_sym(s) for s in new_size)
+    if new_size == tuple(x.size):
+        return x
+    old_size = x.size
+
+    def index(new_idx):
+        flat = sum((i * s for i, s in zip(new_idx, _contig(new_size))), sympy.Integer(0))
+        out = []
+        for k, (size, stride) in enumerate(zip(old_size, _contig(old_size))):
+            out.append(FloorDiv(flat, stride) if k == 0 else ModularIndexing(flat, stride, size))
+        return out
+
+    return simplify_value(x.reindex(new_size, index))
+
+
+def _contig(size):
+    strides, acc = [], sympy.Integer(1)
+    for s in reversed(size):
+        strides.append(acc)
+        acc = acc * s
+    return list(reversed(strides))
+
+
+@REGISTRY.register(aten.view.default, aten.reshape.default, aten._unsafe_view.default)
+def lower_view(ctx, x, size):
+    return view_as(x, ctx.meta_size())
+
+
+@REGISTRY.register(aten.permute.default)
+def lower_permute(ctx, x, dims):
+    dims = [normalize_dim(d, x.ndim) for d in dims]
+    size = [x.size[d] for d in dims]
+
+    def index(new_idx):
+        old = [None] * x.ndim
+        for k, d in enumerate(dims):
+            old[d] = new_idx[k]
+        return old
+
+    return x.reindex(size, index)
+
+
+@REGISTRY.register(aten.transpose.int)
+def lower_transpose(ctx, x, dim0, dim1):
+    dims = list(range(x.ndim))
+    a, b = normalize_dim(dim0, x.ndim), normalize_dim(dim1, x.ndim)
+    dims[a], dims[b] = dims[b], dims[a]
+    return lower_permute(ctx, x, dims)
+
+
+@REGISTRY.register(aten.t.default)
+def lower_t(ctx, x):
+    return x if x.ndim < 2 else lower_permute(ctx, x, [1, 0])
+
+
+@REGISTRY.register(aten.expand.default)
+def lower_expand(ctx, x, size, implicit=False):
+    new_size = ctx.meta_size()
+    lead = len(new_size) - x.ndim
+
+    def index(new_idx):
+        return [sympy.Integer(0) if x.size[k] == 1 and new_size[k + lead] != 1 else new_idx[k + lead]
+                for k in range(x.ndim)]
+
+    return x.reindex(new_size, index)
+
+
+@REGISTRY.register(aten.slice.Tensor)
+def lower_slice(ctx, x, dim=0, start=None, end=None, step=1):
+    dim = normalize_dim(dim, x.ndim)
+    size = int(x.size[dim])
+    start = 0 if start is None else (start + size if start < 0 else start)
+    start = min(max(start, 0), size)
+    return _slice_view(x, dim, start, step, ctx.meta_size())
+
+
+@REGISTRY.register(aten.select.int)
+def lower_select(ctx, x, dim, index_value):
+    dim = normalize_dim(dim, x.ndim)
+    pos = index_value + int(x.size[dim]) if index_value < 0 else index_value
+
+    def index(new_idx):
+        return list(new_idx[:dim]) + [sympy.Integer(pos)] + list(new_idx[dim:])
+
+    return x.reindex(ctx.meta_size(), index)
+
+
+def _drop_or_insert_ones(ctx, x):
+    """squeeze/unsqueeze: shapes that differ only by size-1 dims keep their other dims in order."""
+    new_size = ctx.meta_size()
+
+    def index(new_idx):
+        moving = iter(i for i, s in zip(new_idx, new_size) if s != 1)
+        return [sympy.Integer(0) if s == 1 else next(moving) for s in x.size]
+
+    return x.reindex(new_size, index)
+
+
+@REGISTRY.register(aten.squeeze.default, aten.squeeze.dim, aten.squeeze.dims, aten.unsqueeze.default)
+def lower_squeeze(ctx, x, *dims):
+    return _drop_or_insert_ones(ctx, x)
+
+
+@REGISTRY.register(aten.detach.default)
+def lower_detach(ctx, x):
+    return x
+
+
+@REGISTRY.register(aten.as_strided.default)
+def lower_as_strided(ctx, x, size, stride, storage_offset=None):
+    ref = ctx.buffer_ref(x)
+    offset = ref.offset if storage_offset is None else as_sym(storage_offset)
+    idx = index_symbols(len(size))
+    index = offset + sum((as_sym(st) * i for st, i in zip(stride, idx)), sympy.Integer(0))
+    return TensorValue(x.dtype, x.device, ctx.meta_size(), Load(ref.name, index, x.dtype))
+
+
+@REGISTRY.register(aten.split_with_sizes.default, aten.split.Tensor)
+def lower_split(ctx, x, sizes, dim=0):
+    """Each piece is a slice view; the tuple is unpacked by ``getitem`` nodes."""
+    dim = normalize_dim(dim, x.ndim)
+    total = int(x.size[dim])
+    if isinstance(sizes, int):
+        sizes = [min(sizes, total - start) for start in range(0, total, sizes)]
+    pieces, start = [], 0
+    for length in sizes:
+        new_size = list(x.size)
+        new_size[dim] = sympy.Integer(length)
+        pieces.append(_slice_view(x, dim, start, 1, new_size))
+        start += length
+    return tuple(pieces)
+
+
+@REGISTRY.register(aten.unbind.int)
+def lower_unbind(ctx, x, dim=0):
+    dim = normalize_dim(dim, x.ndim)
+    size = list(x.size[:dim]) + list(x.size[dim + 1:])
+    return tuple(x.reindex(size, lambda idx, k=k: list(idx[:dim]) + [sympy.Integer(k)] + list(idx[dim:]))
+                 for k in range(int(x.size[dim])))
+
+
+def _slice_view(x, dim, start, step, new_size):
+    def index(new_idx):
+        return [start + step * i if k == dim else i for k, i in enumerate(new_idx)]
+    return simplify_value(x.reindex(new_size, index))

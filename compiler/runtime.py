@@ -1,0 +1,178 @@
+"""Turning generated source into a callable: module loading, launch bindings, input checks.
+
+The same generated source runs on CUDA (``jit = triton.jit``, CUDA's libdevice) and on CPU
+tensors under Triton's interpreter (``jit = InterpretedFunction``, a NumPy libdevice shim),
+which is how CI checks every kernel without a GPU. Modules are written to a file first
+because ``triton.jit`` reads a kernel's source through ``inspect``.
+
+Example:
+    >>> import torch
+    >>> ensure_strides(torch.ones(2, 3), (2, 3), (3, 1)).stride()
+    (3, 1)
+"""
+from __future__ import annotations
+
+import importlib.util
+import json
+import types
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+import torch
+import triton
+import triton.language as tl
+
+from .artifact import CompiledArtifact, content_hash
+
+
+class InputMismatchError(ValueError):
+    """A compiled module was called with inputs unlike those it was compiled for."""
+
+
+def ensure_strides(t: torch.Tensor, size, stride) -> torch.Tensor:
+    """``t`` with the strides the compiled code assumed (an ATen call may choose others)."""
+    if tuple(t.shape) == tuple(size) and all(
+            s == 1 or a == b for s, a, b in zip(size, t.stride(), stride)):
+        return t
+    out = torch.empty_strided(tuple(size), tuple(stride), dtype=t.dtype, device=t.device)
+    out.copy_(t)
+    return out
+
+
+def reinterpret(t: torch.Tensor, size, stride, offset: int) -> torch.Tensor:
+    """A view of ``t``'s elements; ``offset`` counts from ``t``'s first element, not its storage."""
+    return t.as_strided(size, stride, t.storage_offset() + offset)
+
+
+# ----------------------------------------------------------------------------- interpreter shim
+def _numpy_extern(fn):
+    """A libdevice function for the interpreter: NumPy on the tensor's data, same dtype."""
+    def call(*args):
+        from triton.runtime.interpreter import TensorHandle
+        tensors = [a for a in args if isinstance(a, tl.core.tensor)]
+        data = [a.handle.data if isinstance(a, tl.core.tensor) else a for a in args]
+        out = np.asarray(fn(*data))
+        like = max(tensors, key=lambda t: t.handle.data.ndim)
+        out = out.astype(like.handle.data.dtype, copy=False)
+        return tl.core.tensor(TensorHandle(out, like.handle.dtype.scalar), like.type)
+    return call
+
+
+INTERPRETER_LIBDEVICE = types.SimpleNamespace(
+    tanh=_numpy_extern(np.tanh),
+    pow=_numpy_extern(np.power),
+    expm1=_numpy_extern(np.expm1),
+    log1p=_numpy_extern(np.log1p),
+    nearbyint=_numpy_extern(np.rint),
+    trunc=_numpy_extern(np.trunc),
+    fmod=_numpy_extern(np.fmod),
+)
+
+
+def bindings(device_type: str) -> dict[str, Any]:
+    """Globals the generated module needs for ``device_type`` ("cuda" or "cpu")."""
+    if device_type == "cuda":
+        from triton.language.extra import libdevice
+        return {"jit": triton.jit, "libdevice": libdevice}
+    if device_type == "cpu":
+        from triton.runtime.interpreter import InterpretedFunction
+        return {"jit": InterpretedFunction, "libdevice": INTERPRETER_LIBDEVICE}
+    raise ValueError(f"kiln runs kernels on 'cuda' or 'cpu' (interpreter), not {device_type!r}")
+
+
+def load_module(source: str, device_type: str, code_dir: Path,
+                constants: dict[str, torch.Tensor] | None = None) -> types.ModuleType:
+    """Write ``source`` to ``code_dir`` and import it with the device's bindings."""
+    key = content_hash(source)[:24]
+    path = Path(code_dir) / f"kiln_{key}.py"
+    if not path.exists():
+        tmp = path.with_suffix(f".{id(source)}.tmp")
+        tmp.write_text(source)
+        tmp.replace(path)   # atomic: concurrent loaders never import a half-written file
+    spec = importlib.util.spec_from_file_location(f"kiln_generated_{key}", path)
+    module = importlib.util.module_from_spec(spec)
+    module.__dict__.update(bindings(device_type))
+    module.__dict__.update(constants or {})
+    spec.loader.exec_module(module)
+    return module
+
+
+# ----------------------------------------------------------------------------- the callable
+@dataclass(frozen=True)
+class InputSpec:
+    """What one flat input must look like; strides matter only for dims of size > 1."""
+    size: tuple[int, ...]
+    stride: tuple[int, ...]
+    dtype: str
+    device: str
+
+    def describe(self) -> str:
+        return f"shape {tuple(self.size)} stride {tuple(self.stride)} {self.dtype} on {self.device}"
+
+    def mismatch(self, t) -> str | None:
+        if not isinstance(t, torch.Tensor):
+            return f"expected a tensor ({self.describe()}), got {type(t).__name__}"
+        got = f"got shape {tuple(t.shape)} stride {tuple(t.stride())} {t.dtype} on {t.device.type}"
+        if tuple(t.shape) != tuple(self.size):
+            return f"shape differs: expected {tuple(self.size)}, {got}"
+        if str(t.dtype) != self.dtype:
+            return f"dtype differs: expected {self.dtype}, {got}"
+        if t.device.type != self.device:
+            return f"device differs: expected {self.device}, {got}"
+        if any(s != 1 and a != b for s, a, b in zip(self.size, t.stride(), self.stride)):
+            return f"strides differ: expected {tuple(self.stride)}, {got}"
+        return None
+
+
+class CompiledModule:
+    """A loaded compiled graph: ``module(*flat_inputs) -> tuple of outputs``.
+
+    ``kernel_count`` and ``fallback_ops`` say how much of the graph kiln generated code for.
+    """
+
+    def __init__(self, module: types.ModuleType, artifact: CompiledArtifact, check_inputs: bool):
+        meta = artifact.meta
+        self.module = module
+        self.artifact = artifact
+        self.input_specs = tuple(InputSpec(tuple(s["size"]), tuple(s["stride"]), s["dtype"],
+                                           s["device"]) for s in meta["inputs"])
+        self.kernel_count = len(artifact.kernels)
+        self.fallback_ops = tuple(meta.get("fallback_ops", ()))
+        self.extern_ops = tuple(meta.get("extern_ops", ()))
+        self.check_inputs = check_inputs
+
+    @property
+    def source(self) -> str:
+        return self.artifact.source
+
+    def __call__(self, *args):
+        if len(args) == 1 and isinstance(args[0], (list, tuple)):
+            args = tuple(args[0])
+        if self.check_inputs:
+            self._check(args)
+        return self.module.call(list(args))
+
+    def _check(self, args: Sequence) -> None:
+        if len(args) != len(self.input_specs):
+            raise InputMismatchError(f"kiln: compiled for {len(self.input_specs)} inputs, "
+                                     f"called with {len(args)}")
+        for k, (spec, arg) in enumerate(zip(self.input_specs, args)):
+            problem = spec.mismatch(arg)
+            if problem:
+                raise InputMismatchError(f"kiln: input {k}: {problem}")
+
+
+def load_artifact(artifact: CompiledArtifact, code_dir: Path | None = None,
+                  constants: dict[str, torch.Tensor] | None = None,
+                  check_inputs: bool = True) -> CompiledModule:
+    """A callable from a stored artifact: no lowering, no codegen, just import."""
+    from .config import load_options
+    meta = artifact.meta
+    code_dir = code_dir or load_options().code_dir()
+    missing = [n for n in meta.get("constants", []) if not constants or n not in constants]
+    if missing:
+        raise ValueError(f"kiln: artifact {artifact.module_key} needs constants {missing}")
+    module = load_module(artifact.source, meta["device"], code_dir, constants)
+    return CompiledModule(module, artifact, check_inputs)

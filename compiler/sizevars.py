@@ -1,0 +1,222 @@
+"""Sympy index arithmetic: floor division and modular indexing with range-aware simplification.
+
+Index expressions are sympy expressions over index symbols (``i0, i1, ...`` for a value's
+logical dims, ``x0, ...`` inside kernels). Views compose by substitution, so a reshape of a
+permute of a buffer ends up as one expression; these rules fold it back to an affine form
+whenever that is exact, because Triton can only vectorize loads it can see are contiguous.
+
+Example:
+    >>> j = index_symbol("x", 0)
+    >>> simplify(64 * FloorDiv(j, 64) + ModularIndexing(j, 1, 64), {j: 4096})
+    x0
+"""
+from __future__ import annotations
+
+import functools
+from typing import Mapping
+
+import sympy
+from sympy.printing.str import StrPrinter
+
+
+class FloorDiv(sympy.Function):
+    """``floor(a / b)`` for non-negative ``a`` and positive integer ``b``."""
+    nargs = (2,)
+    is_integer = True
+    is_nonnegative = True
+
+    @classmethod
+    def eval(cls, base, divisor):
+        if divisor == 1:
+            return base
+        if base == 0:
+            return sympy.Integer(0)
+        if base.is_Integer and divisor.is_Integer:
+            return sympy.Integer(int(base) // int(divisor))
+        if isinstance(base, FloorDiv):  # (a // b) // c == a // (b * c)
+            return FloorDiv(base.args[0], base.args[1] * divisor)
+        return None
+
+
+class ModularIndexing(sympy.Function):
+    """``(a // b) % n``: the digit of ``a`` at place value ``b`` in a dim of size ``n``."""
+    nargs = (3,)
+    is_integer = True
+    is_nonnegative = True
+
+    @classmethod
+    def eval(cls, base, divisor, modulus):
+        if base == 0 or modulus == 1:
+            return sympy.Integer(0)
+        if base.is_Integer and divisor.is_Integer and modulus.is_Integer:
+            return sympy.Integer((int(base) // int(divisor)) % int(modulus))
+        return None
+
+
+@functools.lru_cache(maxsize=None)
+def index_symbol(prefix: str, n: int) -> sympy.Symbol:
+    """The n-th index variable with the given prefix, e.g. ``i3`` or ``x0``."""
+    return sympy.Symbol(f"{prefix}{n}", integer=True, nonnegative=True)
+
+
+def upper_bound(expr: sympy.Expr, ranges: Mapping[sympy.Symbol, sympy.Expr]) -> int | None:
+    """Largest value ``expr`` takes when each symbol ``s`` ranges over ``[0, ranges[s])``.
+
+    None when unknown (symbolic sizes, negative coefficients we cannot bound).
+    """
+    if expr.is_Integer:
+        return int(expr)
+    if expr.is_Symbol:
+        size = ranges.get(expr)
+        return int(size) - 1 if size is not None and size.is_Integer else None
+    if expr.is_Add:
+        bounds = [upper_bound(a, ranges) for a in expr.args]
+        return None if None in bounds else sum(bounds)
+    if expr.is_Mul:
+        coeff, rest = expr.as_coeff_Mul()
+        inner = upper_bound(rest, ranges)
+        if inner is None or not coeff.is_Integer or coeff < 0:
+            return None
+        return int(coeff) * inner
+    if isinstance(expr, FloorDiv):
+        inner = upper_bound(expr.args[0], ranges)
+        return None if inner is None or not expr.args[1].is_Integer else inner // int(expr.args[1])
+    if isinstance(expr, ModularIndexing):
+        if expr.args[2].is_Integer:
+            return int(expr.args[2]) - 1
+    return None
+
+
+def _split_divisible(base: sympy.Expr, divisor: sympy.Expr):
+    """Split ``base`` into (terms divisible by ``divisor``, the rest)."""
+    whole, rest = [], []
+    for term in sympy.Add.make_args(base):
+        coeff, _ = term.as_coeff_Mul()
+        if divisor.is_Integer and coeff.is_Integer and int(coeff) % int(divisor) == 0:
+            whole.append(term)
+        else:
+            rest.append(term)
+    return sympy.Add(*whole), sympy.Add(*rest)
+
+
+def _simplify_floordiv(base, divisor, ranges):
+    whole, rest = _split_divisible(base, divisor)
+    rest_ub = upper_bound(rest, ranges)
+    if rest_ub is not None and rest_ub < divisor:
+        return sympy.expand(whole / divisor)  # the rest never carries into the quotient
+    if whole != 0 and rest_ub is not None:
+        return sympy.expand(whole / divisor) + FloorDiv(rest, divisor)
+    ub = upper_bound(base, ranges)
+    if ub is not None and ub < divisor:
+        return sympy.Integer(0)
+    return FloorDiv(base, divisor)
+
+
+def _simplify_modular(base, divisor, modulus, ranges):
+    # Terms that are multiples of divisor*modulus only add whole turns: drop them.
+    _, kept = _split_divisible(base, divisor * modulus) if modulus.is_Integer else (0, base)
+    ub = upper_bound(kept, ranges)
+    if ub is not None and ub < divisor * modulus:
+        return _simplify_floordiv(kept, divisor, ranges)
+    return ModularIndexing(kept, divisor, modulus)
+
+
+def _combine_digit_pairs(expr: sympy.Expr) -> sympy.Expr:
+    """Merge adjacent digits of the same number back into one.
+
+    ``c*n*FloorDiv(x, a*n) + c*ModularIndexing(x, a, n)`` -> ``c*FloorDiv(x, a)`` and
+    ``c*n*ModularIndexing(x, a*n, m) + c*ModularIndexing(x, a, n)`` ->
+    ``c*ModularIndexing(x, a, n*m)``.
+
+    This is what turns a reshape that splits a dim and then merges it back into the plain
+    index again.
+    """
+    terms = list(sympy.Add.make_args(expr))
+    changed = True
+    while changed:
+        changed = False
+        for t_mod in terms:
+            c_mod, mod = t_mod.as_coeff_Mul()
+            if not isinstance(mod, ModularIndexing):
+                continue
+            x, a, n = mod.args
+            for t_hi in terms:
+                c_hi, hi = t_hi.as_coeff_Mul()
+                if t_hi is t_mod or c_hi != c_mod * n or hi.args[:1] != (x,):
+                    continue
+                if isinstance(hi, FloorDiv) and hi.args[1] == a * n:
+                    merged = FloorDiv(x, a)
+                elif isinstance(hi, ModularIndexing) and hi.args[1] == a * n:
+                    merged = ModularIndexing(x, a, n * hi.args[2])
+                else:
+                    continue
+                terms.remove(t_mod)
+                terms.remove(t_hi)
+                terms.append(c_mod * merged)
+                changed = True
+                break
+            if changed:
+                break
+    return sympy.Add(*terms)
+
+
+def simplify(expr: sympy.Expr, ranges: Mapping[sympy.Symbol, sympy.Expr]) -> sympy.Expr:
+    """Range-aware simplification of an index expression (bottom-up, to a fixed point)."""
+    expr = sympy.sympify(expr)
+    for _ in range(8):
+        new = _combine_digit_pairs(sympy.expand(_simplify_once(expr, ranges)))
+        if new == expr:
+            return new
+        expr = new
+    return expr
+
+
+def _simplify_once(expr, ranges):
+    if not expr.args:
+        return expr
+    args = [_simplify_once(a, ranges) for a in expr.args]
+    if isinstance(expr, FloorDiv):
+        return _simplify_floordiv(sympy.expand(args[0]), args[1], ranges)
+    if isinstance(expr, ModularIndexing):
+        return _simplify_modular(sympy.expand(args[0]), args[1], args[2], ranges)
+    return expr.func(*args)
+
+
+def affine_coefficients(expr: sympy.Expr, symbols) -> tuple[sympy.Expr, list[sympy.Expr]] | None:
+    """(offset, [coefficient per symbol]) if ``expr`` is affine in ``symbols``, else None.
+
+    Example: ``affine_coefficients(3*i0 + i1 + 5, [i0, i1]) == (5, [3, 1])``.
+    """
+    expr = sympy.expand(expr)
+    coeffs = []
+    rest = expr
+    for s in symbols:
+        c = expr.coeff(s)
+        if c.free_symbols & set(symbols):
+            return None
+        coeffs.append(c)
+        rest = rest - c * s
+    rest = sympy.expand(rest)
+    if rest.free_symbols & set(symbols) or rest.has(FloorDiv, ModularIndexing):
+        return None
+    return rest, coeffs
+
+
+class TritonPrinter(StrPrinter):
+    """Prints index expressions as Triton/Python integer arithmetic."""
+
+    def _print_FloorDiv(self, expr):
+        return f"({self._print(expr.args[0])} // {self._print(expr.args[1])})"
+
+    def _print_ModularIndexing(self, expr):
+        x, a, n = (self._print(arg) for arg in expr.args)
+        inner = x if expr.args[1] == 1 else f"({x} // {a})"
+        return f"({inner} % {n})"
+
+    def _print_Mul(self, expr):
+        return "*".join(self.parenthesize(a, 50) for a in expr.as_ordered_factors())
+
+
+def texpr(expr: sympy.Expr) -> str:
+    """Triton source for an index expression."""
+    return TritonPrinter().doprint(expr)

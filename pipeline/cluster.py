@@ -1,0 +1,233 @@
+"""The one module that touches Dask: start or join a cluster, submit tasks, watch them.
+
+The embedded cluster is a ``distributed.SpecCluster`` on this machine: ``workers`` CPU worker
+processes (one thread each; capture, lower and build are CPU-bound Python) plus one GPU worker
+per visible GPU, pinned to its card with ``CUDA_VISIBLE_DEVICES`` in the worker's environment
+and advertising the Dask resource ``GPU=1`` so only tune tasks land there. Every worker is
+watched by a Nanny, which restarts it when it dies; the scheduler re-runs the dead worker's
+task elsewhere up to ``retries`` times, then reports ``KilledWorker``.
+
+To run on a real cluster instead, start it by hand and pass ``--scheduler``::
+
+    dask scheduler                                         # prints tcp://HOST:8786
+    dask worker tcp://HOST:8786 --nworkers 8 --nthreads 1  # CPU workers
+    CUDA_VISIBLE_DEVICES=0 dask worker tcp://HOST:8786 --nthreads 1 --resources GPU=1
+
+Example:
+    >>> from pipeline.config import ClusterSpec
+    >>> with Cluster(ClusterSpec(workers=2, gpus=0), retries=1) as cluster:  # doctest: +SKIP
+    ...     future = cluster.submit(sum, [1, 2], key="sum-1")
+    ...     cluster.outcome(future).value
+    3
+"""
+from __future__ import annotations
+
+import logging
+import signal
+from dataclasses import dataclass
+from typing import Any, Callable, Iterable
+
+import dask
+from distributed import Client, Future, Nanny, Scheduler, SpecCluster, WorkerPlugin, wait
+from distributed.client import FutureCancelledError
+
+from pipeline.config import ClusterSpec
+
+
+@dataclass(frozen=True)
+class ClusterInfo:
+    """What the run is using, for the plan and the summary."""
+    address: str
+    embedded: bool
+    cpu_workers: int
+    gpu_workers: int
+    attempts: int            # how many times a task runs before its workers' deaths fail it
+    notes: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """How a finished future ended: a value, or an error type and message (never raised)."""
+    ok: bool
+    value: Any = None
+    error_type: str = ""
+    message: str = ""
+
+
+def visible_gpus() -> int:
+    """GPUs this process can see (torch applies ``CUDA_VISIBLE_DEVICES`` itself)."""
+    try:
+        import torch
+        return torch.cuda.device_count() if torch.cuda.is_available() else 0
+    except Exception:  # a broken CUDA install counts as no GPU, not as a crashed run
+        return 0
+
+
+def embedded_worker_specs(cpu_workers: int, gpus: int) -> dict[str, dict]:
+    """SpecCluster worker specs: ``cpu-i`` plain workers, ``gpu-i`` pinned to card i.
+
+    >>> sorted(embedded_worker_specs(2, 1))
+    ['cpu-0', 'cpu-1', 'gpu-0']
+    >>> embedded_worker_specs(1, 1)["gpu-0"]["options"]["env"]
+    {'CUDA_VISIBLE_DEVICES': '0'}
+    """
+    quiet = {"nthreads": 1, "silence_logs": logging.ERROR}
+    specs = {f"cpu-{i}": {"cls": Nanny, "options": dict(quiet)} for i in range(cpu_workers)}
+    for i in range(gpus):
+        specs[f"gpu-{i}"] = {"cls": Nanny, "options": {
+            **quiet, "resources": {"GPU": 1},
+            # Set in the worker process's environment before it starts, so CUDA in that
+            # process only ever sees its own card.
+            "env": {"CUDA_VISIBLE_DEVICES": str(i)}}}
+    return specs
+
+
+class IgnoreSigint(WorkerPlugin):
+    """Embedded workers ignore Ctrl-C: the terminal sends SIGINT to the whole process group,
+    and the runner, not each worker, decides how the run stops."""
+
+    def setup(self, worker: Any) -> None:
+        try:
+            signal.signal(signal.SIGINT, signal.SIG_IGN)
+        except ValueError:  # not the main thread of the worker process: nothing to do
+            pass
+
+
+class Cluster:
+    """A started (or joined) Dask cluster with the few operations the runner needs.
+
+    Futures are opaque handles to the caller: it passes them back to ``wait_any``,
+    ``outcome``, ``worker_of``, ``cancel`` and ``stop``.
+    """
+
+    def __init__(self, spec: ClusterSpec, *, retries: int = 2, gpus: int | None = None):
+        self.spec, self.retries = spec, retries
+        self.gpus = spec.gpus if spec.gpus is not None else (gpus if gpus is not None
+                                                              else visible_gpus())
+        self._cluster: SpecCluster | None = None
+        self._client: Client | None = None
+        self.info: ClusterInfo | None = None
+
+    # --- lifecycle ----------------------------------------------------------------------------
+
+    def __enter__(self) -> "Cluster":
+        try:
+            self.info = self._join() if self.spec.scheduler else self._start()
+        except BaseException:
+            self.close()
+            raise
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.close()
+
+    def _start(self) -> ClusterInfo:
+        # The scheduler runs in this process, so its config is ours to set.
+        with dask.config.set({"distributed.scheduler.allowed-failures": self.retries}):
+            self._cluster = SpecCluster(
+                workers=embedded_worker_specs(self.spec.workers, self.gpus),
+                scheduler={"cls": Scheduler, "options": {
+                    "host": "127.0.0.1", "dashboard": False, "dashboard_address": None}},
+                silence_logs=logging.ERROR, name="kiln")
+        self._client = Client(self._cluster, set_as_default=False)
+        self._client.register_plugin(IgnoreSigint(), name="kiln-ignore-sigint")
+        self._client.wait_for_workers(self.spec.workers + self.gpus, timeout=300)
+        notes = () if self.gpus else ("no GPU visible: 0 GPU workers (tuning needs a GPU)",)
+        return ClusterInfo(address=self._cluster.scheduler_address, embedded=True,
+                           cpu_workers=self.spec.workers, gpu_workers=self.gpus,
+                           attempts=self.retries + 1, notes=notes)
+
+    def _join(self) -> ClusterInfo:
+        self._client = Client(self.spec.scheduler, set_as_default=False, timeout=30)
+        workers = self._client.scheduler_info(n_workers=-1)["workers"].values()
+        gpu = sum(1 for w in workers if w.get("resources", {}).get("GPU"))
+        # A lambda is pickled by value: the scheduler need not have kiln installed.
+        allowed = self._client.run_on_scheduler(lambda dask_scheduler:
+                                                dask_scheduler.allowed_failures)
+        notes = (f"retries come from the scheduler's allowed-failures ({allowed}), "
+                 f"not from this config",)
+        return ClusterInfo(address=self.spec.scheduler, embedded=False,
+                           cpu_workers=len(workers) - gpu, gpu_workers=gpu,
+                           attempts=allowed + 1, notes=notes)
+
+    def close(self) -> None:
+        """Close the client, and the cluster if we started it; safe to call twice."""
+        if self._client is not None:
+            self._client.close()
+            self._client = None
+        if self._cluster is not None:
+            self._cluster.close()
+            self._cluster = None
+
+    # --- tasks --------------------------------------------------------------------------------
+
+    @property
+    def client(self) -> Client:
+        if self._client is None:
+            raise RuntimeError("the cluster is not started (use it as a context manager)")
+        return self._client
+
+    def submit(self, fn: Callable, *args: Any, key: str, gpu: bool = False,
+               near: str | None = None) -> Future:
+        """Run ``fn(*args)`` as task ``key``; ``near`` prefers a worker (where its input was
+        made) without requiring it, ``gpu`` requires a worker with the GPU resource."""
+        return self.client.submit(
+            fn, *args, key=key, pure=False,
+            resources={"GPU": 1} if gpu else None,
+            workers=[near] if near else None, allow_other_workers=bool(near))
+
+    def wait_any(self, futures: Iterable[Future], timeout: float) -> list[Future]:
+        """The futures that are done, waiting at most ``timeout`` seconds for the first."""
+        futures = list(futures)
+        if not futures:
+            return []
+        try:
+            done, _ = wait(futures, timeout=timeout, return_when="FIRST_COMPLETED")
+        except TimeoutError:
+            return []
+        return list(done)
+
+    def outcome(self, future: Future) -> Outcome:
+        """The value of a done future, or its error as type and message."""
+        try:
+            return Outcome(ok=True, value=future.result())
+        except FutureCancelledError:
+            return Outcome(ok=False, error_type="Cancelled", message="task was cancelled")
+        except Exception as exc:  # KilledWorker, unpicklable results, import errors on workers
+            return Outcome(ok=False, error_type=type(exc).__name__, message=str(exc))
+
+    def worker_of(self, future: Future) -> str | None:
+        """The worker holding a finished future's result (where its big inputs live)."""
+        holders = self.client.who_has([future]).get(future.key, ())
+        return holders[0] if holders else None
+
+    def release(self, futures: Iterable[Future]) -> None:
+        """Drop our references so the workers may free the results."""
+        for future in futures:
+            future.release()
+
+    def cancel(self, futures: Iterable[Future]) -> None:
+        futures = list(futures)
+        if futures:
+            self.client.cancel(futures, force=True)
+
+    # --- watching for hung tasks --------------------------------------------------------------
+
+    def executing(self) -> dict[str, tuple[str, float]]:
+        """``{task key: (worker address, seconds running)}`` from the scheduler's heartbeats."""
+        def running(dask_scheduler: Any) -> dict:
+            return {str(ts.key): (ws.address, float(seconds))
+                    for ws in dask_scheduler.workers.values()
+                    for ts, seconds in ws.executing.items()}
+        return self.client.run_on_scheduler(running)
+
+    def stop(self, future: Future, worker: str) -> None:
+        """End a hung task: cancel it, then restart its worker (the only way to stop a
+        thread stuck in native code); the Nanny brings a fresh worker up."""
+        self.cancel([future])
+        self.client.restart_workers([worker], raise_for_error=False)
+
+    def worker_pids(self) -> dict[str, int]:
+        """``{worker address: process id}``, e.g. for a test that kills a worker."""
+        import os
+        return self.client.run(os.getpid)

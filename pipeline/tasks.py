@@ -1,0 +1,259 @@
+"""Pipeline tasks: top-level functions on small frozen dataclasses, run on Dask workers.
+
+Each task opens the store itself by path, writes its own records (the store's writes are
+atomic, so concurrent workers and killed workers are safe) and returns a small
+``TaskResult``: keys and counts, never graphs or modules. Tasks never raise for a model's
+fault: an export error, a lowering error or a store error becomes a ``failed`` result that
+carries the error type, message and traceback, so the runner records it and goes on.
+
+Captured graphs are big (an FX graph plus example tensors), so they stay in the worker that
+made them: ``capture_task`` keeps the latest few in a per-process memo and ``lower_task``
+takes it from there when the scheduler puts it on the same worker (the runner asks for that),
+or captures again otherwise; capture is deterministic, and the graph key is checked.
+
+Example:
+    >>> from pipeline.config import ModelSpec
+    >>> spec = ModelSpec(name="mlp", factory="pipeline.zoo.tiny:mlp")
+    >>> r = capture_task(spec, "/tmp/kiln-doctest-store")   # doctest: +SKIP
+    >>> r.status, len(r.key)                                # doctest: +SKIP
+    ('ok', 64)
+"""
+from __future__ import annotations
+
+import dataclasses
+import importlib
+import json
+import threading
+import time
+import traceback
+from collections import OrderedDict
+from dataclasses import dataclass
+from typing import Any, Callable
+
+from pipeline.config import ModelSpec
+
+OK, SKIPPED, FAILED = "ok", "skipped", "failed"
+_MESSAGE_CHARS = 4000
+
+
+@dataclass(frozen=True)
+class TaskResult:
+    """What one task did. ``status``: ``ok`` (new records written), ``skipped`` (already in
+    the store) or ``failed``. ``key`` is the graph key (capture) or module key (lower), or
+    the model's source when capture failed before a key existed.
+
+    ``kernel_keys`` lists a lowered module's kernels; ``new_kernel_keys`` those the store did
+    not hold before this task (the rest were reused).
+    """
+    stage: str
+    model: str
+    status: str
+    key: str = ""
+    target: str = ""
+    seconds: float = 0.0
+    kernel_keys: tuple[str, ...] = ()
+    new_kernel_keys: tuple[str, ...] = ()
+    error_type: str = ""
+    message: str = ""
+    traceback: str = ""
+    attempts: int = 1
+
+    @property
+    def failed(self) -> bool:
+        return self.status == FAILED
+
+
+def _failure(stage: str, model: str, key: str, target: str, start: float,
+             exc: BaseException) -> TaskResult:
+    message = str(exc).strip() or type(exc).__name__
+    return TaskResult(stage=stage, model=model, status=FAILED, key=key, target=target,
+                      seconds=time.perf_counter() - start, error_type=type(exc).__name__,
+                      message=message[:_MESSAGE_CHARS],
+                      traceback="".join(traceback.format_exception(exc))[-_MESSAGE_CHARS:])
+
+
+# --- the per-process memo of captured graphs ----------------------------------------------------
+
+class _GraphMemo:
+    """The last few captured graphs of this worker process, by model spec.
+
+    A pure cache: a hit and a miss (capture again) give the same graph, so it needs no
+    invalidation; it only saves a second export when lower runs where capture ran.
+    """
+
+    def __init__(self, capacity: int):
+        self.capacity, self._items, self._lock = capacity, OrderedDict(), threading.Lock()
+
+    def put(self, spec: ModelSpec, captured: Any) -> None:
+        with self._lock:
+            self._items[spec] = captured
+            self._items.move_to_end(spec)
+            while len(self._items) > self.capacity:
+                self._items.popitem(last=False)
+
+    def get(self, spec: ModelSpec) -> Any | None:
+        with self._lock:
+            return self._items.get(spec)
+
+
+_GRAPHS = _GraphMemo(capacity=8)
+
+
+# --- capture ----------------------------------------------------------------------------------
+
+def import_factory(path: str) -> Callable[..., Any]:
+    """``package.module:function`` → the function.
+
+    >>> import_factory("pipeline.zoo.tiny:mlp").__name__
+    'mlp'
+    """
+    module_name, _, attr = path.partition(":")
+    module = importlib.import_module(module_name)
+    try:
+        return getattr(module, attr)
+    except AttributeError:
+        raise AttributeError(f"factory {path!r}: module {module_name!r} has no "
+                             f"attribute {attr!r}") from None
+
+
+def _dynamic_shapes(spec: ModelSpec, n_args: int) -> tuple | None:
+    """torch.export ``dynamic_shapes`` for the positional args: one ``{dim: Dim}`` per arg."""
+    if not spec.dynamic:
+        return None
+    import torch
+    dims = {d.name: torch.export.Dim(d.name, min=d.min, max=d.max) for d in spec.dynamic}
+    shapes: list[dict | None] = [None] * n_args
+    for d in spec.dynamic:
+        if d.input >= n_args:
+            raise ValueError(f"model {spec.name!r}: dynamic dim names input {d.input}, but the "
+                             f"factory returns {n_args} positional input(s)")
+        shapes[d.input] = {**(shapes[d.input] or {}), d.dim: dims[d.name]}
+    return tuple(shapes)
+
+
+def _cast(value: Any, dtype: Any) -> Any:
+    """Floating tensors to ``dtype``; integer inputs (token ids, indices) stay as they are."""
+    import torch
+    if isinstance(value, torch.Tensor) and value.is_floating_point():
+        return value.to(dtype)
+    if isinstance(value, (tuple, list)):
+        return type(value)(_cast(v, dtype) for v in value)
+    if isinstance(value, dict):
+        return {k: _cast(v, dtype) for k, v in value.items()}
+    return value
+
+
+def capture_model(spec: ModelSpec) -> Any:
+    """Build (or load) the model of ``spec`` and capture it into a ``CapturedGraph``."""
+    from compiler.capture import capture_exported, capture_module, load_pt2
+    if spec.pt2 is not None:
+        return capture_exported(load_pt2(spec.pt2), name=spec.name)
+    import torch
+    made = import_factory(spec.factory)(**spec.kwargs)
+    if not isinstance(made, tuple) or len(made) not in (2, 3):
+        raise TypeError(f"factory {spec.factory!r} must return (module, example_args) or "
+                        f"(module, example_args, example_kwargs), got {type(made).__name__}")
+    module, args, kwargs = made if len(made) == 3 else (*made, None)
+    args = args if isinstance(args, tuple) else (args,)
+    dtype = getattr(torch, spec.dtype)
+    module, args, kwargs = module.to(dtype), _cast(args, dtype), _cast(kwargs, dtype)
+    return capture_module(module, args, kwargs, dynamic_shapes=_dynamic_shapes(spec, len(args)),
+                          name=spec.name)
+
+
+def graph_record(spec: ModelSpec, captured: Any) -> Any:
+    """The graphs row of a captured graph (signature as canonical JSON of its input specs)."""
+    from compiler.capture import graph_text, torch_version_for_key
+    from storage import GraphRecord, canonical_json
+    signature = [dataclasses.asdict(s) for s in captured.inputs]
+    return GraphRecord(graph_key=captured.graph_key, model=spec.name,
+                       input_signature=canonical_json(signature),
+                       torch_version=torch_version_for_key(), graph_text=graph_text(captured.gm))
+
+
+def capture_task(spec: ModelSpec, store_root: str) -> TaskResult:
+    """Capture one model; write its graph row unless the store has it.
+
+    >>> capture_task(ModelSpec("x", factory="no.such.module:f"), "/tmp/s").error_type
+    'ModuleNotFoundError'
+    """
+    start = time.perf_counter()
+    try:
+        captured = capture_model(spec)
+        _GRAPHS.put(spec, captured)
+        from storage import Store
+        store = Store(store_root)
+        status = SKIPPED
+        if not store.has("graphs", captured.graph_key):
+            store.write("graphs", [graph_record(spec, captured)])
+            status = OK
+        return TaskResult(stage="capture", model=spec.name, status=status,
+                          key=captured.graph_key, seconds=time.perf_counter() - start)
+    except Exception as exc:
+        return _failure("capture", spec.name, spec.source, "", start, exc)
+
+
+# --- lower ------------------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class LowerJob:
+    """One module to lower: a captured model (by spec and graph key) for one target.
+
+    ``target`` is the compiler's (``cpu`` or ``cuda``); ``options_json`` the compiler option
+    overrides of the run.
+    """
+    spec: ModelSpec
+    graph_key: str
+    target: str
+    options_json: str = "{}"
+
+
+def _captured_for(job: LowerJob) -> Any:
+    captured = _GRAPHS.get(job.spec)
+    if captured is None:
+        captured = capture_model(job.spec)
+        _GRAPHS.put(job.spec, captured)
+    if captured.graph_key != job.graph_key:
+        raise RuntimeError(f"model {job.spec.name!r} captured to graph {captured.graph_key[:12]} "
+                           f"on this worker but {job.graph_key[:12]} before: capture is not "
+                           f"deterministic for this model")
+    return captured
+
+
+def _stored_kernels(store: Any, keys: list[str]) -> set[str]:
+    if not keys:
+        return set()
+    table = store.lookup("kernels", keys, columns=["kernel_key"])
+    return set(table.column("kernel_key").to_pylist())
+
+
+def lower_task(job: LowerJob, store_root: str) -> TaskResult:
+    """Lower one captured graph for one target; store the module and its new kernels.
+
+    A module already in the store is not lowered again: its key depends only on the graph
+    key, the compiler version, the code-changing options and the target.
+    """
+    start = time.perf_counter()
+    key = f"{job.graph_key}:{job.target}"
+    try:
+        from compiler.api import lower, module_key
+        from compiler.config import load_options
+        from storage import Store
+        options = load_options(json.loads(job.options_json))
+        key = module_key(job.graph_key, options, job.target)
+        store = Store(store_root)
+        stored = store.lookup("modules", key, columns=["kernel_keys"])
+        if stored.num_rows:
+            return TaskResult(stage="lower", model=job.spec.name, status=SKIPPED, key=key,
+                              target=job.target, seconds=time.perf_counter() - start,
+                              kernel_keys=tuple(stored.column("kernel_keys")[0].as_py()))
+        artifact = lower(_captured_for(job), options, target=job.target)
+        kernel_keys = tuple(dict.fromkeys(k.kernel_key for k in artifact.kernels))
+        known = _stored_kernels(store, list(kernel_keys))
+        store.put_artifact(artifact)
+        return TaskResult(stage="lower", model=job.spec.name, status=OK, key=artifact.module_key,
+                          target=job.target, seconds=time.perf_counter() - start,
+                          kernel_keys=kernel_keys,
+                          new_kernel_keys=tuple(k for k in kernel_keys if k not in known))
+    except Exception as exc:
+        return _failure("lower", job.spec.name, key, job.target, start, exc)

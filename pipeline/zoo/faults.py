@@ -1,0 +1,38 @@
+"""Models that misbehave on purpose, to exercise the pipeline's fault handling.
+
+``slow`` gives a test a window in which to kill the worker running it; ``hang`` never
+returns (a per-task timeout must end it); ``segfault`` kills its own worker process the way
+a crashing kernel or compiler would (retries on other workers, then a failure row). Each
+returns ``(module, example_args)`` like the tiny zoo's factories when it returns at all.
+
+Example:
+    >>> module, (x,) = slow(seconds=0.0)
+    >>> module(x).shape
+    torch.Size([8, 64])
+"""
+from __future__ import annotations
+
+import os
+import signal
+import time
+
+from pipeline.zoo import tiny
+
+
+def slow(seconds: float = 3.0) -> tiny.Example:
+    """The tiny MLP, after sleeping ``seconds`` (a window to kill the worker mid-task)."""
+    time.sleep(seconds)
+    return tiny.mlp()
+
+
+def hang(seconds: float = 3600.0) -> tiny.Example:
+    """Sleeps far longer than any sane timeout, like a hung compiler or kernel."""
+    time.sleep(seconds)
+    return tiny.mlp()
+
+
+def segfault() -> tiny.Example:
+    """Kills the calling process with SIGSEGV, as a crashing native library would."""
+    os.kill(os.getpid(), signal.SIGSEGV)
+    time.sleep(60)  # the signal is delivered asynchronously; never return a model
+    raise RuntimeError("SIGSEGV was not delivered")

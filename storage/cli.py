@@ -1,0 +1,177 @@
+"""``kiln store ls|show KEY|stats|verify|compact``: look at and maintain a store.
+
+Exit status: 0 on success; 1 when the command ran but found something wrong (verify found a
+problem, show found no such key, compact left corrupt files in place, a file's schema
+version is unreadable); 2 for a usage error or a missing store.
+
+Example:
+    >>> import tempfile
+    >>> store_main(["--store", tempfile.mkdtemp(), "verify"])   # doctest: +ELLIPSIS
+    verify: 0 files, 0 rows checked: OK
+    0
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from typing import Any, TextIO
+
+import pyarrow.compute as pc
+
+from .compact import CompactReport
+from .schema import KEY_COLUMN, KINDS, StoreVersionError
+from .store import Store, StoreStats
+
+DEFAULT_STORE = "./kiln-store"
+_PREVIEW_CHARS = 400
+
+
+def _kind(text: str) -> str:
+    if text not in KINDS:
+        raise argparse.ArgumentTypeError(f"{text!r} is not one of {', '.join(KINDS)}")
+    return text
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="kiln store", description=__doc__.split("\n")[0])
+    parser.add_argument("--store", default=DEFAULT_STORE,
+                        help=f"store root, a path or URI (default: {DEFAULT_STORE})")
+    sub = parser.add_subparsers(dest="command", required=True)
+    ls = sub.add_parser("ls", help="datasets, or the keys of one dataset")
+    ls.add_argument("kind", nargs="?", choices=KINDS)
+    ls.add_argument("--limit", type=int, default=50, help="keys to list (0: all)")
+    show = sub.add_parser("show", help="one record by key (or unique key prefix)")
+    show.add_argument("key")
+    show.add_argument("--kind", choices=KINDS, help="search only this dataset")
+    show.add_argument("--full", action="store_true", help="print long text whole")
+    sub.add_parser("stats", help="files, rows, keys and bytes per dataset")
+    verify = sub.add_parser("verify", help="check every file and row; nonzero if corrupt")
+    verify.add_argument("kinds", nargs="*", type=_kind, metavar="KIND")
+    compact = sub.add_parser("compact", help="merge small files into large sorted ones")
+    compact.add_argument("kinds", nargs="*", type=_kind, metavar="KIND")
+    compact.add_argument("--full", action="store_true", help="rewrite every file")
+    return parser
+
+
+def _ls(store: Store, args: argparse.Namespace, out: TextIO) -> int:
+    if args.kind is None:
+        for kind in KINDS:
+            files = store.files(kind)
+            size = sum(f.size for f in files)
+            out.write(f"{kind:<9} {len(files):>6} files {size:>14,} bytes\n")
+        return 0
+    keys = store.keys(args.kind)
+    shown = keys if args.limit <= 0 else keys[:args.limit]
+    out.writelines(f"{key}\n" for key in shown)
+    if len(shown) < len(keys):
+        out.write(f"... {len(keys) - len(shown)} more ({len(keys)} keys; --limit 0 for all)\n")
+    return 0
+
+
+def _format(value: Any, full: bool) -> str:
+    if isinstance(value, bytes):
+        from .integrity import hash_values
+        return f"<{len(value):,} bytes, sha256 {hash_values([value])[:16]}...>"
+    if isinstance(value, (list, dict)):
+        value = json.dumps(value, default=str)
+    text = str(value)
+    if not full and len(text) > _PREVIEW_CHARS:
+        return f"{text[:_PREVIEW_CHARS]}... ({len(text):,} chars; --full for all)"
+    return text
+
+
+def _find(store: Store, key: str, kinds: list[str]) -> list[tuple[str, dict[str, Any]]]:
+    """Rows whose key is ``key``, else whose key starts with it, across ``kinds``."""
+    found = [(kind, row) for kind in kinds for row in store.lookup(kind, key).to_pylist()]
+    if found or len(key) < 4:
+        return found
+    return [(kind, row) for kind in kinds for row in store.query(
+        kind, pc.starts_with(pc.field(KEY_COLUMN[kind]), key)).to_pylist()]
+
+
+def _show(store: Store, args: argparse.Namespace, out: TextIO) -> int:
+    found = _find(store, args.key, [args.kind] if args.kind else list(KINDS))
+    if not found:
+        sys.stderr.write(f"kiln store: no record with key {args.key!r} in {store.root}\n")
+        return 1
+    if len(found) > 1 and len({row[KEY_COLUMN[kind]] for kind, row in found}) > 1:
+        sys.stderr.write(f"kiln store: {args.key!r} is ambiguous; matches:\n")
+        sys.stderr.writelines(f"  {kind} {row[KEY_COLUMN[kind]]}\n" for kind, row in found)
+        return 1
+    for kind, row in found:
+        out.write(f"[{kind}]\n")
+        out.writelines(f"{name}: {_format(value, args.full)}\n" for name, value in row.items())
+    return 0
+
+
+def _print_stats(stats: StoreStats, out: TextIO) -> None:
+    out.write(f"store {stats.root}\n")
+    out.write(f"{'kind':<9} {'files':>6} {'rows':>10} {'keys':>10} {'bytes':>14} "
+              f"{'B/key':>9} {'tmp':>4} {'bad':>4} versions\n")
+    for k in stats.kinds.values():
+        per_key = f"{k.bytes / k.unique_keys:,.0f}" if k.unique_keys else "-"
+        versions = ",".join(f"v{v}:{n}" for v, n in sorted(k.versions.items())) or "-"
+        out.write(f"{k.kind:<9} {k.files:>6} {k.rows:>10,} {k.unique_keys:>10,} "
+                  f"{k.bytes:>14,} {per_key:>9} {k.temp_files:>4} {k.unreadable_files:>4} "
+                  f"{versions}\n")
+    out.write(f"total {stats.total_bytes:,} bytes")
+    if stats.bytes_per_module is not None:
+        out.write(f"; {stats.bytes_per_module:,.0f} bytes per module (modules + kernels)")
+    out.write("\n")
+
+
+def _verify(store: Store, args: argparse.Namespace, out: TextIO) -> int:
+    report = store.verify(args.kinds or KINDS)
+    out.writelines(f"PROBLEM {issue}\n" for issue in report.problems)
+    out.writelines(f"note    {note}\n" for note in report.notes)
+    verdict = "OK" if report.ok else f"{len(report.problems)} problem(s)"
+    out.write(f"verify: {report.files_checked} files, {report.rows_checked:,} rows "
+              f"checked: {verdict}\n")
+    return 0 if report.ok else 1
+
+
+def _print_compaction(report: CompactReport, out: TextIO) -> None:
+    for k in report.kinds.values():
+        out.write(f"{k.kind:<9} {k.files_in:>6} files -> {k.files_out:>3}, rows {k.rows_in:,}"
+                  f" -> {k.rows_out:,} ({k.duplicates_removed:,} duplicates dropped)"
+                  f"{f', {k.temp_removed} stale temp files removed' if k.temp_removed else ''}"
+                  "\n")
+        out.writelines(f"  left in place: {issue}\n" for issue in k.skipped)
+
+
+def _compact(store: Store, args: argparse.Namespace, out: TextIO) -> int:
+    report = store.compact(args.kinds or KINDS, full=args.full)
+    _print_compaction(report, out)
+    return 0 if report.ok else 1
+
+
+def _stats(store: Store, args: argparse.Namespace, out: TextIO) -> int:
+    _print_stats(store.stats(), out)
+    return 0
+
+
+_COMMANDS = {"ls": _ls, "show": _show, "stats": _stats, "verify": _verify,
+             "compact": _compact}
+
+
+def store_main(argv: list[str], out: TextIO | None = None) -> int:
+    """Run one ``kiln store`` command; returns the exit status (see the module docstring)."""
+    try:
+        args = _parser().parse_args(argv)
+    except SystemExit as exit_:     # argparse exits on --help and on usage errors
+        return int(exit_.code or 0)
+    out = out or sys.stdout
+    store = Store(args.store)
+    if not store.exists():
+        sys.stderr.write(f"kiln store: no store at {store.root}\n")
+        return 2
+    try:
+        return _COMMANDS[args.command](store, args, out)
+    except StoreVersionError as err:
+        sys.stderr.write(f"kiln store: {err}\n")
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(store_main(sys.argv[1:]))

@@ -1,0 +1,188 @@
+"""Files of a store: where they live, how they are named, written atomically and listed.
+
+Every writer writes its own files: ``part-v1-<utc time>-<host>-<pid>-<uuid>.parquet``.
+A file is written under the temporary name ``.tmp-<final name>`` in the same directory and
+renamed when complete (``os.replace`` locally, after an fsync; the filesystem's ``move``
+elsewhere), so a reader, which lists only final names, never sees a partial file and two
+writers never pick the same name. A killed writer leaves at most a ``.tmp-`` file, which
+readers ignore and compaction removes once it is old.
+
+Example:
+    >>> fs, root = resolve_root("/tmp/kiln-example")
+    >>> name = new_file_name("part", 1)
+    >>> parse_name(name).version
+    1
+"""
+from __future__ import annotations
+
+import os
+import re
+import socket
+import time
+import uuid
+from dataclasses import dataclass
+from datetime import datetime, timezone
+
+import pyarrow as pa
+import pyarrow.fs as pafs
+import pyarrow.parquet as pq
+
+TEMP_PREFIX = ".tmp-"
+_NAME_RE = re.compile(r"^(?P<role>part|compact)-v(?P<version>\d+)-(?P<rest>.+)\.parquet$")
+_HOST_RE = re.compile(r"[^A-Za-z0-9_.]+")
+
+# zstd keeps source text and trial columns small; page checksums let a reader detect a
+# flipped byte in any page (a cubin included) before it decodes garbage.
+WRITE_OPTIONS = dict(compression="zstd", write_statistics=True, write_page_checksum=True)
+
+
+@dataclass(frozen=True)
+class FileName:
+    role: str       # "part" (one writer's batch) or "compact" (merged by compaction)
+    version: int
+
+
+@dataclass(frozen=True)
+class StoreFile:
+    """One finished data file of a dataset."""
+    kind: str
+    path: str
+    size: int
+    role: str
+    version: int
+    mtime: float
+
+    @property
+    def name(self) -> str:
+        return self.path.rsplit("/", 1)[-1]
+
+
+def resolve_root(root: str | os.PathLike,
+                 filesystem: pafs.FileSystem | None = None) -> tuple[pafs.FileSystem, str]:
+    """(filesystem, path) for a local path, a URI pyarrow knows (``s3://``, ``file://``...)
+    or a path inside a given filesystem."""
+    root = os.fspath(root)
+    if filesystem is not None:
+        return filesystem, root.rstrip("/") or "/"
+    if "://" in root:
+        fs, path = pafs.FileSystem.from_uri(root)
+        return fs, path.rstrip("/")
+    return pafs.LocalFileSystem(), os.path.abspath(root)
+
+
+def is_local(fs: pafs.FileSystem) -> bool:
+    return isinstance(fs, pafs.LocalFileSystem)
+
+
+def new_file_name(role: str, version: int) -> str:
+    """A name no other writer, process or machine will pick: time, host, pid and a uuid."""
+    stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%S%f")
+    host = _HOST_RE.sub("_", socket.gethostname())[:40] or "host"
+    return f"{role}-v{version}-{stamp}-{host}-{os.getpid()}-{uuid.uuid4().hex[:12]}.parquet"
+
+
+def parse_name(name: str) -> FileName | None:
+    """Role and schema version from a data file's name; None for anything else."""
+    match = _NAME_RE.match(name)
+    if match is None:
+        return None
+    return FileName(role=match["role"], version=int(match["version"]))
+
+
+def _fsync_dir(directory: str) -> None:
+    # The rename is durable only once the directory entry is on disk.
+    fd = os.open(directory, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def write_atomic(fs: pafs.FileSystem, directory: str, name: str, table: pa.Table,
+                 row_group_size: int | None = None, durable: bool = True) -> str:
+    """Write ``table`` as ``directory/name`` through a temporary name; returns the path.
+
+    On a local disk the data is fsynced before the rename (``durable``), so a finished
+    record survives a crash of the machine, not only of the process.
+    """
+    fs.create_dir(directory, recursive=True)
+    tmp, final = f"{directory}/{TEMP_PREFIX}{name}", f"{directory}/{name}"
+    try:
+        if is_local(fs):
+            with open(tmp, "wb") as sink:
+                pq.write_table(table, sink, row_group_size=row_group_size, **WRITE_OPTIONS)
+                if durable:
+                    sink.flush()
+                    os.fsync(sink.fileno())
+            os.replace(tmp, final)
+            if durable:
+                _fsync_dir(directory)
+        else:
+            with fs.open_output_stream(tmp) as sink:
+                pq.write_table(table, sink, row_group_size=row_group_size, **WRITE_OPTIONS)
+            fs.move(tmp, final)
+    except BaseException:
+        _remove_quietly(fs, tmp)
+        raise
+    return final
+
+
+def _remove_quietly(fs: pafs.FileSystem, path: str) -> None:
+    try:
+        fs.delete_file(path)
+    except (FileNotFoundError, OSError):
+        pass
+
+
+def remove_files(fs: pafs.FileSystem, paths: list[str]) -> int:
+    """Delete ``paths``, ignoring ones already gone (a concurrent compaction took them)."""
+    removed = 0
+    for path in paths:
+        try:
+            fs.delete_file(path)
+            removed += 1
+        except FileNotFoundError:
+            pass
+    return removed
+
+
+def _infos(fs: pafs.FileSystem, directory: str) -> list[pafs.FileInfo]:
+    selector = pafs.FileSelector(directory, allow_not_found=True, recursive=False)
+    return [info for info in fs.get_file_info(selector) if info.type == pafs.FileType.File]
+
+
+def _mtime(info: pafs.FileInfo) -> float:
+    return info.mtime.timestamp() if info.mtime is not None else 0.0
+
+
+def list_files(fs: pafs.FileSystem, directory: str, kind: str) -> tuple[list[StoreFile],
+                                                                         list[str]]:
+    """(finished data files sorted by name, other names found) in one dataset directory.
+
+    Temporary files are skipped silently; any other unrecognized file is returned in the
+    second list so that ``verify`` can report it.
+    """
+    found, other = [], []
+    for info in _infos(fs, directory):
+        if info.base_name.startswith(TEMP_PREFIX):
+            continue
+        parsed = parse_name(info.base_name)
+        if parsed is None:
+            other.append(info.path)
+            continue
+        found.append(StoreFile(kind=kind, path=info.path, size=info.size, role=parsed.role,
+                               version=parsed.version, mtime=_mtime(info)))
+    found.sort(key=lambda f: f.name)
+    return found, sorted(other)
+
+
+def temp_files(fs: pafs.FileSystem, directory: str, older_than_s: float = 0.0,
+               now: float | None = None) -> list[str]:
+    """Temporary files left in ``directory`` whose last change is over ``older_than_s`` ago.
+
+    A temp file that is still changing belongs to a live writer; only old ones are litter.
+    """
+    now = time.time() if now is None else now
+    return sorted(info.path for info in _infos(fs, directory)
+                  if info.base_name.startswith(TEMP_PREFIX)
+                  and now - _mtime(info) >= older_than_s)

@@ -1,0 +1,209 @@
+"""Reading a dataset that may hold corrupt files, tampered rows, duplicates and old versions.
+
+``read_rows`` scans all current-version files of one kind as one ``pyarrow.dataset`` (filters
+pushed down, row groups pruned by their key statistics). A file that fails to decode is
+isolated by rescanning fragment by fragment and skipped with a ``CorruptFileWarning`` that
+names it; the rest of the store is still served. Older-version files are read one by one and
+migrated. Then rows whose content hash fails are dropped with a warning naming file and key,
+and duplicate keys are collapsed to the first row in file order.
+
+Example:
+    >>> import pyarrow.fs as pafs
+    >>> result = read_rows(pafs.LocalFileSystem(), "trials", [], {})
+    >>> result.table.num_rows, result.issues
+    (0, [])
+"""
+from __future__ import annotations
+
+import warnings
+from dataclasses import dataclass, field
+from typing import Iterable
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.dataset as ds
+import pyarrow.fs as pafs
+import pyarrow.parquet as pq
+
+from .files import StoreFile
+from .integrity import bad_rows, is_hashed
+from .schema import (HASHED_COLUMNS, KEY_COLUMN, SCHEMA_VERSION, Migrations, migrate,
+                     require_readable, schema_for)
+
+FILENAME = "__filename"   # pyarrow.dataset's per-row source-file column
+_DECODE_ERRORS = (pa.ArrowException, OSError, ValueError)
+
+PARQUET = ds.ParquetFileFormat(default_fragment_scan_options=ds.ParquetFragmentScanOptions(
+    page_checksum_verification=True))
+
+
+class CorruptFileWarning(UserWarning):
+    """A data file that could not be decoded was skipped."""
+
+
+class TamperedRowWarning(UserWarning):
+    """A row whose content hash did not match was skipped."""
+
+
+class CorruptStoreError(RuntimeError):
+    """Raised instead of a warning when the store is opened with ``strict=True``."""
+
+
+@dataclass(frozen=True)
+class Issue:
+    """Something wrong with one file, or one row (``key``) of one file."""
+    path: str
+    reason: str
+    key: str | None = None
+
+    def __str__(self) -> str:
+        where = f"{self.path} [{self.key}]" if self.key else self.path
+        return f"{where}: {self.reason}"
+
+
+@dataclass
+class ReadResult:
+    table: pa.Table
+    issues: list[Issue] = field(default_factory=list)
+
+
+def read_file(fs: pafs.FileSystem, kind: str, file: StoreFile,
+              migrations: Migrations) -> pa.Table:
+    """One whole file as a current-schema table (migrated if older). Decode errors raise."""
+    table = pq.read_table(file.path, filesystem=fs, page_checksum_verification=True)
+    if file.version != SCHEMA_VERSION:
+        return migrate(kind, table, file.version, migrations, file.path)
+    return table
+
+
+def needed_columns(kind: str, columns: Iterable[str] | None, verify: bool) -> list[str] | None:
+    """Columns to read: the asked ones plus the key and whatever the hash check needs."""
+    if columns is None:
+        return None
+    wanted = list(dict.fromkeys([*columns, KEY_COLUMN[kind]]))
+    if verify and is_hashed(kind):
+        wanted += [c for c in (*HASHED_COLUMNS[kind], "content_hash") if c not in wanted]
+    return wanted
+
+
+def _scan(fs: pafs.FileSystem, kind: str, paths: list[str], filter: ds.Expression | None,
+          columns: list[str] | None) -> pa.Table:
+    names = (columns or schema_for(kind).names) + [FILENAME]
+    dataset = ds.dataset(paths, schema=schema_for(kind), format=PARQUET, filesystem=fs)
+    return dataset.to_table(columns=names, filter=filter)
+
+
+def _scan_isolating(fs: pafs.FileSystem, kind: str, files: list[StoreFile],
+                    filter: ds.Expression | None, columns: list[str] | None,
+                    issues: list[Issue]) -> list[pa.Table]:
+    """Scan all files at once; if that fails, once per file, reporting the bad ones."""
+    if not files:
+        return []
+    try:
+        return [_scan(fs, kind, [f.path for f in files], filter, columns)]
+    except _DECODE_ERRORS:
+        pass   # some file is bad: find which, keep the others
+    tables = []
+    for file in files:
+        try:
+            tables.append(_scan(fs, kind, [file.path], filter, columns))
+        except _DECODE_ERRORS as err:
+            issues.append(Issue(file.path, f"unreadable: {type(err).__name__}: {err}"))
+    return tables
+
+
+def _read_old(fs: pafs.FileSystem, kind: str, file: StoreFile, filter: ds.Expression | None,
+              columns: list[str] | None, migrations: Migrations,
+              issues: list[Issue]) -> pa.Table | None:
+    try:
+        table = read_file(fs, kind, file, migrations)
+    except _DECODE_ERRORS as err:
+        issues.append(Issue(file.path, f"unreadable: {type(err).__name__}: {err}"))
+        return None
+    if filter is not None:
+        table = table.filter(filter)
+    if columns is not None:
+        table = table.select(columns)
+    return table.append_column(FILENAME, pa.array([file.path] * table.num_rows, pa.string()))
+
+
+def check_versions(kind: str, files: list[StoreFile], migrations: Migrations) -> None:
+    """Refuse, before reading anything, a file whose version cannot be brought current."""
+    for file in files:
+        require_readable(kind, file.version, migrations, file.path)
+
+
+def drop_tampered(kind: str, table: pa.Table, issues: list[Issue]) -> pa.Table:
+    """``table`` without the rows whose content hash fails, each one reported."""
+    bad = bad_rows(kind, table)
+    if not bad:
+        return table
+    keys = table.column(KEY_COLUMN[kind]).to_pylist()
+    paths = table.column(FILENAME).to_pylist()
+    for i in bad:
+        issues.append(Issue(paths[i], "content hash mismatch (tampered or corrupt row)",
+                            keys[i]))
+    mask = np.ones(table.num_rows, dtype=bool)
+    mask[bad] = False
+    return table.filter(pa.array(mask))
+
+
+def dedup(table: pa.Table, key: str) -> pa.Table:
+    """One row per ``key``: the first in table order (file order, then row order).
+
+    Example:
+        >>> dedup(pa.table({"k": ["a", "b", "a"], "v": [1, 2, 3]}), "k")["v"].to_pylist()
+        [1, 2]
+    """
+    if table.num_rows < 2:
+        return table
+    keys = table.column(key)
+    if pc.count_distinct(keys).as_py() == table.num_rows:
+        return table
+    index = pa.table({"k": keys, "i": pa.array(np.arange(table.num_rows))})
+    first = index.group_by("k", use_threads=False).aggregate([("i", "min")])["i_min"]
+    # Keep table order: the surviving row indices, sorted.
+    return table.take(pc.take(first, pc.sort_indices(first)))
+
+
+def read_rows(fs: pafs.FileSystem, kind: str, files: list[StoreFile],
+              migrations: Migrations, filter: ds.Expression | None = None,
+              columns: list[str] | None = None, verify: bool = True,
+              deduplicate: bool = True) -> ReadResult:
+    """Rows of ``kind`` from ``files`` matching ``filter``; see the module docstring.
+
+    The result keeps a ``__filename`` column naming each row's file (callers drop it).
+    """
+    check_versions(kind, files, migrations)
+    issues: list[Issue] = []
+    read_cols = needed_columns(kind, columns, verify)
+    current = [f for f in files if f.version == SCHEMA_VERSION]
+    tables = _scan_isolating(fs, kind, current, filter, read_cols, issues)
+    for file in files:
+        if file.version != SCHEMA_VERSION:
+            old = _read_old(fs, kind, file, filter, read_cols, migrations, issues)
+            if old is not None:
+                tables.append(old)
+    schema = _result_schema(kind, read_cols)
+    table = pa.concat_tables([t.cast(schema) for t in tables]) if tables else schema.empty_table()
+    if verify and is_hashed(kind):
+        table = drop_tampered(kind, table, issues)
+    if deduplicate:
+        table = dedup(table, KEY_COLUMN[kind])
+    return ReadResult(table=table, issues=issues)
+
+
+def _result_schema(kind: str, columns: list[str] | None) -> pa.Schema:
+    schema = schema_for(kind)
+    fields = [schema.field(c) for c in (columns or schema.names)]
+    return pa.schema(fields + [pa.field(FILENAME, pa.string())])
+
+
+def report(issues: list[Issue], strict: bool) -> None:
+    """Warn about each issue (one warning per issue), or raise on the first if ``strict``."""
+    for issue in issues:
+        if strict:
+            raise CorruptStoreError(str(issue))
+        category = TamperedRowWarning if issue.key else CorruptFileWarning
+        warnings.warn(str(issue), category, stacklevel=3)

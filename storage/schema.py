@@ -1,0 +1,269 @@
+"""Versioned Arrow schemas of kiln's six record kinds, and the migrations between versions.
+
+Every dataset under a store root holds one record kind. Each row carries ``schema_version``
+and each file carries ``kiln.kind`` / ``kiln.schema_version`` in its footer (and ``-vN-`` in
+its name, so a reader learns a file's version from a directory listing alone). Every key part
+that changes generated code or timings is a column of its own (versions, options hash, GPU
+name, arch, driver), never folded into an opaque blob.
+
+A reader that meets an older version upgrades the table with the migration chain
+``N -> N+1 -> ... -> SCHEMA_VERSION``; a version with no chain, or a newer one, raises
+``StoreVersionError`` naming the file and the version.
+
+Example:
+    >>> schema_for("trials").field("median_ms").type
+    DataType(double)
+    >>> KEY_COLUMN["modules"]
+    'module_key'
+"""
+from __future__ import annotations
+
+from types import MappingProxyType
+from typing import Callable, Mapping
+
+import pyarrow as pa
+
+# Bump when a schema changes, and register a migration from the previous version in the
+# caller's migration table (see ``migrate``).
+SCHEMA_VERSION = 1
+
+KINDS = ("graphs", "modules", "kernels", "binaries", "trials", "failures")
+
+# The one column that identifies a record; duplicates of it are the same record.
+KEY_COLUMN: Mapping[str, str] = MappingProxyType({
+    "graphs": "graph_key",
+    "modules": "module_key",
+    "kernels": "kernel_key",
+    "binaries": "binary_key",
+    "trials": "trial_key",
+    "failures": "failure_key",
+})
+
+# Columns covered by the per-row ``content_hash`` (kinds that hold code or binaries). The key
+# itself is covered, so a row moved under another key is caught as well as edited content.
+HASHED_COLUMNS: Mapping[str, tuple[str, ...]] = MappingProxyType({
+    "graphs": ("graph_key", "model", "input_signature", "torch_version", "graph_text"),
+    "modules": ("module_key", "graph_key", "compiler_version", "options_hash", "target",
+                "arch", "torch_version", "triton_version", "source", "meta_json",
+                "kernel_keys", "kernels"),
+    "kernels": ("kernel_key", "name", "source", "meta_json"),
+    "binaries": ("binary_key", "kernel_key", "config_key", "config_json", "arch", "target",
+                 "triton_version", "cubin", "metadata_json"),
+})
+
+TRIAL_STATUSES = ("ok", "build_error", "resource_error", "launch_error", "wrong_result",
+                  "timeout", "runtime_error")
+
+_TS = pa.timestamp("us", tz="UTC")
+_KERNEL_ENTRY = pa.struct([
+    ("name", pa.string()), ("kernel_key", pa.string()),
+    ("source", pa.string()), ("meta_json", pa.string()),
+])
+
+
+def _req(name: str, type_: pa.DataType) -> pa.Field:
+    return pa.field(name, type_, nullable=False)
+
+
+def _opt(name: str, type_: pa.DataType) -> pa.Field:
+    return pa.field(name, type_, nullable=True)
+
+
+_FIELDS: Mapping[str, list[pa.Field]] = MappingProxyType({
+    "graphs": [
+        _req("graph_key", pa.string()),
+        _req("model", pa.string()),
+        _req("input_signature", pa.string()),     # JSON: shapes, dtypes, dynamic dims
+        _req("torch_version", pa.string()),
+        _req("graph_text", pa.string()),          # canonical ATen graph text
+        _req("content_hash", pa.string()),
+        _req("created_at", _TS),
+        _req("schema_version", pa.int32()),
+    ],
+    "modules": [
+        _req("module_key", pa.string()),
+        _req("graph_key", pa.string()),
+        _req("compiler_version", pa.string()),
+        _req("options_hash", pa.string()),
+        _req("target", pa.string()),              # e.g. "cuda:90:32", "cpu-interpreter"
+        _req("arch", pa.string()),                # e.g. "sm_90"
+        _req("torch_version", pa.string()),
+        _req("triton_version", pa.string()),
+        _req("source", pa.string()),              # importable Python defining call(args)
+        _req("meta_json", pa.string()),
+        _req("kernel_keys", pa.list_(pa.string())),
+        # Each kernel exactly as this module names it: the kernels dataset keeps one row per
+        # kernel_key, whose name may be another module's, so a module is rebuilt from its own.
+        _req("kernels", pa.list_(_KERNEL_ENTRY)),
+        _req("content_hash", pa.string()),
+        _req("created_at", _TS),
+        _req("schema_version", pa.int32()),
+    ],
+    "kernels": [
+        _req("kernel_key", pa.string()),
+        _req("name", pa.string()),
+        _req("source", pa.string()),
+        _req("meta_json", pa.string()),
+        _req("content_hash", pa.string()),
+        _req("created_at", _TS),
+        _req("schema_version", pa.int32()),
+    ],
+    "binaries": [
+        _req("binary_key", pa.string()),          # hash(kernel, config, arch, target, triton)
+        _req("kernel_key", pa.string()),
+        _req("config_key", pa.string()),
+        _req("config_json", pa.string()),
+        _req("arch", pa.string()),
+        _req("target", pa.string()),
+        _req("triton_version", pa.string()),
+        _req("cubin", pa.binary()),
+        _req("metadata_json", pa.string()),       # Triton compile metadata (shared, warps...)
+        _req("content_hash", pa.string()),
+        _req("created_at", _TS),
+        _req("schema_version", pa.int32()),
+    ],
+    "trials": [
+        _req("trial_key", pa.string()),
+        _req("kernel_key", pa.string()),
+        _req("sizes_json", pa.string()),          # canonical JSON of the sizes timed
+        _req("config_key", pa.string()),
+        _req("config_json", pa.string()),
+        _req("device_name", pa.string()),         # e.g. "NVIDIA H100 80GB HBM3"
+        _req("arch", pa.string()),
+        _req("driver", pa.string()),
+        _req("clocks", pa.string()),              # clock state while timing: default, locked
+        _req("triton_version", pa.string()),
+        _req("torch_version", pa.string()),
+        _opt("median_ms", pa.float64()),          # null unless status == "ok"
+        _opt("mean_ms", pa.float64()),
+        _opt("min_ms", pa.float64()),
+        _opt("max_ms", pa.float64()),
+        _opt("std_ms", pa.float64()),
+        _req("n_repeats", pa.int32()),
+        _req("status", pa.string()),
+        _opt("error", pa.string()),
+        _req("is_best", pa.bool_()),
+        _req("timestamp", _TS),
+        _req("worker", pa.string()),
+        _req("host", pa.string()),
+        _req("schema_version", pa.int32()),
+    ],
+    "failures": [
+        _req("failure_key", pa.string()),         # hash(stage, key, error type, message)
+        _req("stage", pa.string()),
+        _req("key", pa.string()),
+        _req("model", pa.string()),
+        _req("error_type", pa.string()),
+        _req("message", pa.string()),
+        _req("traceback", pa.string()),
+        _req("attempts", pa.int32()),
+        _req("timestamp", _TS),
+        _req("worker", pa.string()),
+        _req("host", pa.string()),
+        _req("schema_version", pa.int32()),
+    ],
+})
+
+
+class StoreVersionError(RuntimeError):
+    """A file whose schema version this kiln cannot read; the message names file and version."""
+
+
+def check_kind(kind: str) -> str:
+    """``kind`` itself, or ValueError naming the known kinds."""
+    if kind not in KINDS:
+        raise ValueError(f"unknown record kind {kind!r}; known: {', '.join(KINDS)}")
+    return kind
+
+
+def schema_for(kind: str) -> pa.Schema:
+    """The current Arrow schema of ``kind``, with kind and version in its metadata."""
+    return pa.schema(_FIELDS[check_kind(kind)], metadata=file_metadata(kind, SCHEMA_VERSION))
+
+
+def file_metadata(kind: str, version: int) -> dict[bytes, bytes]:
+    """Footer key-value metadata that names a file's kind and schema version."""
+    return {b"kiln.kind": kind.encode(), b"kiln.schema_version": str(version).encode()}
+
+
+def metadata_version(schema: pa.Schema) -> tuple[str | None, int | None]:
+    """(kind, version) read back from a file's Arrow schema metadata; None where absent."""
+    meta = schema.metadata or {}
+    kind = meta.get(b"kiln.kind")
+    version = meta.get(b"kiln.schema_version")
+    return (kind.decode() if kind else None,
+            int(version) if version and version.isdigit() else None)
+
+
+# A migration upgrades a table of one kind from version N to N+1. Tables are keyed
+# ``{kind: {N: function}}``; the store takes one as an argument (no global registry to mutate).
+Migration = Callable[[pa.Table], pa.Table]
+Migrations = Mapping[str, Mapping[int, Migration]]
+
+# Version 1 is the first released schema, so nothing older exists to upgrade yet.
+DEFAULT_MIGRATIONS: Migrations = MappingProxyType({})
+
+
+def require_readable(kind: str, version: int, migrations: Migrations, where: str) -> None:
+    """Raise ``StoreVersionError`` unless ``version`` is current or has a full migration
+    chain to it; ``where`` names the file in the message."""
+    if version > SCHEMA_VERSION:
+        raise StoreVersionError(
+            f"{where}: {kind} schema version {version} was written by a newer kiln; this "
+            f"kiln reads versions up to {SCHEMA_VERSION}. Upgrade kiln to read it.")
+    steps = migrations.get(kind, {})
+    for step in range(version, SCHEMA_VERSION):
+        if step not in steps:
+            raise StoreVersionError(
+                f"{where}: {kind} schema version {version} cannot be read: this kiln reads "
+                f"version {SCHEMA_VERSION} and has no migration from version {step}. "
+                f"Read or compact it with the kiln release that wrote it.")
+
+
+def migrate(kind: str, table: pa.Table, version: int, migrations: Migrations,
+            where: str) -> pa.Table:
+    """Upgrade ``table`` (of ``kind`` at ``version``) to the current schema.
+
+    ``where`` names the file in errors. Raises ``StoreVersionError`` for a newer version or
+    an older one with a gap in the migration chain.
+
+    Example:
+        >>> t = pa.table({"x": [1]})
+        >>> migrate("trials", t, 0, {"trials": {}}, "f.parquet")  # doctest: +ELLIPSIS
+        Traceback (most recent call last):
+        storage.schema.StoreVersionError: f.parquet: trials schema version 0 cannot be read...
+    """
+    require_readable(kind, version, migrations, where)
+    for step in range(version, SCHEMA_VERSION):
+        table = migrations[kind][step](table)
+    return conform(kind, table)
+
+
+def conform(kind: str, table: pa.Table) -> pa.Table:
+    """``table`` with exactly the current columns of ``kind``, in order, cast to their types.
+
+    Missing nullable columns become nulls and ``schema_version`` is filled in; a missing
+    required column is a ValueError naming it. Extra columns are an error too, since a typo'd
+    column name would otherwise be dropped silently.
+    """
+    schema = schema_for(kind)
+    extra = set(table.column_names) - set(schema.names)
+    if extra:
+        raise ValueError(f"{kind}: unknown columns {sorted(extra)}")
+    columns = []
+    for field in schema:
+        if field.name in table.column_names:
+            column = table.column(field.name)
+        elif field.name == "schema_version":
+            column = pa.array([SCHEMA_VERSION] * table.num_rows, pa.int32())
+        elif field.nullable:
+            column = pa.nulls(table.num_rows, field.type)
+        else:
+            raise ValueError(f"{kind}: missing required column {field.name!r}")
+        if column.null_count and not field.nullable:
+            raise ValueError(f"{kind}: column {field.name!r} has nulls but is required")
+        columns.append(column.cast(field.type) if column.type != field.type else column)
+    if "schema_version" in table.column_names:
+        columns[schema.get_field_index("schema_version")] = pa.array(
+            [SCHEMA_VERSION] * table.num_rows, pa.int32())
+    return pa.Table.from_arrays(columns, schema=schema)

@@ -1,0 +1,262 @@
+"""The Store: kiln's records as Parquet datasets under one root, local or any pyarrow URI.
+
+``root/<kind>/`` holds one dataset per record kind (graphs, modules, kernels, binaries,
+trials, failures). Writers only ever add whole files (see ``storage.files``); readers scan
+whatever finished files exist, skip corrupt ones with a warning, drop rows whose content hash
+fails, and collapse duplicate keys. The store also implements the compiler's
+``ArtifactCache`` protocol, so ``compile_module(..., cache=store)`` reads and fills it.
+
+Example:
+    >>> import tempfile, pyarrow.compute as pc
+    >>> store = Store(tempfile.mkdtemp())
+    >>> trial = TrialRecord.timed(kernel_key="k1", sizes=[4096], config={"XBLOCK": 512},
+    ...     device_name="NVIDIA H100 80GB HBM3", arch="sm_90", driver="550.54",
+    ...     triton_version="3.9.0", torch_version="2.13.0", times_ms=[0.02, 0.021])
+    >>> path = store.write("trials", [trial, trial])     # a duplicate is harmless
+    >>> store.query("trials", pc.field("arch") == "sm_90").num_rows
+    1
+    >>> store.has("trials", trial.trial_key)
+    True
+"""
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, Iterable
+
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.dataset as ds
+import pyarrow.fs as pafs
+import pyarrow.parquet as pq
+
+from .files import (StoreFile, list_files, new_file_name, resolve_root, temp_files,
+                    write_atomic)
+from .integrity import with_hashes
+from .reader import FILENAME, read_rows, report
+from .records import Record, TrialRecord, records_to_table  # noqa: F401 (doctest)
+from .schema import (DEFAULT_MIGRATIONS, KEY_COLUMN, KINDS, SCHEMA_VERSION, Migrations,
+                     StoreVersionError, check_kind, conform, require_readable)
+
+if TYPE_CHECKING:
+    from compiler.artifact import CompiledArtifact
+
+    from .compact import CompactReport
+    from .verify import VerifyReport
+
+
+class StoreMissError(KeyError):
+    """No (intact) record under the asked key; the message names key and store."""
+
+    def __str__(self) -> str:
+        return str(self.args[0]) if self.args else "missing"
+
+
+@dataclass
+class KindStats:
+    """Numbers for one dataset; ``rows`` counts duplicates, ``unique_keys`` does not."""
+    kind: str
+    files: int = 0
+    bytes: int = 0
+    rows: int = 0
+    unique_keys: int = 0
+    unreadable_files: int = 0
+    temp_files: int = 0
+    versions: dict[int, int] = field(default_factory=dict)   # schema version -> files
+
+
+@dataclass
+class StoreStats:
+    root: str
+    kinds: dict[str, KindStats]
+
+    @property
+    def total_bytes(self) -> int:
+        return sum(k.bytes for k in self.kinds.values())
+
+    @property
+    def bytes_per_module(self) -> float | None:
+        """Bytes of module and kernel rows per distinct module: what a deployment carries."""
+        modules = self.kinds["modules"].unique_keys
+        if not modules:
+            return None
+        return (self.kinds["modules"].bytes + self.kinds["kernels"].bytes) / modules
+
+
+class Store:
+    """kiln's record store rooted at ``root`` (a local path or a URI such as ``s3://b/p``).
+
+    ``filesystem`` gives an explicit pyarrow filesystem (``root`` is then a path inside it);
+    ``migrations`` upgrades older schema versions (``{kind: {N: fn}}``); ``strict`` raises
+    ``CorruptStoreError`` where the default warns and skips (a corrupt file, a tampered row);
+    ``durable`` fsyncs local files before they are renamed into place.
+    """
+
+    def __init__(self, root: str | os.PathLike = "kiln-store", *,
+                 filesystem: pafs.FileSystem | None = None,
+                 migrations: Migrations = DEFAULT_MIGRATIONS, strict: bool = False,
+                 durable: bool = True) -> None:
+        self.fs, self.root = resolve_root(root, filesystem)
+        self.migrations = migrations
+        self.strict = strict
+        self.durable = durable
+
+    def __repr__(self) -> str:
+        return f"Store({self.root!r})"
+
+    # --- files -----------------------------------------------------------------------------
+
+    def dataset_dir(self, kind: str) -> str:
+        return f"{self.root}/{check_kind(kind)}"
+
+    def files(self, kind: str) -> list[StoreFile]:
+        """Finished data files of ``kind``, in name order (temporary files excluded)."""
+        return list_files(self.fs, self.dataset_dir(kind), kind)[0]
+
+    def exists(self) -> bool:
+        """Whether the root directory exists (a store with no records yet may not)."""
+        return self.fs.get_file_info(self.root).type == pafs.FileType.Directory
+
+    # --- writing ---------------------------------------------------------------------------
+
+    def write(self, kind: str, data: pa.Table | pa.RecordBatch | Iterable[Record]) -> str | None:
+        """Write one batch of ``kind`` rows as one new file; returns its path (None if empty).
+
+        ``data`` is a list of records (``TrialRecord``...) or an Arrow table/batch with the
+        kind's columns (``schema_version`` and ``content_hash`` may be left out: they are
+        filled in; a given hash is checked).
+        """
+        table = self._prepare(kind, data)
+        if table.num_rows == 0:
+            return None
+        return write_atomic(self.fs, self.dataset_dir(kind), new_file_name("part", SCHEMA_VERSION),
+                            table, durable=self.durable)
+
+    @staticmethod
+    def _prepare(kind: str, data: pa.Table | pa.RecordBatch | Iterable[Record]) -> pa.Table:
+        check_kind(kind)
+        if isinstance(data, pa.RecordBatch):
+            data = pa.Table.from_batches([data])
+        elif not isinstance(data, pa.Table):
+            data = records_to_table(kind, data)
+        return conform(kind, with_hashes(kind, data))
+
+    # --- reading ---------------------------------------------------------------------------
+
+    def query(self, kind: str, filter: ds.Expression | None = None,
+              columns: list[str] | None = None, *, verify: bool = True,
+              dedup: bool = True) -> pa.Table:
+        """Rows of ``kind`` matching ``filter`` (a ``pyarrow.dataset`` expression).
+
+        ``verify`` checks content hashes (kinds holding code or binaries) and drops failing
+        rows with a warning; ``dedup`` keeps one row per key.
+
+        Example: ``store.query("trials", (pc.field("status") == "ok") &
+        (pc.field("arch") == "sm_90"), columns=["config_json", "median_ms"])``
+        """
+        result = read_rows(self.fs, kind, self.files(kind), self.migrations, filter, columns,
+                           verify, dedup)
+        report(result.issues, self.strict)
+        table = result.table.drop_columns([FILENAME])
+        return table.select(columns) if columns is not None else table
+
+    def lookup(self, kind: str, keys: str | Iterable[str],
+               columns: list[str] | None = None) -> pa.Table:
+        """Rows of ``kind`` whose key column is in ``keys`` (one key or many)."""
+        keys = [keys] if isinstance(keys, str) else list(keys)
+        key = pc.field(KEY_COLUMN[check_kind(kind)])
+        expr = key == keys[0] if len(keys) == 1 else key.isin(keys)
+        return self.query(kind, expr, columns)
+
+    def get(self, kind: str, key: str) -> dict[str, Any] | None:
+        """The row of ``kind`` under ``key`` as a dict, or None."""
+        rows = self.lookup(kind, key).to_pylist()
+        return rows[0] if rows else None
+
+    def has(self, kind: str, key: str) -> bool:
+        """Whether an intact row of ``kind`` exists under ``key``."""
+        return self.lookup(kind, key, columns=[KEY_COLUMN[kind]]).num_rows > 0
+
+    def keys(self, kind: str) -> list[str]:
+        """Distinct keys of ``kind`` in file order (hashes not checked: see ``verify``)."""
+        column = KEY_COLUMN[check_kind(kind)]
+        return self.query(kind, columns=[column], verify=False).column(column).to_pylist()
+
+    # --- the compiler's cache protocol -----------------------------------------------------
+
+    def get_artifact(self, module_key: str) -> CompiledArtifact | None:
+        """The compiled module under ``module_key``, or None on a miss.
+
+        A row whose content hash fails is a miss with a ``TamperedRowWarning`` (the caller
+        recompiles) or, on a ``strict`` store, a ``CorruptStoreError``.
+        """
+        from .artifacts import artifact_from_row   # the compiler is imported only when used
+        rows = self.lookup("modules", module_key).to_pylist()
+        return artifact_from_row(rows[0]) if rows else None
+
+    def put_artifact(self, artifact: CompiledArtifact) -> None:
+        """Store ``artifact``: its kernels rows first, then the module row that names them,
+        so a reader never finds a module whose kernels are not yet there. Idempotent: a
+        second put only adds duplicates, which reads and compaction collapse."""
+        from .artifacts import kernel_records, module_record
+        kernels = kernel_records(artifact)
+        if kernels:
+            self.write("kernels", kernels)
+        self.write("modules", [module_record(artifact)])
+
+    def load(self, module_key: str) -> Any:
+        """The stored module as a callable, via ``compiler.runtime.load_artifact``.
+
+        Raises ``StoreMissError`` naming the key and the store if nothing intact is there:
+        a deployment must not recompile silently.
+        """
+        artifact = self.get_artifact(module_key)
+        if artifact is None:
+            raise StoreMissError(f"module {module_key} is not in store {self.root}")
+        from compiler.runtime import load_artifact   # lazy: loading needs Triton/torch
+        return load_artifact(artifact)
+
+    # --- maintenance -----------------------------------------------------------------------
+
+    def stats(self) -> StoreStats:
+        """Files, bytes, rows and distinct keys per kind, read from footers and key columns."""
+        return StoreStats(self.root, {kind: self._kind_stats(kind) for kind in KINDS})
+
+    def _kind_stats(self, kind: str) -> KindStats:
+        stats = KindStats(kind)
+        files = self.files(kind)
+        for file in files:
+            stats.files += 1
+            stats.bytes += file.size
+            stats.versions[file.version] = stats.versions.get(file.version, 0) + 1
+            try:
+                stats.rows += pq.read_metadata(file.path, filesystem=self.fs).num_rows
+            except (pa.ArrowException, OSError):
+                stats.unreadable_files += 1
+        stats.temp_files = len(temp_files(self.fs, self.dataset_dir(kind)))
+        keys = read_rows(self.fs, kind, self._readable(kind, files), self.migrations,
+                         columns=[KEY_COLUMN[kind]], verify=False)
+        stats.unique_keys = keys.table.num_rows
+        return stats
+
+    def _readable(self, kind: str, files: list[StoreFile]) -> list[StoreFile]:
+        """``files`` less those whose schema version this kiln cannot read."""
+        readable = []
+        for file in files:
+            try:
+                require_readable(kind, file.version, self.migrations, file.path)
+                readable.append(file)
+            except StoreVersionError:
+                pass
+        return readable
+
+    def verify(self, kinds: Iterable[str] = KINDS) -> "VerifyReport":
+        """Check every file and row; see ``storage.verify``."""
+        from .verify import verify_store
+        return verify_store(self, kinds)
+
+    def compact(self, kinds: Iterable[str] = KINDS, **options: Any) -> "CompactReport":
+        """Merge small files into large sorted ones; see ``storage.compact``."""
+        from .compact import compact_store
+        return compact_store(self, kinds, **options)
+
