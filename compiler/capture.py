@@ -191,11 +191,13 @@ class CapturedGraph:
                 continue
             static = [d for d in range(len(spec.size)) if d not in spec.dynamic_dims]
             if (str(t.dtype) != spec.dtype or t.dim() != len(spec.size)
+                    or t.device.type != spec.device
                     or any(t.shape[d] != spec.size[d] for d in static)):
                 raise CaptureError(
-                    f"model {self.name!r}: input {spec.name!r} is {t.dtype}{list(t.shape)}, "
-                    f"captured as {spec.dtype}{list(spec.size)} (dynamic dims "
-                    f"{list(spec.dynamic_dims)}); capture again for this signature")
+                    f"model {self.name!r}: input {spec.name!r} is {t.dtype}{list(t.shape)} on "
+                    f"{t.device.type}, captured as {spec.dtype}{list(spec.size)} on "
+                    f"{spec.device} (dynamic dims {list(spec.dynamic_dims)}); capture again "
+                    f"for this signature")
 
 
 # --------------------------------------------------------------------------------------------
@@ -217,6 +219,11 @@ def _ops_kept() -> list[Any]:
         # keeping it keeps graphs short and readable, and it fuses like any pointwise op.
         # (gelu and sigmoid are core ATen already, so they stay single ops without asking.)
         aten.silu.default,
+        # Same for hardswish / hardsigmoid: one piecewise-linear pointwise op each, which
+        # kiln lowers directly (compiler/lowering/pointwise.py); their decompositions
+        # (clamp, add, mul, div) compute the same values in four ops.
+        aten.hardswish.default,
+        aten.hardsigmoid.default,
     ]
 
 
@@ -245,9 +252,9 @@ def _ops_decomposed() -> list[Any]:
     # Left as core ATen decides, on purpose:
     # - mm / addmm / bmm / convolution: core ATen already keeps them; each is one extern call
     #   (cuBLAS / cuDNN) or a kiln GEMM template. linear and matmul decompose into them.
-    # - hardswish, hardsigmoid, mish, relu6, logsumexp: decomposed by core ATen into a few
-    #   exact pointwise / reduction ops (clamp, mul, exp, ...) that fuse anyway; keeping them
-    #   would only grow the set of ops kiln must lower.
+    # - mish, relu6, logsumexp: decomposed by core ATen into a few exact pointwise /
+    #   reduction ops (softplus → tanh → mul, hardtanh, amax + exp + sum + log) that fuse
+    #   anyway; keeping them would only grow the set of ops kiln must lower.
     # - gelu, sigmoid, tanh, erf, leaky_relu, elu, hardtanh: core ATen keeps them; each is
     #   one pointwise op for kiln.
 
@@ -596,7 +603,8 @@ def _spec_line(i: int, spec: InputSpec) -> str:
         size = ["?" if d in spec.dynamic_dims else n for d, n in enumerate(spec.size)]
         return (f"{i} {spec.kind} {spec.dtype} size={size} stride=symbolic {device} "
                 f"dynamic={list(spec.dynamic_dims)}")
-    return f"{i} {spec.kind} {spec.dtype} size={list(spec.size)} stride={list(spec.stride)} {device}"
+    return (f"{i} {spec.kind} {spec.dtype} size={list(spec.size)} "
+            f"stride={list(spec.stride)} {device}")
 
 
 def _constant_line(target: str | None, value: torch.Tensor | None) -> str:
@@ -656,7 +664,11 @@ class _GraphPrinter:
         return [f"{me} = {call}{typ}"]
 
     def _call_args(self, node: torch.fx.Node) -> str:
-        parts = [self.arg(a) for a in node.args]
+        args = node.args
+        if _target_name(node.target).startswith("aten._assert"):
+            # Assertion messages quote node and symbol names; they change no computation.
+            args = tuple("<msg>" if isinstance(a, str) else a for a in args)
+        parts = [self.arg(a) for a in args]
         parts += [f"{k}={self.arg(node.kwargs[k])}" for k in sorted(node.kwargs)]
         return ", ".join(parts)
 

@@ -31,7 +31,7 @@ import torch.fx
 
 from .config import CompilerOptions
 from .ir import (BufferRef, ComputedBuffer, ConstantBuffer, Const, ExternKernel, InputBuffer,
-                 Layout, Load, TensorValue, contiguous_strides, count_reads_and_ops,
+                 Layout, Load, ReductionBuffer, TensorValue, contiguous_strides, count_reads_and_ops,
                  index_symbols)
 from .lowering import LoweringTable
 from .lowering.common import SUPPORTED_DTYPES, expand_to
@@ -159,6 +159,13 @@ class GraphLowering(torch.fx.Interpreter):
         layout = Layout(value.device, value.dtype, tuple(size), stride)
         name = self.new_name("buf")
         self.operations.append(ComputedBuffer(name, layout, value.body))
+        return self._load_buffer(name, layout)
+
+    def realize_reduction(self, size, body, reduction_ranges, rtype, dtype, device) -> TensorValue:
+        """A new ReductionBuffer (contiguous output) holding ``rtype`` of ``body``."""
+        layout = Layout(device, dtype, tuple(size), contiguous_strides(size))
+        name = self.new_name("buf")
+        self.operations.append(ReductionBuffer(name, layout, body, tuple(reduction_ranges), rtype))
         return self._load_buffer(name, layout)
 
     def buffer_ref(self, value: TensorValue, node: torch.fx.Node | None = None) -> BufferRef:

@@ -199,6 +199,27 @@ class ComputedBuffer:
     body: Expr
 
 
+REDUCTION_TYPES = ("sum", "prod", "max", "min", "any", "all", "argmax", "argmin")
+
+
+@dataclass(frozen=True)
+class ReductionBuffer:
+    """Element ``i`` of the output reduces ``body`` over the ``r0, r1, ...`` symbols.
+
+    ``body`` uses the output's index symbols ``i*`` and reduction symbols ``r*`` whose
+    ranges are ``reduction_ranges``; values are accumulated in ``body.dtype``.
+    """
+    name: str
+    layout: Layout
+    body: Expr
+    reduction_ranges: tuple[sympy.Expr, ...]
+    reduction_type: str
+
+
+def reduction_symbols(ndim: int) -> list[sympy.Symbol]:
+    return [index_symbol("r", k) for k in range(ndim)]
+
+
 @dataclass(frozen=True)
 class BufferRef:
     """A tensor argument of an extern call: a strided view of a named buffer."""
@@ -225,5 +246,6 @@ class ExternKernel:
     tuple_result: bool     # the op returns a tuple (unpack it) rather than one tensor
 
 
-Buffer = InputBuffer | ConstantBuffer | ComputedBuffer
-Operation = ComputedBuffer | ExternKernel
+Buffer = InputBuffer | ConstantBuffer | ComputedBuffer | ReductionBuffer
+Operation = ComputedBuffer | ReductionBuffer | ExternKernel
+Kernel = ComputedBuffer | ReductionBuffer   # operations that become Triton kernels

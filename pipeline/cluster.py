@@ -23,12 +23,16 @@ Example:
 from __future__ import annotations
 
 import logging
+import os
+import queue
 import signal
+import sys
+import warnings
 from dataclasses import dataclass
 from typing import Any, Callable, Iterable
 
 import dask
-from distributed import Client, Future, Nanny, Scheduler, SpecCluster, WorkerPlugin, wait
+from distributed import Client, Future, Nanny, Scheduler, SpecCluster, WorkerPlugin
 from distributed.client import FutureCancelledError
 
 from pipeline.config import ClusterSpec
@@ -71,26 +75,40 @@ def embedded_worker_specs(cpu_workers: int, gpus: int) -> dict[str, dict]:
     >>> embedded_worker_specs(1, 1)["gpu-0"]["options"]["env"]
     {'CUDA_VISIBLE_DEVICES': '0'}
     """
-    quiet = {"nthreads": 1, "silence_logs": logging.ERROR}
-    specs = {f"cpu-{i}": {"cls": Nanny, "options": dict(quiet)} for i in range(cpu_workers)}
+    base = {"nthreads": 1, "silence_logs": logging.ERROR}
+    specs = {f"cpu-{i}": {"cls": Nanny, "options": dict(base)} for i in range(cpu_workers)}
     for i in range(gpus):
         specs[f"gpu-{i}"] = {"cls": Nanny, "options": {
-            **quiet, "resources": {"GPU": 1},
+            **base, "resources": {"GPU": 1},
             # Set in the worker process's environment before it starts, so CUDA in that
             # process only ever sees its own card.
             "env": {"CUDA_VISIBLE_DEVICES": str(i)}}}
     return specs
 
 
-class IgnoreSigint(WorkerPlugin):
-    """Embedded workers ignore Ctrl-C: the terminal sends SIGINT to the whole process group,
-    and the runner, not each worker, decides how the run stops."""
+class EmbeddedWorkerSetup(WorkerPlugin):
+    """Setup of the workers kiln starts itself (never of a user's cluster).
+
+    They ignore Ctrl-C: the terminal sends SIGINT to the whole process group, and the
+    runner, not each worker, decides how the run stops. With ``quiet``, Python warnings,
+    torch's log lines and prints to stdout and stderr (torch.export prints the graph it
+    failed on) are dropped: they share the terminal with the progress bars, and what matters
+    of them reaches the summary as task results (errors, fallback ops).
+    """
+
+    def __init__(self, quiet: bool = True):
+        self.quiet = quiet
 
     def setup(self, worker: Any) -> None:
         try:
             signal.signal(signal.SIGINT, signal.SIG_IGN)
         except ValueError:  # not the main thread of the worker process: nothing to do
             pass
+        if self.quiet:
+            warnings.simplefilter("ignore")
+            sys.stdout = sys.stderr = open(os.devnull, "w")
+            import torch._logging   # torch sets levels per child logger; this resets them all
+            torch._logging.set_logs(all=logging.ERROR)
 
 
 class Cluster:
@@ -100,12 +118,14 @@ class Cluster:
     ``outcome``, ``worker_of``, ``cancel`` and ``stop``.
     """
 
-    def __init__(self, spec: ClusterSpec, *, retries: int = 2, gpus: int | None = None):
-        self.spec, self.retries = spec, retries
+    def __init__(self, spec: ClusterSpec, *, retries: int = 2, gpus: int | None = None,
+                 quiet: bool = True):
+        self.spec, self.retries, self.quiet = spec, retries, quiet
         self.gpus = spec.gpus if spec.gpus is not None else (gpus if gpus is not None
                                                               else visible_gpus())
         self._cluster: SpecCluster | None = None
         self._client: Client | None = None
+        self._done: queue.Queue[Future] = queue.Queue()
         self.info: ClusterInfo | None = None
 
     # --- lifecycle ----------------------------------------------------------------------------
@@ -130,7 +150,7 @@ class Cluster:
                     "host": "127.0.0.1", "dashboard": False, "dashboard_address": None}},
                 silence_logs=logging.ERROR, name="kiln")
         self._client = Client(self._cluster, set_as_default=False)
-        self._client.register_plugin(IgnoreSigint(), name="kiln-ignore-sigint")
+        self._client.register_plugin(EmbeddedWorkerSetup(self.quiet), name="kiln-setup")
         self._client.wait_for_workers(self.spec.workers + self.gpus, timeout=300)
         notes = () if self.gpus else ("no GPU visible: 0 GPU workers (tuning needs a GPU)",)
         return ClusterInfo(address=self._cluster.scheduler_address, embedded=True,
@@ -171,21 +191,26 @@ class Cluster:
                near: str | None = None) -> Future:
         """Run ``fn(*args)`` as task ``key``; ``near`` prefers a worker (where its input was
         made) without requiring it, ``gpu`` requires a worker with the GPU resource."""
-        return self.client.submit(
+        future = self.client.submit(
             fn, *args, key=key, pure=False,
             resources={"GPU": 1} if gpu else None,
             workers=[near] if near else None, allow_other_workers=bool(near))
+        # Done futures are queued as they finish, so waiting costs nothing per pending task.
+        future.add_done_callback(self._done.put)
+        return future
 
-    def wait_any(self, futures: Iterable[Future], timeout: float) -> list[Future]:
-        """The futures that are done, waiting at most ``timeout`` seconds for the first."""
-        futures = list(futures)
-        if not futures:
-            return []
+    def wait_any(self, timeout: float) -> list[Future]:
+        """Futures that finished (or were cancelled) since the last call, waiting at most
+        ``timeout`` seconds for the first one."""
         try:
-            done, _ = wait(futures, timeout=timeout, return_when="FIRST_COMPLETED")
-        except TimeoutError:
+            done = [self._done.get(timeout=timeout)]
+        except queue.Empty:
             return []
-        return list(done)
+        while True:
+            try:
+                done.append(self._done.get_nowait())
+            except queue.Empty:
+                return done
 
     def outcome(self, future: Future) -> Outcome:
         """The value of a done future, or its error as type and message."""
@@ -229,5 +254,4 @@ class Cluster:
 
     def worker_pids(self) -> dict[str, int]:
         """``{worker address: process id}``, e.g. for a test that kills a worker."""
-        import os
         return self.client.run(os.getpid)

@@ -47,6 +47,7 @@ class Progress:
         self._drawn = 0
 
     def add(self, stage: str, count: int = 1) -> None:
+        """``count`` more tasks for ``stage`` (negative: tasks that will not run after all)."""
         self.bars[stage].total += count
         if self.live:
             self._redraw()

@@ -43,7 +43,8 @@ class TaskResult:
     the model's source when capture failed before a key existed.
 
     ``kernel_keys`` lists a lowered module's kernels; ``new_kernel_keys`` those the store did
-    not hold before this task (the rest were reused).
+    not hold before this task (the rest were reused); ``fallback_ops`` the ATen ops the
+    module runs eagerly because the compiler has no lowering for them.
     """
     stage: str
     model: str
@@ -53,6 +54,7 @@ class TaskResult:
     seconds: float = 0.0
     kernel_keys: tuple[str, ...] = ()
     new_kernel_keys: tuple[str, ...] = ()
+    fallback_ops: tuple[str, ...] = ()
     error_type: str = ""
     message: str = ""
     traceback: str = ""
@@ -227,6 +229,10 @@ def _stored_kernels(store: Any, keys: list[str]) -> set[str]:
     return set(table.column("kernel_key").to_pylist())
 
 
+def _fallbacks(meta_json: str) -> tuple[str, ...]:
+    return tuple(json.loads(meta_json).get("fallback_ops", ()))
+
+
 def lower_task(job: LowerJob, store_root: str) -> TaskResult:
     """Lower one captured graph for one target; store the module and its new kernels.
 
@@ -242,11 +248,12 @@ def lower_task(job: LowerJob, store_root: str) -> TaskResult:
         options = load_options(json.loads(job.options_json))
         key = module_key(job.graph_key, options, job.target)
         store = Store(store_root)
-        stored = store.lookup("modules", key, columns=["kernel_keys"])
-        if stored.num_rows:
+        stored = store.lookup("modules", key, columns=["kernel_keys", "meta_json"]).to_pylist()
+        if stored:
             return TaskResult(stage="lower", model=job.spec.name, status=SKIPPED, key=key,
                               target=job.target, seconds=time.perf_counter() - start,
-                              kernel_keys=tuple(stored.column("kernel_keys")[0].as_py()))
+                              kernel_keys=tuple(stored[0]["kernel_keys"]),
+                              fallback_ops=_fallbacks(stored[0]["meta_json"]))
         artifact = lower(_captured_for(job), options, target=job.target)
         kernel_keys = tuple(dict.fromkeys(k.kernel_key for k in artifact.kernels))
         known = _stored_kernels(store, list(kernel_keys))
@@ -254,6 +261,7 @@ def lower_task(job: LowerJob, store_root: str) -> TaskResult:
         return TaskResult(stage="lower", model=job.spec.name, status=OK, key=artifact.module_key,
                           target=job.target, seconds=time.perf_counter() - start,
                           kernel_keys=kernel_keys,
-                          new_kernel_keys=tuple(k for k in kernel_keys if k not in known))
+                          new_kernel_keys=tuple(k for k in kernel_keys if k not in known),
+                          fallback_ops=_fallbacks(artifact.meta_json))
     except Exception as exc:
         return _failure("lower", job.spec.name, key, job.target, start, exc)

@@ -6,9 +6,11 @@ row, with one lookup. The kernels dataset keeps one row per ``kernel_key`` for t
 tune stages, which work per kernel rather than per module.
 
 The module's key columns come from the artifact's ``meta_json``: ``versions.torch``,
-``versions.triton``, ``versions.compiler``, ``options_hash``, ``target`` and ``arch``. A
-missing torch or Triton version is taken from the installed package (``put_artifact`` runs
-in the process that compiled); anything else missing is stored as an empty string.
+``versions.triton``, ``versions.kiln`` (or ``versions.compiler``), ``options_hash``,
+``target`` (or ``device``, which the compiler writes: "cuda", "cpu") and ``arch`` (e.g.
+"sm_90", once the build stage targets one). A missing torch or Triton version is taken from
+the installed package (``put_artifact`` runs in the process that compiled); anything else
+missing is stored as an empty string.
 
 Example:
     >>> from compiler.artifact import CompiledArtifact
@@ -44,9 +46,9 @@ def _meta_fields(meta: dict[str, Any]) -> dict[str, str]:
     return {
         "torch_version": str(versions.get("torch") or _installed("torch")),
         "triton_version": str(versions.get("triton") or _installed("triton")),
-        "compiler_version": str(versions.get("compiler") or ""),
+        "compiler_version": str(versions.get("kiln") or versions.get("compiler") or ""),
         "options_hash": str(meta.get("options_hash") or ""),
-        "target": str(meta.get("target") or ""),
+        "target": str(meta.get("target") or meta.get("device") or ""),
         "arch": str(meta.get("arch") or ""),
     }
 

@@ -102,6 +102,8 @@ def _read_intact(store: "Store", kind: str, file: StoreFile) -> tuple[pa.Table |
     """The file's rows, migrated, or None with the reasons it must be left alone."""
     try:
         table = read_file(store.fs, kind, file, store.migrations)
+    except FileNotFoundError:
+        return None, []     # a concurrent compaction merged it already
     except StoreVersionError as err:
         return None, [Issue(file.path, str(err).removeprefix(f"{file.path}: "))]
     except (pa.ArrowException, OSError, ValueError) as err:

@@ -146,9 +146,21 @@ def remove_files(fs: pafs.FileSystem, paths: list[str]) -> int:
     return removed
 
 
+_LIST_TRIES = 20
+
+
 def _infos(fs: pafs.FileSystem, directory: str) -> list[pafs.FileInfo]:
     selector = pafs.FileSelector(directory, allow_not_found=True, recursive=False)
-    return [info for info in fs.get_file_info(selector) if info.type == pafs.FileType.File]
+    for _ in range(_LIST_TRIES - 1):
+        try:
+            infos = fs.get_file_info(selector)
+            break
+        except FileNotFoundError:
+            # A file deleted between readdir and stat (a compaction at work): list again.
+            continue
+    else:
+        infos = fs.get_file_info(selector)
+    return [info for info in infos if info.type == pafs.FileType.File]
 
 
 def _mtime(info: pafs.FileInfo) -> float:
@@ -161,9 +173,20 @@ def list_files(fs: pafs.FileSystem, directory: str, kind: str) -> tuple[list[Sto
 
     Temporary files are skipped silently; any other unrecognized file is returned in the
     second list so that ``verify`` can report it.
+
+    A directory listing is not a snapshot: one that runs while a compaction renames its
+    output in and deletes its inputs can miss both. So the directory is listed until two
+    listings in a row agree; the second then started after any such change had finished,
+    and sees the compaction's output (which lives far longer than a listing takes).
     """
+    infos = _infos(fs, directory)
+    for _ in range(_LIST_TRIES):
+        again = _infos(fs, directory)
+        if _names(again) == _names(infos):
+            break
+        infos = again
     found, other = [], []
-    for info in _infos(fs, directory):
+    for info in infos:
         if info.base_name.startswith(TEMP_PREFIX):
             continue
         parsed = parse_name(info.base_name)
@@ -174,6 +197,10 @@ def list_files(fs: pafs.FileSystem, directory: str, kind: str) -> tuple[list[Sto
                                version=parsed.version, mtime=_mtime(info)))
     found.sort(key=lambda f: f.name)
     return found, sorted(other)
+
+
+def _names(infos: list[pafs.FileInfo]) -> set[str]:
+    return {info.base_name for info in infos if not info.base_name.startswith(TEMP_PREFIX)}
 
 
 def temp_files(fs: pafs.FileSystem, directory: str, older_than_s: float = 0.0,

@@ -46,6 +46,10 @@ class TamperedRowWarning(UserWarning):
     """A row whose content hash did not match was skipped."""
 
 
+class VanishedFileError(FileNotFoundError):
+    """A listed file was gone when read: a compaction merged it; list again and retry."""
+
+
 class CorruptStoreError(RuntimeError):
     """Raised instead of a warning when the store is opened with ``strict=True``."""
 
@@ -108,6 +112,8 @@ def _scan_isolating(fs: pafs.FileSystem, kind: str, files: list[StoreFile],
     for file in files:
         try:
             tables.append(_scan(fs, kind, [file.path], filter, columns))
+        except FileNotFoundError as err:
+            raise VanishedFileError(file.path) from err
         except _DECODE_ERRORS as err:
             issues.append(Issue(file.path, f"unreadable: {type(err).__name__}: {err}"))
     return tables
@@ -118,6 +124,8 @@ def _read_old(fs: pafs.FileSystem, kind: str, file: StoreFile, filter: ds.Expres
               issues: list[Issue]) -> pa.Table | None:
     try:
         table = read_file(fs, kind, file, migrations)
+    except FileNotFoundError as err:
+        raise VanishedFileError(file.path) from err
     except _DECODE_ERRORS as err:
         issues.append(Issue(file.path, f"unreadable: {type(err).__name__}: {err}"))
         return None
@@ -174,6 +182,7 @@ def read_rows(fs: pafs.FileSystem, kind: str, files: list[StoreFile],
     """Rows of ``kind`` from ``files`` matching ``filter``; see the module docstring.
 
     The result keeps a ``__filename`` column naming each row's file (callers drop it).
+    Raises ``VanishedFileError`` if a file was deleted after it was listed.
     """
     check_versions(kind, files, migrations)
     issues: list[Issue] = []

@@ -33,7 +33,7 @@ import pyarrow.parquet as pq
 from .files import (StoreFile, list_files, new_file_name, resolve_root, temp_files,
                     write_atomic)
 from .integrity import with_hashes
-from .reader import FILENAME, read_rows, report
+from .reader import FILENAME, ReadResult, VanishedFileError, read_rows, report
 from .records import Record, TrialRecord, records_to_table  # noqa: F401 (doctest)
 from .schema import (DEFAULT_MIGRATIONS, KEY_COLUMN, KINDS, SCHEMA_VERSION, Migrations,
                      StoreVersionError, check_kind, conform, require_readable)
@@ -43,6 +43,10 @@ if TYPE_CHECKING:
 
     from .compact import CompactReport
     from .verify import VerifyReport
+
+
+# Reads retried when compaction deletes a file between listing and reading it.
+_READ_TRIES = 20
 
 
 class StoreMissError(KeyError):
@@ -154,11 +158,26 @@ class Store:
         Example: ``store.query("trials", (pc.field("status") == "ok") &
         (pc.field("arch") == "sm_90"), columns=["config_json", "median_ms"])``
         """
-        result = read_rows(self.fs, kind, self.files(kind), self.migrations, filter, columns,
-                           verify, dedup)
+        result = self._read(kind, filter, columns, verify, dedup)
         report(result.issues, self.strict)
         table = result.table.drop_columns([FILENAME])
         return table.select(columns) if columns is not None else table
+
+    def _read(self, kind: str, filter: ds.Expression | None, columns: list[str] | None,
+              verify: bool, dedup: bool) -> ReadResult:
+        """``read_rows`` over a fresh listing, listed again if a file vanished meanwhile.
+
+        A listed file can vanish only because a compaction merged it, and a compaction
+        writes its output before deleting its inputs: the next listing has those rows.
+        """
+        for _ in range(_READ_TRIES - 1):
+            try:
+                return read_rows(self.fs, kind, self.files(kind), self.migrations, filter,
+                                 columns, verify, dedup)
+            except VanishedFileError:
+                continue
+        return read_rows(self.fs, kind, self.files(kind), self.migrations, filter, columns,
+                         verify, dedup)
 
     def lookup(self, kind: str, keys: str | Iterable[str],
                columns: list[str] | None = None) -> pa.Table:
@@ -204,9 +223,10 @@ class Store:
             self.write("kernels", kernels)
         self.write("modules", [module_record(artifact)])
 
-    def load(self, module_key: str) -> Any:
+    def load(self, module_key: str, **load_options: Any) -> Any:
         """The stored module as a callable, via ``compiler.runtime.load_artifact``.
 
+        ``load_options`` pass through (``constants=``, ``code_dir=``, ``check_inputs=``).
         Raises ``StoreMissError`` naming the key and the store if nothing intact is there:
         a deployment must not recompile silently.
         """
@@ -214,7 +234,7 @@ class Store:
         if artifact is None:
             raise StoreMissError(f"module {module_key} is not in store {self.root}")
         from compiler.runtime import load_artifact   # lazy: loading needs Triton/torch
-        return load_artifact(artifact)
+        return load_artifact(artifact, **load_options)
 
     # --- maintenance -----------------------------------------------------------------------
 
@@ -234,9 +254,12 @@ class Store:
             except (pa.ArrowException, OSError):
                 stats.unreadable_files += 1
         stats.temp_files = len(temp_files(self.fs, self.dataset_dir(kind)))
-        keys = read_rows(self.fs, kind, self._readable(kind, files), self.migrations,
-                         columns=[KEY_COLUMN[kind]], verify=False)
-        stats.unique_keys = keys.table.num_rows
+        try:
+            keys = read_rows(self.fs, kind, self._readable(kind, files), self.migrations,
+                             columns=[KEY_COLUMN[kind]], verify=False)
+            stats.unique_keys = keys.table.num_rows
+        except VanishedFileError:     # compacted meanwhile: count what is there now
+            stats.unique_keys = len(self.keys(kind))
         return stats
 
     def _readable(self, kind: str, files: list[StoreFile]) -> list[StoreFile]:

@@ -6,14 +6,17 @@ hashes differ, and a test that loses or duplicates a row sees it in counts and k
 from __future__ import annotations
 
 import json
+from typing import TYPE_CHECKING
 import random
 
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from compiler.artifact import CompiledArtifact, KernelArtifact, content_hash
 from storage import BinaryRecord, Store, TrialRecord
 from storage.records import records_to_table
+
+if TYPE_CHECKING:
+    from compiler.artifact import CompiledArtifact, KernelArtifact
 
 H100 = "NVIDIA H100 80GB HBM3"
 
@@ -45,15 +48,18 @@ def binary(i: int) -> BinaryRecord:
         metadata={"shared": 1024 * (i % 4), "num_warps": 4 + i % 2, "name": f"k{i}"})
 
 
-def kernel(name: str, body: str) -> KernelArtifact:
+def kernel(name: str, body: str) -> "KernelArtifact":
     """A kernel whose key ignores its name, as the compiler keys kernels."""
+    from compiler.artifact import KernelArtifact, content_hash  # keeps torch out of writers
     source = f"@triton.jit\ndef {name}(in_ptr0, out_ptr0, xnumel, XBLOCK: tl.constexpr):\n{body}"
     canonical = source.replace(name, "KERNEL")
     return KernelArtifact(name=name, kernel_key=content_hash(canonical), source=source,
                           meta_json=json.dumps({"kind": "pointwise1d", "numel": ["xnumel"]}))
 
 
-def artifact(i: int, kernels: tuple[KernelArtifact, ...] | None = None) -> CompiledArtifact:
+def artifact(i: int, kernels: tuple["KernelArtifact", ...] | None = None
+             ) -> "CompiledArtifact":
+    from compiler.artifact import CompiledArtifact, content_hash
     if kernels is None:
         kernels = (kernel(f"triton_poi_{i}_0", f"    x = tl.load(in_ptr0) + {i}\n"),)
     source = "\n".join(k.source for k in kernels) + f"\ndef call(args):\n    return {i}\n"

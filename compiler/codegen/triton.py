@@ -61,7 +61,7 @@ class _Plan:
     store: sympy.Expr
 
 
-def _index_exprs(body: Expr, store: sympy.Expr) -> list[sympy.Expr]:
+def index_exprs(body: Expr, store: sympy.Expr) -> list[sympy.Expr]:
     out = [n.index for n in walk(body) if isinstance(n, (Load, IndexExpr))]
     return out + [store]
 
@@ -82,14 +82,14 @@ def _plan(buf: ComputedBuffer) -> _Plan:
     mapping.update({s: s for s, _ in dims})
     body = substitute(buf.body, mapping)
     store = buf.layout.index(isyms).xreplace(mapping)
-    dims, mapping = _merge_dims(dims, _index_exprs(body, store))
+    dims, mapping = merge_dims(dims, index_exprs(body, store))
     ranges = dict(dims)
-    body = _simplify_body(substitute(body, mapping), ranges)
+    body = simplify_body(substitute(body, mapping), ranges)
     store = simplify(store.xreplace(mapping), ranges)
     return _Plan(tuple(dims), body, store)
 
 
-def _merge_dims(dims, exprs):
+def merge_dims(dims, exprs):
     """Merge adjacent dims while no access needs more div/mod arithmetic for it."""
     mapping = {s: s for s, _ in dims}
     fresh = (sympy.Symbol(f"m{k}", integer=True, nonnegative=True) for k in itertools.count())
@@ -111,7 +111,7 @@ def _merge_dims(dims, exprs):
     return dims, mapping
 
 
-def _simplify_body(body: Expr, ranges) -> Expr:
+def simplify_body(body: Expr, ranges) -> Expr:
     import dataclasses
     memo = {}
     for node in walk(body):
@@ -122,7 +122,7 @@ def _simplify_body(body: Expr, ranges) -> Expr:
     return memo.get(body, body)
 
 
-def _unflatten(flat: sympy.Symbol, dims) -> dict:
+def unflatten(flat: sympy.Symbol, dims) -> dict:
     """Each dim's index as digits of ``flat`` (dims outer -> inner)."""
     out, place = {}, sympy.Integer(1)
     for k in range(len(dims) - 1, -1, -1):
@@ -153,11 +153,13 @@ def _tile_split(plan: _Plan) -> int | None:
 
 
 # ----------------------------------------------------------------------------- emission
-class _BodyWriter:
+class BodyWriter:
     """Emits one CSE'd line per distinct expression node."""
 
-    def __init__(self, code: CodeBuilder, index_map, ranges, mask: str):
+    def __init__(self, code: CodeBuilder, index_map, ranges, mask: str, masked_other: bool = False):
         self.code, self.index_map, self.ranges, self.mask = code, index_map, ranges, mask
+        # reductions read masked lanes as 0 so no garbage reaches the accumulator's where()
+        self.other = ", other=0" if masked_other else ""
         self.names: dict[Expr, str] = {}
         self.block: set[str] = set()       # names holding per-element (not scalar) values
         self.pointers: dict[str, str] = {}
@@ -194,24 +196,31 @@ class _BodyWriter:
     def _load(self, e: Load):
         idx = self.index(e.index)
         is_block = bool(idx.free_symbols)
-        mask = f", {self.mask}" if is_block else ""
+        mask = f", {self.mask}{self.other}" if is_block else ""
         text = f"tl.load({self.pointer(e.buffer)} + ({texpr(idx)}){mask})"
         if e.dtype in HALF_TYPES:
             text += ".to(tl.float32)"
         return text, is_block
 
 
-def _kernel_name(body: Expr, number: int) -> str:
+def store_index(index: sympy.Expr, shape: str) -> str:
+    """A store's offsets; a constant one is broadcast so pointer and value are both blocks."""
+    if index.free_symbols:
+        return texpr(index)
+    return f"{texpr(index)} + tl.full({shape}, 0, tl.int32)"
+
+
+def kernel_name(body: Expr, number: int, prefix: str = "kiln_pw") -> str:
     ops = []
     for n in walk(body):
         if isinstance(n, Op) and n.op != "to_dtype" and n.op not in ops:
             ops.append(n.op)
-    return "_".join(["kiln_pw"] + (ops[:4] or ["copy"]) + [str(number)])
+    return "_".join([prefix] + (ops[:4] or ["copy"]) + [str(number)])
 
 
 def _needs_int64(plan: _Plan, numels) -> bool:
     ranges = dict(plan.dims)
-    exprs = _index_exprs(plan.body, plan.store)
+    exprs = index_exprs(plan.body, plan.store)
     bounds = [upper_bound(sympy.sympify(e), ranges) for e in exprs] + [
         upper_bound(sympy.sympify(n), {}) for n in numels]
     return any(b is None or b > INT32_MAX for b in bounds)
@@ -229,9 +238,9 @@ def generate_kernel(buf: ComputedBuffer, number: int) -> KernelSpec:
     numels = tuple(sympy.Mul(*[n for _, n in g]) for _, g in groups)
     index_map, ranges = {}, {}
     for (flat, group), numel in zip(groups, numels):
-        index_map.update(_unflatten(flat, group) if group else {})
+        index_map.update(unflatten(flat, group) if group else {})
         ranges[flat] = numel
-    name = _kernel_name(plan.body, number)
+    name = kernel_name(plan.body, number)
     source, pointers, bytes_accessed = _emit(name, buf, plan, index_map, ranges, numels,
                                              two_d=split is not None)
     key = content_hash(source.replace(name, "KERNEL"))
@@ -265,7 +274,7 @@ def _emit(name, buf, plan, index_map, ranges, numels, two_d):
             "xmask = xindex < xnumel",
         ])
         mask, shape = "xmask", "[XBLOCK]"
-    writer = _BodyWriter(body, index_map, ranges, mask)
+    writer = BodyWriter(body, index_map, ranges, mask)
     result = writer.value(plan.body)
     if result not in writer.block:
         result_text = f"tl.broadcast_to({result}, {shape})"
@@ -275,8 +284,8 @@ def _emit(name, buf, plan, index_map, ranges, numels, two_d):
         result_text = result
     if buf.layout.dtype in HALF_TYPES:
         result_text = f"{result_text}.to({TL_DTYPES[buf.layout.dtype]})"
-    store_index = texpr(writer.index(plan.store))
-    body.line(f"tl.store(out_ptr0 + ({store_index}), {result_text}, {mask})")
+    body.line(f"tl.store(out_ptr0 + ({store_index(writer.index(plan.store), shape)}), "
+              f"{result_text}, {mask})")
     ptr_args = list(writer.pointers.values()) + ["out_ptr0"]
     numel_args = ["xnumel", "ynumel"] if two_d else ["xnumel"]
     blocks = ["XBLOCK: tl.constexpr"] + (["YBLOCK: tl.constexpr"] if two_d else [])
@@ -285,10 +294,10 @@ def _emit(name, buf, plan, index_map, ranges, numels, two_d):
     with code.indent():
         code.splice(header)
         code.splice(body)
-    return code.text(), list(writer.pointers.keys()), _bytes(buf, writer)
+    return code.text(), list(writer.pointers.keys()), kernel_bytes(buf, writer)
 
 
-def _bytes(buf: ComputedBuffer, writer: _BodyWriter) -> int | None:
+def kernel_bytes(buf: ComputedBuffer, writer: BodyWriter) -> int | None:
     numel = buf.layout.numel()
     if not numel.is_Integer:
         return None

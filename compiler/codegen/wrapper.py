@@ -18,8 +18,9 @@ import torch
 
 from ..config import CompilerOptions
 from ..graph import LoweredGraph
-from ..ir import BufferRef, ComputedBuffer, ExternKernel, Layout
+from ..ir import BufferRef, ComputedBuffer, ExternKernel, Layout, ReductionBuffer
 from .builder import CodeBuilder
+from .reduction import generate_reduction_kernel
 from .triton import KernelSpec, generate_kernel
 
 HEADER = """\
@@ -48,6 +49,8 @@ def _next_pow2(n: int) -> int:
 def launch_config(spec: KernelSpec, options: CompilerOptions, device_type: str) -> dict:
     """Heuristic launch parameters (the config used when tuning is off)."""
     numels = [int(n) for n in spec.numels]
+    if spec.kind.startswith("reduction"):
+        return _reduction_config(spec.kind, numels, device_type)
     if spec.kind == "pointwise2d":
         xnumel, ynumel = numels
         if device_type == "cpu":
@@ -63,6 +66,19 @@ def launch_config(spec: KernelSpec, options: CompilerOptions, device_type: str) 
     x = max(16, min(_next_pow2(xnumel), cap))
     warps = max(1, min(options.num_warps, x // 256))
     return {"XBLOCK": x, "num_warps": warps, "grid": (max(1, math.ceil(xnumel / x)),)}
+
+
+def _reduction_config(kind: str, numels, device_type: str) -> dict:
+    xnumel, rnumel = numels
+    if kind == "reduction_persistent":
+        r = _next_pow2(rnumel)
+        budget = INTERPRETER_MAX_BLOCK if device_type == "cpu" else 4096
+        x = max(1, min(_next_pow2(xnumel), budget // r))
+    else:
+        r = 4096 if device_type == "cpu" else 2048
+        x = 1
+    warps = max(1, min(8, x * r // 256))
+    return {"XBLOCK": x, "RBLOCK": r, "num_warps": warps, "grid": (math.ceil(xnumel / x),)}
 
 
 def render_arg(value) -> str:
@@ -94,7 +110,7 @@ def _ints(values) -> str:
 
 
 def _reads(op) -> list[str]:
-    if isinstance(op, ComputedBuffer):
+    if isinstance(op, (ComputedBuffer, ReductionBuffer)):
         from ..ir import loads_of
         return sorted({l.buffer for l in loads_of(op.body)})
     names = []
@@ -118,7 +134,7 @@ def _last_uses(lowered: LoweredGraph) -> dict[int, list[str]]:
     for step, op in enumerate(lowered.operations):
         for name in _reads(op):
             last[name] = step
-        produced = [op.name] if isinstance(op, ComputedBuffer) else [n for n in op.outputs if n]
+        produced = [n for n in op.outputs if n] if isinstance(op, ExternKernel) else [op.name]
         for name in produced:
             last[name] = step   # a result nobody reads dies where it is made
     dying: dict[int, list[str]] = {}
@@ -132,8 +148,8 @@ def generate_module(lowered: LoweredGraph, options: CompilerOptions,
                     device_type: str) -> GeneratedModule:
     code = CodeBuilder()
     code.splice(HEADER)
-    specs = [generate_kernel(op, k) for k, op in
-             enumerate(o for o in lowered.operations if isinstance(o, ComputedBuffer))]
+    specs = [_generate(op, k) for k, op in
+             enumerate(o for o in lowered.operations if not isinstance(o, ExternKernel))]
     for spec in specs:
         code.line()
         code.splice(spec.source)
@@ -145,6 +161,12 @@ def generate_module(lowered: LoweredGraph, options: CompilerOptions,
     return GeneratedModule(code.text(), tuple(specs))
 
 
+def _generate(op, number: int) -> KernelSpec:
+    if isinstance(op, ReductionBuffer):
+        return generate_reduction_kernel(op, number)
+    return generate_kernel(op, number)
+
+
 def _emit_body(code, lowered, specs, options, device_type):
     names = [b.name for b in lowered.inputs]
     if names:
@@ -153,7 +175,7 @@ def _emit_body(code, lowered, specs, options, device_type):
     code.line(f"device = {names[0]}.device" if names else f"device = torch.device({lowered.device!r})")
     dying = _last_uses(lowered)
     for step, op in enumerate(lowered.operations):
-        if isinstance(op, ComputedBuffer):
+        if not isinstance(op, ExternKernel):
             _emit_kernel_call(code, op, next(specs), options, device_type)
         else:
             _emit_extern(code, op)
@@ -169,7 +191,7 @@ def _alloc(name: str, layout: Layout) -> str:
             f"dtype={layout.dtype}, device=device)")
 
 
-def _emit_kernel_call(code, op: ComputedBuffer, spec: KernelSpec, options, device_type):
+def _emit_kernel_call(code, op, spec: KernelSpec, options, device_type):
     code.line(_alloc(op.name, op.layout))
     cfg = launch_config(spec, options, device_type)
     args = list(spec.buffers) + [str(int(n)) for n in spec.numels]

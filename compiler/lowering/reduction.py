@@ -1,0 +1,175 @@
+"""Reduction lowerings: sum, mean, amax/amin, max/min.dim, argmax/argmin, any/all, var/var_mean.
+
+Every reduction is realized into a ``ReductionBuffer`` (one kernel); its pointwise producers
+are inlined into that kernel as its prologue, and consumers read the result like any buffer.
+var/var_mean use two passes (mean, then the mean of squared deviations): numerically stable
+without Welford's bookkeeping.
+
+Example:
+    >>> import torch
+    >>> torch.ops.aten.sum.dim_IntList in REGISTRY.entries()
+    True
+"""
+from __future__ import annotations
+
+import sympy
+import torch
+
+from ..codegen.reduction import PERSISTENT_MAX_RNUMEL
+from ..ir import Const, TensorValue, index_symbols, reduction_symbols
+from . import Registry
+from .common import SUPPORTED_DTYPES, cast_expr, normalize_dim
+from .pointwise import pointwise
+
+aten = torch.ops.aten
+REGISTRY = Registry("reduction")
+
+
+def _dims(x: TensorValue, dims) -> list[int]:
+    if dims is None or (isinstance(dims, (list, tuple)) and len(dims) == 0):
+        return list(range(x.ndim))    # ATen: no dims (or []) reduces every dim
+    dims = [dims] if isinstance(dims, int) else list(dims)
+    return sorted({normalize_dim(d, x.ndim) for d in dims})
+
+
+def reduce(ctx, x: TensorValue, dims, keepdim: bool, rtype: str, acc_dtype,
+           out_dtype) -> TensorValue:
+    """Realize ``rtype`` of ``x`` over ``dims`` into a new buffer and load it."""
+    dims = _dims(x, dims)
+    kept = [d for d in range(x.ndim) if d not in dims]
+    out_size = [sympy.Integer(1) if d in dims else x.size[d] for d in range(x.ndim)] if keepdim \
+        else [x.size[d] for d in kept]
+    isyms = index_symbols(len(out_size))
+    rsyms = reduction_symbols(len(dims))
+    index = []
+    for d in range(x.ndim):
+        if d in dims:
+            index.append(rsyms[dims.index(d)])
+        else:
+            index.append(isyms[d] if keepdim else isyms[kept.index(d)])
+    body = cast_expr(x.load(index), acc_dtype)
+    ranges = tuple(x.size[d] for d in dims)
+    return ctx.realize_reduction(tuple(out_size), body, ranges, rtype, out_dtype, x.device)
+
+
+def _rnumel(node) -> int:
+    """Elements reduced per output element (static shapes)."""
+    src = node.args[0].meta["val"]
+    out = node.meta["val"]
+    out = out[0] if isinstance(out, (tuple, list)) else out
+    return src.numel() // max(out.numel(), 1) if out.numel() else 0
+
+
+def _ok(node) -> bool:
+    src = node.args[0].meta.get("val") if isinstance(node.args[0], torch.fx.Node) else None
+    return src is not None and src.dtype in SUPPORTED_DTYPES and src.numel() > 0 \
+        and _rnumel(node) > 0
+
+
+def _ok_persistent(node) -> bool:
+    return _ok(node) and _rnumel(node) <= PERSISTENT_MAX_RNUMEL
+
+
+def _acc(dtype: torch.dtype, rtype: str) -> torch.dtype:
+    if rtype == "sum" and (dtype == torch.bool or not dtype.is_floating_point):
+        return torch.int64             # eager sums integers and bools in int64
+    return dtype
+
+
+@REGISTRY.register(aten.sum.dim_IntList, aten.sum.default, supports=_ok)
+def lower_sum(ctx, x, dims=None, keepdim=False, dtype=None):
+    out = ctx.meta_val().dtype
+    acc = dtype or _acc(x.dtype, "sum")
+    return reduce(ctx, x, dims, keepdim, "sum", acc if not acc.is_floating_point else out, out)
+
+
+@REGISTRY.register(aten.mean.dim, aten.mean.default, supports=_ok)
+def lower_mean(ctx, x, dims=None, keepdim=False, dtype=None):
+    out = ctx.meta_val().dtype
+    n = _count(x, dims)
+    total = reduce(ctx, x, dims, keepdim, "sum", out, out)
+    return pointwise("truediv", total, n)
+
+
+def _count(x, dims) -> int:
+    n = 1
+    for d in _dims(x, dims):
+        n *= int(x.size[d])
+    return n
+
+
+@REGISTRY.register(aten.amax.default, aten.amin.default, supports=_ok)
+def lower_amax(ctx, x, dims=(), keepdim=False):
+    rtype = "max" if ctx.node.target == aten.amax.default else "min"
+    return reduce(ctx, x, dims, keepdim, rtype, x.dtype, x.dtype)
+
+
+@REGISTRY.register(aten.max.dim, aten.min.dim, supports=_ok_persistent)
+def lower_max_dim(ctx, x, dim, keepdim=False):
+    is_max = ctx.node.target == aten.max.dim
+    values = reduce(ctx, x, [dim], keepdim, "max" if is_max else "min", x.dtype, x.dtype)
+    indices = reduce(ctx, x, [dim], keepdim, "argmax" if is_max else "argmin", x.dtype,
+                     torch.int64)
+    return values, indices
+
+
+@REGISTRY.register(aten.argmax.default, aten.argmin.default, supports=_ok_persistent)
+def lower_argmax(ctx, x, dim=None, keepdim=False):
+    rtype = "argmax" if ctx.node.target == aten.argmax.default else "argmin"
+    if dim is None:    # over the flattened tensor: the flat index is what eager returns
+        from .views import view_as
+        x = view_as(x, (sympy.Integer(_count(x, None)),))
+        dim, keepdim = 0, False
+    return reduce(ctx, x, [dim], keepdim, rtype, x.dtype, torch.int64)
+
+
+@REGISTRY.register(aten.any.dim, aten.any.dims, aten.any.default, aten.all.dim,
+                   aten.all.dims, aten.all.default, supports=_ok)
+def lower_any_all(ctx, x, dims=None, keepdim=False):
+    rtype = "any" if ctx.node.target in (aten.any.dim, aten.any.dims, aten.any.default) else "all"
+    return reduce(ctx, x, dims, keepdim, rtype, torch.bool, torch.bool)
+
+
+def _var_mean(ctx, x, dims, correction, keepdim):
+    out = ctx.meta_val()
+    out_dtype = (out[0] if isinstance(out, (tuple, list)) else out).dtype
+    acc = torch.float32 if x.dtype in (torch.float16, torch.bfloat16) else x.dtype
+    n = _count(x, dims)
+    mean_kept = pointwise("truediv", reduce(ctx, x, dims, True, "sum", acc, acc), n)
+    centered = pointwise("sub", _to(x, acc), mean_kept)
+    sq = pointwise("mul", centered, centered)
+    ssd = reduce(ctx, sq, dims, keepdim, "sum", acc, acc)
+    correction = 1 if correction is None else correction
+    var = pointwise("truediv", ssd, max(n - correction, 0))
+    mean = mean_kept if keepdim else _squeeze(mean_kept, _dims(x, dims))
+    from .common import to_dtype
+    return to_dtype(var, out_dtype), to_dtype(mean, out_dtype)
+
+
+def _to(x, dtype):
+    from .common import to_dtype
+    return to_dtype(x, dtype)
+
+
+def _squeeze(x: TensorValue, dims) -> TensorValue:
+    size = [s for d, s in enumerate(x.size) if d not in dims]
+
+    def index(idx):
+        it = iter(idx)
+        return [sympy.Integer(0) if d in dims else next(it) for d in range(x.ndim)]
+
+    return x.reindex(size, index)
+
+
+def _float_ok(node) -> bool:
+    return _ok(node) and node.args[0].meta["val"].dtype.is_floating_point
+
+
+@REGISTRY.register(aten.var_mean.correction, supports=_float_ok)
+def lower_var_mean(ctx, x, dims=None, correction=None, keepdim=False):
+    return _var_mean(ctx, x, dims, correction, keepdim)
+
+
+@REGISTRY.register(aten.var.correction, supports=_float_ok)
+def lower_var(ctx, x, dims=None, correction=None, keepdim=False):
+    return _var_mean(ctx, x, dims, correction, keepdim)[0]

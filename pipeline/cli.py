@@ -1,0 +1,127 @@
+"""The ``kiln`` command: ``kiln run [CONFIG]`` turns a zoo into a warm store; ``kiln store``
+looks at one.
+
+    kiln run [CONFIG] [--store PATH] [--scheduler ADDR] [--workers N] [--dry-run]
+    kiln store {ls,show,stats,verify,compact} [--store PATH] ...
+
+CONFIG defaults to ``configs/zoo-tiny.toml``. The store is ``--store``, else the config's
+``run.store``, else ``./kiln-store``. Exit status: 0 when everything asked for succeeded,
+1 when some task failed for good (the others finished; see the failures dataset), 2 for a
+bad config or command line, 130 when stopped by SIGINT/SIGTERM (rerun to resume).
+
+Example:
+    >>> main(["run", "configs/zoo-tiny.toml", "--dry-run"])   # doctest: +SKIP
+    0
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+from typing import Sequence, TextIO
+
+from pipeline.config import ConfigError, RunConfig, load_config
+from pipeline.report import EXIT_USAGE, format_plan, format_summary, make_plan
+
+DEFAULT_CONFIG = "configs/zoo-tiny.toml"
+DEFAULT_STORE = "./kiln-store"
+
+
+def _run_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="kiln run", description="Capture, lower and store every model of a zoo.")
+    parser.add_argument("config", nargs="?", default=DEFAULT_CONFIG,
+                        help=f"zoo TOML file (default: {DEFAULT_CONFIG})")
+    parser.add_argument("--store", help="store root (default: the config's run.store, "
+                                        f"else {DEFAULT_STORE})")
+    parser.add_argument("--scheduler", help="address of a running Dask scheduler, e.g. "
+                                            "tcp://host:8786 (default: an embedded cluster)")
+    parser.add_argument("--workers", type=int, help="CPU worker processes of the embedded "
+                                                    "cluster (default: the config's, else 2)")
+    parser.add_argument("--dry-run", action="store_true",
+                        help="print the plan and exit without running anything")
+    return parser
+
+
+def _default_config(path: str) -> Path:
+    """``configs/zoo-tiny.toml`` from the working directory, else from kiln's checkout."""
+    candidate = Path(path)
+    if path == DEFAULT_CONFIG and not candidate.exists():
+        repo_copy = Path(__file__).resolve().parent.parent / DEFAULT_CONFIG
+        if repo_copy.exists():
+            return repo_copy
+    return candidate
+
+
+def _store_contents(root: str) -> str:
+    """A one-line description of what the store holds already."""
+    from storage import Store
+    store = Store(root)
+    if not store.exists():
+        return "does not exist yet; it will be created"
+    counts = [f"{len(store.keys(kind))} {kind}" for kind in ("graphs", "modules", "kernels",
+                                                              "failures")]
+    return "holds " + ", ".join(counts)
+
+
+def run_main(argv: Sequence[str], out: TextIO, err: TextIO) -> int:
+    """``kiln run``; returns the exit status."""
+    args = _run_parser().parse_args(list(argv))
+    if args.workers is not None and args.workers < 1:
+        err.write("kiln run: error: --workers must be >= 1\n")
+        return EXIT_USAGE
+    try:
+        config = load_config(_default_config(args.config))
+    except ConfigError as exc:
+        err.write(f"kiln run: error: {exc}\n")
+        return EXIT_USAGE
+    from pipeline.cluster import visible_gpus
+    from pipeline.runner import run_zoo, with_overrides
+    config = with_overrides(config, scheduler=args.scheduler, workers=args.workers)
+    store = args.store or config.store or DEFAULT_STORE
+    if args.dry_run:
+        out.write(format_plan(make_plan(config, store, visible_gpus()), _store_contents(store))
+                  + "\n")
+        return 0
+    refusal = _unsupported(config)
+    if refusal:
+        err.write(f"kiln run: error: {refusal}\n")
+        return EXIT_USAGE
+    try:
+        report = run_zoo(config, store, out=err)
+    except (OSError, TimeoutError) as exc:
+        err.write(f"kiln run: error: cannot start or reach the cluster: "
+                  f"{type(exc).__name__}: {exc}\n")
+        return EXIT_USAGE
+    out.write(format_summary(report) + "\n")
+    out.flush()
+    return report.exit_code
+
+
+def _unsupported(config: RunConfig) -> str | None:
+    """Why this kiln cannot do what the config asks, or None."""
+    if config.tuning.enabled:
+        return (f"{config.path}: tuning.enabled = true, but this version of kiln has no tune "
+                f"stage yet; set tuning.enabled = false (kiln run --dry-run shows the plan)")
+    return None
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the ``kiln`` console script."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    usage = "usage: kiln {run,store} ...  (kiln run --help, kiln store --help)\n"
+    if not argv or argv[0] in ("-h", "--help"):
+        sys.stdout.write(usage)
+        return 0 if argv else EXIT_USAGE
+    command, rest = argv[0], argv[1:]
+    if command == "run":
+        return run_main(rest, sys.stdout, sys.stderr)
+    if command == "store":
+        from storage.cli import store_main   # lazy: only this command needs it
+        return store_main(rest)
+    sys.stderr.write(f"kiln: unknown command {command!r}\n{usage}")
+    return EXIT_USAGE
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,196 @@
+"""The plan a run will follow (``--dry-run``) and the summary of a finished run.
+
+Both are plain data plus text formatting; nothing here talks to Dask or runs a task.
+
+Example:
+    >>> from pipeline.config import parse_config
+    >>> cfg = parse_config({"models": [{"factory": "pipeline.zoo.tiny:mlp"}],
+    ...                     "run": {"targets": ["cpu", "sm_90"]}}, "zoo.toml")
+    >>> plan = make_plan(cfg, "/tmp/kiln-store", gpus=0)
+    >>> [(s.name, s.tasks) for s in plan.stages]
+    [('capture', 1), ('lower', 2), ('build', 0), ('tune', 0)]
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from pipeline.config import RunConfig, lower_target
+from pipeline.progress import format_table
+from pipeline.tasks import FAILED, OK, SKIPPED, TaskResult
+
+# Exit statuses of `kiln run`.
+EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
+
+
+@dataclass(frozen=True)
+class StagePlan:
+    """One stage: how many tasks it will run (at most), where, or why it does not run."""
+    name: str
+    tasks: int
+    where: str
+    note: str = ""
+
+
+@dataclass(frozen=True)
+class Plan:
+    config: RunConfig
+    store: str
+    lower_targets: tuple[str, ...]
+    stages: tuple[StagePlan, ...]
+    cluster: str
+
+
+def lower_targets(config: RunConfig) -> tuple[str, ...]:
+    """Distinct compiler targets, in config order: sm_80 and sm_90 share one ``cuda`` module."""
+    return tuple(dict.fromkeys(lower_target(t) for t in config.targets))
+
+
+def describe_cluster(config: RunConfig, gpus: int) -> str:
+    spec = config.cluster
+    if spec.scheduler:
+        return f"existing Dask cluster at {spec.scheduler}"
+    n_gpu = spec.gpus if spec.gpus is not None else gpus
+    gpu_text = (f"{n_gpu} GPU worker(s), one per GPU (CUDA_VISIBLE_DEVICES, resource GPU=1)"
+                if n_gpu else "0 GPU workers (no GPU visible)")
+    return (f"embedded LocalCluster on this machine: {spec.workers} CPU worker process(es) "
+            f"x 1 thread, {gpu_text}")
+
+
+def make_plan(config: RunConfig, store: str, gpus: int) -> Plan:
+    """What ``kiln run`` will do with ``config`` (an upper bound: stored work is skipped)."""
+    targets = lower_targets(config)
+    gpu_archs = [t for t in config.targets if t != "cpu"]
+    n = len(config.models)
+    build_note = (f"not in this version of kiln: kernels for {', '.join(gpu_archs)} are "
+                  f"JIT-compiled by Triton when a module is loaded" if gpu_archs
+                  else "nothing to build (cpu target only)")
+    tune_note = ("not in this version of kiln" if config.tuning.enabled
+                 else "off (tuning.enabled = false)")
+    stages = (
+        StagePlan("capture", n, "CPU workers", f"timeout {config.tasks.timeout('capture'):g} s"),
+        StagePlan("lower", n * len(targets), "CPU workers",
+                  f"{n} model(s) x {len(targets)} lowering target(s) "
+                  f"({', '.join(targets)}); timeout {config.tasks.timeout('lower'):g} s"),
+        StagePlan("build", 0, "CPU workers", build_note),
+        StagePlan("tune", 0, "GPU workers", tune_note),
+    )
+    return Plan(config=config, store=store, lower_targets=targets, stages=stages,
+                cluster=describe_cluster(config, gpus))
+
+
+def format_plan(plan: Plan, store_contents: str) -> str:
+    """The text ``--dry-run`` prints."""
+    cfg = plan.config
+    lines = [f"kiln run {cfg.name} ({cfg.path})", f"store    {plan.store} ({store_contents})",
+             f"cluster  {plan.cluster}",
+             f"targets  {', '.join(cfg.targets)} (lowered as {', '.join(plan.lower_targets)})",
+             f"faults   a task is re-run on another worker up to {cfg.tasks.retries} time(s) "
+             f"when its worker dies", "", f"models ({len(cfg.models)}):"]
+    rows = [[m.name, m.source, m.dtype or "(from .pt2)",
+             ", ".join(f"in{d.input}.dim{d.dim}={d.name}[{d.min}..{d.max}]" for d in m.dynamic)
+             or "-"] for m in cfg.models]
+    lines += ["  " + line for line in
+              format_table(["name", "source", "dtype", "dynamic"], rows).splitlines()]
+    lines += ["", "stages:"]
+    rows = [[s.name, str(s.tasks) if s.tasks else "-", s.where, s.note] for s in plan.stages]
+    lines += ["  " + line for line in
+              format_table(["stage", "tasks", "where", "note"], rows).splitlines()]
+    return "\n".join(lines)
+
+
+@dataclass
+class RunReport:
+    """Everything a run produced: one ``TaskResult`` per finished task (failures included,
+    with synthesized ones for dead workers and timeouts)."""
+    config: RunConfig
+    store: str
+    results: list[TaskResult] = field(default_factory=list)
+    interrupted: bool = False
+    wall_s: float = 0.0
+    gpu_s: float = 0.0
+
+    @property
+    def failures(self) -> list[TaskResult]:
+        return [r for r in self.results if r.failed]
+
+    @property
+    def exit_code(self) -> int:
+        if self.interrupted:
+            return EXIT_INTERRUPTED
+        return EXIT_FAILED if self.failures else EXIT_OK
+
+    @property
+    def nothing_new(self) -> bool:
+        return bool(self.results) and all(r.status == SKIPPED for r in self.results)
+
+    def failed_models(self) -> set[str]:
+        return {r.model for r in self.failures}
+
+    def kernel_counts(self) -> tuple[int, int]:
+        """(distinct kernels of this run's modules, kernel uses served by a stored kernel
+        or one another module of this run made: lowered once, built and tuned once)."""
+        lowered = [r for r in self.results if r.stage == "lower" and not r.failed]
+        uses = sum(len(r.kernel_keys) for r in lowered)
+        distinct = {k for r in lowered for k in r.kernel_keys}
+        new = {k for r in lowered for k in r.new_kernel_keys}
+        return len(distinct), uses - len(new)
+
+
+def _cell(results: list[TaskResult]) -> str:
+    if not results:
+        return "-"
+    words = {OK: "new", SKIPPED: "stored", FAILED: "FAILED"}
+    return "/".join(words[r.status] for r in results)
+
+
+def format_summary(report: RunReport) -> str:
+    """A table per model, the totals table, then the failures with their messages."""
+    targets = lower_targets(report.config)
+    rows = []
+    for spec in report.config.models:
+        mine = [r for r in report.results if r.model == spec.name]
+        lowered = [r for r in mine if r.stage == "lower" and not r.failed]
+        status = ("FAILED" if any(r.failed for r in mine)
+                  else "ok" if len(lowered) == len(targets) else "incomplete")
+        rows.append([spec.name, _cell([r for r in mine if r.stage == "capture"])]
+                    + [_cell([r for r in mine if r.stage == "lower" and r.target == t])
+                       for t in targets]
+                    + [str(len({k for r in lowered for k in r.kernel_keys})),
+                       str(len({op for r in lowered for op in r.fallback_ops})), status])
+    headers = (["model", "graph"] + [f"module[{t}]" for t in targets]
+               + ["kernels", "fallback ops", "status"])
+    lines = [format_table(headers, rows), ""]
+    kernels, reused = report.kernel_counts()
+    n_ok = len(report.config.models) - len(report.failed_models())
+    totals = [[f"{n_ok}/{len(report.config.models)}", kernels, "-", "-", reused,
+               len(report.failures), f"{report.wall_s:.1f} s", f"{report.gpu_s:.1f}"]]
+    lines += [format_table(["models", "kernels", "built", "tuned", "reused", "failed",
+                            "wall time", "GPU-s"], totals)]
+    lines.append("built/tuned: the build and tune stages are not in this version of kiln")
+    lines += _failure_lines(report.failures)
+    lines.append(_verdict(report))
+    return "\n".join(lines)
+
+
+def _failure_lines(failures: list[TaskResult]) -> list[str]:
+    if not failures:
+        return []
+    lines = ["", f"failures ({len(failures)}), recorded in the store's failures dataset:"]
+    for r in failures:
+        first = r.message.strip().splitlines()[0] if r.message.strip() else ""
+        where = f"{r.stage}[{r.target}]" if r.target else r.stage
+        lines.append(f"  {r.model}: {where}: {r.error_type} after {r.attempts} attempt(s): "
+                     f"{first[:300]}")
+    return lines
+
+
+def _verdict(report: RunReport) -> str:
+    if report.interrupted:
+        return ("\ninterrupted: every finished record is in the store; run the same command "
+                "again to resume")
+    if report.nothing_new:
+        return ("\nnothing to do: every graph and module was already in the store "
+                "(models were captured again only to compute their graph keys)")
+    if report.failures:
+        return f"\n{len(report.failed_models())} model(s) failed; the others finished"
+    return "\nall models done"

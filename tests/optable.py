@@ -1,0 +1,549 @@
+"""The op table the lowering tests run: every op family kiln lowers × shapes × dtypes.
+
+One ``OpCase`` is a Python function of tensors calling torch ops, how to draw each input
+(domain, dtype, layout) and which shapes to draw them at. ``tests/test_ops.py`` traces each
+case with ``make_fx``, compiles it with ``compiler.compile_fx`` and compares against eager on
+fresh random inputs; the GPU run (``-m gpu``) uses the same table in float32/float16/bfloat16.
+
+``UNLOWERED`` lists ops kiln does *not* lower (they must fall back to ATen with a warning and
+still give eager's result), so what is unsupported is written down rather than hidden.
+``KNOWN_BUGS`` holds the compiler bugs this table found; each one turns the matching cases
+into strict xfails until the lead fixes the bug and deletes the entry.
+
+Example:
+    >>> case = CASES["add_alpha"]
+    >>> [s.label() for s in case.shapes[0]]
+    ['7', '7']
+    >>> gen = torch.Generator().manual_seed(0)
+    >>> [tuple(t.shape) for t in make_inputs(case, case.shapes[0], torch.float32, "cpu", gen)]
+    [(7,), (7,)]
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Callable, Sequence
+
+import torch
+import torch.nn.functional as F
+
+FLOAT_DTYPES = (torch.float32, torch.float16, torch.bfloat16)
+
+
+# ----------------------------------------------------------------------------- inputs
+@dataclass(frozen=True)
+class Shape:
+    """A logical shape and how the tensor is laid out in memory.
+
+    ``layout``: "contig"; "t" (allocated with the dims reversed, then permuted back, so the
+    strides run the other way); "step" (allocated with the last dim doubled, then sliced
+    ``[..., ::2]``, so the last stride is 2 and the storage has holes).
+    """
+    size: tuple[int, ...]
+    layout: str = "contig"
+
+    def label(self) -> str:
+        text = "x".join(map(str, self.size)) or "scalar"
+        return text + {"contig": "", "t": "T", "step": "S"}[self.layout]
+
+
+def S(*size: int) -> Shape:
+    return Shape(tuple(size))
+
+
+def T(*size: int) -> Shape:
+    return Shape(tuple(size), "t")
+
+
+def ST(*size: int) -> Shape:
+    return Shape(tuple(size), "step")
+
+
+@dataclass(frozen=True)
+class Arg:
+    """How to draw one input: a value domain and a dtype (None: the case's float dtype)."""
+    domain: str = "normal"
+    dtype: torch.dtype | None = None
+
+
+def _draw(domain: str, numel: int, gen: torch.Generator) -> torch.Tensor:
+    """``numel`` float64 values from ``domain`` (never all zeros)."""
+    def u(lo, hi):
+        return torch.rand(numel, generator=gen, dtype=torch.float64) * (hi - lo) + lo
+
+    def ints(lo, hi):
+        return torch.randint(lo, hi, (numel,), generator=gen).double()
+
+    if domain == "normal":
+        return torch.randn(numel, generator=gen, dtype=torch.float64) * 2
+    if domain == "positive":      # log, sqrt, rsqrt, pow with a float exponent
+        return u(0.1, 4.0)
+    if domain == "nonzero":       # divisors: |b| >= 0.5, either sign
+        sign = torch.where(torch.rand(numel, generator=gen) < 0.5, -1.0, 1.0).double()
+        return sign * u(0.5, 3.0)
+    if domain == "gt_minus1":     # log1p
+        return u(-0.9, 4.0)
+    if domain == "halves":        # exact .5 ties for round/floor/ceil/trunc
+        return ints(-12, 13) / 2
+    if domain == "intvalued":     # few distinct values, so eq/ne/le/ge hit equal pairs
+        return ints(-2, 3)
+    if domain == "sparse":        # about half zeros, for logical ops and casts to bool
+        keep = torch.rand(numel, generator=gen) < 0.5
+        return torch.randn(numel, generator=gen, dtype=torch.float64) * keep
+    if domain == "wide":          # float -> int casts: values past +-1 that truncate
+        return torch.randn(numel, generator=gen, dtype=torch.float64) * 60
+    if domain == "special":       # NaN / +inf / -inf sprinkled over normal values
+        x = torch.randn(numel, generator=gen, dtype=torch.float64) * 2
+        pick = torch.randint(0, 6, (numel,), generator=gen)
+        x[pick == 0] = math.nan
+        x[pick == 1] = math.inf
+        x[pick == 2] = -math.inf
+        return x
+    if domain == "int":
+        return ints(-20, 21)
+    if domain == "intnz":         # integer divisors
+        sign = torch.where(torch.rand(numel, generator=gen) < 0.5, -1, 1).double()
+        return sign * ints(1, 7)
+    if domain == "smallpos":      # integer exponents
+        return ints(0, 4)
+    if domain == "bits":
+        return ints(-(1 << 20), 1 << 20)
+    if domain == "bool":
+        return ints(0, 2)
+    raise ValueError(f"unknown input domain {domain!r}")
+
+
+def make_tensor(arg: Arg, shape: Shape, dtype: torch.dtype, device: str,
+                gen: torch.Generator) -> torch.Tensor:
+    """One input drawn from ``gen`` (a CPU generator), laid out as ``shape`` says."""
+    size = shape.size
+    if shape.layout == "t":
+        alloc = tuple(reversed(size))
+    elif shape.layout == "step":
+        alloc = size[:-1] + (2 * size[-1],)
+    else:
+        alloc = size
+    values = _draw(arg.domain, math.prod(alloc), gen).reshape(alloc)
+    dtype = arg.dtype or dtype
+    t = (values != 0) if dtype == torch.bool else values.to(dtype)
+    t = t.to(device)
+    if shape.layout == "t":
+        t = t.permute(*reversed(range(len(size))))
+    elif shape.layout == "step":
+        t = t[..., ::2]
+    assert tuple(t.shape) == size
+    return t
+
+
+def make_inputs(case: "OpCase", shapes: Sequence[Shape], dtype: torch.dtype, device: str,
+                gen: torch.Generator) -> list[torch.Tensor]:
+    return [make_tensor(a, s, dtype, device, gen) for a, s in zip(case.args, shapes)]
+
+
+# ----------------------------------------------------------------------------- shape sets
+# Unary: 0-d, size-1, odd 1-D, odd 2-D, a size-1 middle dim, transposed and step-sliced
+# (non-contiguous) inputs. BIG adds one larger odd shape so masking runs across blocks.
+UNARY = ((S(),), (S(1),), (S(7),), (S(33, 17),), (S(4, 1, 9),), (T(17, 33),), (ST(5, 12),))
+UNARY_LITE = ((S(33, 17),), (T(9, 13),))
+BIG1 = ((S(257, 131),),)
+# Binary: same shapes, broadcasting both ways, 0-d with a tensor, non-contiguous operands.
+BINARY = ((S(), S()), (S(7), S(7)), (S(33, 17), S(33, 17)), (S(5, 1), S(1, 6)),
+          (S(4, 1, 9), S(9)), (S(), S(7)), (T(17, 33), S(17, 33)), (ST(6, 5), T(6, 5)))
+BINARY_LITE = ((S(33, 17), S(33, 17)), (S(5, 1), S(1, 6)), (T(9, 13), S(13)))
+BIG2 = ((S(257, 131), S(257, 131)), (T(257, 131), S(131)))
+TERNARY = ((S(5, 1), S(1, 6), S(5, 6)), (S(33, 17), S(33, 17), S(33, 17)),
+           (S(4, 1, 9), S(9), T(4, 3, 9)))
+
+
+# ----------------------------------------------------------------------------- cases
+@dataclass(frozen=True)
+class OpCase:
+    """One table entry.
+
+    ``kernels``: "some" (a pointwise op must generate >= 1 kernel), "none" (a pure view or a
+    returned input: 0 kernels), "any" (not checked). ``tol``: "exact" (bit-identical),
+    "default", or "approx" (transcendentals, where libdevice / NumPy may differ from ATen by
+    an ulp or two).
+    """
+    name: str
+    fn: Callable
+    args: tuple[Arg, ...]
+    shapes: tuple[tuple[Shape, ...], ...]
+    kernels: str = "some"
+    tol: str = "default"
+    float_dtypes: tuple[torch.dtype, ...] = FLOAT_DTYPES
+    doc: str = ""
+
+    @property
+    def uses_float_dtype(self) -> bool:
+        """Whether any input takes the case's float dtype (else one run covers every dtype)."""
+        return any(a.dtype is None for a in self.args)
+
+
+CASE_LIST: list[OpCase] = []
+
+
+def case(name, fn, args=(Arg(),), shapes=UNARY, **kw) -> None:
+    args = tuple(args)
+    if len(shapes[0]) != len(args):
+        raise ValueError(f"{name}: {len(args)} args but shapes for {len(shapes[0])}")
+    CASE_LIST.append(OpCase(name, fn, args, tuple(shapes), **kw))
+
+
+X, P, NZ = Arg(), Arg("positive"), Arg("nonzero")
+SPECIAL = Arg("special")
+I32, I64 = Arg("int", torch.int32), Arg("int", torch.int64)
+I64NZ = Arg("intnz", torch.int64)
+BOOL = Arg("bool", torch.bool)
+FLOAT_ONLY = (torch.float32,)   # cases whose inputs are float32 by construction
+
+# --- arithmetic
+case("add", torch.add, (X, X), BINARY + BIG2)
+case("add_alpha", lambda a, b: torch.add(a, b, alpha=2), (X, X), ((S(7), S(7)),) + BINARY_LITE)
+case("add_scalar", lambda a: a + 1.5)
+case("sub", torch.sub, (X, X), BINARY)
+case("sub_alpha", lambda a, b: torch.sub(a, b, alpha=0.5), (X, X), BINARY_LITE)
+case("rsub_scalar", lambda a: 3 - a, shapes=UNARY_LITE)
+case("mul", torch.mul, (X, X), BINARY)
+case("mul_scalar", lambda a: a * -2.5, shapes=UNARY_LITE)
+case("div", torch.div, (X, NZ), BINARY)
+case("div_scalar", lambda a: a / 3.0, shapes=UNARY_LITE)
+case("div_trunc", lambda a, b: torch.div(a, b, rounding_mode="trunc"), (X, NZ), BINARY)
+case("div_floor", lambda a, b: torch.div(a, b, rounding_mode="floor"), (X, NZ), BINARY)
+case("floor_divide", torch.floor_divide, (X, NZ), BINARY_LITE)
+case("floor_divide_scalar", lambda a: torch.floor_divide(a, -0.75), shapes=UNARY_LITE)
+case("remainder", torch.remainder, (X, NZ), BINARY, tol="approx")
+case("remainder_scalar", lambda a: torch.remainder(a, 1.5), shapes=UNARY_LITE, tol="approx")
+case("fmod", torch.fmod, (X, NZ), BINARY, tol="approx")
+case("fmod_scalar", lambda a: torch.fmod(a, -1.25), shapes=UNARY_LITE, tol="approx")
+case("neg", torch.neg, tol="exact")
+case("abs", torch.abs, tol="exact")
+case("maximum", torch.maximum, (X, X), BINARY, tol="exact")
+case("minimum", torch.minimum, (X, X), BINARY, tol="exact")
+case("maximum_nan", torch.maximum, (SPECIAL, SPECIAL), BINARY_LITE, tol="exact")
+case("minimum_nan", torch.minimum, (SPECIAL, SPECIAL), BINARY_LITE, tol="exact")
+case("pow_2", lambda a: torch.pow(a, 2))
+case("pow_0.5", lambda a: torch.pow(a, 0.5), (P,))
+case("pow_3.0", lambda a: torch.pow(a, 3.0), tol="approx")
+case("pow_neg1", lambda a: torch.pow(a, -1), (NZ,), shapes=UNARY_LITE)
+case("pow_1.7", lambda a: torch.pow(a, 1.7), (P,), shapes=UNARY_LITE, tol="approx")
+case("pow_tensor", torch.pow, (P, X), BINARY, tol="approx")
+case("pow_scalar_base", lambda a: torch.pow(2.0, a), shapes=UNARY_LITE, tol="approx")
+case("sign", torch.sign, (Arg("intvalued"),), tol="exact")
+case("reciprocal", torch.reciprocal, (NZ,))
+
+# --- integer arithmetic (eager's integer semantics: floor division, sign of remainder)
+case("add_int", torch.add, (I64, I32), BINARY_LITE, tol="exact")
+case("mul_int_scalar", lambda a: a * 3, (I32,), UNARY_LITE, tol="exact")
+case("neg_abs_int", lambda a: (torch.neg(a), torch.abs(a)), (I64,), UNARY_LITE, tol="exact")
+case("maximum_int", torch.maximum, (I32, I32), BINARY_LITE, tol="exact")
+case("div_int", torch.div, (I64, I64NZ), BINARY_LITE)   # true division promotes to float
+case("div_trunc_int", lambda a, b: torch.div(a, b, rounding_mode="trunc"), (I64, I64NZ),
+     BINARY_LITE, tol="exact")
+case("floor_divide_int", torch.floor_divide, (I64, I64NZ), BINARY_LITE, tol="exact")
+case("remainder_int", torch.remainder, (I64, I64NZ), BINARY_LITE, tol="exact")
+case("fmod_int", torch.fmod, (I64, I64NZ), BINARY_LITE, tol="exact")
+case("pow_int", lambda a, b: torch.pow(a, b), (I64, Arg("smallpos", torch.int64)), BINARY_LITE,
+     tol="exact")
+case("add_int_float", torch.add, (I64, X), BINARY_LITE)   # int + float promotes
+
+# --- math (transcendentals: libdevice on GPU, NumPy under the interpreter)
+case("exp", torch.exp, tol="approx")
+case("exp2", torch.exp2, tol="approx")
+case("expm1", torch.expm1, tol="approx")
+case("log", torch.log, (P,), tol="approx")
+case("log2", torch.log2, (P,), tol="approx")
+case("log1p", torch.log1p, (Arg("gt_minus1"),), tol="approx")
+case("sqrt", torch.sqrt, (P,), shapes=UNARY + BIG1, tol="approx")
+case("rsqrt", torch.rsqrt, (P,), tol="approx")
+case("sin", torch.sin, tol="approx")
+case("cos", torch.cos, tol="approx")
+case("tanh", torch.tanh, tol="approx")
+case("erf", torch.erf, tol="approx")
+case("sigmoid", torch.sigmoid, tol="approx")
+case("exp_int", torch.exp, (Arg("int", torch.int32),), UNARY_LITE, tol="approx")  # int -> float
+case("floor", torch.floor, (Arg("halves"),), tol="exact")
+case("ceil", torch.ceil, (Arg("halves"),), tol="exact")
+case("round", torch.round, (Arg("halves"),), tol="exact")     # ties to even
+case("trunc", torch.trunc, (Arg("halves"),), tol="exact")
+case("floor_int", torch.floor, (I64,), UNARY_LITE, tol="exact")
+
+# --- activations
+case("relu", torch.relu, shapes=UNARY + BIG1, tol="exact")
+case("relu_nan", torch.relu, (SPECIAL,), UNARY_LITE, tol="exact")
+case("gelu", F.gelu, tol="approx")
+case("gelu_tanh", lambda a: F.gelu(a, approximate="tanh"), tol="approx")
+case("silu", F.silu, tol="approx")
+case("hardsigmoid", F.hardsigmoid)
+case("hardswish", F.hardswish)
+case("leaky_relu", F.leaky_relu, tol="exact")
+case("leaky_relu_slope", lambda a: F.leaky_relu(a, 0.2), shapes=UNARY_LITE)
+case("hardtanh", F.hardtanh, tol="exact")
+case("hardtanh_bounds", lambda a: F.hardtanh(a, -0.5, 2.0), shapes=UNARY_LITE, tol="exact")
+case("clamp", lambda a: torch.clamp(a, -0.5, 0.75), tol="exact")
+case("clamp_min", lambda a: torch.clamp(a, min=0.25), shapes=UNARY_LITE, tol="exact")
+case("clamp_max", lambda a: torch.clamp(a, max=-0.25), shapes=UNARY_LITE, tol="exact")
+case("clamp_tensor", lambda a, lo, hi: torch.clamp(a, lo, hi), (X, X, X), TERNARY, tol="exact")
+case("clamp_min_tensor", lambda a, lo: torch.clamp(a, min=lo), (X, X), BINARY_LITE, tol="exact")
+case("clamp_max_tensor", lambda a, hi: torch.clamp(a, max=hi), (X, X), BINARY_LITE, tol="exact")
+case("clamp_nan", lambda a: torch.clamp(a, -1.0, 1.0), (SPECIAL,), UNARY_LITE, tol="exact")
+case("clamp_int", lambda a: torch.clamp(a, -5, 7), (I64,), UNARY_LITE, tol="exact")
+
+# --- where (tensor / scalar mixes)
+case("where", torch.where, (BOOL, X, X), TERNARY, tol="exact")
+case("where_scalar_other", lambda c, a: torch.where(c, a, -1.0), (BOOL, X), BINARY_LITE, tol="exact")
+case("where_scalar_self", lambda c, b: torch.where(c, 2.0, b), (BOOL, X), BINARY_LITE, tol="exact")
+case("where_scalars", lambda c: torch.where(c, 2.0, -3.0), (BOOL,), UNARY_LITE, tol="exact")
+case("where_mixed_dtype", torch.where, (BOOL, X, I64), TERNARY, tol="exact")
+case("where_from_compare", lambda a, b: torch.where(a > b, a, b * 2), (X, X), BINARY_LITE, tol="exact")
+
+# --- comparisons (int-valued floats, so equal pairs occur), tensor and scalar right sides
+IV = Arg("intvalued")
+for _name, _fn in (("eq", torch.eq), ("ne", torch.ne), ("lt", torch.lt), ("le", torch.le),
+                   ("gt", torch.gt), ("ge", torch.ge)):
+    case(_name, _fn, (IV, IV), BINARY)
+    case(f"{_name}_scalar", lambda a, _fn=_fn: _fn(a, 1.0), (IV,), UNARY_LITE)
+case("eq_int_float", torch.eq, (Arg("intvalued", torch.int64), IV), BINARY_LITE)
+case("isnan", torch.isnan, (SPECIAL,))
+case("isinf", torch.isinf, (SPECIAL,))
+case("isinf_int", torch.isinf, (I32,), UNARY_LITE)
+
+# --- logic and bits
+SP = Arg("sparse")
+case("logical_not", torch.logical_not, (SP,))
+case("logical_not_bool", torch.logical_not, (BOOL,), UNARY_LITE)
+case("logical_and", torch.logical_and, (SP, SP), BINARY)
+case("logical_or", torch.logical_or, (SP, SP), BINARY_LITE)
+case("logical_xor", torch.logical_xor, (SP, SP), BINARY_LITE)
+case("logical_and_bool_int", torch.logical_and, (BOOL, Arg("int", torch.int32)), BINARY_LITE)
+BITS32, BITS64 = Arg("bits", torch.int32), Arg("bits", torch.int64)
+case("bitwise_and", torch.bitwise_and, (BITS32, BITS32), BINARY)
+case("bitwise_or", torch.bitwise_or, (BITS64, BITS64), BINARY_LITE)
+case("bitwise_xor", torch.bitwise_xor, (BITS32, BITS64), BINARY_LITE)
+case("bitwise_not", torch.bitwise_not, (BITS32,), UNARY_LITE)
+case("bitwise_and_scalar", lambda a: a & 0xFF0, (BITS64,), UNARY_LITE)
+case("bitwise_and_bool", torch.bitwise_and, (BOOL, BOOL), BINARY_LITE)
+case("bitwise_or_bool", torch.bitwise_or, (BOOL, BOOL), BINARY_LITE)
+case("bitwise_xor_bool", torch.bitwise_xor, (BOOL, BOOL), BINARY_LITE)
+case("bitwise_not_bool", torch.bitwise_not, (BOOL,), UNARY_LITE)
+
+# --- casts: every pair of float32/float16/bfloat16/int32/int64/bool
+CAST_DTYPES = (torch.float32, torch.float16, torch.bfloat16, torch.int32, torch.int64, torch.bool)
+_SHORT = {torch.float32: "f32", torch.float16: "f16", torch.bfloat16: "bf16",
+          torch.int32: "i32", torch.int64: "i64", torch.bool: "b8"}
+for _src in CAST_DTYPES:
+    for _dst in CAST_DTYPES:
+        if _src == _dst:
+            continue
+        # float sources: wide values (truncate to ints) with some zeros (for bool)
+        _arg = Arg("bool" if _src == torch.bool else ("int" if not _src.is_floating_point
+                                                      else "wide"), _src)
+        case(f"to_{_SHORT[_src]}_{_SHORT[_dst]}", lambda a, _dst=_dst: a.to(_dst), (_arg,),
+             ((S(33, 17),), (T(5, 3),)), tol="exact")
+case("to_f32_bool_sparse", lambda a: a.to(torch.bool), (SP,), UNARY_LITE)
+case("to_chain", lambda a: (a.to(torch.float16) * 3).to(torch.float32), (X,), UNARY_LITE,
+     float_dtypes=FLOAT_ONLY)   # the fp16 rounding at the user's cast must happen
+
+# --- creation (the input only supplies the device, and a tensor for *_like)
+case("full", lambda a: torch.full((3, 5), 2.5, device=a.device), shapes=((S(1),),))
+case("full_int", lambda a: torch.full((7,), 3, dtype=torch.int64, device=a.device),
+     shapes=((S(1),),))
+case("zeros", lambda a: torch.zeros(4, 6, device=a.device), shapes=((S(1),),))
+case("ones", lambda a: torch.ones(9, dtype=torch.int32, device=a.device), shapes=((S(1),),))
+case("full_like", lambda a: torch.full_like(a, -1.5), shapes=UNARY_LITE)
+case("zeros_like_add", lambda a: torch.zeros_like(a) + a, shapes=UNARY_LITE)
+case("ones_like", torch.ones_like, shapes=UNARY_LITE)
+case("arange_int", lambda a: torch.arange(3, 40, 3, device=a.device), shapes=((S(1),),))
+case("arange_end", lambda a: torch.arange(17, device=a.device), shapes=((S(1),),))
+case("arange_float", lambda a: torch.arange(-1.0, 2.0, 0.1, device=a.device), shapes=((S(1),),),
+     tol="exact")
+case("arange_float_dtype", lambda a: torch.arange(0, 9, dtype=a.dtype, device=a.device) * a,
+     shapes=((S(9),), (S(3, 9),)))
+case("scalar_tensor", lambda a: torch.scalar_tensor(1.25, device=a.device) * a,
+     shapes=UNARY_LITE)
+case("arange_broadcast", lambda a: a + torch.arange(a.shape[-1], device=a.device),
+     shapes=((S(5, 7),), (T(6, 4),)))
+
+# --- views: pure views return a view of the input and generate no kernel
+case("view", lambda a: a.view(17, 33), shapes=((S(33, 17),),), kernels="none", tol="exact")
+case("view_split_dim", lambda a: a.view(3, 11, 17), shapes=((S(33, 17),),), kernels="none",
+     tol="exact")
+case("reshape_flatten", lambda a: a.reshape(-1), shapes=((S(4, 1, 9),), (S(33, 17),)),
+     kernels="none", tol="exact")
+# flattening a non-contiguous tensor copies in eager: here it must be a kernel
+case("reshape_noncontig", lambda a: a.reshape(-1), shapes=((T(17, 33),), (ST(5, 12),)),
+     kernels="some", tol="exact")
+case("flatten_noncontig_3d", lambda a: a.permute(0, 2, 1).flatten(1), shapes=((S(3, 5, 7),),),
+     kernels="some", tol="exact")
+case("permute", lambda a: a.permute(2, 0, 1), shapes=((S(3, 5, 7),), (S(4, 1, 9),)),
+     kernels="none", tol="exact")
+case("transpose", lambda a: a.transpose(0, -1), shapes=((S(3, 5, 7),), (T(17, 33),)),
+     kernels="none", tol="exact")
+case("t", lambda a: a.t(), shapes=((S(33, 17),), (S(7),)), kernels="none", tol="exact")
+case("expand", lambda a: a.expand(4, 5, 6), shapes=((S(5, 1),), (S(6),)), kernels="none",
+     tol="exact")
+case("slice_step", lambda a: a[1:30:3], shapes=((S(33, 17),),), kernels="none", tol="exact")
+case("slice_negative", lambda a: a[:, -5:-1], shapes=((S(33, 17),), (T(17, 33),)),
+     kernels="none", tol="exact")
+case("slice_2d", lambda a: a[2:-2:2, 1::4], shapes=((S(33, 17),),), kernels="none", tol="exact")
+case("select", lambda a: a[:, -2], shapes=((S(33, 17),), (S(4, 3, 9),)), kernels="none",
+     tol="exact")
+case("select_first", lambda a: a[3], shapes=((S(33, 17),),), kernels="none", tol="exact")
+case("squeeze", lambda a: a.squeeze(1), shapes=((S(4, 1, 9),),), kernels="none", tol="exact")
+case("squeeze_all", lambda a: a.squeeze(), shapes=((S(1, 4, 1, 9),),), kernels="none",
+     tol="exact")
+case("unsqueeze", lambda a: a.unsqueeze(-1), shapes=((S(33, 17),), (S(),)), kernels="none",
+     tol="exact")
+case("split", lambda a: a.split(5, dim=1), shapes=((S(4, 17),),), kernels="none", tol="exact")
+case("split_sizes", lambda a: a.split([3, 1, 5], dim=-1), shapes=((S(4, 1, 9),),),
+     kernels="none", tol="exact")
+case("chunk", lambda a: a.chunk(3), shapes=((S(7, 5),),), kernels="none", tol="exact")
+case("unbind", lambda a: a.unbind(1), shapes=((S(5, 3),), (S(4, 1, 9),)), kernels="none",
+     tol="exact")
+case("as_strided", lambda a: a.as_strided((4, 3), (5, 2), 1), shapes=((S(33),),),
+     kernels="none", tol="exact")
+case("identity", lambda a: a, kernels="none", tol="exact", shapes=UNARY_LITE)
+case("clone_contiguous", lambda a: a.contiguous(), shapes=((T(17, 33),),), kernels="some",
+     tol="exact")
+case("view_of_computed", lambda a: (a * 2).t(), shapes=((S(33, 17),),))
+
+# --- composite chains: fusion, 2-D tiling (transposed loads, contiguous stores), broadcasts
+case("chain_t_mul_add_relu", lambda a, b: (a.t() * 2 + b).relu(), (X, X),
+     ((S(33, 17), S(17, 33)), (S(257, 131), S(131, 257)), (S(5, 6), S(6, 1))))
+case("chain_permute_reshape", lambda a: a.permute(0, 2, 1).reshape(3, -1) + 1,
+     shapes=((S(3, 5, 7),), (S(2, 64, 33),)))
+case("chain_transpose_copy", lambda a: a.t().contiguous() * 3, shapes=((S(257, 131),),))
+case("chain_where_math", lambda a, b: torch.where(a > 0, a.exp(), b.sin()) * 0.5, (X, X),
+     BINARY_LITE, tol="approx")
+case("chain_shared_outputs", lambda a, b: ((a + b).sigmoid(), (a + b) * 3, a), (X, X),
+     BINARY_LITE, tol="approx")
+case("chain_broadcast_3d", lambda a, b, c: (a * b - c).tanh() + a, (X, X, X), TERNARY,
+     tol="approx")
+case("chain_slice_view_math", lambda a: a[:, ::2].exp() + a[:, 1::2],
+     shapes=((S(9, 10),), (T(10, 8),)), tol="approx")
+case("chain_gelu_layernormless", lambda a, w, b: F.gelu(a * w + b), (X, X, X),
+     ((S(8, 64), S(64), S(64)),), tol="approx")
+case("chain_long", lambda a: ((((a * 1.1 + 0.3).sin() * 2).abs() + 1).log().sqrt() - a).relu(),
+     shapes=UNARY_LITE, tol="approx")
+case("chain_mask_floor", lambda a, b: a * (b > 0).to(a.dtype) + b.floor(), (X, X), BINARY_LITE)
+case("chain_unbind_add", lambda a: sum(a.unbind(0)), shapes=((S(3, 4, 5),),))
+case("chain_split_mul", lambda a: (lambda q, k: q * k)(*a.split(4, dim=-1)),
+     shapes=((S(6, 8),), (T(8, 6),)))
+
+CASES: dict[str, OpCase] = {}
+for _c in CASE_LIST:
+    if _c.name in CASES:
+        raise ValueError(f"duplicate op case {_c.name}")
+    CASES[_c.name] = _c
+
+
+# ----------------------------------------------------------------------------- tolerances
+# Single ops on float32: ATen and kiln both compute in float32; "approx" allows for
+# libdevice (GPU) or NumPy (interpreter) transcendentals that differ from ATen's by an ulp
+# or so. Half types: kiln computes in float32 and rounds once; eager may round in between.
+TOLERANCES = {
+    ("exact", torch.float32): (0.0, 0.0),
+    ("default", torch.float32): (1e-5, 1e-5),
+    ("approx", torch.float32): (1e-4, 1e-4),
+    ("exact", torch.float16): (0.0, 0.0),
+    ("default", torch.float16): (1e-2, 1e-2),
+    ("approx", torch.float16): (1e-2, 1e-2),
+    ("exact", torch.bfloat16): (0.0, 0.0),
+    ("default", torch.bfloat16): (2e-2, 2e-2),
+    ("approx", torch.bfloat16): (2e-2, 2e-2),
+}
+
+
+def tolerance(case: OpCase, dtype: torch.dtype) -> tuple[float, float]:
+    """(rtol, atol) for an output of ``dtype`` (non-float outputs are compared exactly)."""
+    if not dtype.is_floating_point:
+        return 0.0, 0.0
+    if dtype == torch.float64:
+        dtype = torch.float32
+    return TOLERANCES[(case.tol, dtype)]
+
+
+# ----------------------------------------------------------------------------- parametrization
+@dataclass(frozen=True)
+class Param:
+    case: OpCase
+    shapes: tuple[Shape, ...]
+    dtype: torch.dtype          # the float dtype of the case's float inputs
+    device: str
+
+    @property
+    def id(self) -> str:
+        shapes = "*".join(s.label() for s in self.shapes)
+        dtype = str(self.dtype).removeprefix("torch.") if self.case.uses_float_dtype else "fixed"
+        return f"{self.case.name}-{shapes}-{dtype}"
+
+
+def params(device: str) -> list[Param]:
+    """CPU: float32 (the interpreter). CUDA: float32, float16 and bfloat16, every shape."""
+    out = []
+    for c in CASE_LIST:
+        dtypes = (torch.float32,) if device == "cpu" or not c.uses_float_dtype else c.float_dtypes
+        for dtype in dtypes:
+            for shapes in c.shapes:
+                out.append(Param(c, shapes, dtype, device))
+    return out
+
+
+# ----------------------------------------------------------------------------- known bugs
+@dataclass(frozen=True)
+class KnownBug:
+    """A compiler bug the table found: ``applies(param)`` picks the cases it breaks."""
+    reason: str
+    applies: Callable[[Param], bool]
+    repro: str = ""
+
+
+KNOWN_BUGS: list[KnownBug] = []
+
+
+def known_bug(param: Param) -> KnownBug | None:
+    return next((b for b in KNOWN_BUGS if b.applies(param)), None)
+
+
+# ----------------------------------------------------------------------------- not lowered
+@dataclass(frozen=True)
+class Unlowered:
+    """An op kiln does not lower: compiling ``fn`` must fall back with a warning naming
+    ``op`` (an ATen overload path as ``fallback_ops`` spells it) and still match eager."""
+    name: str
+    fn: Callable
+    args: tuple[Arg, ...]
+    shapes: tuple[Shape, ...]
+    op: str
+    tol: str = "default"
+
+
+UNLOWERED: list[Unlowered] = [
+    Unlowered("sum", lambda a: a.sum(-1) * 2, (X,), (S(33, 17),), "aten.sum.dim_IntList"),
+    Unlowered("mean", lambda a: a.mean(0) + 1, (X,), (S(33, 17),), "aten.mean.dim"),
+    Unlowered("amax", lambda a: a.amax(1), (X,), (S(7, 9),), "aten.amax.default"),
+    Unlowered("argmax", lambda a: a.argmax(-1), (X,), (S(7, 9),), "aten.argmax.default"),
+    Unlowered("var_mean", lambda a: torch.var_mean(a, dim=1), (X,), (S(7, 9),),
+              "aten.var_mean.correction"),
+    Unlowered("softmax", lambda a: a.softmax(-1), (X,), (S(7, 9),), "aten.amax.default",
+              "approx"),
+    Unlowered("cumsum", lambda a: a.cumsum(0), (X,), (S(7, 9),), "aten.cumsum.default"),
+    Unlowered("sort", lambda a: a.sort(-1)[0], (X,), (S(7, 9),), "aten.sort.default"),
+    Unlowered("topk", lambda a: a.topk(3)[0], (X,), (S(7, 9),), "aten.topk.default"),
+    Unlowered("max_pool2d", lambda a: F.max_pool2d(a, 2), (X,), (S(1, 2, 8, 8),),
+              "aten.max_pool2d_with_indices.default"),
+    Unlowered("avg_pool2d", lambda a: F.avg_pool2d(a, 2), (X,), (S(1, 2, 8, 8),),
+              "aten.avg_pool2d.default"),
+    Unlowered("embedding", lambda w, i: F.embedding(i, w),
+              (X, Arg("smallpos", torch.int64)), (S(5, 4), S(3, 2)), "aten.embedding.default"),
+    Unlowered("index_select", lambda a, i: a.index_select(0, i),
+              (X, Arg("smallpos", torch.int64)), (S(5, 4), S(3)), "aten.index_select.default"),
+    Unlowered("gather", lambda a, i: a.gather(1, i), (X, Arg("smallpos", torch.int64)),
+              (S(5, 4), S(5, 2)), "aten.gather.default"),
+    Unlowered("cat", lambda a, b: torch.cat([a, b], 1), (X, X), (S(3, 4), S(3, 2)),
+              "aten.cat.default"),
+    Unlowered("constant_pad", lambda a: F.pad(a, (1, 2)), (X,), (S(3, 4),),
+              "aten.constant_pad_nd.default"),
+    Unlowered("flip", lambda a: a.flip(0), (X,), (S(3, 4),), "aten.flip.default"),
+    Unlowered("tril", lambda a: a.tril(), (X,), (S(4, 4),), "aten.tril.default"),
+]
