@@ -559,15 +559,15 @@ def torch_version_for_key() -> str:
 
 def graph_text(gm: torch.fx.GraphModule) -> str:
     """Canonical text of ``gm``: nodes renamed positionally (``%0``, ``%1``, ...), call
-    targets by qualified name, arguments printed canonically (floats by ``repr``, devices
-    by type only, symbolic sizes renamed ``d0, d1, ...`` in order of appearance), node types
+    targets by qualified name, arguments printed canonically (floats by ``repr``, no
+    devices (the same graph keys the same wherever it was captured), symbolic sizes renamed ``d0, d1, ...`` in order of appearance), node types
     from ``meta['val']``. No node names, stack traces, ids or addresses.
 
     Example:
         >>> import torch
         >>> ep = torch.export.export(torch.nn.ReLU(), (torch.randn(3),))
         >>> print(graph_text(ep.graph_module))
-        %0 = placeholder : torch.float32[3] stride=[1] cpu
+        %0 = placeholder : torch.float32[3] stride=[1]
         %1 = aten.relu.default(%0) : torch.float32[3]
         output (%1,)
     """
@@ -577,7 +577,7 @@ def graph_text(gm: torch.fx.GraphModule) -> str:
 def compute_graph_key(gm: torch.fx.GraphModule, inputs: Sequence[InputSpec], extra: str = "",
                       *, constants: Mapping[str, torch.Tensor] | None = None) -> str:
     """sha256 hex of: kiln's text version, torch version (``torch_version_for_key``), the
-    input signature (kind, dtype, sizes, strides, device type, dynamic dims; not names or
+    input signature (kind, dtype, sizes, strides, dynamic dims; not device, names or
     targets, which do not change the computation), the bytes of tiny constants,
     ``graph_text(gm)`` and ``extra``.
 
@@ -598,13 +598,14 @@ def compute_graph_key(gm: torch.fx.GraphModule, inputs: Sequence[InputSpec], ext
 
 
 def _spec_line(i: int, spec: InputSpec) -> str:
-    device = torch.device(spec.device).type
+    # No device: a graph captured on a CPU worker for a GPU target must key the same as the
+    # one a serving process captures on the GPU; the module key adds the target.
     if spec.dynamic_dims:  # example sizes of dynamic dims must not enter the key
         size = ["?" if d in spec.dynamic_dims else n for d, n in enumerate(spec.size)]
-        return (f"{i} {spec.kind} {spec.dtype} size={size} stride=symbolic {device} "
+        return (f"{i} {spec.kind} {spec.dtype} size={size} stride=symbolic "
                 f"dynamic={list(spec.dynamic_dims)}")
     return (f"{i} {spec.kind} {spec.dtype} size={list(spec.size)} "
-            f"stride={list(spec.stride)} {device}")
+            f"stride={list(spec.stride)}")
 
 
 def _constant_line(target: str | None, value: torch.Tensor | None) -> str:
@@ -688,7 +689,7 @@ class _GraphPrinter:
             return ""
         text = self._val(val)
         if node.op == "placeholder" and isinstance(val, torch.Tensor):
-            text += f" stride={self.arg(list(val.stride()))} {val.device.type}"
+            text += f" stride={self.arg(list(val.stride()))}"
         return f" : {text}"
 
     def _val(self, val: Any) -> str:
@@ -715,7 +716,7 @@ class _GraphPrinter:
         if isinstance(a, slice):
             return f"slice({self.arg(a.start)}, {self.arg(a.stop)}, {self.arg(a.step)})"
         if isinstance(a, torch.device):
-            return f"device({a.type})"  # cuda:0 and cuda:1 run the same code
+            return "device"  # device-neutral: the wrapper runs on its inputs' device
         if isinstance(a, torch.Tensor):
             return _tensor_digest(a)
         return _scalar_text(a)

@@ -161,11 +161,14 @@ class GraphLowering(torch.fx.Interpreter):
         self.operations.append(ComputedBuffer(name, layout, value.body))
         return self._load_buffer(name, layout)
 
-    def realize_reduction(self, size, body, reduction_ranges, rtype, dtype, device) -> TensorValue:
+    def realize_reduction(self, size, body, reduction_ranges, rtype, dtype, device,
+                          src_size=(), reduced_dims=(), out_dims=()) -> TensorValue:
         """A new ReductionBuffer (contiguous output) holding ``rtype`` of ``body``."""
         layout = Layout(device, dtype, tuple(size), contiguous_strides(size))
         name = self.new_name("buf")
-        self.operations.append(ReductionBuffer(name, layout, body, tuple(reduction_ranges), rtype))
+        self.operations.append(ReductionBuffer(name, layout, body, tuple(reduction_ranges), rtype,
+                                               tuple(src_size), tuple(reduced_dims),
+                                               tuple(out_dims)))
         return self._load_buffer(name, layout)
 
     def buffer_ref(self, value: TensorValue, node: torch.fx.Node | None = None) -> BufferRef:

@@ -214,6 +214,13 @@ class ReductionBuffer:
     body: Expr
     reduction_ranges: tuple[sympy.Expr, ...]
     reduction_type: str
+    # Where the dims come from in the reduced tensor, so the scheduler can line up
+    # reductions and pointwise work over the same rows: the source's size, which of its
+    # dims are reduced (in ``r0, r1, ...`` order), and per output dim its source dim
+    # (None for a kept size-1 dim of keepdim).
+    src_size: tuple[sympy.Expr, ...] = ()
+    reduced_dims: tuple[int, ...] = ()
+    out_dims: tuple[int | None, ...] = ()
 
 
 def reduction_symbols(ndim: int) -> list[sympy.Symbol]:

@@ -191,6 +191,8 @@ class _Table:
 
 
 def _kind_names(kinds: tuple[type, ...]) -> str:
+    if set(kinds) == {int, float}:
+        return "a number"
     names = {int: "an integer", float: "a number", str: "a string", bool: "true/false",
              list: "an array", dict: "a table"}
     return " or ".join(names.get(k, k.__name__) for k in kinds)

@@ -146,7 +146,7 @@ def _cell(results: list[TaskResult]) -> str:
 def format_summary(report: RunReport) -> str:
     """A table per model, the totals table, then the failures with their messages."""
     targets = lower_targets(report.config)
-    rows = []
+    rows, n_ok = [], 0
     for spec in report.config.models:
         mine = [r for r in report.results if r.model == spec.name]
         lowered = [r for r in mine if r.stage == "lower" and not r.failed]
@@ -157,11 +157,11 @@ def format_summary(report: RunReport) -> str:
                        for t in targets]
                     + [str(len({k for r in lowered for k in r.kernel_keys})),
                        str(len({op for r in lowered for op in r.fallback_ops})), status])
+        n_ok += status == "ok"
     headers = (["model", "graph"] + [f"module[{t}]" for t in targets]
                + ["kernels", "fallback ops", "status"])
     lines = [format_table(headers, rows), ""]
     kernels, reused = report.kernel_counts()
-    n_ok = len(report.config.models) - len(report.failed_models())
     totals = [[f"{n_ok}/{len(report.config.models)}", kernels, "-", "-", reused,
                len(report.failures), f"{report.wall_s:.1f} s", f"{report.gpu_s:.1f}"]]
     lines += [format_table(["models", "kernels", "built", "tuned", "reused", "failed",

@@ -24,11 +24,12 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Iterable
 
 import pyarrow as pa
+import pyarrow.compute as pc
 
 from .files import StoreFile, new_file_name, remove_files, temp_files, write_atomic
-from .integrity import bad_rows
-from .reader import Issue, dedup, read_file
-from .schema import KEY_COLUMN, KINDS, SCHEMA_VERSION, StoreVersionError
+from .reader import FILENAME, Issue, VanishedFileError, dedup, read_rows
+from .schema import (KEY_COLUMN, KINDS, SCHEMA_VERSION, StoreVersionError, conform,
+                     require_readable)
 
 if TYPE_CHECKING:
     from .store import Store
@@ -97,21 +98,36 @@ def _batches(files: list[StoreFile], limit: int) -> list[list[StoreFile]]:
     return [b for b in batches if b]
 
 
-def _read_intact(store: "Store", kind: str, file: StoreFile) -> tuple[pa.Table | None,
-                                                                      list[Issue]]:
-    """The file's rows, migrated, or None with the reasons it must be left alone."""
+def _readable(store: "Store", kind: str, batch: list[StoreFile],
+              report: KindCompaction) -> list[StoreFile]:
+    """``batch`` less files of versions that cannot be migrated (reported as skipped)."""
+    readable = []
+    for file in batch:
+        try:
+            require_readable(kind, file.version, store.migrations, file.path)
+            readable.append(file)
+        except StoreVersionError as err:
+            report.skipped.append(Issue(file.path, str(err).removeprefix(f"{file.path}: ")))
+    return readable
+
+
+def _read_intact(store: "Store", kind: str, batch: list[StoreFile],
+                 report: KindCompaction) -> tuple[pa.Table | None, list[StoreFile]]:
+    """(rows of the intact files of ``batch``, those files); (None, []) if a concurrent
+    compaction took a file meanwhile (the next run picks up whatever is left)."""
+    files = _readable(store, kind, batch, report)
     try:
-        table = read_file(store.fs, kind, file, store.migrations)
-    except FileNotFoundError:
-        return None, []     # a concurrent compaction merged it already
-    except StoreVersionError as err:
-        return None, [Issue(file.path, str(err).removeprefix(f"{file.path}: "))]
-    except (pa.ArrowException, OSError, ValueError) as err:
-        return None, [Issue(file.path, f"unreadable: {type(err).__name__}: {err}")]
-    keys = table.column(KEY_COLUMN[kind])
-    tampered = [Issue(file.path, "content hash mismatch; file left in place", keys[i].as_py())
-                for i in bad_rows(kind, table)]
-    return (None, tampered) if tampered else (table, [])
+        result = read_rows(store.fs, kind, files, store.migrations, deduplicate=False)
+    except VanishedFileError:
+        return None, []
+    # A file with any bad row stays whole where it is, for verify to report and a human to
+    # judge; only the files read cleanly are merged (and later deleted).
+    bad = {issue.path for issue in result.issues}
+    report.skipped += result.issues
+    table = result.table
+    if bad:
+        table = table.filter(pc.invert(pc.is_in(table[FILENAME], pa.array(sorted(bad)))))
+    return table.drop_columns([FILENAME]), [f for f in files if f.path not in bad]
 
 
 def _split(table: pa.Table, options: CompactOptions) -> tuple[list[pa.Table], int]:
@@ -125,19 +141,13 @@ def _split(table: pa.Table, options: CompactOptions) -> tuple[list[pa.Table], in
 def _merge_batch(store: "Store", kind: str, batch: list[StoreFile], options: CompactOptions,
                  report: KindCompaction) -> tuple[list[str], list[StoreFile]]:
     """Write the merged rows of ``batch``; returns (new paths, input files now redundant)."""
-    tables, merged_files = [], []
-    for file in batch:
-        table, issues = _read_intact(store, kind, file)
-        report.skipped += issues
-        if table is not None:
-            tables.append(table)
-            merged_files.append(file)
-    if not tables:
+    merged, merged_files = _read_intact(store, kind, batch, report)
+    if merged is None or not merged_files:
         return [], []
-    merged = pa.concat_tables(tables)
     report.rows_in += merged.num_rows
     sort = SORT_COLUMNS.get(kind, (KEY_COLUMN[kind],))
     merged = dedup(merged, KEY_COLUMN[kind]).sort_by([(c, "ascending") for c in sort])
+    merged = conform(kind, merged)      # exact schema, footer metadata included
     report.rows_out += merged.num_rows
     parts, group = _split(merged, options)
     paths = [write_atomic(store.fs, store.dataset_dir(kind),

@@ -105,6 +105,9 @@ def write_atomic(fs: pafs.FileSystem, directory: str, name: str, table: pa.Table
     On a local disk the data is fsynced before the rename (``durable``), so a finished
     record survives a crash of the machine, not only of the process.
     """
+    if b"kiln.kind" not in (table.schema.metadata or {}):
+        # A file without its kind and version in the footer could never be verified.
+        raise ValueError("refusing to write a table without kiln schema metadata")
     fs.create_dir(directory, recursive=True)
     tmp, final = f"{directory}/{TEMP_PREFIX}{name}", f"{directory}/{name}"
     try:

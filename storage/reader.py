@@ -175,6 +175,18 @@ def dedup(table: pa.Table, key: str) -> pa.Table:
     return table.take(pc.take(first, pc.sort_indices(first)))
 
 
+def _check_request(kind: str, filter: ds.Expression | None,
+                   columns: list[str] | None) -> None:
+    """Raise on a bad column or filter before scanning, where the error would otherwise be
+    taken for a corrupt file."""
+    schema = schema_for(kind)
+    unknown = [c for c in columns or () if c not in schema.names]
+    if unknown:
+        raise KeyError(f"{kind} has no columns {unknown}; it has {schema.names}")
+    if filter is not None:
+        schema.empty_table().filter(filter)     # ArrowInvalid/TypeError names the problem
+
+
 def read_rows(fs: pafs.FileSystem, kind: str, files: list[StoreFile],
               migrations: Migrations, filter: ds.Expression | None = None,
               columns: list[str] | None = None, verify: bool = True,
@@ -185,6 +197,7 @@ def read_rows(fs: pafs.FileSystem, kind: str, files: list[StoreFile],
     Raises ``VanishedFileError`` if a file was deleted after it was listed.
     """
     check_versions(kind, files, migrations)
+    _check_request(kind, filter, columns)
     issues: list[Issue] = []
     read_cols = needed_columns(kind, columns, verify)
     current = [f for f in files if f.version == SCHEMA_VERSION]

@@ -219,3 +219,14 @@ def test_empty_store_reads_empty(store):
         assert store.get_artifact("0" * 64) is None
         assert store.keys("graphs") == []
     assert store.write("trials", []) is None
+
+
+def test_bad_filter_or_column_is_an_error_not_a_corrupt_store(store):
+    store.write("trials", trials(0, 3))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        with pytest.raises(pa.ArrowInvalid, match="no_such_column"):
+            store.query("trials", pc.field("no_such_column") == 1)
+        with pytest.raises(KeyError, match="median"):
+            store.query("trials", columns=["median"])
+    assert store.query("trials").num_rows == 3

@@ -1,27 +1,36 @@
-"""Triton kernels for reductions: persistent (a whole row in registers) or looped.
+"""Triton kernels for reductions and the pointwise work fused around them, row by row.
 
-Rows are the output's elements (``xindex``, XBLOCK rows per program), the reduced elements
-are ``rindex``. A persistent kernel loads each row once in one RBLOCK >= rnumel tile; a
-looped kernel walks the row in RBLOCK chunks into an elementwise accumulator and reduces it
-at the end. Max/min propagate NaN like eager (Triton's own max drops NaNs).
+A row kernel runs a group of nodes over the same rows: reductions of one source shape and
+pointwise nodes of that shape (the scheduler picks the group). Rows are ``xindex`` (XBLOCK
+rows per program); the reduced elements are ``rindex``. Persistent kernels hold a whole row
+in one RBLOCK >= rnumel tile, so LayerNorm's two reductions and its normalization read the
+input once; looped kernels walk the row in RBLOCK chunks, one loop per node. A reduction's
+result stays in registers for the nodes after it; a buffer nobody outside the group reads is
+never written. Max/min propagate NaN like eager (Triton's own max drops NaNs).
 
 Example:
     >>> import torch, sympy
     >>> from compiler.ir import ReductionBuffer, Layout, Load, index_symbols, reduction_symbols
     >>> i, r = index_symbols(1), reduction_symbols(1)
     >>> lay = Layout("cpu", torch.float32, (sympy.Integer(4),), (sympy.Integer(1),))
+    >>> n = sympy.Integer
     >>> buf = ReductionBuffer("buf0", lay, Load("arg0", 8 * i[0] + r[0], torch.float32),
-    ...                       (sympy.Integer(8),), "sum")
-    >>> generate_reduction_kernel(buf, 0).kind
+    ...                       (n(8),), "sum", (n(4), n(8)), (1,), (0,))
+    >>> generate_row_kernel((buf,), frozenset({"buf0"}), 0).kind
     'reduction_persistent'
 """
 from __future__ import annotations
 
+import itertools
+from dataclasses import dataclass
+
 import sympy
+import torch
 
 from ..artifact import content_hash
-from ..ir import Load, Op, ReductionBuffer, index_symbols, reduction_symbols, substitute, walk
-from ..sizevars import affine_coefficients, simplify, texpr, upper_bound
+from ..ir import (ComputedBuffer, Expr, Load, Op, ReductionBuffer, index_symbols,
+                  reduction_symbols, substitute, walk)
+from ..sizevars import affine_coefficients, simplify, upper_bound
 from .builder import CodeBuilder
 from .ops import HALF_TYPES, TL_DTYPES, compute_type
 from .triton import (INT32_MAX, XINDEX, BodyWriter, KernelSpec, index_exprs, kernel_name,
@@ -39,8 +48,128 @@ def _identity(rtype: str, dtype) -> str:
         return "1"
     if dtype.is_floating_point:
         return 'float("-inf")' if rtype in ("max", "argmax") else 'float("inf")'
-    info = __import__("torch").iinfo(dtype)
+    info = torch.iinfo(dtype)
     return str(info.min if rtype in ("max", "argmax") else info.max)
+
+
+def _combine(rtype: str, a: str, b: str) -> str:
+    return {"sum": f"{a} + {b}", "prod": f"{a} * {b}", "max": f"tl.maximum({a}, {b})",
+            "min": f"tl.minimum({a}, {b})", "any": f"{a} | ({b} != 0)",
+            "all": f"{a} & ({b} != 0)"}[rtype]
+
+
+def _final(rtype: str, acc: str) -> str:
+    # tl.reduce with tl.standard's own combine functions: what tl.sum/tl.max expand to on
+    # GPUs, and what Triton's interpreter recognizes for its NumPy fast path (tl.sum itself
+    # is a @jit function the interpreter cannot call unless set up process-wide).
+    combine = {"sum": "_sum_combine", "max": "_elementwise_max", "min": "_elementwise_min",
+               "any": "_elementwise_max", "all": "_elementwise_min", "prod": "_prod_combine"}
+    if rtype in ("argmax", "argmin"):
+        fn = f"_{rtype}_combine_tie_break_left"
+        return (f"tl.reduce(({acc}, tl.broadcast_to(rindex, {acc}.shape)), 1, "
+                f"tl.standard.{fn}, keep_dims=True)[1]")
+    arg = f"({acc} != 0).to(tl.int8)" if rtype in ("any", "all") else acc
+    out = f"tl.reduce({arg}, 1, tl.standard.{combine[rtype]}, keep_dims=True)"
+    return f"{out} > 0" if rtype in ("any", "all") else out
+
+
+# ----------------------------------------------------------------------------- group plan
+@dataclass(frozen=True)
+class RowPlan:
+    """Nodes mapped onto common (row, reduced) dims, ready to emit."""
+    nodes: tuple
+    kinds: tuple           # per node: "reduction" | "full" | "row"
+    bodies: tuple          # each node's body over the merged dims
+    stores: tuple          # each node's store index over the merged dims
+    xdims: tuple
+    rdims: tuple
+    persistent: bool
+
+
+def _group_symbol(d: int) -> sympy.Symbol:
+    return sympy.Symbol(f"g{d}", integer=True, nonnegative=True)
+
+
+def _kind(node, anchor: ReductionBuffer) -> str | None:
+    """How ``node`` lines up with ``anchor``'s rows: "reduction" over the same rows, "full"
+    (pointwise over the reduced source's shape), "row" (pointwise over the output's shape,
+    one value per row), or None."""
+    if isinstance(node, ReductionBuffer):
+        same = (tuple(node.src_size) == tuple(anchor.src_size)
+                and tuple(node.reduced_dims) == tuple(anchor.reduced_dims)
+                and len(node.out_dims) == len(node.layout.size))
+        return "reduction" if same else None
+    if not isinstance(node, ComputedBuffer):
+        return None
+    if tuple(node.layout.size) == tuple(anchor.src_size):
+        return "full"
+    return "row" if _row_dims(node, anchor) is not None else None
+
+
+def _row_dims(node, anchor: ReductionBuffer):
+    """Per dim of a row-shaped ``node``, its source dim (None: a keepdim size-1 dim)."""
+    src, reduced = anchor.src_size, set(anchor.reduced_dims)
+    kept = [d for d in range(len(src)) if d not in reduced]
+    size = tuple(node.layout.size)
+    if size == tuple(src[d] for d in kept):
+        return kept
+    if size == tuple(sympy.Integer(1) if d in reduced else src[d] for d in range(len(src))):
+        return [None if d in reduced else d for d in range(len(src))]
+    return None
+
+
+def _to_group(node, anchor: ReductionBuffer, kind: str):
+    """(body, store index) of ``node`` over the anchor's source dims ``g0, g1, ...``."""
+    isyms = index_symbols(len(node.layout.size))
+    if kind == "full":
+        sub = {s: _group_symbol(d) for d, s in enumerate(isyms)}
+    else:
+        out_dims = node.out_dims if kind == "reduction" else _row_dims(node, anchor)
+        sub = {s: (_group_symbol(d) if d is not None else sympy.Integer(0))
+               for s, d in zip(isyms, out_dims)}
+    if kind == "reduction":
+        sub.update({r: _group_symbol(d) for r, d in
+                    zip(reduction_symbols(len(node.reduced_dims)), node.reduced_dims)})
+    return substitute(node.body, sub), node.layout.index(isyms).xreplace(sub)
+
+
+def plan_row_group(nodes) -> RowPlan | None:
+    """The plan for one kernel over ``nodes``, or None when they cannot share one.
+
+    Nodes must all line up with the first reduction's rows, and read what an earlier node
+    of the group computes only at their own row (and, for pointwise values, only in a
+    persistent kernel, where the value is in registers).
+    """
+    anchor = next((n for n in nodes if isinstance(n, ReductionBuffer)), None)
+    if anchor is None or not anchor.src_size:
+        return None
+    kinds = tuple(_kind(n, anchor) for n in nodes)
+    if None in kinds:
+        return None
+    src = anchor.src_size
+    zero = {_group_symbol(d): sympy.Integer(0) for d, n in enumerate(src) if n == 1}
+    mapped = [_to_group(n, anchor, kind) for n, kind in zip(nodes, kinds)]
+    bodies = [substitute(b, zero) for b, _ in mapped]
+    stores = [s.xreplace(zero) for _, s in mapped]
+    out_stride = {d: st for d, st in zip(anchor.out_dims, anchor.layout.stride) if d is not None}
+    xdims = sorted([(_group_symbol(d), src[d]) for d in range(len(src))
+                    if d not in anchor.reduced_dims and src[d] != 1],
+                   key=lambda dm: -int(out_stride[int(dm[0].name[1:])]))
+    rdims = _ordered([(_group_symbol(d), src[d]) for d in anchor.reduced_dims if src[d] != 1],
+                     bodies[nodes.index(anchor)])
+    exprs = [e for b, s in zip(bodies, stores) for e in index_exprs(b, s)]
+    xdims, xmap = merge_dims(xdims, exprs)
+    exprs = [sympy.sympify(e).xreplace(xmap) for e in exprs]
+    rdims, rmap = merge_dims(rdims, exprs)
+    full = {**xmap, **{k: v.xreplace(rmap) for k, v in xmap.items()}, **rmap}
+    ranges = dict(xdims + rdims)
+    bodies = [simplify_body(substitute(b, full), ranges) for b in bodies]
+    stores = [simplify(sympy.sympify(s).xreplace(full), ranges) for s in stores]
+    rnumel = sympy.Mul(*[n for _, n in rdims])
+    persistent = rnumel.is_Integer and int(rnumel) <= PERSISTENT_MAX_RNUMEL
+    plan = RowPlan(tuple(nodes), kinds, tuple(bodies), tuple(stores), tuple(xdims),
+                   tuple(rdims), persistent)
+    return plan if _reads_are_local(plan) else None
 
 
 def _ordered(dims, body):
@@ -54,121 +183,184 @@ def _ordered(dims, body):
     return list(dims)
 
 
-def _plan(buf: ReductionBuffer):
-    out = buf.layout
-    isyms = index_symbols(len(out.size))
-    rsyms = reduction_symbols(len(buf.reduction_ranges))
-    zero = {s: sympy.Integer(0) for s, n in zip(isyms, out.size) if n == 1}
-    zero.update({s: sympy.Integer(0) for s, n in zip(rsyms, buf.reduction_ranges) if n == 1})
-    body = substitute(buf.body, zero)
-    store = out.index(isyms).xreplace(zero)
-    stride = dict(zip(isyms, out.stride))
-    xdims = sorted([(s, n) for s, n in zip(isyms, out.size) if n != 1],
-                   key=lambda d: -int(stride[d[0]]) if stride[d[0]].is_Integer else 0)
-    rdims = _ordered([(s, n) for s, n in zip(rsyms, buf.reduction_ranges) if n != 1], body)
-    exprs = index_exprs(body, store)
-    xdims, xmap = merge_dims(xdims, exprs)
-    body, store = substitute(body, xmap), store.xreplace(xmap)
-    rdims, rmap = merge_dims(rdims, index_exprs(body, store))
-    body = substitute(body, rmap)
-    ranges = dict(xdims + rdims)
-    return xdims, rdims, simplify_body(body, ranges), simplify(store, ranges)
+def _seed_key(plan: RowPlan, k: int) -> Load:
+    node = plan.nodes[k]
+    return Load(node.name, plan.stores[k], node.layout.dtype)
 
 
-def generate_reduction_kernel(buf: ReductionBuffer, number: int) -> KernelSpec:
-    xdims, rdims, body, store = _plan(buf)
-    xnumel = sympy.Mul(*[n for _, n in xdims])
-    rnumel = sympy.Mul(*[n for _, n in rdims])
-    index_map = {**unflatten(XINDEX, xdims), **unflatten(RINDEX, rdims)}
+def _reads_are_local(plan: RowPlan) -> bool:
+    produced = {}
+    for k, (node, body) in enumerate(zip(plan.nodes, plan.bodies)):
+        for load in (n for n in walk(body) if isinstance(n, Load)):
+            if load.buffer not in produced:
+                continue
+            j = produced[load.buffer]
+            if load != _seed_key(plan, j):
+                return False
+            if plan.kinds[j] == "full" and not plan.persistent:
+                return False   # a full-row value exists only inside one loop's iteration
+        produced[node.name] = k
+    return True
+
+
+# ----------------------------------------------------------------------------- emission
+def generate_row_kernel(nodes, stores: frozenset[str], number: int) -> KernelSpec:
+    """One kernel for ``nodes`` (which ``plan_row_group`` accepts); writes ``stores``."""
+    plan = plan_row_group(tuple(nodes))
+    if plan is None:
+        raise ValueError(f"nodes {[n.name for n in nodes]} cannot share a row kernel")
+    xnumel = sympy.Mul(*[n for _, n in plan.xdims])
+    rnumel = sympy.Mul(*[n for _, n in plan.rdims])
+    index_map = {**unflatten(XINDEX, plan.xdims), **unflatten(RINDEX, plan.rdims)}
     ranges = {XINDEX: xnumel, RINDEX: rnumel}
-    persistent = rnumel.is_Integer and int(rnumel) <= PERSISTENT_MAX_RNUMEL
-    name = kernel_name(body, number, prefix=f"kiln_red_{buf.reduction_type}")
-    code, pointers = _emit(name, buf, body, store, index_map, ranges, persistent)
-    int64 = any((upper_bound(sympy.sympify(e), ranges) or INT32_MAX + 1) > INT32_MAX
-                for e in index_exprs(body, store))
-    source = code if not int64 else code.replace("tl.program_id(0) * XBLOCK",
-                                                 "tl.program_id(0).to(tl.int64) * XBLOCK")
+    reductions = [n for n in plan.nodes if isinstance(n, ReductionBuffer)]
+    prefix = "kiln_red_" + "_".join(dict.fromkeys(r.reduction_type for r in reductions))
+    name = kernel_name(_joined_body(plan), number, prefix=prefix)
+    emitter = _Emitter(plan, stores, index_map, ranges)
+    source = emitter.emit(name)
+    int64 = any((upper_bound(sympy.sympify(e), {**dict(plan.xdims), **dict(plan.rdims)})
+                 or INT32_MAX + 1) > INT32_MAX for b, s in zip(plan.bodies, plan.stores)
+                for e in index_exprs(b, s))
+    if int64:
+        source = source.replace("tl.program_id(0) * XBLOCK", "tl.program_id(0).to(tl.int64) * XBLOCK")
     key = content_hash(source.replace(name, "KERNEL"))
-    ops = tuple(n.op for n in walk(body) if isinstance(n, Op)) + (buf.reduction_type,)
-    kind = "reduction_persistent" if persistent else "reduction_looped"
-    nbytes = _bytes(buf, body, xnumel, rnumel)
-    return KernelSpec(name, source, key, tuple(pointers) + (buf.name,), (xnumel, rnumel), kind,
-                      ops, nbytes)
+    ops = tuple(n.op for b in plan.bodies for n in walk(b) if isinstance(n, Op))
+    ops += tuple(r.reduction_type for r in reductions)
+    kind = "reduction_persistent" if plan.persistent else "reduction_looped"
+    outputs = tuple(n.name for n in plan.nodes if n.name in stores)
+    return KernelSpec(name, source, key, tuple(emitter.pointers) + outputs, (xnumel, rnumel),
+                      kind, ops, _bytes(plan, stores, xnumel, rnumel), len(outputs))
 
 
-def _emit(name, buf, body, store, index_map, ranges, persistent):
-    rtype = buf.reduction_type
-    acc_dtype = body.dtype
-    ident = _identity(rtype, acc_dtype)
-    code = CodeBuilder()
-    inner = CodeBuilder()
-    writer = BodyWriter(inner, index_map, ranges, "mask", masked_other=True)
-    value = writer.value(body)
-    masked = f"tl.where(mask, {value}, {ident})"
-    code.line("@jit")
-    ptrs = list(writer.pointers.values()) + ["out_ptr0"]
-    code.line(f"def {name}({', '.join(ptrs)}, xnumel, rnumel, XBLOCK: tl.constexpr, "
-              f"RBLOCK: tl.constexpr):")
-    with code.indent():
-        code.lines(["xoffset = tl.program_id(0) * XBLOCK",
-                    "xindex = xoffset + tl.arange(0, XBLOCK)[:, None]",
-                    "xmask = xindex < xnumel",
-                    "rbase = tl.arange(0, RBLOCK)[None, :]"])
-        is_float = acc_dtype.is_floating_point
-        if persistent:
-            code.lines(["rindex = rbase", "rmask = rindex < rnumel", "mask = xmask & rmask"])
-            code.splice(inner)
-            code.line(f"acc = {masked}")
-            if is_float and rtype in ("max", "min"):
-                code.line(f"accnan = tl.where(mask, {value} != {value}, 0)")
+def _joined_body(plan: RowPlan) -> Expr:
+    return Op("group", tuple(plan.bodies), torch.float32)
+
+
+class _Emitter:
+    def __init__(self, plan: RowPlan, stores, index_map, ranges):
+        self.plan, self.stores, self.index_map, self.ranges = plan, stores, index_map, ranges
+        self.pointers: dict[str, str] = {}
+        self.counter = itertools.count()
+        self.seeds: dict[Expr, str] = {}
+        self.out_ptrs = {n.name: f"out_ptr{k}" for k, n in
+                         enumerate(n for n in plan.nodes if n.name in stores)}
+
+    def emit(self, name: str) -> str:
+        code = CodeBuilder()
+        body = CodeBuilder()
+        with body.indent():
+            body.lines(["xoffset = tl.program_id(0) * XBLOCK",
+                        "xindex = xoffset + tl.arange(0, XBLOCK)[:, None]",
+                        "xmask = xindex < xnumel",
+                        "rbase = tl.arange(0, RBLOCK)[None, :]"])
+            tile = None
+            if self.plan.persistent:
+                body.lines(["rindex = rbase", "rmask = rindex < rnumel", "mask = xmask & rmask"])
+                tile = self._writer(body, "mask")
+            for k, kind in enumerate(self.plan.kinds):
+                if kind == "row":
+                    self._row_node(body, k, tile)
+                elif tile is not None:
+                    self._tile_node(body, tile, k)
+                else:
+                    self._looped_node(body, k)
+        in_ptrs = list(self.pointers.values())
+        code.line("@jit")
+        code.line(f"def {name}({', '.join(in_ptrs + list(self.out_ptrs.values()))}, xnumel, "
+                  f"rnumel, XBLOCK: tl.constexpr, RBLOCK: tl.constexpr):")
+        code.splice(body)
+        return code.text()
+
+    def _writer(self, code, mask: str) -> BodyWriter:
+        return BodyWriter(code, self.index_map, self.ranges, mask, masked_other=True,
+                          pointers=self.pointers, counter=self.counter, names=self.seeds)
+
+    def _seed(self, k: int, value: str, tile: BodyWriter | None):
+        key = _seed_key(self.plan, k)
+        self.seeds[key] = value
+        if tile is not None:
+            tile.names[key] = value
+            tile.block.add(value)
+
+    def _row_node(self, code, k, tile):
+        """One value per row, outside any loop: loads and stores under the row mask."""
+        value = self._writer(code, "xmask").value(self.plan.bodies[k])
+        self._seed(k, value, tile)
+        self._store(code, k, value, "xmask", "[XBLOCK, 1]")
+
+    def _tile_node(self, code, writer, k):
+        """Persistent: one node over the tile already in registers."""
+        node, body = self.plan.nodes[k], self.plan.bodies[k]
+        value = writer.value(body)
+        if isinstance(node, ReductionBuffer):
+            nan = self._nan_tracking(node, body)
+            code.line(f"acc{k} = tl.where(mask, {value}, {_identity(node.reduction_type, body.dtype)})")
+            if nan:
+                code.line(f"nan{k} = tl.where(mask, {value} != {value}, 0)")
+            self._finish_reduction(code, k, nan)
+            self._seed(k, f"red{k}", writer)
         else:
-            acc_ty = "tl.int1" if rtype in ("any", "all") else compute_type(acc_dtype)
-            code.line(f"acc = tl.full([XBLOCK, RBLOCK], {ident}, {acc_ty})")
-            if is_float and rtype in ("max", "min"):
-                code.line("accnan = tl.full([XBLOCK, RBLOCK], 0, tl.int1)")
-            code.line("for roffset in range(0, rnumel, RBLOCK):")
-            with code.indent():
-                code.lines(["rindex = roffset + rbase", "rmask = rindex < rnumel",
-                            "mask = xmask & rmask"])
-                code.splice(inner)
-                code.line(f"val = {masked}")
-                code.line(f"acc = {_combine(rtype, 'acc', 'val')}")
-                if is_float and rtype in ("max", "min"):
-                    code.line(f"accnan = accnan | (val != val)")
-        code.line(f"result = {_final(rtype)}")
-        if is_float and rtype in ("max", "min"):
-            code.line("hasnan = tl.reduce(accnan.to(tl.int8), 1, tl.standard._elementwise_max, keep_dims=True)")
-            code.line('result = tl.where(hasnan > 0, float("nan"), result)')
-        out_dtype = buf.layout.dtype
-        cast = f".to({TL_DTYPES[out_dtype]})" if out_dtype in HALF_TYPES or rtype.startswith("arg") \
-            or out_dtype != acc_dtype else ""
-        code.line(f"tl.store(out_ptr0 + ({store_index(writer.index(store), '[XBLOCK, 1]')}), "
-                  f"result{cast}, xmask)")
-    return code.text(), list(writer.pointers.keys())
+            self._seed(k, value, writer)
+            self._store(code, k, value, "mask", "[XBLOCK, RBLOCK]")
+
+    def _looped_node(self, code, k):
+        node, body = self.plan.nodes[k], self.plan.bodies[k]
+        is_red = isinstance(node, ReductionBuffer)
+        nan = is_red and self._nan_tracking(node, body)
+        if is_red:
+            rtype = node.reduction_type
+            acc_ty = "tl.int1" if rtype in ("any", "all") else compute_type(body.dtype)
+            code.line(f"acc{k} = tl.full([XBLOCK, RBLOCK], {_identity(rtype, body.dtype)}, {acc_ty})")
+            if nan:
+                code.line(f"nan{k} = tl.full([XBLOCK, RBLOCK], 0, tl.int1)")
+        code.line("for roffset in range(0, rnumel, RBLOCK):")
+        with code.indent():
+            code.lines(["rindex = roffset + rbase", "rmask = rindex < rnumel", "mask = xmask & rmask"])
+            value = self._writer(code, "mask").value(body)
+            if is_red:
+                ident = _identity(node.reduction_type, body.dtype)
+                code.line(f"val{k} = tl.where(mask, {value}, {ident})")
+                code.line(f"acc{k} = {_combine(node.reduction_type, f'acc{k}', f'val{k}')}")
+                if nan:
+                    code.line(f"nan{k} = nan{k} | (val{k} != val{k})")
+            else:
+                self._store(code, k, value, "mask", "[XBLOCK, RBLOCK]")
+        if is_red:
+            self._finish_reduction(code, k, nan)
+            self._seed(k, f"red{k}", None)
+
+    @staticmethod
+    def _nan_tracking(node, body) -> bool:
+        return body.dtype.is_floating_point and node.reduction_type in ("max", "min")
+
+    def _finish_reduction(self, code, k, nan):
+        node = self.plan.nodes[k]
+        code.line(f"red{k} = {_final(node.reduction_type, f'acc{k}')}")
+        if nan:
+            code.line(f"hasnan{k} = tl.reduce(nan{k}.to(tl.int8), 1, tl.standard._elementwise_max, "
+                      f"keep_dims=True)")
+            code.line(f'red{k} = tl.where(hasnan{k} > 0, float("nan"), red{k})')
+        self._store(code, k, f"red{k}", "xmask", "[XBLOCK, 1]")
+
+    def _store(self, code, k, value, mask, shape):
+        node = self.plan.nodes[k]
+        if node.name not in self.stores:
+            return
+        out = node.layout.dtype
+        cast = f".to({TL_DTYPES[out]})" if out in HALF_TYPES or out == torch.int64 or \
+            out == torch.bool else ""
+        index = simplify(sympy.sympify(self.plan.stores[k]).xreplace(self.index_map), self.ranges)
+        code.line(f"tl.store({self.out_ptrs[node.name]} + ({store_index(index, shape)}), "
+                  f"{value}{cast}, {mask})")
 
 
-def _combine(rtype: str, a: str, b: str) -> str:
-    return {"sum": f"{a} + {b}", "prod": f"{a} * {b}", "max": f"tl.maximum({a}, {b})",
-            "min": f"tl.minimum({a}, {b})", "any": f"{a} | ({b} != 0)",
-            "all": f"{a} & ({b} != 0)"}[rtype]
-
-
-def _final(rtype: str) -> str:
-    # tl.reduce with tl.standard's own combine functions: what tl.sum/tl.max expand to on
-    # GPUs, and what Triton's interpreter recognizes for its NumPy fast path (tl.sum itself
-    # is a @jit function the interpreter cannot call unless set up process-wide).
-    combine = {"sum": "_sum_combine", "max": "_elementwise_max", "min": "_elementwise_min",
-               "any": "_elementwise_max", "all": "_elementwise_min", "prod": "_prod_combine"}
-    if rtype in ("argmax", "argmin"):
-        fn = f"_{rtype}_combine_tie_break_left"
-        return f"tl.reduce((acc, tl.broadcast_to(rindex, acc.shape)), 1, tl.standard.{fn}, keep_dims=True)[1]"
-    arg = "(acc != 0).to(tl.int8)" if rtype in ("any", "all") else "acc"
-    out = f"tl.reduce({arg}, 1, tl.standard.{combine[rtype]}, keep_dims=True)"
-    return f"{out} > 0" if rtype in ("any", "all") else out
-
-
-def _bytes(buf, body, xnumel, rnumel) -> int | None:
+def _bytes(plan: RowPlan, stores, xnumel, rnumel) -> int | None:
     if not (xnumel.is_Integer and rnumel.is_Integer):
         return None
-    reads = sum(int(xnumel) * int(rnumel) * l.dtype.itemsize for l in walk(body) if isinstance(l, Load))
-    return reads + int(xnumel) * buf.layout.dtype.itemsize
+    group = {n.name for n in plan.nodes}
+    loads = {l for b in plan.bodies for l in walk(b) if isinstance(l, Load) and l.buffer not in group}
+    total = sum(int(xnumel) * int(rnumel) * l.dtype.itemsize for l in loads)
+    for n in plan.nodes:
+        if n.name in stores:
+            total += int(sympy.Mul(*n.layout.size)) * n.layout.dtype.itemsize
+    return total

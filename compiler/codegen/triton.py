@@ -41,16 +41,18 @@ class KernelSpec:
     name: str
     source: str
     kernel_key: str
-    buffers: tuple[str, ...]          # pointer arguments: loaded buffers, then the output
+    buffers: tuple[str, ...]          # pointer arguments: loaded buffers, then the outputs
     numels: tuple[sympy.Expr, ...]    # (xnumel,) or (xnumel, ynumel)
     kind: str                         # "pointwise1d" | "pointwise2d"
     ops: tuple[str, ...]
     bytes_accessed: int | None        # elements read + written times their size (static sizes)
+    n_outputs: int = 1                # the last n_outputs of ``buffers`` are written
 
     def meta_json(self) -> str:
         return json.dumps({"kind": self.kind, "numels": [str(n) for n in self.numels],
                            "buffers": list(self.buffers), "ops": list(self.ops),
-                           "bytes": self.bytes_accessed}, sort_keys=True)
+                           "bytes": self.bytes_accessed, "outputs": self.n_outputs},
+                          sort_keys=True)
 
 
 # ----------------------------------------------------------------------------- iteration plan
@@ -92,7 +94,8 @@ def _plan(buf: ComputedBuffer) -> _Plan:
 def merge_dims(dims, exprs):
     """Merge adjacent dims while no access needs more div/mod arithmetic for it."""
     mapping = {s: s for s, _ in dims}
-    fresh = (sympy.Symbol(f"m{k}", integer=True, nonnegative=True) for k in itertools.count())
+    # Dummy: unique even across calls (row kernels merge x and r dims in two calls)
+    fresh = (sympy.Dummy(f"m{k}", integer=True, nonnegative=True) for k in itertools.count())
     merged = True
     while merged and len(dims) > 1:
         merged = False
@@ -156,14 +159,16 @@ def _tile_split(plan: _Plan) -> int | None:
 class BodyWriter:
     """Emits one CSE'd line per distinct expression node."""
 
-    def __init__(self, code: CodeBuilder, index_map, ranges, mask: str, masked_other: bool = False):
+    def __init__(self, code: CodeBuilder, index_map, ranges, mask: str, masked_other: bool = False,
+                 pointers: dict | None = None, counter=None, names: dict | None = None):
         self.code, self.index_map, self.ranges, self.mask = code, index_map, ranges, mask
         # reductions read masked lanes as 0 so no garbage reaches the accumulator's where()
         self.other = ", other=0" if masked_other else ""
-        self.names: dict[Expr, str] = {}
-        self.block: set[str] = set()       # names holding per-element (not scalar) values
-        self.pointers: dict[str, str] = {}
-        self.counter = itertools.count()
+        # names may be seeded with values already in registers (fused reductions)
+        self.names: dict[Expr, str] = dict(names or {})
+        self.block: set[str] = set(self.names.values())   # per-element (not scalar) values
+        self.pointers: dict[str, str] = pointers if pointers is not None else {}
+        self.counter = counter or itertools.count()
 
     def index(self, expr) -> sympy.Expr:
         return simplify(sympy.sympify(expr).xreplace(self.index_map), self.ranges)

@@ -18,9 +18,10 @@ import torch
 
 from ..config import CompilerOptions
 from ..graph import LoweredGraph
-from ..ir import BufferRef, ComputedBuffer, ExternKernel, Layout, ReductionBuffer
+from ..ir import BufferRef, ComputedBuffer, ExternKernel, Layout
 from .builder import CodeBuilder
-from .reduction import generate_reduction_kernel
+from ..scheduler import FusedKernel, schedule, step_reads, step_writes
+from .reduction import generate_row_kernel
 from .triton import KernelSpec, generate_kernel
 
 HEADER = """\
@@ -109,47 +110,30 @@ def _ints(values) -> str:
     return "(" + "".join(f"{int(v)}, " for v in values) + ")"
 
 
-def _reads(op) -> list[str]:
-    if isinstance(op, (ComputedBuffer, ReductionBuffer)):
-        from ..ir import loads_of
-        return sorted({l.buffer for l in loads_of(op.body)})
-    names = []
-
-    def visit(v):
-        if isinstance(v, BufferRef):
-            names.append(v.name)
-        elif isinstance(v, (tuple, list)):
-            for x in v:
-                visit(x)
-    visit(op.args)
-    visit(tuple(v for _, v in op.kwargs))
-    return names
-
-
-def _last_uses(lowered: LoweredGraph) -> dict[int, list[str]]:
-    """Step index -> buffers that die after that step (never outputs)."""
+def _last_uses(lowered: LoweredGraph, steps) -> dict[int, list[str]]:
+    """Step index -> buffers that die after that step (never outputs or constants)."""
     keep = {o.ref.name for o in lowered.outputs if o.ref is not None}
     keep |= {c.name for c in lowered.constants}
     last: dict[str, int] = {}
-    for step, op in enumerate(lowered.operations):
-        for name in _reads(op):
-            last[name] = step
-        produced = [n for n in op.outputs if n] if isinstance(op, ExternKernel) else [op.name]
-        for name in produced:
-            last[name] = step   # a result nobody reads dies where it is made
+    for k, step in enumerate(steps):
+        for name in step_writes(step):
+            last[name] = k   # a result nobody reads dies where it is made
+        for name in step_reads(step):
+            last[name] = k
     dying: dict[int, list[str]] = {}
-    for name, step in last.items():
+    for name, k in last.items():
         if name not in keep:
-            dying.setdefault(step, []).append(name)
+            dying.setdefault(k, []).append(name)
     return dying
 
 
 def generate_module(lowered: LoweredGraph, options: CompilerOptions,
                     device_type: str) -> GeneratedModule:
+    steps = schedule(lowered)
     code = CodeBuilder()
     code.splice(HEADER)
-    specs = [_generate(op, k) for k, op in
-             enumerate(o for o in lowered.operations if not isinstance(o, ExternKernel))]
+    kernels = [s for s in steps if isinstance(s, FusedKernel)]
+    specs = [_generate(s, k) for k, s in enumerate(kernels)]
     for spec in specs:
         code.line()
         code.splice(spec.source)
@@ -157,30 +141,30 @@ def generate_module(lowered: LoweredGraph, options: CompilerOptions,
     code.line()
     code.line("def call(args):")
     with code.indent():
-        _emit_body(code, lowered, iter(specs), options, device_type)
+        _emit_body(code, lowered, steps, dict(zip(map(id, kernels), specs)), options, device_type)
     return GeneratedModule(code.text(), tuple(specs))
 
 
-def _generate(op, number: int) -> KernelSpec:
-    if isinstance(op, ReductionBuffer):
-        return generate_reduction_kernel(op, number)
-    return generate_kernel(op, number)
+def _generate(step: FusedKernel, number: int) -> KernelSpec:
+    if len(step.nodes) == 1 and isinstance(step.nodes[0], ComputedBuffer):
+        return generate_kernel(step.nodes[0], number)
+    return generate_row_kernel(step.nodes, step.stores, number)
 
 
-def _emit_body(code, lowered, specs, options, device_type):
+def _emit_body(code, lowered, steps, specs, options, device_type):
     names = [b.name for b in lowered.inputs]
     if names:
         code.line(f"{', '.join(names)}, = args")
     code.line("args.clear()")
     code.line(f"device = {names[0]}.device" if names else f"device = torch.device({lowered.device!r})")
-    dying = _last_uses(lowered)
-    for step, op in enumerate(lowered.operations):
-        if not isinstance(op, ExternKernel):
-            _emit_kernel_call(code, op, next(specs), options, device_type)
+    dying = _last_uses(lowered, steps)
+    for k, step in enumerate(steps):
+        if isinstance(step, FusedKernel):
+            _emit_kernel_call(code, step, specs[id(step)], options, device_type)
         else:
-            _emit_extern(code, op)
-        if step in dying:
-            code.line(f"del {', '.join(sorted(dying[step]))}")
+            _emit_extern(code, step)
+        if k in dying:
+            code.line(f"del {', '.join(sorted(dying[k]))}")
     outs = [render_arg(o.ref) if o.ref is not None else render_arg(o.literal)
             for o in lowered.outputs]
     code.line(f"return ({''.join(o + ', ' for o in outs)})")
@@ -191,8 +175,10 @@ def _alloc(name: str, layout: Layout) -> str:
             f"dtype={layout.dtype}, device=device)")
 
 
-def _emit_kernel_call(code, op, spec: KernelSpec, options, device_type):
-    code.line(_alloc(op.name, op.layout))
+def _emit_kernel_call(code, step, spec: KernelSpec, options, device_type):
+    layouts = {n.name: n.layout for n in step.nodes}
+    for name in spec.buffers[len(spec.buffers) - spec.n_outputs:]:
+        code.line(_alloc(name, layouts[name]))
     cfg = launch_config(spec, options, device_type)
     args = list(spec.buffers) + [str(int(n)) for n in spec.numels]
     consts = [f"{k}={v}" for k, v in cfg.items() if k != "grid"]

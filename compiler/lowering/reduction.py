@@ -49,7 +49,9 @@ def reduce(ctx, x: TensorValue, dims, keepdim: bool, rtype: str, acc_dtype,
             index.append(isyms[d] if keepdim else isyms[kept.index(d)])
     body = cast_expr(x.load(index), acc_dtype)
     ranges = tuple(x.size[d] for d in dims)
-    return ctx.realize_reduction(tuple(out_size), body, ranges, rtype, out_dtype, x.device)
+    out_dims = [None if d in dims else d for d in range(x.ndim)] if keepdim else kept
+    return ctx.realize_reduction(tuple(out_size), body, ranges, rtype, out_dtype, x.device,
+                                 x.size, dims, out_dims)
 
 
 def _rnumel(node) -> int:

@@ -1,0 +1,171 @@
+"""`kiln` command line, dry-run plan, summary and progress text, and the tasks run in-process.
+
+No cluster here (fast); test_pipeline_run.py runs zoos on a real LocalCluster.
+"""
+from __future__ import annotations
+
+import io
+from pathlib import Path
+
+import pytest
+
+from pipeline.cli import main
+from pipeline.config import ModelSpec, parse_config
+from pipeline.progress import Progress
+from pipeline.report import RunReport, format_summary
+from pipeline.tasks import LowerJob, TaskResult, capture_task, lower_task
+
+REPO = Path(__file__).resolve().parent.parent
+TINY = REPO / "configs" / "zoo-tiny.toml"
+
+
+def write_config(tmp_path: Path, text: str) -> Path:
+    path = tmp_path / "zoo.toml"
+    path.write_text(text)
+    return path
+
+
+def test_dry_run_prints_the_plan_and_touches_nothing(tmp_path, capsys):
+    store = tmp_path / "store"
+    assert main(["run", str(TINY), "--dry-run", "--store", str(store), "--workers", "3"]) == 0
+    out = capsys.readouterr().out
+    assert f"store    {store} (does not exist yet" in out
+    assert "3 CPU worker process(es)" in out
+    assert "targets  cpu, sm_90 (lowered as cpu, cuda)" in out
+    for name in ("mlp", "convnet", "transformer_block"):
+        assert f"  {name} " in out
+    lines = {line.split()[0]: line for line in out.splitlines()[-4:]}
+    assert lines["capture"].split()[1] == "3"
+    assert lines["lower"].split()[1] == "6"           # 3 models x (cpu, cuda)
+    assert "not in this version" in lines["build"]
+    assert "off (tuning.enabled = false)" in lines["tune"]
+    assert not store.exists()
+
+
+def test_dry_run_with_scheduler_names_it(tmp_path, capsys):
+    assert main(["run", str(TINY), "--dry-run", "--store", str(tmp_path / "s"),
+                 "--scheduler", "tcp://10.0.0.1:8786"]) == 0
+    assert "existing Dask cluster at tcp://10.0.0.1:8786" in capsys.readouterr().out
+
+
+def test_bad_config_exits_2_naming_the_key(tmp_path, capsys):
+    cfg = write_config(tmp_path, '[[models]]\nfactory = "pipeline.zoo.tiny:mlp"\n'
+                                 'dtype = "float33"\n')
+    assert main(["run", str(cfg), "--store", str(tmp_path / "s")]) == 2
+    err = capsys.readouterr().err
+    assert "models[0].dtype" in err and "float33" in err
+    assert not (tmp_path / "s").exists()
+
+
+def test_tuning_enabled_is_refused_until_the_tune_stage_exists(tmp_path, capsys):
+    cfg = write_config(tmp_path, '[tuning]\nenabled = true\n'
+                                 '[[models]]\nfactory = "pipeline.zoo.tiny:mlp"\n')
+    assert main(["run", str(cfg), "--store", str(tmp_path / "s")]) == 2
+    assert "no tune stage yet" in capsys.readouterr().err
+
+
+def test_command_line_errors(capsys):
+    assert main(["bake"]) == 2
+    assert "unknown command 'bake'" in capsys.readouterr().err
+    assert main([]) == 2
+    assert main(["run", "--dry-run", "--workers", "0"]) == 2
+
+
+def test_store_subcommand_delegates_to_storage(tmp_path, capsys):
+    assert main(["store", "--store", str(tmp_path), "verify"]) == 0
+    assert "verify:" in capsys.readouterr().out
+
+
+def test_progress_bars_in_a_log_print_one_line_per_finished_task():
+    out = io.StringIO()
+    bars = Progress(["capture", "lower"], out, live=False)
+    bars.add("capture", 2)
+    bars.add("lower", 4)
+    bars.finish("capture", "ok")
+    bars.finish("capture", "failed")
+    bars.add("lower", -2)                      # the failed model's lowerings never run
+    bars.finish("lower", "skipped")
+    lines = out.getvalue().splitlines()
+    assert lines == ["capture  [##########----------]   1/2    ok 1",
+                     "capture  [####################]   2/2    ok 1  failed 1",
+                     "lower    [##########----------]   1/2    skipped 1"]
+
+
+def test_summary_counts_reused_kernels_and_lists_failures():
+    cfg = parse_config({"run": {"targets": ["cpu", "sm_90"]},
+                        "models": [{"factory": "a.b:one"}, {"factory": "a.b:two"},
+                                   {"factory": "a.b:three"}]}, "z.toml")
+    results = [
+        TaskResult("capture", "one", "ok", key="g1"), TaskResult("capture", "two", "ok", key="g2"),
+        TaskResult("capture", "three", "failed", error_type="CaptureError",
+                   message="model 'three': torch.export failed\nmore", attempts=1),
+        # one: k1 new, k2 new; its cuda module has the same kernels (reused)
+        TaskResult("lower", "one", "ok", target="cpu", kernel_keys=("k1", "k2"),
+                   new_kernel_keys=("k1", "k2")),
+        TaskResult("lower", "one", "ok", target="cuda", kernel_keys=("k1", "k2")),
+        # two: shares k1 with one, adds k3
+        TaskResult("lower", "two", "skipped", target="cpu", kernel_keys=("k1", "k3"),
+                   new_kernel_keys=("k3",)),
+        TaskResult("lower", "two", "failed", target="cuda", error_type="KilledWorker",
+                   message="workers died", attempts=3),
+    ]
+    report = RunReport(config=cfg, store="s", results=results, wall_s=1.5)
+    text = format_summary(report)
+    rows = {line.split()[0]: line.split() for line in text.splitlines() if line}
+    assert rows["one"][1:6] == ["new", "new", "new", "2", "0"] and rows["one"][-1] == "ok"
+    assert rows["two"][1:4] == ["new", "stored", "FAILED"]
+    assert rows["three"][1:3] == ["FAILED", "-"]
+    # kernels: 3 distinct; uses 6, of which 3 were new: 3 reused; 2 failures
+    totals = text.splitlines()[text.splitlines().index(
+        next(line for line in text.splitlines() if line.startswith("models"))) + 2].split()
+    assert totals[:6] == ["1/3", "3", "-", "-", "3", "2"]
+    assert "three: capture: CaptureError after 1 attempt(s): model 'three': torch.export " \
+           "failed" in text
+    assert "two: lower[cuda]: KilledWorker after 3 attempt(s)" in text
+    assert report.exit_code == 1
+
+
+def test_tasks_in_process_write_and_then_skip(tmp_path):
+    """capture_task and lower_task without a cluster: new records, then skips."""
+    from storage import Store
+    store = str(tmp_path / "store")
+    spec = ModelSpec(name="mlp", factory="pipeline.zoo.tiny:mlp", kwargs_json='{"batch": 4}')
+    first = capture_task(spec, store)
+    assert (first.status, first.stage, len(first.key)) == ("ok", "capture", 64), first
+    assert capture_task(spec, store).status == "skipped"
+    job = LowerJob(spec=spec, graph_key=first.key, target="cpu")
+    lowered = lower_task(job, store)
+    assert lowered.status == "ok", lowered.traceback
+    assert lowered.kernel_keys and set(lowered.new_kernel_keys) == set(lowered.kernel_keys)
+    again = lower_task(job, store)
+    assert (again.status, again.key, again.kernel_keys) == ("skipped", lowered.key,
+                                                            lowered.kernel_keys)
+    graph = Store(store).get("graphs", first.key)
+    assert graph["model"] == "mlp" and "aten.addmm" in graph["graph_text"]
+    assert Store(store).has("modules", lowered.key)
+
+
+def test_tasks_return_failures_instead_of_raising(tmp_path):
+    store = str(tmp_path / "store")
+    bad = capture_task(ModelSpec(name="n", factory="pipeline.zoo.tiny:not_exportable"), store)
+    assert (bad.status, bad.error_type) == ("failed", "CaptureError")
+    assert "torch.export failed" in bad.message and "Traceback" in bad.traceback
+    missing = capture_task(ModelSpec(name="m", factory="pipeline.zoo.tiny:nope"), store)
+    assert missing.error_type == "AttributeError" and "has no attribute 'nope'" in missing.message
+    job = LowerJob(spec=ModelSpec(name="mlp", factory="pipeline.zoo.tiny:mlp"),
+                   graph_key="0" * 64, target="cpu")
+    mismatch = lower_task(job, store)
+    assert mismatch.status == "failed" and "not deterministic" in mismatch.message
+
+
+@pytest.mark.parametrize("factory", ["pipeline.zoo.tiny:mlp", "pipeline.zoo.tiny:convnet",
+                                     "pipeline.zoo.tiny:transformer_block"])
+def test_tiny_factories_are_deterministic(factory):
+    from pipeline.tasks import import_factory
+    fn = import_factory(factory)
+    (m1, a1), (m2, a2) = fn(), fn()
+    import torch
+    assert all(torch.equal(x, y) for x, y in zip(a1, a2))
+    assert all(torch.equal(p, q) for p, q in zip(m1.state_dict().values(),
+                                                 m2.state_dict().values()))
+    assert not m1.training and all(x.abs().sum() > 0 for x in a1)

@@ -1,0 +1,231 @@
+"""Zoo runs on a real distributed LocalCluster (2 worker processes, 1 thread each).
+
+The tiny zoo runs end to end through `kiln run` on its own embedded cluster (store checked
+afterwards, a stored module loaded and run against eager, the second run skips everything).
+The fault tests share one cluster through `--scheduler`-style joining, to keep the time down:
+a corrupt .pt2 and an unexportable model, a worker SIGKILLed mid-task, a hung task, a
+segfaulting task, and SIGTERM with resume.
+"""
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+from pipeline.cli import main
+from pipeline.cluster import Cluster, embedded_worker_specs
+from pipeline.config import ClusterSpec, load_config
+from pipeline.runner import run_zoo, with_overrides
+
+storage = pytest.importorskip("storage", reason="needs storage.Store (helper 'storage')",
+                              exc_type=ImportError)
+api = pytest.importorskip("compiler.api", reason="needs compiler.api.lower (the lead)",
+                          exc_type=ImportError)
+from storage import Store  # noqa: E402
+
+REPO = Path(__file__).resolve().parent.parent
+TINY = REPO / "configs" / "zoo-tiny.toml"
+TINY_MODELS = ("mlp", "convnet", "transformer_block")
+
+
+@pytest.fixture(scope="module")
+def shared():
+    """One embedded cluster for the fault tests; a worker killed by one test is restarted
+    by its Nanny before the next test starts."""
+    with Cluster(ClusterSpec(workers=2, gpus=0), retries=1) as cluster:
+        yield cluster
+
+
+def ready(cluster: Cluster) -> str:
+    cluster.client.wait_for_workers(2, timeout=120)
+    return cluster.info.address
+
+
+def zoo(tmp_path: Path, body: str, address: str | None = None):
+    path = tmp_path / "zoo.toml"
+    path.write_text('[run]\ntargets = ["cpu"]\n' + body)
+    config = load_config(path)
+    return with_overrides(config, scheduler=address) if address else config
+
+
+def run(config, store: Path):
+    return run_zoo(config, str(store), out=open(os.devnull, "w"), live=False)
+
+
+def files(store: Path, kind: str) -> list[str]:
+    return sorted(p.name for p in (store / kind).glob("*.parquet"))
+
+
+def check_module_runs(store: Store, name: str) -> None:
+    """Load the stored cpu module of a tiny model and compare it with eager PyTorch."""
+    from compiler.config import load_options
+    from pipeline.config import ModelSpec
+    from pipeline.tasks import capture_model, import_factory
+    spec = ModelSpec(name=name, factory=f"pipeline.zoo.tiny:{name}")
+    captured = capture_model(spec)
+    compiled = store.load(api.module_key(captured.graph_key, load_options({}), "cpu"))
+    module, args = import_factory(spec.factory)()
+    out = captured.finish_call(module, compiled(captured.flatten_call(module, args)))
+    torch.testing.assert_close(out, module(*args), rtol=1e-4, atol=1e-4)
+
+
+def test_tiny_zoo_end_to_end_then_second_run_skips_everything(tmp_path, capsys):
+    store_dir = tmp_path / "store"
+    argv = ["run", str(TINY), "--store", str(store_dir), "--workers", "2"]
+    assert main(argv) == 0, capsys.readouterr()
+    out, err = capsys.readouterr()
+    assert "all models done" in out and "3/3" in out
+    assert "capture  [####################]   3/3" in err
+
+    store = Store(str(store_dir))
+    graphs = store.query("graphs").to_pylist()
+    assert sorted(g["model"] for g in graphs) == sorted(TINY_MODELS)
+    from compiler.config import load_options
+    options = load_options({})
+    expected = {api.module_key(g["graph_key"], options, t) for g in graphs for t in ("cpu", "cuda")}
+    assert set(store.keys("modules")) == expected
+    kernel_keys = {k for m in store.query("modules").to_pylist() for k in m["kernel_keys"]}
+    assert kernel_keys and kernel_keys <= set(store.keys("kernels"))
+    assert store.keys("failures") == []
+    assert store.verify().ok
+    check_module_runs(store, "mlp")
+
+    before = {kind: files(store_dir, kind) for kind in ("graphs", "modules", "kernels")}
+    assert main(argv) == 0
+    out, err = capsys.readouterr()
+    assert "nothing to do" in out
+    assert "capture  [####################]   3/3    skipped 3" in err
+    assert {kind: files(store_dir, kind) for kind in before} == before
+
+
+def test_corrupt_pt2_and_unexportable_model_fail_while_others_finish(tmp_path, shared):
+    module, args = __import__("pipeline.zoo.tiny", fromlist=["mlp"]).mlp(batch=4)
+    torch.export.save(torch.export.export(module, args), str(tmp_path / "good.pt2"))
+    (tmp_path / "corrupt.pt2").write_bytes(b"PK\x03\x04 not really a zip archive" * 8)
+    config = zoo(tmp_path, '[[models]]\nfactory = "pipeline.zoo.tiny:convnet"\n'
+                           '[[models]]\npt2 = "good.pt2"\n[[models]]\npt2 = "corrupt.pt2"\n'
+                           '[[models]]\nfactory = "pipeline.zoo.tiny:not_exportable"\n',
+                 ready(shared))
+    report = run(config, tmp_path / "store")
+    assert report.exit_code == 1
+    assert report.failed_models() == {"corrupt", "not_exportable"}
+
+    store = Store(str(tmp_path / "store"))
+    failures = {f["model"]: f for f in store.query("failures").to_pylist()}
+    assert set(failures) == {"corrupt", "not_exportable"}
+    assert all(f["stage"] == "capture" and f["error_type"] == "CaptureError"
+               and f["attempts"] == 1 for f in failures.values())
+    assert "corrupt.pt2: not a loadable torch.export .pt2 file" in failures["corrupt"]["message"]
+    assert "torch.export failed" in failures["not_exportable"]["message"]
+    assert sorted(g["model"] for g in store.query("graphs").to_pylist()) == ["convnet", "good"]
+    assert len(store.keys("modules")) == 2
+
+
+def test_worker_sigkilled_mid_task_and_the_run_still_completes(tmp_path, shared):
+    config = zoo(tmp_path, '[[models]]\nname = "slow"\nfactory = "pipeline.zoo.faults:slow"\n'
+                           'kwargs = { seconds = 4.0 }\n'
+                           '[[models]]\nfactory = "pipeline.zoo.tiny:transformer_block"\n',
+                 ready(shared))
+    pids = shared.worker_pids()
+    result = {}
+    thread = threading.Thread(target=lambda: result.update(report=run(config,
+                                                                      tmp_path / "store")))
+    thread.start()
+    victim = None
+    deadline = time.monotonic() + 60
+    while victim is None and time.monotonic() < deadline:
+        running = shared.executing()
+        victim = next((worker for key, (worker, _) in running.items()
+                       if key.startswith("capture-slow-")), None)
+        time.sleep(0.1)
+    assert victim is not None, "the slow capture never started"
+    os.kill(pids[victim], signal.SIGKILL)
+    thread.join(timeout=120)
+    assert not thread.is_alive()
+    report = result["report"]
+    assert report.exit_code == 0, [r.message for r in report.failures]
+    store = Store(str(tmp_path / "store"))
+    assert sorted(g["model"] for g in store.query("graphs").to_pylist()) == [
+        "slow", "transformer_block"]
+    assert len(store.keys("modules")) == 2 and store.keys("failures") == []
+    ready(shared)
+    assert pids[victim] not in shared.worker_pids().values()   # a fresh worker took its place
+
+
+def test_hung_task_times_out_and_its_worker_is_restarted(tmp_path, shared):
+    config = zoo(tmp_path, '[tasks.timeout_s]\ncapture = 3\n'
+                           '[[models]]\nfactory = "pipeline.zoo.faults:hang"\n'
+                           '[[models]]\nfactory = "pipeline.zoo.tiny:mlp"\n', ready(shared))
+    start = time.monotonic()
+    report = run(config, tmp_path / "store")
+    assert time.monotonic() - start < 60
+    assert report.exit_code == 1 and report.failed_models() == {"hang"}
+    (failure,) = Store(str(tmp_path / "store")).query("failures").to_pylist()
+    assert (failure["model"], failure["stage"], failure["error_type"]) == (
+        "hang", "capture", "TaskTimeout")
+    assert "3 s timeout" in failure["message"]
+    assert len(Store(str(tmp_path / "store")).keys("modules")) == 1
+
+
+def test_segfaulting_task_fails_after_retries_and_the_others_finish(tmp_path, shared):
+    config = zoo(tmp_path, '[[models]]\nfactory = "pipeline.zoo.faults:segfault"\n'
+                           '[[models]]\nfactory = "pipeline.zoo.tiny:mlp"\n', ready(shared))
+    report = run(config, tmp_path / "store")
+    assert report.exit_code == 1 and report.failed_models() == {"segfault"}
+    (failure,) = Store(str(tmp_path / "store")).query("failures").to_pylist()
+    assert failure["error_type"] == "KilledWorker"
+    assert failure["attempts"] == 2          # the shared cluster allows 1 retry
+    assert len(Store(str(tmp_path / "store")).keys("modules")) == 1
+
+
+def test_sigterm_stops_cleanly_and_the_next_run_resumes(tmp_path, shared):
+    config_text = ('[[models]]\nfactory = "pipeline.zoo.tiny:convnet"\n'
+                   '[[models]]\nname = "slow"\nfactory = "pipeline.zoo.faults:slow"\n'
+                   'kwargs = { seconds = 6.0 }\n')
+    config = zoo(tmp_path, config_text)
+    store_dir = tmp_path / "store"
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "pipeline.cli", "run", config.path, "--store", str(store_dir),
+         "--scheduler", ready(shared)], cwd=REPO, stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + 90
+        while time.monotonic() < deadline and not Store(str(store_dir)).keys("modules"):
+            assert proc.poll() is None, proc.communicate()
+            time.sleep(0.2)
+        proc.send_signal(signal.SIGTERM)
+        out, err = proc.communicate(timeout=60)
+    finally:
+        proc.kill()
+    assert proc.returncode == 130, (out, err)
+    assert "SIGTERM: stopping" in err and "interrupted" in out
+    store = Store(str(store_dir))
+    assert [g["model"] for g in store.query("graphs").to_pylist()] == ["convnet"]
+    assert store.verify().ok
+
+    report = run(with_overrides(config, scheduler=ready(shared)), store_dir)
+    assert report.exit_code == 0
+    status = {(r.stage, r.model): r.status for r in report.results}
+    assert status[("lower", "convnet")] == "skipped"
+    assert status[("capture", "slow")] == status[("lower", "slow")] == "ok"
+
+
+def test_gpu_workers_are_pinned_and_carry_the_gpu_resource():
+    """On a CPU-only machine kiln starts no GPU worker; asked for one, it pins it."""
+    specs = embedded_worker_specs(1, 2)
+    assert [specs[f"gpu-{i}"]["options"]["env"] for i in range(2)] == [
+        {"CUDA_VISIBLE_DEVICES": "0"}, {"CUDA_VISIBLE_DEVICES": "1"}]
+    with Cluster(ClusterSpec(workers=1, gpus=1), retries=0) as cluster:
+        assert (cluster.info.cpu_workers, cluster.info.gpu_workers) == (1, 1)
+        workers = cluster.client.scheduler_info(n_workers=-1)["workers"]
+        gpu = [addr for addr, w in workers.items() if w.get("resources", {}).get("GPU") == 1]
+        assert len(gpu) == 1
+        visible = cluster.client.run(os.environ.get, "CUDA_VISIBLE_DEVICES")
+        assert {addr: value for addr, value in visible.items() if value} == {gpu[0]: "0"}

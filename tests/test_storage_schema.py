@@ -1,0 +1,136 @@
+"""Schemas, versions and migrations: an older store is upgraded on read or refused clearly."""
+from __future__ import annotations
+
+import json
+
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+import pytest
+
+from storage import KEY_COLUMN, KINDS, SCHEMA_VERSION, Store, StoreVersionError, schema_for
+from storage.files import WRITE_OPTIONS, new_file_name
+from storage.schema import file_metadata
+from storage.cli import store_main
+from test_storage_support import trials, trials_table
+
+
+def test_every_kind_has_key_version_and_no_python_objects():
+    for kind in KINDS:
+        schema = schema_for(kind)
+        assert KEY_COLUMN[kind] in schema.names and "schema_version" in schema.names
+        assert schema.metadata[b"kiln.schema_version"] == str(SCHEMA_VERSION).encode()
+        for f in schema:
+            # Text, bytes, numbers, times, lists and structs of those: nothing pickled.
+            assert not pa.types.is_large_binary(f.type) and "extension" not in str(f.type)
+
+
+def test_key_parts_are_columns():
+    trials_cols = set(schema_for("trials").names)
+    assert {"device_name", "arch", "driver", "clocks", "triton_version", "torch_version",
+            "config_json", "sizes_json", "status", "error", "is_best", "median_ms",
+            "std_ms", "n_repeats", "worker", "host", "timestamp"} <= trials_cols
+    assert {"compiler_version", "options_hash", "target", "arch", "torch_version",
+            "triton_version", "kernel_keys"} <= set(schema_for("modules").names)
+    assert {"cubin", "metadata_json", "config_json", "arch", "target", "triton_version",
+            "content_hash"} <= set(schema_for("binaries").names)
+
+
+# -- a store written by an older kiln: trials v0 timed one number, "time_ms", and had no
+# -- driver or clocks columns.
+
+V0_SCHEMA = pa.schema([("trial_key", pa.string()), ("kernel_key", pa.string()),
+                       ("sizes_json", pa.string()), ("config_key", pa.string()),
+                       ("config_json", pa.string()), ("device_name", pa.string()),
+                       ("arch", pa.string()), ("triton_version", pa.string()),
+                       ("torch_version", pa.string()), ("time_ms", pa.float64()),
+                       ("status", pa.string()), ("timestamp", pa.timestamp("us", tz="UTC")),
+                       ("schema_version", pa.int32())],
+                      metadata=file_metadata("trials", 0))
+
+
+def _write_v0(store: Store, n: int) -> tuple[str, pa.Table]:
+    new = trials_table(trials(0, n))
+    old = pa.table({name: new[name] for name in V0_SCHEMA.names if name in new.column_names}
+                   | {"time_ms": new["median_ms"],
+                      "schema_version": pa.array([0] * n, pa.int32())}).select(V0_SCHEMA.names)
+    old = old.cast(V0_SCHEMA)
+    directory = store.dataset_dir("trials")
+    store.fs.create_dir(directory)
+    path = f"{directory}/{new_file_name('part', 0)}"
+    pq.write_table(old, path, **WRITE_OPTIONS)
+    return path, old
+
+
+def _trials_v0_to_v1(table: pa.Table) -> pa.Table:
+    """v0 -> v1: one timing becomes the statistics of one repeat; driver/clocks unknown."""
+    n = table.num_rows
+    t = table.rename_columns(["median_ms" if c == "time_ms" else c for c in table.column_names])
+    for name in ("mean_ms", "min_ms", "max_ms"):
+        t = t.append_column(name, t["median_ms"])
+    return (t.append_column("std_ms", pa.array([0.0] * n))
+             .append_column("n_repeats", pa.array([1] * n, pa.int32()))
+             .append_column("driver", pa.array(["unknown"] * n))
+             .append_column("clocks", pa.array(["unknown"] * n))
+             .append_column("is_best", pa.array([False] * n))
+             .append_column("worker", pa.array([""] * n))
+             .append_column("host", pa.array([""] * n)))
+
+
+MIGRATIONS = {"trials": {0: _trials_v0_to_v1}}
+
+
+def test_older_version_without_migration_is_refused_naming_file_and_version(tmp_path):
+    store = Store(tmp_path / "s")
+    store.write("trials", trials(100, 110))
+    path, _ = _write_v0(store, 5)
+    with pytest.raises(StoreVersionError) as err:
+        store.query("trials")
+    message = str(err.value)
+    assert path in message and "schema version 0" in message
+    assert "no migration from version 0" in message
+    report = store.verify()
+    assert [p.path for p in report.problems] == [path]
+    assert "schema version 0" in report.problems[0].reason
+    assert store_main(["--store", str(tmp_path / "s"), "ls", "trials"]) == 1
+
+
+def test_older_version_is_migrated_on_read_and_by_compaction(tmp_path):
+    store = Store(tmp_path / "s", migrations=MIGRATIONS)
+    store.write("trials", trials(100, 110))
+    _, old = _write_v0(store, 5)
+    rows = store.query("trials", pc.field("driver") == "unknown").sort_by("trial_key")
+    assert rows.num_rows == 5
+    assert rows["median_ms"].to_pylist() == old.sort_by("trial_key")["time_ms"].to_pylist()
+    assert set(rows["schema_version"].to_pylist()) == {SCHEMA_VERSION}
+    assert store.query("trials").num_rows == 15
+    assert store.verify().ok
+
+    report = store.compact(["trials"]).kinds["trials"]
+    assert report.rows_out == 15 and {f.version for f in store.files("trials")} == {1}
+    # After compaction even a kiln without the migration reads everything.
+    plain = Store(tmp_path / "s")
+    assert plain.query("trials", pc.field("n_repeats") == 1).num_rows == 5
+
+
+def test_newer_version_is_refused_with_upgrade_hint(tmp_path):
+    store = Store(tmp_path / "s")
+    directory = store.dataset_dir("trials")
+    store.fs.create_dir(directory)
+    table = trials_table(trials(0, 2))
+    table = table.replace_schema_metadata(file_metadata("trials", SCHEMA_VERSION + 1))
+    path = f"{directory}/{new_file_name('part', SCHEMA_VERSION + 1)}"
+    pq.write_table(table, path)
+    with pytest.raises(StoreVersionError, match="newer kiln.*Upgrade kiln") as err:
+        store.query("trials")
+    assert path in str(err.value)
+
+
+def test_records_store_canonical_json(tmp_path):
+    store = Store(tmp_path / "s")
+    a = trials(0, 1)[0]
+    store.write("trials", [a])
+    row = store.get("trials", a.trial_key)
+    assert json.loads(row["config_json"])["i"] == 0
+    assert row["config_json"] == json.dumps(json.loads(row["config_json"]), sort_keys=True,
+                                            separators=(",", ":"))
