@@ -34,10 +34,15 @@ class Expr:
 
 @dataclass(frozen=True)
 class Load(Expr):
-    """Element of buffer ``buffer`` at flat storage offset ``index``."""
+    """Element of buffer ``buffer`` at flat storage offset ``index``.
+
+    ``indirect`` binds symbols used in ``index`` to integer expressions computed in the
+    kernel (gather, embedding, index): the offset then depends on loaded data.
+    """
     buffer: str
     index: sympy.Expr
     dtype: torch.dtype
+    indirect: tuple = ()     # ((sympy.Symbol, Expr), ...)
 
 
 @dataclass(frozen=True)
@@ -63,8 +68,8 @@ class Op(Expr):
     params: tuple = ()
 
 
-def substitute(expr: Expr, mapping: dict) -> Expr:
-    """``expr`` with index symbols replaced per ``mapping`` (shared subtrees done once)."""
+def map_indices(expr: Expr, fn: Callable[[sympy.Expr], sympy.Expr]) -> Expr:
+    """``expr`` with ``fn`` applied to every index (loads, index values, indirect indices)."""
     memo: dict[int, Expr] = {}
 
     def go(e: Expr) -> Expr:
@@ -72,9 +77,10 @@ def substitute(expr: Expr, mapping: dict) -> Expr:
         if key in memo:
             return memo[key]
         if isinstance(e, Load):
-            out = dataclasses.replace(e, index=sympy.sympify(e.index).xreplace(mapping))
+            out = dataclasses.replace(e, index=fn(sympy.sympify(e.index)),
+                                      indirect=tuple((s, go(v)) for s, v in e.indirect))
         elif isinstance(e, IndexExpr):
-            out = dataclasses.replace(e, index=sympy.sympify(e.index).xreplace(mapping))
+            out = dataclasses.replace(e, index=fn(sympy.sympify(e.index)))
         elif isinstance(e, Op):
             out = dataclasses.replace(e, args=tuple(go(a) for a in e.args))
         else:
@@ -83,6 +89,19 @@ def substitute(expr: Expr, mapping: dict) -> Expr:
         return out
 
     return go(expr)
+
+
+def substitute(expr: Expr, mapping: dict) -> Expr:
+    """``expr`` with index symbols replaced per ``mapping`` (shared subtrees done once)."""
+    return map_indices(expr, lambda index: index.xreplace(mapping))
+
+
+def children(e: Expr) -> tuple[Expr, ...]:
+    if isinstance(e, Op):
+        return e.args
+    if isinstance(e, Load):
+        return tuple(v for _, v in e.indirect)
+    return ()
 
 
 def walk(expr: Expr):
@@ -94,9 +113,8 @@ def walk(expr: Expr):
         if e in seen:
             return
         seen.add(e)
-        if isinstance(e, Op):
-            for a in e.args:
-                go(a)
+        for a in children(e):
+            go(a)
         order.append(e)
 
     go(expr)

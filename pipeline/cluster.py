@@ -147,7 +147,9 @@ class Cluster:
             self._cluster = SpecCluster(
                 workers=embedded_worker_specs(self.spec.workers, self.gpus),
                 scheduler={"cls": Scheduler, "options": {
-                    "host": "127.0.0.1", "dashboard": False, "dashboard_address": None}},
+                    # No dashboard; its HTTP server (health checks) on any free port.
+                    "host": "127.0.0.1", "dashboard": False,
+                    "dashboard_address": "127.0.0.1:0"}},
                 silence_logs=logging.ERROR, name="kiln")
         self._client = Client(self._cluster, set_as_default=False)
         self._client.register_plugin(EmbeddedWorkerSetup(self.quiet), name="kiln-setup")

@@ -387,7 +387,7 @@ case("reshape_flatten", lambda a: a.reshape(-1), shapes=((S(4, 1, 9),), (S(33, 1
 # flattening a non-contiguous tensor copies in eager: here it must be a kernel
 case("reshape_noncontig", lambda a: a.reshape(-1), shapes=((T(17, 33),),), kernels="some",
      tol="exact")
-case("reshape_sliced", lambda a: a[:, 1:].reshape(5, 3, 2), shapes=((S(5, 7),),), kernels="some",
+case("reshape_sliced", lambda a: a[:, 1:].reshape(-1), shapes=((S(5, 7),),), kernels="some",
      tol="exact")
 # a step-sliced row-major tensor with row stride = 2 x row length flattens as a plain view
 case("reshape_step_view", lambda a: a.reshape(-1), shapes=((ST(5, 12),),), kernels="none",

@@ -227,5 +227,6 @@ def test_gpu_workers_are_pinned_and_carry_the_gpu_resource():
         workers = cluster.client.scheduler_info(n_workers=-1)["workers"]
         gpu = [addr for addr, w in workers.items() if w.get("resources", {}).get("GPU") == 1]
         assert len(gpu) == 1
-        visible = cluster.client.run(os.environ.get, "CUDA_VISIBLE_DEVICES")
+        # A lambda travels by value and reads the worker's environment, not ours.
+        visible = cluster.client.run(lambda: os.environ.get("CUDA_VISIBLE_DEVICES"))
         assert {addr: value for addr, value in visible.items() if value} == {gpu[0]: "0"}

@@ -25,7 +25,8 @@ from dataclasses import dataclass
 import sympy
 
 from ..artifact import content_hash
-from ..ir import ComputedBuffer, Const, Expr, IndexExpr, Load, Op, index_symbols, substitute, walk
+from ..ir import (ComputedBuffer, Const, Expr, IndexExpr, Load, Op, index_symbols, map_indices,
+                  substitute, walk)
 from ..sizevars import FloorDiv, ModularIndexing, affine_coefficients, simplify, texpr, upper_bound
 from .builder import CodeBuilder
 from .ops import HALF_TYPES, OP_CODE, TL_DTYPES, compute_type, literal
@@ -115,14 +116,7 @@ def merge_dims(dims, exprs):
 
 
 def simplify_body(body: Expr, ranges) -> Expr:
-    import dataclasses
-    memo = {}
-    for node in walk(body):
-        if isinstance(node, (Load, IndexExpr)):
-            memo[node] = dataclasses.replace(node, index=simplify(node.index, ranges))
-        elif isinstance(node, Op):
-            memo[node] = dataclasses.replace(node, args=tuple(memo.get(a, a) for a in node.args))
-    return memo.get(body, body)
+    return map_indices(body, lambda index: simplify(index, ranges))
 
 
 def unflatten(flat: sympy.Symbol, dims) -> dict:
@@ -162,6 +156,7 @@ class BodyWriter:
     def __init__(self, code: CodeBuilder, index_map, ranges, mask: str, masked_other: bool = False,
                  pointers: dict | None = None, counter=None, names: dict | None = None):
         self.code, self.index_map, self.ranges, self.mask = code, index_map, ranges, mask
+        self.base_mask = mask   # the kernel's own mask; masked regions AND more onto it
         # reductions read masked lanes as 0 so no garbage reaches the accumulator's where()
         self.other = ", other=0" if masked_other else ""
         # names may be seeded with values already in registers (fused reductions)
@@ -177,10 +172,15 @@ class BodyWriter:
         return self.pointers.setdefault(buffer, f"in_ptr{len(self.pointers)}")
 
     def value(self, e: Expr) -> str:
-        if e in self.names:
+        key = (e, self.mask)   # a load under a masked region is not the same value
+        if key in self.names:
+            return self.names[key]
+        if e in self.names:    # seeded register values
             return self.names[e]
         if isinstance(e, Const):
             return literal(e.value, e.dtype)
+        if isinstance(e, Op) and e.op == "masked":
+            return self._masked(e, key)
         if isinstance(e, Load):
             text, is_block = self._load(e)
         elif isinstance(e, IndexExpr):
@@ -191,21 +191,42 @@ class BodyWriter:
             args = [self.value(a) for a in e.args]
             text = OP_CODE[e.op](args, e)
             is_block = any(a in self.block for a in args)
+        return self._assign(key, text, is_block)
+
+    def _assign(self, key, text: str, is_block: bool) -> str:
         name = f"tmp{next(self.counter)}"
         self.code.line(f"{name} = {text}")
-        self.names[e] = name
+        self.names[key] = name
         if is_block:
             self.block.add(name)
         return name
 
+    def _masked(self, e: Op, key) -> str:
+        """``where(cond, body, other)`` whose loads only touch memory where ``cond`` holds."""
+        cond = self.value(e.args[0])
+        outer = self.mask
+        self.mask = f"({outer}) & ({cond})" if outer else cond
+        try:
+            body = self.value(e.args[1])
+        finally:
+            self.mask = outer
+        other = literal(e.params[0], e.dtype)
+        return self._assign(key, f"tl.where({cond}, {body}, {other})",
+                            cond in self.block or body in self.block)
+
     def _load(self, e: Load):
         idx = self.index(e.index)
-        is_block = bool(idx.free_symbols)
-        mask = f", {self.mask}{self.other}" if is_block else ""
+        bound = {sym: sympy.Symbol(self.value(v), integer=True) for sym, v in e.indirect}
+        is_block = bool(idx.free_symbols - set(bound)) or any(
+            str(v) in self.block for v in bound.values())
+        idx = idx.xreplace(bound)
+        # inside a masked region even a scalar address may be invalid: always mask there
+        in_region = self.mask != self.base_mask
+        mask = f", {self.mask}{self.other}" if is_block or in_region else ""
         text = f"tl.load({self.pointer(e.buffer)} + ({texpr(idx)}){mask})"
         if e.dtype in HALF_TYPES:
             text += ".to(tl.float32)"
-        return text, is_block
+        return text, is_block or in_region
 
 
 def store_index(index: sympy.Expr, shape: str) -> str:

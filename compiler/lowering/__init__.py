@@ -71,9 +71,10 @@ class LoweringTable:
 
 
 def default_table() -> LoweringTable:
-    from . import extern, pointwise, reduction, views  # import registers each family's ops
+    from . import extern, indexing, pointwise, reduction, views  # import registers each family
     merged: dict[Any, Lowering] = {}
-    for registry in (pointwise.REGISTRY, views.REGISTRY, reduction.REGISTRY, extern.REGISTRY):
+    for registry in (pointwise.REGISTRY, views.REGISTRY, reduction.REGISTRY, indexing.REGISTRY,
+                     extern.REGISTRY):
         for op, lowering in registry.entries().items():
             if op in merged:
                 raise ValueError(f"{op} lowered by two families")

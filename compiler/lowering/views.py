@@ -11,12 +11,10 @@ Example:
 """
 from __future__ import annotations
 
-import dataclasses
-
 import sympy
 import torch
 
-from ..ir import IndexExpr, Load, Op, TensorValue, index_symbols, substitute, walk
+from ..ir import Load, TensorValue, index_symbols, map_indices
 from ..sizevars import FloorDiv, ModularIndexing, simplify
 from . import Registry
 from .common import as_sym, normalize_dim
@@ -28,21 +26,7 @@ REGISTRY = Registry("views")
 def simplify_value(x: TensorValue) -> TensorValue:
     """Simplify every index in ``x.body`` given the ranges of ``x``'s own index symbols."""
     ranges = dict(zip(index_symbols(x.ndim), x.size))
-    memo = {}
-    for node in walk(x.body):
-        if isinstance(node, (Load, IndexExpr)):
-            memo[node] = dataclasses.replace(node, index=simplify(node.index, ranges))
-    return TensorValue(x.dtype, x.device, x.size, _rebuild(x.body, memo))
-
-
-def _rebuild(expr, memo):
-    if expr in memo:
-        return memo[expr]
-    if isinstance(expr, Op):
-        new = dataclasses.replace(expr, args=tuple(_rebuild(a, memo) for a in expr.args))
-        memo[expr] = new
-        return new
-    return expr
+    return TensorValue(x.dtype, x.device, x.size, map_indices(x.body, lambda i: simplify(i, ranges)))
 
 
 def view_as(x: TensorValue, new_size) -> TensorValue:

@@ -1,0 +1,215 @@
+"""Indexing lowerings: cat, pad, scatters into slices, and gathers with data-dependent indices.
+
+cat, constant_pad_nd, slice_scatter and select_scatter are pointwise over the output with
+``masked`` regions: each source is read only where the output index falls inside it, so no
+load ever leaves its buffer. Gathers (embedding, gather, index, index_select) are loads whose
+offset uses values loaded in the same kernel (``Load.indirect``).
+
+Example:
+    >>> import torch
+    >>> torch.ops.aten.cat.default in REGISTRY.entries()
+    True
+"""
+from __future__ import annotations
+
+import sympy
+import torch
+
+from ..ir import Const, Expr, IndexExpr, Load, Op, TensorValue, index_symbols
+from ..sizevars import FloorDiv
+from . import Registry
+from .common import SUPPORTED_DTYPES, broadcast_shapes, cast_expr, expand_to, normalize_dim
+from .pointwise import make_op
+
+aten = torch.ops.aten
+REGISTRY = Registry("indexing")
+INT_INDEX = (torch.int64, torch.int32)
+
+
+def masked(cond: Expr, body: Expr, other) -> Expr:
+    """``body`` where ``cond`` holds (its loads touch memory only there), else ``other``."""
+    return Op("masked", (cond, body), body.dtype, (other,))
+
+
+def _idx(expr) -> Expr:
+    return IndexExpr(sympy.sympify(expr))
+
+
+def _cmp(op: str, a: Expr, b) -> Expr:
+    return make_op(op, (a, b if isinstance(b, Expr) else Const(int(b), torch.int64)), torch.bool)
+
+
+def _and(*conds: Expr) -> Expr:
+    out = conds[0]
+    for c in conds[1:]:
+        out = make_op("logical_and", (out, c), torch.bool)
+    return out
+
+
+def _in_range(index, lo, hi) -> Expr:
+    return _and(_cmp("ge", _idx(index), lo), _cmp("lt", _idx(index), hi))
+
+
+def _out(ctx):
+    val = ctx.meta_val()
+    return val.dtype, val.device.type, ctx.meta_size()
+
+
+def _dtype_ok(node) -> bool:
+    val = node.meta.get("val")
+    return isinstance(val, torch.Tensor) and val.dtype in SUPPORTED_DTYPES
+
+
+# ----------------------------------------------------------------------------- pointwise-shaped
+@REGISTRY.register(aten.cat.default, supports=_dtype_ok)
+def lower_cat(ctx, tensors, dim=0):
+    dtype, device, size = _out(ctx)
+    tensors = [t for t in tensors if not (t.ndim == 1 and t.size[0] == 0)]  # legacy empties
+    dim = normalize_dim(dim, len(size))
+    i = index_symbols(len(size))
+    pieces, start = [], 0
+    for t in tensors:
+        stop = start + int(t.size[dim])
+        idx = list(i)
+        idx[dim] = i[dim] - start
+        pieces.append((_in_range(i[dim], start, stop), cast_expr(t.load(idx), dtype)))
+        start = stop
+    cond, value = pieces[-1]
+    body = masked(cond, value, 0)
+    for cond, value in reversed(pieces[:-1]):
+        body = Op("where", (cond, masked(cond, value, 0), body), dtype)
+    return TensorValue(dtype, device, size, body)
+
+
+@REGISTRY.register(aten.constant_pad_nd.default, supports=_dtype_ok)
+def lower_constant_pad_nd(ctx, x, pad, value=0):
+    dtype, device, size = _out(ctx)
+    i = index_symbols(len(size))
+    idx, conds = list(i), []
+    for k in range(len(pad) // 2):
+        d = len(size) - 1 - k
+        left = pad[2 * k]
+        idx[d] = i[d] - left
+        conds.append(_in_range(i[d] - left, 0, x.size[d]))
+    body = masked(_and(*conds), x.load(idx), value) if conds else x.load(idx)
+    return TensorValue(dtype, device, size, body)
+
+
+@REGISTRY.register(aten.slice_scatter.default, supports=_dtype_ok)
+def lower_slice_scatter(ctx, base, src, dim=0, start=None, end=None, step=1):
+    dtype, device, size = _out(ctx)
+    dim = normalize_dim(dim, len(size))
+    n = int(size[dim])
+    start = 0 if start is None else (start + n if start < 0 else start)
+    end = n if end is None else min(end + n if end < 0 else end, n)
+    i = index_symbols(len(size))
+    rel = i[dim] - start
+    cond = _in_range(i[dim], start, end)
+    if step != 1:
+        cond = _and(cond, _cmp("eq", make_op("remainder", (_idx(rel), Const(step, torch.int64)),
+                                                torch.int64), 0))
+    src_idx = list(i)
+    # only read where rel is a non-negative multiple of step, so FloorDiv is exact there
+    src_idx[dim] = rel if step == 1 else FloorDiv(rel, step)
+    inside = masked(cond, cast_expr(src.load(src_idx), dtype), 0)
+    body = Op("where", (cond, inside, cast_expr(base.body, dtype)), dtype)
+    return TensorValue(dtype, device, size, body)
+
+
+@REGISTRY.register(aten.select_scatter.default, supports=_dtype_ok)
+def lower_select_scatter(ctx, base, src, dim, index):
+    dtype, device, size = _out(ctx)
+    dim = normalize_dim(dim, len(size))
+    index = index + int(size[dim]) if index < 0 else index
+    i = index_symbols(len(size))
+    cond = _cmp("eq", _idx(i[dim]), index)
+    inside = masked(cond, cast_expr(src.load(list(i[:dim]) + list(i[dim + 1:])), dtype), 0)
+    return TensorValue(dtype, device, size, Op("where", (cond, inside, base.body), dtype))
+
+
+# ----------------------------------------------------------------------------- gathers
+def _wrapped(value: Expr, dim_size) -> Expr:
+    """A possibly negative index made non-negative, as eager's indexing does."""
+    value = cast_expr(value, torch.int64)
+    neg = _cmp("lt", value, 0)
+    return Op("where", (neg, make_op("add", (value, Const(int(dim_size), torch.int64)),
+                                     torch.int64), value), torch.int64)
+
+
+def _indices_ok(*positions):
+    def check(node) -> bool:
+        if not _dtype_ok(node):
+            return False
+        for p in positions:
+            arg = node.args[p]
+            args = arg if isinstance(arg, (list, tuple)) else [arg]
+            for a in args:
+                if a is not None and a.meta["val"].dtype not in INT_INDEX:
+                    return False
+        return True
+    return check
+
+
+def _gather_load(ctx, x: TensorValue, index_for_dim: dict, plain: dict, size) -> Expr:
+    """Load of ``x`` where dims in ``index_for_dim`` take data-dependent values."""
+    ref = ctx.buffer_ref(x)
+    offset = ref.offset
+    binds = []
+    for d in range(x.ndim):
+        if d in index_for_dim:
+            sym = sympy.Dummy(f"ind{d}", integer=True)
+            binds.append((sym, index_for_dim[d]))
+            offset = offset + ref.stride[d] * sym
+        else:
+            offset = offset + ref.stride[d] * plain[d]
+    return Load(ref.name, offset, x.dtype, tuple(binds))
+
+
+@REGISTRY.register(aten.embedding.default, supports=_indices_ok(1))
+def lower_embedding(ctx, weight, indices, padding_idx=-1, scale_grad_by_freq=False, sparse=False):
+    dtype, device, size = _out(ctx)
+    i = index_symbols(len(size))
+    row = cast_expr(indices.load(i[:-1]), torch.int64)
+    body = _gather_load(ctx, weight, {0: row}, {1: i[-1]}, size)
+    return TensorValue(dtype, device, size, body)
+
+
+@REGISTRY.register(aten.gather.default, supports=_indices_ok(2))
+def lower_gather(ctx, x, dim, index, sparse_grad=False):
+    dtype, device, size = _out(ctx)
+    dim = normalize_dim(dim, x.ndim)
+    i = index_symbols(len(size))
+    value = _wrapped(index.load(i), x.size[dim])
+    body = _gather_load(ctx, x, {dim: value}, {d: i[d] for d in range(x.ndim) if d != dim}, size)
+    return TensorValue(dtype, device, size, body)
+
+
+@REGISTRY.register(aten.index_select.default, supports=_indices_ok(2))
+def lower_index_select(ctx, x, dim, index):
+    dtype, device, size = _out(ctx)
+    dim = normalize_dim(dim, x.ndim)
+    i = index_symbols(len(size))
+    value = _wrapped(index.load([i[dim]]), x.size[dim])
+    body = _gather_load(ctx, x, {dim: value}, {d: i[d] for d in range(x.ndim) if d != dim}, size)
+    return TensorValue(dtype, device, size, body)
+
+
+@REGISTRY.register(aten.index.Tensor, supports=_indices_ok(1))
+def lower_index(ctx, x, indices):
+    """Advanced indexing with integer index tensors (broadcast together), eager's placement."""
+    dtype, device, size = _out(ctx)
+    adv = [d for d, t in enumerate(indices) if t is not None]
+    bshape = broadcast_shapes([indices[d].size for d in adv])
+    adjacent = adv == list(range(adv[0], adv[-1] + 1))
+    first = adv[0] if adjacent else 0
+    i = index_symbols(len(size))
+    bidx = list(i[first:first + len(bshape)])
+    rest = iter(list(i[:first]) + list(i[first + len(bshape):]))
+    plain, by_dim = {}, {}
+    for d in range(x.ndim):
+        if d in adv:
+            value = expand_to(indices[d], bshape).load(bidx)
+            by_dim[d] = _wrapped(value, x.size[d])
+        else:
+            plain[d] = next(rest)
+    return TensorValue(dtype, device, size, _gather_load(ctx, x, by_dim, plain, size))
