@@ -205,11 +205,15 @@ def affine_coefficients(expr: sympy.Expr, symbols) -> tuple[sympy.Expr, list[sym
 class TritonPrinter(StrPrinter):
     """Prints index expressions as Triton/Python integer arithmetic."""
 
+    def _operand(self, expr) -> str:
+        text = self._print(expr)
+        return text if expr.is_Atom or isinstance(expr, (FloorDiv, ModularIndexing)) else f"({text})"
+
     def _print_FloorDiv(self, expr):
-        return f"({self._print(expr.args[0])} // {self._print(expr.args[1])})"
+        return f"({self._operand(expr.args[0])} // {self._operand(expr.args[1])})"
 
     def _print_ModularIndexing(self, expr):
-        x, a, n = (self._print(arg) for arg in expr.args)
+        x, a, n = (self._operand(arg) for arg in expr.args)
         inner = x if expr.args[1] == 1 else f"({x} // {a})"
         return f"({inner} % {n})"
 

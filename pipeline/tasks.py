@@ -146,7 +146,13 @@ def _cast(value: Any, dtype: Any) -> Any:
 
 
 def capture_model(spec: ModelSpec) -> Any:
-    """Build (or load) the model of ``spec`` and capture it into a ``CapturedGraph``."""
+    """Build (or load) the model of ``spec`` and capture it into a ``CapturedGraph``.
+
+    A factory returns ``(module, example_args)``, or ``(module, example_args,
+    dynamic_shapes)`` with torch.export's ``dynamic_shapes`` when it knows its own dynamic
+    dims (``pipeline.zoo.blocks.gpt2_block_dynamic``); the config's ``dynamic`` is the other
+    way to say it, and giving both is an error.
+    """
     from compiler.capture import capture_exported, capture_module, load_pt2
     if spec.pt2 is not None:
         return capture_exported(load_pt2(spec.pt2), name=spec.name)
@@ -154,12 +160,16 @@ def capture_model(spec: ModelSpec) -> Any:
     made = import_factory(spec.factory)(**spec.kwargs)
     if not isinstance(made, tuple) or len(made) not in (2, 3):
         raise TypeError(f"factory {spec.factory!r} must return (module, example_args) or "
-                        f"(module, example_args, example_kwargs), got {type(made).__name__}")
-    module, args, kwargs = made if len(made) == 3 else (*made, None)
-    args = args if isinstance(args, tuple) else (args,)
+                        f"(module, example_args, dynamic_shapes), got {type(made).__name__}")
+    module, args = made[0], made[1] if isinstance(made[1], tuple) else (made[1],)
+    dynamic_shapes = _dynamic_shapes(spec, len(args))
+    if len(made) == 3:
+        if dynamic_shapes is not None:
+            raise ValueError(f"model {spec.name!r}: factory {spec.factory!r} returns its own "
+                             f"dynamic_shapes; remove 'dynamic' from the config entry")
+        dynamic_shapes = made[2]
     dtype = getattr(torch, spec.dtype)
-    module, args, kwargs = module.to(dtype), _cast(args, dtype), _cast(kwargs, dtype)
-    return capture_module(module, args, kwargs, dynamic_shapes=_dynamic_shapes(spec, len(args)),
+    return capture_module(module.to(dtype), _cast(args, dtype), dynamic_shapes=dynamic_shapes,
                           name=spec.name)
 
 
