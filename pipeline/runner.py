@@ -146,12 +146,12 @@ class _Runner:
             died = outcome.error_type == "KilledWorker"
             result = self._failed(task, outcome.error_type, outcome.message,
                                   attempts=self.cluster.info.attempts if died else 1)
-        near = (self.cluster.worker_of(future)
-                if task.stage == "capture" and not result.failed else None)
+        # Where it ran: failure rows name it, and lowerings go next to their graph.
+        worker = self.cluster.worker_of(future) if outcome.ok else None
         self.cluster.release([future])
-        self._record(result)
+        self._record(result, worker)
         if task.stage == "capture":
-            self._after_capture(result, task, near)
+            self._after_capture(result, task, worker)
 
     def _after_capture(self, result: TaskResult, task: _Task, near: str | None) -> None:
         if result.failed:
@@ -164,21 +164,22 @@ class _Runner:
                           target=task.target, error_type=error_type, message=message,
                           attempts=attempts)
 
-    def _record(self, result: TaskResult) -> None:
+    def _record(self, result: TaskResult, worker: str | None) -> None:
         self.report.results.append(result)
         self.progress.finish(result.stage, result.status)
         if result.failed:
-            self._write_failure(result)
+            self._write_failure(result, worker or "")
             where = f"{result.stage}[{result.target}]" if result.target else result.stage
             first = (result.message.strip().splitlines() or [""])[0]
             self.progress.note(f"FAILED {result.model}: {where}: {result.error_type}: "
                                f"{first[:200]}")
 
-    def _write_failure(self, result: TaskResult) -> None:
+    def _write_failure(self, result: TaskResult, worker: str) -> None:
         from storage import FailureRecord, Store
         record = FailureRecord.build(stage=result.stage, key=result.key, model=result.model,
                                      error_type=result.error_type, message=result.message,
-                                     traceback=result.traceback, attempts=result.attempts)
+                                     traceback=result.traceback, attempts=result.attempts,
+                                     worker=worker)
         try:
             Store(self.store_root).write("failures", [record])
         except Exception as exc:  # the run's outcome is still reported; say what was lost
@@ -191,20 +192,20 @@ class _Runner:
         for key, (worker, seconds) in self.cluster.executing().items():
             future = self.by_key.get(key)
             task = self.pending.get(future) if future is not None else None
-            if task is None:
-                continue
-            limit = self.config.tasks.timeout(task.stage)
-            if seconds > limit:
-                self.pending.pop(future)
-                self.by_key.pop(key)
-                self.cluster.stop(future, worker)
-                result = self._failed(
-                    task, "TaskTimeout", f"{task.stage} of {task.model} ran over its "
-                    f"{limit:g} s timeout on {worker}; the task was cancelled and the worker "
-                    f"restarted", attempts=1)
-                self._record(result)
-                if task.stage == "capture":
-                    self._after_capture(result, task, None)
+            if task is not None and seconds > self.config.tasks.timeout(task.stage):
+                self._time_out(future, task, worker)
+
+    def _time_out(self, future: Any, task: _Task, worker: str) -> None:
+        """A hung task: stop it (its worker is restarted) and record it as failed."""
+        del self.pending[future], self.by_key[task.dask_key]
+        self.cluster.stop(future, worker)
+        limit = self.config.tasks.timeout(task.stage)
+        result = self._failed(task, "TaskTimeout", f"{task.stage} of {task.model} ran over its "
+                              f"{limit:g} s timeout on {worker}; the task was cancelled and "
+                              f"the worker restarted", attempts=1)
+        self._record(result, worker)
+        if task.stage == "capture":
+            self._after_capture(result, task, None)
 
     def _interrupt(self) -> None:
         self.progress.note(f"{self.stop.requested}: stopping; cancelling "

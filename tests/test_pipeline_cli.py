@@ -42,6 +42,11 @@ def test_dry_run_prints_the_plan_and_touches_nothing(tmp_path, capsys):
     assert not store.exists()
 
 
+def test_run_without_config_uses_the_tiny_zoo(tmp_path, capsys):
+    assert main(["run", "--dry-run", "--store", str(tmp_path / "s")]) == 0
+    assert capsys.readouterr().out.startswith("kiln run zoo-tiny (")
+
+
 def test_dry_run_with_scheduler_names_it(tmp_path, capsys):
     assert main(["run", str(TINY), "--dry-run", "--store", str(tmp_path / "s"),
                  "--scheduler", "tcp://10.0.0.1:8786"]) == 0
@@ -156,6 +161,22 @@ def test_tasks_return_failures_instead_of_raising(tmp_path):
                    graph_key="0" * 64, target="cpu")
     mismatch = lower_task(job, store)
     assert mismatch.status == "failed" and "not deterministic" in mismatch.message
+
+
+def test_dynamic_dims_from_the_config_or_from_the_factory():
+    from pipeline.config import DynamicDim
+    from pipeline.tasks import capture_model
+    spec = ModelSpec(name="mlp", factory="pipeline.zoo.tiny:mlp",
+                     dynamic=(DynamicDim(input=0, dim=0, min=2, max=64, name="batch"),))
+    user = [s for s in capture_model(spec).inputs if s.kind == "user"]
+    assert [s.dynamic_dims for s in user] == [(0,)]
+    own = ModelSpec(name="g", factory="pipeline.zoo.blocks:gpt2_block_dynamic")
+    assert [s.dynamic_dims for s in capture_model(own).inputs if s.kind == "user"] == [
+        (0, 1), (0,)]
+    both = ModelSpec(name="g", factory="pipeline.zoo.blocks:gpt2_block_dynamic",
+                     dynamic=spec.dynamic)
+    with pytest.raises(ValueError, match="returns its own dynamic_shapes"):
+        capture_model(both)
 
 
 @pytest.mark.parametrize("factory", ["pipeline.zoo.tiny:mlp", "pipeline.zoo.tiny:convnet",

@@ -20,7 +20,8 @@ from ..config import CompilerOptions
 from ..graph import LoweredGraph
 from ..ir import BufferRef, ComputedBuffer, ExternKernel, Layout
 from .builder import CodeBuilder
-from ..scheduler import FusedKernel, schedule, step_reads, step_writes
+from ..scheduler import FusedKernel, schedule
+from .memory import plan_memory
 from .reduction import generate_row_kernel
 from .triton import KernelSpec, generate_kernel
 
@@ -110,23 +111,6 @@ def _ints(values) -> str:
     return "(" + "".join(f"{int(v)}, " for v in values) + ")"
 
 
-def _last_uses(lowered: LoweredGraph, steps) -> dict[int, list[str]]:
-    """Step index -> buffers that die after that step (never outputs or constants)."""
-    keep = {o.ref.name for o in lowered.outputs if o.ref is not None}
-    keep |= {c.name for c in lowered.constants}
-    last: dict[str, int] = {}
-    for k, step in enumerate(steps):
-        for name in step_writes(step):
-            last[name] = k   # a result nobody reads dies where it is made
-        for name in step_reads(step):
-            last[name] = k
-    dying: dict[int, list[str]] = {}
-    for name, k in last.items():
-        if name not in keep:
-            dying.setdefault(k, []).append(name)
-    return dying
-
-
 def generate_module(lowered: LoweredGraph, options: CompilerOptions,
                     device_type: str) -> GeneratedModule:
     steps = schedule(lowered)
@@ -157,17 +141,28 @@ def _emit_body(code, lowered, steps, specs, options, device_type):
         code.line(f"{', '.join(names)}, = args")
     code.line("args.clear()")
     code.line(f"device = {names[0]}.device" if names else f"device = torch.device({lowered.device!r})")
-    dying = _last_uses(lowered, steps)
+    layouts = _layouts(lowered, steps)
+    memory = plan_memory(lowered, steps, layouts)
     for k, step in enumerate(steps):
         if isinstance(step, FusedKernel):
-            _emit_kernel_call(code, step, specs[id(step)], options, device_type)
+            _emit_kernel_call(code, step, specs[id(step)], options, device_type, memory.reuse)
         else:
             _emit_extern(code, step)
-        if k in dying:
-            code.line(f"del {', '.join(sorted(dying[k]))}")
+        if k in memory.frees:
+            code.line(f"del {', '.join(memory.frees[k])}")
     outs = [render_arg(o.ref) if o.ref is not None else render_arg(o.literal)
             for o in lowered.outputs]
     code.line(f"return ({''.join(o + ', ' for o in outs)})")
+
+
+def _layouts(lowered, steps) -> dict[str, Layout]:
+    out = {}
+    for step in steps:
+        if isinstance(step, FusedKernel):
+            out.update({n.name: n.layout for n in step.nodes})
+        else:
+            out.update({n: l for n, l in zip(step.outputs, step.layouts) if n is not None})
+    return out
 
 
 def _alloc(name: str, layout: Layout) -> str:
@@ -175,10 +170,15 @@ def _alloc(name: str, layout: Layout) -> str:
             f"dtype={layout.dtype}, device=device)")
 
 
-def _emit_kernel_call(code, step, spec: KernelSpec, options, device_type):
+def _emit_kernel_call(code, step, spec: KernelSpec, options, device_type, reuse):
     layouts = {n.name: n.layout for n in step.nodes}
     for name in spec.buffers[len(spec.buffers) - spec.n_outputs:]:
-        code.line(_alloc(name, layouts[name]))
+        if name in reuse:
+            lay = layouts[name]
+            code.line(f"{name} = {reuse[name]}.as_strided({_ints(lay.size)}, {_ints(lay.stride)})"
+                      f"; del {reuse[name]}  # reuses dead storage")
+        else:
+            code.line(_alloc(name, layouts[name]))
     cfg = launch_config(spec, options, device_type)
     args = list(spec.buffers) + [str(int(n)) for n in spec.numels]
     consts = [f"{k}={v}" for k, v in cfg.items() if k != "grid"]
