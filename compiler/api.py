@@ -45,9 +45,10 @@ def module_key(graph_key: str, options: CompilerOptions, target: str) -> str:
 
 
 def _lower_graph(gm: torch.fx.GraphModule, graph_key: str, options: CompilerOptions,
-                 target: str) -> tuple[CompiledArtifact, dict[str, torch.Tensor]]:
-    """GraphLowering -> codegen -> artifact (the passes, in order)."""
-    lowered = GraphLowering(gm, default_table(), options).lower()
+                 target: str, mutated_inputs: dict[int, int] | None = None
+                 ) -> tuple[CompiledArtifact, dict[str, torch.Tensor]]:
+    """GraphLowering -> scheduling and codegen -> artifact (the passes, in order)."""
+    lowered = GraphLowering(gm, default_table(), options, mutated_inputs).lower()
     generated = generate_module(lowered, options, target)
     key = module_key(graph_key, options, target)
     kernels = tuple(KernelArtifact(k.name, k.kernel_key, k.source, k.meta_json())
@@ -89,9 +90,13 @@ def _dump(artifact: CompiledArtifact, directory: Path) -> None:
 
 # ----------------------------------------------------------------------------- compile_fx
 def _trace(gm: torch.fx.GraphModule, example_inputs: Sequence[Any]) -> torch.fx.GraphModule:
-    """Retrace with kiln's decompositions; every node gets a FakeTensor ``meta['val']``."""
+    """Retrace functionalized with kiln's decompositions; every node gets ``meta['val']``.
+
+    Functionalization turns in-place ops into pure ones plus ``copy_`` into mutated inputs
+    at the end, which GraphLowering applies in place.
+    """
     fake_mode = torch._guards.detect_fake_mode(example_inputs)
-    run = torch.fx.Interpreter(gm).run
+    run = torch.func.functionalize(torch.fx.Interpreter(gm).run, remove="mutations_and_views")
     with torch.no_grad():
         if fake_mode is not None:
             with fake_mode:
@@ -128,8 +133,15 @@ def lower(captured: CapturedGraph, options: dict | CompilerOptions | None = None
           target: str = "cuda") -> CompiledArtifact:
     """Lower a captured graph for ``target`` ("cuda" or "cpu"); runs nothing on a GPU."""
     options = load_options(options)
-    artifact, _ = _lower_graph(captured.gm, captured.graph_key, options, target)
+    artifact, _ = _lower_graph(captured.gm, captured.graph_key, options, target,
+                               _mutated_inputs(captured))
     return artifact
+
+
+def _mutated_inputs(captured: CapturedGraph) -> dict[int, int]:
+    """Output position -> input position for each buffer the graph mutates (written in place)."""
+    position = {spec.target: k for k, spec in enumerate(captured.inputs) if spec.kind == "buffer"}
+    return {k: position[target] for k, target in enumerate(captured.mutated_buffers)}
 
 
 class CompiledModel:

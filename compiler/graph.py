@@ -35,6 +35,7 @@ from .ir import (BufferRef, ComputedBuffer, ConstantBuffer, Const, ExternKernel,
                  index_symbols)
 from .lowering import LoweringTable
 from .lowering.common import SUPPORTED_DTYPES, expand_to
+from .mutation import apply_mutations
 from .sizevars import affine_coefficients
 
 MAX_INLINE_OPS = 256   # bodies past this are realized even with one user: keep kernels sane
@@ -90,10 +91,15 @@ def is_dense(size, stride) -> bool:
 
 class GraphLowering(torch.fx.Interpreter):
     def __init__(self, gm: torch.fx.GraphModule, lowerings: LoweringTable,
-                 options: CompilerOptions):
+                 options: CompilerOptions, mutated_inputs: dict[int, int] | None = None):
         super().__init__(gm, garbage_collect_values=False)
         self.lowerings = lowerings
         self.options = options
+        # graph output position -> input position whose new value it is (export's buffer
+        # mutations); ``copy_`` into a placeholder adds to ``self.mutations`` as it is met
+        self.mutated_inputs = dict(mutated_inputs or {})
+        self.mutations: list[tuple[InputBuffer, TensorValue]] = []
+        self._placeholder_inputs: dict[torch.fx.Node, InputBuffer] = {}
         self.node: torch.fx.Node | None = None
         self.inputs: list[InputBuffer] = []
         self.constants: list[ConstantBuffer] = []
@@ -233,6 +239,7 @@ class GraphLowering(torch.fx.Interpreter):
         self.device = self.device or layout.device
         name = f"arg{len(self.inputs)}"
         self.inputs.append(InputBuffer(name, layout))
+        self._placeholder_inputs[self.node] = self.inputs[-1]
         return self._load_buffer(name, layout)
 
     def get_attr(self, target, args, kwargs):
@@ -258,6 +265,9 @@ class GraphLowering(torch.fx.Interpreter):
             return args[0][args[1]]
         for v in _tensor_vals(self.node):
             _check_dtype(self.node, v)
+        if target is torch.ops.aten.copy_.default and self.node.args[0] in self._placeholder_inputs:
+            self.mutations.append((self._placeholder_inputs[self.node.args[0]], args[1]))
+            return args[1]
         lowering = self.lowerings.lookup(target)
         if lowering is not None and lowering.applies(self.node):
             return lowering.fn(self, *args, **kwargs)
@@ -281,9 +291,19 @@ class GraphLowering(torch.fx.Interpreter):
         raise LoweringError(f"node {self.node.name}: call_module {target} in an ATen graph")
 
     def output(self, target, args, kwargs):
-        node_outs = self.node.args[0]
-        for node_arg, value in zip(_as_list(node_outs), _as_list(args[0])):
-            self.outputs.append(self._output_value(node_arg, value))
+        pairs = list(zip(_as_list(self.node.args[0]), _as_list(args[0])))
+        outputs: list[OutputValue | None] = [None] * len(pairs)
+        for k, (node_arg, value) in enumerate(pairs):   # every read of old values first
+            if k not in self.mutated_inputs:
+                outputs[k] = self._output_value(node_arg, value)
+        mutations = list(self.mutations)
+        for k, position in self.mutated_inputs.items():
+            target = self.inputs[position]
+            mutations.append((target, pairs[k][1]))
+            lay = target.layout
+            outputs[k] = OutputValue(BufferRef(target.name, lay.size, lay.stride, lay.offset, True))
+        apply_mutations(self, mutations)
+        self.outputs = outputs
         return args[0]
 
     def _output_value(self, node_arg, value) -> OutputValue:

@@ -217,6 +217,17 @@ class ComputedBuffer:
     body: Expr
 
 
+@dataclass(frozen=True)
+class MutationBuffer(ComputedBuffer):
+    """Writes ``body`` into graph input ``name`` in place (a mutated buffer or input).
+
+    Only elements where ``store_mask`` holds are written (None: all), so a KV-cache update
+    expressed as ``slice_scatter(cache, new)`` writes just the new rows. It always runs last
+    among the operations reading the old value, and never shares a kernel.
+    """
+    store_mask: Expr | None = None
+
+
 REDUCTION_TYPES = ("sum", "prod", "max", "min", "any", "all", "argmax", "argmin")
 
 

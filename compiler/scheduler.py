@@ -25,7 +25,7 @@ from dataclasses import dataclass
 
 from .codegen.reduction import plan_row_group
 from .graph import LoweredGraph
-from .ir import BufferRef, ComputedBuffer, ExternKernel, ReductionBuffer, loads_of
+from .ir import BufferRef, ComputedBuffer, ExternKernel, MutationBuffer, ReductionBuffer, loads_of
 
 
 @dataclass(frozen=True)
@@ -68,7 +68,7 @@ def remove_dead(lowered: LoweredGraph) -> list:
     live = {o.ref.name for o in lowered.outputs if o.ref is not None}
     kept = []
     for op in reversed(lowered.operations):
-        if any(name in live for name in outputs_of(op)):
+        if isinstance(op, MutationBuffer) or any(name in live for name in outputs_of(op)):
             kept.append(op)
             live |= reads_of(op)
     return list(reversed(kept))

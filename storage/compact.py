@@ -26,7 +26,8 @@ from typing import TYPE_CHECKING, Iterable
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from .files import StoreFile, new_file_name, remove_files, temp_files, write_atomic
+from .files import (StoreFile, key_range, new_file_name, remove_files, temp_files,
+                    write_atomic)
 from .reader import FILENAME, Issue, VanishedFileError, dedup, read_rows
 from .schema import (KEY_COLUMN, KINDS, SCHEMA_VERSION, StoreVersionError, conform,
                      require_readable)
@@ -81,7 +82,8 @@ def _candidates(files: list[StoreFile], options: CompactOptions) -> list[StoreFi
     """Files to merge: small or older-version ones (all with ``full``); [] if nothing gains."""
     chosen = [f for f in files if options.full or f.size < options.small_file_bytes
               or f.version != SCHEMA_VERSION]
-    if len(chosen) == 1 and chosen[0].role == "compact" and chosen[0].version == SCHEMA_VERSION:
+    if (not options.full and len(chosen) == 1 and chosen[0].role == "compact"
+            and chosen[0].version == SCHEMA_VERSION):
         return []   # already one merged, sorted, current file
     return chosen
 
@@ -150,8 +152,9 @@ def _merge_batch(store: "Store", kind: str, batch: list[StoreFile], options: Com
     merged = conform(kind, merged)      # exact schema, footer metadata included
     report.rows_out += merged.num_rows
     parts, group = _split(merged, options)
+    key = KEY_COLUMN[kind]
     paths = [write_atomic(store.fs, store.dataset_dir(kind),
-                          new_file_name("compact", SCHEMA_VERSION), part,
+                          new_file_name("compact", SCHEMA_VERSION, key_range(part, key)), part,
                           row_group_size=group, durable=store.durable) for part in parts]
     return paths, merged_files
 

@@ -1,17 +1,20 @@
 """Files of a store: where they live, how they are named, written atomically and listed.
 
-Every writer writes its own files: ``part-v1-<utc time>-<host>-<pid>-<uuid>.parquet``.
-A file is written under the temporary name ``.tmp-<final name>`` in the same directory and
+Every writer writes its own files: ``part-v1-<utc time>-<host>-<pid>-<uuid>-k<lo>-<hi>.parquet``
+where ``lo``/``hi`` are the hex UTF-8 bytes of the first ``KEY_PREFIX`` characters of the
+smallest and largest key in the file. A key lookup opens only the files whose name range can
+hold the key: one module among ten thousand one-module files costs a directory listing, not
+ten thousand footer reads. A file is written under the temporary name ``.tmp-<final name>`` in the same directory and
 renamed when complete (``os.replace`` locally, after an fsync; the filesystem's ``move``
 elsewhere), so a reader, which lists only final names, never sees a partial file and two
 writers never pick the same name. A killed writer leaves at most a ``.tmp-`` file, which
 readers ignore and compaction removes once it is old.
 
 Example:
-    >>> fs, root = resolve_root("/tmp/kiln-example")
-    >>> name = new_file_name("part", 1)
-    >>> parse_name(name).version
-    1
+    >>> name = new_file_name("part", 1, ("0a3f9c", "0b77e1"))
+    >>> parsed = parse_name(name)
+    >>> parsed.version, parsed.may_contain("0a99"), parsed.may_contain("0c00")
+    (1, True, False)
 """
 from __future__ import annotations
 
@@ -24,22 +27,47 @@ from dataclasses import dataclass
 from datetime import datetime, timezone
 
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 
+from .schema import PAYLOAD_COLUMNS
+
 TEMP_PREFIX = ".tmp-"
-_NAME_RE = re.compile(r"^(?P<role>part|compact)-v(?P<version>\d+)-(?P<rest>.+)\.parquet$")
+_NAME_RE = re.compile(r"^(?P<role>part|compact)-v(?P<version>\d+)-(?P<rest>.+?)"
+                      r"(?:-k(?P<lo>[0-9a-f]+)-(?P<hi>[0-9a-f]+))?\.parquet$")
+# Characters of the smallest/largest key kept in a file name. Truncating keeps order (a key
+# between lo and hi has a prefix between theirs), so pruning by prefix never skips a match.
+KEY_PREFIX = 8
 _HOST_RE = re.compile(r"[^A-Za-z0-9_.]+")
 
 # zstd keeps source text and trial columns small; page checksums let a reader detect a
 # flipped byte in any page (a cubin included) before it decodes garbage.
-WRITE_OPTIONS = dict(compression="zstd", write_statistics=True, write_page_checksum=True)
+WRITE_OPTIONS = dict(compression="zstd", write_page_checksum=True)
+
+
+def _column_options(table: pa.Table) -> dict[str, list[str]]:
+    """Statistics and dictionaries for the small columns only (see PAYLOAD_COLUMNS)."""
+    indexed = [name for name in table.column_names if name not in PAYLOAD_COLUMNS]
+    return {"write_statistics": indexed, "use_dictionary": indexed}
+
+
+def _may_contain(lo: bytes | None, hi: bytes | None, key: str) -> bool:
+    if lo is None or hi is None:
+        return True         # no range in the name: the file must be opened to know
+    prefix = key[:KEY_PREFIX].encode()
+    return lo <= prefix <= hi
 
 
 @dataclass(frozen=True)
 class FileName:
     role: str       # "part" (one writer's batch) or "compact" (merged by compaction)
     version: int
+    key_lo: bytes | None = None
+    key_hi: bytes | None = None
+
+    def may_contain(self, key: str) -> bool:
+        return _may_contain(self.key_lo, self.key_hi, key)
 
 
 @dataclass(frozen=True)
@@ -51,10 +79,16 @@ class StoreFile:
     role: str
     version: int
     mtime: float
+    key_lo: bytes | None = None
+    key_hi: bytes | None = None
 
     @property
     def name(self) -> str:
         return self.path.rsplit("/", 1)[-1]
+
+    def may_contain(self, key: str) -> bool:
+        """False only if the key range in the file's name excludes ``key``."""
+        return _may_contain(self.key_lo, self.key_hi, key)
 
 
 def resolve_root(root: str | os.PathLike,
@@ -74,19 +108,36 @@ def is_local(fs: pafs.FileSystem) -> bool:
     return isinstance(fs, pafs.LocalFileSystem)
 
 
-def new_file_name(role: str, version: int) -> str:
-    """A name no other writer, process or machine will pick: time, host, pid and a uuid."""
+def new_file_name(role: str, version: int, key_range: tuple[str, str] | None = None) -> str:
+    """A name no other writer, process or machine will pick (time, host, pid and a uuid),
+    carrying the file's key range (smallest, largest key) when given."""
     stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%S%f")
     host = _HOST_RE.sub("_", socket.gethostname())[:40] or "host"
-    return f"{role}-v{version}-{stamp}-{host}-{os.getpid()}-{uuid.uuid4().hex[:12]}.parquet"
+    keys = ""
+    if key_range is not None:
+        lo, hi = (k[:KEY_PREFIX].encode().hex() for k in key_range)
+        keys = f"-k{lo}-{hi}"
+    return (f"{role}-v{version}-{stamp}-{host}-{os.getpid()}-{uuid.uuid4().hex[:12]}"
+            f"{keys}.parquet")
 
 
 def parse_name(name: str) -> FileName | None:
-    """Role and schema version from a data file's name; None for anything else."""
+    """Role, schema version and key range from a data file's name; None for anything else."""
     match = _NAME_RE.match(name)
     if match is None:
         return None
-    return FileName(role=match["role"], version=int(match["version"]))
+    lo, hi = match["lo"], match["hi"]
+    return FileName(role=match["role"], version=int(match["version"]),
+                    key_lo=bytes.fromhex(lo) if lo and len(lo) % 2 == 0 else None,
+                    key_hi=bytes.fromhex(hi) if hi and len(hi) % 2 == 0 else None)
+
+
+def key_range(table: pa.Table, column: str) -> tuple[str, str] | None:
+    """(smallest, largest) value of ``column``, the range a file's name records."""
+    if table.num_rows == 0:
+        return None
+    bounds = pc.min_max(table.column(column)).as_py()
+    return bounds["min"], bounds["max"]
 
 
 def _fsync_dir(directory: str) -> None:
@@ -113,7 +164,8 @@ def write_atomic(fs: pafs.FileSystem, directory: str, name: str, table: pa.Table
     try:
         if is_local(fs):
             with open(tmp, "wb") as sink:
-                pq.write_table(table, sink, row_group_size=row_group_size, **WRITE_OPTIONS)
+                pq.write_table(table, sink, row_group_size=row_group_size, **WRITE_OPTIONS,
+                               **_column_options(table))
                 if durable:
                     sink.flush()
                     os.fsync(sink.fileno())
@@ -122,7 +174,8 @@ def write_atomic(fs: pafs.FileSystem, directory: str, name: str, table: pa.Table
                 _fsync_dir(directory)
         else:
             with fs.open_output_stream(tmp) as sink:
-                pq.write_table(table, sink, row_group_size=row_group_size, **WRITE_OPTIONS)
+                pq.write_table(table, sink, row_group_size=row_group_size, **WRITE_OPTIONS,
+                               **_column_options(table))
             fs.move(tmp, final)
     except BaseException:
         _remove_quietly(fs, tmp)
@@ -197,7 +250,8 @@ def list_files(fs: pafs.FileSystem, directory: str, kind: str) -> tuple[list[Sto
             other.append(info.path)
             continue
         found.append(StoreFile(kind=kind, path=info.path, size=info.size, role=parsed.role,
-                               version=parsed.version, mtime=_mtime(info)))
+                               version=parsed.version, mtime=_mtime(info),
+                               key_lo=parsed.key_lo, key_hi=parsed.key_hi))
     found.sort(key=lambda f: f.name)
     return found, sorted(other)
 

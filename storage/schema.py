@@ -51,6 +51,14 @@ HASHED_COLUMNS: Mapping[str, tuple[str, ...]] = MappingProxyType({
                  "triton_version", "cubin", "metadata_json"),
 })
 
+# Large or free-form columns: nobody filters on them by range, and Parquet's min/max
+# statistics of a 35 KB source column would be copied into the footer for every row group,
+# making the footer (read by every lookup) megabytes long. They get neither statistics nor
+# dictionary encoding (their values are nearly all distinct).
+PAYLOAD_COLUMNS = frozenset({"graph_text", "input_signature", "source", "meta_json",
+                             "kernel_keys", "kernels", "cubin", "metadata_json", "config_json",
+                             "error", "message", "traceback", "content_hash"})
+
 TRIAL_STATUSES = ("ok", "build_error", "resource_error", "launch_error", "wrong_result",
                   "timeout", "runtime_error")
 

@@ -30,8 +30,8 @@ import pyarrow.dataset as ds
 import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 
-from .files import (StoreFile, list_files, new_file_name, resolve_root, temp_files,
-                    write_atomic)
+from .files import (StoreFile, key_range, list_files, new_file_name, resolve_root,
+                    temp_files, write_atomic)
 from .integrity import with_hashes
 from .reader import FILENAME, ReadResult, VanishedFileError, read_rows, report
 from .records import Record, TrialRecord, records_to_table  # noqa: F401 (doctest)
@@ -133,8 +133,8 @@ class Store:
         table = self._prepare(kind, data)
         if table.num_rows == 0:
             return None
-        return write_atomic(self.fs, self.dataset_dir(kind), new_file_name("part", SCHEMA_VERSION),
-                            table, durable=self.durable)
+        name = new_file_name("part", SCHEMA_VERSION, key_range(table, KEY_COLUMN[kind]))
+        return write_atomic(self.fs, self.dataset_dir(kind), name, table, durable=self.durable)
 
     @staticmethod
     def _prepare(kind: str, data: pa.Table | pa.RecordBatch | Iterable[Record]) -> pa.Table:
@@ -158,34 +158,44 @@ class Store:
         Example: ``store.query("trials", (pc.field("status") == "ok") &
         (pc.field("arch") == "sm_90"), columns=["config_json", "median_ms"])``
         """
-        result = self._read(kind, filter, columns, verify, dedup)
+        return self._query(kind, filter, columns, verify, dedup, keys=None)
+
+    def _query(self, kind: str, filter: ds.Expression | None, columns: list[str] | None,
+               verify: bool, dedup: bool, keys: list[str] | None) -> pa.Table:
+        result = self._read(kind, filter, columns, verify, dedup, keys)
         report(result.issues, self.strict)
         table = result.table.drop_columns([FILENAME])
         return table.select(columns) if columns is not None else table
 
     def _read(self, kind: str, filter: ds.Expression | None, columns: list[str] | None,
-              verify: bool, dedup: bool) -> ReadResult:
+              verify: bool, dedup: bool, keys: list[str] | None = None) -> ReadResult:
         """``read_rows`` over a fresh listing, listed again if a file vanished meanwhile.
 
-        A listed file can vanish only because a compaction merged it, and a compaction
-        writes its output before deleting its inputs: the next listing has those rows.
+        With ``keys``, only files whose name range may hold one of them are read. A listed
+        file can vanish only because a compaction merged it, and a compaction writes its
+        output before deleting its inputs: the next listing has those rows.
         """
-        for _ in range(_READ_TRIES - 1):
+        for attempt in range(_READ_TRIES):
+            files = self.files(kind)
+            if keys is not None:
+                files = [f for f in files if any(f.may_contain(k) for k in keys)]
             try:
-                return read_rows(self.fs, kind, self.files(kind), self.migrations, filter,
-                                 columns, verify, dedup)
+                return read_rows(self.fs, kind, files, self.migrations, filter, columns,
+                                 verify, dedup)
             except VanishedFileError:
-                continue
-        return read_rows(self.fs, kind, self.files(kind), self.migrations, filter, columns,
-                         verify, dedup)
+                if attempt == _READ_TRIES - 1:
+                    raise
+        raise AssertionError("unreachable")
 
     def lookup(self, kind: str, keys: str | Iterable[str],
                columns: list[str] | None = None) -> pa.Table:
         """Rows of ``kind`` whose key column is in ``keys`` (one key or many)."""
         keys = [keys] if isinstance(keys, str) else list(keys)
+        if not keys:
+            return self.query(kind, pc.scalar(False), columns)
         key = pc.field(KEY_COLUMN[check_kind(kind)])
         expr = key == keys[0] if len(keys) == 1 else key.isin(keys)
-        return self.query(kind, expr, columns)
+        return self._query(kind, expr, columns, verify=True, dedup=True, keys=keys)
 
     def get(self, kind: str, key: str) -> dict[str, Any] | None:
         """The row of ``kind`` under ``key`` as a dict, or None."""

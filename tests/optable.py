@@ -181,7 +181,7 @@ class OpCase:
     kernels: str = "some"
     tol: str = "default"
     float_dtypes: tuple[torch.dtype, ...] = FLOAT_DTYPES
-    doc: str = ""
+    family: str = ""        # the table section: pointwise, cast, creation, view, reduction, ...
 
     @property
     def uses_float_dtype(self) -> bool:
@@ -190,13 +190,20 @@ class OpCase:
 
 
 CASE_LIST: list[OpCase] = []
+_family = "pointwise"
+
+
+def section(family: str) -> None:
+    """The family of the cases that follow."""
+    global _family
+    _family = family
 
 
 def case(name, fn, args=(Arg(),), shapes=UNARY, **kw) -> None:
     args = tuple(args)
-    if len(shapes[0]) != len(args):
-        raise ValueError(f"{name}: {len(args)} args but shapes for {len(shapes[0])}")
-    CASE_LIST.append(OpCase(name, fn, args, tuple(shapes), **kw))
+    if any(len(shape_set) != len(args) for shape_set in shapes):
+        raise ValueError(f"{name}: {len(args)} args but a shape set of another length")
+    CASE_LIST.append(OpCase(name, fn, args, tuple(shapes), family=_family, **kw))
 
 
 X, P, NZ = Arg(), Arg("positive"), Arg("nonzero")
@@ -337,6 +344,7 @@ case("bitwise_xor_bool", torch.bitwise_xor, (BOOL, BOOL), BINARY_LITE)
 case("bitwise_not_bool", torch.bitwise_not, (BOOL,), UNARY_LITE)
 
 # --- casts: every pair of float32/float16/bfloat16/int32/int64/bool
+section("cast")
 CAST_DTYPES = (torch.float32, torch.float16, torch.bfloat16, torch.int32, torch.int64, torch.bool)
 _SHORT = {torch.float32: "f32", torch.float16: "f16", torch.bfloat16: "bf16",
           torch.int32: "i32", torch.int64: "i64", torch.bool: "b8"}
@@ -358,6 +366,7 @@ case("to_roundtrip_bf16", lambda a: a.to(torch.bfloat16).to(torch.float32) - a,
      (Arg("normal", torch.float32),), UNARY_LITE, tol="exact")
 
 # --- creation (the input only supplies the device, and a tensor for *_like)
+section("creation")
 case("full", lambda a: torch.full((3, 5), 2.5, device=a.device), shapes=((S(1),),))
 case("full_int", lambda a: torch.full((7,), 3, dtype=torch.int64, device=a.device),
      shapes=((S(1),),))
@@ -379,6 +388,7 @@ case("arange_broadcast", lambda a: a + torch.arange(a.shape[-1], device=a.device
      shapes=((S(5, 7),), (T(6, 4),)))
 
 # --- views: pure views return a view of the input and generate no kernel
+section("view")
 case("view", lambda a: a.view(17, 33), shapes=((S(33, 17),),), kernels="none", tol="exact")
 case("view_split_dim", lambda a: a.view(3, 11, 17), shapes=((S(33, 17),),), kernels="none",
      tol="exact")
@@ -428,6 +438,7 @@ case("view_of_computed", lambda a: (a * 2).t(), shapes=((S(33, 17),),))
 
 # --- reductions: persistent (rnumel <= 4096) and looped kernels, keepdim, several dims, all
 # dims, transposed inputs, int / bool inputs, NaN, ties (eager returns the first index)
+section("reduction")
 RED1 = ((S(33, 17),), (T(17, 33),), (S(4, 1, 9),), (S(7),))
 case("sum_last", lambda a: a.sum(-1), shapes=RED1)
 case("sum_first", lambda a: a.sum(0), shapes=((S(33, 17),), (T(9, 13),)))
@@ -468,6 +479,7 @@ case("var_all", lambda a: a.var(), shapes=((S(9, 13),),), tol="approx")
 case("std", lambda a: a.std(-1), shapes=((S(9, 13),),), tol="approx")
 
 # --- composites of reductions and pointwise ops (kiln's decompositions), fused epilogues
+section("composite")
 case("softmax", lambda a: a.softmax(-1), shapes=((S(33, 17),), (T(9, 13),), (S(2, 5000),)),
      tol="approx")
 case("log_softmax", lambda a: a.log_softmax(0), shapes=((S(33, 17),),), tol="approx")
@@ -481,6 +493,7 @@ case("sum_of_broadcast", lambda a, b: (a * b).sum(0), (X, X), ((S(5, 1), S(1, 6)
 case("tril", lambda a: a.tril(), shapes=((S(5, 5),), (S(4, 7),)), tol="exact")
 
 # --- composite chains: fusion, 2-D tiling (transposed loads, contiguous stores), broadcasts
+section("chain")
 case("chain_t_mul_add_relu", lambda a, b: (a.t() * 2 + b).relu(), (X, X),
      ((S(33, 17), S(17, 33)), (S(257, 131), S(131, 257)), (S(5, 6), S(6, 1))))
 case("chain_permute_reshape", lambda a: a.permute(0, 2, 1).reshape(3, -1) + 1,
@@ -501,7 +514,7 @@ case("chain_long", lambda a: ((((a * 1.1 + 0.3).sin() * 2).abs() + 1).log().sqrt
 case("chain_mask_floor", lambda a, b: a * (b > 0).to(a.dtype) + b.floor(), (X, X), BINARY_LITE)
 case("chain_unbind_add", lambda a: sum(a.unbind(0)), shapes=((S(3, 4, 5),),))
 case("chain_split_mul", lambda a: (lambda q, k: q * k)(*a.split(4, dim=-1)),
-     shapes=((S(6, 8),), (T(8, 6),)))
+     shapes=((S(6, 8),), (T(6, 8),)))
 
 CASES: dict[str, OpCase] = {}
 for _c in CASE_LIST:
@@ -580,7 +593,45 @@ class KnownBug:
     repro: str = ""
 
 
-KNOWN_BUGS: list[KnownBug] = []
+def _all_size_one(param: Param) -> bool:
+    return all(math.prod(s.size) == 1 for s in param.shapes)
+
+
+def _scalar_with_tensor(param: Param) -> bool:
+    sizes = [s.size for s in param.shapes]
+    return () in sizes and any(math.prod(z) > 1 for z in sizes)
+
+
+KNOWN_BUGS: list[KnownBug] = [
+    KnownBug(
+        "CPU interpreter: a 0-d input broadcast against a tensor, through the NaN-aware "
+        "maximum/minimum or logical_and: 'scalar_bool | block_bool' fails in Triton's "
+        "interpreter ('ufunc bitwise_or not supported for the input types')",
+        lambda p: p.device == "cpu" and _scalar_with_tensor(p)
+        and p.case.name in ("maximum", "minimum", "logical_and"),
+        "a, b = torch.randn(()), torch.randn(7); "
+        "compile_fx(make_fx(lambda a, b: (torch.maximum(a, b),))(a, b), [a, b])(a, b)"),
+    KnownBug(
+        "CPU interpreter: casts to bfloat16 are wrong: float32/float16 -> bfloat16 truncates "
+        "instead of rounding to nearest even; int32/int64/bool -> bfloat16 gives garbage "
+        "(bit reinterpretation: 0, NaN, denormals)",
+        lambda p: p.device == "cpu" and (p.case.name.endswith("_bf16")
+                                         or p.case.name == "to_roundtrip_bf16"),
+        "x = torch.randn(8); compile_fx(make_fx(lambda a: (a.to(torch.bfloat16),))(x), [x])(x)"
+        "[0] != x.to(torch.bfloat16)"),
+    KnownBug(
+        "sum of a 0-d tensor: compile fails with \"ValueError: nodes ['buf0'] cannot share a "
+        "row kernel\"",
+        lambda p: p.case.family == "reduction" and _all_size_one(p)
+        and p.shapes[0].size == () and p.case.name == "sum_all",
+        "x = torch.randn(()); compile_fx(make_fx(lambda a: (a.sum(),))(x), [x])"),
+    KnownBug(
+        "argmax over a row holding NaN returns the index of the largest number; eager "
+        "returns the index of the (first) NaN",
+        lambda p: p.case.name == "argmax_nan",
+        "x = torch.tensor([[1.0, float('nan'), 3.0]]); "
+        "compile_fx(make_fx(lambda a: (a.argmax(-1),))(x), [x])(x)  # [2], eager [1]"),
+]
 
 
 def known_bug(param: Param) -> KnownBug | None:

@@ -214,7 +214,10 @@ def test_sigterm_stops_cleanly_and_the_next_run_resumes(tmp_path, shared):
     assert report.exit_code == 0
     status = {(r.stage, r.model): r.status for r in report.results}
     assert status[("lower", "convnet")] == "skipped"
-    assert status[("capture", "slow")] == status[("lower", "slow")] == "ok"
+    assert status[("lower", "slow")] == "ok"
+    # On a shared cluster the cancelled capture of slow keeps running in its worker thread
+    # (Dask cannot interrupt a thread) and may store its graph before the rerun looks.
+    assert status[("capture", "slow")] in ("ok", "skipped")
 
 
 def test_gpu_workers_are_pinned_and_carry_the_gpu_resource():

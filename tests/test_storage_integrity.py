@@ -120,9 +120,12 @@ def test_key_moved_to_other_row_is_caught(store):
     store.put_artifact(artifact(1))
     path = store.files("modules")[0].path
     table = pq.read_table(path)
-    rewrite_file(path, table.set_column(0, "module_key", pa.array([artifact(2).module_key])))
-    with pytest.warns(TamperedRowWarning):
-        assert store.get_artifact(artifact(2).module_key) is None
+    moved = artifact(2).module_key
+    rewrite_file(path, table.set_column(0, "module_key", pa.array([moved])))
+    with pytest.warns(TamperedRowWarning, match=moved):
+        assert store.query("modules").num_rows == 0
+    assert store.get_artifact(moved) is None
+    assert [(p.path, p.key) for p in store.verify().problems] == [(path, moved)]
 
 
 def test_clean_store_verifies_ok_without_warnings(store):

@@ -230,3 +230,25 @@ def test_bad_filter_or_column_is_an_error_not_a_corrupt_store(store):
         with pytest.raises(KeyError, match="median"):
             store.query("trials", columns=["median"])
     assert store.query("trials").num_rows == 3
+
+
+def test_lookup_opens_only_files_whose_name_range_holds_the_key(store, monkeypatch):
+    arts = [artifact(i) for i in range(40)]
+    for art in arts:
+        store.put_artifact(art)
+    import storage.store as store_module
+    opened = []
+    real = store_module.read_rows
+    monkeypatch.setattr(store_module, "read_rows",
+                        lambda fs, kind, files, *a: opened.append(len(files)) or real(
+                            fs, kind, files, *a))
+    for art in arts:
+        assert store.get_artifact(art.module_key) == art
+    assert max(opened) == 1 and len(opened) == 40
+    store.compact(["modules"], target_file_bytes=4096, row_group_bytes=1024)  # 3 files
+    assert len(store.files("modules")) > 2
+    opened.clear()
+    for art in arts:
+        assert store.get_artifact(art.module_key) == art
+    assert max(opened) == 1
+    assert store.lookup("modules", []).num_rows == 0

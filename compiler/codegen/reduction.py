@@ -99,7 +99,7 @@ def _kind(node, anchor: ReductionBuffer) -> str | None:
                 and tuple(node.reduced_dims) == tuple(anchor.reduced_dims)
                 and len(node.out_dims) == len(node.layout.size))
         return "reduction" if same else None
-    if not isinstance(node, ComputedBuffer):
+    if type(node) is not ComputedBuffer:    # a MutationBuffer never shares a kernel
         return None
     if tuple(node.layout.size) == tuple(anchor.src_size):
         return "full"

@@ -83,7 +83,11 @@ def _plan(buf: ComputedBuffer) -> _Plan:
     # memory order of the output: largest stride outermost (stable for equal/symbolic)
     dims.sort(key=lambda d: -int(stride[d[0]]) if stride[d[0]].is_Integer else 0)
     mapping.update({s: s for s, _ in dims})
-    body = substitute(buf.body, mapping)
+    body = buf.body
+    mask = getattr(buf, "store_mask", None)
+    if mask is not None:   # planned together so both see the same dims
+        body = Op("store_if", (mask, body), body.dtype)
+    body = substitute(body, mapping)
     store = buf.layout.index(isyms).xreplace(mapping)
     dims, mapping = merge_dims(dims, index_exprs(body, store))
     ranges = dict(dims)
@@ -239,7 +243,7 @@ def store_index(index: sympy.Expr, shape: str) -> str:
 def kernel_name(body: Expr, number: int, prefix: str = "kiln_pw") -> str:
     ops = []
     for n in walk(body):
-        if isinstance(n, Op) and n.op != "to_dtype" and n.op not in ops:
+        if isinstance(n, Op) and n.op not in ("to_dtype", "store_if", "masked") and n.op not in ops:
             ops.append(n.op)
     return "_".join([prefix] + (ops[:4] or ["copy"]) + [str(number)])
 
@@ -301,17 +305,21 @@ def _emit(name, buf, plan, index_map, ranges, numels, two_d):
         ])
         mask, shape = "xmask", "[XBLOCK]"
     writer = BodyWriter(body, index_map, ranges, mask)
-    result = writer.value(plan.body)
+    value, store_mask = plan.body, mask
+    if isinstance(value, Op) and value.op == "store_if":   # an in-place write of changed elements
+        store_mask = f"{mask} & ({writer.value(value.args[0])})"
+        value = value.args[1]
+    result = writer.value(value)
     if result not in writer.block:
         result_text = f"tl.broadcast_to({result}, {shape})"
-        if isinstance(plan.body, Const):
-            result_text = f"tl.full({shape}, {result}, {compute_type(plan.body.dtype)})"
+        if isinstance(value, Const):
+            result_text = f"tl.full({shape}, {result}, {compute_type(value.dtype)})"
     else:
         result_text = result
     if buf.layout.dtype in HALF_TYPES:
         result_text = f"{result_text}.to({TL_DTYPES[buf.layout.dtype]})"
     body.line(f"tl.store(out_ptr0 + ({store_index(writer.index(plan.store), shape)}), "
-              f"{result_text}, {mask})")
+              f"{result_text}, {store_mask})")
     ptr_args = list(writer.pointers.values()) + ["out_ptr0"]
     numel_args = ["xnumel", "ynumel"] if two_d else ["xnumel"]
     blocks = ["XBLOCK: tl.constexpr"] + (["YBLOCK: tl.constexpr"] if two_d else [])

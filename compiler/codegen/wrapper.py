@@ -18,7 +18,7 @@ import torch
 
 from ..config import CompilerOptions
 from ..graph import LoweredGraph
-from ..ir import BufferRef, ComputedBuffer, ExternKernel, Layout
+from ..ir import BufferRef, ComputedBuffer, ExternKernel, Layout, MutationBuffer
 from .builder import CodeBuilder
 from ..scheduler import FusedKernel, schedule
 from .memory import plan_memory
@@ -172,7 +172,10 @@ def _alloc(name: str, layout: Layout) -> str:
 
 def _emit_kernel_call(code, step, spec: KernelSpec, options, device_type, reuse):
     layouts = {n.name: n.layout for n in step.nodes}
+    in_place = {n.name for n in step.nodes if isinstance(n, MutationBuffer)}
     for name in spec.buffers[len(spec.buffers) - spec.n_outputs:]:
+        if name in in_place:
+            continue   # writes into the caller's tensor
         if name in reuse:
             lay = layouts[name]
             code.line(f"{name} = {reuse[name]}.as_strided({_ints(lay.size)}, {_ints(lay.stride)})"
