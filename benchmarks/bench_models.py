@@ -37,6 +37,7 @@ from __future__ import annotations
 import argparse
 import copy
 import gc
+import itertools
 import json
 import math
 import os
@@ -257,7 +258,11 @@ def summarize(rows: list[dict]) -> dict:
 
 
 def _fmt(value, spec: str) -> str:
-    return "-" if value is None else format(value, spec)
+    """``format(value, spec)``, or a dash as wide as the spec's width for a missing value."""
+    if value is None:
+        width = "".join(itertools.takewhile(str.isdigit, spec))
+        return "-".rjust(int(width or 0))
+    return format(value, spec)
 
 
 def print_table(rows: list[dict], summary: dict, header: str) -> None:

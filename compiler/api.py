@@ -67,6 +67,7 @@ def _artifact_meta(lowered: LoweredGraph, graph_key: str, options: CompilerOptio
     return {
         "graph_key": graph_key,
         "device": target,
+        "target": target,
         "inputs": [{"size": [int(s) for s in b.layout.size],
                     "stride": [int(s) for s in b.layout.stride],
                     "dtype": str(b.layout.dtype), "device": target} for b in lowered.inputs],

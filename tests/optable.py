@@ -112,6 +112,11 @@ def _draw(domain: str, numel: int, gen: torch.Generator) -> torch.Tensor:
         return ints(-(1 << 20), 1 << 20)
     if domain == "bool":
         return ints(0, 2)
+    if domain.startswith("index"):     # "index5": valid indices 0..4 into a dim of size 5
+        return ints(0, int(domain[5:]))
+    if domain.startswith("wrapindex"):  # "wrapindex5": -5..4, negative ones count from the end
+        n = int(domain[9:])
+        return ints(-n, n)
     raise ValueError(f"unknown input domain {domain!r}")
 
 
@@ -384,6 +389,12 @@ case("arange_float_dtype", lambda a: torch.arange(0, 9, dtype=a.dtype, device=a.
      shapes=((S(9),), (S(3, 9),)))
 case("scalar_tensor", lambda a: torch.scalar_tensor(1.25, device=a.device) * a,
      shapes=UNARY_LITE)
+case("new_zeros_ones", lambda a: (a.new_zeros(3, 4), a.new_ones((5,), dtype=torch.int32)),
+     shapes=((S(2),),))
+case("copy", lambda a, b: torch.ops.aten.copy(a, b), (X, I32), ((S(5, 6), S(6)),), tol="exact")
+case("convert_element_type", lambda a: torch.ops.prims.convert_element_type(a, torch.float16),
+     (Arg("normal", torch.float32),), ((S(33, 17),),), tol="exact")
+case("tensor_constant", lambda a: a + torch.tensor([1.0, -2.0, 0.5]), shapes=((S(4, 3),),))
 case("arange_broadcast", lambda a: a + torch.arange(a.shape[-1], device=a.device),
      shapes=((S(5, 7),), (T(6, 4),)))
 
@@ -435,6 +446,71 @@ case("identity", lambda a: a, kernels="none", tol="exact", shapes=UNARY_LITE)
 case("clone_contiguous", lambda a: a.contiguous(), shapes=((T(17, 33),),), kernels="some",
      tol="exact")
 case("view_of_computed", lambda a: (a * 2).t(), shapes=((S(33, 17),),))
+
+case("alias", torch.ops.aten.alias, shapes=((S(33, 17),),), kernels="none", tol="exact")
+case("detach", lambda a: a.detach(), shapes=((S(33, 17),),), kernels="none", tol="exact")
+
+# --- indexing: cat / pad / scatters are masked pointwise kernels; gathers load through
+# indices read in the same kernel
+section("indexing")
+case("cat_dim0", lambda a, b: torch.cat([a, b]), (X, X), ((S(3, 5), S(4, 5)), (T(5, 3), S(2, 3))))
+case("cat_dim1_three", lambda a, b, c: torch.cat([a, b, c], 1), (X, X, X),
+     ((S(4, 2), S(4, 7), ST(4, 3)),))
+case("cat_promote", lambda a, b: torch.cat([a, b], -1), (X, I64), ((S(3, 4), S(3, 2)),))
+case("stack", lambda a, b: torch.stack([a, b], 1), (X, X), ((S(5, 3), T(5, 3)),))
+case("pad", lambda a: F.pad(a, (1, 2)), shapes=((S(3, 4),), (T(5, 6),)), tol="exact")
+case("pad_value_2d", lambda a: F.pad(a, (2, 0, 1, 3), value=1.5), shapes=((S(2, 3, 4),),),
+     tol="exact")
+case("pad_negative", lambda a: F.pad(a, (-1, 2)), shapes=((S(3, 6),),), tol="exact")
+case("slice_scatter", lambda a, b: torch.slice_scatter(a, b, 1, 1, 7, 2), (X, X),
+     ((S(4, 9), S(4, 3)), (T(4, 9), S(4, 3))), tol="exact")
+case("slice_scatter_dim0", lambda a, b: torch.slice_scatter(a, b, 0, -3), (X, X),
+     ((S(8, 5), S(3, 5)),), tol="exact")
+case("select_scatter", lambda a, b: torch.select_scatter(a, b, 0, -2), (X, X),
+     ((S(5, 7), S(7)),), tol="exact")
+case("embedding", lambda w, i: F.embedding(i, w), (X, Arg("index11", torch.int64)),
+     ((S(11, 8), S(3, 5)), (S(11, 8), S(7))), tol="exact")
+case("embedding_int32", lambda w, i: F.embedding(i, w), (X, Arg("index11", torch.int32)),
+     ((S(11, 8), S(4)),), tol="exact")
+case("gather", lambda a, i: a.gather(1, i), (X, Arg("index6", torch.int64)),
+     ((S(5, 6), S(5, 3)), (T(5, 6), S(4, 9))), tol="exact")
+case("index_select", lambda a, i: a.index_select(0, i), (X, Arg("index7", torch.int64)),
+     ((S(7, 5), S(4)), (T(7, 5), S(9))), tol="exact")
+case("index_select_dim1", lambda a, i: a.index_select(1, i), (X, Arg("index5", torch.int32)),
+     ((S(3, 5, 2), S(6)),), tol="exact")
+case("index_tensor", lambda a, i: a[i], (X, Arg("wrapindex7", torch.int64)),
+     ((S(7, 5), S(3, 2)),), tol="exact")
+case("index_tensor_dim1", lambda a, i: a[:, i], (X, Arg("index5", torch.int64)),
+     ((S(3, 5), S(4)),), tol="exact")
+case("index_tensor_pair", lambda a, i, j: a[i, j], (X, Arg("index4", torch.int64),
+                                                    Arg("index6", torch.int64)),
+     ((S(4, 6), S(5, 1), S(3)),), tol="exact")
+
+# --- extern: matmuls, convolution and attention run as ATen calls on purpose (no fallback
+# warning); epilogues after them fuse into kernels
+section("extern")
+case("mm", torch.mm, (X, X), ((S(33, 17), S(17, 9)), (T(8, 6), S(6, 5))), kernels="any",
+     tol="approx")
+case("linear", F.linear, (X, X, X), ((S(8, 16), S(12, 16), S(12)),), kernels="any",
+     tol="approx")
+case("linear_relu", lambda a, w, b: F.linear(a, w, b).relu(), (X, X, X),
+     ((S(2, 5, 16), S(12, 16), S(12)),), tol="approx")
+case("bmm", torch.bmm, (X, X), ((S(3, 5, 7), S(3, 7, 4)),), kernels="any", tol="approx")
+case("baddbmm", lambda c, a, b: torch.baddbmm(c, a, b, beta=0.5, alpha=2.0), (X, X, X),
+     ((S(3, 5, 4), S(3, 5, 7), S(3, 7, 4)),), kernels="any", tol="approx")
+case("matmul_broadcast", torch.matmul, (X, X), ((S(2, 3, 5, 7), S(7, 4)),), kernels="any",
+     tol="approx")
+case("conv2d", lambda x, w, b: F.conv2d(x, w, b, padding=1), (X, X, X),
+     ((S(2, 3, 9, 9), S(4, 3, 3, 3), S(4)),), kernels="any", tol="approx")
+case("conv2d_stride_gelu", lambda x, w: F.gelu(F.conv2d(x, w, stride=2)), (X, X),
+     ((S(1, 2, 11, 11), S(5, 2, 3, 3)),), tol="approx")
+case("sdpa", lambda q, k, v: F.scaled_dot_product_attention(q, k, v), (X, X, X),
+     ((S(2, 3, 6, 8), S(2, 3, 6, 8), S(2, 3, 6, 8)),), kernels="any", tol="approx")
+case("sdpa_causal", lambda q, k, v: F.scaled_dot_product_attention(q, k, v, is_causal=True),
+     (X, X, X), ((S(1, 2, 9, 16), S(1, 2, 9, 16), S(1, 2, 9, 16)),), kernels="any",
+     tol="approx")
+case("einsum", lambda a, b: torch.einsum("bij,bkj->bik", a, b), (X, X),
+     ((S(2, 5, 7), S(2, 4, 7)),), kernels="any", tol="approx")
 
 # --- reductions: persistent (rnumel <= 4096) and looped kernels, keepdim, several dims, all
 # dims, transposed inputs, int / bool inputs, NaN, ties (eager returns the first index)
@@ -651,24 +727,37 @@ class Unlowered:
     tol: str = "default"
 
 
+IDX4 = Arg("index4", torch.int64)
 UNLOWERED: list[Unlowered] = [
     Unlowered("cumsum", lambda a: a.cumsum(0), (X,), (S(7, 9),), "aten.cumsum.default"),
+    Unlowered("cumprod", lambda a: a.cumprod(1), (X,), (S(7, 9),), "aten.cumprod.default"),
     Unlowered("prod", lambda a: a.prod(-1), (X,), (S(7, 9),), "aten.prod.dim_int"),
     Unlowered("sort", lambda a: a.sort(-1)[0], (X,), (S(7, 9),), "aten.sort.default"),
     Unlowered("topk", lambda a: a.topk(3)[0], (X,), (S(7, 9),), "aten.topk.default"),
+    Unlowered("median", lambda a: a.median(1)[0], (X,), (S(7, 9),), "aten.median.dim"),
+    Unlowered("vector_norm", lambda a: a.norm(dim=1), (X,), (S(7, 9),),
+              "aten.linalg_vector_norm.default", "approx"),
     Unlowered("max_pool2d", lambda a: F.max_pool2d(a, 2), (X,), (S(1, 2, 8, 8),),
               "aten.max_pool2d_with_indices.default"),
     Unlowered("avg_pool2d", lambda a: F.avg_pool2d(a, 2), (X,), (S(1, 2, 8, 8),),
               "aten.avg_pool2d.default"),
-    Unlowered("embedding", lambda w, i: F.embedding(i, w),
-              (X, Arg("smallpos", torch.int64)), (S(5, 4), S(3, 2)), "aten.embedding.default"),
-    Unlowered("index_select", lambda a, i: a.index_select(0, i),
-              (X, Arg("smallpos", torch.int64)), (S(5, 4), S(3)), "aten.index_select.default"),
-    Unlowered("gather", lambda a, i: a.gather(1, i), (X, Arg("smallpos", torch.int64)),
-              (S(5, 4), S(5, 2)), "aten.gather.default"),
-    Unlowered("cat", lambda a, b: torch.cat([a, b], 1), (X, X), (S(3, 4), S(3, 2)),
-              "aten.cat.default"),
-    Unlowered("constant_pad", lambda a: F.pad(a, (1, 2)), (X,), (S(3, 4),),
-              "aten.constant_pad_nd.default"),
+    Unlowered("batch_norm_train", lambda a: F.batch_norm(a, None, None, training=True), (X,),
+              (S(2, 3, 4, 4),), "aten.native_batch_norm.default", "approx"),
     Unlowered("flip", lambda a: a.flip(0), (X,), (S(3, 4),), "aten.flip.default"),
+    Unlowered("repeat", lambda a: a.repeat(2, 1), (X,), (S(3, 4),), "aten.repeat.default"),
+    Unlowered("scatter", lambda a, i: a.scatter(1, i, 2.0), (X, IDX4), (S(5, 4), S(5, 2)),
+              "aten.scatter.value"),
+    Unlowered("scatter_add", lambda a, i: a.scatter_add(1, i, a), (X, IDX4),
+              (S(5, 4), S(5, 4)), "aten.scatter_add.default"),
+    Unlowered("index_put", lambda a, i, v: a.index_put((i,), v), (X, IDX4, X),
+              (S(4, 3), S(2), S(2, 3)), "aten.index_put.default"),
+    Unlowered("atan2", torch.atan2, (X, X), (S(3, 4), S(3, 4)), "aten.atan2.default", "approx"),
+    Unlowered("tan", torch.tan, (X,), (S(3, 4),), "aten.tan.default", "approx"),
+    Unlowered("asin", lambda a: torch.asin(a.clamp(-1, 1)), (X,), (S(3, 4),),
+              "aten.asin.default", "approx"),
+    Unlowered("sinh", torch.sinh, (X,), (S(3, 4),), "aten.sinh.default", "approx"),
+    Unlowered("erfinv", lambda a: torch.erfinv(a.clamp(-0.9, 0.9)), (X,), (S(3, 4),),
+              "aten.erfinv.default", "approx"),
+    # capture.py names elu among the activations "each one pointwise op for kiln"
+    Unlowered("elu", F.elu, (X,), (S(3, 4),), "aten.elu.default", "approx"),
 ]

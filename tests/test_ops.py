@@ -180,7 +180,15 @@ NOT_EXERCISED = {
     "aten.empty.memory_format": "contents undefined in eager: nothing to compare",
     "aten.empty_like.default": "contents undefined in eager: nothing to compare",
     "aten.new_empty.default": "contents undefined in eager: nothing to compare",
+    "aten.contiguous.default": "CompositeImplicit: make_fx records clone, never contiguous",
 }
+
+
+def _trace_or_none(gm, inputs):
+    try:
+        return _trace(gm, inputs).graph
+    except Exception:   # a case that fails to compile is reported by its own test
+        return None
 
 
 def test_table_covers_every_lowered_op():
@@ -191,8 +199,10 @@ def test_table_covers_every_lowered_op():
     for c in optable.CASE_LIST:
         gen, _ = optable.generator()
         inputs = optable.make_inputs(c, c.shapes[0], torch.float32, "cpu", gen)
-        traced = _trace(make_fx(_as_tuple_fn(c.fn))(*inputs), inputs)
-        seen |= {str(n.target) for n in traced.graph.nodes if n.op == "call_function"}
+        gm = make_fx(_as_tuple_fn(c.fn))(*inputs)
+        # the op as the user's graph has it, and as kiln's decompositions hand it to lowering
+        for graph in (gm.graph, _trace_or_none(gm, inputs)):
+            seen |= {str(n.target) for n in getattr(graph, "nodes", ()) if n.op == "call_function"}
     # an op counts as covered when any of its overloads is exercised
     packets = {str(op).rsplit(".", 1)[0] for op in table.entries}
     seen_packets = {name.rsplit(".", 1)[0] for name in seen}
