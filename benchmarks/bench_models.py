@@ -26,11 +26,12 @@ reported with its error and the run goes on. The JSON (``--json``) is rewritten 
 model, so a run cut short keeps what it measured.
 
     python benchmarks/bench_models.py [--models resnet_bottleneck,vit_block] [--fp32]
-        [--quick] [--size bench|mid|tiny] [--no-inductor] [--json out.json]
+        [--quick] [--size bench|mid|tiny] [--no-inductor] [--budget-s 540]
+        [--json out.json]
 
 ``--device cpu`` (tiny size, kernels under Triton's interpreter, perf_counter timings,
-Inductor off) only checks this script's logic on a machine without a GPU; its numbers mean
-nothing.
+Inductor off unless ``--inductor``) only checks this script's logic on a machine without a
+GPU; its numbers mean nothing (and bfloat16 under the interpreter is not even accurate).
 """
 from __future__ import annotations
 
@@ -236,7 +237,7 @@ def summarize(rows: list[dict]) -> dict:
         both = [r for r in rs if "kiln_speedup" in r and "inductor_speedup" in r]
         s: dict[str, Any] = {
             "models_compared": [r["model"] for r in both],
-            "models_failed_in_kiln": {r["model"]: r.get("kiln_error", "no result")
+            "models_failed_in_kiln": {r["model"]: r.get("kiln_error") or r.get("error", "no result")
                                       for r in rs if "kiln_ms" not in r},
             "inductor_geomean_speedup": geomean([r["inductor_speedup"] for r in both]),
             "kiln_geomean_speedup": geomean([r["kiln_speedup"] for r in both]),
@@ -284,6 +285,8 @@ def print_table(rows: list[dict], summary: dict, header: str) -> None:
               f"{_fmt(r.get('inductor_kernels'), '7d')}{_fmt(r.get('kiln_kernels'), '7d')}"
               f"{_fmt(r['kiln_bytes'] / 1e6 if 'kiln_bytes' in r else None, '9.1f')}"
               f"{_fmt(r.get('kiln_bytes_floor_ms'), '9.3f')}  {errs}")
+        if "error" in r:
+            print(f"    FAILED: {r['error']}")
         for who in ("eager", "inductor", "kiln"):
             if f"{who}_error" in r:
                 print(f"    {who} FAILED: {r[f'{who}_error']}")
@@ -334,19 +337,22 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--quick", action="store_true", help="fewer timing reps (warmup 5, rep 20 ms)")
     p.add_argument("--size", choices=blocks.SIZES, default=None,
                    help="model sizes (default: bench on cuda, tiny on cpu)")
-    p.add_argument("--no-inductor", dest="inductor", action="store_false",
-                   help="skip torch.compile")
+    p.add_argument("--inductor", action=argparse.BooleanOptionalAction, default=None,
+                   help="time torch.compile too (default: on for cuda, off for cpu)")
     p.add_argument("--device", choices=("cuda", "cpu"), default="cuda",
-                   help="cpu only checks the script (interpreter, tiny, no Inductor)")
+                   help="cpu only checks the script (interpreter, tiny)")
     p.add_argument("--json", type=Path, help="write the rows and summary here")
+    p.add_argument("--budget-s", type=float, default=540,
+                   help="start no new model after this many seconds (default 540); the "
+                        "skipped ones are listed")
     ns = p.parse_args(argv)
     ns.models = MODEL_NAMES if ns.models == "all" else [m for m in ns.models.split(",") if m]
     unknown = [m for m in ns.models if m not in MODEL_NAMES]
     if unknown:
         p.error(f"unknown models {unknown}; known: {MODEL_NAMES}")
     ns.size = ns.size or ("bench" if ns.device == "cuda" else "tiny")
-    if ns.device == "cpu":
-        ns.inductor = False
+    if ns.inductor is None:
+        ns.inductor = ns.device == "cuda"
     return ns
 
 
@@ -368,6 +374,11 @@ def main(argv=None) -> int:
         for dtype in dtypes:
             for name in ns.models:
                 t0 = time.perf_counter()
+                if t0 - started > ns.budget_s:
+                    print(f"{name}: skipped, past --budget-s {ns.budget_s:.0f}", flush=True)
+                    rows.append({"model": name, "dtype": str(dtype).removeprefix("torch."),
+                                 "size": ns.size, "error": "skipped: time budget"})
+                    continue
                 print(f"{name} {str(dtype).removeprefix('torch.')} ...", flush=True)
                 try:
                     row = run_model(name, dtype, ns, Path(tmp))
@@ -394,7 +405,8 @@ def write_json(path: Path, header: str, rows: list[dict], summary: dict) -> None
     path.parent.mkdir(parents=True, exist_ok=True)
     doc = {"header": header,
            "card": torch.cuda.get_device_name() if torch.cuda.is_available() else "cpu",
-           "torch": torch.__version__, "triton": triton.__version__, "python": sys.version.split()[0],
+           "torch": torch.__version__, "triton": triton.__version__,
+           "python": sys.version.split()[0],
            "rows": rows, "summary": summary}
     tmp = path.with_suffix(path.suffix + ".tmp")
     tmp.write_text(json.dumps(doc, indent=2, default=str))

@@ -74,7 +74,12 @@ def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--json", type=Path)
     parser.add_argument("--no-inductor", action="store_true")
+    parser.add_argument("--persistent-max", type=int, default=None,
+                        help="experiment: rows up to this many elements run persistent")
     args = parser.parse_args(argv)
+    if args.persistent_max:
+        import compiler.codegen.reduction as reduction
+        reduction.PERSISTENT_MAX_RNUMEL = args.persistent_max
     if not torch.cuda.is_available():
         print("bench_rows: needs a CUDA GPU; nothing was timed")
         return 2

@@ -21,6 +21,7 @@ import json
 from pathlib import Path
 from typing import Any, Sequence
 
+import sympy
 import torch
 import triton
 from torch.fx.experimental.proxy_tensor import make_fx
@@ -35,6 +36,7 @@ from .graph import GraphLowering, LoweredGraph
 from .ir import ExternKernel
 from .lowering import default_table
 from .runtime import CompiledModule, load_artifact
+from .sizevars import texpr
 
 
 def module_key(graph_key: str, options: CompilerOptions, target: str) -> str:
@@ -68,9 +70,10 @@ def _artifact_meta(lowered: LoweredGraph, graph_key: str, options: CompilerOptio
         "graph_key": graph_key,
         "device": target,
         "target": target,
-        "inputs": [{"size": [int(s) for s in b.layout.size],
-                    "stride": [int(s) for s in b.layout.stride],
+        "inputs": [{"size": [_size_json(s) for s in b.layout.size],
+                    "stride": [_size_json(s) for s in b.layout.stride],
                     "dtype": str(b.layout.dtype), "device": target} for b in lowered.inputs],
+        "size_ranges": {str(k): list(v) for k, v in sorted(lowered.size_ranges.items(), key=str)},
         "constants": [c.name for c in lowered.constants],
         "outputs": len(lowered.outputs),
         "fallback_ops": list(lowered.fallback_ops),
@@ -79,6 +82,12 @@ def _artifact_meta(lowered: LoweredGraph, graph_key: str, options: CompilerOptio
         "versions": {"kiln": __version__, "torch": torch.__version__,
                      "triton": triton.__version__},
     }
+
+
+def _size_json(size):
+    """A size for the artifact's JSON: an int, or the expression of size symbols as text."""
+    size = sympy.sympify(size)
+    return int(size) if size.is_Integer else texpr(size)
 
 
 def _dump(artifact: CompiledArtifact, directory: Path) -> None:
@@ -97,13 +106,14 @@ def _trace(gm: torch.fx.GraphModule, example_inputs: Sequence[Any]) -> torch.fx.
     at the end, which GraphLowering applies in place.
     """
     fake_mode = torch._guards.detect_fake_mode(example_inputs)
-    run = torch.func.functionalize(torch.fx.Interpreter(gm).run, remove="mutations_and_views")
+    run = torch.func.functionalize(torch.fx.Interpreter(gm).run, remove="mutations")
     with torch.no_grad():
         if fake_mode is not None:
             with fake_mode:
                 return make_fx(run, decomposition_table=decomposition_table())(*example_inputs)
-        return make_fx(run, decomposition_table=decomposition_table(),
-                       tracing_mode="fake")(*example_inputs)
+        # graphs from make_fx(module) hold weights as real tensors behind get_attr
+        return make_fx(run, decomposition_table=decomposition_table(), tracing_mode="fake",
+                       _allow_non_fake_inputs=True)(*example_inputs)
 
 
 def _user_specs(gm: torch.fx.GraphModule) -> list[InputSpec]:

@@ -19,6 +19,7 @@ Example:
 """
 from __future__ import annotations
 
+import dataclasses
 import itertools
 import operator
 import warnings
@@ -35,10 +36,16 @@ from .ir import (BufferRef, ComputedBuffer, ConstantBuffer, Const, ExternKernel,
                  index_symbols)
 from .lowering import LoweringTable
 from .lowering.common import SUPPORTED_DTYPES, expand_to
+from .lowering.common import sym_size as sym
 from .mutation import apply_mutations
 from .sizevars import affine_coefficients
 
 MAX_INLINE_OPS = 256   # bodies past this are realized even with one user: keep kernels sane
+
+
+SHAPE_ASSERTS = tuple(getattr(torch.ops.aten, name).default for name in (
+    "_assert_scalar", "sym_constrain_range_for_size", "sym_constrain_range",
+    "_assert_tensor_metadata") if hasattr(torch.ops.aten, name))
 
 
 class LoweringError(RuntimeError):
@@ -66,11 +73,11 @@ class LoweredGraph:
     outputs: tuple[OutputValue, ...]
     fallback_ops: tuple[str, ...]
     device: str
+    size_ranges: dict = dataclasses.field(default_factory=dict)   # size symbol -> (lo, hi)
 
 
 def _sym_tuple(values) -> tuple[sympy.Expr, ...]:
-    return tuple(sympy.sympify(int(v)) if not isinstance(v, torch.SymInt) else sympy.sympify(str(v))
-                 for v in values)
+    return tuple(sym(v) for v in values)
 
 
 def layout_of(val: torch.Tensor) -> Layout:
@@ -80,6 +87,9 @@ def layout_of(val: torch.Tensor) -> Layout:
 
 def is_dense(size, stride) -> bool:
     """Non-overlapping and dense: some permutation of the dims is contiguous."""
+    size, stride = _sym_tuple(size), _sym_tuple(stride)
+    if not all(s.is_Integer for s in size + stride):   # symbolic: only row-major is known dense
+        return tuple(stride) == tuple(contiguous_strides(size))
     dims = sorted((int(st), int(sz)) for sz, st in zip(size, stride) if sz != 1)
     expected = 1
     for st, sz in dims:
@@ -100,6 +110,7 @@ class GraphLowering(torch.fx.Interpreter):
         self.mutated_inputs = dict(mutated_inputs or {})
         self.mutations: list[tuple[InputBuffer, TensorValue]] = []
         self._placeholder_inputs: dict[torch.fx.Node, InputBuffer] = {}
+        self.size_ranges: dict[sympy.Symbol, tuple[int, int | None]] = {}
         self.node: torch.fx.Node | None = None
         self.inputs: list[InputBuffer] = []
         self.constants: list[ConstantBuffer] = []
@@ -118,7 +129,7 @@ class GraphLowering(torch.fx.Interpreter):
         self.run(*[None] * len(placeholders))
         return LoweredGraph(tuple(self.inputs), tuple(self.constants), self.constant_values,
                             tuple(self.operations), tuple(self.outputs),
-                            tuple(self.fallback_ops), self.device or "cpu")
+                            tuple(self.fallback_ops), self.device or "cpu", self.size_ranges)
 
     def run_node(self, n: torch.fx.Node):
         self.node = n
@@ -234,6 +245,7 @@ class GraphLowering(torch.fx.Interpreter):
         val = self.meta_val()
         if not isinstance(val, torch.Tensor):
             return val
+        self._note_ranges(val)
         _check_dtype(self.node, val)
         layout = layout_of(val)
         self.device = self.device or layout.device
@@ -241,6 +253,17 @@ class GraphLowering(torch.fx.Interpreter):
         self.inputs.append(InputBuffer(name, layout))
         self._placeholder_inputs[self.node] = self.inputs[-1]
         return self._load_buffer(name, layout)
+
+    def _note_ranges(self, val: torch.Tensor) -> None:
+        """Record each size symbol's allowed range (from the ShapeEnv) for input checks."""
+        for size in val.shape:
+            if isinstance(size, torch.SymInt):
+                expr = size.node.expr
+                ranges = size.node.shape_env.var_to_range
+                for s in expr.free_symbols:
+                    r = ranges.get(s)
+                    hi = None if r is None or not r.upper.is_finite else int(r.upper)
+                    self.size_ranges[s] = (int(r.lower) if r is not None else 0, hi)
 
     def get_attr(self, target, args, kwargs):
         value = super().get_attr(target, args, kwargs)
@@ -263,6 +286,11 @@ class GraphLowering(torch.fx.Interpreter):
     def call_function(self, target, args, kwargs):
         if target is operator.getitem and isinstance(args[0], (tuple, list)):
             return args[0][args[1]]
+        val = self.meta_val()
+        if isinstance(val, (torch.SymInt, int)) and not isinstance(val, bool):
+            return sym(val)          # size arithmetic (sym_size, mul of sizes): just sympy
+        if target in SHAPE_ASSERTS:
+            return None              # export's runtime asserts: the input checks cover them
         for v in _tensor_vals(self.node):
             _check_dtype(self.node, v)
         if target is torch.ops.aten.copy_.default and self.node.args[0] in self._placeholder_inputs:

@@ -15,7 +15,7 @@ Example:
     >>> def step(stats, x):
     ...     stats.mul_(0.9).add_(x.mean(0) * 0.1)
     ...     return (x * 2,)
-    >>> pure = torch.func.functionalize(step, remove="mutations_and_views")
+    >>> pure = torch.func.functionalize(step, remove="mutations")
     >>> gm = make_fx(pure, tracing_mode="fake")(torch.randn(4), torch.randn(8, 4))
     >>> ops = GraphLowering(gm, default_table(), CompilerOptions()).lower().operations
     >>> type(ops[-1]).__name__, ops[-1].name

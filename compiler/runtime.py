@@ -60,6 +60,19 @@ def _numpy_extern(fn):
     return call
 
 
+def _via_torch(fn):
+    """A NumPy-array function from a torch one (special functions NumPy lacks)."""
+    return lambda a: fn(torch.from_numpy(np.array(a))).numpy()
+
+
+def _quiet(fn):
+    """``fn`` without NumPy's warnings: the interpreter computes masked-off lanes too."""
+    def call(*args):
+        with np.errstate(all="ignore"):
+            return fn(*args)
+    return call
+
+
 INTERPRETER_LIBDEVICE = types.SimpleNamespace(
     tanh=_numpy_extern(np.tanh),
     pow=_numpy_extern(np.power),
@@ -68,6 +81,24 @@ INTERPRETER_LIBDEVICE = types.SimpleNamespace(
     nearbyint=_numpy_extern(np.rint),
     trunc=_numpy_extern(np.trunc),
     fmod=_numpy_extern(np.fmod),
+    atan=_numpy_extern(_quiet(np.arctan)),
+    asin=_numpy_extern(_quiet(np.arcsin)),
+    acos=_numpy_extern(_quiet(np.arccos)),
+    tan=_numpy_extern(_quiet(np.tan)),
+    sinh=_numpy_extern(_quiet(np.sinh)),
+    cosh=_numpy_extern(_quiet(np.cosh)),
+    asinh=_numpy_extern(_quiet(np.arcsinh)),
+    acosh=_numpy_extern(_quiet(np.arccosh)),
+    atanh=_numpy_extern(_quiet(np.arctanh)),
+    log10=_numpy_extern(_quiet(np.log10)),
+    atan2=_numpy_extern(_quiet(np.arctan2)),
+    hypot=_numpy_extern(_quiet(np.hypot)),
+    copysign=_numpy_extern(_quiet(np.copysign)),
+    erfc=_numpy_extern(_via_torch(torch.special.erfc)),
+    erfinv=_numpy_extern(_via_torch(torch.special.erfinv)),
+    erfcx=_numpy_extern(_via_torch(torch.special.erfcx)),
+    lgamma=_numpy_extern(_via_torch(torch.lgamma)),
+    cyl_bessel_i0=_numpy_extern(_via_torch(torch.special.i0)),
 )
 
 
@@ -102,28 +133,56 @@ def load_module(source: str, device_type: str, code_dir: Path,
 # ----------------------------------------------------------------------------- the callable
 @dataclass(frozen=True)
 class InputSpec:
-    """What one flat input must look like; strides matter only for dims of size > 1."""
-    size: tuple[int, ...]
-    stride: tuple[int, ...]
+    """What one flat input must look like; strides matter only for dims of size > 1.
+
+    A size or stride is an int, or the text of an expression of size symbols (``"s0"``,
+    ``"16*s1"``) for dims marked dynamic; ``ranges`` gives each symbol's allowed values.
+    """
+    size: tuple
+    stride: tuple
     dtype: str
     device: str
 
     def describe(self) -> str:
         return f"shape {tuple(self.size)} stride {tuple(self.stride)} {self.dtype} on {self.device}"
 
-    def mismatch(self, t) -> str | None:
+    def mismatch(self, t, sizes: dict, ranges: dict) -> str | None:
+        """What differs between ``t`` and this spec; binds size symbols into ``sizes``."""
         if not isinstance(t, torch.Tensor):
             return f"expected a tensor ({self.describe()}), got {type(t).__name__}"
         got = f"got shape {tuple(t.shape)} stride {tuple(t.stride())} {t.dtype} on {t.device.type}"
-        if tuple(t.shape) != tuple(self.size):
+        if len(t.shape) != len(self.size):
             return f"shape differs: expected {tuple(self.size)}, {got}"
+        for d, (want, have) in enumerate(zip(self.size, t.shape)):
+            problem = _check_dim(d, want, have, sizes, ranges)
+            if problem:
+                return f"{problem}; {got}"
         if str(t.dtype) != self.dtype:
             return f"dtype differs: expected {self.dtype}, {got}"
         if t.device.type != self.device:
             return f"device differs: expected {self.device}, {got}"
-        if any(s != 1 and a != b for s, a, b in zip(self.size, t.stride(), self.stride)):
-            return f"strides differ: expected {tuple(self.stride)}, {got}"
+        want = tuple(_value(s, sizes) for s in self.stride)
+        if any(n != 1 and a != b for n, a, b in zip(t.shape, t.stride(), want)):
+            return f"strides differ: expected {want}, {got}"
         return None
+
+
+def _value(size, sizes: dict) -> int:
+    return size if isinstance(size, int) else int(eval(size, {"__builtins__": {}}, sizes))
+
+
+def _check_dim(d: int, want, have: int, sizes: dict, ranges: dict) -> str | None:
+    if isinstance(want, int):
+        return None if want == have else f"dim {d} is {have}, compiled for {want}"
+    if want.isidentifier() and want not in sizes:    # first sight of a dynamic dim binds it
+        lo, hi = ranges.get(want, (0, None))
+        if have < lo or (hi is not None and have > hi):
+            return (f"dim {d} ({want}) is {have}, outside its allowed range "
+                    f"[{lo}, {'inf' if hi is None else hi}]")
+        sizes[want] = have
+        return None
+    expected = _value(want, sizes)
+    return None if expected == have else f"dim {d} ({want}) is {have}, expected {expected}"
 
 
 class CompiledModule:
@@ -138,6 +197,7 @@ class CompiledModule:
         self.artifact = artifact
         self.input_specs = tuple(InputSpec(tuple(s["size"]), tuple(s["stride"]), s["dtype"],
                                            s["device"]) for s in meta["inputs"])
+        self.size_ranges = {k: tuple(v) for k, v in meta.get("size_ranges", {}).items()}
         self.kernel_count = len(artifact.kernels)
         self.fallback_ops = tuple(meta.get("fallback_ops", ()))
         self.extern_ops = tuple(meta.get("extern_ops", ()))
@@ -158,8 +218,9 @@ class CompiledModule:
         if len(args) != len(self.input_specs):
             raise InputMismatchError(f"kiln: compiled for {len(self.input_specs)} inputs, "
                                      f"called with {len(args)}")
+        sizes: dict[str, int] = {}
         for k, (spec, arg) in enumerate(zip(self.input_specs, args)):
-            problem = spec.mismatch(arg)
+            problem = spec.mismatch(arg, sizes, self.size_ranges)
             if problem:
                 raise InputMismatchError(f"kiln: input {k}: {problem}")
 

@@ -59,6 +59,15 @@ def index_symbol(prefix: str, n: int) -> sympy.Symbol:
     return sympy.Symbol(f"{prefix}{n}", integer=True, nonnegative=True)
 
 
+def size_hint(expr) -> int:
+    """A number to order strides by: exact when static, else symbols taken as large (2**20),
+    which orders row-major strides of dynamic dims (``16*s1`` > ``16``) correctly."""
+    expr = sympy.sympify(expr)
+    if expr.is_Integer:
+        return int(expr)
+    return int(expr.subs({sym: 2**20 for sym in expr.free_symbols}))
+
+
 def upper_bound(expr: sympy.Expr, ranges: Mapping[sympy.Symbol, sympy.Expr]) -> int | None:
     """Largest value ``expr`` takes when each symbol ``s`` ranges over ``[0, ranges[s])``.
 
@@ -73,11 +82,13 @@ def upper_bound(expr: sympy.Expr, ranges: Mapping[sympy.Symbol, sympy.Expr]) -> 
         bounds = [upper_bound(a, ranges) for a in expr.args]
         return None if None in bounds else sum(bounds)
     if expr.is_Mul:
-        coeff, rest = expr.as_coeff_Mul()
-        inner = upper_bound(rest, ranges)
-        if inner is None or not coeff.is_Integer or coeff < 0:
-            return None
-        return int(coeff) * inner
+        bounds = [upper_bound(a, ranges) for a in expr.args]
+        if None in bounds or any(b < 0 for b in bounds):
+            return None      # unknown, or a negative factor we cannot bound this way
+        out = 1
+        for b in bounds:
+            out *= b
+        return out
     if isinstance(expr, FloorDiv):
         inner = upper_bound(expr.args[0], ranges)
         return None if inner is None or not expr.args[1].is_Integer else inner // int(expr.args[1])
@@ -216,6 +227,12 @@ class TritonPrinter(StrPrinter):
         x, a, n = (self._operand(arg) for arg in expr.args)
         inner = x if expr.args[1] == 1 else f"({x} // {a})"
         return f"({inner} % {n})"
+
+    def _print_Pow(self, expr):
+        base, exp = expr.args
+        if exp.is_Integer and exp > 0:   # Triton has no ** on tensors: s**2 -> s*s
+            return "*".join([self._operand(base)] * int(exp))
+        raise ValueError(f"cannot print {expr} as Triton index arithmetic")
 
     def _print_Mul(self, expr):
         return "*".join(self.parenthesize(a, 50) for a in expr.as_ordered_factors())

@@ -174,4 +174,8 @@ def store_main(argv: list[str], out: TextIO | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(store_main(sys.argv[1:]))
+    try:
+        sys.exit(store_main(sys.argv[1:]))
+    except BrokenPipeError:         # `... ls | head`: the reader left; not an error
+        sys.stderr.close()
+        sys.exit(0)

@@ -1,14 +1,17 @@
 """Files of a store: where they live, how they are named, written atomically and listed.
 
-Every writer writes its own files: ``part-v1-<utc time>-<host>-<pid>-<uuid>-k<lo>-<hi>.parquet``
-where ``lo``/``hi`` are the hex UTF-8 bytes of the first ``KEY_PREFIX`` characters of the
-smallest and largest key in the file. A key lookup opens only the files whose name range can
-hold the key: one module among ten thousand one-module files costs a directory listing, not
-ten thousand footer reads. A file is written under the temporary name ``.tmp-<final name>`` in the same directory and
+Every writer writes its own files, named
+``part-v1-<utc time>-<host>-<pid>-<uuid>-k<lo>-<hi>.parquet``, where ``lo``/``hi`` are the
+hex UTF-8 bytes of the first ``KEY_PREFIX`` characters of the smallest and largest key in
+the file. A key lookup opens only the files whose name range can hold the key: one module
+among ten thousand one-module files costs a directory listing, not ten thousand footer reads.
+
+A file is written under the temporary name ``.tmp-<final name>`` in the same directory and
 renamed when complete (``os.replace`` locally, after an fsync; the filesystem's ``move``
 elsewhere), so a reader, which lists only final names, never sees a partial file and two
 writers never pick the same name. A killed writer leaves at most a ``.tmp-`` file, which
-readers ignore and compaction removes once it is old.
+readers ignore and compaction removes once it is old. (On object stores ``move`` is a copy
+and a delete; the final object still appears whole, since a put is atomic there.)
 
 Example:
     >>> name = new_file_name("part", 1, ("0a3f9c", "0b77e1"))
@@ -18,6 +21,7 @@ Example:
 """
 from __future__ import annotations
 
+import bisect
 import os
 import re
 import socket
@@ -130,6 +134,25 @@ def parse_name(name: str) -> FileName | None:
     return FileName(role=match["role"], version=int(match["version"]),
                     key_lo=bytes.fromhex(lo) if lo and len(lo) % 2 == 0 else None,
                     key_hi=bytes.fromhex(hi) if hi and len(hi) % 2 == 0 else None)
+
+
+def files_for_keys(files: list[StoreFile], keys: list[str]) -> list[StoreFile]:
+    """The files whose name's key range may hold at least one of ``keys``.
+
+    Example:
+        >>> f = StoreFile("trials", "/s/a", 1, "part", 1, 0.0, b"aa", b"ac")
+        >>> [len(files_for_keys([f], keys)) for keys in (["ab9"], ["b", "a"], [])]
+        [1, 0, 0]
+    """
+    prefixes = sorted({key[:KEY_PREFIX].encode() for key in keys})
+
+    def hit(file: StoreFile) -> bool:
+        if file.key_lo is None or file.key_hi is None:
+            return bool(prefixes)
+        i = bisect.bisect_left(prefixes, file.key_lo)
+        return i < len(prefixes) and prefixes[i] <= file.key_hi
+
+    return [f for f in files if hit(f)]
 
 
 def key_range(table: pa.Table, column: str) -> tuple[str, str] | None:

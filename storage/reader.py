@@ -15,6 +15,7 @@ Example:
 """
 from __future__ import annotations
 
+import functools
 import warnings
 from dataclasses import dataclass, field
 from typing import Iterable
@@ -157,6 +158,23 @@ def drop_tampered(kind: str, table: pa.Table, issues: list[Issue]) -> pa.Table:
     return table.filter(pa.array(mask))
 
 
+def _drop_incomplete(kind: str, table: pa.Table, issues: list[Issue]) -> pa.Table:
+    """``table`` less rows with nulls in required columns, their files reported.
+
+    A scan fills columns a file lacks with nulls; such a file is not of this kind (another
+    kind's file put in this dataset), and its rows must not pass for records.
+    """
+    schema = schema_for(kind)
+    required = [f.name for f in schema if not f.nullable and f.name in table.column_names]
+    if not any(table.column(name).null_count for name in required):
+        return table
+    complete = functools.reduce(pc.and_, [pc.is_valid(table[n]) for n in required])
+    paths = pc.unique(table.filter(pc.invert(complete))[FILENAME]).to_pylist()
+    issues += [Issue(path, f"rows missing required columns: not a {kind} file")
+               for path in paths]
+    return table.filter(complete)
+
+
 def dedup(table: pa.Table, key: str) -> pa.Table:
     """One row per ``key``: the first in table order (file order, then row order).
 
@@ -208,7 +226,8 @@ def read_rows(fs: pafs.FileSystem, kind: str, files: list[StoreFile],
             if old is not None:
                 tables.append(old)
     schema = _result_schema(kind, read_cols)
-    table = pa.concat_tables([t.cast(schema) for t in tables]) if tables else schema.empty_table()
+    tables = [_drop_incomplete(kind, t, issues).cast(schema) for t in tables]
+    table = pa.concat_tables(tables) if tables else schema.empty_table()
     if verify and is_hashed(kind):
         table = drop_tampered(kind, table, issues)
     if deduplicate:

@@ -64,6 +64,14 @@ class GraphRecord:
     graph_text: str
     created_at: datetime = field(default_factory=_now)
 
+    @classmethod
+    def build(cls, *, graph_key: str, model: str, input_signature: Any, torch_version: str,
+              graph_text: str) -> "GraphRecord":
+        """A record with ``input_signature`` (a list/dict, or JSON text) made canonical."""
+        return cls(graph_key=graph_key, model=model,
+                   input_signature=_json_text(input_signature), torch_version=torch_version,
+                   graph_text=graph_text)
+
 
 @dataclass(frozen=True)
 class KernelRecord:

@@ -30,7 +30,7 @@ import pyarrow.dataset as ds
 import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 
-from .files import (StoreFile, key_range, list_files, new_file_name, resolve_root,
+from .files import (StoreFile, files_for_keys, key_range, list_files, new_file_name, resolve_root,
                     temp_files, write_atomic)
 from .integrity import with_hashes
 from .reader import FILENAME, ReadResult, VanishedFileError, read_rows, report
@@ -178,7 +178,7 @@ class Store:
         for attempt in range(_READ_TRIES):
             files = self.files(kind)
             if keys is not None:
-                files = [f for f in files if any(f.may_contain(k) for k in keys)]
+                files = files_for_keys(files, keys)
             try:
                 return read_rows(self.fs, kind, files, self.migrations, filter, columns,
                                  verify, dedup)

@@ -2,8 +2,9 @@
 
 A *problem* makes verify fail: a file that does not decode (truncated, a flipped byte caught
 by a page checksum or the decoder), a footer that disagrees with the file's name or dataset,
-a schema that is not the one its version promises, a version this kiln cannot read, a row
-whose content hash does not match (reported with its key). A *note* does not: leftover
+row-group statistics that disagree with the data, keys outside the range the file's name
+promises, a schema that is not the one its version promises, a version this kiln cannot
+read, a row whose content hash does not match (reported with its key). A *note* does not: leftover
 temporary files of killed writers, unrecognized files, duplicate keys awaiting compaction.
 
 Example:
@@ -124,8 +125,14 @@ def check_file(store: "Store", kind: str, file: StoreFile) -> tuple[list[Issue],
     if mismatch:
         return [Issue(file.path, mismatch)], []
     keys = table.column(KEY_COLUMN[kind]).to_pylist()
-    return ([Issue(file.path, "content hash mismatch (tampered or corrupt row)", keys[i])
-             for i in bad_rows(kind, table)], keys)
+    problems = [Issue(file.path, "content hash mismatch (tampered or corrupt row)", keys[i])
+                for i in bad_rows(kind, table)]
+    outside = [key for key in keys if not file.may_contain(key)]
+    if outside:
+        # Lookups trust the name's key range and would never open this file for these keys.
+        problems.append(Issue(file.path, f"{len(outside)} keys outside the key range in the "
+                                         f"file name, e.g. {outside[0]}"))
+    return problems, keys
 
 
 def _duplicate_note(kind: str, keys: list[str]) -> str | None:

@@ -120,28 +120,60 @@ def run_torch_compile(name: str, device: str, dtype: torch.dtype):
         import compiler.backend  # noqa: F401  registers backend="kiln"
     except ImportError as err:
         pytest.skip(f"compiler.backend does not import: {err}")
+    import compiler.api
     torch._dynamo.reset()
     module, args = _build(name, device, dtype)
     compiled = torch.compile(module, backend="kiln")
-    with torch.no_grad(), warnings.catch_warnings():
+    graphs = []
+    real_compile_fx = compiler.api.compile_fx
+
+    def recording_compile_fx(*a, **kw):   # the backend calls compiler.api.compile_fx
+        graphs.append(real_compile_fx(*a, **kw))
+        return graphs[-1]
+
+    with torch.no_grad(), warnings.catch_warnings(), pytest.MonkeyPatch.context() as patch:
         warnings.simplefilter("ignore", KilnFallbackWarning)
+        patch.setattr(compiler.api, "compile_fx", recording_compile_fx)
         compiled(*args)   # compile on the example, then check on fresh inputs
-    _check("torch.compile", name, compiled, module, args, dtype, "n/a", ["n/a"])
+    # one graph: a graph break would run part of the model in eager, unseen by this test
+    assert len(graphs) == 1, f"{name}: dynamo handed kiln {len(graphs)} graphs"
+    kernels = sum(g.kernel_count for g in graphs)
+    assert kernels >= 1, f"{name}: no kernels generated"
+    fallbacks = sorted({op for g in graphs for op in g.fallback_ops})
+    _check("torch.compile", name, compiled, module, args, dtype, kernels, fallbacks)
 
 
 RUNNERS = {"compile_module": run_compile_module, "compile_fx": run_compile_fx,
            "torch_compile": run_torch_compile}
 
+# Compiler bugs these runs found: (model, how, device, dtype) -> the symptom. Strict xfails,
+# so a fix shows up as XPASS and the entry must go.
+_SDPA_NONE = ("CUDA half types: the graph's SDPA kernel runs as an ATen fallback and returns "
+              "None for an output the graph metadata has as a (2, 4, 16, 1) tensor; the "
+              "wrapper's ensure_strides(None, ...) raises AttributeError: 'NoneType' object "
+              "has no attribute 'shape'")
+MODEL_BUGS = {
+    ("transformer_block", how, "cuda", dtype): _SDPA_NONE
+    for how in ("compile_fx", "torch_compile") for dtype in (torch.float16, torch.bfloat16)
+}
+
+
+def _run(name, how, device, dtype, request):
+    reason = MODEL_BUGS.get((name, how, device, dtype))
+    if reason:
+        request.applymarker(pytest.mark.xfail(strict=True, reason=reason))
+    RUNNERS[how](name, device, dtype)
+
 
 @pytest.mark.parametrize("how", list(RUNNERS))
 @pytest.mark.parametrize("name", list(MODELS))
-def test_model_cpu(name, how):
-    RUNNERS[how](name, "cpu", torch.float32)
+def test_model_cpu(name, how, request):
+    _run(name, how, "cpu", torch.float32, request)
 
 
 @pytest.mark.gpu
 @pytest.mark.parametrize("dtype", GPU_DTYPES, ids=lambda d: str(d).removeprefix("torch."))
 @pytest.mark.parametrize("how", list(RUNNERS))
 @pytest.mark.parametrize("name", list(MODELS))
-def test_model_gpu(name, how, dtype):
-    RUNNERS[how](name, "cuda", dtype)
+def test_model_gpu(name, how, dtype, request):
+    _run(name, how, "cuda", dtype, request)

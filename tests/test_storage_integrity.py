@@ -125,7 +125,9 @@ def test_key_moved_to_other_row_is_caught(store):
     with pytest.warns(TamperedRowWarning, match=moved):
         assert store.query("modules").num_rows == 0
     assert store.get_artifact(moved) is None
-    assert [(p.path, p.key) for p in store.verify().problems] == [(path, moved)]
+    problems = store.verify().problems
+    assert [(p.path, p.key) for p in problems] == [(path, moved), (path, None)]
+    assert "outside the key range" in problems[1].reason
 
 
 def test_clean_store_verifies_ok_without_warnings(store):
@@ -149,6 +151,9 @@ def test_foreign_and_mislabelled_files(store):
     assert [p.path for p in report.problems] == [moved]
     assert "footer says kind 'trials'" in report.problems[0].reason
     assert any("notes.txt" in note for note in report.notes)
+    with pytest.warns(CorruptFileWarning, match="not a failures file"):
+        assert store.query("failures").num_rows == 0
+    assert store.query("trials").num_rows == 3
 
 
 def test_flipped_byte_in_footer_statistics_is_caught_by_verify(store):
@@ -165,3 +170,13 @@ def test_flipped_byte_in_footer_statistics_is_caught_by_verify(store):
     report = store.verify()
     assert [p.path for p in report.problems] == [path]
     assert "statistics of 'trial_key'" in report.problems[0].reason
+
+
+def test_file_whose_name_range_misses_its_keys_is_reported(store):
+    path = store.write("trials", trials(0, 10))
+    lo_hi = path.rsplit("-k", 1)[1]
+    wrong = path.replace(lo_hi, "00-01.parquet")
+    store.fs.move(path, wrong)
+    report = store.verify()
+    assert [p.path for p in report.problems] == [wrong]
+    assert "outside the key range" in report.problems[0].reason

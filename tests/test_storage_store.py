@@ -124,9 +124,10 @@ def test_binaries_roundtrip_bytes_and_metadata(store):
 
 
 def test_graphs_and_failures(store):
-    graph = GraphRecord(graph_key="g" * 64, model="resnet18",
-                        input_signature='[{"shape":[1,3,224,224],"dtype":"float32"}]',
-                        torch_version="2.13.0", graph_text="graph():\n  %x : placeholder")
+    graph = GraphRecord.build(graph_key="g" * 64, model="resnet18",
+                              input_signature=[{"shape": [1, 3, 224, 224], "dtype": "float32"}],
+                              torch_version="2.13.0", graph_text="graph():\n  %x : placeholder")
+    assert graph.input_signature == '[{"dtype":"float32","shape":[1,3,224,224]}]'
     store.write("graphs", [graph])
     assert store.get("graphs", graph.graph_key)["graph_text"] == graph.graph_text
     fail = FailureRecord.build(stage="lower", key=graph.graph_key, model="resnet18",

@@ -85,7 +85,8 @@ def _compare(what: str, got: torch.Tensor, eager: torch.Tensor, ref: torch.Tenso
     assert torch.isfinite(got).all(), f"{what}: non-finite values"
     err, eager_err = _rel_err(got, ref), _rel_err(eager, ref)
     if dtype == torch.float32:
-        torch.testing.assert_close(got, eager, **FP32_TOL[got.device.type], msg=lambda m: f"{what}: {m}")
+        torch.testing.assert_close(got, eager, **FP32_TOL[got.device.type],
+                                   msg=lambda m: f"{what}: {m}")
     else:
         assert err <= BF16_REL_TOL, (f"{what}: relative error {err:.2e} > {BF16_REL_TOL:.0e} "
                                      f"(eager {dtype}'s own: {eager_err:.2e})")

@@ -20,7 +20,7 @@ import math
 
 import torch
 
-from ..ir import Op
+from ..ir import Const, Op
 
 TL_DTYPES = {
     torch.float32: "tl.float32", torch.float16: "tl.float16", torch.bfloat16: "tl.bfloat16",
@@ -68,15 +68,16 @@ def _to_dtype(a, op):
 
 
 def _maximum(a, op):
-    # NaN-propagating, like torch.maximum (Triton's default max drops NaNs)
+    # NaN-propagating, like torch.maximum (Triton's default max drops NaNs); nested wheres,
+    # not `|`, because the interpreter cannot `|` a scalar bool with a block
     if _is_float(op):
-        return f"tl.where(({a[0]} != {a[0]}) | ({a[0]} > {a[1]}), {a[0]}, {a[1]})"
+        return f"tl.where({a[0]} != {a[0]}, {a[0]}, tl.where({a[0]} > {a[1]}, {a[0]}, {a[1]}))"
     return f"tl.maximum({a[0]}, {a[1]})"
 
 
 def _minimum(a, op):
     if _is_float(op):
-        return f"tl.where(({a[0]} != {a[0]}) | ({a[0]} < {a[1]}), {a[0]}, {a[1]})"
+        return f"tl.where({a[0]} != {a[0]}, {a[0]}, tl.where({a[0]} < {a[1]}, {a[0]}, {a[1]}))"
     return f"tl.minimum({a[0]}, {a[1]})"
 
 
@@ -112,6 +113,65 @@ def _sign(a, op):
     if op.dtype == torch.bool:
         return x
     return f"(({x} > 0).to({compute_type(op.dtype)}) - ({x} < 0).to({compute_type(op.dtype)}))"
+
+
+def _signbit(a, op):
+    src = op.args[0].dtype
+    if src == torch.float64:
+        return f"({a[0]}.to(tl.int64, bitcast=True) < 0)"
+    if src.is_floating_point:   # half types are held in float32: same sign bit
+        return f"({a[0]}.to(tl.int32, bitcast=True) < 0)"
+    if src == torch.bool or not src.is_signed:
+        return f"({a[0]} != {a[0]})"   # always False, in the argument's shape
+    return f"({a[0]} < 0)"
+
+
+def _fmax_fmin(cmp):
+    def code(a, op):
+        # NaN-ignoring: the other argument wins over a NaN (eager's fmax/fmin)
+        if _is_float(op):
+            return f"tl.where(({a[1]} != {a[1]}) | ({a[0]} {cmp} {a[1]}), {a[0]}, {a[1]})"
+        return f"tl.{'maximum' if cmp == '>' else 'minimum'}({a[0]}, {a[1]})"
+    return code
+
+
+def _elu(a, op):
+    neg, pos, in_scale = op.params
+    x = a[0]
+    return (f"tl.where({x} <= 0, libdevice.expm1({x} * {in_scale!r}) * {neg!r}, "
+            f"{x} * {pos!r})")
+
+
+def _shift_amount(op):
+    """The shift amount when it is a literal, else None."""
+    b = op.args[1]
+    return int(b.value) if isinstance(b, Const) else None
+
+
+def _lshift(a, op):
+    # eager: amounts outside [0, bits) shift everything out (LLVM would give poison)
+    bits = torch.iinfo(op.dtype).bits
+    k = _shift_amount(op)
+    if k is not None:
+        return f"({a[0]} << {k})" if 0 <= k < bits else f"({a[0]} * 0)"
+    return f"tl.where(({a[1]} < 0) | ({a[1]} >= {bits}), 0, {a[0]} << {a[1]})"
+
+
+def _rshift(a, op):
+    # eager: signed values shift by at most bits - 1 (sign fill), unsigned ones to 0
+    bits = torch.iinfo(op.dtype).bits
+    k = _shift_amount(op)
+    if op.dtype.is_signed:
+        if k is not None:
+            return f"({a[0]} >> {bits - 1 if k < 0 or k > bits - 1 else k})"
+        return f"({a[0]} >> tl.where(({a[1]} < 0) | ({a[1]} > {bits - 1}), {bits - 1}, {a[1]}))"
+    if k is not None:
+        return f"({a[0]} >> {k})" if 0 <= k < bits else f"({a[0]} * 0)"
+    return f"tl.where({a[1]} >= {bits}, 0, {a[0]} >> {a[1]})"
+
+
+def _libdevice(name: str):
+    return lambda a, op: f"libdevice.{name}({', '.join(a)})"
 
 
 OP_CODE = {
@@ -163,8 +223,8 @@ OP_CODE = {
     "isnan": lambda a, op: f"({a[0]} != {a[0]})",
     "isinf": lambda a, op: f"(tl.abs({a[0]}) == float(\"inf\"))" if _is_float(op) else "False",
     "logical_not": lambda a, op: f"({a[0]} == 0)",
-    "logical_and": lambda a, op: f"(({a[0]} != 0) & ({a[1]} != 0))",
-    "logical_or": lambda a, op: f"(({a[0]} != 0) | ({a[1]} != 0))",
+    "logical_and": lambda a, op: f"tl.where({a[0]} != 0, {a[1]} != 0, False)",
+    "logical_or": lambda a, op: f"tl.where({a[0]} != 0, True, {a[1]} != 0)",
     "logical_xor": lambda a, op: f"(({a[0]} != 0) ^ ({a[1]} != 0))",
     "bitwise_and": lambda a, op: f"({a[0]} & {a[1]})",
     "bitwise_or": lambda a, op: f"({a[0]} | {a[1]})",
@@ -172,4 +232,14 @@ OP_CODE = {
     "bitwise_not": lambda a, op: f"({a[0]} == 0)" if op.dtype == torch.bool else f"(~{a[0]})",
     "where": lambda a, op: f"tl.where({a[0]}, {a[1]}, {a[2]})",
     "to_dtype": _to_dtype,
+    **{name: _libdevice(name) for name in (
+        "atan", "asin", "acos", "tan", "sinh", "cosh", "asinh", "acosh", "atanh", "log10",
+        "erfc", "erfinv", "erfcx", "lgamma", "atan2", "hypot", "copysign")},
+    "i0": _libdevice("cyl_bessel_i0"),
+    "signbit": _signbit,
+    "fmax": _fmax_fmin(">"),
+    "fmin": _fmax_fmin("<"),
+    "elu": _elu,
+    "lshift": _lshift,
+    "rshift": _rshift,
 }

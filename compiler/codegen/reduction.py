@@ -30,13 +30,12 @@ import torch
 from ..artifact import content_hash
 from ..ir import (ComputedBuffer, Expr, Load, Op, ReductionBuffer, index_symbols,
                   reduction_symbols, substitute, walk)
-from ..sizevars import affine_coefficients, simplify, upper_bound
+from ..sizevars import affine_coefficients, simplify, size_hint, upper_bound
 from .builder import CodeBuilder
 from .ops import HALF_TYPES, TL_DTYPES, compute_type
-from .triton import (INT32_MAX, XINDEX, BodyWriter, KernelSpec, index_exprs, kernel_name,
+from .triton import (INT32_MAX, RINDEX, XINDEX, BodyWriter, KernelSpec, index_exprs, kernel_name,
                      merge_dims, simplify_body, store_index, unflatten)
 
-RINDEX = sympy.Symbol("rindex", integer=True, nonnegative=True)
 # Rows up to this many elements are reduced in registers in one pass.
 PERSISTENT_MAX_RNUMEL = 4096
 
@@ -141,7 +140,7 @@ def plan_row_group(nodes) -> RowPlan | None:
     persistent kernel, where the value is in registers).
     """
     anchor = next((n for n in nodes if isinstance(n, ReductionBuffer)), None)
-    if anchor is None or not anchor.src_size:
+    if anchor is None:
         return None
     kinds = tuple(_kind(n, anchor) for n in nodes)
     if None in kinds:
@@ -154,7 +153,7 @@ def plan_row_group(nodes) -> RowPlan | None:
     out_stride = {d: st for d, st in zip(anchor.out_dims, anchor.layout.stride) if d is not None}
     xdims = sorted([(_group_symbol(d), src[d]) for d in range(len(src))
                     if d not in anchor.reduced_dims and src[d] != 1],
-                   key=lambda dm: -int(out_stride[int(dm[0].name[1:])]))
+                   key=lambda dm: -size_hint(out_stride[int(dm[0].name[1:])]))
     rdims = _ordered([(_group_symbol(d), src[d]) for d in anchor.reduced_dims if src[d] != 1],
                      bodies[nodes.index(anchor)])
     exprs = [e for b, s in zip(bodies, stores) for e in index_exprs(b, s)]
@@ -179,7 +178,7 @@ def _ordered(dims, body):
         coeffs = affine_coefficients(load.index, syms)
         if coeffs is not None:
             order = {s: c for s, c in zip(syms, coeffs[1])}
-            return sorted(dims, key=lambda d: -int(order[d[0]]) if order[d[0]].is_Integer else 0)
+            return sorted(dims, key=lambda d: -size_hint(order[d[0]]))
     return list(dims)
 
 
@@ -229,7 +228,8 @@ def generate_row_kernel(nodes, stores: frozenset[str], number: int) -> KernelSpe
     kind = "reduction_persistent" if plan.persistent else "reduction_looped"
     outputs = tuple(n.name for n in plan.nodes if n.name in stores)
     return KernelSpec(name, source, key, tuple(emitter.pointers) + outputs, (xnumel, rnumel),
-                      kind, ops, _bytes(plan, stores, xnumel, rnumel), len(outputs))
+                      kind, ops, _bytes(plan, stores, xnumel, rnumel), len(outputs),
+                      emitter.size_args)
 
 
 def _joined_body(plan: RowPlan) -> Expr:
@@ -241,6 +241,7 @@ class _Emitter:
         self.plan, self.stores, self.index_map, self.ranges = plan, stores, index_map, ranges
         self.pointers: dict[str, str] = {}
         self.counter = itertools.count()
+        self.size_symbols: set = set()
         self.seeds: dict[Expr, str] = {}
         self.out_ptrs = {n.name: f"out_ptr{k}" for k, n in
                          enumerate(n for n in plan.nodes if n.name in stores)}
@@ -265,15 +266,19 @@ class _Emitter:
                 else:
                     self._looped_node(body, k)
         in_ptrs = list(self.pointers.values())
+        self.size_args = tuple(sorted(str(x) for x in self.size_symbols))
+        sizes = "".join(f"{a}, " for a in self.size_args)
         code.line("@jit")
         code.line(f"def {name}({', '.join(in_ptrs + list(self.out_ptrs.values()))}, xnumel, "
-                  f"rnumel, XBLOCK: tl.constexpr, RBLOCK: tl.constexpr):")
+                  f"rnumel, {sizes}XBLOCK: tl.constexpr, RBLOCK: tl.constexpr):")
         code.splice(body)
         return code.text()
 
     def _writer(self, code, mask: str) -> BodyWriter:
-        return BodyWriter(code, self.index_map, self.ranges, mask, masked_other=True,
-                          pointers=self.pointers, counter=self.counter, names=self.seeds)
+        writer = BodyWriter(code, self.index_map, self.ranges, mask, masked_other=True,
+                            pointers=self.pointers, counter=self.counter, names=self.seeds)
+        writer.size_symbols = self.size_symbols   # shared: every writer's sizes are arguments
+        return writer
 
     def _seed(self, k: int, value: str, tile: BodyWriter | None):
         key = _seed_key(self.plan, k)
@@ -297,7 +302,7 @@ class _Emitter:
             code.line(f"acc{k} = tl.where(mask, {value}, {_identity(node.reduction_type, body.dtype)})")
             if nan:
                 code.line(f"nan{k} = tl.where(mask, {value} != {value}, 0)")
-            self._finish_reduction(code, k, nan)
+            self._finish_reduction(code, k, nan, value)
             self._seed(k, f"red{k}", writer)
         else:
             self._seed(k, value, writer)
@@ -333,9 +338,15 @@ class _Emitter:
     def _nan_tracking(node, body) -> bool:
         return body.dtype.is_floating_point and node.reduction_type in ("max", "min")
 
-    def _finish_reduction(self, code, k, nan):
+    def _finish_reduction(self, code, k, nan, value=None):
         node = self.plan.nodes[k]
         code.line(f"red{k} = {_final(node.reduction_type, f'acc{k}')}")
+        if value is not None and node.reduction_type in ("argmax", "argmin") \
+                and self.plan.bodies[k].dtype.is_floating_point:
+            # eager's arg-reductions pick the first NaN; Triton's combine never does
+            code.line(f"nanpos{k} = tl.reduce(tl.where(mask & ({value} != {value}), rindex, "
+                      f"rnumel), 1, tl.standard._elementwise_min, keep_dims=True)")
+            code.line(f"red{k} = tl.where(nanpos{k} < rnumel, nanpos{k}, red{k})")
         if nan:
             code.line(f"hasnan{k} = tl.reduce(nan{k}.to(tl.int8), 1, tl.standard._elementwise_max, "
                       f"keep_dims=True)")
@@ -350,6 +361,7 @@ class _Emitter:
         cast = f".to({TL_DTYPES[out]})" if out in HALF_TYPES or out == torch.int64 or \
             out == torch.bool else ""
         index = simplify(sympy.sympify(self.plan.stores[k]).xreplace(self.index_map), self.ranges)
+        self.size_symbols |= {s for s in index.free_symbols if s not in (XINDEX, RINDEX)}
         code.line(f"tl.store({self.out_ptrs[node.name]} + ({store_index(index, shape)}), "
                   f"{value}{cast}, {mask})")
 

@@ -27,12 +27,15 @@ import sympy
 from ..artifact import content_hash
 from ..ir import (ComputedBuffer, Const, Expr, IndexExpr, Load, Op, index_symbols, map_indices,
                   substitute, walk)
-from ..sizevars import FloorDiv, ModularIndexing, affine_coefficients, simplify, texpr, upper_bound
+from ..sizevars import (FloorDiv, ModularIndexing, affine_coefficients, simplify, size_hint, texpr,
+                        upper_bound)
 from .builder import CodeBuilder
 from .ops import HALF_TYPES, OP_CODE, TL_DTYPES, compute_type, literal
 
 XINDEX = sympy.Symbol("xindex", integer=True, nonnegative=True)
 YINDEX = sympy.Symbol("yindex", integer=True, nonnegative=True)
+RINDEX = sympy.Symbol("rindex", integer=True, nonnegative=True)
+KERNEL_INDICES = frozenset({XINDEX, YINDEX, RINDEX})
 INT32_MAX = 2**31 - 1
 
 
@@ -48,6 +51,7 @@ class KernelSpec:
     ops: tuple[str, ...]
     bytes_accessed: int | None        # elements read + written times their size (static sizes)
     n_outputs: int = 1                # the last n_outputs of ``buffers`` are written
+    size_args: tuple[str, ...] = ()   # run-time size symbols the kernel's indices use
 
     def meta_json(self) -> str:
         return json.dumps({"kind": self.kind, "numels": [str(n) for n in self.numels],
@@ -81,7 +85,7 @@ def _plan(buf: ComputedBuffer) -> _Plan:
     mapping = {s: sympy.Integer(0) for s, n in zip(isyms, size) if n == 1}
     dims = [(s, n) for s, n in zip(isyms, size) if n != 1]
     # memory order of the output: largest stride outermost (stable for equal/symbolic)
-    dims.sort(key=lambda d: -int(stride[d[0]]) if stride[d[0]].is_Integer else 0)
+    dims.sort(key=lambda d: -size_hint(stride[d[0]]))
     mapping.update({s: s for s, _ in dims})
     body = buf.body
     mask = getattr(buf, "store_mask", None)
@@ -168,9 +172,13 @@ class BodyWriter:
         self.block: set[str] = set(self.names.values())   # per-element (not scalar) values
         self.pointers: dict[str, str] = pointers if pointers is not None else {}
         self.counter = counter or itertools.count()
+        self.size_symbols: set[sympy.Symbol] = set()   # become kernel arguments
 
     def index(self, expr) -> sympy.Expr:
-        return simplify(sympy.sympify(expr).xreplace(self.index_map), self.ranges)
+        out = simplify(sympy.sympify(expr).xreplace(self.index_map), self.ranges)
+        self.size_symbols |= {s for s in out.free_symbols
+                              if s not in KERNEL_INDICES and not isinstance(s, sympy.Dummy)}
+        return out
 
     def pointer(self, buffer: str) -> str:
         return self.pointers.setdefault(buffer, f"in_ptr{len(self.pointers)}")
@@ -271,12 +279,13 @@ def generate_kernel(buf: ComputedBuffer, number: int) -> KernelSpec:
         index_map.update(unflatten(flat, group) if group else {})
         ranges[flat] = numel
     name = kernel_name(plan.body, number)
-    source, pointers, bytes_accessed = _emit(name, buf, plan, index_map, ranges, numels,
-                                             two_d=split is not None)
+    source, pointers, bytes_accessed, size_args = _emit(name, buf, plan, index_map, ranges,
+                                                        numels, two_d=split is not None)
     key = content_hash(source.replace(name, "KERNEL"))
     ops = tuple(n.op for n in walk(plan.body) if isinstance(n, Op))
     return KernelSpec(name, source, key, tuple(pointers) + (buf.name,), numels,
-                      "pointwise2d" if split is not None else "pointwise1d", ops, bytes_accessed)
+                      "pointwise2d" if split is not None else "pointwise1d", ops, bytes_accessed,
+                      size_args=size_args)
 
 
 def _emit(name, buf, plan, index_map, ranges, numels, two_d):
@@ -322,13 +331,14 @@ def _emit(name, buf, plan, index_map, ranges, numels, two_d):
               f"{result_text}, {store_mask})")
     ptr_args = list(writer.pointers.values()) + ["out_ptr0"]
     numel_args = ["xnumel", "ynumel"] if two_d else ["xnumel"]
+    size_args = sorted(str(x) for x in writer.size_symbols)
     blocks = ["XBLOCK: tl.constexpr"] + (["YBLOCK: tl.constexpr"] if two_d else [])
     code.line("@jit")
-    code.line(f"def {name}({', '.join(ptr_args + numel_args + blocks)}):")
+    code.line(f"def {name}({', '.join(ptr_args + numel_args + size_args + blocks)}):")
     with code.indent():
         code.splice(header)
         code.splice(body)
-    return code.text(), list(writer.pointers.keys()), kernel_bytes(buf, writer)
+    return code.text(), list(writer.pointers.keys()), kernel_bytes(buf, writer), tuple(size_args)
 
 
 def kernel_bytes(buf: ComputedBuffer, writer: BodyWriter) -> int | None:

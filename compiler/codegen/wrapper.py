@@ -19,6 +19,7 @@ import torch
 from ..config import CompilerOptions
 from ..graph import LoweredGraph
 from ..ir import BufferRef, ComputedBuffer, ExternKernel, Layout, MutationBuffer
+from ..sizevars import texpr
 from .builder import CodeBuilder
 from ..scheduler import FusedKernel, schedule
 from .memory import plan_memory
@@ -48,26 +49,39 @@ def _next_pow2(n: int) -> int:
     return 1 << max(0, (int(n) - 1).bit_length())
 
 
+def _block(numel: sympy.Expr, cap: int, floor: int = 1) -> int:
+    """A power-of-two block covering ``numel`` up to ``cap`` (``cap`` when only known at run time)."""
+    numel = sympy.sympify(numel)
+    return max(floor, min(_next_pow2(numel), cap)) if numel.is_Integer else cap
+
+
+def _grid(numel: sympy.Expr, block: int):
+    """Programs along one axis: a number, or an expression of run-time sizes."""
+    numel = sympy.sympify(numel)
+    if numel.is_Integer:
+        return max(1, math.ceil(int(numel) / block))
+    return f"(({texpr(numel)}) + {block - 1}) // {block}"
+
+
 def launch_config(spec: KernelSpec, options: CompilerOptions, device_type: str) -> dict:
     """Heuristic launch parameters (the config used when tuning is off)."""
-    numels = [int(n) for n in spec.numels]
+    numels = [sympy.sympify(n) for n in spec.numels]
     if spec.kind.startswith("reduction"):
         return _reduction_config(spec.kind, numels, device_type)
     if spec.kind == "pointwise2d":
         xnumel, ynumel = numels
         if device_type == "cpu":
-            x = min(_next_pow2(xnumel), 256)
-            y = min(_next_pow2(ynumel), INTERPRETER_MAX_BLOCK // x)
+            x = _block(xnumel, 256)
+            y = _block(ynumel, INTERPRETER_MAX_BLOCK // x)
         else:
-            x, y = min(_next_pow2(xnumel), options.tile_x), min(_next_pow2(ynumel), options.tile_y)
+            x, y = _block(xnumel, options.tile_x), _block(ynumel, options.tile_y)
         warps = max(1, min(options.num_warps, x * y // 256))
         return {"XBLOCK": x, "YBLOCK": y, "num_warps": warps,
-                "grid": (math.ceil(xnumel / x), math.ceil(ynumel / y))}
+                "grid": (_grid(xnumel, x), _grid(ynumel, y))}
     (xnumel,) = numels
-    cap = INTERPRETER_MAX_BLOCK if device_type == "cpu" else options.xblock
-    x = max(16, min(_next_pow2(xnumel), cap))
+    x = _block(xnumel, INTERPRETER_MAX_BLOCK if device_type == "cpu" else options.xblock, 16)
     warps = max(1, min(options.num_warps, x // 256))
-    return {"XBLOCK": x, "num_warps": warps, "grid": (max(1, math.ceil(xnumel / x)),)}
+    return {"XBLOCK": x, "num_warps": warps, "grid": (_grid(xnumel, x),)}
 
 
 def _reduction_config(kind: str, numels, device_type: str) -> dict:
@@ -75,12 +89,12 @@ def _reduction_config(kind: str, numels, device_type: str) -> dict:
     if kind == "reduction_persistent":
         r = _next_pow2(rnumel)
         budget = INTERPRETER_MAX_BLOCK if device_type == "cpu" else 4096
-        x = max(1, min(_next_pow2(xnumel), budget // r))
+        x = _block(xnumel, max(1, budget // r))
     else:
         r = 4096 if device_type == "cpu" else 2048
         x = 1
-    warps = max(1, min(8, x * r // 256))
-    return {"XBLOCK": x, "RBLOCK": r, "num_warps": warps, "grid": (math.ceil(xnumel / x),)}
+    warps = max(1, min(16 if r >= 8192 else 8, x * r // 256))
+    return {"XBLOCK": x, "RBLOCK": r, "num_warps": warps, "grid": (_grid(xnumel, x),)}
 
 
 def render_arg(value) -> str:
@@ -88,7 +102,8 @@ def render_arg(value) -> str:
     if isinstance(value, BufferRef):
         if value.is_whole:
             return value.name
-        return f"reinterpret({value.name}, {_ints(value.size)}, {_ints(value.stride)}, {int(value.offset)})"
+        return (f"reinterpret({value.name}, {_ints(value.size)}, {_ints(value.stride)}, "
+                f"{texpr(sympy.sympify(value.offset))})")
     if isinstance(value, tuple):
         inner = ", ".join(render_arg(v) for v in value)
         return f"({inner},)" if len(value) == 1 else f"({inner})"
@@ -102,13 +117,14 @@ def render_arg(value) -> str:
         return str(value)
     if isinstance(value, float) and not math.isfinite(value):
         return f'float("{value}")'
-    if isinstance(value, (sympy.Expr,)):
-        return str(int(value))
+    if isinstance(value, sympy.Expr):
+        return texpr(value)
     return repr(value)
 
 
 def _ints(values) -> str:
-    return "(" + "".join(f"{int(v)}, " for v in values) + ")"
+    """A tuple of sizes as source: numbers, or expressions of the size symbols bound in call()."""
+    return "(" + "".join(f"{texpr(sympy.sympify(v))}, " for v in values) + ")"
 
 
 def generate_module(lowered: LoweredGraph, options: CompilerOptions,
@@ -141,6 +157,8 @@ def _emit_body(code, lowered, steps, specs, options, device_type):
         code.line(f"{', '.join(names)}, = args")
     code.line("args.clear()")
     code.line(f"device = {names[0]}.device" if names else f"device = torch.device({lowered.device!r})")
+    for line in _bind_sizes(lowered):
+        code.line(line)
     layouts = _layouts(lowered, steps)
     memory = plan_memory(lowered, steps, layouts)
     for k, step in enumerate(steps):
@@ -153,6 +171,22 @@ def _emit_body(code, lowered, steps, specs, options, device_type):
     outs = [render_arg(o.ref) if o.ref is not None else render_arg(o.literal)
             for o in lowered.outputs]
     code.line(f"return ({''.join(o + ', ' for o in outs)})")
+
+
+def _bind_sizes(lowered) -> list[str]:
+    """``s0 = arg3.shape[0]`` for each size symbol, from the first input dim that is it."""
+    lines, bound = [], set()
+    for buf in lowered.inputs:
+        for d, size in enumerate(buf.layout.size):
+            size = sympy.sympify(size)
+            if size.is_Symbol and size not in bound:
+                lines.append(f"{size} = {buf.name}.shape[{d}]")
+                bound.add(size)
+    wanted = set().union(*(sympy.sympify(s).free_symbols for b in lowered.inputs
+                           for s in b.layout.size + b.layout.stride))
+    if wanted - bound:
+        raise ValueError(f"sizes {sorted(map(str, wanted - bound))} are not a dim of any input")
+    return lines
 
 
 def _layouts(lowered, steps) -> dict[str, Layout]:
@@ -183,7 +217,7 @@ def _emit_kernel_call(code, step, spec: KernelSpec, options, device_type, reuse)
         else:
             code.line(_alloc(name, layouts[name]))
     cfg = launch_config(spec, options, device_type)
-    args = list(spec.buffers) + [str(int(n)) for n in spec.numels]
+    args = list(spec.buffers) + [texpr(sympy.sympify(n)) for n in spec.numels] + list(spec.size_args)
     consts = [f"{k}={v}" for k, v in cfg.items() if k != "grid"]
     grid = "(" + "".join(f"{g}, " for g in cfg["grid"]) + ")"
     code.line(f"{spec.name}[{grid}]({', '.join(args + consts)})")

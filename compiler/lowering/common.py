@@ -28,7 +28,16 @@ def is_tensor(x) -> bool:
     return isinstance(x, TensorValue)
 
 
+def sym_size(value) -> sympy.Expr:
+    """A size from a FakeTensor shape: an int, or a SymInt's ShapeEnv expression."""
+    if isinstance(value, torch.SymInt):
+        return sympy.sympify(value.node.expr)
+    return sympy.Integer(int(value))
+
+
 def as_sym(x) -> sympy.Expr:
+    if isinstance(x, torch.SymInt):
+        return sym_size(x)
     return sympy.sympify(int(x)) if isinstance(x, (int, bool)) else sympy.sympify(x)
 
 
@@ -77,6 +86,8 @@ def to_dtype(x: TensorValue, dtype: torch.dtype, rounds: bool = False) -> Tensor
 def _dtype_probe(x):
     if isinstance(x, TensorValue):
         return torch.empty((1,) * min(x.ndim, 1), dtype=x.dtype, device="meta")
+    if isinstance(x, sympy.Expr):
+        return 1          # a symbolic size promotes like a Python int
     return x
 
 

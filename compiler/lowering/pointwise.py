@@ -84,6 +84,23 @@ POINTWISE_OPS: dict[str, PointwiseOp] = {
     "bitwise_or": PointwiseOp(torch.bitwise_or, P.DEFAULT),
     "bitwise_xor": PointwiseOp(torch.bitwise_xor, P.DEFAULT),
     "bitwise_not": PointwiseOp(torch.bitwise_not, P.DEFAULT),
+    # more math (libdevice on GPU; runtime.INTERPRETER_LIBDEVICE under the interpreter)
+    "atan": PointwiseOp(torch.atan, P.INT_TO_FLOAT), "asin": PointwiseOp(torch.asin, P.INT_TO_FLOAT),
+    "acos": PointwiseOp(torch.acos, P.INT_TO_FLOAT), "tan": PointwiseOp(torch.tan, P.INT_TO_FLOAT),
+    "sinh": PointwiseOp(torch.sinh, P.INT_TO_FLOAT), "cosh": PointwiseOp(torch.cosh, P.INT_TO_FLOAT),
+    "asinh": PointwiseOp(torch.asinh, P.INT_TO_FLOAT), "acosh": PointwiseOp(torch.acosh, P.INT_TO_FLOAT),
+    "atanh": PointwiseOp(torch.atanh, P.INT_TO_FLOAT), "log10": PointwiseOp(torch.log10, P.INT_TO_FLOAT),
+    "erfc": PointwiseOp(torch.erfc, P.INT_TO_FLOAT), "erfinv": PointwiseOp(torch.erfinv, P.INT_TO_FLOAT),
+    "erfcx": PointwiseOp(torch.special.erfcx, P.INT_TO_FLOAT),
+    "lgamma": PointwiseOp(torch.lgamma, P.INT_TO_FLOAT), "i0": PointwiseOp(torch.i0, P.INT_TO_FLOAT),
+    "atan2": PointwiseOp(torch.atan2, P.INT_TO_FLOAT), "hypot": PointwiseOp(torch.hypot, P.DEFAULT),
+    "copysign": PointwiseOp(torch.copysign, P.INT_TO_FLOAT),
+    "fmax": PointwiseOp(torch.fmax, P.DEFAULT), "fmin": PointwiseOp(torch.fmin, P.DEFAULT),
+    "signbit": PointwiseOp(torch.signbit, P.ALWAYS_BOOL, True),
+    "elu": PointwiseOp(lambda x, neg, pos, in_scale: torch.where(
+        x <= 0, torch.expm1(x * in_scale) * neg, x * pos), P.DEFAULT),
+    "lshift": PointwiseOp(torch.bitwise_left_shift, P.DEFAULT),
+    "rshift": PointwiseOp(torch.bitwise_right_shift, P.DEFAULT),
 }
 
 
@@ -120,9 +137,11 @@ def pointwise(name: str, *args, params=(), promotion: Promotion | None = None) -
     return TensorValue(body.dtype, tensors[0].device, size, body)
 
 
-def _scalar(value, dtype) -> Const:
-    if isinstance(value, (sympy.Expr, torch.SymInt)):
-        raise NotImplementedError("symbolic scalars in pointwise ops")
+def _scalar(value, dtype):
+    if isinstance(value, sympy.Expr) and not value.is_Number:
+        return cast_expr(IndexExpr(value), dtype)   # a size known only at run time
+    if isinstance(value, sympy.Expr):
+        value = int(value) if value.is_Integer else float(value)
     return Const(torch.tensor(value).to(dtype).item(), dtype)
 
 
@@ -339,3 +358,71 @@ def lower_arange(ctx, *args, **kwargs):
     else:
         body = cast_expr(IndexExpr(int(step) * i0 + int(start)), val.dtype)
     return TensorValue(val.dtype, val.device.type, ctx.meta_size(), body)
+
+
+# ----------------------------------------------------------------------------- more ops
+for _name, _ops in {
+    "atan": [aten.atan.default], "asin": [aten.asin.default], "acos": [aten.acos.default],
+    "tan": [aten.tan.default], "sinh": [aten.sinh.default], "cosh": [aten.cosh.default],
+    "asinh": [aten.asinh.default], "acosh": [aten.acosh.default], "atanh": [aten.atanh.default],
+    "log10": [aten.log10.default], "erfc": [aten.erfc.default], "erfinv": [aten.erfinv.default],
+    "erfcx": [aten.special_erfcx.default], "lgamma": [aten.lgamma.default],
+    "i0": [aten.i0.default], "atan2": [aten.atan2.default], "hypot": [aten.hypot.default],
+    "copysign": [aten.copysign.Tensor, aten.copysign.Scalar], "fmax": [aten.fmax.default],
+    "fmin": [aten.fmin.default], "signbit": [aten.signbit.default],
+    "remainder": [aten.remainder.Scalar_Tensor], "bitwise_and": [aten.bitwise_and.Scalar_Tensor],
+    "bitwise_or": [aten.bitwise_or.Scalar_Tensor], "bitwise_xor": [aten.bitwise_xor.Scalar_Tensor],
+}.items():
+    register_simple(_name, *_ops)
+
+
+def _integer_result(node) -> bool:
+    val = node.meta.get("val")
+    return _supported_dtypes(node) and not val.dtype.is_floating_point and val.dtype != torch.bool
+
+
+@REGISTRY.register(aten.__lshift__.Tensor, aten.__lshift__.Scalar, aten.bitwise_left_shift.Tensor,
+                   aten.bitwise_left_shift.Tensor_Scalar, aten.bitwise_left_shift.Scalar_Tensor,
+                   supports=_integer_result)
+def lower_lshift(ctx, a, b):
+    return pointwise("lshift", a, b)
+
+
+@REGISTRY.register(aten.__rshift__.Tensor, aten.__rshift__.Scalar, aten.bitwise_right_shift.Tensor,
+                   aten.bitwise_right_shift.Tensor_Scalar, aten.bitwise_right_shift.Scalar_Tensor,
+                   supports=_integer_result)
+def lower_rshift(ctx, a, b):
+    return pointwise("rshift", a, b)
+
+
+def _floating_result(node) -> bool:
+    return _supported_dtypes(node) and node.meta["val"].dtype.is_floating_point
+
+
+@REGISTRY.register(aten.elu.default, supports=_floating_result)
+def lower_elu(ctx, x, alpha=1, scale=1, input_scale=1):
+    # eager's coefficients, formed in opmath: negcoef = alpha * scale (SELU's product too)
+    coef = torch.float64 if x.dtype == torch.float64 else torch.float32
+    neg = (torch.tensor(float(alpha), dtype=coef) * torch.tensor(float(scale), dtype=coef)).item()
+    return pointwise("elu", x, params=(neg, float(scale), float(input_scale)))
+
+
+@REGISTRY.register(aten.round.decimals, supports=_floating_result)
+def lower_round_decimals(ctx, x, decimals=0):
+    # eager: nearbyint(x * 10^d) / 10^d, or nearbyint(x / 10^-d) * 10^-d for d < 0
+    if decimals == 0:
+        return pointwise("round", x)
+    ten = float(10 ** abs(decimals))
+    if decimals > 0:
+        return pointwise("truediv", pointwise("round", pointwise("mul", x, ten)), ten)
+    return pointwise("mul", pointwise("round", pointwise("truediv", x, ten)), ten)
+
+
+@REGISTRY.register(aten.ldexp.Tensor, supports=_floating_result)
+def lower_ldexp(ctx, x, other):
+    return pointwise("mul", x, pointwise("pow", 2.0, other))   # eager: mul(self, pow(2., other))
+
+
+@REGISTRY.register(prims.scalar_tensor.default, supports=_supported_dtypes)
+def lower_prims_scalar_tensor(ctx, value, dtype=None, device=None):
+    return _filled(ctx, value)

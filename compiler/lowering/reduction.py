@@ -54,22 +54,34 @@ def reduce(ctx, x: TensorValue, dims, keepdim: bool, rtype: str, acc_dtype,
                                  x.size, dims, out_dims)
 
 
+def _hint(value) -> int:
+    """A size's example value (a symbolic size's hint) for decisions that allow either way."""
+    return int(value.node.hint) if isinstance(value, torch.SymInt) else int(value)
+
+
 def _rnumel(node) -> int:
-    """Elements reduced per output element (static shapes)."""
+    """Elements reduced per output element, at the example sizes."""
     src = node.args[0].meta["val"]
     out = node.meta["val"]
     out = out[0] if isinstance(out, (tuple, list)) else out
-    return src.numel() // max(out.numel(), 1) if out.numel() else 0
+    n_out = _hint(out.numel())
+    return _hint(src.numel()) // max(n_out, 1) if n_out else 0
+
+
+def _static_rows(node) -> bool:
+    """argmax/max.dim need the whole row in one tile: a row size known at compile time."""
+    src = node.args[0].meta["val"]
+    return all(not isinstance(s, torch.SymInt) for s in src.shape)
 
 
 def _ok(node) -> bool:
     src = node.args[0].meta.get("val") if isinstance(node.args[0], torch.fx.Node) else None
-    return src is not None and src.dtype in SUPPORTED_DTYPES and src.numel() > 0 \
+    return src is not None and src.dtype in SUPPORTED_DTYPES and _hint(src.numel()) > 0 \
         and _rnumel(node) > 0
 
 
 def _ok_persistent(node) -> bool:
-    return _ok(node) and _rnumel(node) <= PERSISTENT_MAX_RNUMEL
+    return _ok(node) and _static_rows(node) and _rnumel(node) <= PERSISTENT_MAX_RNUMEL
 
 
 def _acc(dtype: torch.dtype, rtype: str) -> torch.dtype:
@@ -93,10 +105,10 @@ def lower_mean(ctx, x, dims=None, keepdim=False, dtype=None):
     return pointwise("truediv", total, n)
 
 
-def _count(x, dims) -> int:
-    n = 1
+def _count(x, dims) -> sympy.Expr:
+    n = sympy.Integer(1)
     for d in _dims(x, dims):
-        n *= int(x.size[d])
+        n *= x.size[d]
     return n
 
 
@@ -120,7 +132,7 @@ def lower_argmax(ctx, x, dim=None, keepdim=False):
     rtype = "argmax" if ctx.node.target == aten.argmax.default else "argmin"
     if dim is None:    # over the flattened tensor: the flat index is what eager returns
         from .views import view_as
-        x = view_as(x, (sympy.Integer(_count(x, None)),))
+        x = view_as(x, (_count(x, None),))
         dim, keepdim = 0, False
     return reduce(ctx, x, [dim], keepdim, rtype, x.dtype, torch.int64)
 
@@ -142,7 +154,7 @@ def _var_mean(ctx, x, dims, correction, keepdim):
     sq = pointwise("mul", centered, centered)
     ssd = reduce(ctx, sq, dims, keepdim, "sum", acc, acc)
     correction = 1 if correction is None else correction
-    var = pointwise("truediv", ssd, max(n - correction, 0))
+    var = pointwise("truediv", ssd, sympy.Max(n - correction, 0))
     mean = mean_kept if keepdim else _squeeze(mean_kept, _dims(x, dims))
     from .common import to_dtype
     return to_dtype(var, out_dtype), to_dtype(mean, out_dtype)

@@ -17,7 +17,7 @@ import torch
 from ..ir import Load, TensorValue, index_symbols, map_indices
 from ..sizevars import FloorDiv, ModularIndexing, simplify
 from . import Registry
-from .common import as_sym, normalize_dim
+from .common import as_sym, normalize_dim, sym_size
 
 aten = torch.ops.aten
 REGISTRY = Registry("views")
@@ -101,19 +101,28 @@ def lower_expand(ctx, x, size, implicit=False):
 @REGISTRY.register(aten.slice.Tensor)
 def lower_slice(ctx, x, dim=0, start=None, end=None, step=1):
     dim = normalize_dim(dim, x.ndim)
-    size = int(x.size[dim])
-    start = 0 if start is None else (start + size if start < 0 else start)
-    start = min(max(start, 0), size)
-    return _slice_view(x, dim, start, step, ctx.meta_size())
+    return _slice_view(x, dim, _start(start, x.size[dim]), step, ctx.meta_size())
+
+
+def _start(start, size):
+    """A slice start made non-negative and clamped into ``[0, size]`` (symbolically if need be)."""
+    if start is None:
+        return sympy.Integer(0)
+    start = sympy.sympify(start)
+    if start.is_number and start < 0:
+        start = start + size
+    if start.is_number and size.is_Integer:
+        start = sympy.Integer(min(max(int(start), 0), int(size)))
+    return start
 
 
 @REGISTRY.register(aten.select.int)
 def lower_select(ctx, x, dim, index_value):
     dim = normalize_dim(dim, x.ndim)
-    pos = index_value + int(x.size[dim]) if index_value < 0 else index_value
+    pos = _start(index_value, x.size[dim])
 
     def index(new_idx):
-        return list(new_idx[:dim]) + [sympy.Integer(pos)] + list(new_idx[dim:])
+        return list(new_idx[:dim]) + [pos] + list(new_idx[dim:])
 
     return x.reindex(ctx.meta_size(), index)
 
@@ -152,13 +161,11 @@ def lower_as_strided(ctx, x, size, stride, storage_offset=None):
 def lower_split(ctx, x, sizes, dim=0):
     """Each piece is a slice view; the tuple is unpacked by ``getitem`` nodes."""
     dim = normalize_dim(dim, x.ndim)
-    total = int(x.size[dim])
-    if isinstance(sizes, int):
-        sizes = [min(sizes, total - start) for start in range(0, total, sizes)]
-    pieces, start = [], 0
-    for length in sizes:
+    lengths = [sym_size(v.shape[dim]) for v in ctx.meta_val()]   # eager's own piece sizes
+    pieces, start = [], sympy.Integer(0)
+    for length in lengths:
         new_size = list(x.size)
-        new_size[dim] = sympy.Integer(length)
+        new_size[dim] = length
         pieces.append(_slice_view(x, dim, start, 1, new_size))
         start += length
     return tuple(pieces)

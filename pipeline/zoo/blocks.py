@@ -352,7 +352,8 @@ class BertLayer(nn.Module):
         b, s, d = hidden.shape
         q, k, v = (self._heads(f(hidden)) for f in (self.query, self.key, self.value))
         scores = torch.matmul(q, k.transpose(-1, -2)) / math.sqrt(self.head_dim)
-        bias = (1.0 - attention_mask[:, None, None, :].to(hidden.dtype)) * torch.finfo(hidden.dtype).min
+        keep = attention_mask[:, None, None, :].to(hidden.dtype)
+        bias = (1.0 - keep) * torch.finfo(hidden.dtype).min
         probs = torch.softmax(scores + bias, dim=-1)
         context = torch.matmul(probs, v).permute(0, 2, 1, 3).reshape(b, s, d)
         attn = self.attn_norm(self.attn_out(context) + hidden)
@@ -433,7 +434,8 @@ def gpt2_block(size: str = "tiny") -> Example:
                                 (torch.randn(batch, seq, dim), torch.arange(start, start + seq))))
 
 
-def gpt2_inputs(module: GPT2Block, batch: int, seq: int, start: int = 0) -> tuple[torch.Tensor, ...]:
+def gpt2_inputs(module: GPT2Block, batch: int, seq: int,
+                start: int = 0) -> tuple[torch.Tensor, ...]:
     """Inputs for ``module`` at another (batch, seq): new tokens written from ``start``.
 
     >>> m, _ = gpt2_block("tiny")

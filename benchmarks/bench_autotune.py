@@ -1,0 +1,350 @@
+"""Autotuning sweep on one GPU: each kernel's heuristic default vs its tuned best, into a store.
+
+For a few zoo models compiled with ``compiler.compile_module`` on CUDA, every kernel launch is
+recorded at its real shapes; each kernel's pruned search space (configs/autotune/default.toml)
+is planned against the trials already in the store, built for the GPU's architecture on CPU
+worker processes, then measured (outputs checked against the default config's; timed with
+do_bench). Binaries and trials are written to the store; a second sweep then plans again
+and must time nothing. Prints a table, writes JSON and (with matplotlib) a speedup plot.
+
+    python benchmarks/bench_autotune.py [--models M ...] [--size bench] [--store DIR]
+        [--out DIR] [--max-kernels 10] [--workers 16] [--rep-ms 100] [--dtype float32]
+
+On a machine without CUDA, tuning is skipped and said so; candidates are still built for
+sm_90 (``--max-builds`` of them) and stored as binaries; nothing is timed, no trial is written.
+"""
+from __future__ import annotations
+
+import argparse
+import concurrent.futures as cf
+import importlib
+import inspect
+import json
+import math
+import multiprocessing
+import os
+import sys
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pyarrow.compute as pc
+import torch
+import triton
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+import compiler  # noqa: E402
+from compiler.autotune import (BuildResult, Config, KernelLaunch, Measurement, Target,  # noqa: E402
+                               Tuner, build, candidates, device_info, load_spaces,
+                               plan_trials, record_launches, tune)
+from compiler.autotune.spaces import canonical_json  # noqa: E402
+from storage import BinaryRecord, Store, TrialRecord  # noqa: E402
+
+MODELS = ("pipeline.zoo.blocks:vit_block", "pipeline.zoo.blocks:convnext_block",
+          "pipeline.zoo.blocks:resnet_bottleneck", "pipeline.zoo.blocks:bert_layer")
+
+
+# ----------------------------------------------------------------------------- launches
+def load_factory(spec: str):
+    module, name = spec.split(":")
+    return getattr(importlib.import_module(module), name)
+
+
+def record_model(spec: str, size: str, device: str, dtype: torch.dtype) -> tuple[object, dict]:
+    """Compile one zoo model on ``device`` and record every kernel launch of one call."""
+    factory = load_factory(spec)
+    kwargs = {"size": size} if "size" in inspect.signature(factory).parameters else {}
+    module, args = factory(**kwargs)
+    module = module.to(device=device, dtype=dtype)
+    args = tuple(a.to(device=device, dtype=dtype) if a.is_floating_point() else a.to(device)
+                 for a in args)
+    model = compiler.compile_module(module, args)
+    with record_launches(model.compiled) as launches:
+        model(*args)
+    return model, launches
+
+
+def select(launches: list[tuple[str, KernelLaunch]], limit: int) -> list[tuple[str, KernelLaunch]]:
+    """Distinct (kernel, sizes), largest first, the largest of each kind ahead of the rest."""
+    unique: dict[tuple[str, str], tuple[str, KernelLaunch]] = {}
+    for model, launch in launches:
+        unique.setdefault((launch.kernel.kernel_key, canonical_json(launch.sizes())), (model, launch))
+    ranked = sorted(unique.values(), key=lambda ml: -(ml[1].kernel.meta.get("bytes") or 0))
+    firsts = {}
+    for item in ranked:
+        firsts.setdefault(item[1].kind, item)
+    ordered = list(firsts.values()) + [i for i in ranked if i not in firsts.values()]
+    return ordered[:limit]
+
+
+# ----------------------------------------------------------------------------- store
+def done_trials(store: Store, launch: KernelLaunch, info) -> dict[str, tuple[Config, float | None]]:
+    """Config key -> (config, median or None) of trials already stored for this kernel, these
+    sizes and dtypes, this GPU kind, driver, clocks and versions."""
+    sizes = launch.sizes()
+    expr = ((pc.field("kernel_key") == launch.kernel.kernel_key)
+            & (pc.field("sizes_json") == canonical_json(sizes))
+            & (pc.field("device_name") == info.name))
+    table = store.query("trials", expr, columns=["trial_key", "config_json", "status", "median_ms"])
+    done = {}
+    for row in table.to_pylist():
+        config = Config.from_dict(json.loads(row["config_json"]))
+        key = TrialRecord.make_key(launch.kernel.kernel_key, sizes, config.key, info.name,
+                                   info.arch, info.driver, info.clocks, triton.__version__,
+                                   torch.__version__)
+        if key == row["trial_key"]:
+            done[config.key] = (config, row["median_ms"] if row["status"] == "ok" else None)
+    return done
+
+
+def trial_rows(launch: KernelLaunch, info, measurements: list[Measurement],
+               best: Measurement | None) -> list[TrialRecord]:
+    return [TrialRecord.timed(
+        kernel_key=launch.kernel.kernel_key, sizes=launch.sizes(), config=m.config.as_dict(),
+        device_name=info.name, arch=info.arch, driver=info.driver, clocks=info.clocks,
+        triton_version=triton.__version__, torch_version=torch.__version__,
+        times_ms=list(m.times_ms) if m.status == "ok" else [], status=m.status,
+        error=m.error, is_best=m is best, worker="bench_autotune")
+        for m in measurements if m.status != "not_timed"]   # nothing pretends to be timed
+
+
+def binary_row(launch: KernelLaunch, result: BuildResult) -> BinaryRecord:
+    return BinaryRecord.build(kernel_key=launch.kernel.kernel_key, config=result.config.as_dict(),
+                              arch=result.target.arch_name, target=result.target.name,
+                              triton_version=result.triton_version, cubin=result.cubin,
+                              metadata=result.metadata_json)
+
+
+# ----------------------------------------------------------------------------- one kernel
+@dataclass
+class KernelReport:
+    model: str
+    kernel: str
+    kind: str
+    sizes: dict
+    candidates: int
+    planned: int
+    timed: int = 0
+    built: int = 0
+    build_failures: dict = field(default_factory=dict)
+    statuses: dict = field(default_factory=dict)
+    searched: str = "none"
+    default_ms: float | None = None
+    best_ms: float | None = None
+    best_config: str | None = None
+    speedup: float | None = None
+    gpu_s: float = 0.0
+    build_cpu_s: float = 0.0
+    cubin_matches_jit: str = "n/a"
+
+
+class Builder:
+    """Builds on a process pool, each config once; ``gate`` for ``tune`` turns failures into
+    measurements (builds the descent reaches are done when it reaches them)."""
+
+    def __init__(self, pool: cf.Executor, launch: KernelLaunch, target: Target):
+        self.pool, self.launch, self.target = pool, launch, target
+        self.futures: dict[Config, cf.Future] = {}
+
+    def submit(self, configs) -> None:
+        for c in configs:
+            if c not in self.futures:
+                self.futures[c] = self.pool.submit(build, self.launch.kernel, c, self.target,
+                                                   dtypes=self.launch.dtypes, sizes=self.launch.numels)
+
+    def result(self, config: Config) -> BuildResult:
+        self.submit([config])
+        return self.futures[config].result()
+
+    def gate(self, config: Config) -> Measurement | None:
+        r = self.result(config)
+        return None if r.ok else Measurement(config, r.status, error=r.error)
+
+    def results(self) -> list[BuildResult]:
+        return [f.result() for f in self.futures.values()]
+
+
+def sweep_kernel(model: str, launch: KernelLaunch, store: Store, spaces, target: Target, info,
+                 pool: cf.Executor, args) -> KernelReport:
+    space = spaces[launch.kind]
+    cands = candidates(space, launch.numels)
+    everything = list(dict.fromkeys([launch.default, *cands]))
+    done = done_trials(store, launch, info)
+    todo = plan_trials(everything, done)
+    report = KernelReport(model, launch.kernel.name, launch.kind, launch.sizes(), len(everything),
+                          len(todo))
+    if not todo:
+        return report
+    builder = Builder(pool, launch, target)
+    descent = len(todo) > spaces.search.sweep_max
+    if not descent or not info.timed:
+        builder.submit(todo if info.timed else todo[:args.max_builds])
+    if info.timed:
+        tuner = Tuner(launch, args.device, warmup_ms=args.warmup_ms, rep_ms=args.rep_ms)
+        known = {config: cost for config, cost in done.values()}
+        result = tune(tuner, space, todo, spaces.search, known=known, gate=builder.gate,
+                      include_default=launch.default in todo)
+        best = result.best
+        previous = min((c for c in known.values() if c is not None), default=None)
+        mark = best if best and (previous is None or best.median_ms < previous) else None
+        store.write("trials", trial_rows(launch, info, result.measurements, mark))
+        report.searched = result.searched
+        report.timed = sum(m.status == "ok" for m in result.measurements)
+        report.gpu_s = result.seconds
+        for m in result.measurements:
+            report.statuses[m.status] = report.statuses.get(m.status, 0) + 1
+        if result.default and result.default.status == "ok":
+            report.default_ms = result.default.median_ms
+        if best:
+            report.best_ms, report.best_config = best.median_ms, str(best.config)
+        report.speedup = result.speedup
+        report.cubin_matches_jit = _cubin_check(result.measurements, builder)
+    builds = builder.results()
+    ok = [b for b in builds if b.ok]
+    if ok:
+        store.write("binaries", [binary_row(launch, b) for b in ok])
+    report.built = len(ok)
+    report.build_cpu_s = sum(b.seconds for b in builds)
+    for b in builds:
+        if not b.ok:
+            report.build_failures[b.status] = report.build_failures.get(b.status, 0) + 1
+    return report
+
+
+def _cubin_check(measurements: list[Measurement], builder: Builder) -> str:
+    """How many GPU-run binaries are byte-identical to the CPU-built ones."""
+    pairs = [(m.cubin_sha256, builder.futures[m.config].result().metadata.get("cubin_sha256"))
+             for m in measurements if m.cubin_sha256 and m.config in builder.futures
+             and builder.futures[m.config].done()]
+    return f"{sum(a == b for a, b in pairs)}/{len(pairs)}" if pairs else "n/a"
+
+
+# ----------------------------------------------------------------------------- output
+def print_table(reports: list[KernelReport], title: str) -> None:
+    print(f"\n== {title}")
+    print(f"{'kernel':44} {'kind':20} {'sizes':22} {'cand':>4} {'plan':>4} {'timed':>5} "
+          f"{'default ms':>10} {'best ms':>9} {'speedup':>7}  best config")
+    for r in reports:
+        sizes = "x".join(str(v) for k, v in r.sizes.items() if k != "dtypes")
+        fmt = lambda v: f"{v:.4f}" if v is not None else "-"
+        speed = f"{r.speedup:.2f}x" if r.speedup else "-"
+        print(f"{r.kernel[:44]:44} {r.kind:20} {sizes:22} {r.candidates:4} {r.planned:4} "
+              f"{r.timed:5} {fmt(r.default_ms):>10} {fmt(r.best_ms):>9} {speed:>7}  "
+              f"{r.best_config or '-'}")
+
+
+def plot(reports: list[KernelReport], path: Path, device: str) -> str:
+    try:
+        import matplotlib
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        return "matplotlib is not installed: no plot (the JSON has every number)"
+    rows = [r for r in reports if r.speedup]
+    if not rows:
+        return "no kernel was timed: no plot"
+    fig, ax = plt.subplots(figsize=(max(6, 0.6 * len(rows)), 4))
+    ax.bar(range(len(rows)), [r.speedup for r in rows], color="tab:blue")
+    ax.axhline(1.0, color="black", linewidth=0.8)
+    ax.set_xticks(range(len(rows)), [f"{r.kernel[:28]}\n{r.kind}" for r in rows], rotation=60,
+                  ha="right", fontsize=7)
+    ax.set_ylabel("default time / tuned time")
+    ax.set_title(f"kiln autotuning speedup per kernel ({device})")
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    return f"plot: {path}"
+
+
+def geomean(values) -> float | None:
+    values = [v for v in values if v]
+    return math.exp(sum(math.log(v) for v in values) / len(values)) if values else None
+
+
+# ----------------------------------------------------------------------------- main
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--models", nargs="+", default=list(MODELS), help="module:factory")
+    parser.add_argument("--size", default=None, help="zoo size (default: bench on GPU, tiny on CPU)")
+    parser.add_argument("--dtype", default="float32", choices=["float32", "bfloat16", "float16"])
+    parser.add_argument("--store", type=Path, default=None, help="default: a new temp dir")
+    parser.add_argument("--out", type=Path, default=Path("bench-autotune-out"))
+    parser.add_argument("--spaces", default="default", help="configs/autotune/NAME.toml or a path")
+    parser.add_argument("--max-kernels", type=int, default=10)
+    parser.add_argument("--max-builds", type=int, default=4, help="per kernel, CPU-only machines")
+    parser.add_argument("--workers", type=int, default=min(16, os.cpu_count() or 1))
+    parser.add_argument("--warmup-ms", type=int, default=25)
+    parser.add_argument("--rep-ms", type=int, default=100)
+    args = parser.parse_args(argv)
+    args.out.mkdir(parents=True, exist_ok=True)
+    cuda = torch.cuda.is_available()
+    args.device = "cuda" if cuda else "cpu"
+    size = args.size or ("bench" if cuda else "tiny")
+    info = device_info(args.device)
+    if cuda:
+        major, minor = torch.cuda.get_device_capability()
+        target = Target("cuda", 10 * major + minor, 32)
+        print(f"device: {info.name} ({info.arch}), driver {info.driver}, clocks {info.clocks} "
+              f"{json.dumps(info.readings)}")
+    else:
+        target = Target("cuda", 90, 32)
+        print("no CUDA device: tuning skipped, nothing is timed and no trial is written; "
+              f"candidates are still built for {target.arch_name} and stored as binaries")
+    spaces = load_spaces(args.spaces)
+    store = Store(args.store or tempfile.mkdtemp(prefix="kiln-autotune-"))
+    print(f"store: {store.root}; triton {triton.__version__}, torch {torch.__version__}; "
+          f"size {size}, {args.dtype}")
+
+    t0 = time.perf_counter()
+    recorded = []
+    for spec in args.models:
+        model, launches = record_model(spec, size, args.device, getattr(torch, args.dtype))
+        store.put_artifact(model.compiled.artifact)
+        recorded += [(spec.split(":")[-1], launch) for launch in launches.values()]
+        print(f"{spec}: {len(launches)} kernels recorded")
+    chosen = select(recorded, args.max_kernels)
+    compile_s = time.perf_counter() - t0
+
+    ctx = multiprocessing.get_context("spawn")   # never fork a process that holds CUDA
+    sweeps = []
+    with cf.ProcessPoolExecutor(args.workers, mp_context=ctx) as pool:
+        for n in ((1, 2) if info.timed else (1,)):
+            start = time.perf_counter()
+            reports = [sweep_kernel(m, launch, store, spaces, target, info, pool, args)
+                       for m, launch in chosen]
+            sweeps.append((reports, time.perf_counter() - start))
+            print_table(reports, f"sweep {n} ({time.perf_counter() - start:.1f} s)")
+
+    sweeps += [([], 0.0)] * (2 - len(sweeps))
+    first, second = sweeps[0][0], sweeps[1][0]
+    summary = {
+        "device": info.name, "arch": info.arch, "driver": info.driver, "clocks": info.clocks,
+        "clock_readings": info.readings, "timed": info.timed, "triton": triton.__version__,
+        "torch": torch.__version__, "size": size, "dtype": args.dtype, "store": str(store.root),
+        "kernels": len(first), "record_and_compile_s": compile_s,
+        "sweep1_wall_s": sweeps[0][1], "sweep1_gpu_s": sum(r.gpu_s for r in first),
+        "sweep1_build_cpu_s": sum(r.build_cpu_s for r in first),
+        "sweep1_timed": sum(r.timed for r in first),
+        "sweep2_wall_s": sweeps[1][1], "sweep2_timed": sum(r.timed for r in second),
+        "sweep2_planned": sum(r.planned for r in second),
+        "geomean_speedup": geomean(r.speedup for r in first),
+        "binaries": store.stats().kinds["binaries"].unique_keys,
+        "trials": store.stats().kinds["trials"].unique_keys,
+    }
+    (args.out / "bench_autotune.json").write_text(json.dumps(
+        {"summary": summary, "sweep1": [vars(r) for r in first],
+         "sweep2": [vars(r) for r in second]}, indent=2, default=str))
+    print("\n" + json.dumps(summary, indent=2, default=str))
+    if info.timed:
+        print(plot(first, args.out / "autotune_speedup.png", info.name))
+        ok = summary["sweep2_timed"] == 0
+        print(f"second sweep re-timed {summary['sweep2_timed']} configs "
+              f"({summary['sweep2_planned']} planned): {'OK' if ok else 'UNEXPECTED'}")
+        return 0 if ok else 1
+    print("tuning skipped (no GPU): 0 configs timed, "
+          f"{summary['binaries']} binaries built for {target.arch_name}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,475 @@
+"""Measuring candidates at a kernel's real shapes: inputs, output checks, timings, the device.
+
+A ``KernelLaunch`` says how a kernel is called: each pointer argument's dtype and extent,
+which are outputs, the numel arguments, and the config the wrapper launched (the default).
+``record_launches`` learns all of it by running a compiled module once; ``launch_from_meta``
+builds one from kernel metadata plus caller-given dtypes and extents (codegen does not record
+them yet).
+
+A ``Tuner`` draws inputs once, fresh random (never zeros; integer buffers such as gather
+indices keep the values recorded from a real run, so every index stays in range), runs the
+default config for reference outputs, then per candidate: restores the inputs, launches,
+compares every output with the reference (a wrong config is ``wrong_result`` and never
+timed), and on a GPU times it with ``triton.testing.do_bench`` (warm-up, then every
+repetition kept; the median is reported). Under the CPU interpreter nothing is timed: a
+verified candidate is ``not_timed``, with no numbers.
+
+Example:
+    >>> info = device_info("cpu")
+    >>> info.timed, info.arch
+    (False, 'cpu')
+"""
+from __future__ import annotations
+
+import contextlib
+import math
+import statistics
+import subprocess
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Iterator, Sequence
+
+import torch
+
+from ..artifact import KernelArtifact, content_hash
+from .build import dtype_name, load_kernel
+from .search import coordinate_descent
+from .spaces import (NUMEL_NAMES, Config, SearchSettings, Space, TRITON_DEFAULT_NUM_STAGES,
+                     candidates, default_config, grid, kernel_numels)
+
+MEASURE_STATUSES = ("ok", "not_timed", "wrong_result", "launch_error", "resource_error",
+                    "runtime_error", "build_error")
+
+
+# ----------------------------------------------------------------------------- launches
+@dataclass(frozen=True, eq=False)
+class TensorArg:
+    """One pointer argument: ``numel`` elements from the pointer on may be touched."""
+    dtype: str
+    numel: int
+    is_output: bool
+    values: torch.Tensor | None = None   # flat contents to reuse (integer/bool buffers)
+    nonnegative: bool = False            # a float input that was >= 0 (a variance, a count)
+
+
+@dataclass(frozen=True, eq=False)
+class KernelLaunch:
+    """How one kernel is launched at one size: enough to run it alone, on fresh inputs."""
+    kernel: KernelArtifact
+    args: tuple[TensorArg, ...]
+    numels: tuple[int, ...]
+    default: Config
+
+    @property
+    def kind(self) -> str:
+        return self.kernel.meta["kind"]
+
+    @property
+    def dtypes(self) -> tuple[str, ...]:
+        return tuple(a.dtype for a in self.args)
+
+    def sizes(self) -> dict[str, Any]:
+        """What a trial is timed at: the numels by name and the pointer dtypes (the same
+        source can run on float32 and int64 buffers)."""
+        return {**dict(zip(NUMEL_NAMES[self.kind], self.numels)), "dtypes": list(self.dtypes)}
+
+
+def _tensor_arg(t: torch.Tensor, is_output: bool) -> TensorArg:
+    numel = t.untyped_storage().nbytes() // t.element_size() - t.storage_offset()
+    flat = t.detach().as_strided((numel,), (1,), t.storage_offset())
+    values = None
+    nonnegative = False
+    if not (t.dtype.is_floating_point or t.dtype.is_complex):
+        values = flat.clone()
+    elif not is_output and numel:
+        nonnegative = bool((flat >= 0).all())
+    return TensorArg(dtype_name(t.dtype), int(numel), is_output, values, nonnegative)
+
+
+class _Recorder:
+    """Stands in for a kernel in a loaded module: records its first launch, then launches."""
+
+    def __init__(self, fn, kernel: KernelArtifact, launches: dict[str, KernelLaunch]):
+        self.fn, self.kernel, self.launches = fn, kernel, launches
+
+    def __getitem__(self, grid_):
+        def launch(*args, **kwargs):
+            if self.kernel.name not in self.launches:
+                self.launches[self.kernel.name] = self._record(args, kwargs)
+            return self.fn[grid_](*args, **kwargs)
+        return launch
+
+    def _record(self, args, kwargs) -> KernelLaunch:
+        meta = self.kernel.meta
+        n_ptr, n_out = len(meta["buffers"]), meta.get("outputs", 1)
+        tensors = [_tensor_arg(t, k >= n_ptr - n_out) for k, t in enumerate(args[:n_ptr])]
+        numels = tuple(int(n) for n in args[n_ptr:])
+        kwargs = {"num_stages": TRITON_DEFAULT_NUM_STAGES, **kwargs}
+        return KernelLaunch(self.kernel, tuple(tensors), numels, Config.from_dict(kwargs))
+
+
+@contextlib.contextmanager
+def record_launches(compiled) -> Iterator[dict[str, KernelLaunch]]:
+    """While open, every kernel a ``CompiledModule`` launches is recorded (by kernel name).
+
+    Example: ``with record_launches(model.compiled) as launches: model(*args)``.
+    """
+    module = compiled.module
+    kernels = {k.name: k for k in compiled.artifact.kernels}
+    launches: dict[str, KernelLaunch] = {}
+    originals = {name: getattr(module, name) for name in kernels}
+    for name, fn in originals.items():
+        setattr(module, name, _Recorder(fn, kernels[name], launches))
+    try:
+        yield launches
+    finally:
+        for name, fn in originals.items():
+            setattr(module, name, fn)
+
+
+def launch_from_meta(kernel: KernelArtifact, dtypes: Sequence[str | torch.dtype],
+                     extents: Sequence[int] | None = None, sizes: Sequence[int] | None = None,
+                     device_type: str = "cuda", options: Any = None) -> KernelLaunch:
+    """A launch from metadata and caller-given pointer ``dtypes`` (``meta["buffers"]`` order).
+
+    ``extents`` (elements each pointer may touch) default to the iteration space's size,
+    right for contiguous buffers over the kernel's dims but not for strided or sliced reads:
+    pass them when known. Integer buffers are drawn in [0, 2), a safe index into any dim.
+    """
+    meta = kernel.meta
+    numels = kernel_numels(meta, sizes)
+    if len(dtypes) != len(meta["buffers"]):
+        raise ValueError(f"kernel {kernel.name} has {len(meta['buffers'])} pointers, "
+                         f"got {len(dtypes)} dtypes")
+    extents = extents or [math.prod(numels)] * len(dtypes)
+    n_out = meta.get("outputs", 1)
+    args = tuple(TensorArg(dtype_name(d), int(e), k >= len(dtypes) - n_out)
+                 for k, (d, e) in enumerate(zip(dtypes, extents)))
+    return KernelLaunch(kernel, args, numels,
+                        default_config(meta["kind"], numels, device_type, options))
+
+
+# ----------------------------------------------------------------------------- inputs
+def make_inputs(launch: KernelLaunch, device: str, seed: int = 0) -> list[torch.Tensor]:
+    """One flat tensor per pointer: recorded values, else seeded random (never zeros)."""
+    out = []
+    for k, arg in enumerate(launch.args):
+        dtype = getattr(torch, arg.dtype.removeprefix("torch."))
+        gen = torch.Generator().manual_seed(seed * 1000 + k)
+        if arg.values is not None:
+            t = arg.values.to(device=device, copy=True)
+        elif dtype.is_floating_point:
+            t = torch.randn(arg.numel, generator=gen, dtype=torch.float32)
+            t = (t.abs() + 0.01 if arg.nonnegative else t).to(dtype)
+        elif dtype == torch.bool:
+            t = torch.rand(arg.numel, generator=gen) > 0.5
+        else:
+            t = torch.randint(0, 2, (arg.numel,), generator=gen, dtype=dtype)
+        out.append(t.to(device))
+    return out
+
+
+def outputs_match(ref: torch.Tensor, out: torch.Tensor) -> tuple[bool, float]:
+    """(match, max abs error). Floats within a dtype-scaled tolerance, NaN where the
+    reference has NaN; integers and bools exactly (argmax ties break left in every config)."""
+    if not ref.dtype.is_floating_point:
+        bad = (ref != out)
+        return not bool(bad.any()), float(bad.sum())
+    r, o = ref.double(), out.double()
+    nan = torch.isnan(r)
+    if not torch.equal(nan, torch.isnan(o)):
+        return False, math.inf
+    finite = torch.isfinite(r)
+    if not torch.equal(r[~finite & ~nan], o[~finite & ~nan]):
+        return False, math.inf
+    r, o = r[finite], o[finite]
+    if r.numel() == 0:
+        return True, 0.0
+    rtol = {torch.float16: 1e-2, torch.bfloat16: 2e-2}.get(ref.dtype, 1e-4)
+    scale = max(1.0, float(r.abs().max()))
+    err = (o - r).abs()
+    return bool((err <= rtol * scale * 0.1 + rtol * r.abs()).all()), float(err.max())
+
+
+# ----------------------------------------------------------------------------- the device
+@dataclass(frozen=True)
+class DeviceInfo:
+    """The card a measurement ran on; the trial columns ``device_name, arch, driver, clocks``."""
+    name: str
+    arch: str
+    driver: str
+    clocks: str                 # "default", "app:<MHz>" (application clocks set), "n/a"
+    timed: bool                 # False under the CPU interpreter
+    readings: dict[str, str] = field(default_factory=dict, compare=False)   # nvidia-smi, informative
+
+
+_SMI_FIELDS = ("driver_version", "clocks.sm", "clocks.max.sm", "clocks.applications.graphics",
+               "clocks.default_applications.graphics", "pstate", "temperature.gpu", "power.draw",
+               "persistence_mode")
+
+
+def _nvidia_smi(uuid: str | None) -> dict[str, str]:
+    cmd = ["nvidia-smi", f"--query-gpu={','.join(_SMI_FIELDS)}", "--format=csv,noheader,nounits"]
+    if uuid:
+        cmd.append(f"--id={uuid}")
+    try:
+        out = subprocess.run(cmd, capture_output=True, text=True, timeout=20, check=True).stdout
+    except (OSError, subprocess.SubprocessError):
+        return {}
+    lines = [ln for ln in out.strip().splitlines() if ln.strip()]
+    if not lines:
+        return {}
+    values = [v.strip() for v in lines[0].split(",")]
+    return dict(zip(_SMI_FIELDS, values)) if len(values) == len(_SMI_FIELDS) else {}
+
+
+def device_info(device: str = "cuda") -> DeviceInfo:
+    """Name, arch, driver and clock state of ``device`` ("cuda[:N]" or "cpu")."""
+    dev = torch.device(device)
+    if dev.type != "cuda":
+        return DeviceInfo("cpu (Triton interpreter)", "cpu", "", "n/a", False)
+    index = dev.index if dev.index is not None else torch.cuda.current_device()
+    props = torch.cuda.get_device_properties(index)
+    uuid = str(getattr(props, "uuid", "") or "")
+    smi = _nvidia_smi(f"GPU-{uuid}" if uuid and not uuid.startswith("GPU-") else uuid or None)
+    driver = smi.get("driver_version") or f"cuda-driver-api-{torch._C._cuda_getDriverVersion()}"
+    app, default_app = smi.get("clocks.applications.graphics"), smi.get(
+        "clocks.default_applications.graphics")
+    clocks = f"app:{app}MHz" if app and default_app and app != default_app else "default"
+    return DeviceInfo(props.name, f"sm_{props.major}{props.minor}", driver, clocks, True, smi)
+
+
+# ----------------------------------------------------------------------------- measuring
+@dataclass(frozen=True)
+class Measurement:
+    """One candidate on one device. ``times_ms`` is empty unless status is "ok"."""
+    config: Config
+    status: str
+    times_ms: tuple[float, ...] = ()
+    error: str | None = None
+    max_abs_error: float | None = None
+    n_regs: int | None = None
+    n_spills: int | None = None
+    cubin_sha256: str | None = None    # of the binary the GPU ran (compare with the build's)
+
+    @property
+    def median_ms(self) -> float | None:
+        return statistics.median(self.times_ms) if self.times_ms else None
+
+
+class Tuner:
+    """Runs candidates of one ``KernelLaunch`` on ``device`` against the default's outputs.
+
+    Inputs are drawn once (seeded) and restored before every run, so every candidate sees
+    the same data. Nothing runs until asked: the default config runs (untimed) for reference
+    outputs the first time another config needs them, and is timed only when asked for
+    itself. ``seconds`` accumulates the wall time spent launching and timing.
+    """
+
+    def __init__(self, launch: KernelLaunch, device: str = "cuda", *, warmup_ms: int = 25,
+                 rep_ms: int = 100, seed: int = 0, code_dir: Path | None = None):
+        self.launch, self.device = launch, device
+        self.device_type = torch.device(device).type
+        self.timed = self.device_type == "cuda"
+        self.warmup_ms, self.rep_ms = warmup_ms, rep_ms
+        self.seconds = 0.0
+        self.fn = load_kernel(launch.kernel, self.device_type, code_dir)
+        self.initial = make_inputs(launch, device, seed)
+        self.outputs = [k for k, a in enumerate(launch.args) if a.is_output]
+        self.reference: list[torch.Tensor] | None = None
+        self.reference_error: str | None = None
+        self.results: dict[Config, Measurement] = {}
+
+    def _sync(self) -> None:
+        if self.timed:
+            torch.cuda.synchronize(self.device)
+
+    def _launcher(self, config: Config, args: list[torch.Tensor]):
+        g = grid(self.launch.kind, self.launch.numels, config)
+        kernel = self.fn[g]
+        numels, blocks, options = self.launch.numels, config.blocks(), config.options()
+        return lambda: kernel(*args, *numels, **blocks, **options)
+
+    def _execute(self, config: Config):
+        """(outputs, compiled kernel) of one fresh run of ``config``; raises on failure."""
+        args = [t.clone() for t in self.initial]
+        launch = self._launcher(config, args)
+        compiled = launch()
+        self._sync()
+        return args, launch, compiled
+
+    def _reference(self) -> list[torch.Tensor] | None:
+        if self.reference is None and self.reference_error is None:
+            try:
+                args, _, _ = self._execute(self.launch.default)
+                self.reference = [args[k].clone() for k in self.outputs]
+            except Exception as e:   # noqa: BLE001
+                self.reference_error = f"{type(e).__name__}: {e}"[:2000]
+        return self.reference
+
+    def run(self, config: Config) -> Measurement:
+        """Launch, verify and (on a GPU) time ``config``; each config runs once per Tuner."""
+        if config not in self.results:
+            start = time.perf_counter()
+            try:
+                self.results[config] = self._run(config)
+            finally:
+                self.seconds += time.perf_counter() - start
+        return self.results[config]
+
+    def _run(self, config: Config) -> Measurement:
+        is_default = config == self.launch.default
+        reference = None if is_default else self._reference()
+        if reference is None and not is_default:
+            return Measurement(config, "runtime_error",
+                               error=f"the default config {self.launch.default} failed "
+                                     f"({self.reference_error}): outputs cannot be verified")
+        try:
+            args, launch, compiled = self._execute(config)
+        except Exception as e:   # noqa: BLE001 -- a failing candidate is a result
+            status = "resource_error" if type(e).__name__ == "OutOfResources" else "launch_error"
+            return Measurement(config, status, error=f"{type(e).__name__}: {e}"[:4000])
+        extra = _binary_facts(compiled)
+        outs = [args[k] for k in self.outputs]
+        worst = 0.0
+        if is_default:
+            if self.reference is None:
+                self.reference = [t.clone() for t in outs]
+        else:
+            for k, ref, out in zip(self.outputs, reference, outs):
+                ok, err = outputs_match(ref, out)
+                worst = max(worst, err)
+                if not ok:
+                    return Measurement(config, "wrong_result", max_abs_error=err,
+                                       error=f"output {k} differs from the default config's "
+                                             f"(max abs error {err:.3g})", **extra)
+        if not self.timed:
+            return Measurement(config, "not_timed", max_abs_error=worst, **extra)
+        try:
+            times = _do_bench(launch, self.warmup_ms, self.rep_ms)
+        except Exception as e:   # noqa: BLE001
+            return Measurement(config, "runtime_error", error=f"{type(e).__name__}: {e}"[:4000],
+                               max_abs_error=worst, **extra)
+        return Measurement(config, "ok", tuple(times), max_abs_error=worst, **extra)
+
+
+def _binary_facts(compiled: Any) -> dict[str, Any]:
+    """Registers, spills and the cubin hash of what a JIT launch ran (CUDA only)."""
+    asm = getattr(compiled, "asm", None)
+    if not isinstance(asm, dict) or "cubin" not in asm:
+        return {}
+    return {"n_regs": getattr(compiled, "n_regs", None),
+            "n_spills": getattr(compiled, "n_spills", None),
+            "cubin_sha256": content_hash(asm["cubin"])}
+
+
+def _do_bench(fn, warmup_ms: int, rep_ms: int) -> list[float]:
+    from triton.testing import do_bench
+    try:
+        times = do_bench(fn, warmup=warmup_ms, rep=rep_ms, return_mode="all")
+    except (AssertionError, TypeError, ValueError):   # an older do_bench without "all"
+        times = do_bench(fn, warmup=warmup_ms, rep=rep_ms, quantiles=[0.5])
+    times = [float(t) for t in (times if isinstance(times, (list, tuple)) else [times])]
+    if not times or not all(math.isfinite(t) and t > 0 for t in times):
+        raise RuntimeError(f"do_bench returned unusable timings {times[:5]}")
+    return times
+
+
+# ----------------------------------------------------------------------------- tuning
+@dataclass
+class TuneResult:
+    """Measurements of one launch on one device; ``best`` is the fastest verified one.
+
+    ``measurements`` holds what this call ran or gated (build failures included), not what
+    ``known`` costs stood for.
+    """
+    launch: KernelLaunch
+    device: DeviceInfo
+    measurements: list[Measurement]
+    seconds: float
+    searched: str                 # "sweep" or "descent"
+
+    @property
+    def default(self) -> Measurement | None:
+        return next((m for m in self.measurements if m.config == self.launch.default), None)
+
+    @property
+    def best(self) -> Measurement | None:
+        ok = [m for m in self.measurements if m.status == "ok"]
+        return min(ok, key=lambda m: m.median_ms, default=None)
+
+    @property
+    def speedup(self) -> float | None:
+        """Default time over best time, when both were timed in this call."""
+        best, default = self.best, self.default
+        if best is None or default is None or default.status != "ok":
+            return None
+        return default.median_ms / best.median_ms
+
+    @property
+    def note(self) -> str:
+        if self.device.timed:
+            return f"timed {sum(m.status == 'ok' for m in self.measurements)} configs on {self.device.name}"
+        verified = sum(m.status == "not_timed" for m in self.measurements)
+        return (f"not timed: no GPU ({self.device.name}); outputs of {verified} configs "
+                f"verified against the default config")
+
+
+Gate = Callable[[Config], "Measurement | None"]
+
+
+def tune(tuner: Tuner, space: Space, configs: Sequence[Config], settings: SearchSettings, *,
+         known: dict[Config, float | None] | None = None, gate: Gate | None = None,
+         include_default: bool = True) -> TuneResult:
+    """Measure the planned ``configs`` (see ``search.plan_trials``) with ``tuner``.
+
+    At most ``settings.sweep_max`` of them: all are run. More: coordinate descent from the
+    default, at most ``settings.descent_budget`` runs, over the planned configs only; the
+    others count as ``known`` (costs read back from the store) or as failed. ``gate(config)``
+    runs first for every config but the default (which must run: it is the reference) and
+    may return a failed Measurement instead (a build error) -- builds can thus be done
+    lazily, only for configs the descent reaches. ``include_default`` times the default too.
+    """
+    gated: dict[Config, Measurement] = {}
+
+    def run(config: Config) -> Measurement:
+        if config in gated:
+            return gated[config]
+        if gate is not None and config != tuner.launch.default:
+            failed = gate(config)
+            if failed is not None:
+                gated[config] = failed
+                return failed
+        return tuner.run(config)
+
+    default = tuner.launch.default
+    planned = [c for c in dict.fromkeys(configs) if c != default]
+    if include_default:
+        planned.insert(0, default)
+    if len(planned) <= settings.sweep_max:
+        for config in planned:
+            run(config)
+        searched = "sweep"
+    else:
+        allowed = set(planned)
+        seeds = {c: None for c in candidates(space, tuner.launch.numels) if c not in allowed}
+        if not include_default:
+            seeds.setdefault(default, None)
+        seeds.update(known or {})
+        coordinate_descent(space, tuner.launch.numels, default,
+                           lambda config: run(config).median_ms, settings.descent_budget, seeds)
+        searched = "descent"
+    measured = {**gated, **tuner.results}
+    return TuneResult(tuner.launch, device_info(tuner.device), list(measured.values()),
+                      tuner.seconds, searched)
+
+
+def measure(launch: KernelLaunch, configs: Sequence[Config], device: str = "cuda",
+            **tuner_options: Any) -> TuneResult:
+    """The default plus every config in ``configs`` on ``device``, in one call (a sweep)."""
+    tuner = Tuner(launch, device, **tuner_options)
+    for config in [launch.default, *configs]:
+        tuner.run(config)
+    return TuneResult(launch, device_info(device), list(tuner.results.values()), tuner.seconds,
+                      "sweep")

@@ -1,0 +1,357 @@
+"""Launch configs, their search spaces (``configs/autotune/*.toml``), pruning, and the default.
+
+A ``Config`` is a kernel's constexpr block sizes plus ``num_warps`` and ``num_stages``; its
+``key`` is the same hash ``storage`` derives for a config (a test pins the two together), so
+a config found in the trials dataset is recognized here without importing the store.
+
+A ``Space`` lists candidate values per parameter for one kernel kind; ``candidates`` prunes
+it by the kernel's sizes:
+  * block sizes are clamped to ``next_pow2`` of their dim (XBLOCK <= next_pow2(xnumel)...),
+    so a small kernel keeps a candidate instead of losing them all, and duplicates collapse;
+  * a persistent reduction's RBLOCK is exactly ``next_pow2(rnumel)`` (it holds whole rows);
+  * a looped reduction's RBLOCK is at most ``next_pow2(rnumel)``;
+  * the tile (product of blocks) is at most ``max_tile`` and at most Triton's tensor limit;
+  * each thread holds between 1 and ``max_elems_per_thread`` elements (one warp is always
+    allowed, however small the tile);
+  * the launch grid fits CUDA's limits (65535 programs along y).
+
+Example:
+    >>> spaces = load_spaces()
+    >>> cands = candidates(spaces["reduction_persistent"], (8, 128))
+    >>> all(c.RBLOCK == 128 and c.XBLOCK <= 8 for c in cands)
+    True
+    >>> Config(XBLOCK=1024, num_warps=4).as_dict()
+    {'XBLOCK': 1024, 'num_stages': 3, 'num_warps': 4}
+"""
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import itertools
+import json
+import math
+import struct
+import tomllib
+import types
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Mapping, Sequence
+
+DEFAULT_SPACES_TOML = (Path(__file__).resolve().parent.parent.parent / "configs" / "autotune"
+                       / "default.toml")
+
+KINDS = ("pointwise1d", "pointwise2d", "reduction_persistent", "reduction_looped")
+BLOCK_NAMES = {"pointwise1d": ("XBLOCK",), "pointwise2d": ("XBLOCK", "YBLOCK"),
+               "reduction_persistent": ("XBLOCK", "RBLOCK"),
+               "reduction_looped": ("XBLOCK", "RBLOCK")}
+NUMEL_NAMES = {"pointwise1d": ("xnumel",), "pointwise2d": ("xnumel", "ynumel"),
+               "reduction_persistent": ("xnumel", "rnumel"),
+               "reduction_looped": ("xnumel", "rnumel")}
+TRITON_MAX_TENSOR_NUMEL = 1 << 20
+CUDA_MAX_GRID = (2**31 - 1, 65535, 65535)
+TRITON_DEFAULT_NUM_STAGES = 3   # what a launch without num_stages gets on CUDA
+
+
+class SpaceError(ValueError):
+    """A malformed search-space file; the message names the file and the key."""
+
+
+def next_pow2(n: int) -> int:
+    """Smallest power of two >= n (1 for n <= 1)."""
+    return 1 << max(0, (int(n) - 1).bit_length())
+
+
+def _is_pow2(n: int) -> bool:
+    return isinstance(n, int) and n > 0 and n & (n - 1) == 0
+
+
+# ----------------------------------------------------------------------------- configs
+@dataclass(frozen=True, order=True)
+class Config:
+    """One launch config: block sizes (None where the kind has no such dim), warps, stages."""
+    XBLOCK: int
+    YBLOCK: int | None = None
+    RBLOCK: int | None = None
+    num_warps: int = 4
+    num_stages: int = TRITON_DEFAULT_NUM_STAGES
+
+    def blocks(self) -> dict[str, int]:
+        """The constexpr arguments: ``{"XBLOCK": 1024}``, ``{"XBLOCK": 8, "RBLOCK": 128}``."""
+        return {name: getattr(self, name) for name in ("XBLOCK", "YBLOCK", "RBLOCK")
+                if getattr(self, name) is not None}
+
+    def options(self) -> dict[str, int]:
+        """The compile options: ``{"num_warps": 4, "num_stages": 3}``."""
+        return {"num_warps": self.num_warps, "num_stages": self.num_stages}
+
+    def as_dict(self) -> dict[str, int]:
+        return dict(sorted({**self.blocks(), **self.options()}.items()))
+
+    @property
+    def tile(self) -> int:
+        return math.prod(self.blocks().values())
+
+    @property
+    def key(self) -> str:
+        return config_key(self)
+
+    @classmethod
+    def from_dict(cls, values: Mapping[str, Any]) -> "Config":
+        """Inverse of ``as_dict``; also reads the kwargs a wrapper launch passes."""
+        names = {f.name for f in dataclasses.fields(cls)}
+        unknown = set(values) - names
+        if unknown:
+            raise ValueError(f"unknown config parameters {sorted(unknown)}; known: {sorted(names)}")
+        return cls(**{k: int(v) for k, v in values.items()})
+
+    def replace(self, **changes: int) -> "Config":
+        return dataclasses.replace(self, **changes)
+
+    def __str__(self) -> str:
+        return " ".join(f"{k}={v}" for k, v in self.as_dict().items())
+
+
+def canonical_json(value: Any) -> str:
+    """JSON with sorted keys and no spaces (as ``storage.records.canonical_json``)."""
+    return json.dumps(value, sort_keys=True, separators=(",", ":"))
+
+
+def config_key(config: Config | Mapping[str, Any]) -> str:
+    """The stable key of a config: 32 hex digits, equal to what ``storage`` derives.
+
+    ``storage.records`` keys a config as ``derived_key(config_json)``: sha256 over the
+    type-tagged, length-prefixed canonical JSON of the config's canonical JSON text. Repeated
+    here because the compiler must not import the store; ``tests/test_autotune.py`` checks
+    the two agree.
+    """
+    values = config.as_dict() if isinstance(config, Config) else dict(config)
+    data = canonical_json(canonical_json(values)).encode()
+    return hashlib.sha256(b"s" + struct.pack("<Q", len(data)) + data).hexdigest()[:32]
+
+
+# ----------------------------------------------------------------------------- spaces
+@dataclass(frozen=True)
+class Space:
+    """Candidate values for one kernel kind (each tuple ordered small to large)."""
+    kind: str
+    values: tuple[tuple[str, tuple[int, ...]], ...]   # (("XBLOCK", (128, ...)), ("num_warps", ...))
+    max_tile: int
+    max_elems_per_thread: int
+
+    def param(self, name: str) -> tuple[int, ...]:
+        return dict(self.values).get(name, ())
+
+    @property
+    def size(self) -> int:
+        """Candidates before pruning."""
+        return math.prod(len(v) for _, v in self.values)
+
+
+@dataclass(frozen=True)
+class TargetLimits:
+    """What a config may use on one compute capability and still launch well."""
+    arch: int
+    max_shared_bytes: int
+    regs_per_sm: int
+    max_local_bytes: int
+
+
+@dataclass(frozen=True)
+class SearchSettings:
+    sweep_max: int
+    descent_budget: int
+
+
+@dataclass(frozen=True)
+class TuningSpaces:
+    """Everything in one ``configs/autotune/*.toml``: spaces per kind, limits, budget."""
+    spaces: Mapping[str, Space]
+    targets: Mapping[int, TargetLimits]
+    search: SearchSettings
+    path: str
+
+    def __getitem__(self, kind: str) -> Space:
+        if kind not in self.spaces:
+            raise KeyError(f"{self.path}: no search space for kernel kind {kind!r}; "
+                           f"has {sorted(self.spaces)}")
+        return self.spaces[kind]
+
+    def limits(self, arch: int) -> TargetLimits:
+        if arch not in self.targets:
+            raise KeyError(f"{self.path}: no [targets.{arch}] resource limits; "
+                           f"has {sorted(self.targets)}")
+        return self.targets[arch]
+
+
+_SPACE_KEYS = {"num_warps", "num_stages", "max_tile", "max_elems_per_thread"}
+_TARGET_KEYS = {"max_shared_bytes", "regs_per_sm", "max_local_bytes"}
+
+
+def _int_list(path: str, where: str, value: Any, pow2: bool) -> tuple[int, ...]:
+    if (not isinstance(value, list) or not value
+            or not all(isinstance(v, int) and not isinstance(v, bool) and v > 0 for v in value)):
+        raise SpaceError(f"{path}: [{where}] must be a non-empty list of positive ints, got {value!r}")
+    if pow2 and not all(_is_pow2(v) for v in value):
+        raise SpaceError(f"{path}: [{where}] values must be powers of two, got {value!r}")
+    if list(value) != sorted(set(value)):
+        raise SpaceError(f"{path}: [{where}] must be strictly increasing, got {value!r}")
+    return tuple(value)
+
+
+def _space(path: str, kind: str, table: Mapping[str, Any]) -> Space:
+    blocks = BLOCK_NAMES[kind]
+    tuned_blocks = tuple(b for b in blocks if not (kind == "reduction_persistent" and b == "RBLOCK"))
+    allowed = _SPACE_KEYS | set(tuned_blocks)
+    unknown = set(table) - allowed
+    if unknown:
+        raise SpaceError(f"{path}: [{kind}] unknown keys {sorted(unknown)}; known: {sorted(allowed)}")
+    missing = (set(tuned_blocks) | _SPACE_KEYS) - set(table)
+    if missing:
+        raise SpaceError(f"{path}: [{kind}] missing keys {sorted(missing)}")
+    values = [(b, _int_list(path, f"{kind}.{b}", table[b], pow2=True)) for b in tuned_blocks]
+    warps = _int_list(path, f"{kind}.num_warps", table["num_warps"], pow2=True)
+    if max(warps) > 32:
+        raise SpaceError(f"{path}: [{kind}.num_warps] at most 32 (1024 threads), got {warps!r}")
+    values.append(("num_warps", warps))
+    values.append(("num_stages", _int_list(path, f"{kind}.num_stages", table["num_stages"], pow2=False)))
+    for name in ("max_tile", "max_elems_per_thread"):
+        if not isinstance(table[name], int) or table[name] <= 0:
+            raise SpaceError(f"{path}: [{kind}.{name}] must be a positive int")
+    return Space(kind, tuple(values), table["max_tile"], table["max_elems_per_thread"])
+
+
+def spaces_path(name: str | Path) -> Path:
+    """``"default"`` -> ``configs/autotune/default.toml`` (a pipeline's ``tuning.space``);
+    anything with a suffix or a slash is a path as given."""
+    text = str(name)
+    if text.endswith(".toml") or "/" in text:
+        return Path(text)
+    return DEFAULT_SPACES_TOML.parent / f"{text}.toml"
+
+
+def load_spaces(path: str | Path = DEFAULT_SPACES_TOML) -> TuningSpaces:
+    """Read and validate a search-space file: a path, or a name under ``configs/autotune/``."""
+    path = str(spaces_path(path))
+    with open(path, "rb") as f:
+        data = tomllib.load(f)
+    unknown = set(data) - set(KINDS) - {"search", "targets"}
+    if unknown:
+        raise SpaceError(f"{path}: unknown sections {sorted(unknown)}; known kinds: {list(KINDS)}")
+    spaces = {kind: _space(path, kind, data[kind]) for kind in KINDS if kind in data}
+    targets = {}
+    for arch, table in data.get("targets", {}).items():
+        if not arch.isdigit() or set(table) != _TARGET_KEYS:
+            raise SpaceError(f"{path}: [targets.{arch}] needs a numeric arch and exactly "
+                             f"{sorted(_TARGET_KEYS)}")
+        targets[int(arch)] = TargetLimits(int(arch), **table)
+    search = data.get("search", {})
+    if set(search) != {"sweep_max", "descent_budget"}:
+        raise SpaceError(f"{path}: [search] needs exactly sweep_max and descent_budget")
+    return TuningSpaces(types.MappingProxyType(spaces), types.MappingProxyType(targets),
+                        SearchSettings(**search), path)
+
+
+# ----------------------------------------------------------------------------- pruning
+def _block_caps(kind: str, numels: Sequence[int]) -> dict[str, int]:
+    names = BLOCK_NAMES[kind]
+    return {name: next_pow2(n) for name, n in zip(names, numels)}
+
+
+def grid(kind: str, numels: Sequence[int], config: Config) -> tuple[int, ...]:
+    """The launch grid of ``config`` (as ``compiler.codegen.wrapper`` computes it)."""
+    numels = [int(n) for n in numels]
+    if kind == "pointwise2d":
+        return (math.ceil(numels[0] / config.XBLOCK), math.ceil(numels[1] / config.YBLOCK))
+    return (max(1, math.ceil(numels[0] / config.XBLOCK)),)
+
+
+def fits(space: Space, numels: Sequence[int], config: Config) -> bool:
+    """Whether ``config`` survives ``space``'s pruning at these sizes (see module doc)."""
+    caps = _block_caps(space.kind, numels)
+    blocks = config.blocks()
+    if set(blocks) != set(BLOCK_NAMES[space.kind]):
+        return False
+    if any(v > caps[name] for name, v in blocks.items()):
+        return False
+    if space.kind == "reduction_persistent" and config.RBLOCK != caps["RBLOCK"]:
+        return False
+    tile = config.tile
+    if tile > min(space.max_tile, TRITON_MAX_TENSOR_NUMEL):
+        return False
+    threads = 32 * config.num_warps
+    if threads > max(tile, 32) or tile > threads * space.max_elems_per_thread:
+        return False
+    return all(g <= limit for g, limit in zip(grid(space.kind, numels, config), CUDA_MAX_GRID))
+
+
+def candidates(space: Space, numels: Sequence[int]) -> list[Config]:
+    """The pruned candidate configs of ``space`` for a kernel of these sizes, sorted."""
+    numels = [int(n) for n in numels]
+    if len(numels) != len(BLOCK_NAMES[space.kind]):
+        raise ValueError(f"{space.kind} takes {len(BLOCK_NAMES[space.kind])} numels, got {numels}")
+    caps = _block_caps(space.kind, numels)
+    axes = []
+    for name, values in space.values:
+        if name in caps:
+            values = sorted({min(v, caps[name]) for v in values})
+        axes.append((name, values))
+    if space.kind == "reduction_persistent":
+        axes.append(("RBLOCK", [caps["RBLOCK"]]))
+    names = [n for n, _ in axes]
+    out = set()
+    for combo in itertools.product(*(v for _, v in axes)):
+        config = Config(**dict(zip(names, combo)))
+        if fits(space, numels, config):
+            out.add(config)
+    return sorted(out)
+
+
+def neighbours(space: Space, numels: Sequence[int], config: Config, radius: int = 1) -> list[Config]:
+    """Configs of ``space`` that differ from ``config`` in one parameter, by at most
+    ``radius`` steps along that parameter's (clamped) value list, and that fit."""
+    numels = [int(n) for n in numels]
+    caps = _block_caps(space.kind, numels)
+    out = []
+    for name, values in space.values:
+        values = sorted({min(v, caps[name]) for v in values}) if name in caps else list(values)
+        current = getattr(config, name)
+        if current not in values:
+            # off the grid (the heuristic default): step to the nearest values on each side
+            below = [v for v in values if v < current][-radius:]
+            above = [v for v in values if v > current][:radius]
+            steps = below + above
+        else:
+            k = values.index(current)
+            steps = values[max(0, k - radius):k] + values[k + 1:k + 1 + radius]
+        for v in steps:
+            other = config.replace(**{name: v})
+            if fits(space, numels, other):
+                out.append(other)
+    return out
+
+
+# ----------------------------------------------------------------------------- the default
+def default_config(kind: str, numels: Sequence[int], device_type: str = "cuda",
+                   options: Any = None) -> Config:
+    """The heuristic config kiln launches when tuning is off (``wrapper.launch_config``).
+
+    Delegates, so there is one heuristic: the wrapper's. ``num_stages`` is Triton's default,
+    since the wrapper does not pass one.
+    """
+    from ..codegen.wrapper import launch_config
+    from ..config import load_options
+    spec = types.SimpleNamespace(kind=kind, numels=tuple(int(n) for n in numels))
+    launch = launch_config(spec, load_options(options), device_type)
+    launch.pop("grid")
+    return Config.from_dict(launch)
+
+
+def kernel_numels(meta: Mapping[str, Any], sizes: Sequence[int] | None = None) -> tuple[int, ...]:
+    """A kernel's numel arguments as ints: ``meta["numels"]``, or ``sizes`` where given
+    (a kernel compiled with symbolic sizes is tuned at the sizes it will run at)."""
+    if sizes is not None:
+        return tuple(int(s) for s in sizes)
+    try:
+        return tuple(int(n) for n in meta["numels"])
+    except ValueError:
+        raise ValueError(f"kernel numels {meta['numels']} are symbolic: pass the sizes to tune at") from None
