@@ -42,11 +42,28 @@ from compiler.autotune.spaces import canonical_json  # noqa: E402
 from storage import BinaryRecord, Store, TrialRecord  # noqa: E402
 
 MODELS = ("pipeline.zoo.blocks:vit_block", "pipeline.zoo.blocks:convnext_block",
-          "pipeline.zoo.blocks:resnet_bottleneck", "pipeline.zoo.blocks:bert_layer")
+          "pipeline.zoo.blocks:resnet_bottleneck", "pipeline.zoo.blocks:bert_layer",
+          "wide_softmax")
 
 
 # ----------------------------------------------------------------------------- launches
+class WideSoftmax(torch.nn.Module):
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.softmax(x, dim=-1)
+
+
+def wide_softmax(size: str = "tiny"):
+    """Softmax over rows too long to hold in registers: the zoo has no looped reduction."""
+    rows, cols = {"tiny": (4, 8192), "mid": (64, 16384), "bench": (512, 32768)}[size]
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(0)
+        return WideSoftmax().eval(), (torch.randn(rows, cols),)
+
+
 def load_factory(spec: str):
+    """``module:function``, or the name of a factory in this file (``wide_softmax``)."""
+    if ":" not in spec:
+        return globals()[spec]
     module, name = spec.split(":")
     return getattr(importlib.import_module(module), name)
 

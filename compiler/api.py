@@ -47,10 +47,15 @@ def module_key(graph_key: str, options: CompilerOptions, target: str) -> str:
 
 
 def _lower_graph(gm: torch.fx.GraphModule, graph_key: str, options: CompilerOptions,
-                 target: str, mutated_inputs: dict[int, int] | None = None
+                 target: str, mutated_inputs: dict[int, int] | None = None,
+                 size_ranges: dict | None = None
                  ) -> tuple[CompiledArtifact, dict[str, torch.Tensor]]:
     """GraphLowering -> scheduling and codegen -> artifact (the passes, in order)."""
     lowered = GraphLowering(gm, default_table(), options, mutated_inputs).lower()
+    if size_ranges:   # export's promised ranges replace the tracer's
+        named = {str(k): k for k in lowered.size_ranges}
+        lowered.size_ranges.update({named[k]: tuple(v) for k, v in size_ranges.items()
+                                    if k in named})
     generated = generate_module(lowered, options, target)
     key = module_key(graph_key, options, target)
     kernels = tuple(KernelArtifact(k.name, k.kernel_key, k.source, k.meta_json())
@@ -145,7 +150,7 @@ def lower(captured: CapturedGraph, options: dict | CompilerOptions | None = None
     """Lower a captured graph for ``target`` ("cuda" or "cpu"); runs nothing on a GPU."""
     options = load_options(options)
     artifact, _ = _lower_graph(captured.gm, captured.graph_key, options, target,
-                               _mutated_inputs(captured))
+                               _mutated_inputs(captured), captured.size_ranges)
     return artifact
 
 

@@ -104,6 +104,7 @@ class CapturedGraph:
     name: str = ""
     scalar_inputs: tuple[tuple[int, Any], ...] = ()
     example_args: Any = field(default=None, repr=False)
+    size_ranges: dict = field(default_factory=dict)   # size symbol -> (min, max or None)
 
     def state_inputs(self, module: torch.nn.Module) -> dict[int, torch.Tensor]:
         """Live parameters / buffers of ``module`` and the constants, by input position."""
@@ -378,7 +379,18 @@ def _capture(ep: torch.export.ExportedProgram, name: str, example: Any) -> Captu
     key = compute_graph_key(gm, inputs, constants=constants)
     return CapturedGraph(gm=gm, graph_key=key, inputs=inputs, mutated_buffers=mutated,
                          in_spec=in_spec, out_spec=out_spec, constants=constants, name=name,
-                         scalar_inputs=scalars, example_args=example)
+                         scalar_inputs=scalars, example_args=example,
+                         size_ranges=_size_ranges(ep))
+
+
+def _size_ranges(ep: torch.export.ExportedProgram) -> dict[str, tuple[int, int | None]]:
+    """Each size symbol's range as export promises it (the ShapeEnv's own ranges start at 2
+    for dims declared from 1, since tracing assumes sizes 0 and 1 away)."""
+    out = {}
+    for sym, r in ep.range_constraints.items():
+        hi = int(r.upper) if r.upper.is_finite else None
+        out[str(sym)] = (int(r.lower), hi)
+    return out
 
 
 def _copy_graph_module(gm: torch.fx.GraphModule) -> tuple[torch.fx.GraphModule, dict]:

@@ -74,22 +74,29 @@ def test_matching_inputs_run(add_fn):
     torch.testing.assert_close(add_fn(a, b)[0], a + b)
 
 
-@pytest.mark.parametrize("bad, words", [
-    (torch.randn(4, 6), ["shape", "(4, 5)", "(4, 6)"]),
-    (torch.randn(5), ["shape", "(4, 5)", "(5,)"]),
-    (torch.randn(4, 5, dtype=torch.float64), ["dtype", "float32", "float64"]),
-    (torch.randint(0, 9, (4, 5), dtype=torch.int32), ["dtype", "float32", "int32"]),
-    (torch.empty(4, 5, device="meta"), ["device", "cpu", "meta"]),
-    (torch.randn(5, 4).t(), ["stride", "(5, 1)", "(1, 4)"]),
-    (torch.randn(4, 10)[:, ::2], ["stride", "(5, 1)", "(10, 2)"]),
-], ids=["shape", "rank", "dtype", "int-dtype", "device", "transposed", "step-sliced"])
-def test_call_with_mismatched_input(add_fn, bad, words):
+# (bad input 1, what the message must say): each entry is a group of alternatives, one of
+# which must appear: what differs, the value compiled for, the value passed.
+MISMATCHES = {
+    "shape": (torch.randn(4, 6), [("shape", "dim 1"), ("(4, 5)", "compiled for 5"), ("(4, 6)",)]),
+    "rank": (torch.randn(5), [("shape", "rank", "dims"), ("(4, 5)",), ("(5,)",)]),
+    "dtype": (torch.randn(4, 5, dtype=torch.float64), [("dtype",), ("float32",), ("float64",)]),
+    "int-dtype": (torch.randint(0, 9, (4, 5), dtype=torch.int32),
+                  [("dtype",), ("float32",), ("int32",)]),
+    "device": (torch.empty(4, 5, device="meta"), [("device",), ("cpu",), ("meta",)]),
+    "transposed": (torch.randn(5, 4).t(), [("stride",), ("(5, 1)",), ("(1, 4)",)]),
+    "step-sliced": (torch.randn(4, 10)[:, ::2], [("stride",), ("(5, 1)",), ("(10, 2)",)]),
+}
+
+
+@pytest.mark.parametrize("kind", list(MISMATCHES))
+def test_call_with_mismatched_input(add_fn, kind):
+    bad, groups = MISMATCHES[kind]
     with pytest.raises(InputMismatchError) as info:
         add_fn(torch.randn(4, 5), bad)
     message = str(info.value)
     assert "input 1" in message, message           # which input, by index
-    for word in words:                             # what differs, with both values
-        assert word in message, f"{word!r} not in {message!r}"
+    for group in groups:
+        assert any(word in message for word in group), f"none of {group} in {message!r}"
 
 
 @pytest.mark.parametrize("args", [(torch.randn(4, 5),),
@@ -120,6 +127,23 @@ def test_compile_module_call_with_mismatched_input():
     with pytest.raises((InputMismatchError, CaptureError)) as info:
         compiled(x.double())
     assert "float64" in str(info.value), info.value
+    with pytest.raises((InputMismatchError, CaptureError)) as info:
+        compiled(x.to("meta"))
+    assert "meta" in str(info.value), info.value
+
+
+@pytest.mark.xfail(strict=True, reason="compile_module reports a non-contiguous user input "
+                   "by its flat graph index ('kiln: input 6: strides differ', counting the "
+                   "module's parameters), not as the user's input 'x' like its other "
+                   "mismatch errors")
+def test_compile_module_stride_mismatch_names_user_input():
+    module, (x,) = tiny.mlp()
+    compiled = compiler.compile_module(module, (x,))
+    transposed = torch.randn(x.shape[1], x.shape[0]).t()
+    with pytest.raises((InputMismatchError, CaptureError)) as info:
+        compiled(transposed)
+    message = str(info.value)
+    assert "'x'" in message and "stride" in message, message
 
 
 # ----------------------------------------------------------------------------- capture

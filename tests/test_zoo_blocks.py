@@ -156,7 +156,6 @@ def test_gpt2_dynamic_spec_exports_and_runs():
             torch.testing.assert_close(exported(*inputs), eager(*inputs))
 
 
-@pytest.mark.xfail(strict=True, reason="dynamic shapes not implemented")
 def test_gpt2_dynamic_cpu():
     check_dynamic_gpt2("tiny", "cpu", torch.float32)
 
@@ -173,7 +172,6 @@ def test_gpu(name, size, dtype, no_tf32):
 
 @pytest.mark.gpu
 @requires_cuda
-@pytest.mark.xfail(strict=True, reason="dynamic shapes not implemented")
 @pytest.mark.parametrize("dtype", GPU_DTYPES, ids=lambda d: str(d).removeprefix("torch."))
 @pytest.mark.parametrize("size", ["tiny", "mid"])
 def test_gpt2_dynamic_gpu(size, dtype, no_tf32):

@@ -36,7 +36,10 @@ def _idx(expr) -> Expr:
 
 
 def _cmp(op: str, a: Expr, b) -> Expr:
-    return make_op(op, (a, b if isinstance(b, Expr) else Const(int(b), torch.int64)), torch.bool)
+    if not isinstance(b, Expr):
+        b = sympy.sympify(b)
+        b = Const(int(b), torch.int64) if b.is_Integer else IndexExpr(b)
+    return make_op(op, (a, b), torch.bool)
 
 
 def _and(*conds: Expr) -> Expr:
@@ -69,7 +72,7 @@ def lower_cat(ctx, tensors, dim=0):
     i = index_symbols(len(size))
     pieces, start = [], 0
     for t in tensors:
-        stop = start + int(t.size[dim])
+        stop = start + t.size[dim]
         idx = list(i)
         idx[dim] = i[dim] - start
         pieces.append((_in_range(i[dim], start, stop), cast_expr(t.load(idx), dtype)))
@@ -99,9 +102,9 @@ def lower_constant_pad_nd(ctx, x, pad, value=0):
 def lower_slice_scatter(ctx, base, src, dim=0, start=None, end=None, step=1):
     dtype, device, size = _out(ctx)
     dim = normalize_dim(dim, len(size))
-    n = int(size[dim])
-    start = 0 if start is None else (start + n if start < 0 else start)
-    end = n if end is None else min(end + n if end < 0 else end, n)
+    n = size[dim]
+    start = _bound(start, n, 0)
+    end = _bound(end, n, n)
     i = index_symbols(len(size))
     rel = i[dim] - start
     cond = _in_range(i[dim], start, end)
@@ -116,11 +119,24 @@ def lower_slice_scatter(ctx, base, src, dim=0, start=None, end=None, step=1):
     return TensorValue(dtype, device, size, body)
 
 
+def _bound(value, n, default):
+    """A slice bound made non-negative and clamped to ``[0, n]``; symbolic bounds are taken
+    as valid (export's guards already hold them in range)."""
+    if value is None:
+        return sympy.sympify(default)
+    value = sympy.sympify(value)
+    if value.is_number and value < 0:
+        value = value + n
+    if value.is_number and sympy.sympify(n).is_Integer:
+        return sympy.Integer(min(max(int(value), 0), int(n)))
+    return value
+
+
 @REGISTRY.register(aten.select_scatter.default, supports=_dtype_ok)
 def lower_select_scatter(ctx, base, src, dim, index):
     dtype, device, size = _out(ctx)
     dim = normalize_dim(dim, len(size))
-    index = index + int(size[dim]) if index < 0 else index
+    index = _bound(index, size[dim], 0)
     i = index_symbols(len(size))
     cond = _cmp("eq", _idx(i[dim]), index)
     inside = masked(cond, cast_expr(src.load(list(i[:dim]) + list(i[dim + 1:])), dtype), 0)
@@ -132,8 +148,9 @@ def _wrapped(value: Expr, dim_size) -> Expr:
     """A possibly negative index made non-negative, as eager's indexing does."""
     value = cast_expr(value, torch.int64)
     neg = _cmp("lt", value, 0)
-    return Op("where", (neg, make_op("add", (value, Const(int(dim_size), torch.int64)),
-                                     torch.int64), value), torch.int64)
+    size = sympy.sympify(dim_size)
+    size = Const(int(size), torch.int64) if size.is_Integer else IndexExpr(size)
+    return Op("where", (neg, make_op("add", (value, size), torch.int64), value), torch.int64)
 
 
 def _indices_ok(*positions):
