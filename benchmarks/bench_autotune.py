@@ -197,6 +197,8 @@ def sweep_kernel(model: str, launch: KernelLaunch, store: Store, spaces, target:
     descent = len(todo) > spaces.search.sweep_max
     if not descent or not info.timed:
         builder.submit(todo if info.timed else todo[:args.max_builds])
+    elif launch.default in todo:
+        builder.submit([launch.default])   # run ungated (the reference), but stored too
     if info.timed:
         tuner = Tuner(launch, args.device, warmup_ms=args.warmup_ms, rep_ms=args.rep_ms)
         known = {config: cost for config, cost in done.values()}

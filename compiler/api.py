@@ -110,8 +110,17 @@ def _trace(gm: torch.fx.GraphModule, example_inputs: Sequence[Any]) -> torch.fx.
     Functionalization turns in-place ops into pure ones plus ``copy_`` into mutated inputs
     at the end, which GraphLowering applies in place.
     """
+    try:
+        return _trace_functional(gm, example_inputs, "mutations")
+    except Exception:
+        # A view recorded on real strides can fail to replay on fake ones (an op whose meta
+        # strides differ from its kernel's); as copies, views replay on any strides.
+        return _trace_functional(gm, example_inputs, "mutations_and_views")
+
+
+def _trace_functional(gm, example_inputs, remove: str) -> torch.fx.GraphModule:
     fake_mode = torch._guards.detect_fake_mode(example_inputs)
-    run = torch.func.functionalize(torch.fx.Interpreter(gm).run, remove="mutations")
+    run = torch.func.functionalize(torch.fx.Interpreter(gm).run, remove=remove)
     with torch.no_grad():
         if fake_mode is not None:
             with fake_mode:

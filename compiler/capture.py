@@ -388,9 +388,16 @@ def _size_ranges(ep: torch.export.ExportedProgram) -> dict[str, tuple[int, int |
     for dims declared from 1, since tracing assumes sizes 0 and 1 away)."""
     out = {}
     for sym, r in ep.range_constraints.items():
-        hi = int(r.upper) if r.upper.is_finite else None
-        out[str(sym)] = (int(r.lower), hi)
+        out[str(sym)] = (_finite(r.lower) or 0, _finite(r.upper))
     return out
+
+
+def _finite(bound) -> int | None:
+    """An int bound, or None for infinity (sympy's oo or torch's int_oo)."""
+    try:
+        return int(bound)
+    except (TypeError, ValueError, OverflowError, AttributeError):
+        return None
 
 
 def _copy_graph_module(gm: torch.fx.GraphModule) -> tuple[torch.fx.GraphModule, dict]:

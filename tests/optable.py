@@ -529,6 +529,42 @@ case("sdpa_causal", lambda q, k, v: F.scaled_dot_product_attention(q, k, v, is_c
 case("einsum", lambda a, b: torch.einsum("bij,bkj->bik", a, b), (X, X),
      ((S(2, 5, 7), S(2, 4, 7)),), kernels="any", tol="approx")
 
+# --- pooling and resampling (unrolled windows, masked taps at padding / ceil_mode edges)
+section("pooling")
+IMG = ((S(2, 3, 9, 9),), (T(9, 8, 3, 2),))
+case("max_pool2d", lambda a: F.max_pool2d(a, 2), shapes=IMG, tol="exact")
+case("max_pool2d_pad_stride", lambda a: F.max_pool2d(a, 3, stride=2, padding=1),
+     shapes=((S(2, 3, 9, 9),),), tol="exact")
+case("max_pool2d_ceil_dilation", lambda a: F.max_pool2d(a, 2, stride=2, dilation=2,
+                                                         ceil_mode=True),
+     shapes=((S(1, 2, 10, 11),),), tol="exact")
+case("max_pool2d_indices", lambda a: F.max_pool2d(a, 3, 2, return_indices=True),
+     shapes=((S(1, 3, 9, 9),),), tol="exact")
+case("max_pool2d_nan", lambda a: F.max_pool2d(a, 2), (SPECIAL,), ((S(1, 2, 8, 8),),),
+     tol="exact")
+case("max_pool3d", lambda a: F.max_pool3d(a, 2), shapes=((S(1, 2, 4, 6, 6),),), tol="exact")
+case("adaptive_max_pool2d", lambda a: F.adaptive_max_pool2d(a, (3, 4)),
+     shapes=((S(2, 3, 7, 9),),), tol="exact")
+case("avg_pool2d", lambda a: F.avg_pool2d(a, 2), shapes=IMG)
+case("avg_pool2d_pad_exclude", lambda a: F.avg_pool2d(a, 3, 2, 1, count_include_pad=False),
+     shapes=((S(2, 3, 9, 9),),))
+case("avg_pool2d_ceil", lambda a: F.avg_pool2d(a, 2, ceil_mode=True), shapes=((S(1, 2, 7, 9),),))
+case("avg_pool3d", lambda a: F.avg_pool3d(a, 2), shapes=((S(1, 2, 4, 6, 6),),))
+case("adaptive_avg_pool2d", lambda a: F.adaptive_avg_pool2d(a, (3, 4)),
+     shapes=((S(2, 3, 7, 9),), (T(9, 7, 3, 2),)))
+case("adaptive_avg_pool2d_global", lambda a: F.adaptive_avg_pool2d(a, 1),
+     shapes=((S(2, 3, 7, 9),), (S(1, 2, 70, 70),)), tol="approx")
+case("adaptive_avg_pool3d", lambda a: F.adaptive_avg_pool3d(a, (2, 3, 2)),
+     shapes=((S(1, 2, 5, 7, 4),),))
+case("upsample_nearest", lambda a: F.interpolate(a, scale_factor=2), shapes=IMG, tol="exact")
+case("upsample_nearest_size", lambda a: F.interpolate(a, size=(5, 13)),
+     shapes=((S(1, 2, 3, 7),),), tol="exact")
+case("upsample_bilinear", lambda a: F.interpolate(a, scale_factor=2, mode="bilinear"),
+     shapes=((S(1, 2, 5, 7),),), tol="approx")
+case("upsample_bilinear_align", lambda a: F.interpolate(a, size=(9, 4), mode="bilinear",
+                                                        align_corners=True),
+     shapes=((S(2, 3, 5, 7),),), tol="approx")
+
 # --- mutation of graph inputs: written back in place (the test compares every input after
 # the call with eager's, so a missing or a stray write both fail)
 section("mutation")
@@ -797,10 +833,6 @@ UNLOWERED: list[Unlowered] = [
     Unlowered("median", lambda a: a.median(1)[0], (X,), (S(7, 9),), "aten.median.dim"),
     Unlowered("vector_norm", lambda a: a.norm(dim=1), (X,), (S(7, 9),),
               "aten.linalg_vector_norm.default", "approx"),
-    Unlowered("max_pool2d", lambda a: F.max_pool2d(a, 2), (X,), (S(1, 2, 8, 8),),
-              "aten.max_pool2d_with_indices.default"),
-    Unlowered("avg_pool2d", lambda a: F.avg_pool2d(a, 2), (X,), (S(1, 2, 8, 8),),
-              "aten.avg_pool2d.default"),
     Unlowered("batch_norm_train", lambda a: F.batch_norm(a, None, None, training=True), (X,),
               (S(2, 3, 4, 4),), "aten.native_batch_norm.default", "approx"),
     Unlowered("flip", lambda a: a.flip(0), (X,), (S(3, 4),), "aten.flip.default"),

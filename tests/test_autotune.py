@@ -169,7 +169,7 @@ def test_neighbours_step_one_parameter_inside_the_space():
 
 # ----------------------------------------------------------------------------- builds
 def test_build_real_kernel_for_sm90_gives_a_cubin_and_metadata(mlp_launch):
-    from storage import BinaryRecord, Store   # the result is what the store's records take
+    from storage import BinaryRecord   # the result is what the store's records take
     kernel, config = mlp_launch.kernel, Config(XBLOCK=8, RBLOCK=128, num_warps=4)
     result = build(kernel, config, Target("cuda", 90, 32), dtypes=mlp_launch.dtypes)
     assert result.status == "ok", result.error

@@ -183,3 +183,17 @@ def _slice_view(x, dim, start, step, new_size):
     def index(new_idx):
         return [start + step * i if k == dim else i for k, i in enumerate(new_idx)]
     return simplify_value(x.reindex(new_size, index))
+
+
+# Functionalization can turn views into copies (``remove="mutations_and_views"``); kiln's view
+# lowerings never alias anyway, so each copy variant lowers exactly like its view.
+_COPY_VARIANTS = {
+    "view_copy": lower_view, "permute_copy": lower_permute, "transpose_copy": lower_transpose,
+    "t_copy": lower_t, "expand_copy": lower_expand, "slice_copy": lower_slice,
+    "select_copy": lower_select, "squeeze_copy": lower_squeeze, "unsqueeze_copy": lower_squeeze,
+    "detach_copy": lower_detach, "alias_copy": lower_detach,
+    "split_with_sizes_copy": lower_split, "split_copy": lower_split, "unbind_copy": lower_unbind,
+}
+for _name, _fn in _COPY_VARIANTS.items():
+    if hasattr(aten, _name):
+        REGISTRY.register(getattr(aten, _name))(_fn)
