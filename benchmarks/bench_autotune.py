@@ -86,7 +86,8 @@ def select(launches: list[tuple[str, KernelLaunch]], limit: int) -> list[tuple[s
     """Distinct (kernel, sizes), largest first, the largest of each kind ahead of the rest."""
     unique: dict[tuple[str, str], tuple[str, KernelLaunch]] = {}
     for model, launch in launches:
-        unique.setdefault((launch.kernel.kernel_key, canonical_json(launch.sizes())), (model, launch))
+        key = (launch.kernel.kernel_key, canonical_json(launch.sizes()))
+        unique.setdefault(key, (model, launch))
     ranked = sorted(unique.values(), key=lambda ml: -(ml[1].kernel.meta.get("bytes") or 0))
     firsts = {}
     for item in ranked:
@@ -167,8 +168,9 @@ class Builder:
     def submit(self, configs) -> None:
         for c in configs:
             if c not in self.futures:
-                self.futures[c] = self.pool.submit(build, self.launch.kernel, c, self.target,
-                                                   dtypes=self.launch.dtypes, sizes=self.launch.numels)
+                self.futures[c] = self.pool.submit(
+                    build, self.launch.kernel, c, self.target, dtypes=self.launch.dtypes,
+                    sizes=self.launch.int_args)
 
     def result(self, config: Config) -> BuildResult:
         self.submit([config])
@@ -284,7 +286,8 @@ def geomean(values) -> float | None:
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--models", nargs="+", default=list(MODELS), help="module:factory")
-    parser.add_argument("--size", default=None, help="zoo size (default: bench on GPU, tiny on CPU)")
+    parser.add_argument("--size", default=None,
+                        help="zoo size (default: bench on GPU, tiny on CPU)")
     parser.add_argument("--dtype", default="float32", choices=["float32", "bfloat16", "float16"])
     parser.add_argument("--store", type=Path, default=None, help="default: a new temp dir")
     parser.add_argument("--out", type=Path, default=Path("bench-autotune-out"))

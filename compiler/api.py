@@ -175,6 +175,14 @@ class CompiledModel:
     def __init__(self, module: torch.nn.Module, captured: CapturedGraph, compiled: CompiledModule,
                  cache_hit: bool):
         self.module, self.captured, self.compiled, self.cache_hit = module, captured, compiled, cache_hit
+        # The module's parameter and buffer objects are bound once: in-place updates
+        # (optimizer steps, load_state_dict, .to()) are seen; replacing a Parameter object
+        # needs a new compile. Looking them up by name on every call costs more than the GPU.
+        self._state = captured.state_inputs(module)
+        self._user = [k for k in range(len(captured.inputs)) if k not in self._state]
+        self._template = [self._state.get(k) for k in range(len(captured.inputs))]
+        self._simple = _plain_positional(captured, len(self._user))
+        self._checked_state: list | None = None
 
     @property
     def kernel_count(self) -> int:
@@ -185,8 +193,32 @@ class CompiledModel:
         return self.compiled.fallback_ops
 
     def __call__(self, *args, **kwargs):
-        flat = self.captured.flatten_call(self.module, args, kwargs)
-        return self.captured.finish_call(self.module, self.compiled(flat))
+        if kwargs or not self._simple or len(args) != len(self._user):
+            flat = self.captured.flatten_call(self.module, args, kwargs)
+            return self.captured.finish_call(self.module, self.compiled(flat))
+        flat = list(self._template)
+        for k, arg in zip(self._user, args):
+            flat[k] = arg
+        if self.compiled.check_inputs:
+            self._check(flat)
+        return self.captured.finish_call(self.module, self.compiled.run_unchecked(flat))
+
+    def _check(self, flat: list) -> None:
+        """User inputs every call; the bound state only when its storage changed."""
+        state = [flat[k].data_ptr() for k in self._state]
+        if state != self._checked_state:
+            self.compiled.check(flat)
+            self._checked_state = state
+        else:
+            self.compiled.check(flat, self._user)
+
+
+def _plain_positional(captured: CapturedGraph, n_user: int) -> bool:
+    """The model was captured with positional tensors only (no kwargs, nesting or scalars)."""
+    if captured.scalar_inputs or captured.in_spec is None:
+        return False
+    from torch.utils._pytree import tree_flatten
+    return tree_flatten((tuple(range(n_user)), {}))[1] == captured.in_spec
 
 
 def compile_module(module: torch.nn.Module, example_args: Sequence[Any],

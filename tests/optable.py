@@ -86,6 +86,10 @@ def _draw(domain: str, numel: int, gen: torch.Generator) -> torch.Tensor:
     if domain == "pow2":          # exact divisors (+-1/4 .. +-8): a / b is never rounded
         sign = torch.where(torch.rand(numel, generator=gen) < 0.5, -1.0, 1.0).double()
         return sign * 2.0 ** ints(-2, 4)
+    if domain == "unit":          # asin, acos, atanh, erfinv: inside (-1, 1)
+        return u(-0.95, 0.95)
+    if domain == "ge1":           # acosh
+        return u(1.0, 5.0)
     if domain == "gt_minus1":     # log1p
         return u(-0.9, 4.0)
     if domain == "halves":        # exact .5 ties for round/floor/ceil/trunc
@@ -179,7 +183,8 @@ class OpCase:
     """One table entry.
 
     ``kernels``: "some" (a pointwise op must generate >= 1 kernel), "none" (a pure view or a
-    returned input: 0 kernels), "any" (not checked). ``tol``: "exact" (bit-identical),
+    returned input: 0 kernels, and the output aliases an input), "copy" (like eager, the
+    output is a new tensor, never an input's storage), "any" (not checked). ``tol``: "exact" (bit-identical),
     "default", "approx" (transcendentals, where libdevice / NumPy may differ from ATen by
     an ulp or two) or "long" (long chains, which eager rounds after every op in half types).
     """
@@ -298,6 +303,31 @@ case("ceil", torch.ceil, (Arg("halves"),), tol="exact")
 case("round", torch.round, (Arg("halves"),), tol="exact")     # ties to even
 case("trunc", torch.trunc, (Arg("halves"),), tol="exact")
 case("floor_int", torch.floor, (I64,), UNARY_LITE, tol="exact")
+case("round_decimals", lambda a: (torch.round(a, decimals=2), torch.round(a * 100, decimals=-1)),
+     shapes=UNARY_LITE)
+UNIT = Arg("unit")
+for _name, _fn, _arg in (("atan", torch.atan, X), ("asin", torch.asin, UNIT),
+                         ("acos", torch.acos, UNIT), ("tan", torch.tan, UNIT),
+                         ("sinh", torch.sinh, X), ("cosh", torch.cosh, X),
+                         ("asinh", torch.asinh, X), ("acosh", torch.acosh, Arg("ge1")),
+                         ("atanh", torch.atanh, UNIT), ("log10", torch.log10, P),
+                         ("erfc", torch.erfc, X), ("erfinv", torch.erfinv, UNIT),
+                         ("erfcx", torch.special.erfcx, X), ("lgamma", torch.lgamma, P),
+                         ("i0", torch.i0, X)):
+    case(_name, _fn, (_arg,), UNARY_LITE + ((S(7),),), tol="approx")
+case("atan2", torch.atan2, (X, X), BINARY_LITE, tol="approx")
+case("hypot", torch.hypot, (X, X), BINARY_LITE, tol="approx")
+case("copysign", torch.copysign, (X, SPECIAL), BINARY_LITE, tol="exact")
+case("copysign_scalar", lambda a: torch.copysign(a, -1.0), shapes=UNARY_LITE, tol="exact")
+case("fmax_nan", torch.fmax, (SPECIAL, SPECIAL), BINARY_LITE, tol="exact")   # NaN-ignoring
+case("fmin_nan", torch.fmin, (SPECIAL, SPECIAL), BINARY_LITE, tol="exact")
+case("signbit", torch.signbit, (SPECIAL,), UNARY_LITE)
+case("elu", F.elu, shapes=UNARY_LITE, tol="approx")
+case("elu_alpha", lambda a: F.elu(a, alpha=0.3), shapes=UNARY_LITE, tol="approx")
+case("selu", F.selu, shapes=UNARY_LITE, tol="approx")
+case("ldexp", torch.ldexp, (X, Arg("smallpos", torch.int32)), BINARY_LITE)
+case("remainder_scalar_tensor", lambda b: torch.remainder(2.5, b), (PW2,), UNARY_LITE,
+     tol="approx")
 
 # --- activations
 case("relu", torch.relu, shapes=UNARY + BIG1, tol="exact")
@@ -361,6 +391,13 @@ case("bitwise_and_bool", torch.bitwise_and, (BOOL, BOOL), BINARY_LITE)
 case("bitwise_or_bool", torch.bitwise_or, (BOOL, BOOL), BINARY_LITE)
 case("bitwise_xor_bool", torch.bitwise_xor, (BOOL, BOOL), BINARY_LITE)
 case("bitwise_not_bool", torch.bitwise_not, (BOOL,), UNARY_LITE)
+case("bitwise_scalar_tensor", lambda b: (torch.bitwise_and(0xF0F, b), torch.bitwise_or(6, b),
+                                         torch.bitwise_xor(-3, b)), (BITS64,), UNARY_LITE)
+SHIFT = Arg("smallpos", torch.int32)
+case("shift_left", lambda a, b: (a << b, torch.bitwise_left_shift(a, 3)), (BITS32, SHIFT),
+     BINARY_LITE)
+case("shift_right", lambda a, b: (a >> b, torch.bitwise_right_shift(a, 2)), (BITS64, SHIFT),
+     BINARY_LITE)
 
 # --- casts: every pair of float32/float16/bfloat16/int32/int64/bool
 section("cast")
@@ -406,6 +443,9 @@ case("scalar_tensor", lambda a: torch.scalar_tensor(1.25, device=a.device) * a,
 case("new_zeros_ones", lambda a: (a.new_zeros(3, 4), a.new_ones((5,), dtype=torch.int32)),
      shapes=((S(2),),))
 case("copy", lambda a, b: torch.ops.aten.copy(a, b), (X, I32), ((S(5, 6), S(6)),), tol="exact")
+case("prims_scalar_tensor", lambda a: a * torch.ops.prims.scalar_tensor(1.5, dtype=a.dtype,
+                                                                       device=a.device),
+     shapes=UNARY_LITE)
 case("convert_element_type", lambda a: torch.ops.prims.convert_element_type(a, torch.float16),
      (Arg("normal", torch.float32),), ((S(33, 17),),), tol="exact")
 _CONST = torch.linspace(-1.0, 1.0, 17)
@@ -459,6 +499,29 @@ case("unbind", lambda a: a.unbind(1), shapes=((S(5, 3),), (S(4, 1, 9),)), kernel
      tol="exact")
 case("as_strided", lambda a: a.as_strided((4, 3), (5, 2), 1), shapes=((S(33),),),
      kernels="none", tol="exact")
+# the *_copy variants functionalization produces: same values as the view, in a new tensor
+VC = dict(kernels="copy", tol="exact")
+case("view_copy", lambda a: torch.ops.aten.view_copy(a, [17, 33]), shapes=((S(33, 17),),), **VC)
+case("permute_copy", lambda a: torch.ops.aten.permute_copy(a, [2, 0, 1]),
+     shapes=((S(3, 5, 7),),), **VC)
+case("transpose_copy", lambda a: torch.ops.aten.transpose_copy(a, 0, 1), shapes=((T(9, 13),),),
+     **VC)
+case("t_copy", lambda a: torch.ops.aten.t_copy(a), shapes=((S(33, 17),),), **VC)
+case("expand_copy", lambda a: torch.ops.aten.expand_copy(a, [4, 5, 6]), shapes=((S(5, 1),),),
+     **VC)
+case("slice_copy", lambda a: torch.ops.aten.slice_copy(a, 1, 2, -1, 3), shapes=((S(7, 17),),),
+     **VC)
+case("select_copy", lambda a: torch.ops.aten.select_copy(a, 1, -2), shapes=((S(4, 3, 9),),),
+     **VC)
+case("squeeze_unsqueeze_copy", lambda a: (torch.ops.aten.squeeze_copy(a, [1]),
+                                          torch.ops.aten.unsqueeze_copy(a, 0)),
+     shapes=((S(4, 1, 9),),), **VC)
+case("detach_alias_copy", lambda a: (torch.ops.aten.detach_copy(a),
+                                     torch.ops.aten.alias_copy(a)), shapes=((T(5, 6),),), **VC)
+case("split_copy", lambda a: (*torch.ops.aten.split_copy(a, 5, 1),
+                              *torch.ops.aten.split_with_sizes_copy(a, [1, 3], 0)),
+     shapes=((S(4, 12),),), **VC)
+case("unbind_copy", lambda a: torch.ops.aten.unbind_copy(a, 1), shapes=((S(5, 3),),), **VC)
 case("identity", lambda a: a, kernels="none", tol="exact", shapes=UNARY_LITE)
 case("clone_contiguous", lambda a: a.contiguous(), shapes=((T(17, 33),),), kernels="some",
      tol="exact")
@@ -550,6 +613,8 @@ case("avg_pool2d_pad_exclude", lambda a: F.avg_pool2d(a, 3, 2, 1, count_include_
      shapes=((S(2, 3, 9, 9),),))
 case("avg_pool2d_ceil", lambda a: F.avg_pool2d(a, 2, ceil_mode=True), shapes=((S(1, 2, 7, 9),),))
 case("avg_pool3d", lambda a: F.avg_pool3d(a, 2), shapes=((S(1, 2, 4, 6, 6),),))
+case("adaptive_max_pool3d", lambda a: F.adaptive_max_pool3d(a, (2, 3, 2)),
+     shapes=((S(1, 2, 5, 7, 4),),), tol="exact")
 case("adaptive_avg_pool2d", lambda a: F.adaptive_avg_pool2d(a, (3, 4)),
      shapes=((S(2, 3, 7, 9),), (T(9, 7, 3, 2),)))
 case("adaptive_avg_pool2d_global", lambda a: F.adaptive_avg_pool2d(a, 1),
@@ -701,11 +766,11 @@ def tolerance(case: OpCase, dtype: torch.dtype) -> tuple[float, float]:
 # values are checked but not the strides (a torch meta-function quirk, not a kiln bug).
 # div with rounding_mode (and floor_divide, which decomposes to it): meta follows the
 # contiguous operand, eager the first; pow(scalar, tensor): meta keeps the input's layout,
-# eager returns contiguous.
+# eager returns contiguous. copysign: meta returns contiguous, eager follows the first input.
 # sdpa: make_fx records the CPU flash kernel, whose meta gives a (B, S, H, D)-major layout
 # while eager returns a contiguous output.
 META_STRIDES_DIFFER = frozenset({"div_floor", "div_trunc", "floor_divide", "pow_scalar_base",
-                                 "sdpa", "sdpa_causal"})
+                                 "sdpa", "sdpa_causal", "copysign"})
 
 
 # ----------------------------------------------------------------------------- parametrization
@@ -754,14 +819,6 @@ def _scalar_with_tensor(param: Param) -> bool:
 
 KNOWN_BUGS: list[KnownBug] = [
     KnownBug(
-        "CPU interpreter: a 0-d input broadcast against a tensor, through the NaN-aware "
-        "maximum/minimum or logical_and: 'scalar_bool | block_bool' fails in Triton's "
-        "interpreter ('ufunc bitwise_or not supported for the input types')",
-        lambda p: p.device == "cpu" and _scalar_with_tensor(p)
-        and p.case.name in ("maximum", "minimum", "logical_and"),
-        "a, b = torch.randn(()), torch.randn(7); "
-        "compile_fx(make_fx(lambda a, b: (torch.maximum(a, b),))(a, b), [a, b])(a, b)"),
-    KnownBug(
         "CPU interpreter: casts to bfloat16 are wrong: float32/float16 -> bfloat16 truncates "
         "instead of rounding to nearest even; int32/int64/bool -> bfloat16 gives garbage "
         "(bit reinterpretation: 0, NaN, denormals)",
@@ -769,20 +826,6 @@ KNOWN_BUGS: list[KnownBug] = [
                                          or p.case.name == "to_roundtrip_bf16"),
         "x = torch.randn(8); compile_fx(make_fx(lambda a: (a.to(torch.bfloat16),))(x), [x])(x)"
         "[0] != x.to(torch.bfloat16)"),
-    KnownBug(
-        "sum of a 0-d tensor: compile fails with \"ValueError: nodes ['buf0'] cannot share a "
-        "row kernel\"",
-        lambda p: p.case.family == "reduction" and _all_size_one(p)
-        and p.shapes[0].size == () and p.case.name == "sum_all",
-        "x = torch.randn(()); compile_fx(make_fx(lambda a: (a.sum(),))(x), [x])"),
-    KnownBug(
-        "compile_fx's retrace (api._trace with kiln's decomposition table) turns some views "
-        "into copy variants that have no lowering, so they fall back: aten.detach -> "
-        "detach_copy, the views around a 3-D F.linear / broadcast matmul -> view_copy, "
-        "einsum's permutes -> permute_copy",
-        lambda p: p.case.name in ("detach", "linear_relu", "matmul_broadcast", "einsum"),
-        "a = torch.randn(2, 5); compile_fx(make_fx(lambda a: (a.detach(),))(a), [a])"
-        ".fallback_ops == ('aten.detach_copy.default',)"),
     KnownBug(
         "float floor division and remainder use the rounded quotient: floor(a / b) and "
         "a - floor(a / b) * b, so where a / b rounds onto an integer they are off by one "
@@ -803,6 +846,15 @@ KNOWN_BUGS: list[KnownBug] = [
         lambda p: p.device == "cuda" and p.case.name in ("sdpa", "sdpa_causal"),
         "q = torch.randn(1, 2, 8, 16, device='cuda'); compile_fx(make_fx(lambda q: "
         "(F.scaled_dot_product_attention(q, q, q),))(q), [q]).fallback_ops"),
+    KnownBug(
+        "*_copy ops lower to the view itself: where the view's strides already match the "
+        "copy's, the output is the input's storage (eager returns a new tensor, so writing "
+        "to the output would change the input): view_copy, transpose_copy, squeeze_copy / "
+        "unsqueeze_copy, split_copy / split_with_sizes_copy",
+        lambda p: p.case.name in ("view_copy", "transpose_copy", "squeeze_unsqueeze_copy",
+                                  "split_copy"),
+        "a = torch.randn(4, 6); f = compile_fx(make_fx(lambda a: "
+        "(torch.ops.aten.view_copy(a, [6, 4]),))(a), [a]); f(a)[0].data_ptr() == a.data_ptr()"),
 ]
 
 
@@ -827,9 +879,14 @@ IDX4 = Arg("index4", torch.int64)
 UNLOWERED: list[Unlowered] = [
     Unlowered("cumsum", lambda a: a.cumsum(0), (X,), (S(7, 9),), "aten.cumsum.default"),
     Unlowered("cumprod", lambda a: a.cumprod(1), (X,), (S(7, 9),), "aten.cumprod.default"),
+    Unlowered("cummax", lambda a: a.cummax(0)[0], (X,), (S(7, 9),), "aten.cummax.default"),
+    Unlowered("logcumsumexp", lambda a: a.logcumsumexp(0), (X,), (S(7, 9),),
+              "aten.logcumsumexp.default", "approx"),
     Unlowered("prod", lambda a: a.prod(-1), (X,), (S(7, 9),), "aten.prod.dim_int"),
     Unlowered("sort", lambda a: a.sort(-1)[0], (X,), (S(7, 9),), "aten.sort.default"),
     Unlowered("topk", lambda a: a.topk(3)[0], (X,), (S(7, 9),), "aten.topk.default"),
+    Unlowered("kthvalue", lambda a: a.kthvalue(2, 1)[0], (X,), (S(7, 9),),
+              "aten.kthvalue.default"),
     Unlowered("median", lambda a: a.median(1)[0], (X,), (S(7, 9),), "aten.median.dim"),
     Unlowered("vector_norm", lambda a: a.norm(dim=1), (X,), (S(7, 9),),
               "aten.linalg_vector_norm.default", "approx"),
@@ -837,19 +894,29 @@ UNLOWERED: list[Unlowered] = [
               (S(2, 3, 4, 4),), "aten.native_batch_norm.default", "approx"),
     Unlowered("flip", lambda a: a.flip(0), (X,), (S(3, 4),), "aten.flip.default"),
     Unlowered("repeat", lambda a: a.repeat(2, 1), (X,), (S(3, 4),), "aten.repeat.default"),
+    Unlowered("diagonal", lambda a: torch.diagonal(a) * 2, (X,), (S(4, 5),),
+              "aten.diagonal.default"),
+    Unlowered("unfold", lambda a: a.unfold(1, 2, 1) * 2, (X,), (S(4, 5),), "aten.unfold.default"),
     Unlowered("scatter", lambda a, i: a.scatter(1, i, 2.0), (X, IDX4), (S(5, 4), S(5, 2)),
               "aten.scatter.value"),
     Unlowered("scatter_add", lambda a, i: a.scatter_add(1, i, a), (X, IDX4),
               (S(5, 4), S(5, 4)), "aten.scatter_add.default"),
     Unlowered("index_put", lambda a, i, v: a.index_put((i,), v), (X, IDX4, X),
               (S(4, 3), S(2), S(2, 3)), "aten.index_put.default"),
-    Unlowered("atan2", torch.atan2, (X, X), (S(3, 4), S(3, 4)), "aten.atan2.default", "approx"),
-    Unlowered("tan", torch.tan, (X,), (S(3, 4),), "aten.tan.default", "approx"),
-    Unlowered("asin", lambda a: torch.asin(a.clamp(-1, 1)), (X,), (S(3, 4),),
-              "aten.asin.default", "approx"),
-    Unlowered("sinh", torch.sinh, (X,), (S(3, 4),), "aten.sinh.default", "approx"),
-    Unlowered("erfinv", lambda a: torch.erfinv(a.clamp(-0.9, 0.9)), (X,), (S(3, 4),),
-              "aten.erfinv.default", "approx"),
-    # capture.py names elu among the activations "each one pointwise op for kiln"
-    Unlowered("elu", F.elu, (X,), (S(3, 4),), "aten.elu.default", "approx"),
+    Unlowered("masked_scatter", lambda a, b: a.masked_scatter(a > 0, b), (X, X),
+              (S(4, 3), S(4, 3)), "aten.masked_scatter.default"),
+    Unlowered("bucketize", lambda a, b: torch.bucketize(a, b.sort()[0]), (X, X),
+              (S(4, 3), S(5)), "aten.bucketize.Tensor"),
+    Unlowered("digamma", torch.digamma, (P,), (S(3, 4),), "aten.digamma.default", "approx"),
+    Unlowered("bessel_j0", torch.special.bessel_j0, (X,), (S(3, 4),),
+              "aten.special_bessel_j0.default", "approx"),
+    Unlowered("nextafter", torch.nextafter, (X, X), (S(3, 4), S(3, 4)),
+              "aten.nextafter.default", "exact"),
+    Unlowered("grid_sample", lambda a, g: F.grid_sample(a, g.tanh(), align_corners=False),
+              (X, X), (S(1, 2, 5, 5), S(1, 3, 3, 2)), "aten.grid_sampler_2d.default", "approx"),
+    Unlowered("upsample_bicubic", lambda a: F.interpolate(a, scale_factor=2, mode="bicubic"),
+              (X,), (S(1, 2, 3, 4),), "aten.upsample_bicubic2d.default", "approx"),
+    Unlowered("upsample_trilinear", lambda a: F.interpolate(a, scale_factor=2,
+                                                            mode="trilinear"),
+              (X,), (S(1, 1, 2, 3, 4),), "aten.upsample_trilinear3d.default", "approx"),
 ]

@@ -46,7 +46,8 @@ def transpose_kernel():
 
 
 # ----------------------------------------------------------------------------- spaces
-SIZES = {"pointwise1d": [(1,), (7,), (1000,), (1 << 22,)], "pointwise2d": [(3, 5), (64, 96), (17, 1 << 22)],
+SIZES = {"pointwise1d": [(1,), (7,), (1000,), (1 << 22,)],
+         "pointwise2d": [(3, 5), (64, 96), (17, 1 << 22)],
          "reduction_persistent": [(1, 1), (8, 128), (5, 3), (1 << 16, 4096)],
          "reduction_looped": [(1, 5000), (8, 8192), (4096, 1 << 20)]}
 
@@ -98,11 +99,12 @@ def test_default_config_is_the_wrappers_heuristic(mlp_launch):
 def test_config_keys_are_stable_and_match_the_store():
     from storage import BinaryRecord, TrialRecord
     c = Config(XBLOCK=8, RBLOCK=128, num_warps=4, num_stages=3)
-    assert c.key == config_key(c) == config_key(c.as_dict()) == config_key(dict(reversed(c.as_dict().items())))
+    shuffled = dict(reversed(c.as_dict().items()))
+    assert c.key == config_key(c) == config_key(c.as_dict()) == config_key(shuffled)
     assert c.key == "%s" % Config.from_dict(c.as_dict()).key and len(c.key) == 32
     assert c.key != c.replace(num_warps=8).key
-    binary = BinaryRecord.build(kernel_key="k", config=c.as_dict(), arch="sm_90", target="cuda:90:32",
-                                triton_version="3", cubin=b"x", metadata={})
+    binary = BinaryRecord.build(kernel_key="k", config=c.as_dict(), arch="sm_90",
+                                target="cuda:90:32", triton_version="3", cubin=b"x", metadata={})
     trial = TrialRecord.timed(kernel_key="k", sizes={"xnumel": 8}, config=c.as_dict(),
                               device_name="d", arch="sm_90", driver="1", triton_version="3",
                               torch_version="2", times_ms=[1.0])
@@ -202,6 +204,30 @@ def test_build_failures_are_results_not_exceptions(mlp_launch, transpose_kernel)
     assert huge_tile.metadata["shared"] > 232448
     wrong_blocks = build(kernel, Config(XBLOCK=8), dtypes=mlp_launch.dtypes)
     assert wrong_blocks.status == "build_error"
+
+
+def test_dynamic_kernels_build_and_run_at_the_recorded_sizes():
+    """A dynamic-shape kernel takes size symbols after its numels; a launch records them."""
+    from torch.export import Dim
+
+    class Transpose(torch.nn.Module):
+        def forward(self, x):
+            return (x.t().contiguous() * 2,)
+
+    x = torch.randn(40, 33)
+    model = compiler.compile_module(Transpose(), (x,),
+                                    dynamic_shapes={"x": {0: Dim("b", min=2, max=4096)}})
+    with record_launches(model.compiled) as launches:
+        model(x)
+    (launch,) = launches.values()
+    assert launch.size_args == (40,) and launch.sizes()["size_args"] == [40]
+    result = build(launch.kernel, launch.default, dtypes=launch.dtypes, sizes=launch.int_args)
+    assert result.status == "ok", result.error
+    assert len(result.metadata["signature"]["types"]) == 7       # 2 pointers, 3 ints, 2 blocks
+    unsized = build(launch.kernel, launch.default, dtypes=launch.dtypes)
+    assert unsized.status == "build_error" and "size arguments" in unsized.error
+    result = measure(launch, candidates(SPACES[launch.kind], launch.numels)[:2], "cpu")
+    assert {m.status for m in result.measurements} == {"not_timed"}
 
 
 # ----------------------------------------------------------------------------- measuring

@@ -58,6 +58,13 @@ def _compile(fn, inputs):
     return compiled, fallbacks
 
 
+def _replica(t: torch.Tensor) -> torch.Tensor:
+    """An independent copy of ``t`` with the same strides and storage offset, even for
+    layouts with holes (``clone`` would make a step-sliced tensor contiguous)."""
+    out = torch.empty(0, dtype=t.dtype, device=t.device)
+    return out.set_(t.untyped_storage().clone(), t.storage_offset(), t.size(), t.stride())
+
+
 def _dense_stride_differs(got: torch.Tensor, want: torch.Tensor) -> bool:
     """Strides differ in a dim that matters (size-1 dims may have any stride)."""
     return any(n != 1 and a != b for n, a, b in zip(want.shape, got.stride(), want.stride()))
@@ -83,7 +90,7 @@ def check_param(param: Param) -> None:
     fresh = optable.make_inputs(case, param.shapes, param.dtype, param.device, gen)
     # eager runs on its own copy: a case may mutate its inputs, and kiln must mutate them the
     # same way (and leave alone the ones eager leaves alone)
-    eager_inputs = [t.clone() for t in fresh]
+    eager_inputs = [_replica(t) for t in fresh]
     got = compiled(*fresh)
     want = fn(*eager_inputs)
     assert isinstance(got, tuple) and len(got) == len(want), \
@@ -94,13 +101,15 @@ def check_param(param: Param) -> None:
                                    msg=lambda m, k=k: f"{where}: output {k}: {m}")
         # GraphLowering promises eager's output strides (exemptions: see the set's comment).
         if case.name not in optable.META_STRIDES_DIFFER:
-            assert not _dense_stride_differs(g, w), \
-                f"{where}: output {k} strides {g.stride()}, eager {w.stride()}"
+            differs = _dense_stride_differs(g, w)
+            assert not differs, f"{where}: output {k} strides {g.stride()}, eager {w.stride()}"
+        aliases = g.untyped_storage().data_ptr() in {t.untyped_storage().data_ptr() for t in fresh}
         if case.kernels == "none":
             # a view must alias its input like eager's does, not be a copy
-            storages = {t.untyped_storage().data_ptr() for t in fresh}
-            assert g.untyped_storage().data_ptr() in storages, \
-                f"{where}: output {k} is a copy, eager returns a view of an input"
+            assert aliases, f"{where}: output {k} is a copy, eager returns a view of an input"
+        elif case.kernels == "copy":
+            # a *_copy op returns a new tensor: writing to it must not change an input
+            assert not aliases, f"{where}: output {k} aliases an input, eager returns a new tensor"
     for k, (g, w) in enumerate(zip(fresh, eager_inputs)):
         torch.testing.assert_close(g, w, rtol=0, atol=0, equal_nan=True,
                                    msg=lambda m, k=k: f"{where}: input {k} after the call: {m}")

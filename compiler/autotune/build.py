@@ -130,7 +130,8 @@ def pointer_dtypes(kernel: KernelArtifact, dtypes: Sequence[str | torch.dtype] |
             f"kernel {kernel.name}: pointer dtypes unknown: its meta has no 'dtypes' and none "
             f"were passed")
     if len(dtypes) != n:
-        raise ValueError(f"kernel {kernel.name} has {n} pointer arguments, got {len(dtypes)} dtypes")
+        raise ValueError(f"kernel {kernel.name} has {n} pointer arguments, "
+                         f"got {len(dtypes)} dtypes")
     return tuple(dtype_name(d) for d in dtypes)
 
 
@@ -158,22 +159,47 @@ class Signature:
                 "divisible_by_16": sorted(k[0] for k in self.attrs)}
 
 
+def int_arguments(arg_names: Sequence[str], kernel: KernelArtifact,
+                  sizes: Sequence[int] | None = None) -> tuple[int, ...]:
+    """Values of the kernel's integer arguments: its numels, then any run-time size symbols
+    (``s0``...) a dynamic-shape kernel takes. ``sizes`` gives them all, in that order (as a
+    ``KernelLaunch.int_args``); without it the numels come from the metadata, which works
+    only for static kernels."""
+    meta = kernel.meta
+    n_ptr, n_numels = len(meta["buffers"]), len(meta["numels"])
+    n_ints = len(arg_names) - n_ptr - len(BLOCK_NAMES[meta["kind"]])
+    if sizes is not None:
+        values = tuple(int(v) for v in sizes)
+    elif n_ints == n_numels:
+        values = kernel_numels(meta)
+    else:
+        raise ValueError(f"kernel {kernel.name} takes size arguments "
+                         f"{list(arg_names[n_ptr + n_numels:n_ptr + n_ints])}: pass sizes")
+    if len(values) != n_ints or n_ints < n_numels:
+        raise ValueError(f"kernel {kernel.name}({', '.join(arg_names)}) takes {n_ints} integer "
+                         f"arguments, got {len(values)} sizes")
+    return values
+
+
 def kernel_signature(arg_names: Sequence[str], kernel: KernelArtifact, config: Config,
                      dtypes: Sequence[str] | None = None,
                      sizes: Sequence[int] | None = None) -> Signature:
     """The signature Triton's JIT would specialize when the wrapper launches ``config``.
 
-    Pointers are assumed 16-byte aligned (every tensor kiln allocates is); a numel of 1 is a
-    constexpr and numels divisible by 16 get ``tt.divisibility``, as at launch.
+    Arguments are pointers (``meta["buffers"]``), integers (numels, then size symbols: see
+    ``int_arguments``), then the constexpr blocks. Pointers are assumed 16-byte aligned
+    (every tensor kiln allocates is); an integer equal to 1 is a constexpr and one divisible
+    by 16 gets ``tt.divisibility``, as at launch.
     """
     meta = kernel.meta
     ptrs = pointer_dtypes(kernel, dtypes)
-    numels = kernel_numels(meta, sizes)
     blocks = config.blocks()
-    expected = len(ptrs) + len(numels) + len(BLOCK_NAMES[meta["kind"]])
-    if len(arg_names) != expected or set(blocks) != set(BLOCK_NAMES[meta["kind"]]):
+    block_names = BLOCK_NAMES[meta["kind"]]
+    if (set(blocks) != set(block_names) or len(arg_names) < len(ptrs) + len(block_names)
+            or set(arg_names[len(arg_names) - len(block_names):]) != set(block_names)):
         raise ValueError(f"kernel {kernel.name}({', '.join(arg_names)}) does not match its meta "
-                         f"({len(ptrs)} pointers, numels {numels}) and config {config}")
+                         f"({meta['kind']}, {len(ptrs)} pointers) and config {config}")
+    ints = int_arguments(arg_names, kernel, sizes)
     types: dict[str, str] = {}
     constexprs: dict[str, int] = {}
     attrs: dict[tuple[int, ...], list] = {}
@@ -181,14 +207,14 @@ def kernel_signature(arg_names: Sequence[str], kernel: KernelArtifact, config: C
     for k, (name, dtype) in enumerate(zip(arg_names, ptrs)):
         types[name] = _pointer_type(dtype)
         attrs[(k,)] = div16
-    for k, (name, value) in enumerate(zip(arg_names[len(ptrs):], numels), start=len(ptrs)):
+    for k, (name, value) in enumerate(zip(arg_names[len(ptrs):], ints), start=len(ptrs)):
         if value == 1:
             types[name], constexprs[name] = "constexpr", 1
             continue
-        types[name] = "i32" if value <= INT32_MAX else "i64"
+        types[name] = "i32" if -INT32_MAX - 1 <= value <= INT32_MAX else "i64"
         if value % 16 == 0:
             attrs[(k,)] = div16
-    for name in arg_names[len(ptrs) + len(numels):]:
+    for name in arg_names[len(ptrs) + len(ints):]:
         types[name], constexprs[name] = "constexpr", blocks[name]
     return Signature(types, constexprs, attrs)
 
@@ -248,7 +274,8 @@ def _resource_problem(metadata: dict[str, Any], config: Config, limits: TargetLi
                       ) -> str | None:
     threads = config.num_warps * 32
     if threads > MAX_THREADS_PER_BLOCK:
-        return f"{threads} threads per block (num_warps={config.num_warps}) exceed {MAX_THREADS_PER_BLOCK}"
+        return (f"{threads} threads per block (num_warps={config.num_warps}) exceed "
+                f"{MAX_THREADS_PER_BLOCK}")
     if limits is None:
         return None
     if metadata.get("shared", 0) > limits.max_shared_bytes:
@@ -256,7 +283,8 @@ def _resource_problem(metadata: dict[str, Any], config: Config, limits: TargetLi
                 f"{limits.max_shared_bytes}")
     regs = metadata.get("n_regs")
     if regs is not None and regs * threads > limits.regs_per_sm:
-        return f"{regs} registers x {threads} threads exceed sm_{limits.arch}'s {limits.regs_per_sm}"
+        return (f"{regs} registers x {threads} threads exceed sm_{limits.arch}'s "
+                f"{limits.regs_per_sm}")
     local = metadata.get("local_bytes")
     if local is not None and local > limits.max_local_bytes:
         return f"register spills: {local} bytes of local memory per thread"
@@ -268,8 +296,9 @@ _METADATA_FIELDS = ("name", "shared", "num_warps", "num_stages", "num_ctas", "gl
                     "tmem_size", "hash")
 
 
-def build(kernel: KernelArtifact, config: Config, target: Target | Sequence | str = ("cuda", 90, 32),
-          *, dtypes: Sequence[str | torch.dtype] | None = None, sizes: Sequence[int] | None = None,
+def build(kernel: KernelArtifact, config: Config,
+          target: Target | Sequence | str = ("cuda", 90, 32), *,
+          dtypes: Sequence[str | torch.dtype] | None = None, sizes: Sequence[int] | None = None,
           spaces: TuningSpaces | None = None, code_dir: Path | None = None) -> BuildResult:
     """Compile ``kernel`` at ``config`` for ``target``; every failure is a status, not a raise.
 
@@ -277,6 +306,9 @@ def build(kernel: KernelArtifact, config: Config, target: Target | Sequence | st
     global_scratch_size, tmem_size, hash``, then what cuobjdump reads from the cubin
     (``n_regs, stack_bytes, static_shared_bytes, local_bytes``; ``n_spills`` stays None until
     a GPU loads it), the ``signature`` compiled for, ``target`` and ``triton_version``.
+    ``dtypes`` are the pointer dtypes (see ``pointer_dtypes``); ``sizes`` every integer
+    argument (numels, then a dynamic kernel's size symbols: ``KernelLaunch.int_args``),
+    needed only where the metadata's numels are symbolic.
     """
     start = time.perf_counter()
     target = Target.of(target)

@@ -60,6 +60,7 @@ class KernelLaunch:
     args: tuple[TensorArg, ...]
     numels: tuple[int, ...]
     default: Config
+    size_args: tuple[int, ...] = ()      # run-time size symbols (s0...) of a dynamic kernel
 
     @property
     def kind(self) -> str:
@@ -69,10 +70,18 @@ class KernelLaunch:
     def dtypes(self) -> tuple[str, ...]:
         return tuple(a.dtype for a in self.args)
 
+    @property
+    def int_args(self) -> tuple[int, ...]:
+        """Every integer argument in order: numels, then size symbols (``build``'s sizes)."""
+        return self.numels + self.size_args
+
     def sizes(self) -> dict[str, Any]:
-        """What a trial is timed at: the numels by name and the pointer dtypes (the same
-        source can run on float32 and int64 buffers)."""
-        return {**dict(zip(NUMEL_NAMES[self.kind], self.numels)), "dtypes": list(self.dtypes)}
+        """What a trial is timed at: the numels by name, any size symbols, and the pointer
+        dtypes (the same source can run on float32 and int64 buffers)."""
+        out = {**dict(zip(NUMEL_NAMES[self.kind], self.numels)), "dtypes": list(self.dtypes)}
+        if self.size_args:
+            out["size_args"] = list(self.size_args)
+        return out
 
 
 def _tensor_arg(t: torch.Tensor, is_output: bool) -> TensorArg:
@@ -104,9 +113,11 @@ class _Recorder:
         meta = self.kernel.meta
         n_ptr, n_out = len(meta["buffers"]), meta.get("outputs", 1)
         tensors = [_tensor_arg(t, k >= n_ptr - n_out) for k, t in enumerate(args[:n_ptr])]
-        numels = tuple(int(n) for n in args[n_ptr:])
+        ints = tuple(int(n) for n in args[n_ptr:])
+        n_numels = len(meta["numels"])
         kwargs = {"num_stages": TRITON_DEFAULT_NUM_STAGES, **kwargs}
-        return KernelLaunch(self.kernel, tuple(tensors), numels, Config.from_dict(kwargs))
+        return KernelLaunch(self.kernel, tuple(tensors), ints[:n_numels], Config.from_dict(kwargs),
+                            ints[n_numels:])
 
 
 @contextlib.contextmanager
@@ -130,12 +141,14 @@ def record_launches(compiled) -> Iterator[dict[str, KernelLaunch]]:
 
 def launch_from_meta(kernel: KernelArtifact, dtypes: Sequence[str | torch.dtype],
                      extents: Sequence[int] | None = None, sizes: Sequence[int] | None = None,
-                     device_type: str = "cuda", options: Any = None) -> KernelLaunch:
+                     device_type: str = "cuda", options: Any = None,
+                     size_args: Sequence[int] = ()) -> KernelLaunch:
     """A launch from metadata and caller-given pointer ``dtypes`` (``meta["buffers"]`` order).
 
     ``extents`` (elements each pointer may touch) default to the iteration space's size,
     right for contiguous buffers over the kernel's dims but not for strided or sliced reads:
     pass them when known. Integer buffers are drawn in [0, 2), a safe index into any dim.
+    ``sizes`` (the numels) and ``size_args`` are needed for a dynamic-shape kernel.
     """
     meta = kernel.meta
     numels = kernel_numels(meta, sizes)
@@ -147,7 +160,8 @@ def launch_from_meta(kernel: KernelArtifact, dtypes: Sequence[str | torch.dtype]
     args = tuple(TensorArg(dtype_name(d), int(e), k >= len(dtypes) - n_out)
                  for k, (d, e) in enumerate(zip(dtypes, extents)))
     return KernelLaunch(kernel, args, numels,
-                        default_config(meta["kind"], numels, device_type, options))
+                        default_config(meta["kind"], numels, device_type, options),
+                        tuple(int(v) for v in size_args))
 
 
 # ----------------------------------------------------------------------------- inputs
@@ -203,7 +217,8 @@ class DeviceInfo:
     driver: str
     clocks: str                 # "default", "app:<MHz>" (application clocks set), "n/a"
     timed: bool                 # False under the CPU interpreter
-    readings: dict[str, str] = field(default_factory=dict, compare=False)   # nvidia-smi, informative
+    # nvidia-smi's readings (current SM clock, temperature, power...): informative only
+    readings: dict[str, str] = field(default_factory=dict, compare=False)
 
 
 _SMI_FIELDS = ("driver_version", "clocks.sm", "clocks.max.sm", "clocks.applications.graphics",
@@ -290,8 +305,8 @@ class Tuner:
     def _launcher(self, config: Config, args: list[torch.Tensor]):
         g = grid(self.launch.kind, self.launch.numels, config)
         kernel = self.fn[g]
-        numels, blocks, options = self.launch.numels, config.blocks(), config.options()
-        return lambda: kernel(*args, *numels, **blocks, **options)
+        ints, blocks, options = self.launch.int_args, config.blocks(), config.options()
+        return lambda: kernel(*args, *ints, **blocks, **options)
 
     def _execute(self, config: Config):
         """(outputs, compiled kernel) of one fresh run of ``config``; raises on failure."""
@@ -412,7 +427,8 @@ class TuneResult:
     @property
     def note(self) -> str:
         if self.device.timed:
-            return f"timed {sum(m.status == 'ok' for m in self.measurements)} configs on {self.device.name}"
+            timed = sum(m.status == "ok" for m in self.measurements)
+            return f"timed {timed} configs on {self.device.name}"
         verified = sum(m.status == "not_timed" for m in self.measurements)
         return (f"not timed: no GPU ({self.device.name}); outputs of {verified} configs "
                 f"verified against the default config")

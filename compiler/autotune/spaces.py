@@ -190,7 +190,8 @@ _TARGET_KEYS = {"max_shared_bytes", "regs_per_sm", "max_local_bytes"}
 def _int_list(path: str, where: str, value: Any, pow2: bool) -> tuple[int, ...]:
     if (not isinstance(value, list) or not value
             or not all(isinstance(v, int) and not isinstance(v, bool) and v > 0 for v in value)):
-        raise SpaceError(f"{path}: [{where}] must be a non-empty list of positive ints, got {value!r}")
+        raise SpaceError(f"{path}: [{where}] must be a non-empty list of positive ints, "
+                         f"got {value!r}")
     if pow2 and not all(_is_pow2(v) for v in value):
         raise SpaceError(f"{path}: [{where}] values must be powers of two, got {value!r}")
     if list(value) != sorted(set(value)):
@@ -200,11 +201,14 @@ def _int_list(path: str, where: str, value: Any, pow2: bool) -> tuple[int, ...]:
 
 def _space(path: str, kind: str, table: Mapping[str, Any]) -> Space:
     blocks = BLOCK_NAMES[kind]
-    tuned_blocks = tuple(b for b in blocks if not (kind == "reduction_persistent" and b == "RBLOCK"))
+    # a persistent reduction's RBLOCK is fixed by rnumel, never listed
+    tuned_blocks = tuple(b for b in blocks
+                         if not (kind == "reduction_persistent" and b == "RBLOCK"))
     allowed = _SPACE_KEYS | set(tuned_blocks)
     unknown = set(table) - allowed
     if unknown:
-        raise SpaceError(f"{path}: [{kind}] unknown keys {sorted(unknown)}; known: {sorted(allowed)}")
+        raise SpaceError(f"{path}: [{kind}] unknown keys {sorted(unknown)}; "
+                         f"known: {sorted(allowed)}")
     missing = (set(tuned_blocks) | _SPACE_KEYS) - set(table)
     if missing:
         raise SpaceError(f"{path}: [{kind}] missing keys {sorted(missing)}")
@@ -213,7 +217,8 @@ def _space(path: str, kind: str, table: Mapping[str, Any]) -> Space:
     if max(warps) > 32:
         raise SpaceError(f"{path}: [{kind}.num_warps] at most 32 (1024 threads), got {warps!r}")
     values.append(("num_warps", warps))
-    values.append(("num_stages", _int_list(path, f"{kind}.num_stages", table["num_stages"], pow2=False)))
+    stages = _int_list(path, f"{kind}.num_stages", table["num_stages"], pow2=False)
+    values.append(("num_stages", stages))
     for name in ("max_tile", "max_elems_per_thread"):
         if not isinstance(table[name], int) or table[name] <= 0:
             raise SpaceError(f"{path}: [{kind}.{name}] must be a positive int")
@@ -306,7 +311,8 @@ def candidates(space: Space, numels: Sequence[int]) -> list[Config]:
     return sorted(out)
 
 
-def neighbours(space: Space, numels: Sequence[int], config: Config, radius: int = 1) -> list[Config]:
+def neighbours(space: Space, numels: Sequence[int], config: Config,
+               radius: int = 1) -> list[Config]:
     """Configs of ``space`` that differ from ``config`` in one parameter, by at most
     ``radius`` steps along that parameter's (clamped) value list, and that fit."""
     numels = [int(n) for n in numels]
@@ -354,4 +360,5 @@ def kernel_numels(meta: Mapping[str, Any], sizes: Sequence[int] | None = None) -
     try:
         return tuple(int(n) for n in meta["numels"])
     except ValueError:
-        raise ValueError(f"kernel numels {meta['numels']} are symbolic: pass the sizes to tune at") from None
+        raise ValueError(f"kernel numels {meta['numels']} are symbolic: "
+                         f"pass the sizes to tune at") from None

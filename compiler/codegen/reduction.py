@@ -37,7 +37,7 @@ from .triton import (INT32_MAX, RINDEX, XINDEX, BodyWriter, KernelSpec, index_ex
                      merge_dims, simplify_body, store_index, unflatten)
 
 # Rows up to this many elements are reduced in registers in one pass.
-PERSISTENT_MAX_RNUMEL = 4096
+PERSISTENT_MAX_RNUMEL = 16384
 
 
 def _identity(rtype: str, dtype) -> str:

@@ -1,0 +1,67 @@
+"""Where a compiled model's time goes on the GPU: per-kernel CUDA time vs the call's wall time.
+
+    python benchmarks/profile_model.py bert_layer [--size bench] [--dtype bfloat16]
+
+Prints kiln's and eager's top kernels by CUDA time (torch.profiler), the sum of CUDA time per
+call, and the wall time per call (synchronized), so host overhead = wall - GPU time.
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+import warnings
+from pathlib import Path
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+import compiler  # noqa: E402
+from pipeline.zoo import blocks  # noqa: E402
+
+
+def _profile(label, fn, args, iters=20):
+    for _ in range(3):
+        fn(*args)
+    torch.cuda.synchronize()
+    t0 = time.perf_counter()
+    for _ in range(iters):
+        fn(*args)
+    torch.cuda.synchronize()
+    wall = (time.perf_counter() - t0) / iters * 1e3
+    with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CUDA]) as prof:
+        for _ in range(iters):
+            fn(*args)
+        torch.cuda.synchronize()
+    events = [e for e in prof.key_averages() if e.device_type == torch.autograd.DeviceType.CUDA]
+    gpu = sum(e.device_time_total for e in events) / iters / 1e3
+    print(f"\n== {label}: wall {wall:.3f} ms/call, GPU {gpu:.3f} ms/call, host overhead "
+          f"~{max(wall - gpu, 0):.3f} ms")
+    for e in sorted(events, key=lambda e: -e.device_time_total)[:14]:
+        print(f"  {e.device_time_total / iters / 1e3:8.3f} ms  x{e.count // iters:<3} {e.key[:110]}")
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("model")
+    parser.add_argument("--size", default="bench")
+    parser.add_argument("--dtype", default="bfloat16")
+    args = parser.parse_args(argv)
+    warnings.simplefilter("ignore")
+    dtype = getattr(torch, args.dtype)
+    out = getattr(blocks, args.model)(args.size)
+    module, inputs = out[0], out[1]
+    module = module.cuda().to(dtype)
+    inputs = tuple(a.cuda().to(dtype) if a.is_floating_point() else a.cuda() for a in inputs)
+    with torch.no_grad():
+        cm = compiler.compile_module(module, inputs)
+        print(f"{args.model}: kernels={cm.kernel_count} fallbacks={list(cm.fallback_ops)}")
+        _profile("eager", module, inputs)
+        _profile("kiln", cm, inputs)
+        _profile("kiln (flat, no checks)", lambda *a: cm.compiled.module.call(list(a)),
+                 cm.captured.flatten_call(module, inputs))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
