@@ -27,7 +27,7 @@ import triton
 from torch.fx.experimental.proxy_tensor import make_fx
 
 from . import __version__
-from .artifact import ArtifactCache, CompiledArtifact, KernelArtifact
+from .artifact import ArtifactCache, CompiledArtifact, KernelArtifact, content_hash
 from .capture import (CapturedGraph, InputSpec, capture_module, compute_graph_key,
                       decomposition_table)
 from .codegen.wrapper import generate_module
@@ -58,8 +58,9 @@ def _lower_graph(gm: torch.fx.GraphModule, graph_key: str, options: CompilerOpti
                                     if k in named})
     generated = generate_module(lowered, options, target)
     key = module_key(graph_key, options, target)
-    kernels = tuple(KernelArtifact(k.name, k.kernel_key, k.source, k.meta_json())
-                    for k in generated.kernels)
+    kernels = tuple(KernelArtifact(k.name, content_hash(k.kernel_key + json.dumps(meta["dtypes"])),
+                                   k.source, json.dumps(meta, sort_keys=True))
+                    for k, meta in zip(generated.kernels, generated.kernel_meta))
     meta = _artifact_meta(lowered, graph_key, options, target)
     artifact = CompiledArtifact(key, graph_key, generated.source, kernels, json.dumps(meta))
     if options.debug_dir:

@@ -48,7 +48,7 @@ def transpose_kernel():
 # ----------------------------------------------------------------------------- spaces
 SIZES = {"pointwise1d": [(1,), (7,), (1000,), (1 << 22,)],
          "pointwise2d": [(3, 5), (64, 96), (17, 1 << 22)],
-         "reduction_persistent": [(1, 1), (8, 128), (5, 3), (1 << 16, 4096)],
+         "reduction_persistent": [(1, 1), (8, 128), (5, 3), (1 << 16, 4096), (64, 32768)],
          "reduction_looped": [(1, 5000), (8, 8192), (4096, 1 << 20)]}
 
 
@@ -66,7 +66,8 @@ def test_candidates_are_pruned_by_the_kernel_sizes(kind, numels):
             assert c.RBLOCK >= numels[1] and c.RBLOCK == next_pow2(numels[1])
         if kind == "reduction_looped":
             assert c.RBLOCK <= next_pow2(numels[1])
-        assert c.tile <= min(space.max_tile, TRITON_MAX_TENSOR_NUMEL)
+        row = c.RBLOCK if kind == "reduction_persistent" else 1
+        assert c.tile <= min(max(space.max_tile, row), TRITON_MAX_TENSOR_NUMEL)
         threads = 32 * c.num_warps
         assert threads <= max(c.tile, 32) and c.tile <= threads * space.max_elems_per_thread
         assert c.num_stages in space.param("num_stages")

@@ -10,7 +10,8 @@ it by the kernel's sizes:
     so a small kernel keeps a candidate instead of losing them all, and duplicates collapse;
   * a persistent reduction's RBLOCK is exactly ``next_pow2(rnumel)`` (it holds whole rows);
   * a looped reduction's RBLOCK is at most ``next_pow2(rnumel)``;
-  * the tile (product of blocks) is at most ``max_tile`` and at most Triton's tensor limit;
+  * the tile (product of blocks) is at most ``max_tile`` (a persistent reduction may always
+    hold one whole row) and at most Triton's tensor limit;
   * each thread holds between 1 and ``max_elems_per_thread`` elements (one warp is always
     allowed, however small the tile);
   * the launch grid fits CUDA's limits (65535 programs along y).
@@ -281,7 +282,10 @@ def fits(space: Space, numels: Sequence[int], config: Config) -> bool:
     if space.kind == "reduction_persistent" and config.RBLOCK != caps["RBLOCK"]:
         return False
     tile = config.tile
-    if tile > min(space.max_tile, TRITON_MAX_TENSOR_NUMEL):
+    max_tile = space.max_tile
+    if space.kind == "reduction_persistent":   # a whole row must fit, however long
+        max_tile = max(max_tile, caps["RBLOCK"])
+    if tile > min(max_tile, TRITON_MAX_TENSOR_NUMEL):
         return False
     threads = 32 * config.num_warps
     if threads > max(tile, 32) or tile > threads * space.max_elems_per_thread:

@@ -10,6 +10,7 @@ Example:
 """
 from __future__ import annotations
 
+import json
 import math
 from dataclasses import dataclass
 
@@ -37,12 +38,14 @@ from compiler.runtime import ensure_strides, reinterpret
 
 # The interpreter walks the grid in Python: one big block is much faster than many small ones.
 INTERPRETER_MAX_BLOCK = 1 << 16
+MAX_GRID_Y = 65535
 
 
 @dataclass(frozen=True)
 class GeneratedModule:
     source: str
     kernels: tuple[KernelSpec, ...]
+    kernel_meta: tuple[dict, ...]    # per kernel: what build and tune need to run it alone
 
 
 def _next_pow2(n: int) -> int:
@@ -75,6 +78,8 @@ def launch_config(spec: KernelSpec, options: CompilerOptions, device_type: str) 
             y = _block(ynumel, INTERPRETER_MAX_BLOCK // x)
         else:
             x, y = _block(xnumel, options.tile_x), _block(ynumel, options.tile_y)
+        if ynumel.is_Integer and int(ynumel) > MAX_GRID_Y * y:   # grid y is at most 65535
+            y = _next_pow2(math.ceil(int(ynumel) / MAX_GRID_Y))
         warps = max(1, min(options.num_warps, x * y // 256))
         return {"XBLOCK": x, "YBLOCK": y, "num_warps": warps,
                 "grid": (_grid(xnumel, x), _grid(ynumel, y))}
@@ -88,12 +93,14 @@ def _reduction_config(kind: str, numels, device_type: str) -> dict:
     xnumel, rnumel = numels
     if kind == "reduction_persistent":
         r = _next_pow2(rnumel)
-        budget = INTERPRETER_MAX_BLOCK if device_type == "cpu" else 4096
+        # long rows: several rows a program and many warps (swept on an H100: XBLOCK=4 with
+        # 16-32 warps beat one row with 8 warps by 2.7-3.2x for rows of 3136)
+        budget = INTERPRETER_MAX_BLOCK if device_type == "cpu" else (16384 if r >= 2048 else 4096)
         x = _block(xnumel, max(1, budget // r))
     else:
         r = 4096 if device_type == "cpu" else 2048
         x = 1
-    warps = max(1, min(16 if r >= 8192 else 8, x * r // 256))
+    warps = max(1, min(16 if x * r >= 8192 else 8, x * r // 256))
     return {"XBLOCK": x, "RBLOCK": r, "num_warps": warps, "grid": (_grid(xnumel, x),)}
 
 
@@ -142,7 +149,27 @@ def generate_module(lowered: LoweredGraph, options: CompilerOptions,
     code.line("def call(args):")
     with code.indent():
         _emit_body(code, lowered, steps, dict(zip(map(id, kernels), specs)), options, device_type)
-    return GeneratedModule(code.text(), tuple(specs))
+    layouts = {**{b.name: b.layout for b in lowered.inputs + lowered.constants},
+               **_layouts(lowered, steps)}
+    metas = tuple(_kernel_meta(spec, layouts, options, device_type) for spec in specs)
+    return GeneratedModule(code.text(), tuple(specs), metas)
+
+
+def _kernel_meta(spec: KernelSpec, layouts, options, device_type) -> dict:
+    """The kernel's own description plus pointer dtypes and extents, size arguments and the
+    heuristic launch config: enough to build and time it without the module around it."""
+    meta = json.loads(spec.meta_json())
+    meta["dtypes"] = [str(layouts[b].dtype) for b in spec.buffers]
+    meta["extents"] = [_size_text(layouts[b].storage_size()) for b in spec.buffers]
+    meta["size_args"] = list(spec.size_args)
+    launch = launch_config(spec, options, device_type)
+    meta["launch"] = {k: (list(v) if k == "grid" else v) for k, v in launch.items()}
+    return meta
+
+
+def _size_text(size):
+    size = sympy.sympify(size)
+    return int(size) if size.is_Integer else texpr(size)
 
 
 def _generate(step: FusedKernel, number: int) -> KernelSpec:
