@@ -51,7 +51,7 @@ def _lower_graph(gm: torch.fx.GraphModule, graph_key: str, options: CompilerOpti
                  size_ranges: dict | None = None
                  ) -> tuple[CompiledArtifact, dict[str, torch.Tensor]]:
     """GraphLowering -> scheduling and codegen -> artifact (the passes, in order)."""
-    lowered = GraphLowering(gm, default_table(), options, mutated_inputs).lower()
+    lowered = GraphLowering(gm, default_table(), options, mutated_inputs, target).lower()
     if size_ranges:   # export's promised ranges replace the tracer's
         named = {str(k): k for k in lowered.size_ranges}
         lowered.size_ranges.update({named[k]: tuple(v) for k, v in size_ranges.items()

@@ -45,11 +45,14 @@ class CompilerOptions:
     inline_constant_numel: int = 1
     # Check inputs (shape, dtype, device, strides) on every call of a compiled module.
     check_inputs: bool = True
+    # Convolutions on CUDA in channels-last (NHWC) layout: "auto" when the graph is
+    # conv-heavy (Inductor's decide_layout_opt idea), "on", or "off".
+    channels_last: str = "auto"
     debug_dir: str | None = None
     cache_dir: str | None = None
 
     CODE_FIELDS = ("xblock", "num_warps", "tile_x", "tile_y", "inline_max_reads",
-                   "inline_max_ops", "inline_constant_numel", "check_inputs")
+                   "inline_max_ops", "inline_constant_numel", "check_inputs", "channels_last")
 
     def options_hash(self) -> str:
         code = {name: getattr(self, name) for name in self.CODE_FIELDS}

@@ -35,7 +35,7 @@ from .ir import (BufferRef, ComputedBuffer, ConstantBuffer, Const, ExternKernel,
                  Layout, Load, ReductionBuffer, TensorValue, contiguous_strides, count_reads_and_ops,
                  index_symbols)
 from .lowering import LoweringTable
-from .lowering.common import SUPPORTED_DTYPES, expand_to
+from .lowering.common import SUPPORTED_DTYPES, channels_last_strides, expand_to
 from .lowering.common import sym_size as sym
 from .mutation import apply_mutations
 from .sizevars import affine_coefficients
@@ -101,10 +101,12 @@ def is_dense(size, stride) -> bool:
 
 class GraphLowering(torch.fx.Interpreter):
     def __init__(self, gm: torch.fx.GraphModule, lowerings: LoweringTable,
-                 options: CompilerOptions, mutated_inputs: dict[int, int] | None = None):
+                 options: CompilerOptions, mutated_inputs: dict[int, int] | None = None,
+                 target: str | None = None):
         super().__init__(gm, garbage_collect_values=False)
         self.lowerings = lowerings
         self.options = options
+        self.channels_last = wants_channels_last(gm, options, target)
         # graph output position -> input position whose new value it is (export's buffer
         # mutations); ``copy_`` into a placeholder adds to ``self.mutations`` as it is met
         self.mutated_inputs = dict(mutated_inputs or {})
@@ -165,11 +167,17 @@ class GraphLowering(torch.fx.Interpreter):
     def new_name(self, prefix: str) -> str:
         return f"{prefix}{next(self._names)}"
 
-    def realize(self, value: TensorValue, node: torch.fx.Node | None = None) -> TensorValue:
-        """Store ``value`` in a new buffer (with eager's strides for ``node`` when dense)."""
+    def realize(self, value: TensorValue, node: torch.fx.Node | None = None,
+                stride: tuple | None = None) -> TensorValue:
+        """Store ``value`` in a new buffer: with ``stride`` if given, else eager's strides for
+        ``node`` when dense, else contiguous."""
         size = value.size
-        stride = contiguous_strides(size)
-        val = self.meta_val(node) if node is not None else None
+        val = self.meta_val(node) if node is not None and stride is None else None
+        if stride is None and self.channels_last and len(size) == 4:
+            stride = channels_last_strides(size)   # conv graph: keep activations NHWC
+            val = None
+        if stride is None:
+            stride = contiguous_strides(size)
         if isinstance(val, torch.Tensor) and tuple(_sym_tuple(val.shape)) == tuple(size) \
                 and is_dense(val.shape, val.stride()):
             stride = _sym_tuple(val.stride())
@@ -187,6 +195,13 @@ class GraphLowering(torch.fx.Interpreter):
                                                tuple(src_size), tuple(reduced_dims),
                                                tuple(out_dims)))
         return self._load_buffer(name, layout)
+
+    def buffer_ref_with_strides(self, value: TensorValue, stride: tuple) -> BufferRef:
+        """``value`` as a view of a buffer with exactly ``stride`` (copied there if need be)."""
+        ref = self._as_ref(value)
+        if ref is not None and all(sz == 1 or a == b for sz, a, b in zip(ref.size, ref.stride, stride)):
+            return ref
+        return self._as_ref(self.realize(value, stride=tuple(stride)))
 
     def buffer_ref(self, value: TensorValue, node: torch.fx.Node | None = None) -> BufferRef:
         """``value`` as a strided view of a buffer, realizing it first if it is computed."""
@@ -216,8 +231,12 @@ class GraphLowering(torch.fx.Interpreter):
         return TensorValue(layout.dtype, layout.device, tuple(layout.size),
                            Load(name, layout.index(idx), layout.dtype))
 
-    def call_extern(self, args, kwargs, is_fallback: bool):
-        """Run the current node's ATen op from the wrapper on realized buffers."""
+    def call_extern(self, args, kwargs, is_fallback: bool, out_stride: tuple | None = None):
+        """Run the current node's ATen op from the wrapper on realized buffers.
+
+        ``out_stride``: the strides the op returns when they differ from the graph's
+        (a convolution run channels-last returns channels-last).
+        """
         node = self.node
         ref_args = self._refs(node.args, args)
         ref_kwargs = tuple((k, self._refs(node.kwargs[k], v)) for k, v in kwargs.items())
@@ -225,6 +244,8 @@ class GraphLowering(torch.fx.Interpreter):
         vals = list(val) if isinstance(val, (tuple, list)) else [val]
         names = tuple(self.new_name("buf") if isinstance(v, torch.Tensor) else None for v in vals)
         layouts = tuple(layout_of(v) if isinstance(v, torch.Tensor) else None for v in vals)
+        if out_stride is not None:
+            layouts = (dataclasses.replace(layouts[0], stride=tuple(out_stride)),) + layouts[1:]
         self.operations.append(ExternKernel(names, layouts, _op_path(node.target), ref_args,
                                             ref_kwargs, is_fallback,
                                             isinstance(val, (tuple, list))))
@@ -233,6 +254,8 @@ class GraphLowering(torch.fx.Interpreter):
         return tuple(results) if isinstance(val, (tuple, list)) else results[0]
 
     def _refs(self, node_arg, value):
+        if isinstance(value, BufferRef):
+            return value            # a lowering already chose this view
         if isinstance(value, TensorValue):
             return self.buffer_ref(value, node_arg if isinstance(node_arg, torch.fx.Node) else None)
         if isinstance(value, (list, tuple)):
@@ -341,8 +364,25 @@ class GraphLowering(torch.fx.Interpreter):
         want = _sym_tuple(val.stride())
         ref = self._as_ref(value)
         if ref is None or not all(sz == 1 or a == b for sz, a, b in zip(ref.size, ref.stride, want)):
-            ref = self._as_ref(self.realize(value, node_arg))
+            eager = want if is_dense(val.shape, val.stride()) else None
+            ref = self._as_ref(self.realize(value, node_arg, stride=eager))
         return OutputValue(ref)
+
+
+def wants_channels_last(gm: torch.fx.GraphModule, options: CompilerOptions,
+                        target: str | None) -> bool:
+    """Run convolutions channels-last? cuDNN's fast bf16/fp16 kernels are NHWC: on a conv
+    graph, NCHW costs a transpose before and after every conv. Not on CPU (interpreter
+    target), not for 1-d/3-d convs, and in "auto" only when some conv is dense and wide
+    (grouped or tiny-channel convs gain little and pay the layout copies)."""
+    if options.channels_last == "off":
+        return False
+    convs = [n for n in gm.graph.nodes if n.target is torch.ops.aten.convolution.default]
+    if not convs or any(n.args[1].meta["val"].dim() != 4 for n in convs):
+        return False
+    if options.channels_last == "on":   # any target: how CI checks this path on CPU
+        return True
+    return target == "cuda" and any(n.args[8] == 1 and n.args[1].meta["val"].shape[1] >= 16 for n in convs)
 
 
 def _op_path(target) -> str:

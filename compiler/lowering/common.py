@@ -95,3 +95,9 @@ def promote(args, kind: Promotion) -> tuple[torch.dtype, torch.dtype]:
     """(computation dtype, result dtype) exactly as eager ATen would pick them."""
     probes = [_dtype_probe(a) for a in args if a is not None]
     return elementwise_dtypes(*probes, type_promotion_kind=kind)
+
+
+def channels_last_strides(size) -> tuple:
+    """NHWC strides for an NCHW-shaped 4-D size."""
+    n, c, h, w = size
+    return (h * w * c, sympy.Integer(1), w * c, c)
