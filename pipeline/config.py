@@ -26,6 +26,7 @@ from typing import Any, Mapping
 DTYPES = ("bfloat16", "float16", "float32", "float64")
 STAGES = ("capture", "lower", "build", "tune")
 DEFAULT_TIMEOUTS = {"capture": 300.0, "lower": 600.0, "build": 600.0, "tune": 1800.0}
+MIN_ARCH = 70
 _TARGET_RE = re.compile(r"^(cpu|sm_\d{2,3}a?)$")
 _FACTORY_RE = re.compile(r"^[A-Za-z_][\w.]*:[A-Za-z_]\w*$")
 _NAME_RE = re.compile(r"^[\w.\-/]+$")
@@ -75,7 +76,15 @@ class ModelSpec:
 
 @dataclass(frozen=True)
 class TuningSpec:
-    """Autotuning settings; the tune stage itself comes with a later issue."""
+    """Autotuning settings.
+
+    ``enabled``: build every candidate config of each kernel's search space (not only the
+    heuristic default) and time them on the GPU workers. ``space``: a search-space file,
+    ``configs/autotune/<name>.toml`` by name or a path (relative to the config file); its
+    ``[targets.N]`` resource limits apply to builds even with tuning off. ``budget_s``: GPU
+    seconds per kernel shape; candidates not reached within it are left for the next run
+    (nothing is recorded for them, so a rerun plans them again).
+    """
     enabled: bool = False
     space: str = "default"
     budget_s: float = 60.0
@@ -118,6 +127,25 @@ class RunConfig:
     @property
     def compiler_options(self) -> dict[str, Any]:
         return json.loads(self.compiler_json)
+
+
+def gpu_targets(config: RunConfig) -> tuple[str, ...]:
+    """The GPU architectures of ``config`` (what the build stage compiles for), in order.
+
+    >>> gpu_targets(parse_config({"models": [{"factory": "a.b:c"}],
+    ...                           "run": {"targets": ["cpu", "sm_90", "sm_80"]}}, "z.toml"))
+    ('sm_90', 'sm_80')
+    """
+    return tuple(t for t in config.targets if t != "cpu")
+
+
+def cuda_arch(target: str) -> int:
+    """The compute capability of a GPU target, as Triton's ``GPUTarget`` takes it.
+
+    >>> cuda_arch("sm_90"), cuda_arch("sm_90a"), cuda_arch("sm_120")
+    (90, 90, 120)
+    """
+    return int(target.removeprefix("sm_").rstrip("a"))
 
 
 def lower_target(target: str) -> str:
@@ -219,8 +247,9 @@ def parse_config(data: Mapping[str, Any], source: str,
     run.finish()
     base = Path(base_dir) if base_dir is not None else Path.cwd()
     models = _models(top, base)
+    tuning = _tuning(top.table("tuning"), base, targets)
     cfg = RunConfig(name=name, path=source, models=models, targets=targets, store=store,
-                    tuning=_tuning(top.table("tuning")), cluster=_cluster(top.table("cluster")),
+                    tuning=tuning, cluster=_cluster(top.table("cluster")),
                     tasks=_tasks(top.table("tasks")), compiler_json=_compiler(top))
     top.finish()
     return cfg
@@ -234,16 +263,45 @@ def _targets(run: _Table) -> tuple[str, ...]:
         if not isinstance(target, str) or not _TARGET_RE.match(target):
             raise ConfigError(f"{run.source}: {run.key('targets')}[{i}]: expected 'cpu' or a "
                               f"GPU architecture like 'sm_90', got {target!r}")
+        if target != "cpu" and cuda_arch(target) < MIN_ARCH:
+            # Triton's LLVM aborts the whole process for older architectures: refuse here.
+            raise ConfigError(f"{run.source}: {run.key('targets')}[{i}]: {target!r} is older "
+                              f"than sm_{MIN_ARCH}, the oldest architecture Triton compiles for")
     if len(set(targets)) != len(targets):
         raise run.error("targets", f"repeated target in {targets!r}")
     return tuple(targets)
 
 
-def _tuning(t: _Table) -> TuningSpec:
-    spec = TuningSpec(enabled=t.get("enabled", bool, False), space=t.get("space", str, "default"),
+def _tuning(t: _Table, base: Path, targets: tuple[str, ...]) -> TuningSpec:
+    enabled = t.get("enabled", bool, False)
+    spec = TuningSpec(enabled=enabled, space=_space(t, base),
                       budget_s=float(_positive(t, "budget_s", (int, float), 60.0, 0)))
     t.finish()
+    if enabled and all(target == "cpu" for target in targets):
+        raise t.error("enabled", "tuning times kernels on GPUs: add a GPU architecture "
+                                 "(e.g. 'sm_90') to run.targets, or set enabled = false")
     return spec
+
+
+def _space(t: _Table, base: Path) -> str:
+    """The search-space file: a name under configs/autotune/, or a path resolved against the
+    config's directory; read and checked now, so a bad file is a config error, not a failure
+    of every build task."""
+    name = t.get("space", str, "default")
+    if name.endswith(".toml") or "/" in name:
+        path = Path(name) if Path(name).is_absolute() else base / name
+        name = str(path)
+    try:
+        from compiler.autotune.spaces import SpaceError, load_spaces
+    except ImportError:  # the compiler package is not importable: keep the name
+        return name
+    try:
+        load_spaces(name)
+    except FileNotFoundError as exc:
+        raise t.error("space", f"no such search-space file: {exc.filename}") from None
+    except (SpaceError, ValueError, OSError) as exc:
+        raise t.error("space", str(exc)) from None
+    return name
 
 
 def _cluster(t: _Table) -> ClusterSpec:

@@ -13,6 +13,7 @@ or captures again otherwise; capture is deterministic, and the graph key is chec
 
 Example:
     >>> from pipeline.config import ModelSpec
+from pipeline.shapes import KernelShape, kernel_shapes
     >>> spec = ModelSpec(name="mlp", factory="pipeline.zoo.tiny:mlp")
     >>> r = capture_task(spec, "/tmp/kiln-doctest-store")   # doctest: +SKIP
     >>> r.status, len(r.key)                                # doctest: +SKIP
@@ -31,6 +32,7 @@ from dataclasses import dataclass
 from typing import Any, Callable
 
 from pipeline.config import ModelSpec
+from pipeline.shapes import KernelShape, kernel_shapes
 
 OK, SKIPPED, FAILED = "ok", "skipped", "failed"
 _MESSAGE_CHARS = 4000
@@ -44,7 +46,14 @@ class TaskResult:
 
     ``kernel_keys`` lists a lowered module's kernels; ``new_kernel_keys`` those the store did
     not hold before this task (the rest were reused); ``fallback_ops`` the ATen ops the
-    module runs eagerly because the compiler has no lowering for them.
+    module runs eagerly because the compiler has no lowering for them; ``kernel_shapes`` the
+    sizes the module launches each kernel at (what build and tune fan out over).
+
+    Build and tune results (``pipeline.kernel_tasks``) count what they did: ``built``
+    binaries and ``build_errors`` (configs that did not compile or exceed the target's
+    resources: rows too, never crashes); ``timed`` trials and ``trial_errors``;
+    ``gpu_seconds`` spent launching and timing; ``speedup`` of the best config over the
+    default; ``note`` one line for the log.
     """
     stage: str
     model: str
@@ -59,6 +68,15 @@ class TaskResult:
     message: str = ""
     traceback: str = ""
     attempts: int = 1
+    kernel_shapes: tuple[KernelShape, ...] = ()
+    built: int = 0
+    build_errors: int = 0
+    timed: int = 0
+    trial_errors: int = 0
+    gpu_seconds: float = 0.0
+    speedup: float | None = None
+    device: str = ""
+    note: str = ""
 
     @property
     def failed(self) -> bool:
@@ -243,11 +261,23 @@ def _fallbacks(meta_json: str) -> tuple[str, ...]:
     return tuple(json.loads(meta_json).get("fallback_ops", ()))
 
 
+def _example_sizes(store: Any, graph_key: str, captured: Any = None) -> list[list[int]]:
+    """The example size of every graph input: from the captured graph when at hand, else
+    from the stored graph row's input signature."""
+    if captured is not None:
+        return [list(s.size) for s in captured.inputs]
+    row = store.get("graphs", graph_key)
+    if row is None:
+        return []
+    return [list(s.get("size", ())) for s in json.loads(row["input_signature"])]
+
+
 def lower_task(job: LowerJob, store_root: str) -> TaskResult:
     """Lower one captured graph for one target; store the module and its new kernels.
 
     A module already in the store is not lowered again: its key depends only on the graph
-    key, the compiler version, the code-changing options and the target.
+    key, the compiler version, the code-changing options and the target. Either way the
+    result lists the module's kernels with the concrete sizes it launches them at.
     """
     start = time.perf_counter()
     key = f"{job.graph_key}:{job.target}"
@@ -258,20 +288,29 @@ def lower_task(job: LowerJob, store_root: str) -> TaskResult:
         options = load_options(json.loads(job.options_json))
         key = module_key(job.graph_key, options, job.target)
         store = Store(store_root)
-        stored = store.lookup("modules", key, columns=["kernel_keys", "meta_json"]).to_pylist()
+        stored = store.lookup("modules", key,
+                              columns=["kernel_keys", "kernels", "meta_json"]).to_pylist()
         if stored:
+            row = stored[0]
+            shapes = kernel_shapes(
+                json.loads(row["meta_json"]),
+                [(k["kernel_key"], json.loads(k["meta_json"])) for k in row["kernels"]],
+                lambda: _example_sizes(store, job.graph_key))
             return TaskResult(stage="lower", model=job.spec.name, status=SKIPPED, key=key,
                               target=job.target, seconds=time.perf_counter() - start,
-                              kernel_keys=tuple(stored[0]["kernel_keys"]),
-                              fallback_ops=_fallbacks(stored[0]["meta_json"]))
-        artifact = lower(_captured_for(job), options, target=job.target)
+                              kernel_keys=tuple(row["kernel_keys"]),
+                              fallback_ops=_fallbacks(row["meta_json"]), kernel_shapes=shapes)
+        captured = _captured_for(job)
+        artifact = lower(captured, options, target=job.target)
         kernel_keys = tuple(dict.fromkeys(k.kernel_key for k in artifact.kernels))
         known = _stored_kernels(store, list(kernel_keys))
         store.put_artifact(artifact)
+        shapes = kernel_shapes(artifact.meta, [(k.kernel_key, k.meta) for k in artifact.kernels],
+                               lambda: _example_sizes(store, job.graph_key, captured))
         return TaskResult(stage="lower", model=job.spec.name, status=OK, key=artifact.module_key,
                           target=job.target, seconds=time.perf_counter() - start,
                           kernel_keys=kernel_keys,
                           new_kernel_keys=tuple(k for k in kernel_keys if k not in known),
-                          fallback_ops=_fallbacks(artifact.meta_json))
+                          fallback_ops=_fallbacks(artifact.meta_json), kernel_shapes=shapes)
     except Exception as exc:
         return _failure("lower", job.spec.name, key, job.target, start, exc)

@@ -420,7 +420,8 @@ def lower_round_decimals(ctx, x, decimals=0):
 
 @REGISTRY.register(aten.ldexp.Tensor, supports=_floating_result)
 def lower_ldexp(ctx, x, other):
-    return pointwise("mul", x, pointwise("pow", 2.0, other))   # eager: mul(self, pow(2., other))
+    # x * 2^other is exact in float32, so one rounding to eager's result dtype matches it
+    return to_dtype(pointwise("mul", x, pointwise("pow", 2.0, other)), ctx.meta_val().dtype)
 
 
 @REGISTRY.register(prims.scalar_tensor.default, supports=_supported_dtypes)
