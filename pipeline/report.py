@@ -12,9 +12,10 @@ Example:
 """
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 
-from pipeline.config import RunConfig, lower_target
+from pipeline.config import RunConfig, cuda_arch, gpu_targets, lower_target
 from pipeline.progress import format_table
 from pipeline.tasks import FAILED, OK, SKIPPED, TaskResult
 
@@ -57,15 +58,31 @@ def describe_cluster(config: RunConfig, gpus: int) -> str:
 
 
 def make_plan(config: RunConfig, store: str, gpus: int) -> Plan:
-    """What ``kiln run`` will do with ``config`` (an upper bound: stored work is skipped)."""
+    """What ``kiln run`` will do with ``config`` (an upper bound: stored work is skipped).
+
+    Build and tune fan out over the distinct kernels that lowering finds, so their task
+    counts are known only then (shown as ``-``).
+    """
     targets = lower_targets(config)
-    gpu_archs = [t for t in config.targets if t != "cpu"]
+    archs = gpu_targets(config)
+    tuning = config.tuning
     n = len(config.models)
-    build_note = (f"not in this version of kiln: kernels for {', '.join(gpu_archs)} are "
-                  f"JIT-compiled by Triton when a module is loaded" if gpu_archs
-                  else "nothing to build (cpu target only)")
-    tune_note = ("not in this version of kiln" if config.tuning.enabled
-                 else "off (tuning.enabled = false)")
+    if archs:
+        what = (f"every candidate config of search space {tuning.space!r}" if tuning.enabled
+                else "its default config")
+        build_note = (f"one task per distinct kernel x architecture ({', '.join(archs)}): "
+                      f"{what}; timeout {config.tasks.timeout('build'):g} s")
+    else:
+        build_note = "nothing to build (cpu target only)"
+    n_gpu = config.cluster.gpus if config.cluster.gpus is not None else gpus
+    if not tuning.enabled:
+        tune_note = "off (tuning.enabled = false)"
+    elif not config.cluster.scheduler and not n_gpu:
+        tune_note = ("skipped: no GPU workers (candidates are still built; run again with "
+                     "GPU workers to time them)")
+    else:
+        tune_note = (f"one task per distinct kernel x sizes on a GPU worker; budget "
+                     f"{tuning.budget_s:g} GPU-s each; timeout {config.tasks.timeout('tune'):g} s")
     stages = (
         StagePlan("capture", n, "CPU workers", f"timeout {config.tasks.timeout('capture'):g} s"),
         StagePlan("lower", n * len(targets), "CPU workers",
@@ -108,6 +125,8 @@ class RunReport:
     interrupted: bool = False
     wall_s: float = 0.0
     gpu_s: float = 0.0
+    # (kernels, kernel shapes) left untuned because tuning was on but no GPU worker was there
+    untuned: tuple[int, int] = (0, 0)
 
     @property
     def failures(self) -> list[TaskResult]:
@@ -118,6 +137,14 @@ class RunReport:
         if self.interrupted:
             return EXIT_INTERRUPTED
         return EXIT_FAILED if self.failures else EXIT_OK
+
+    def stage(self, name: str) -> list[TaskResult]:
+        return [r for r in self.results if r.stage == name]
+
+    @property
+    def tuning_skipped(self) -> bool:
+        """Tuning was asked for but no GPU worker could do it (not a failure: see cli)."""
+        return self.untuned[1] > 0
 
     @property
     def nothing_new(self) -> bool:
@@ -162,14 +189,76 @@ def format_summary(report: RunReport) -> str:
                + ["kernels", "fallback ops", "status"])
     lines = [format_table(headers, rows), ""]
     kernels, reused = report.kernel_counts()
-    totals = [[f"{n_ok}/{len(report.config.models)}", kernels, "-", "-", reused,
-               len(report.failures), f"{report.wall_s:.1f} s", f"{report.gpu_s:.1f}"]]
+    totals = [[f"{n_ok}/{len(report.config.models)}", kernels, _built_cell(report),
+               _tuned_cell(report), reused, len(report.failures), f"{report.wall_s:.1f} s",
+               f"{report.gpu_s:.1f}"]]
     lines += [format_table(["models", "kernels", "built", "tuned", "reused", "failed",
                             "wall time", "GPU-s"], totals)]
-    lines.append("built/tuned: the build and tune stages are not in this version of kiln")
+    lines += _build_lines(report) + _tune_lines(report)
     lines += _failure_lines(report.failures)
     lines.append(_verdict(report))
     return "\n".join(lines)
+
+
+def _built_cell(report: RunReport) -> str:
+    """Kernel x architecture builds that ended with the default config built."""
+    builds = report.stage("build")
+    return f"{sum(not r.failed for r in builds)}/{len(builds)}" if builds else "-"
+
+
+def _tuned_on_target(report: RunReport, r: TaskResult) -> bool:
+    archs = {cuda_arch(t) for t in gpu_targets(report.config)}
+    return not r.failed and r.target.startswith("sm_") and cuda_arch(r.target) in archs
+
+
+def _tuned_cell(report: RunReport) -> str:
+    """Kernel shapes tuned (now or before) on a GPU of a target architecture."""
+    if not report.config.tuning.enabled:
+        return "off"
+    tunes = report.stage("tune")
+    total = len(tunes) + report.untuned[1]
+    if not total:
+        return "-"
+    return f"{sum(_tuned_on_target(report, r) for r in tunes)}/{total}"
+
+
+def _build_lines(report: RunReport) -> list[str]:
+    builds = report.stage("build")
+    if not builds:
+        return []
+    archs = ", ".join(gpu_targets(report.config))
+    stored = sum(r.status == SKIPPED for r in builds)
+    return [f"build ({archs}): {sum(r.built for r in builds)} binaries built, "
+            f"{sum(r.build_errors for r in builds)} config(s) did not build; {stored}/"
+            f"{len(builds)} kernel x architecture builds were already stored"]
+
+
+def _tune_lines(report: RunReport) -> list[str]:
+    if not report.config.tuning.enabled:
+        return ["tune: off (tuning.enabled = false)"] if report.stage("build") else []
+    if report.tuning_skipped:
+        kernels, shapes = report.untuned
+        sizes = f" ({shapes} kernel x sizes)" if shapes != kernels else ""
+        return [f"tune: skipped: no GPU workers: {kernels} kernels not tuned{sizes}; their "
+                f"candidates are built; run again with GPU workers to time them"]
+    tunes = report.stage("tune")
+    if not tunes:
+        return []
+    devices = sorted({f"{r.device} ({r.target})" for r in tunes if r.device})
+    speedups = [r.speedup for r in tunes if r.speedup]
+    geomean = (math.exp(sum(math.log(s) for s in speedups) / len(speedups))
+               if speedups else None)
+    lines = [f"tune: {sum(r.timed for r in tunes)} configs timed, "
+             f"{sum(r.trial_errors for r in tunes)} failed trials, on "
+             f"{', '.join(devices) or 'no device'}; {report.gpu_s:.1f} GPU-s"
+             + (f"; best vs default: {geomean:.2f}x geomean over {len(speedups)} kernel(s)"
+                if geomean else "")]
+    tuned_archs = {cuda_arch(r.target) for r in tunes if r.target.startswith("sm_")}
+    for target in gpu_targets(report.config):
+        if cuda_arch(target) not in tuned_archs:
+            lines.append(f"tune: {target}: not tuned: no GPU of this architecture among the "
+                         f"workers")
+    return lines
 
 
 def _failure_lines(failures: list[TaskResult]) -> list[str]:
@@ -188,9 +277,10 @@ def _verdict(report: RunReport) -> str:
     if report.interrupted:
         return ("\ninterrupted: every finished record is in the store; run the same command "
                 "again to resume")
+    skipped = " (tuning skipped: no GPU workers)" if report.tuning_skipped else ""
     if report.nothing_new:
-        return ("\nnothing to do: every graph and module was already in the store "
-                "(models were captured again only to compute their graph keys)")
+        return ("\nnothing to do: every graph, module and binary was already in the store "
+                "(models were captured again only to compute their graph keys)" + skipped)
     if report.failures:
         return f"\n{len(report.failed_models())} model(s) failed; the others finished"
-    return "\nall models done"
+    return "\nall models done" + skipped

@@ -1,8 +1,19 @@
-"""The run: capture every model, lower each graph for every target, record every outcome.
+"""The run: capture every model, lower each graph, build and tune its kernels, record it all.
 
-``run_zoo`` starts (or joins) the cluster, submits one capture task per model, and as each
-capture finishes submits its lower tasks next to it (the captured graph stays on that
-worker). The loop below only moves keys and small ``TaskResult`` records:
+``run_zoo`` starts (or joins) the cluster and submits one capture task per model. The stages
+then chain through ``_Runner._after``, each as soon as its input is ready:
+
+- capture done -> its lower tasks, one per lowering target, next to it (the captured graph
+  stays on that worker);
+- a ``cuda`` lower done -> for each kernel this run has not met yet (deduplicated by
+  ``kernel_key`` across models: identical kernels build once), one build task per GPU
+  architecture of the config (``sm_90``...), on CPU workers;
+- every build of a kernel done -> with tuning on and GPU workers present, one tune task per
+  distinct (kernel, sizes) on a GPU worker (Dask resource ``GPU=1``). Without GPU workers
+  nothing is tuned and the summary says how many kernels were left untuned.
+
+The loop below only moves keys and small ``TaskResult`` records (build and tune tasks read
+the kernel source from the store themselves):
 
 - a task whose worker dies is re-run elsewhere by the scheduler, ``tasks.retries`` times,
   then becomes a failure (``KilledWorker``) with its attempt count;
@@ -11,10 +22,6 @@ worker). The loop below only moves keys and small ``TaskResult`` records:
 - every failure is written to the store's ``failures`` dataset, and the other models go on;
 - SIGINT or SIGTERM stops submitting, cancels what is pending and returns with every
   finished record already in the store; the next run skips what is there.
-
-Stages to come (build per target, tune on GPU workers) hang off ``_Runner._finished`` the
-way lower hangs off capture: a lower result carries its module's kernel keys, and the
-distinct keys across all models are what build and tune fan out over (once per kernel).
 
 Example:
     >>> from pipeline.config import load_config
@@ -29,16 +36,18 @@ import sys
 import threading
 import time
 import uuid
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from typing import Any, TextIO
 
 from pipeline.cluster import Cluster
-from pipeline.config import RunConfig
+from pipeline.config import RunConfig, gpu_targets
+from pipeline.kernel_tasks import BuildJob, TuneJob, build_task, tune_task
 from pipeline.progress import Progress
 from pipeline.report import RunReport, lower_targets
+from pipeline.shapes import KernelShape
 from pipeline.tasks import FAILED, LowerJob, TaskResult, capture_task, lower_task
 
-STAGES = ("capture", "lower")
+STAGES = ("capture", "lower", "build", "tune")
 _POLL_S = 0.5          # how often the loop wakes to look at signals and timeouts
 _TIMEOUT_CHECK_S = 1.0
 
@@ -80,6 +89,16 @@ class _Task:
     target: str = ""
     job: Any = None
     dask_key: str = ""
+    tag: str = ""            # makes the Dask key unique: a kernel (build), a shape (tune)
+
+
+@dataclass
+class _Kernel:
+    """A distinct kernel of this run: the first model that uses it, how many of its builds
+    are still running, and the sizes modules launch it at (each tuned once)."""
+    model: str
+    builds_left: int
+    shapes: list[KernelShape] = field(default_factory=list)
 
 
 class _Runner:
@@ -94,12 +113,17 @@ class _Runner:
         self.by_key: dict[str, Any] = {}
         self.run_id = uuid.uuid4().hex[:8]   # task keys unique even on a shared scheduler
         self.targets = lower_targets(config)
+        self.gpu_targets = gpu_targets(config)
+        self.kernels: dict[str, _Kernel] = {}
+        self.can_tune = config.tuning.enabled and cluster.info.gpu_workers > 0
 
     # --- submitting ---------------------------------------------------------------------------
 
     def _submit(self, task: _Task, fn: Any, arg: Any, near: str | None = None) -> None:
-        key = f"{task.stage}-{task.model}-{task.target or 'graph'}-{self.run_id}"
-        future = self.cluster.submit(fn, arg, self.store_root, key=key, near=near)
+        tag = f"-{task.tag}" if task.tag else ""
+        key = f"{task.stage}-{task.model}-{task.target or 'graph'}{tag}-{self.run_id}"
+        future = self.cluster.submit(fn, arg, self.store_root, key=key, near=near,
+                                     gpu=task.stage == "tune")
         self.pending[future] = replace(task, dask_key=key)
         self.by_key[key] = future
 
@@ -118,6 +142,22 @@ class _Runner:
             task = _Task("lower", spec.name, f"{captured.key}:{target}", target, job)
             self._submit(task, lower_task, job, near=near)
 
+    def _submit_builds(self, shape: KernelShape, model: str) -> None:
+        tuning = self.config.tuning
+        self.progress.add("build", len(self.gpu_targets))
+        for target in self.gpu_targets:
+            job = BuildJob(model=model, shape=shape, target=target, tuning=tuning.enabled,
+                           space=tuning.space, options_json=self.config.compiler_json)
+            self._submit(_Task("build", model, job.record_key, target, job,
+                               tag=shape.kernel_key[:12]), build_task, job)
+
+    def _submit_tune(self, shape: KernelShape, model: str) -> None:
+        tuning = self.config.tuning
+        job = TuneJob(model=model, shape=shape, targets=self.gpu_targets, space=tuning.space,
+                      options_json=self.config.compiler_json, budget_s=tuning.budget_s)
+        self._submit(_Task("tune", model, job.record_key, job=job,
+                           tag=f"{shape.kernel_key[:12]}-{shape.digest}"), tune_task, job)
+
     # --- the loop -----------------------------------------------------------------------------
 
     def run(self) -> RunReport:
@@ -133,6 +173,9 @@ class _Runner:
                 last_check = time.perf_counter()
         if self.stop.requested:
             self._interrupt()
+        if self.config.tuning.enabled and not self.can_tune:
+            self.report.untuned = (len(self.kernels),
+                                   sum(len(k.shapes) for k in self.kernels.values()))
         self.report.wall_s = time.perf_counter() - start
         return self.report
 
@@ -150,8 +193,38 @@ class _Runner:
         worker = self.cluster.worker_of(future) if outcome.ok else None
         self.cluster.release([future])
         self._record(result, worker)
+        self._after(result, task, worker)
+
+    def _after(self, result: TaskResult, task: _Task, worker: str | None) -> None:
+        """Submit what a finished task makes ready (see the module doc)."""
         if task.stage == "capture":
             self._after_capture(result, task, worker)
+        elif task.stage == "lower" and task.target == "cuda" and not result.failed:
+            self._after_lower(result)
+        elif task.stage == "build":
+            self._after_build(task.job.shape.kernel_key)
+
+    def _after_lower(self, result: TaskResult) -> None:
+        for shape in result.kernel_shapes:
+            kernel = self.kernels.get(shape.kernel_key)
+            if kernel is None:   # first met: build it (once, whichever models share it)
+                kernel = _Kernel(result.model, builds_left=len(self.gpu_targets))
+                self.kernels[shape.kernel_key] = kernel
+                self._submit_builds(shape, result.model)
+            if shape in kernel.shapes:
+                continue
+            kernel.shapes.append(shape)
+            if self.can_tune:
+                self.progress.add("tune", 1)
+                if kernel.builds_left == 0:   # its builds finished already
+                    self._submit_tune(shape, kernel.model)
+
+    def _after_build(self, kernel_key: str) -> None:
+        kernel = self.kernels[kernel_key]
+        kernel.builds_left -= 1
+        if kernel.builds_left == 0 and self.can_tune:
+            for shape in kernel.shapes:
+                self._submit_tune(shape, kernel.model)
 
     def _after_capture(self, result: TaskResult, task: _Task, near: str | None) -> None:
         if result.failed:
@@ -166,6 +239,7 @@ class _Runner:
 
     def _record(self, result: TaskResult, worker: str | None) -> None:
         self.report.results.append(result)
+        self.report.gpu_s += result.gpu_seconds
         self.progress.finish(result.stage, result.status)
         if result.failed:
             self._write_failure(result, worker or "")
@@ -204,8 +278,7 @@ class _Runner:
                               f"{limit:g} s timeout on {worker}; the task was cancelled and "
                               f"the worker restarted", attempts=1)
         self._record(result, worker)
-        if task.stage == "capture":
-            self._after_capture(result, task, None)
+        self._after(result, task, None)
 
     def _interrupt(self) -> None:
         self.progress.note(f"{self.stop.requested}: stopping; cancelling "
@@ -232,6 +305,9 @@ def run_zoo(config: RunConfig, store_root: str, *, out: TextIO | None = None,
                       f"worker(s) at {info.address}\n")
             for note in info.notes:
                 out.write(f"  note: {note}\n")
+            if config.tuning.enabled and not info.gpu_workers:
+                out.write("  note: tuning.enabled = true but no GPU workers: kernels are "
+                          "built for every candidate config, none is timed\n")
             progress = Progress(STAGES, out, live)
             report = _Runner(config, store_root, cluster, progress, stop).run()
     return report

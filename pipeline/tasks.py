@@ -13,7 +13,6 @@ or captures again otherwise; capture is deterministic, and the graph key is chec
 
 Example:
     >>> from pipeline.config import ModelSpec
-from pipeline.shapes import KernelShape, kernel_shapes
     >>> spec = ModelSpec(name="mlp", factory="pipeline.zoo.tiny:mlp")
     >>> r = capture_task(spec, "/tmp/kiln-doctest-store")   # doctest: +SKIP
     >>> r.status, len(r.key)                                # doctest: +SKIP

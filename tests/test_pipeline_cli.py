@@ -37,7 +37,8 @@ def test_dry_run_prints_the_plan_and_touches_nothing(tmp_path, capsys):
     lines = {line.split()[0]: line for line in out.splitlines()[-4:]}
     assert lines["capture"].split()[1] == "3"
     assert lines["lower"].split()[1] == "6"           # 3 models x (cpu, cuda)
-    assert "not in this version" in lines["build"]
+    assert "one task per distinct kernel x architecture (sm_90): its default config" in \
+        lines["build"]
     assert "off (tuning.enabled = false)" in lines["tune"]
     assert not store.exists()
 
@@ -62,11 +63,20 @@ def test_bad_config_exits_2_naming_the_key(tmp_path, capsys):
     assert not (tmp_path / "s").exists()
 
 
-def test_tuning_enabled_is_refused_until_the_tune_stage_exists(tmp_path, capsys):
-    cfg = write_config(tmp_path, '[tuning]\nenabled = true\n'
+def test_tuning_enabled_is_accepted_and_the_plan_says_what_a_cpu_only_cluster_skips(
+        tmp_path, capsys):
+    cfg = write_config(tmp_path, '[run]\ntargets = ["sm_90"]\n[tuning]\nenabled = true\n'
+                                 '[cluster]\ngpus = 0\n'
                                  '[[models]]\nfactory = "pipeline.zoo.tiny:mlp"\n')
-    assert main(["run", str(cfg), "--store", str(tmp_path / "s")]) == 2
-    assert "no tune stage yet" in capsys.readouterr().err
+    assert main(["run", str(cfg), "--dry-run", "--store", str(tmp_path / "s")]) == 0
+    lines = {line.split()[0]: line for line in capsys.readouterr().out.splitlines()[-4:]}
+    assert "every candidate config of search space 'default'" in lines["build"]
+    assert "skipped: no GPU workers" in lines["tune"]
+    cfg.write_text(cfg.read_text().replace("gpus = 0", "gpus = 1"))
+    assert main(["run", str(cfg), "--dry-run", "--store", str(tmp_path / "s")]) == 0
+    lines = {line.split()[0]: line for line in capsys.readouterr().out.splitlines()[-4:]}
+    assert "one task per distinct kernel x sizes on a GPU worker; budget 60 GPU-s" in \
+        lines["tune"]
 
 
 def test_command_line_errors(capsys):
@@ -123,7 +133,7 @@ def test_summary_counts_reused_kernels_and_lists_failures():
     # kernels: 3 distinct; uses 6, of which 3 were new: 3 reused; 2 failures
     totals = text.splitlines()[text.splitlines().index(
         next(line for line in text.splitlines() if line.startswith("models"))) + 2].split()
-    assert totals[:6] == ["1/3", "3", "-", "-", "3", "2"]
+    assert totals[:6] == ["1/3", "3", "-", "off", "3", "2"]
     assert "three: capture: CaptureError after 1 attempt(s): model 'three': torch.export " \
            "failed" in text
     assert "two: lower[cuda]: KilledWorker after 3 attempt(s)" in text

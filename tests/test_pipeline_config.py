@@ -9,7 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from pipeline.config import ConfigError, DynamicDim, load_config, lower_target, parse_config
+from pipeline.config import (ConfigError, DynamicDim, cuda_arch, gpu_targets, load_config,
+                             lower_target, parse_config)
 
 REPO = Path(__file__).resolve().parent.parent
 MLP = {"factory": "pipeline.zoo.tiny:mlp"}
@@ -75,6 +76,10 @@ def test_defaults_and_full_model_entry():
     ({"models": [MLP], "tasks": {"timeout_s": {"link": 5}}}, "tasks.timeout_s.link",
      "unknown key"),
     ({"models": [MLP], "tuning": {"budget_s": "1h"}}, "tuning.budget_s", "expected a number"),
+    ({"models": [MLP], "tuning": {"enabled": True}}, "tuning.enabled",
+     "add a GPU architecture"),
+    ({"models": [MLP], "tuning": {"space": "nope"}}, "tuning.space", "no such search-space"),
+    ({"models": [MLP], "run": {"targets": ["sm_60"]}}, "run.targets[0]", "older than sm_70"),
     ({"models": [MLP], "compiler": {"xblok": 512}}, "compiler", "xblok"),
     ({"models": [MLP], "modles": []}, "modles", "unknown key"),
     ({"models": []}, "models", "non-empty"),
@@ -124,3 +129,18 @@ def test_lower_target_shares_one_cuda_module_across_architectures():
 def test_kwargs_travel_as_canonical_json():
     cfg = parse({"models": [{**MLP, "kwargs": {"b": 2, "a": 1}}]})
     assert cfg.models[0].kwargs_json == json.dumps({"a": 1, "b": 2}, sort_keys=True)
+
+
+def test_tuning_space_by_name_or_by_path_relative_to_the_config(tmp_path):
+    cfg = parse({"models": [MLP], "run": {"targets": ["cpu", "sm_90", "sm_80"]},
+                 "tuning": {"enabled": True, "budget_s": 5}})
+    assert cfg.tuning.enabled and cfg.tuning.space == "default" and cfg.tuning.budget_s == 5.0
+    assert gpu_targets(cfg) == ("sm_90", "sm_80") and cuda_arch("sm_90a") == 90
+    default = REPO / "configs" / "autotune" / "default.toml"
+    (tmp_path / "spaces").mkdir()
+    (tmp_path / "spaces" / "mine.toml").write_text(default.read_text())
+    cfg = parse({"models": [MLP], "tuning": {"space": "spaces/mine.toml"}}, tmp_path)
+    assert cfg.tuning.space == str(tmp_path / "spaces" / "mine.toml")
+    (tmp_path / "bad.toml").write_text("[pointwise1d]\nXBLOK = [128]\n")
+    message = error_of({"models": [MLP], "tuning": {"space": "bad.toml"}}, tmp_path)
+    assert message.startswith("zoo.toml: tuning.space:") and "XBLOK" in message

@@ -1,13 +1,17 @@
 """Zoo runs on a real distributed LocalCluster (2 worker processes, 1 thread each).
 
 The tiny zoo runs end to end through `kiln run` on its own embedded cluster (store checked
-afterwards, a stored module loaded and run against eager, the second run skips everything).
-The fault tests share one cluster through `--scheduler`-style joining, to keep the time down:
-a corrupt .pt2 and an unexportable model, a worker SIGKILLed mid-task, a hung task, a
-segfaulting task, and SIGTERM with resume.
+afterwards, default-config sm_90 binaries of every distinct kernel, a stored module loaded
+and run against eager, the second run skips everything). The other tests share one cluster
+through `--scheduler`-style joining, to keep the time down: tuning on a CPU-only cluster
+(every candidate of a small test space built, nothing timed, identical kernels of two models
+built once), kernels whose default config does not fit the target, a corrupt .pt2 and an
+unexportable model, a worker SIGKILLed mid-task, a hung task, a segfaulting task, and
+SIGTERM with resume.
 """
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -48,15 +52,61 @@ def ready(cluster: Cluster) -> str:
     return cluster.info.address
 
 
-def zoo(tmp_path: Path, body: str, address: str | None = None):
+def zoo(tmp_path: Path, body: str, address: str | None = None, targets: str = '["cpu"]'):
     path = tmp_path / "zoo.toml"
-    path.write_text('[run]\ntargets = ["cpu"]\n' + body)
+    path.write_text(f'[run]\ntargets = {targets}\n' + body)
     config = load_config(path)
     return with_overrides(config, scheduler=address) if address else config
 
 
 def run(config, store: Path):
     return run_zoo(config, str(store), out=open(os.devnull, "w"), live=False)
+
+
+def small_space(tmp_path: Path, max_shared_bytes: int = 232448) -> Path:
+    """A search space of at most 2 candidates per kernel, so that building every candidate
+    stays quick; ``max_shared_bytes`` is sm_90's limit (lower it to make builds fail)."""
+    path = tmp_path / "small-space.toml"
+    path.write_text(f"""
+[pointwise1d]
+XBLOCK = [256, 1024]
+num_warps = [4]
+num_stages = [3]
+max_tile = 8192
+max_elems_per_thread = 32
+[pointwise2d]
+XBLOCK = [16, 32]
+YBLOCK = [64]
+num_warps = [4]
+num_stages = [3]
+max_tile = 16384
+max_elems_per_thread = 64
+[reduction_persistent]
+XBLOCK = [1, 8]
+num_warps = [4]
+num_stages = [3]
+max_tile = 16384
+max_elems_per_thread = 64
+[reduction_looped]
+XBLOCK = [1]
+RBLOCK = [1024]
+num_warps = [4]
+num_stages = [2]
+max_tile = 8192
+max_elems_per_thread = 64
+[search]
+sweep_max = 64
+descent_budget = 40
+[targets.90]
+max_shared_bytes = {max_shared_bytes}
+regs_per_sm = 65536
+max_local_bytes = 0
+""")
+    return path
+
+
+def binary_status(row: dict) -> str:
+    return json.loads(row["metadata_json"])["status"]
 
 
 def files(store: Path, kind: str) -> list[str]:
@@ -94,15 +144,86 @@ def test_tiny_zoo_end_to_end_then_second_run_skips_everything(tmp_path, capsys):
     kernel_keys = {k for m in store.query("modules").to_pylist() for k in m["kernel_keys"]}
     assert kernel_keys and kernel_keys <= set(store.keys("kernels"))
     assert store.keys("failures") == []
+    # tuning off: one default-config sm_90 binary per distinct kernel of the cuda modules
+    cuda_kernels = {k for m in store.query("modules").to_pylist() if m["target"] == "cuda"
+                    for k in m["kernel_keys"]}
+    rows = store.query("binaries").to_pylist()
+    assert sorted(r["kernel_key"] for r in rows) == sorted(cuda_kernels)
+    assert all(r["cubin"][:4] == b"\x7fELF" and r["arch"] == "sm_90"
+               and binary_status(r) == "ok" for r in rows)
+    assert "14/14  off" in out
+    assert "build (sm_90): 14 binaries built, 0 config(s) did not build; 0/14" in out
     assert store.verify().ok
     check_module_runs(store, "mlp")
 
-    before = {kind: files(store_dir, kind) for kind in ("graphs", "modules", "kernels")}
+    before = {kind: files(store_dir, kind) for kind in ("graphs", "modules", "kernels",
+                                                         "binaries")}
     assert main(argv) == 0
     out, err = capsys.readouterr()
     assert "nothing to do" in out
     assert "capture  [####################]   3/3    skipped 3" in err
+    assert "build    [####################]  14/14   skipped 14" in err
     assert {kind: files(store_dir, kind) for kind in before} == before
+
+
+def test_tuning_without_gpu_builds_every_candidate_times_nothing_and_exits_0(
+        tmp_path, shared, capsys):
+    from compiler.autotune import candidates, default_config, load_spaces
+    space = small_space(tmp_path)
+    config = tmp_path / "zoo.toml"
+    config.write_text(f'[run]\ntargets = ["sm_90"]\n'
+                      f'[tuning]\nenabled = true\nspace = "{space.name}"\n'
+                      '[[models]]\nfactory = "pipeline.zoo.tiny:mlp"\n'
+                      '[[models]]\nname = "mlp16"\nfactory = "pipeline.zoo.tiny:mlp"\n'
+                      'kwargs = { batch = 16 }\n'
+                      '[[models]]\nfactory = "pipeline.zoo.tiny:transformer_block"\n')
+    store_dir = tmp_path / "store"
+    argv = ["run", str(config), "--store", str(store_dir), "--scheduler", ready(shared)]
+    assert main(argv) == 0
+    out, err = capsys.readouterr()
+    # mlp and mlp16 share their one kernel (at two sizes): 7 distinct kernels, 8 shapes
+    assert "no GPU workers: 7 kernels not tuned (8 kernel x sizes)" in out
+    assert out.rstrip().endswith("all models done (tuning skipped: no GPU workers)")
+    assert "tuning.enabled = true but no GPU workers" in err
+    assert "build    [####################]   7/7 " in err and "tune " not in err
+
+    store = Store(str(store_dir))
+    assert store.keys("trials") == [] and store.keys("failures") == []
+    spaces = load_spaces(space)
+    expected = 0
+    for kernel in store.query("kernels").to_pylist():
+        meta = json.loads(kernel["meta_json"])
+        numels = [int(n) for n in meta["numels"]]
+        configs = {default_config(meta["kind"], numels, "cuda"),
+                   *candidates(spaces[meta["kind"]], numels)}
+        expected += len(configs)
+    rows = store.query("binaries").to_pylist()
+    assert len(rows) == expected > 7
+    assert all(binary_status(r) == "ok" and r["cubin"][:4] == b"\x7fELF" for r in rows)
+    assert len({r["kernel_key"] for r in rows}) == 7
+
+
+def test_kernels_whose_default_config_does_not_fit_fail_and_the_run_completes(
+        tmp_path, shared):
+    # 64 bytes of shared memory: the two LayerNorm reductions of the transformer block need
+    # 128 at their default config (cross-warp reduction), the pointwise kernels none.
+    space = small_space(tmp_path, max_shared_bytes=64)
+    config = zoo(tmp_path, f'[tuning]\nspace = "{space}"\n'
+                           '[[models]]\nfactory = "pipeline.zoo.tiny:transformer_block"\n',
+                 ready(shared), targets='["sm_90"]')
+    report = run(config, tmp_path / "store")
+    assert report.exit_code == 1 and report.failed_models() == {"transformer_block"}
+    failed = report.failures
+    assert failed and {(r.stage, r.target, r.error_type) for r in failed} == {
+        ("build", "sm_90", "BuildError")}
+    store = Store(str(tmp_path / "store"))
+    statuses = [binary_status(r) for r in store.query("binaries").to_pylist()]
+    assert statuses.count("resource_error") == len(failed)
+    assert statuses.count("ok") == 6 - len(failed) > 0           # the others were built
+    rows = store.query("failures").to_pylist()
+    assert {(f["stage"], f["model"]) for f in rows} == {("build", "transformer_block")}
+    assert all("shared memory" in f["message"] for f in rows)
+    assert len(store.keys("modules")) == 1
 
 
 def test_corrupt_pt2_and_unexportable_model_fail_while_others_finish(tmp_path, shared):

@@ -409,13 +409,19 @@ def lower_elu(ctx, x, alpha=1, scale=1, input_scale=1):
 
 @REGISTRY.register(aten.round.decimals, supports=_floating_result)
 def lower_round_decimals(ctx, x, decimals=0):
-    # eager: nearbyint(x * 10^d) / 10^d, or nearbyint(x / 10^-d) * 10^-d for d < 0
+    # eager: nearbyint(x * 10^d) / 10^d, or nearbyint(x / 10^-d) * 10^-d for d < 0. Its CPU
+    # kernel computes in float; its CUDA kernel in the input's type, so for half types there
+    # 10^d and the scaled value are rounded to that type before nearbyint.
     if decimals == 0:
         return pointwise("round", x)
+    op, undo = ("mul", "truediv") if decimals > 0 else ("truediv", "mul")
     ten = float(10 ** abs(decimals))
-    if decimals > 0:
-        return pointwise("truediv", pointwise("round", pointwise("mul", x, ten)), ten)
-    return pointwise("mul", pointwise("round", pointwise("truediv", x, ten)), ten)
+    if x.device == "cuda" and x.dtype in (torch.float16, torch.bfloat16):
+        ten = torch.tensor(ten, dtype=x.dtype).item()
+        scaled = to_dtype(pointwise(op, to_dtype(x, torch.float32), ten), x.dtype, rounds=True)
+    else:
+        scaled = pointwise(op, x, ten)
+    return pointwise(undo, pointwise("round", scaled), ten)
 
 
 @REGISTRY.register(aten.ldexp.Tensor, supports=_floating_result)
