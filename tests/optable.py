@@ -868,13 +868,6 @@ KNOWN_BUGS: list[KnownBug] = [
                                   "split_copy"),
         "a = torch.randn(4, 6); f = compile_fx(make_fx(lambda a: "
         "(torch.ops.aten.view_copy(a, [6, 4]),))(a), [a]); f(a)[0].data_ptr() == a.data_ptr()"),
-    KnownBug(
-        "ldexp of a float16 / bfloat16 tensor returns float32; eager keeps the input's "
-        "dtype (kiln lowers it as x * pow(2.0, other) and promotes with the float32 power)",
-        lambda p: p.case.name == "ldexp" and p.dtype in (torch.float16, torch.bfloat16),
-        "x = torch.randn(4, dtype=torch.float16); e = torch.tensor([1, 2, 3, 4], "
-        "dtype=torch.int32); compile_fx(make_fx(lambda x, e: (torch.ldexp(x, e),))(x, e), "
-        "[x, e])(x, e)[0].dtype  # float32, eager float16"),
 ]
 
 

@@ -7,9 +7,11 @@ transformer block (attention), compiled three ways and compared with eager on fr
 
 CPU runs float32 (kernels under Triton's interpreter); ``gpu`` runs float32, float16 and
 bfloat16 on CUDA. Each compile prints ``model, dtype, kernels=N, fallbacks=[...]``.
-Accuracy is the relative error (``||got - ref|| / ||ref||``) against eager float32 on the
-same (rounded) weights and inputs, within a per-dtype bound; eager's own error at that dtype
-is printed next to it for scale.
+Accuracy is the relative error (``||got - ref|| / ||ref||``) against eager float64 on CPU,
+on the same (rounded) weights and inputs. It must be within a per-dtype bound, or at most
+twice eager's own error at that dtype (cuDNN convolutions run in TF32 by default, and kiln
+may run them in another layout, so float32 results can differ from eager's by more than
+float32 rounding); both errors are printed.
 """
 from __future__ import annotations
 
@@ -27,7 +29,7 @@ from pipeline.zoo import tiny
 pytestmark = pytest.mark.filterwarnings("ignore::FutureWarning")
 
 MODELS = {"mlp": tiny.mlp, "convnet": tiny.convnet, "transformer_block": tiny.transformer_block}
-# Relative error vs float32 eager. float32: reassociated sums only. Half types: kiln keeps
+# Relative error vs float64 eager. float32: reassociated sums only. Half types: kiln keeps
 # fused intermediates in float32, so it is usually closer to the reference than eager is.
 REL_TOL = {torch.float32: 1e-5, torch.float16: 5e-3, torch.bfloat16: 3e-2}
 GPU_DTYPES = (torch.float32, torch.float16, torch.bfloat16)
@@ -44,15 +46,15 @@ def _fresh_like(args) -> tuple[torch.Tensor, ...]:
 
 
 def _reference(name: str, module, args) -> torch.Tensor:
-    """Eager float32 on the (already rounded) weights and inputs of ``module`` / ``args``."""
+    """Eager float64 on CPU, on the (already rounded) weights and inputs of ``module``."""
     ref_module, _ = MODELS[name]()
-    ref_module.load_state_dict({k: v.float().cpu() for k, v in module.state_dict().items()})
+    ref_module.load_state_dict({k: v.double().cpu() for k, v in module.state_dict().items()})
     with torch.no_grad():
-        return ref_module.to(args[0].device)(*(a.float() for a in args))
+        return ref_module.double()(*(a.double().cpu() for a in args))
 
 
 def _rel_err(got: torch.Tensor, ref: torch.Tensor) -> float:
-    return ((got.float() - ref).norm() / ref.norm()).item()
+    return ((got.double().cpu() - ref).norm() / ref.norm()).item()
 
 
 def _report(how: str, name: str, dtype, kernels, fallbacks, err: float, eager_err: float):
@@ -73,9 +75,9 @@ def _check(how: str, name: str, compiled_call, module, args, dtype, kernels, fal
     err, eager_err = _rel_err(got, ref), _rel_err(eager, ref)
     _report(how, name, dtype, kernels, fallbacks, err, eager_err)
     assert torch.isfinite(got).all(), f"{how} {name}: non-finite outputs"
-    assert err <= REL_TOL[dtype], \
-        f"{how} {name} {dtype}: relative error {err:.2e} > {REL_TOL[dtype]:.0e} " \
-        f"(eager's own: {eager_err:.2e})"
+    bound = max(REL_TOL[dtype], 2 * eager_err)
+    assert err <= bound, f"{how} {name} {dtype}: relative error {err:.2e} > {bound:.1e} " \
+                         f"(eager's own: {eager_err:.2e})"
 
 
 def _compile_quietly(build):

@@ -4,8 +4,10 @@ Each case is traced with ``make_fx``, compiled with ``compiler.compile_fx`` from
 inputs and called on a second, fresh draw (so nothing of the example values can be baked
 in), then compared with eager on that draw. A case must also really lower: no fallback op,
 and at least one kernel for pointwise work (none for pure views), so a silent ATen fallback
-cannot pass. CPU runs float32 under Triton's interpreter; ``gpu`` runs float32, float16
-and bfloat16 on CUDA. A failure message carries the seed: ``KILN_TEST_SEED=<seed>`` replays it.
+cannot pass. Output strides must be eager's, views must alias their input, and every input
+is compared after the call, so in-place writes must match eager's (and stray ones fail).
+CPU runs float32 under Triton's interpreter; ``gpu`` runs float32, float16 and bfloat16 on
+CUDA. A failure message carries the seed: ``KILN_TEST_SEED=<seed>`` replays it.
 """
 from __future__ import annotations
 
