@@ -194,7 +194,8 @@ def run_model(name: str, dtype: torch.dtype, args_ns, tmp: Path) -> dict:
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore")
                 t0 = time.perf_counter()
-                fn = compiler.compile_module(kiln_m, inputs, dynamic_shapes=shapes)
+                fn = compiler.compile_module(kiln_m, inputs, json.loads(args_ns.kiln_options),
+                                             dynamic_shapes=shapes)
                 row["kiln_compile_s"] = time.perf_counter() - t0
             row["kiln_kernels"] = fn.kernel_count
             row["kiln_fallbacks"] = list(fn.fallback_ops)
@@ -342,6 +343,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--device", choices=("cuda", "cpu"), default="cuda",
                    help="cpu only checks the script (interpreter, tiny)")
     p.add_argument("--json", type=Path, help="write the rows and summary here")
+    p.add_argument("--kiln-options", default="{}",
+                   help='compiler options as JSON, e.g. \'{"cuda_graphs": true}\'')
     p.add_argument("--budget-s", type=float, default=540,
                    help="start no new model after this many seconds (default 540); the "
                         "skipped ones are listed")

@@ -35,7 +35,7 @@ from .config import CompilerOptions, load_options
 from .graph import GraphLowering, LoweredGraph
 from .ir import ExternKernel
 from .lowering import default_table
-from .runtime import CompiledModule, load_artifact
+from .runtime import CompiledModule, GraphedCall, load_artifact
 from .sizevars import texpr
 
 
@@ -174,7 +174,7 @@ class CompiledModel:
     """``compile_module``'s result: called like the module, with its live weights."""
 
     def __init__(self, module: torch.nn.Module, captured: CapturedGraph, compiled: CompiledModule,
-                 cache_hit: bool):
+                 cache_hit: bool, options: CompilerOptions):
         self.module, self.captured, self.compiled, self.cache_hit = module, captured, compiled, cache_hit
         # The module's parameter and buffer objects are bound once: in-place updates
         # (optimizer steps, load_state_dict, .to()) are seen; replacing a Parameter object
@@ -184,6 +184,8 @@ class CompiledModel:
         self._template = [self._state.get(k) for k in range(len(captured.inputs))]
         self._simple = _plain_positional(captured, len(self._user))
         self._checked_state: list | None = None
+        self._graph = (GraphedCall(compiled, self._user)
+                       if options.cuda_graphs and compiled.static_cuda else None)
 
     @property
     def kernel_count(self) -> int:
@@ -202,6 +204,8 @@ class CompiledModel:
             flat[k] = arg
         if self.compiled.check_inputs:
             self._check(flat)
+        if self._graph is not None:
+            return self.captured.finish_call(self.module, self._graph(flat))
         return self.captured.finish_call(self.module, self.compiled.run_unchecked(flat))
 
     def _check(self, flat: list) -> None:
@@ -239,7 +243,7 @@ def compile_module(module: torch.nn.Module, example_args: Sequence[Any],
         if cache is not None:
             cache.put_artifact(artifact)
     compiled = load_artifact(artifact, options.code_dir(), None, options.check_inputs)
-    return CompiledModel(module, captured, compiled, hit)
+    return CompiledModel(module, captured, compiled, hit, options)
 
 
 def _target_of(captured: CapturedGraph) -> str:

@@ -48,6 +48,10 @@ class CompilerOptions:
     # Convolutions on CUDA in channels-last (NHWC) layout: "auto" when the graph is
     # conv-heavy (Inductor's decide_layout_opt idea), "on", or "off".
     channels_last: str = "auto"
+    # Replay static-shape CUDA modules as one CUDA graph: a few microseconds of launch cost
+    # instead of one Python launch per kernel. Inputs are copied into the graph's own
+    # buffers and outputs cloned out of them, so callers see ordinary fresh tensors.
+    cuda_graphs: bool = False
     debug_dir: str | None = None
     cache_dir: str | None = None
 

@@ -251,6 +251,7 @@ class CompiledModule:
         self.fallback_ops = tuple(meta.get("fallback_ops", ()))
         self.extern_ops = tuple(meta.get("extern_ops", ()))
         self.check_inputs = check_inputs
+        self.static_cuda = meta["device"] == "cuda" and not meta.get("size_ranges")
 
     @property
     def source(self) -> str:
@@ -292,3 +293,48 @@ def load_artifact(artifact: CompiledArtifact, code_dir: Path | None = None,
     module = load_module(artifact.source, meta["device"], code_dir, constants,
                          static_shapes=not meta.get("size_ranges"))
     return CompiledModule(module, artifact, check_inputs)
+
+
+class GraphedCall:
+    """Replays a static-shape CUDA module as one captured CUDA graph.
+
+    The graph is captured on the first call (after one eager warm-up run, which also JIT
+    compiles every kernel) with the caller's weights in place and copies of the per-call
+    inputs (positions ``inputs``); later calls copy the new inputs in and replay. It is
+    captured again whenever a weight moves to new storage. Outputs are cloned so a later
+    replay never overwrites what an earlier call returned; outputs that are inputs (written
+    in place) are returned as themselves.
+    """
+
+    def __init__(self, compiled: "CompiledModule", inputs: Sequence[int]):
+        self.compiled = compiled
+        self.inputs = list(inputs)
+        self._graph = None
+        self._key = None
+
+    def __call__(self, flat: list):
+        state = [t.data_ptr() for k, t in enumerate(flat) if k not in self.inputs]
+        if self._graph is None or state != self._key:
+            return self._capture(flat, state)
+        for k, static in zip(self.inputs, self._static):
+            static.copy_(flat[k])
+        self._graph.replay()
+        return self._fresh()
+
+    def _capture(self, flat: list, state):
+        out = self.compiled.run_unchecked(list(flat))   # warm-up: JIT-compiles every kernel
+        self._static = [flat[k].clone() for k in self.inputs]
+        captured = list(flat)
+        for k, static in zip(self.inputs, self._static):
+            captured[k] = static
+        self._inplace = {t.data_ptr() for t in captured if isinstance(t, torch.Tensor)}
+        torch.cuda.synchronize()
+        graph = torch.cuda.CUDAGraph()
+        with torch.cuda.graph(graph):
+            self._outputs = self.compiled.run_unchecked(list(captured))
+        self._graph, self._key = graph, state
+        return out
+
+    def _fresh(self):
+        return tuple(o.clone() if isinstance(o, torch.Tensor) and o.data_ptr() not in self._inplace
+                     else o for o in self._outputs)
