@@ -197,8 +197,10 @@ class BodyWriter:
             text, is_block = self._load(e)
         elif isinstance(e, IndexExpr):
             idx = self.index(e.index)
-            is_block = bool(idx.free_symbols)
-            text = f"({texpr(idx)}).to({TL_DTYPES[e.dtype]})" if is_block else str(idx)
+            # only the kernel's own indices make a block; a size argument is a scalar (and
+            # Triton turns a size of 1 into a plain int, which has no .to())
+            is_block = bool(idx.free_symbols & KERNEL_INDICES)
+            text = f"({texpr(idx)}).to({TL_DTYPES[e.dtype]})" if is_block else texpr(idx)
         else:
             args = [self.value(a) for a in e.args]
             text = OP_CODE[e.op](args, e)
@@ -229,7 +231,7 @@ class BodyWriter:
     def _load(self, e: Load):
         idx = self.index(e.index)
         bound = {sym: sympy.Symbol(self.value(v), integer=True) for sym, v in e.indirect}
-        is_block = bool(idx.free_symbols - set(bound)) or any(
+        is_block = bool(idx.free_symbols & KERNEL_INDICES) or any(
             str(v) in self.block for v in bound.values())
         idx = idx.xreplace(bound)
         # inside a masked region even a scalar address may be invalid: always mask there
