@@ -35,7 +35,7 @@ from .config import CompilerOptions, load_options
 from .graph import GraphLowering, LoweredGraph
 from .ir import ExternKernel
 from .lowering import default_table
-from .runtime import CompiledModule, GraphedCall, load_artifact
+from .runtime import CompiledModule, GraphedCall, InputMismatchError, load_artifact
 from .sizevars import texpr
 
 
@@ -131,6 +131,15 @@ def _trace_functional(gm, example_inputs, remove: str) -> torch.fx.GraphModule:
                        _allow_non_fake_inputs=True)(*example_inputs)
 
 
+def _graph_device(gm: torch.fx.GraphModule) -> str:
+    """The device a graph without tensor inputs computes on (``torch.ones(..., device=)``)."""
+    for node in gm.graph.nodes:
+        val = node.meta.get("val")
+        if isinstance(val, torch.Tensor):
+            return val.device.type
+    return "cpu"
+
+
 def _user_specs(gm: torch.fx.GraphModule) -> list[InputSpec]:
     specs = []
     for node in gm.graph.nodes:
@@ -148,7 +157,7 @@ def compile_fx(gm: torch.fx.GraphModule, example_inputs: Sequence[Any],
     options = load_options(options)
     traced = _trace(gm, example_inputs)
     specs = _user_specs(traced)
-    target = specs[0].device if specs else "cpu"
+    target = specs[0].device if specs else _graph_device(traced)
     key = compute_graph_key(traced, specs, extra="compile_fx")
     artifact, constants = _lower_graph(traced, key, options, target)
     return load_artifact(artifact, options.code_dir(), constants, options.check_inputs)
@@ -211,11 +220,25 @@ class CompiledModel:
     def _check(self, flat: list) -> None:
         """User inputs every call; the bound state only when its storage changed."""
         state = [flat[k].data_ptr() for k in self._state]
-        if state != self._checked_state:
-            self.compiled.check(flat)
-            self._checked_state = state
-        else:
-            self.compiled.check(flat, self._user)
+        try:
+            if state != self._checked_state:
+                self.compiled.check(flat)
+                self._checked_state = state
+            else:
+                self.compiled.check(flat, self._user)
+        except InputMismatchError as err:   # name the caller's argument, not a flat slot
+            raise InputMismatchError(_user_message(str(err), self._user)) from None
+
+
+def _user_message(message: str, user_positions: list[int]) -> str:
+    """'input 7: ...' (a slot among weights and arguments) -> 'argument 0: ...'."""
+    import re
+    match = re.match(r"kiln: input (\d+): (.*)", message, re.S)
+    if match and int(match.group(1)) in user_positions:
+        return f"kiln: argument {user_positions.index(int(match.group(1)))}: {match.group(2)}"
+    if match:
+        return f"kiln: a module parameter or buffer changed since compiling: {match.group(2)}"
+    return message
 
 
 def _plain_positional(captured: CapturedGraph, n_user: int) -> bool:

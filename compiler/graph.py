@@ -363,10 +363,23 @@ class GraphLowering(torch.fx.Interpreter):
         val = self.meta_val(node_arg)
         want = _sym_tuple(val.stride())
         ref = self._as_ref(value)
-        if ref is None or not all(sz == 1 or a == b for sz, a, b in zip(ref.size, ref.stride, want)):
+        fresh_in_eager = ref is not None and ref.name in {b.name for b in self.inputs} \
+            and _returns_new_tensor(node_arg)
+        if ref is None or fresh_in_eager or \
+                not all(sz == 1 or a == b for sz, a, b in zip(ref.size, ref.stride, want)):
             eager = want if is_dense(val.shape, val.stride()) else None
             ref = self._as_ref(self.realize(value, node_arg, stride=eager))
         return OutputValue(ref)
+
+
+def _returns_new_tensor(node) -> bool:
+    """Eager gives this node's output its own storage (a *_copy, clone, a computation): the
+    compiled module must not hand back a view of an input there."""
+    target = getattr(node, "target", None)
+    if not isinstance(target, torch._ops.OpOverload):
+        return False     # a placeholder or getitem returns what eager returns: maybe a view
+    returns = target._schema.returns
+    return bool(returns) and returns[0].alias_info is None
 
 
 def wants_channels_last(gm: torch.fx.GraphModule, options: CompilerOptions,

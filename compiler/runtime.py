@@ -33,6 +33,8 @@ class InputMismatchError(ValueError):
 
 def ensure_strides(t: torch.Tensor, size, stride) -> torch.Tensor:
     """``t`` with the strides the compiled code assumed (an ATen call may choose others)."""
+    if t is None:        # an optional output the op did not compute (sdpa's logsumexp)
+        return None
     if tuple(t.shape) == tuple(size) and all(
             s == 1 or a == b for s, a, b in zip(size, t.stride(), stride)):
         return t

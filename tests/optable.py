@@ -281,8 +281,9 @@ case("div_trunc_int", lambda a, b: torch.div(a, b, rounding_mode="trunc"), (I64,
 case("floor_divide_int", torch.floor_divide, (I64, I64NZ), BINARY_LITE, tol="exact")
 case("remainder_int", torch.remainder, (I64, I64NZ), BINARY_LITE, tol="exact")
 case("fmod_int", torch.fmod, (I64, I64NZ), BINARY_LITE, tol="exact")
-case("pow_int", lambda a, b: torch.pow(a, b), (I64, Arg("smallpos", torch.int64)), BINARY_LITE,
-     tol="exact")
+# integer pow lowers as multiplies by a constant exponent (libdevice has no integer pow);
+# a tensor of integer exponents falls back (UNLOWERED)
+case("pow_int", lambda a: torch.pow(a, 3), (I64,), UNARY_LITE, tol="exact")
 case("add_int_float", torch.add, (I64, X), BINARY_LITE)   # int + float promotes
 
 # --- math (transcendentals: libdevice on GPU, NumPy under the interpreter)
@@ -839,35 +840,6 @@ KNOWN_BUGS: list[KnownBug] = [
                                          or p.case.name == "to_roundtrip_bf16"),
         "x = torch.randn(8); compile_fx(make_fx(lambda a: (a.to(torch.bfloat16),))(x), [x])(x)"
         "[0] != x.to(torch.bfloat16)"),
-    KnownBug(
-        "float floor division and remainder use the rounded quotient: floor(a / b) and "
-        "a - floor(a / b) * b, so where a / b rounds onto an integer they are off by one "
-        "(1.0 // 0.1 gives 10, eager 9) and remainder gives 0 (eager 0.1)",
-        lambda p: p.case.name in ("div_floor_inexact", "remainder_inexact"),
-        "a = torch.tensor([1.0, 2.0]); compile_fx(make_fx(lambda a: "
-        "(torch.div(a, 0.1, rounding_mode='floor'),))(a), [a])(a)  # [10, 20]; eager [9, 19]"),
-    KnownBug(
-        "CUDA: pow of two integer tensors emits libdevice.pow(int64, int64), which has no "
-        "integer overload: triton CompilationError KeyError (int64, int64)",
-        lambda p: p.device == "cuda" and p.case.name == "pow_int",
-        "a = torch.randint(-5, 5, (8,), device='cuda'); b = torch.randint(0, 4, (8,), "
-        "device='cuda'); compile_fx(make_fx(lambda a, b: (a ** b,))(a, b), [a, b])(a, b)"),
-    KnownBug(
-        "CUDA: make_fx of F.scaled_dot_product_attention records "
-        "aten._scaled_dot_product_efficient_attention (or _flash_attention in half types), "
-        "which kiln neither runs as an extern nor decomposes: it falls back with a warning",
-        lambda p: p.device == "cuda" and p.case.name in ("sdpa", "sdpa_causal"),
-        "q = torch.randn(1, 2, 8, 16, device='cuda'); compile_fx(make_fx(lambda q: "
-        "(F.scaled_dot_product_attention(q, q, q),))(q), [q]).fallback_ops"),
-    KnownBug(
-        "*_copy ops lower to the view itself: where the view's strides already match the "
-        "copy's, the output is the input's storage (eager returns a new tensor, so writing "
-        "to the output would change the input): view_copy, transpose_copy, squeeze_copy / "
-        "unsqueeze_copy, split_copy / split_with_sizes_copy",
-        lambda p: p.case.name in ("view_copy", "transpose_copy", "squeeze_unsqueeze_copy",
-                                  "split_copy"),
-        "a = torch.randn(4, 6); f = compile_fx(make_fx(lambda a: "
-        "(torch.ops.aten.view_copy(a, [6, 4]),))(a), [a]); f(a)[0].data_ptr() == a.data_ptr()"),
 ]
 
 
@@ -890,6 +862,8 @@ class Unlowered:
 
 IDX4 = Arg("index4", torch.int64)
 UNLOWERED: list[Unlowered] = [
+    Unlowered("pow_int_tensor", lambda a, b: torch.pow(a, b), (I64, Arg("smallpos", torch.int64)),
+              (S(7, 9), S(7, 9)), "aten.pow.Tensor_Tensor"),
     Unlowered("cumsum", lambda a: a.cumsum(0), (X,), (S(7, 9),), "aten.cumsum.default"),
     Unlowered("cumprod", lambda a: a.cumprod(1), (X,), (S(7, 9),), "aten.cumprod.default"),
     Unlowered("cummax", lambda a: a.cummax(0)[0], (X,), (S(7, 9),), "aten.cummax.default"),

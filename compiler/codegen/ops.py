@@ -83,7 +83,15 @@ def _minimum(a, op):
 
 def _div_floor(a, op):
     if _is_float(op):
-        return f"tl.floor({a[0]} / {a[1]})"
+        # eager's div_floor_floating: from fmod, not floor(a / b), which rounds a quotient
+        # like 1 / 0.1 up onto 10 before flooring it
+        x, y = a
+        m = f"libdevice.fmod({x}, {y})"
+        q = f"({x} - {m}) / {y}"   # nested wheres, not &: the interpreter cannot & a scalar
+        d = f"tl.where({m} != 0, tl.where(({y} < 0) != ({m} < 0), {q} - 1.0, {q}), {q})"
+        f = f"tl.where({d} - tl.floor({d}) > 0.5, tl.floor({d}) + 1.0, tl.floor({d}))"
+        zero = f"tl.where({x} / {y} < 0, -0.0, 0.0)"
+        return f"tl.where({y} == 0, {x} / {y}, tl.where({d} != 0, {f}, {zero}))"
     # Triton's // truncates; Python/torch floor toward -inf
     q = f"({a[0]} // {a[1]})"
     return f"tl.where((({a[0]} % {a[1]}) != 0) & (({a[0]} < 0) != ({a[1]} < 0)), {q} - 1, {q})"
@@ -94,8 +102,9 @@ def _div_trunc(a, op):
 
 
 def _remainder(a, op):
-    if _is_float(op):
-        return f"({a[0]} - tl.floor({a[0]} / {a[1]}) * {a[1]})"
+    if _is_float(op):   # eager: fmod, moved into the divisor's sign
+        m = f"libdevice.fmod({a[0]}, {a[1]})"
+        return f"tl.where({m} != 0, tl.where(({a[1]} < 0) != ({m} < 0), {m} + {a[1]}, {m}), {m})"
     r = f"({a[0]} % {a[1]})"
     return f"tl.where(({r} != 0) & (({r} < 0) != ({a[1]} < 0)), {r} + {a[1]}, {r})"
 

@@ -23,7 +23,11 @@ REGISTRY = Registry("extern")
 EXTERN_OPS = (
     aten.mm.default, aten.addmm.default, aten.bmm.default, aten.baddbmm.default,
     aten.scaled_dot_product_attention.default,
-)
+) + tuple(getattr(aten, name).default for name in (
+    # what make_fx and aot_autograd record for sdpa: the backend's fused kernel itself
+    "_scaled_dot_product_efficient_attention", "_scaled_dot_product_flash_attention",
+    "_scaled_dot_product_cudnn_attention", "_scaled_dot_product_flash_attention_for_cpu")
+    if hasattr(aten, name))
 
 
 @REGISTRY.register(*EXTERN_OPS)

@@ -224,9 +224,26 @@ def lower_floor_divide(ctx, a, b):
     return pointwise("div_floor", a, b)
 
 
+def _pow_ok(node) -> bool:
+    """Float pow runs libdevice.pow; an integer pow only as multiplies by a small constant
+    exponent (libdevice has no integer pow)."""
+    if not _supported_dtypes(node):
+        return False
+    if node.meta["val"].dtype.is_floating_point:
+        return True
+    exponent = node.args[1]
+    return isinstance(exponent, int) and 0 <= exponent <= 16 and isinstance(node.args[0], torch.fx.Node)
+
+
 @REGISTRY.register(aten.pow.Tensor_Tensor, aten.pow.Tensor_Scalar, aten.pow.Scalar,
-                   supports=_supported_dtypes)
+                   supports=_pow_ok)
 def lower_pow(ctx, base, exponent):
+    if is_tensor(base) and not base.dtype.is_floating_point and isinstance(exponent, int):
+        out = pointwise("mul", base, 0) if exponent == 0 else base
+        out = pointwise("add", out, 1) if exponent == 0 else out
+        for _ in range(max(exponent - 1, 0)):
+            out = pointwise("mul", out, base)
+        return out
     # Small integer exponents become multiplies, as eager's own fast paths do.
     if not is_tensor(exponent) and is_tensor(base) and base.dtype.is_floating_point:
         if exponent == 1:
