@@ -29,7 +29,6 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import pyarrow.compute as pc
 import torch
 import triton
 
@@ -99,21 +98,9 @@ def select(launches: list[tuple[str, KernelLaunch]], limit: int) -> list[tuple[s
 # ----------------------------------------------------------------------------- store
 def done_trials(store: Store, launch: KernelLaunch, info) -> dict[str, tuple[Config, float | None]]:
     """Config key -> (config, median or None) of trials already stored for this kernel, these
-    sizes and dtypes, this GPU kind, driver, clocks and versions."""
-    sizes = launch.sizes()
-    expr = ((pc.field("kernel_key") == launch.kernel.kernel_key)
-            & (pc.field("sizes_json") == canonical_json(sizes))
-            & (pc.field("device_name") == info.name))
-    table = store.query("trials", expr, columns=["trial_key", "config_json", "status", "median_ms"])
-    done = {}
-    for row in table.to_pylist():
-        config = Config.from_dict(json.loads(row["config_json"]))
-        key = TrialRecord.make_key(launch.kernel.kernel_key, sizes, config.key, info.name,
-                                   info.arch, info.driver, info.clocks, triton.__version__,
-                                   torch.__version__)
-        if key == row["trial_key"]:
-            done[config.key] = (config, row["median_ms"] if row["status"] == "ok" else None)
-    return done
+    sizes and dtypes, this GPU kind, driver, clocks and versions (the pipeline's own query)."""
+    from pipeline.kernel_tasks import done_trials as stored
+    return {config.key: (config, median) for config, median in stored(store, launch, info).items()}
 
 
 def trial_rows(launch: KernelLaunch, info, measurements: list[Measurement],

@@ -15,7 +15,6 @@ Example:
 """
 from __future__ import annotations
 
-import dataclasses
 import hashlib
 import json
 from pathlib import Path

@@ -13,7 +13,6 @@ Example:
 from __future__ import annotations
 
 import importlib.util
-import json
 import types
 from dataclasses import dataclass
 from pathlib import Path

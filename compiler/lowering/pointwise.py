@@ -12,7 +12,6 @@ Example:
 """
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 from typing import Callable
 
@@ -21,7 +20,7 @@ import torch
 
 from ..ir import Const, IndexExpr, Op, TensorValue
 from . import Registry
-from .common import (SUPPORTED_DTYPES, Promotion, as_sym, broadcast_shapes, cast_expr, expand_to,
+from .common import (SUPPORTED_DTYPES, Promotion, broadcast_shapes, cast_expr, expand_to,
                      is_tensor, promote, to_dtype)
 
 aten = torch.ops.aten

@@ -16,7 +16,7 @@ import sympy
 import torch
 
 from ..codegen.reduction import PERSISTENT_MAX_RNUMEL
-from ..ir import Const, TensorValue, index_symbols, reduction_symbols
+from ..ir import TensorValue, index_symbols, reduction_symbols
 from . import Registry
 from .common import SUPPORTED_DTYPES, cast_expr, normalize_dim
 from .pointwise import pointwise
