@@ -18,6 +18,7 @@ Example:
 """
 from __future__ import annotations
 
+import functools
 import hashlib
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -273,6 +274,13 @@ def decomposition_table() -> dict:
         >>> torch.ops.aten.native_layer_norm.default in table
         True
     """
+    return dict(_built_table())
+
+
+@functools.lru_cache(maxsize=1)
+def _built_table() -> dict:
+    """Built once per process: materializing torch's table (every CIA op) costs ~80 ms, most
+    of a small graph's compile. A plain dict keeps the preserve-what-is-missing semantics."""
     from torch._decomp import get_decompositions
 
     default = getattr(torch.export, "default_decompositions", None)
@@ -285,7 +293,7 @@ def decomposition_table() -> dict:
         if op in table:
             table.pop(op)
     table.update(get_decompositions(_ops_decomposed()))
-    return table
+    return dict(table)
 
 
 # --------------------------------------------------------------------------------------------
@@ -536,7 +544,9 @@ def _get_state(module: torch.nn.Module, kind: str, target: str, name: str) -> to
 def _reorder_kwargs(kwargs: dict, in_spec: Any) -> dict:
     """Order ``kwargs`` as in the captured call, so the pytree specs compare equal."""
     try:
-        order = list(in_spec.children_specs[1].context)
+        children = in_spec.children() if callable(getattr(in_spec, "children", None)) \
+            else in_spec.children_specs       # older torch
+        order = list(children[1].context)
     except (AttributeError, IndexError, TypeError):
         return kwargs
     if set(order) != set(kwargs):

@@ -29,19 +29,6 @@ from optable import Param
 pytestmark = pytest.mark.filterwarnings("ignore::FutureWarning")
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _cached_decompositions():
-    """compile_fx rebuilds torch.export's decomposition table on every call (about 80 ms of
-    the 100 ms a small graph takes to compile, from materializing every CIA op), which would
-    make this table too slow for CI. Serve compile_fx a fresh copy of one built table: the
-    same contents the real function returns, so nothing about the lowering changes."""
-    import compiler.api as api
-    table = api.decomposition_table()
-    with pytest.MonkeyPatch.context() as patch:
-        patch.setattr(api, "decomposition_table", lambda: dict(table))
-        yield
-
-
 def _as_tuple_fn(fn):
     """make_fx and compile_fx work on graphs returning a tuple; a case may return one tensor."""
     def graph_fn(*args):
