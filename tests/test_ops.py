@@ -24,6 +24,7 @@ from compiler.lowering import default_table
 
 import optable
 from optable import Param
+import optable_known
 
 # torch.export / make_fx deprecation chatter is not what these tests are about.
 pytestmark = pytest.mark.filterwarnings("ignore::FutureWarning")
@@ -107,7 +108,7 @@ def check_param(param: Param) -> None:
 def _pytest_params(device: str):
     out = []
     for p in optable.params(device):
-        bug = optable.known_bug(p)
+        bug = optable_known.known_bug(p)
         marks = [pytest.mark.xfail(strict=True, reason=bug.reason)] if bug else []
         out.append(pytest.param(p, id=p.id, marks=marks))
     return out
@@ -157,7 +158,7 @@ def test_unlowered_ops_fall_back_and_match_eager():
     """Ops kiln does not lower run as ATen fallbacks: each warns naming the op, appears in
     ``fallback_ops``, and the module still matches eager. The list found is printed."""
     found, problems = {}, []
-    for entry in optable.UNLOWERED:
+    for entry in optable_known.UNLOWERED:
         gen, seed = optable.generator()
         case = optable.OpCase(entry.name, entry.fn, entry.args, (entry.shapes,), tol=entry.tol)
         fn = _as_tuple_fn(entry.fn)
