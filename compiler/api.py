@@ -18,7 +18,7 @@ from __future__ import annotations
 import hashlib
 import json
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Mapping, Sequence
 
 import sympy
 import torch
@@ -26,7 +26,7 @@ import triton
 from torch.fx.experimental.proxy_tensor import make_fx
 
 from . import __version__
-from .artifact import ArtifactCache, CompiledArtifact, KernelArtifact, content_hash
+from .artifact import ArtifactCache, CompiledArtifact, KernelArtifact
 from .capture import (CapturedGraph, InputSpec, capture_module, compute_graph_key,
                       decomposition_table)
 from .codegen.wrapper import generate_module
@@ -38,16 +38,20 @@ from .runtime import CompiledModule, GraphedCall, InputMismatchError, load_artif
 from .sizevars import texpr
 
 
-def module_key(graph_key: str, options: CompilerOptions, target: str) -> str:
-    """Key of a compiled module: what changes generated code, and nothing else."""
+def module_key(graph_key: str, options: CompilerOptions, target: str,
+               configs: Mapping[str, Mapping[str, int]] | None = None) -> str:
+    """Key of a compiled module: what changes generated code, and nothing else (tuned launch
+    configs included: they are written into the wrapper)."""
     parts = [graph_key, f"kiln {__version__}", f"options {options.options_hash()}",
              f"target {target}"]
+    if configs:
+        parts.append(f"configs {json.dumps(configs, sort_keys=True)}")
     return hashlib.sha256("\n".join(parts).encode()).hexdigest()
 
 
 def _lower_graph(gm: torch.fx.GraphModule, graph_key: str, options: CompilerOptions,
                  target: str, mutated_inputs: dict[int, int] | None = None,
-                 size_ranges: dict | None = None
+                 size_ranges: dict | None = None, configs: Mapping | None = None
                  ) -> tuple[CompiledArtifact, dict[str, torch.Tensor]]:
     """GraphLowering -> scheduling and codegen -> artifact (the passes, in order)."""
     lowered = GraphLowering(gm, default_table(), options, mutated_inputs, target).lower()
@@ -55,10 +59,10 @@ def _lower_graph(gm: torch.fx.GraphModule, graph_key: str, options: CompilerOpti
         named = {str(k): k for k in lowered.size_ranges}
         lowered.size_ranges.update({named[k]: tuple(v) for k, v in size_ranges.items()
                                     if k in named})
-    generated = generate_module(lowered, options, target)
-    key = module_key(graph_key, options, target)
-    kernels = tuple(KernelArtifact(k.name, content_hash(k.kernel_key + json.dumps(meta["dtypes"])),
-                                   k.source, json.dumps(meta, sort_keys=True))
+    generated = generate_module(lowered, options, target, configs)
+    key = module_key(graph_key, options, target, configs)
+    kernels = tuple(KernelArtifact(k.name, meta["kernel_key"], k.source,
+                                   json.dumps(meta, sort_keys=True))
                     for k, meta in zip(generated.kernels, generated.kernel_meta))
     meta = _artifact_meta(lowered, graph_key, options, target)
     artifact = CompiledArtifact(key, graph_key, generated.source, kernels, json.dumps(meta))
@@ -164,11 +168,15 @@ def compile_fx(gm: torch.fx.GraphModule, example_inputs: Sequence[Any],
 
 # ----------------------------------------------------------------------------- modules
 def lower(captured: CapturedGraph, options: dict | CompilerOptions | None = None,
-          target: str = "cuda") -> CompiledArtifact:
-    """Lower a captured graph for ``target`` ("cuda" or "cpu"); runs nothing on a GPU."""
+          target: str = "cuda", configs: Mapping[str, Mapping[str, int]] | None = None
+          ) -> CompiledArtifact:
+    """Lower a captured graph for ``target`` ("cuda" or "cpu"); runs nothing on a GPU.
+
+    ``configs``: tuned launch configs by kernel key (e.g. the best trials in a store).
+    """
     options = load_options(options)
     artifact, _ = _lower_graph(captured.gm, captured.graph_key, options, target,
-                               _mutated_inputs(captured), captured.size_ranges)
+                               _mutated_inputs(captured), captured.size_ranges, configs)
     return artifact
 
 
@@ -251,17 +259,18 @@ def _plain_positional(captured: CapturedGraph, n_user: int) -> bool:
 def compile_module(module: torch.nn.Module, example_args: Sequence[Any],
                    options: dict | CompilerOptions | None = None,
                    cache: ArtifactCache | None = None, example_kwargs: dict | None = None,
-                   dynamic_shapes: Any = None) -> CompiledModel:
+                   dynamic_shapes: Any = None,
+                   configs: Mapping[str, Mapping[str, int]] | None = None) -> CompiledModel:
     """Capture ``module`` with torch.export, then compile (or fetch from ``cache``)."""
     options = load_options(options)
     captured = capture_module(module, tuple(example_args), example_kwargs,
                               dynamic_shapes=dynamic_shapes)
     target = _target_of(captured)
-    key = module_key(captured.graph_key, options, target)
+    key = module_key(captured.graph_key, options, target, configs)
     artifact = cache.get_artifact(key) if cache is not None else None
     hit = artifact is not None
     if artifact is None:
-        artifact = lower(captured, options, target)
+        artifact = lower(captured, options, target, configs)
         if cache is not None:
             cache.put_artifact(artifact)
     compiled = load_artifact(artifact, options.code_dir(), None, options.check_inputs)

@@ -175,3 +175,29 @@ def test_cuda_graph_replay_matches_eager_and_keeps_earlier_outputs(name):
         results.append((got.clone(), got))
     for snapshot, returned in results:    # a later replay never overwrote an earlier output
         torch.testing.assert_close(returned, snapshot, rtol=0, atol=0)
+
+
+def test_tuned_launch_configs_are_used_keyed_and_checked():
+    """A tuned config from the store replaces the heuristic where it can run the kernel."""
+    module, args = blocks.vit_block("tiny")
+    plain = compiler.compile_module(module, args)
+    kernels = [k for k in plain.compiled.artifact.kernels]
+    persistent = next(k for k in kernels if k.meta["kind"] == "reduction_persistent")
+    pointwise = next(k for k in kernels if k.meta["kind"] == "pointwise1d")
+    rnumel = int(persistent.meta["numels"][1])
+    configs = {
+        persistent.kernel_key: {"XBLOCK": 1, "RBLOCK": 1 << (rnumel - 1).bit_length(),
+                                "num_warps": 2},
+        pointwise.kernel_key: {"XBLOCK": 16, "num_warps": 1},
+    }
+    tuned = compiler.compile_module(module, args, configs=configs)
+    by_key = {k.kernel_key: k.meta["launch"] for k in tuned.compiled.artifact.kernels}
+    assert by_key[persistent.kernel_key]["XBLOCK"] == 1 and by_key[persistent.kernel_key]["tuned"]
+    assert by_key[pointwise.kernel_key]["XBLOCK"] == 16
+    assert tuned.compiled.artifact.module_key != plain.compiled.artifact.module_key
+    torch.testing.assert_close(tuned(*args), module(*args), rtol=1e-4, atol=1e-5)
+    # a persistent config whose RBLOCK cannot hold a row is not used
+    short = {persistent.kernel_key: {"XBLOCK": 1, "RBLOCK": 1, "num_warps": 1}}
+    fallback = compiler.compile_module(module, args, configs=short)
+    launch = {k.kernel_key: k.meta["launch"] for k in fallback.compiled.artifact.kernels}
+    assert "tuned" not in launch[persistent.kernel_key]

@@ -13,16 +13,18 @@ from __future__ import annotations
 import json
 import math
 from dataclasses import dataclass
+from typing import Mapping
 
 import sympy
 import torch
 
+from ..artifact import content_hash
 from ..config import CompilerOptions
 from ..graph import LoweredGraph
 from ..ir import BufferRef, ComputedBuffer, ExternKernel, Layout, MutationBuffer
+from ..scheduler import FusedKernel, schedule
 from ..sizevars import texpr
 from .builder import CodeBuilder
-from ..scheduler import FusedKernel, schedule
 from .memory import plan_memory
 from .reduction import generate_row_kernel
 from .triton import KernelSpec, generate_kernel
@@ -134,13 +136,20 @@ def _ints(values) -> str:
     return "(" + "".join(f"{texpr(sympy.sympify(v))}, " for v in values) + ")"
 
 
-def generate_module(lowered: LoweredGraph, options: CompilerOptions,
-                    device_type: str) -> GeneratedModule:
+def generate_module(lowered: LoweredGraph, options: CompilerOptions, device_type: str,
+                    configs: Mapping[str, Mapping[str, int]] | None = None) -> GeneratedModule:
+    """The module's source. ``configs``: tuned launch configs by kernel key (from autotune
+    trials); a kernel without one, or whose config cannot run it, gets the heuristic."""
     steps = schedule(lowered)
     code = CodeBuilder()
     code.splice(HEADER)
     kernels = [s for s in steps if isinstance(s, FusedKernel)]
     specs = [_generate(s, k) for k, s in enumerate(kernels)]
+    layouts = {**{b.name: b.layout for b in lowered.inputs + lowered.constants},
+               **_layouts(lowered, steps)}
+    keys = [kernel_key(spec, layouts) for spec in specs]
+    launches = [choose_launch(spec, options, device_type, (configs or {}).get(key))
+                for spec, key in zip(specs, keys)]
     for spec in specs:
         code.line()
         code.splice(spec.source)
@@ -148,21 +157,49 @@ def generate_module(lowered: LoweredGraph, options: CompilerOptions,
     code.line()
     code.line("def call(args):")
     with code.indent():
-        _emit_body(code, lowered, steps, dict(zip(map(id, kernels), specs)), options, device_type)
-    layouts = {**{b.name: b.layout for b in lowered.inputs + lowered.constants},
-               **_layouts(lowered, steps)}
-    metas = tuple(_kernel_meta(spec, layouts, options, device_type) for spec in specs)
+        _emit_body(code, lowered, steps, dict(zip(map(id, kernels), zip(specs, launches))))
+    metas = tuple(_kernel_meta(spec, layouts, key, launch)
+                  for spec, key, launch in zip(specs, keys, launches))
     return GeneratedModule(code.text(), tuple(specs), metas)
 
 
-def _kernel_meta(spec: KernelSpec, layouts, options, device_type) -> dict:
+def kernel_key(spec: KernelSpec, layouts) -> str:
+    """The kernel's identity across graphs: its source (name aside) and its pointer dtypes
+    (a copy kernel's source is the same for float32 and int64)."""
+    dtypes = [str(layouts[b].dtype) for b in spec.buffers]
+    return content_hash(spec.kernel_key + json.dumps(dtypes))
+
+
+def choose_launch(spec: KernelSpec, options, device_type: str, tuned=None) -> dict:
+    """The tuned config when it can run this kernel, else ``launch_config``'s heuristic."""
+    heuristic = launch_config(spec, options, device_type)
+    if not tuned:
+        return heuristic
+    blocks = {k: int(v) for k, v in tuned.items() if k.endswith("BLOCK")}
+    if set(blocks) != {k for k in heuristic if k.endswith("BLOCK")}:
+        return heuristic
+    numels = [sympy.sympify(n) for n in spec.numels]
+    if spec.kind == "reduction_persistent" and blocks["RBLOCK"] < int(numels[1]):
+        return heuristic    # a persistent kernel must hold the whole row
+    launch = {**blocks, "num_warps": int(tuned.get("num_warps", heuristic["num_warps"]))}
+    if "num_stages" in tuned:
+        launch["num_stages"] = int(tuned["num_stages"])
+    if spec.kind == "pointwise2d":
+        launch["grid"] = (_grid(numels[0], blocks["XBLOCK"]), _grid(numels[1], blocks["YBLOCK"]))
+    else:
+        launch["grid"] = (_grid(numels[0], blocks["XBLOCK"]),)
+    launch["tuned"] = True
+    return launch
+
+
+def _kernel_meta(spec: KernelSpec, layouts, key: str, launch: dict) -> dict:
     """The kernel's own description plus pointer dtypes and extents, size arguments and the
-    heuristic launch config: enough to build and time it without the module around it."""
+    launch config it runs with: enough to build and time it without the module around it."""
     meta = json.loads(spec.meta_json())
+    meta["kernel_key"] = key
     meta["dtypes"] = [str(layouts[b].dtype) for b in spec.buffers]
     meta["extents"] = [_size_text(layouts[b].storage_size()) for b in spec.buffers]
     meta["size_args"] = list(spec.size_args)
-    launch = launch_config(spec, options, device_type)
     meta["launch"] = {k: (list(v) if k == "grid" else v) for k, v in launch.items()}
     return meta
 
@@ -178,7 +215,7 @@ def _generate(step: FusedKernel, number: int) -> KernelSpec:
     return generate_row_kernel(step.nodes, step.stores, number)
 
 
-def _emit_body(code, lowered, steps, specs, options, device_type):
+def _emit_body(code, lowered, steps, kernels):
     names = [b.name for b in lowered.inputs]
     if names:
         code.line(f"{', '.join(names)}, = args")
@@ -190,7 +227,8 @@ def _emit_body(code, lowered, steps, specs, options, device_type):
     memory = plan_memory(lowered, steps, layouts)
     for k, step in enumerate(steps):
         if isinstance(step, FusedKernel):
-            _emit_kernel_call(code, step, specs[id(step)], options, device_type, memory.reuse)
+            spec, launch = kernels[id(step)]
+            _emit_kernel_call(code, step, spec, launch, memory.reuse)
         else:
             _emit_extern(code, step)
         if k in memory.frees:
@@ -231,7 +269,7 @@ def _alloc(name: str, layout: Layout) -> str:
             f"dtype={layout.dtype}, device=device)")
 
 
-def _emit_kernel_call(code, step, spec: KernelSpec, options, device_type, reuse):
+def _emit_kernel_call(code, step, spec: KernelSpec, cfg: dict, reuse):
     layouts = {n.name: n.layout for n in step.nodes}
     in_place = {n.name for n in step.nodes if isinstance(n, MutationBuffer)}
     for name in spec.buffers[len(spec.buffers) - spec.n_outputs:]:
@@ -243,9 +281,8 @@ def _emit_kernel_call(code, step, spec: KernelSpec, options, device_type, reuse)
                       f"; del {reuse[name]}  # reuses dead storage")
         else:
             code.line(_alloc(name, layouts[name]))
-    cfg = launch_config(spec, options, device_type)
     args = list(spec.buffers) + [texpr(sympy.sympify(n)) for n in spec.numels] + list(spec.size_args)
-    consts = [f"{k}={v}" for k, v in cfg.items() if k != "grid"]
+    consts = [f"{k}={v}" for k, v in cfg.items() if k not in ("grid", "tuned")]
     grid = "(" + "".join(f"{g}, " for g in cfg["grid"]) + ")"
     code.line(f"{spec.name}[{grid}]({', '.join(args + consts)})")
 
