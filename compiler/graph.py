@@ -386,8 +386,8 @@ def wants_channels_last(gm: torch.fx.GraphModule, options: CompilerOptions,
                         target: str | None) -> bool:
     """Run convolutions channels-last? cuDNN's fast bf16/fp16 kernels are NHWC: on a conv
     graph, NCHW costs a transpose before and after every conv. Not on CPU (interpreter
-    target), not for 1-d/3-d convs, and in "auto" only when some conv is dense and wide
-    (grouped or tiny-channel convs gain little and pay the layout copies)."""
+    target), not for 1-d/3-d convs, and in "auto" only for half-type convs when some conv
+    is dense and wide (grouped or tiny-channel convs gain little and pay the copies)."""
     if options.channels_last == "off":
         return False
     convs = [n for n in gm.graph.nodes if n.target is torch.ops.aten.convolution.default]
@@ -395,7 +395,11 @@ def wants_channels_last(gm: torch.fx.GraphModule, options: CompilerOptions,
         return False
     if options.channels_last == "on":   # any target: how CI checks this path on CPU
         return True
-    return target == "cuda" and any(n.args[8] == 1 and n.args[1].meta["val"].shape[1] >= 16 for n in convs)
+    # float32 stays NCHW: there cuDNN's NHWC kernels are TF32 ones (under torch's default
+    # allow_tf32), 1e-4 off eager; the NHWC gain is the half types' tensor-core kernels
+    half = all(n.args[1].meta["val"].dtype in (torch.float16, torch.bfloat16) for n in convs)
+    return target == "cuda" and half and any(
+        n.args[8] == 1 and n.args[1].meta["val"].shape[1] >= 16 for n in convs)
 
 
 def _op_path(target) -> str:

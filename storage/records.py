@@ -62,15 +62,19 @@ class GraphRecord:
     input_signature: str
     torch_version: str
     graph_text: str
+    source_key: str | None = None
     created_at: datetime = field(default_factory=_now)
 
     @classmethod
     def build(cls, *, graph_key: str, model: str, input_signature: Any, torch_version: str,
-              graph_text: str) -> "GraphRecord":
-        """A record with ``input_signature`` (a list/dict, or JSON text) made canonical."""
+              graph_text: str, source_key: str | None = None) -> "GraphRecord":
+        """A record with ``input_signature`` (a list/dict, or JSON text) made canonical.
+
+        ``source_key`` identifies what the graph was captured from (see
+        ``Store.graph_for_source``); None when unknown."""
         return cls(graph_key=graph_key, model=model,
                    input_signature=_json_text(input_signature), torch_version=torch_version,
-                   graph_text=graph_text)
+                   graph_text=graph_text, source_key=source_key)
 
 
 @dataclass(frozen=True)

@@ -25,7 +25,7 @@ import pyarrow as pa
 
 # Bump when a schema changes, and register a migration from the previous version in the
 # caller's migration table (see ``migrate``).
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 
 KINDS = ("graphs", "modules", "kernels", "binaries", "trials", "failures")
 
@@ -84,6 +84,10 @@ _FIELDS: Mapping[str, list[pa.Field]] = MappingProxyType({
         _req("input_signature", pa.string()),     # JSON: shapes, dtypes, dynamic dims
         _req("torch_version", pa.string()),
         _req("graph_text", pa.string()),          # canonical ATen graph text
+        # sha256 of what the graph was captured from (model spec, dtype, dynamic dims, torch
+        # and compiler versions, factory source): a run finds the graph without capturing.
+        # Null in rows written before schema v2. Not hashed: v1 rows were hashed without it.
+        _opt("source_key", pa.string()),
         _req("content_hash", pa.string()),
         _req("created_at", _TS),
         _req("schema_version", pa.int32()),
@@ -208,8 +212,26 @@ def metadata_version(schema: pa.Schema) -> tuple[str | None, int | None]:
 Migration = Callable[[pa.Table], pa.Table]
 Migrations = Mapping[str, Mapping[int, Migration]]
 
-# Version 1 is the first released schema, so nothing older exists to upgrade yet.
-DEFAULT_MIGRATIONS: Migrations = MappingProxyType({})
+
+def _unchanged_v1_to_v2(table: pa.Table) -> pa.Table:
+    """v1 -> v2 for every kind but graphs: v2 changed no other schema (``conform`` re-stamps
+    ``schema_version``)."""
+    return table
+
+
+def _graphs_v1_to_v2(table: pa.Table) -> pa.Table:
+    """v1 -> v2 graphs: the nullable ``source_key`` column, null (v1 never recorded it)."""
+    if "source_key" in table.column_names:
+        return table
+    return table.append_column(pa.field("source_key", pa.string(), nullable=True),
+                               pa.nulls(table.num_rows, pa.string()))
+
+
+# Version 1 is the first released schema. Version 2 added graphs.source_key.
+DEFAULT_MIGRATIONS: Migrations = MappingProxyType({
+    kind: MappingProxyType({1: _graphs_v1_to_v2 if kind == "graphs" else _unchanged_v1_to_v2})
+    for kind in KINDS
+})
 
 
 def require_readable(kind: str, version: int, migrations: Migrations, where: str) -> None:

@@ -211,6 +211,17 @@ class Store:
         column = KEY_COLUMN[check_kind(kind)]
         return self.query(kind, columns=[column], verify=False).column(column).to_pylist()
 
+    def graph_for_source(self, source_key: str) -> str | None:
+        """The ``graph_key`` of the intact graphs row written with ``source_key``, or None.
+
+        Several rows may name the same source (a graph written twice); they name one graph,
+        so the first is returned. Rows from before schema v2 have no source key and never
+        match.
+        """
+        table = self.query("graphs", pc.field("source_key") == source_key,
+                           columns=["graph_key"])
+        return table.column("graph_key")[0].as_py() if table.num_rows else None
+
     # --- the compiler's cache protocol -----------------------------------------------------
 
     def get_artifact(self, module_key: str) -> CompiledArtifact | None:

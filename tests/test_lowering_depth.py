@@ -124,12 +124,15 @@ def test_channels_last_convolutions_match_eager(name):
 
 
 def test_channels_last_auto_decides_by_graph_and_target():
-    def decide(name, target):
+    def decide(name, target, dtype=torch.bfloat16):
         module, args = getattr(blocks, name)("tiny")
+        module = module.to(dtype)
+        args = tuple(a.to(dtype) if a.is_floating_point() else a for a in args)
         gm = capture_module(module, args).gm
         return GraphLowering(gm, default_table(), load_options(), target=target).channels_last
 
     assert decide("resnet_bottleneck", "cuda")
+    assert not decide("resnet_bottleneck", "cuda", torch.float32)   # NHWC fp32 would be TF32
     assert not decide("resnet_bottleneck", "cpu")       # the interpreter gains nothing
     assert not decide("bert_layer", "cuda")             # no convolution at all
 

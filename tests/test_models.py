@@ -150,14 +150,7 @@ RUNNERS = {"compile_module": run_compile_module, "compile_fx": run_compile_fx,
 
 # Compiler bugs these runs found: (model, how, device, dtype) -> the symptom. Strict xfails,
 # so a fix shows up as XPASS and the entry must go.
-_TF32_CONV = ("CUDA float32: kiln runs the convolutions channels-last (layout 'auto'), where "
-              "cuDNN picks TF32 kernels under PyTorch's default cudnn.allow_tf32=True: "
-              "relative error 2.2e-4 vs float64, eager (NCHW, no TF32 for these shapes) "
-              "9e-8. The 16->32-channel 3x3 conv alone: NCHW 2.1e-7, channels-last 2.9e-4, "
-              "channels-last with allow_tf32=False 2.1e-7")
-MODEL_BUGS = {
-    **{("convnet", how, "cuda", torch.float32): _TF32_CONV for how in RUNNERS},
-}
+MODEL_BUGS: dict = {}   # none open; an entry turns a run into a strict xfail
 
 
 def _run(name, how, device, dtype, request):

@@ -10,7 +10,7 @@ import pytest
 
 from storage import KEY_COLUMN, KINDS, SCHEMA_VERSION, Store, StoreVersionError, schema_for
 from storage.files import WRITE_OPTIONS, new_file_name
-from storage.schema import file_metadata
+from storage.schema import DEFAULT_MIGRATIONS, file_metadata
 from storage.cli import store_main
 from test_storage_support import trials, trials_table
 
@@ -90,7 +90,9 @@ def _trials_v0_to_v1(table: pa.Table) -> pa.Table:
              .append_column("host", pa.array([""] * n)))
 
 
-MIGRATIONS = {"trials": {0: _trials_v0_to_v1}}
+# The test's v0 -> v1 step, then kiln's own v1 -> v2 chain.
+MIGRATIONS = {**DEFAULT_MIGRATIONS,
+              "trials": {0: _trials_v0_to_v1, **DEFAULT_MIGRATIONS["trials"]}}
 
 
 def test_older_version_without_migration_is_refused_naming_file_and_version(tmp_path):
@@ -120,7 +122,7 @@ def test_older_version_is_migrated_on_read_and_by_compaction(tmp_path):
     assert store.verify().ok
 
     report = store.compact(["trials"]).kinds["trials"]
-    assert report.rows_out == 15 and {f.version for f in store.files("trials")} == {1}
+    assert report.rows_out == 15 and {f.version for f in store.files("trials")} == {SCHEMA_VERSION}
     # After compaction even a kiln without the migration reads everything.
     plain = Store(tmp_path / "s")
     assert plain.query("trials", pc.field("n_repeats") == 1).num_rows == 5
@@ -147,3 +149,61 @@ def test_records_store_canonical_json(tmp_path):
     assert json.loads(row["config_json"])["i"] == 0
     assert row["config_json"] == json.dumps(json.loads(row["config_json"]), sort_keys=True,
                                             separators=(",", ":"))
+
+
+# -- graphs v1 had no source_key column (added in v2, null in migrated rows).
+
+def _write_graphs_v1(store: Store, records: list) -> str:
+    from storage.integrity import with_hashes
+    from storage.records import records_to_table
+    table = records_to_table("graphs", records).drop_columns(["source_key"])
+    table = with_hashes("graphs", table)
+    table = table.append_column("schema_version", pa.array([1] * table.num_rows, pa.int32()))
+    v1_fields = [f for f in schema_for("graphs") if f.name != "source_key"]
+    table = table.select([f.name for f in v1_fields]).cast(
+        pa.schema(v1_fields, metadata=file_metadata("graphs", 1)))
+    directory = store.dataset_dir("graphs")
+    store.fs.create_dir(directory)
+    path = f"{directory}/{new_file_name('part', 1)}"
+    pq.write_table(table, path, **WRITE_OPTIONS)
+    return path
+
+
+def test_graphs_v1_without_source_key_is_migrated_on_read(tmp_path):
+    from storage import GraphRecord
+    store = Store(tmp_path / "s")
+    old = [GraphRecord.build(graph_key=f"g{i}", model="m", input_signature=[],
+                             torch_version="2.13.0", graph_text=f"graph {i}") for i in range(3)]
+    path = _write_graphs_v1(store, old)
+    assert "-v1-" in path and pq.read_schema(path).get_field_index("source_key") == -1
+    new = GraphRecord.build(graph_key="g9", model="m", input_signature=[],
+                            torch_version="2.13.0", graph_text="graph 9", source_key="s9")
+    store.write("graphs", [new])
+
+    rows = {r["graph_key"]: r for r in store.query("graphs").to_pylist()}
+    assert set(rows) == {"g0", "g1", "g2", "g9"}
+    assert [rows[f"g{i}"]["source_key"] for i in range(3)] == [None] * 3
+    assert rows["g9"]["source_key"] == "s9"
+    assert {r["schema_version"] for r in rows.values()} == {SCHEMA_VERSION}
+    assert store.get("graphs", "g1")["graph_text"] == "graph 1"    # hash still checks
+    assert store.graph_for_source("s9") == "g9"
+    assert store.graph_for_source("nope") is None
+    assert store.verify().ok
+
+    report = store.compact(["graphs"]).kinds["graphs"]
+    assert report.rows_out == 4
+    assert {f.version for f in store.files("graphs")} == {SCHEMA_VERSION}
+    assert store.graph_for_source("s9") == "g9" and store.get("graphs", "g0")["source_key"] is None
+
+
+def test_graph_for_source_dedups_and_ignores_other_sources(tmp_path):
+    from storage import GraphRecord
+    store = Store(tmp_path / "s")
+    rec = dict(model="m", input_signature=[], torch_version="2.13.0", graph_text="x")
+    store.write("graphs", [GraphRecord.build(graph_key="ga", source_key="sa", **rec)])
+    store.write("graphs", [GraphRecord.build(graph_key="ga", source_key="sa", **rec)])
+    store.write("graphs", [GraphRecord.build(graph_key="gb", source_key="sb", **rec)])
+    store.write("graphs", [GraphRecord.build(graph_key="gc", **rec)])
+    assert store.graph_for_source("sa") == "ga"
+    assert store.graph_for_source("sb") == "gb"
+    assert store.graph_for_source("sc") is None

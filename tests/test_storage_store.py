@@ -12,8 +12,8 @@ import pyarrow.fs as pafs
 import pytest
 
 from compiler.artifact import ArtifactCache
-from storage import (FailureRecord, GraphRecord, Store, StoreMissError, TrialRecord,
-                     schema_for)
+from storage import (SCHEMA_VERSION, FailureRecord, GraphRecord, Store, StoreMissError,
+                     TrialRecord, schema_for)
 from storage.files import TEMP_PREFIX
 from test_storage_support import H100, artifact, binary, kernel, trial, trials, trials_table
 
@@ -44,7 +44,7 @@ def test_every_key_part_is_a_column(store):
     row = store.query("trials").to_pylist()[0]
     assert (row["device_name"], row["arch"], row["driver"]) == (H100, "sm_90", "550.54.15")
     assert (row["triton_version"], row["torch_version"]) == ("3.9.0", "2.13.0")
-    assert row["schema_version"] == 1
+    assert row["schema_version"] == SCHEMA_VERSION
     assert row["n_repeats"] == 5 and row["min_ms"] <= row["median_ms"] <= row["max_ms"]
 
 
