@@ -29,13 +29,10 @@ import signal
 import sys
 import warnings
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any, Callable, Iterable
 
 import dask
 from distributed import Client, Future, Nanny, Scheduler, SpecCluster, WorkerPlugin
-
-KILN_ROOT = str(Path(__file__).resolve().parent.parent)   # holds compiler/, storage/, pipeline/
 from distributed.client import FutureCancelledError
 
 from pipeline.config import ClusterSpec
@@ -75,21 +72,17 @@ def embedded_worker_specs(cpu_workers: int, gpus: int) -> dict[str, dict]:
 
     >>> sorted(embedded_worker_specs(2, 1))
     ['cpu-0', 'cpu-1', 'gpu-0']
-    >>> embedded_worker_specs(1, 1)["gpu-0"]["options"]["env"]["CUDA_VISIBLE_DEVICES"]
-    '0'
+    >>> embedded_worker_specs(1, 1)["gpu-0"]["options"]["env"]
+    {'CUDA_VISIBLE_DEVICES': '0'}
     """
-    # Workers import kiln from where this process did: Dask puts each worker's scratch
-    # directory (which holds a "storage" spill folder) on sys.path, and under an editable
-    # install that folder would shadow kiln's storage package as a namespace package.
-    path = os.pathsep.join(p for p in (KILN_ROOT, os.environ.get("PYTHONPATH")) if p)
-    base = {"nthreads": 1, "silence_logs": logging.ERROR, "env": {"PYTHONPATH": path}}
+    base = {"nthreads": 1, "silence_logs": logging.ERROR}
     specs = {f"cpu-{i}": {"cls": Nanny, "options": dict(base)} for i in range(cpu_workers)}
     for i in range(gpus):
         specs[f"gpu-{i}"] = {"cls": Nanny, "options": {
             **base, "resources": {"GPU": 1},
             # Set in the worker process's environment before it starts, so CUDA in that
             # process only ever sees its own card.
-            "env": {"PYTHONPATH": path, "CUDA_VISIBLE_DEVICES": str(i)}}}
+            "env": {"CUDA_VISIBLE_DEVICES": str(i)}}}
     return specs
 
 
