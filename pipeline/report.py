@@ -127,6 +127,8 @@ class RunReport:
     gpu_s: float = 0.0
     # (kernels, kernel shapes) left untuned because tuning was on but no GPU worker was there
     untuned: tuple[int, int] = (0, 0)
+    # capture tasks submitted; the other models were found in the store by source key
+    captured: int = 0
 
     @property
     def failures(self) -> list[TaskResult]:
@@ -279,8 +281,11 @@ def _verdict(report: RunReport) -> str:
                 "again to resume")
     skipped = " (tuning skipped: no GPU workers)" if report.tuning_skipped else ""
     if report.nothing_new:
+        captured = (f"{report.captured} model(s) captured again to compute their graph keys"
+                    if report.captured else "no model was captured: each was found by its "
+                    "source key")
         return ("\nnothing to do: every graph, module and binary was already in the store "
-                "(models were captured again only to compute their graph keys)" + skipped)
+                f"({captured})" + skipped)
     if report.failures:
         return f"\n{len(report.failed_models())} model(s) failed; the others finished"
     return "\nall models done" + skipped

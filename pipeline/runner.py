@@ -1,7 +1,12 @@
 """The run: capture every model, lower each graph, build and tune its kernels, record it all.
 
-``run_zoo`` starts (or joins) the cluster and submits one capture task per model. The stages
-then chain through ``_Runner._after``, each as soon as its input is ready:
+``run_zoo`` starts (or joins) the cluster and submits one capture task per model, except for
+a model whose ``source_key`` (``pipeline.tasks.source_key``: spec, dtype, dynamic dims, torch
+and kiln versions, factory source) names a stored graph whose modules for every lowering
+target of the run are stored too: that model is not captured (reported ``stored``), and its
+lower tasks are submitted at once (they find their modules stored; builds skip stored
+binaries and need no capture either). The stages then chain through ``_Runner._after``, each
+as soon as its input is ready:
 
 - capture done -> its lower tasks, one per lowering target, next to it (the captured graph
   stays on that worker);
@@ -31,6 +36,7 @@ Example:
 """
 from __future__ import annotations
 
+import json
 import signal
 import sys
 import threading
@@ -45,7 +51,8 @@ from pipeline.kernel_tasks import BuildJob, TuneJob, build_task, tune_task
 from pipeline.progress import Progress
 from pipeline.report import RunReport, lower_targets
 from pipeline.shapes import KernelShape
-from pipeline.tasks import FAILED, LowerJob, TaskResult, capture_task, lower_task
+from pipeline.tasks import (FAILED, SKIPPED, LowerJob, TaskResult, capture_task, lower_task,
+                            source_key)
 
 STAGES = ("capture", "lower", "build", "tune")
 _POLL_S = 0.5          # how often the loop wakes to look at signals and timeouts
@@ -132,8 +139,55 @@ class _Runner:
         # lowerings off the lower bar.
         self.progress.add("capture", len(self.config.models))
         self.progress.add("lower", len(self.config.models) * len(self.targets))
+        stored = self._stored_graphs()
+        if stored:
+            self.progress.note(f"capture: {len(stored)} of {len(self.config.models)} model(s) "
+                               f"found in the store by source key; not captured")
         for spec in self.config.models:
-            self._submit(_Task("capture", spec.name, spec.source, job=spec), capture_task, spec)
+            task = _Task("capture", spec.name, spec.source, job=spec)
+            graph_key = stored.get(spec.name)
+            if graph_key is None:
+                self._submit(task, capture_task, spec)
+                self.report.captured += 1
+                continue
+            result = TaskResult(stage="capture", model=spec.name, status=SKIPPED, key=graph_key,
+                                note="graph found by source key; not captured")
+            self._record(result, None)
+            self._after(result, task, None)
+
+    def _stored_graphs(self) -> dict[str, str]:
+        """``{model: graph_key}`` of the models that need no capture: the store has a graph
+        under the model's source key and that graph's module for every lowering target.
+
+        Anything that goes wrong here (a factory module that cannot be found, a store that
+        cannot be read) means "capture": the capture task then reports it properly.
+        """
+        try:
+            from compiler.api import module_key
+            from compiler.config import load_options
+            from storage import Store
+            store = Store(self.store_root)
+            if not store.exists():
+                return {}
+            options = load_options(json.loads(self.config.compiler_json))
+            graphs: dict[str, str] = {}
+            for spec in self.config.models:
+                try:
+                    graph_key = store.graph_for_source(source_key(spec))
+                except Exception:
+                    continue
+                if graph_key is not None:
+                    graphs[spec.name] = graph_key
+            wanted = {name: {module_key(g, options, t) for t in self.targets}
+                      for name, g in graphs.items()}
+            keys = sorted(set().union(*wanted.values())) if wanted else []
+            have = set(store.lookup("modules", keys, columns=["module_key"])
+                       .column("module_key").to_pylist()) if keys else set()
+            return {name: graphs[name] for name, mods in wanted.items() if mods <= have}
+        except Exception as exc:
+            self.progress.note(f"could not look models up by source key ({type(exc).__name__}: "
+                               f"{exc}); capturing every model")
+            return {}
 
     def _submit_lowers(self, captured: TaskResult, spec: Any, near: str | None) -> None:
         for target in self.targets:

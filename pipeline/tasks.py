@@ -21,7 +21,10 @@ Example:
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import importlib
+import importlib.util
+import inspect
 import json
 import threading
 import time
@@ -190,32 +193,90 @@ def capture_model(spec: ModelSpec) -> Any:
                           name=spec.name)
 
 
-def graph_record(spec: ModelSpec, captured: Any) -> Any:
-    """The graphs row of a captured graph (signature as canonical JSON of its input specs)."""
+def _file_sha256(path: str) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def _module_source(module_name: str) -> str:
+    """The source text of a factory's module, read from its file without importing it (a
+    zoo module may import heavy libraries); ``inspect.getsource`` of the imported module
+    where there is no plain source file."""
+    found = importlib.util.find_spec(module_name)
+    origin = getattr(found, "origin", None)
+    if origin and origin.endswith(".py"):
+        with open(origin, encoding="utf-8") as f:
+            return f.read()
+    return inspect.getsource(importlib.import_module(module_name))
+
+
+def source_key(spec: ModelSpec) -> str:
+    """sha256 of everything a captured graph depends on, known before capturing it.
+
+    The model (factory path, kwargs and the source text of the factory's module, so editing
+    the model code changes it; or a ``.pt2`` file's content hash), its dtype and dynamic
+    dims, the torch release (``torch_version_for_key``) and the kiln compiler version. A run
+    looks its graph up by this key (``Store.graph_for_source``) instead of capturing again.
+    Code the factory's module imports from elsewhere is not covered.
+
+    >>> a = ModelSpec("m", factory="pipeline.zoo.tiny:mlp", kwargs_json='{"batch": 4}')
+    >>> source_key(a) == source_key(a), source_key(a) == source_key(
+    ...     dataclasses.replace(a, kwargs_json='{"batch": 8}'))
+    (True, False)
+    """
+    from compiler import __version__
+    from compiler.capture import torch_version_for_key
+    from storage import canonical_json
+    if spec.pt2 is not None:
+        model: dict[str, Any] = {"pt2_sha256": _file_sha256(spec.pt2)}
+    else:
+        module_name = (spec.factory or "").partition(":")[0]
+        model = {"factory": spec.factory, "kwargs": spec.kwargs,
+                 "module_source_sha256": hashlib.sha256(
+                     _module_source(module_name).encode()).hexdigest()}
+    parts = {"model": model, "dtype": spec.dtype,
+             "dynamic": [dataclasses.asdict(d) for d in spec.dynamic],
+             "torch": torch_version_for_key(), "kiln": __version__}
+    return hashlib.sha256(canonical_json(parts).encode()).hexdigest()
+
+
+def graph_record(spec: ModelSpec, captured: Any, source: str | None = None) -> Any:
+    """The graphs row of a captured graph (signature as canonical JSON of its input specs);
+    ``source`` is the spec's ``source_key``."""
     from compiler.capture import graph_text, torch_version_for_key
     from storage import GraphRecord, canonical_json
     signature = [dataclasses.asdict(s) for s in captured.inputs]
     return GraphRecord(graph_key=captured.graph_key, model=spec.name,
                        input_signature=canonical_json(signature),
-                       torch_version=torch_version_for_key(), graph_text=graph_text(captured.gm))
+                       torch_version=torch_version_for_key(), graph_text=graph_text(captured.gm),
+                       source_key=source)
 
 
 def capture_task(spec: ModelSpec, store_root: str) -> TaskResult:
-    """Capture one model; write its graph row unless the store has it.
+    """Capture one model; write its graph row (with its ``source_key``) unless the store has
+    that graph under that source key already.
 
     >>> capture_task(ModelSpec("x", factory="no.such.module:f"), "/tmp/s").error_type
     'ModuleNotFoundError'
     """
     start = time.perf_counter()
     try:
+        source = source_key(spec)
         captured = capture_model(spec)
         _GRAPHS.put(spec, captured)
         from storage import Store
         store = Store(store_root)
         status = SKIPPED
         if not store.has("graphs", captured.graph_key):
-            store.write("graphs", [graph_record(spec, captured)])
+            store.write("graphs", [graph_record(spec, captured, source)])
             status = OK
+        elif store.graph_for_source(source) != captured.graph_key:
+            # The graph is stored, but not under this source (an older row, another model
+            # with the same graph): add a row that names it, so the next run finds it.
+            store.write("graphs", [graph_record(spec, captured, source)])
         return TaskResult(stage="capture", model=spec.name, status=status,
                           key=captured.graph_key, seconds=time.perf_counter() - start)
     except Exception as exc:

@@ -13,7 +13,7 @@ from pipeline.cli import main
 from pipeline.config import ModelSpec, parse_config
 from pipeline.progress import Progress
 from pipeline.report import RunReport, format_summary
-from pipeline.tasks import LowerJob, TaskResult, capture_task, lower_task
+from pipeline.tasks import LowerJob, TaskResult, capture_task, lower_task, source_key
 
 REPO = Path(__file__).resolve().parent.parent
 TINY = REPO / "configs" / "zoo-tiny.toml"
@@ -157,6 +157,11 @@ def test_tasks_in_process_write_and_then_skip(tmp_path):
                                                             lowered.kernel_keys)
     graph = Store(store).get("graphs", first.key)
     assert graph["model"] == "mlp" and "aten.addmm" in graph["graph_text"]
+    assert graph["source_key"] == source_key(spec)
+    assert Store(store).graph_for_source(source_key(spec)) == first.key
+    other = ModelSpec(name="mlp", factory="pipeline.zoo.tiny:mlp", kwargs_json='{"batch": 8}')
+    assert source_key(other) != source_key(spec)
+    assert Store(store).graph_for_source(source_key(other)) is None
     assert Store(store).has("modules", lowered.key)
 
 

@@ -151,8 +151,9 @@ def test_tiny_zoo_end_to_end_then_second_run_skips_everything(tmp_path, capsys):
     assert sorted(r["kernel_key"] for r in rows) == sorted(cuda_kernels)
     assert all(r["cubin"][:4] == b"\x7fELF" and r["arch"] == "sm_90"
                and binary_status(r) == "ok" for r in rows)
-    assert "14/14  off" in out
-    assert "build (sm_90): 14 binaries built, 0 config(s) did not build; 0/14" in out
+    n = len(cuda_kernels)    # 11 since float32 convs stay channels-first (was 14)
+    assert f"{n}/{n}  off" in out
+    assert f"build (sm_90): {n} binaries built, 0 config(s) did not build; 0/{n}" in out
     assert store.verify().ok
     check_module_runs(store, "mlp")
 
@@ -161,8 +162,11 @@ def test_tiny_zoo_end_to_end_then_second_run_skips_everything(tmp_path, capsys):
     assert main(argv) == 0
     out, err = capsys.readouterr()
     assert "nothing to do" in out
+    # no capture task ran: every model was found in the store by its source key
+    assert "no model was captured: each was found by its source key" in out
+    assert "capture: 3 of 3 model(s) found in the store by source key; not captured" in err
     assert "capture  [####################]   3/3    skipped 3" in err
-    assert "build    [####################]  14/14   skipped 14" in err
+    assert f"build    [####################] {n:>3}/{n:<3}  skipped {n}" in err
     assert {kind: files(store_dir, kind) for kind in before} == before
 
 
@@ -354,3 +358,45 @@ def test_gpu_workers_are_pinned_and_carry_the_gpu_resource():
         # A lambda travels by value and reads the worker's environment, not ours.
         visible = cluster.client.run(lambda: os.environ.get("CUDA_VISIBLE_DEVICES"))
         assert {addr: value for addr, value in visible.items() if value} == {gpu[0]: "0"}
+
+
+def test_second_run_captures_nothing_but_edited_kwargs_are_captured(tmp_path, shared):
+    """A model found by its source key (graph and every module stored) is not captured;
+    changing its factory kwargs changes the source key, so that model is captured again."""
+    from pipeline.tasks import source_key
+    address = ready(shared)
+    body = ('[[models]]\nname = "mlp"\nfactory = "pipeline.zoo.tiny:mlp"\n'
+            'kwargs = {{ batch = {batch} }}\n'
+            '[[models]]\nfactory = "pipeline.zoo.tiny:convnet"\n')
+    store_dir = tmp_path / "store"
+    first_cfg = zoo(tmp_path, body.format(batch=4), address)
+    first = run(first_cfg, store_dir)
+    assert first.exit_code == 0 and first.captured == 2
+    store = Store(str(store_dir))
+    for spec in first_cfg.models:
+        assert store.graph_for_source(source_key(spec)) is not None
+
+    second = run(zoo(tmp_path, body.format(batch=4), address), store_dir)
+    assert second.exit_code == 0 and second.captured == 0 and second.nothing_new
+    assert [(r.model, r.status) for r in second.stage("capture")] == [
+        ("mlp", "skipped"), ("convnet", "skipped")]
+    assert all("source key" in r.note for r in second.stage("capture"))
+    assert {r.status for r in second.stage("lower")} == {"skipped"}
+
+    edited = run(zoo(tmp_path, body.format(batch=8), address), store_dir)
+    assert edited.exit_code == 0 and edited.captured == 1
+    capture = {r.model: r for r in edited.stage("capture")}
+    assert capture["mlp"].status == "ok" and "source key" not in capture["mlp"].note
+    assert capture["convnet"].status == "skipped" and "source key" in capture["convnet"].note
+
+
+def test_a_missing_module_means_capture_again(tmp_path, shared):
+    """The graph is found by source key, but a target's module is not stored: capture."""
+    address = ready(shared)
+    body = '[[models]]\nfactory = "pipeline.zoo.tiny:mlp"\n'
+    store_dir = tmp_path / "store"
+    assert run(zoo(tmp_path, body, address), store_dir).captured == 1
+    both = run(zoo(tmp_path, body, address, targets='["cpu", "sm_90"]'), store_dir)
+    assert both.exit_code == 0 and both.captured == 1     # no cuda module stored yet
+    again = run(zoo(tmp_path, body, address, targets='["cpu", "sm_90"]'), store_dir)
+    assert again.exit_code == 0 and again.captured == 0

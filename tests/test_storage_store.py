@@ -207,7 +207,7 @@ def test_stats_counts_files_rows_keys(store):
     store.put_artifact(artifact(1))
     stats = store.stats()
     t = stats.kinds["trials"]
-    assert (t.files, t.rows, t.unique_keys, t.versions) == (2, 20, 15, {1: 2})
+    assert (t.files, t.rows, t.unique_keys, t.versions) == (2, 20, 15, {SCHEMA_VERSION: 2})
     assert stats.kinds["modules"].unique_keys == 1
     assert stats.bytes_per_module == stats.kinds["modules"].bytes + stats.kinds["kernels"].bytes
     assert stats.total_bytes == sum(f.size for k in stats.kinds for f in store.files(k))
