@@ -3,8 +3,9 @@
 Pointwise producers are already fused into their consumers by lowering (lazy bodies); the
 scheduler fuses what lowering had to realize: reductions over the same rows and the
 pointwise work before and after them (LayerNorm's mean, variance and normalization; softmax's
-max, sum and division) become one row kernel, and a buffer only that kernel reads is never
-written to memory. Operations whose results nobody reads are dropped.
+max, sum and division) become one row kernel; same-shaped pointwise buffers that read one
+another or share an input become one kernel with several outputs; a buffer only its own
+kernel reads is never written to memory. Operations whose results nobody reads are dropped.
 
 Example:
     >>> import torch
@@ -24,6 +25,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from .codegen.reduction import plan_row_group
+from .codegen.triton import pointwise_group_ok
 from .graph import LoweredGraph
 from .ir import BufferRef, ComputedBuffer, ExternKernel, MutationBuffer, ReductionBuffer, loads_of
 
@@ -75,14 +77,17 @@ def remove_dead(lowered: LoweredGraph) -> list:
 
 
 def _group_at(ops: list, start: int) -> int:
-    """End (exclusive) of the longest row group starting at ``ops[start]``."""
+    """End (exclusive) of the longest group starting at ``ops[start]``: a row group around
+    reductions, else a group of same-shaped pointwise buffers that share reads."""
     end = start + 1
     while end < len(ops) and not isinstance(ops[end], ExternKernel):
         if plan_row_group(tuple(ops[start:end + 1])) is None:
             break
         end += 1
-    if end == start + 1 and plan_row_group((ops[start],)) is None:
-        return start + 1   # a lone pointwise kernel
+    if end > start + 1 or plan_row_group((ops[start],)) is not None:
+        return end
+    while end < len(ops) and pointwise_group_ok(tuple(ops[start:end + 1])):
+        end += 1
     return end
 
 

@@ -204,3 +204,29 @@ def test_tuned_launch_configs_are_used_keyed_and_checked():
     fallback = compiler.compile_module(module, args, configs=short)
     launch = {k.kernel_key: k.meta["launch"] for k in fallback.compiled.artifact.kernels}
     assert "tuned" not in launch[persistent.kernel_key]
+
+
+def test_same_shaped_outputs_sharing_inputs_are_one_kernel():
+    """Horizontal fusion: three outputs over the same elements read their inputs once."""
+    def three(a, b):
+        s = a + b
+        return (s.sigmoid(), s * 3, (s.sigmoid() * s).exp())
+
+    a, b = torch.randn(33, 17), torch.randn(33, 17)
+    compiled = _fx(three, a, b)
+    for got, want in zip(compiled(a, b), three(a, b)):
+        torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-5)
+    assert compiled.kernel_count == 1
+    assert compiled.source.count("tl.load(") == 2    # a and b, once each
+
+
+def test_unrelated_same_shaped_outputs_stay_apart():
+    """No shared read, no bytes saved: fusing would only make a bigger kernel."""
+    def apart(a, b):
+        return (a.sigmoid() * a.exp() + a.sin() * a.cos(), b.tanh() * b.exp() + b.sin())
+
+    a, b = torch.randn(9, 13), torch.randn(9, 13)
+    compiled = _fx(apart, a, b)
+    for got, want in zip(compiled(a, b), apart(a, b)):
+        torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-5)
+    assert compiled.kernel_count == 2

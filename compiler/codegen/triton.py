@@ -23,10 +23,11 @@ import json
 from dataclasses import dataclass
 
 import sympy
+import torch
 
 from ..artifact import content_hash
-from ..ir import (ComputedBuffer, Const, Expr, IndexExpr, Load, Op, index_symbols, map_indices,
-                  substitute, walk)
+from ..ir import (ComputedBuffer, Const, Expr, IndexExpr, Load, Op, count_reads_and_ops,
+                  index_symbols, map_indices, substitute, walk)
 from ..sizevars import (FloorDiv, ModularIndexing, affine_coefficients, simplify, size_hint, texpr,
                         upper_bound)
 from .builder import CodeBuilder
@@ -253,7 +254,8 @@ def store_index(index: sympy.Expr, shape: str) -> str:
 def kernel_name(body: Expr, number: int, prefix: str = "kiln_pw") -> str:
     ops = []
     for n in walk(body):
-        if isinstance(n, Op) and n.op not in ("to_dtype", "store_if", "masked") and n.op not in ops:
+        if isinstance(n, Op) and n.op not in ("to_dtype", "store_if", "masked", "group") \
+                and n.op not in ops:
             ops.append(n.op)
     return "_".join([prefix] + (ops[:4] or ["copy"]) + [str(number)])
 
@@ -353,3 +355,85 @@ def kernel_bytes(buf: ComputedBuffer, writer: BodyWriter) -> int | None:
     for load in loads:
         total += int(numel) * load.dtype.itemsize if writer.names[load] in writer.block else load.dtype.itemsize
     return total
+
+
+# ----------------------------------------------------------------------------- pointwise groups
+MAX_GROUP_NODES = 8
+MAX_GROUP_OPS = 256
+
+
+def pointwise_group_ok(nodes) -> bool:
+    """Can ``nodes`` (plain pointwise buffers, in order) share one 1-D kernel, and does it pay?
+
+    They must have one layout, read each other only element for element (a value is then
+    in registers), each run 1-D, and every node after the first must read an earlier one or
+    share an input with them: otherwise fusing saves no bytes.
+    """
+    if not 1 < len(nodes) <= MAX_GROUP_NODES or any(type(n) is not ComputedBuffer for n in nodes):
+        return False
+    first = nodes[0].layout
+    if any((n.layout.size, n.layout.stride, n.layout.device) != (first.size, first.stride,
+                                                                   first.device) for n in nodes):
+        return False
+    if sum(sum(count_reads_and_ops(n.body)) for n in nodes) > MAX_GROUP_OPS:
+        return False
+    isyms = index_symbols(len(first.size))
+    own = {n.name: Load(n.name, n.layout.index(isyms), n.layout.dtype) for n in nodes}
+    seen_inputs: set[str] = set()
+    for k, node in enumerate(nodes):
+        loads = [l for l in walk(node.body) if isinstance(l, Load)]
+        earlier = {n.name for n in nodes[:k]}
+        if any(l.buffer in own and (l.buffer not in earlier or l != own[l.buffer]) for l in loads):
+            return False
+        reads = {l.buffer for l in loads}
+        if k and not (reads & earlier or reads & seen_inputs):
+            return False
+        seen_inputs |= reads
+        if _tile_split(_plan(node)) is not None:
+            return False
+    return True
+
+
+def generate_pointwise_group(nodes, stores: frozenset, number: int) -> KernelSpec:
+    """One 1-D kernel computing ``nodes`` (``pointwise_group_ok``); writes ``stores``."""
+    layout = nodes[0].layout
+    joined = Op("group", tuple(n.body for n in nodes), torch.float32)
+    plan = _plan(ComputedBuffer("group", layout, joined))
+    (flat, dims) = (XINDEX, list(plan.dims))
+    numel = sympy.Mul(*[n for _, n in dims])
+    index_map, ranges = (unflatten(flat, dims) if dims else {}), {flat: numel}
+    name = kernel_name(plan.body, number)
+    code, header, body = CodeBuilder(), CodeBuilder(), CodeBuilder()
+    pid = "tl.program_id(0).to(tl.int64)" if _needs_int64(plan, (numel,)) else "tl.program_id(0)"
+    header.lines([f"xoffset = {pid} * XBLOCK", "xindex = xoffset + tl.arange(0, XBLOCK)",
+                  "xmask = xindex < xnumel"])
+    writer = BodyWriter(body, index_map, ranges, "xmask")
+    outputs = [n.name for n in nodes if n.name in stores]
+    for node, node_body in zip(nodes, plan.body.args):
+        value = writer.value(node_body)
+        writer.names[Load(node.name, plan.store, node.layout.dtype)] = value   # in registers
+        if node.name not in stores:
+            continue
+        text = value if value in writer.block else f"tl.broadcast_to({value}, [XBLOCK])"
+        if node.layout.dtype in HALF_TYPES:
+            text = f"{text}.to({TL_DTYPES[node.layout.dtype]})"
+        ptr = f"out_ptr{outputs.index(node.name)}"
+        body.line(f"tl.store({ptr} + ({store_index(writer.index(plan.store), '[XBLOCK]')}), "
+                  f"{text}, xmask)")
+    size_args = sorted(str(x) for x in writer.size_symbols)
+    ptrs = list(writer.pointers.values()) + [f"out_ptr{k}" for k in range(len(outputs))]
+    code.line("@jit")
+    code.line(f"def {name}({', '.join(ptrs + ['xnumel'] + size_args + ['XBLOCK: tl.constexpr'])}):")
+    with code.indent():
+        code.splice(header)
+        code.splice(body)
+    source = code.text()
+    ops = tuple(n.op for n in walk(plan.body) if isinstance(n, Op) and n.op != "group")
+    nbytes = None
+    if numel.is_Integer:
+        loads = [l for l in writer.names if isinstance(l, tuple) and isinstance(l[0], Load)]
+        nbytes = sum(int(numel) * l[0].dtype.itemsize for l in loads) + sum(
+            int(numel) * n.layout.dtype.itemsize for n in nodes if n.name in stores)
+    return KernelSpec(name, source, content_hash(source.replace(name, "KERNEL")),
+                      tuple(writer.pointers) + tuple(outputs), (numel,), "pointwise1d", ops,
+                      nbytes, len(outputs), tuple(size_args))

@@ -27,7 +27,7 @@ from ..sizevars import texpr
 from .builder import CodeBuilder
 from .memory import plan_memory
 from .reduction import generate_row_kernel
-from .triton import KernelSpec, generate_kernel
+from .triton import KernelSpec, generate_kernel, generate_pointwise_group
 
 HEADER = """\
 # kiln compiled module (generated).
@@ -212,6 +212,8 @@ def _size_text(size):
 def _generate(step: FusedKernel, number: int) -> KernelSpec:
     if len(step.nodes) == 1 and isinstance(step.nodes[0], ComputedBuffer):
         return generate_kernel(step.nodes[0], number)
+    if all(type(n) is ComputedBuffer for n in step.nodes):
+        return generate_pointwise_group(step.nodes, step.stores, number)
     return generate_row_kernel(step.nodes, step.stores, number)
 
 
