@@ -211,7 +211,7 @@ class ConstantBuffer:
 
 @dataclass(frozen=True)
 class ComputedBuffer:
-    """A buffer whose elements ``body`` computes (one Triton kernel in this version)."""
+    """A buffer whose elements ``body`` computes (the scheduler decides which kernel)."""
     name: str
     layout: Layout
     body: Expr

@@ -292,6 +292,12 @@ def generate_kernel(buf: ComputedBuffer, number: int) -> KernelSpec:
                       size_args=size_args)
 
 
+def _header_1d(pid: str) -> list[str]:
+    """A 1-D kernel's first lines: this program's block of flat indices and its mask."""
+    return [f"xoffset = {pid} * XBLOCK", "xindex = xoffset + tl.arange(0, XBLOCK)",
+            "xmask = xindex < xnumel"]
+
+
 def _emit(name, buf, plan, index_map, ranges, numels, two_d):
     code = CodeBuilder()
     header = CodeBuilder()
@@ -311,11 +317,7 @@ def _emit(name, buf, plan, index_map, ranges, numels, two_d):
         ])
         mask, shape = "mask", "[YBLOCK, XBLOCK]"
     else:
-        header.lines([
-            f"xoffset = {pid(0)} * XBLOCK",
-            "xindex = xoffset + tl.arange(0, XBLOCK)",
-            "xmask = xindex < xnumel",
-        ])
+        header.lines(_header_1d(pid(0)))
         mask, shape = "xmask", "[XBLOCK]"
     writer = BodyWriter(body, index_map, ranges, mask)
     value, store_mask = plan.body, mask
@@ -405,8 +407,7 @@ def generate_pointwise_group(nodes, stores: frozenset, number: int) -> KernelSpe
     name = kernel_name(plan.body, number)
     code, header, body = CodeBuilder(), CodeBuilder(), CodeBuilder()
     pid = "tl.program_id(0).to(tl.int64)" if _needs_int64(plan, (numel,)) else "tl.program_id(0)"
-    header.lines([f"xoffset = {pid} * XBLOCK", "xindex = xoffset + tl.arange(0, XBLOCK)",
-                  "xmask = xindex < xnumel"])
+    header.lines(_header_1d(pid))
     writer = BodyWriter(body, index_map, ranges, "xmask")
     outputs = [n.name for n in nodes if n.name in stores]
     for node, node_body in zip(nodes, plan.body.args):

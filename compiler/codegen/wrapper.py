@@ -157,7 +157,8 @@ def generate_module(lowered: LoweredGraph, options: CompilerOptions, device_type
     code.line()
     code.line("def call(args):")
     with code.indent():
-        _emit_body(code, lowered, steps, dict(zip(map(id, kernels), zip(specs, launches))))
+        _emit_body(code, lowered, steps, dict(zip(map(id, kernels), zip(specs, launches))),
+                   layouts)
     metas = tuple(_kernel_meta(spec, layouts, key, launch)
                   for spec, key, launch in zip(specs, keys, launches))
     return GeneratedModule(code.text(), tuple(specs), metas)
@@ -217,7 +218,7 @@ def _generate(step: FusedKernel, number: int) -> KernelSpec:
     return generate_row_kernel(step.nodes, step.stores, number)
 
 
-def _emit_body(code, lowered, steps, kernels):
+def _emit_body(code, lowered, steps, kernels, layouts):
     names = [b.name for b in lowered.inputs]
     if names:
         code.line(f"{', '.join(names)}, = args")
@@ -225,7 +226,6 @@ def _emit_body(code, lowered, steps, kernels):
     code.line(f"device = {names[0]}.device" if names else f"device = torch.device({lowered.device!r})")
     for line in _bind_sizes(lowered):
         code.line(line)
-    layouts = _layouts(lowered, steps)
     memory = plan_memory(lowered, steps, layouts)
     for k, step in enumerate(steps):
         if isinstance(step, FusedKernel):
