@@ -95,19 +95,37 @@ def compile_kernel(fn, job: KernelJob, target: tuple[str, int, int]):
     return triton.compile(source, target=GPUTarget(*target), options=dict(job.options))
 
 
+def build_launcher(compiled) -> bool:
+    """Build the kernel's host launcher into Triton's cache, as its first launch would.
+
+    Triton 3.6 compiles a C launcher per kernel signature with gcc (~0.3 s each, one after
+    another, inside the first call); built here, the first call finds it cached. Newer
+    Tritons launch through one generic launcher and need an active driver here: nothing to
+    build, and any failure only means the first call builds it (False).
+    """
+    try:
+        from triton.backends.nvidia.driver import CudaLauncher
+        CudaLauncher(compiled.src, compiled.metadata)
+    except Exception:  # noqa: BLE001 -- an optimization only; the first launch does it anyway
+        return False
+    return True
+
+
 def compile_module_job(job: ModuleJob) -> dict[str, Any]:
     """Worker side: compile every kernel of ``job`` into its Triton cache; errors are kept
     per kernel (the caller's own first launch will then compile and raise it properly)."""
     from .runtime import load_module
     triton.knobs.cache.dir = job.cache_dir       # the caller's cache, whatever our env said
     module = load_module(job.source, "cuda", Path(job.code_dir))
-    errors, start = {}, time.perf_counter()
+    errors, launchers, start = {}, 0, time.perf_counter()
     for kernel in job.kernels:
         try:
-            compile_kernel(getattr(module, kernel.name), kernel, job.target)
+            compiled = compile_kernel(getattr(module, kernel.name), kernel, job.target)
         except Exception as err:  # noqa: BLE001 -- reported, and redone by the first launch
             errors[kernel.name] = f"{type(err).__name__}: {err}"
-    return {"errors": errors, "seconds": time.perf_counter() - start}
+            continue
+        launchers += build_launcher(compiled)
+    return {"errors": errors, "launchers": launchers, "seconds": time.perf_counter() - start}
 
 
 class CompilePool:
@@ -192,7 +210,9 @@ def split(module: ModuleJob, parts: int) -> list[ModuleJob]:
 def precompile(artifact: CompiledArtifact, module, target: tuple[str, int, int],
                code_dir: Path, pool: CompilePool | None) -> dict[str, Any]:
     """Compile every kernel of the loaded static-shape ``module`` before its first call and
-    give each ``Launcher`` its compiled kernel. Returns ``{"kernels", "errors", "seconds"}``.
+    give each ``Launcher`` its compiled kernel. Returns ``{"kernels", "errors",
+    "launchers_built", "seconds"}`` (host launchers built by the workers: see
+    ``build_launcher``).
 
     With ``pool`` None the kernels are compiled here, one after another (still sparing the
     first call, and the way to precompile where spawning processes is unwanted).
@@ -202,15 +222,17 @@ def precompile(artifact: CompiledArtifact, module, target: tuple[str, int, int],
     launchers = {k.name: getattr(module, k.name) for k in artifact.kernels}
     launchers = {n: l for n, l in launchers.items() if isinstance(l, Launcher)}
     if not launchers:
-        return {"kernels": 0, "errors": {}, "seconds": 0.0}
+        return {"kernels": 0, "errors": {}, "launchers_built": 0, "seconds": 0.0}
     kernels = tuple(k for k in artifact.kernels if k.name in launchers)
     jobs = kernel_jobs(_with_kernels(artifact, kernels),
                        {n: l.fn.arg_names for n, l in launchers.items()})
     whole = ModuleJob(artifact.source, str(code_dir), str(triton.knobs.cache.dir), target, jobs)
     errors: dict[str, str] = {}
+    launchers_built = 0
     if pool is not None:
         for result in pool.compile(split(whole, pool.workers)):
             errors.update({k: v for k, v in result["errors"].items() if k != "*"})
+            launchers_built += result.get("launchers", 0)
     for job in jobs:
         if job.name in errors:
             continue
@@ -220,7 +242,8 @@ def precompile(artifact: CompiledArtifact, module, target: tuple[str, int, int],
             errors[job.name] = f"{type(err).__name__}: {err}"
             continue
         launchers[job.name].preload(job.launch, compiled)
-    return {"kernels": len(jobs), "errors": errors, "seconds": time.perf_counter() - start}
+    return {"kernels": len(jobs), "errors": errors, "launchers_built": launchers_built,
+            "seconds": time.perf_counter() - start}
 
 
 def _with_kernels(artifact: CompiledArtifact, kernels: tuple[KernelArtifact, ...]):

@@ -95,6 +95,8 @@ def test_precompiled_module_runs_without_jit(name):
     compiled = compiler.compile_module(module, args, {"cuda_graphs": False,
                                                       "compile_workers": 4})
     assert compiled.compiled.precompiled["errors"] == {}
+    # The workers built every host launcher too (Triton 3.6 compiles one per signature).
+    assert compiled.compiled.precompiled["launchers_built"] == compiled.kernel_count
     torch.testing.assert_close(compiled(*args), reference(*args), rtol=1e-3, atol=1e-3)
     for kernel in compiled.compiled.artifact.kernels:
         launcher = getattr(compiled.compiled.module, kernel.name)
