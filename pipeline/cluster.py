@@ -165,6 +165,11 @@ class Cluster:
         self._client.register_plugin(EmbeddedWorkerSetup(self.quiet), name="kiln-setup")
         self._client.wait_for_workers(self.spec.workers + self.gpus, timeout=300)
         notes = () if self.gpus else ("no GPU visible: 0 GPU workers (tuning needs a GPU)",)
+        visible = visible_gpus() if self.spec.gpus is not None else self.gpus
+        if self.gpus > visible:
+            notes += (f"cluster.gpus = {self.gpus} but this machine shows {visible} GPU(s): "
+                      f"a tune task on a GPU worker without a card fails ('tune task on a "
+                      f"worker without CUDA'); set cluster.gpus to at most {visible}",)
         self._cpu_resource = True
         return ClusterInfo(address=self._cluster.scheduler_address, embedded=True,
                            cpu_workers=self.spec.workers, gpu_workers=self.gpus,
