@@ -10,6 +10,7 @@ stores nothing. What a real GPU sweep gives is checked by the lead on the GPU ma
 """
 from __future__ import annotations
 
+import dataclasses
 import json
 import shutil
 from pathlib import Path
@@ -217,3 +218,67 @@ def test_models_wait_for_every_shape_then_get_one_job_per_gpu_kind():
     assert [j.device_name for j in tuned.ready("m1")] == [GPU, "Other GPU"]
     tuned.expect(job("m3"), (c,), "{}")             # only an untuned shape: nothing to do
     assert tuned.ready("m3") == []
+
+
+def test_summary_reports_throughput_tuned_modules_and_placement():
+    from pipeline.config import parse_config
+    from pipeline.report import RunReport, format_summary
+    from pipeline.tasks import TaskResult
+    cfg = parse_config({"run": {"targets": ["sm_90"]}, "tuning": {"enabled": True},
+                        "models": [{"factory": "a.b:one"}, {"factory": "a.b:two"}]}, "z.toml")
+    results = [TaskResult("lower", m, "ok", key=f"mod-{m}", target="cuda") for m in ("one", "two")]
+    results += [TaskResult("build", "one", "ok", target="sm_90", built=30)] * 3
+    results += [TaskResult("build", "one", "skipped", target="sm_90")]
+    results += [TaskResult("tune", "one", "ok", target="sm_90", device=GPU, timed=10,
+                           gpu_seconds=2.0)] * 4
+    results += [TaskResult("tune", "one", "skipped", target="sm_90", device=GPU)]
+    results += [TaskResult("relower", "one", "ok", target="cuda", device=GPU),
+                TaskResult("relower", "two", "skipped", target="cuda", device=GPU)]
+    report = RunReport(config=cfg, store="s", results=results, wall_s=60.0, gpu_s=8.0,
+                       stage_spans={"tune": [10.0, 40.0]},
+                       placement={"build": {"cpu-0": 3}, "tune": {"gpu-0": 2, "gpu-1": 3}})
+    t = report.throughput()
+    assert (t.graphs, t.kernels_built, t.kernels_tuned, t.configs_timed) == (2, 3, 4, 40)
+    assert (t.graphs_per_min, t.built_per_min, t.tuned_per_min) == (2.0, 3.0, 8.0)
+    text = format_summary(report)
+    assert ("throughput: 2.0 graphs/min, 3.0 kernels built/min over 60.0 s; 8.0 kernels "
+            "tuned/min over the tune stage's 30.0 s (40 configs timed); 8.0 GPU-s") in text
+    assert f"tuned modules ({GPU}): 1 new, 1 stored or without trials, 0 failed" in text
+    assert "workers: build cpu-0:3; tune gpu-0:2 gpu-1:3" in text
+
+
+@pytest.mark.gpu
+def test_tuned_zoo_run_stores_a_tuned_module_that_loads_and_matches_eager(tmp_path):
+    """On a GPU: the tiny MLP tuned for real; its tuned module is found under this GPU's
+    name, launches the best stored configs, and computes what eager computes."""
+    import torch
+    from compiler.capture import capture_module
+    from pipeline.config import load_config
+    from pipeline.runner import run_zoo
+    from pipeline.tasks import source_key
+    from pipeline.zoo import tiny
+    config = load_config("configs/zoo-tiny-tune.toml")
+    config = dataclasses.replace(config, models=config.models[:1],
+                                 tuning=dataclasses.replace(config.tuning, budget_s=5.0),
+                                 cluster=dataclasses.replace(config.cluster, gpus=1))
+    store = Store(tmp_path / "store")
+    report = run_zoo(config, str(store.root))
+    assert report.exit_code == 0, [r.message for r in report.failures]
+    device = torch.cuda.get_device_name()
+    graph_key = store.graph_for_source(source_key(config.models[0]))
+    key = store.tuned_module(graph_key, device)
+    assert key is not None and [r.status for r in report.stage("relower")] == ["ok"]
+    artifact = store.get_artifact(key)
+    for kernel in artifact.kernels:
+        best = best_config(store, kernel.kernel_key, device)
+        assert kernel.meta["launch"]["num_warps"] == best.config["num_warps"]
+    module, (x,) = tiny.mlp()
+    captured = capture_module(module, (x,))
+    assert captured.graph_key == graph_key
+    module = module.cuda()
+    fresh = torch.randn(x.shape, device="cuda")
+    loaded = store.load(key)
+    out = captured.finish_call(module, loaded(captured.flatten_call(module, (fresh,), {})))
+    torch.testing.assert_close(out, module(fresh), rtol=1e-4, atol=1e-4)
+    again = run_zoo(config, str(store.root))
+    assert again.nothing_new and [r.status for r in again.stage("relower")] == ["skipped"]
