@@ -26,6 +26,8 @@ Example:
 """
 from __future__ import annotations
 
+from typing import Callable
+
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -39,6 +41,15 @@ CLASSES = 1000
 
 def _images(batch: int, image: int) -> tuple[torch.Tensor]:
     return (torch.randn(batch, 3, image, image),)
+
+
+def _bn_net(seed: int, make: Callable[[], nn.Module], batch: int, image: int) -> Example:
+    """``make()`` with non-trivial BatchNorm statistics, on random images, under ``seed``."""
+    def build() -> Example:
+        net = make()
+        _randomize_norm_stats(net)
+        return net, _images(batch, image)
+    return _seeded(seed, build)
 
 
 # ============================================================================ ResNet-50
@@ -69,11 +80,7 @@ def resnet50(batch: int = 32, image: int = 224) -> Example:
     >>> sum(p.numel() for p in resnet50(1, 32)[0].parameters())
     25557032
     """
-    def build() -> Example:
-        net = ResNet()
-        _randomize_norm_stats(net)
-        return net, _images(batch, image)
-    return _seeded(20, build)
+    return _bn_net(20, ResNet, batch, image)
 
 
 # ============================================================================ MobileNetV3
@@ -92,11 +99,8 @@ def mobilenet_v3_small(batch: int = 32, image: int = 224) -> Example:
     >>> sum(p.numel() for p in mobilenet_v3_small(1, 32)[0].parameters())
     2542856
     """
-    def build() -> Example:
-        net = MobileNetFront(16, _MBV3_SMALL, head=576, hidden=1024, classes=CLASSES)
-        _randomize_norm_stats(net)
-        return net, _images(batch, image)
-    return _seeded(21, build)
+    return _bn_net(21, lambda: MobileNetFront(16, _MBV3_SMALL, head=576, hidden=1024,
+                                              classes=CLASSES), batch, image)
 
 
 # ============================================================================ EfficientNet-B0
@@ -153,11 +157,7 @@ def efficientnet_b0(batch: int = 32, image: int = 224) -> Example:
     >>> sum(p.numel() for p in efficientnet_b0(1, 32)[0].parameters())
     5288548
     """
-    def build() -> Example:
-        net = EfficientNet()
-        _randomize_norm_stats(net)
-        return net, _images(batch, image)
-    return _seeded(22, build)
+    return _bn_net(22, EfficientNet, batch, image)
 
 
 # ============================================================================ ConvNeXt-Tiny
