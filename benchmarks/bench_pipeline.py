@@ -16,6 +16,10 @@ normalized by configs timed (a time budget can time slightly different numbers o
     python benchmarks/bench_pipeline.py [CONFIG] [--gpus 1 2] [--models resnet50 vit_s16]
         [--budget-s 2] [--workers 12] [--no-warmup] [--out bench-pipeline-out]
 
+The defaults (ResNet-50 and ViT-S/16 at batch 32, 2 GPU-s of tuning per kernel shape,
+warm-up + 1-GPU + 2-GPU runs) aim at about 8 minutes on a 16-core H100 host, an estimate not
+yet timed; ``--models all`` and a larger ``--budget-s`` measure more, for longer.
+
 Without a GPU it runs once with 0 GPU workers: everything is captured, lowered and built,
 nothing is timed, and it says so (``configs/zoo-tiny-tune.toml`` checks this on a laptop).
 """
@@ -24,6 +28,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
+import os
 import sys
 import tempfile
 import time
@@ -132,14 +137,19 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--models", nargs="+", default=None,
                         help=f"model names of the config (default for the vision zoo: "
                              f"{' '.join(DEFAULT_MODELS)}; 'all' for every model)")
-    parser.add_argument("--budget-s", type=float, default=None,
-                        help="tuning budget, GPU-s per kernel shape (default: the config's)")
-    parser.add_argument("--workers", type=int, default=None, help="CPU worker processes")
+    parser.add_argument("--budget-s", type=float, default=2.0,
+                        help="tuning budget, GPU-s per kernel shape (default 2; 0: the "
+                             "config's)")
+    parser.add_argument("--workers", type=int, default=None,
+                        help="CPU worker processes (default: the config's, or the cores less "
+                             "4 up to 12 where that is more)")
     parser.add_argument("--no-warmup", action="store_true",
                         help="skip the warm-up run (Triton caches may then favour later runs)")
     parser.add_argument("--out", type=Path, default=Path("bench-pipeline-out"))
     args = parser.parse_args(argv)
     config = load_config(args.config)
+    args.budget_s = args.budget_s or None
+    args.workers = args.workers or max(config.cluster.workers, min(12, (os.cpu_count() or 1) - 4))
     models = args.models
     if models is None and Path(args.config).name == Path(DEFAULT_CONFIG).name:
         models = list(DEFAULT_MODELS)
