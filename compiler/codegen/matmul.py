@@ -355,7 +355,9 @@ def matmul_launch_config(numels, device_type: str) -> dict:
     else:
         blocks = (_fit(m, 128), _fit(n, 128), _fit(k, 32))
         warps, stages = (8 if blocks[0] * blocks[1] >= 128 * 128 else 4), 3
-    launch = dict(zip(CONSTEXPRS, blocks + (8,)))
+    # GROUP_M 8, or the tile rows when fewer: the same schedule, as the tuner names it
+    group = min(8, 1 << max(0, (math.ceil(m / blocks[0]) - 1).bit_length()))
+    launch = dict(zip(CONSTEXPRS, blocks + (group,)))
     launch.update(num_warps=warps, num_stages=stages, grid=matmul_grid(numels, *blocks[:2]))
     return launch
 
