@@ -155,6 +155,19 @@ def test_auto_follows_the_tuned_choice_per_kernel_key():
     assert lost.source == untuned.source
 
 
+def test_dynamic_shapes_keep_the_extern_path():
+    """The template is static-shape only: a dynamic batch runs cuBLAS, still correct."""
+    from torch.export import Dim
+    torch.manual_seed(4)
+    model = torch.nn.Sequential(torch.nn.Linear(16, 24), torch.nn.GELU())
+    x = torch.randn(6, 16)
+    compiled = compiler.compile_module(model, (x,), options=ON,
+                                       dynamic_shapes={"input": {0: Dim("b", min=2, max=64)}})
+    assert "matmul" not in {k.meta["kind"] for k in compiled.compiled.artifact.kernels}
+    y = torch.randn(9, 16)
+    _check(compiled(y), model(y))
+
+
 def test_use_template_rejects_unknown_modes():
     assert use_template("on", {"extern": 1}) and not use_template("off", {"BLOCK_M": 64})
     with pytest.raises(ValueError, match="matmul_template"):

@@ -38,7 +38,6 @@ import torch
 from ..artifact import content_hash
 from ..ir import (BufferRef, ComputedBuffer, Const, Expr, ExternKernel, Layout, Load,
                   MatmulTemplate, Op, index_symbols, substitute, walk)
-from ..sizevars import texpr
 from .builder import CodeBuilder
 from .ops import HALF_TYPES, TL_DTYPES
 from .triton import (INT32_MAX, XINDEX, YINDEX, BodyWriter, KernelSpec, generate_kernel,

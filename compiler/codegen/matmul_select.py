@@ -29,8 +29,8 @@ from typing import Mapping
 import sympy
 
 from ..graph import LoweredGraph
-from ..ir import (ComputedBuffer, ExternKernel, Layout, MatmulTemplate, MutationBuffer,
-                  ReductionBuffer, contiguous_strides, index_symbols, loads_of)
+from ..ir import (ComputedBuffer, ExternKernel, IndexExpr, Layout, Load, MatmulTemplate,
+                  MutationBuffer, contiguous_strides, index_symbols, loads_of, walk)
 from ..scheduler import reads_of, remove_dead
 from .matmul import Gemm, gemm_of, generate_matmul
 
@@ -97,9 +97,18 @@ def epilogue_of(g: Gemm, ops: list, at: int, readers, outputs: set[str]
     for load in loads_of(c.body):
         if load.buffer == g.out and (load.indirect or sympy.expand(load.index - flat) != 0):
             return None
+    indices = [n.index for n in walk(c.body) if isinstance(n, (Load, IndexExpr))]
+    if any(sympy.sympify(i).free_symbols - set(isyms) - indirect_symbols(c.body)
+           for i in indices):
+        return None    # a run-time size in the epilogue: the template is static-shape only
     if any(isinstance(op, MutationBuffer) for op in ops[at + 1:_position(ops, c)]):
         return None    # moved to the epilogue's place, the GEMM could read a mutated input
     return c
+
+
+def indirect_symbols(body) -> set:
+    """Symbols that loads bind to loaded values (gathers), not sizes."""
+    return {s for n in walk(body) if isinstance(n, Load) for s, _ in n.indirect}
 
 
 def _position(ops: list, op) -> int:
