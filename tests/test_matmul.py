@@ -168,6 +168,17 @@ def test_dynamic_shapes_keep_the_extern_path():
     _check(compiled(y), model(y))
 
 
+def test_precompile_skips_unlaunched_candidates():
+    from compiler.precompile import kernel_jobs
+    args = (_rand(4, 6, 16), _rand(40, 16), _rand(40))
+    for mode, expected in (("auto", ["pointwise1d"]), ("on", ["matmul"])):
+        compiled = _compile(linear_gelu, args, {"matmul_template": mode})
+        kernels = {k.name: k for k in compiled.artifact.kernels}
+        names = {n: getattr(compiled.module, n).arg_names for n in kernels}
+        jobs = kernel_jobs(compiled.artifact, names)
+        assert [kernels[j.name].meta["kind"] for j in jobs] == expected
+
+
 def test_use_template_rejects_unknown_modes():
     assert use_template("on", {"extern": 1}) and not use_template("off", {"BLOCK_M": 64})
     with pytest.raises(ValueError, match="matmul_template"):
