@@ -74,6 +74,8 @@ def kernel_jobs(artifact: CompiledArtifact, arg_names: dict[str, Sequence[str]]
     from .autotune.spaces import Config
     jobs = []
     for kernel in artifact.kernels:
+        if kernel.meta.get("candidate"):   # a GEMM template kept only to be tuned: never launched
+            continue
         launch = {k: v for k, v in kernel.meta["launch"].items() if k not in ("grid", "tuned")}
         config = Config.from_dict(launch)
         sig = kernel_signature(arg_names[kernel.name], kernel, config)
