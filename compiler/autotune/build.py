@@ -346,6 +346,9 @@ def build(kernel: KernelArtifact, config: Config,
         return result(status, error=_error_text(e))
     triton_meta = compiled.metadata._asdict()
     meta.update({k: triton_meta[k] for k in _METADATA_FIELDS if k in triton_meta})
+    # Triton's own metadata file, verbatim: with the cubin it is what a deployment needs to
+    # launch the binary without compiling (compiler.precompile.preload_binaries).
+    meta["triton_metadata"] = json.dumps(triton_meta, default=vars, sort_keys=True)
     cubin = compiled.asm.get("cubin")
     if not cubin:
         return result("build_error", error=f"no cubin produced for {target.name}")
