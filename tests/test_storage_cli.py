@@ -101,3 +101,10 @@ def test_python_dash_m(store):
                            "verify"], capture_output=True, text=True, env=env, timeout=120)
     assert done.returncode == 0 and "verify: 3 files, 53 rows checked: OK" in done.stdout
     assert "10 duplicate rows" in done.stdout
+
+
+def test_store_option_is_accepted_after_the_command(tmp_path, capsys):
+    from storage.cli import _parser
+    for argv in (["--store", str(tmp_path), "stats"], ["stats", "--store", str(tmp_path)]):
+        assert _parser().parse_args(argv).store == str(tmp_path)
+    assert _parser().parse_args(["stats"]).store == "./kiln-store"
