@@ -707,6 +707,14 @@ case("softmax", lambda a: a.softmax(-1), shapes=((S(33, 17),), (T(9, 13),), (S(2
 case("log_softmax", lambda a: a.log_softmax(0), shapes=((S(33, 17),),), tol="approx")
 case("layer_norm", lambda a, w, b: F.layer_norm(a, (64,), w, b), (X, X, X),
      ((S(8, 64), S(64), S(64)), (S(2, 3, 64), S(64), S(64))), tol="approx")
+case("batch_norm_eval", lambda a, m, v, w, b: F.batch_norm(a, m, v, w, b, training=False),
+     (X, X, Arg("positive"), X, X), ((S(2, 6, 5, 3), S(6), S(6), S(6), S(6)),), tol="approx")
+case("batch_norm_eval_no_affine", lambda a, m, v: F.batch_norm(a, m, v, training=False),
+     (X, X, Arg("positive")), ((S(3, 4, 9), S(4), S(4)),), tol="approx")
+case("batch_norm_legit_no_training",   # what torch.export captures for eval BatchNorm
+     lambda a, m, v, w, b: torch.ops.aten._native_batch_norm_legit_no_training(
+         a, w, b, m, v, 0.1, 1e-5)[0],
+     (X, X, Arg("positive"), X, X), ((S(2, 6, 5, 3), S(6), S(6), S(6), S(6)),), tol="approx")
 case("rms_norm_manual", lambda a: a * torch.rsqrt(a.pow(2).mean(-1, keepdim=True) + 1e-6),
      shapes=((S(8, 33),),), tol="approx")
 case("center", lambda a: a - a.mean(-1, keepdim=True), shapes=((S(33, 17),), (T(9, 13),)),

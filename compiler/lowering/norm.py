@@ -26,13 +26,27 @@ REGISTRY = Registry("norm")
 
 
 def _only_output_used(node: torch.fx.Node) -> bool:
-    """Only ``result[0]`` is read: the saved mean/rstd of inference BatchNorm are empty."""
-    return all(u.target is operator.getitem and u.args[1] == 0 for u in node.users)
+    """Only ``result[0]`` is read: the saved mean/rstd of inference BatchNorm are empty
+    (make_fx leaves unread ``getitem`` nodes for them, which are fine)."""
+    return all(u.target is operator.getitem and (u.args[1] == 0 or not u.users)
+               for u in node.users)
 
 
 def _per_channel(v, x, dtype):
     """A (C,) statistic broadcast along dim 1 of ``x`` (N, C, ...)."""
     return to_dtype(v, dtype).reindex(x.size, lambda idx: [idx[1]])
+
+
+def _inference_native(node: torch.fx.Node) -> bool:
+    """``native_batch_norm`` (what make_fx traces) with ``training=False``."""
+    return node.args[5] is False and _only_output_used(node)
+
+
+@REGISTRY.register(aten.native_batch_norm.default, supports=_inference_native)
+def lower_native_batch_norm(ctx, x, weight, bias, running_mean, running_var, training,
+                            momentum, eps):
+    return lower_batch_norm_inference(ctx, x, weight, bias, running_mean, running_var,
+                                      momentum, eps)
 
 
 @REGISTRY.register(aten._native_batch_norm_legit_no_training.default, supports=_only_output_used)
