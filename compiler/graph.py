@@ -196,6 +196,19 @@ class GraphLowering(torch.fx.Interpreter):
                                                tuple(out_dims)))
         return self._load_buffer(name, layout)
 
+    def append_buffer(self, buf: ComputedBuffer) -> TensorValue:
+        """Append a buffer a lowering built itself (a scan, a scatter's copy) and load it."""
+        self.operations.append(buf)
+        return self._load_buffer(buf.name, buf.layout)
+
+    def eager_layout(self, node: torch.fx.Node | None = None) -> Layout:
+        """The layout eager gives ``node``'s result when dense, else a contiguous one."""
+        val = self.meta_val(node)
+        if is_dense(val.shape, val.stride()):
+            return layout_of(val)
+        size = _sym_tuple(val.shape)
+        return Layout(val.device.type, val.dtype, size, contiguous_strides(size))
+
     def buffer_ref_with_strides(self, value: TensorValue, stride: tuple) -> BufferRef:
         """``value`` as a view of a buffer with exactly ``stride`` (copied there if need be)."""
         ref = self._as_ref(value)

@@ -46,8 +46,8 @@ Step = FusedKernel | ExternKernel
 
 def reads_of(op) -> set[str]:
     """Buffers an operation reads."""
-    if isinstance(op, (ComputedBuffer, ReductionBuffer)):
-        return {load.buffer for load in loads_of(op.body)}
+    if isinstance(op, (ComputedBuffer, ReductionBuffer)):   # a store mask or scatter index too
+        return {load.buffer for e in op.exprs() for load in loads_of(e)}
     out: set[str] = set()
 
     def visit(v):

@@ -76,11 +76,7 @@ IDX4 = Arg("index4", torch.int64)
 UNLOWERED: list[Unlowered] = [
     Unlowered("pow_int_tensor", lambda a, b: torch.pow(a, b), (I64, Arg("smallpos", torch.int64)),
               (S(7, 9), S(7, 9)), "aten.pow.Tensor_Tensor"),
-    Unlowered("cumsum", lambda a: a.cumsum(0), (X,), (S(7, 9),), "aten.cumsum.default"),
-    Unlowered("cumprod", lambda a: a.cumprod(1), (X,), (S(7, 9),), "aten.cumprod.default"),
     Unlowered("cummax", lambda a: a.cummax(0)[0], (X,), (S(7, 9),), "aten.cummax.default"),
-    Unlowered("logcumsumexp", lambda a: a.logcumsumexp(0), (X,), (S(7, 9),),
-              "aten.logcumsumexp.default", "approx"),
     Unlowered("prod", lambda a: a.prod(-1), (X,), (S(7, 9),), "aten.prod.dim_int"),
     Unlowered("sort", lambda a: a.sort(-1)[0], (X,), (S(7, 9),), "aten.sort.default"),
     Unlowered("topk", lambda a: a.topk(3)[0], (X,), (S(7, 9),), "aten.topk.default"),

@@ -71,10 +71,11 @@ class LoweringTable:
 
 
 def default_table() -> LoweringTable:
-    from . import extern, indexing, pointwise, pooling, reduction, views  # registers each family
+    # importing a family registers its lowerings
+    from . import extern, indexing, pointwise, pooling, reduction, scan, views
     merged: dict[Any, Lowering] = {}
     for registry in (pointwise.REGISTRY, views.REGISTRY, reduction.REGISTRY, indexing.REGISTRY,
-                     pooling.REGISTRY, extern.REGISTRY):
+                     pooling.REGISTRY, scan.REGISTRY, extern.REGISTRY):
         for op, lowering in registry.entries().items():
             if op in merged:
                 raise ValueError(f"{op} lowered by two families")
