@@ -68,9 +68,12 @@ def outputs_of(op) -> tuple[str, ...]:
 def remove_dead(lowered: LoweredGraph) -> list:
     """Operations some later operation or a graph output needs, in order."""
     live = {o.ref.name for o in lowered.outputs if o.ref is not None}
+    inputs = {b.name for b in lowered.inputs}
     kept = []
     for op in reversed(lowered.operations):
-        if isinstance(op, MutationBuffer) or any(name in live for name in outputs_of(op)):
+        # a write into a graph input is always needed; a scatter into a copy only if read
+        in_place = isinstance(op, MutationBuffer) and op.name in inputs
+        if in_place or any(name in live for name in outputs_of(op)):
             kept.append(op)
             live |= reads_of(op)
     return list(reversed(kept))

@@ -62,3 +62,20 @@ def test_scan_kernels_build_for_sm90(dtype):
     artifact = _cuda_artifact(fn, torch.randn(7, 300, dtype=dtype), torch.randn(2, 20000, dtype=dtype))
     statuses = _build_all(artifact)
     assert len(statuses) == 6 and set(statuses.values()) == {"ok"}, statuses
+
+
+# ----------------------------------------------------------------------------- scatters
+@pytest.mark.parametrize("dtype", HALF_AND_FLOAT)
+def test_scatter_stores_and_atomics_build_for_sm90(dtype):
+    """Stores in every float dtype; atomics on the float32 accumulator half types use, and
+    on float32, int32 and int64 destinations directly."""
+    def fn(a, i, v, n):
+        return (a.index_put((i,), v), a.index_put((i,), v, accumulate=True),
+                a.scatter_add(1, i[None].expand(4, -1) % 5, v),
+                n.index_put((i,), n[:4], accumulate=True), n.int().index_add(0, i, n[:4].int()))
+
+    a, v = torch.randn(6, 5, dtype=dtype), torch.randn(4, 5, dtype=dtype)
+    i, n = torch.tensor([0, 2, 0, 5]), torch.randint(-9, 9, (6, 5))
+    statuses = _build_all(_cuda_artifact(fn, a, i, v, n))
+    assert sum("scatter" in name for name in statuses) == 5, statuses
+    assert set(statuses.values()) == {"ok"}, statuses

@@ -21,13 +21,15 @@ import torch
 from ..artifact import content_hash
 from ..config import CompilerOptions
 from ..graph import LoweredGraph
-from ..ir import BufferRef, ComputedBuffer, ExternKernel, Layout, MutationBuffer, ScanBuffer
+from ..ir import (BufferRef, ComputedBuffer, ExternKernel, Layout, MutationBuffer, ScanBuffer,
+                  ScatterBuffer)
 from ..scheduler import FusedKernel, schedule
 from ..sizevars import texpr
 from .builder import CodeBuilder
 from .memory import plan_memory
 from .reduction import generate_row_kernel
 from .scan import generate_scan_kernel
+from .scatter import generate_scatter_kernel
 from .triton import KernelSpec, generate_kernel, generate_pointwise_group
 
 HEADER = """\
@@ -214,6 +216,8 @@ def _size_text(size):
 def _generate(step: FusedKernel, number: int) -> KernelSpec:
     if len(step.nodes) == 1 and isinstance(step.nodes[0], ScanBuffer):
         return generate_scan_kernel(step.nodes[0], number)
+    if len(step.nodes) == 1 and isinstance(step.nodes[0], ScatterBuffer):
+        return generate_scatter_kernel(step.nodes[0], number)
     if len(step.nodes) == 1 and isinstance(step.nodes[0], ComputedBuffer):
         return generate_kernel(step.nodes[0], number)
     if all(type(n) is ComputedBuffer for n in step.nodes):
