@@ -201,6 +201,22 @@ class GraphLowering(torch.fx.Interpreter):
         self.operations.append(buf)
         return self._load_buffer(buf.name, buf.layout)
 
+    def mutated_input(self, node: torch.fx.Node) -> tuple[InputBuffer, torch.fx.Node] | None:
+        """For a placeholder the graph writes back into (a ``copy_`` into it, or one of
+        export's mutated buffers): its input buffer and the node computing its new value."""
+        buf = self._placeholder_inputs.get(node)
+        if buf is None:
+            return None
+        for user in node.users:
+            if user.target is torch.ops.aten.copy_.default and user.args[0] is node:
+                return buf, user.args[1]
+        position = self.inputs.index(buf)
+        output = next(n for n in self.module.graph.nodes if n.op == "output")
+        for k, pos in self.mutated_inputs.items():
+            if pos == position:
+                return buf, _as_list(output.args[0])[k]
+        return None
+
     def buffer_layout(self, name: str) -> Layout:
         """The layout of a buffer some lowering made (or an input, a constant)."""
         return self._layouts[name]

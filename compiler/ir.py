@@ -225,9 +225,10 @@ class ComputedBuffer:
 class MutationBuffer(ComputedBuffer):
     """Writes ``body`` into graph input ``name`` in place (a mutated buffer or input).
 
-    Only elements where ``store_mask`` holds are written (None: all), so a KV-cache update
-    expressed as ``slice_scatter(cache, new)`` writes just the new rows. It always runs last
-    among the operations reading the old value, and never shares a kernel.
+    Only elements where ``store_mask`` holds are written (None: all); a write of a slice
+    (``slice_scatter(cache, new)``) is a ``ScatterBuffer`` over the slice instead, so its
+    grid is the new rows. It always runs last among the operations reading the old value,
+    and never shares a kernel.
     """
     store_mask: Expr | None = None
 

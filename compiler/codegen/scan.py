@@ -25,7 +25,6 @@ import contextlib
 from dataclasses import dataclass
 
 import sympy
-import torch
 
 from ..artifact import content_hash
 from ..ir import Expr, Load, Op, ScanBuffer, index_symbols, substitute, walk

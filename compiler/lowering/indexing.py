@@ -114,8 +114,10 @@ def lower_slice_scatter(ctx, base, src, dim=0, start=None, end=None, step=1):
     src_idx = list(i)
     # only read where rel is a non-negative multiple of step, so FloorDiv is exact there
     src_idx[dim] = rel if step == 1 else FloorDiv(rel, step)
-    inside = masked(cond, cast_expr(src.load(src_idx), dtype), 0)
-    body = Op("where", (cond, inside, cast_expr(base.body, dtype)), dtype)
+    value, rest = cast_expr(src.load(src_idx), dtype), cast_expr(base.body, dtype)
+    if value == rest:    # src is base's own slice (written in place before): base unchanged
+        return TensorValue(dtype, device, size, rest)
+    body = Op("where", (cond, masked(cond, value, 0), rest), dtype)
     return TensorValue(dtype, device, size, body)
 
 

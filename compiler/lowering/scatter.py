@@ -6,15 +6,17 @@ The first kernel materializes the destination: a copy of ``self`` (pointwise pro
 broadcast shape) and stores (``tl.store``) or adds (``tl.atomic_add``) each into the
 destination at an address computed from loaded indices (a ``ScatterBuffer``). Negative
 indices wrap as eager's do; an index outside the destination is never written (eager would
-raise). Consumers read the destination like any buffer.
+raise). Consumers read the destination like any buffer. When the graph writes the result
+back into an input whose old value nothing else reads (a KV cache's ``index_copy_``), the
+destination is that input itself and there is no copy (compiler/lowering/inplace.py).
 
 Accumulation: float32/float64/int32/int64 add atomically in place. float16 and bfloat16
 accumulate into a float32 copy that is rounded once at the end, like eager's CUDA index_put
-with accumulate (sm_90 does have f16/bf16 atomic adds, but each add would round to the
-half type, and Triton's interpreter has no bfloat16 atomics); int8/int16/uint8 accumulate
-into an int32 copy (wrapping sums agree modulo 2^bits). Float atomics make the summation order, so the last bits, vary from run to
-run, like eager's CUDA scatter_add. A store with duplicate indices leaves one of the values,
-as eager leaves it unspecified.
+with accumulate (sm_90 does have f16/bf16 atomic adds, but each add would round to the half
+type, and Triton's interpreter has no bfloat16 atomics); int8/int16/uint8 accumulate into an
+int32 copy (wrapping sums agree modulo 2^bits). Float atomics make the summation order, so
+the last bits, vary from run to run, like eager's CUDA scatter_add. A store with duplicate
+indices leaves one of the values, as eager leaves it unspecified.
 
 Example:
     >>> import torch
@@ -24,14 +26,16 @@ Example:
 from __future__ import annotations
 
 import dataclasses
+from dataclasses import dataclass
 
 import sympy
 import torch
 
-from ..ir import ComputedBuffer, Const, Expr, ScatterBuffer, TensorValue, index_symbols
+from ..ir import ComputedBuffer, Const, Expr, Layout, ScatterBuffer, TensorValue, index_symbols
 from . import Registry
 from .common import SUPPORTED_DTYPES, cast_expr, expand_to, normalize_dim, to_dtype
 from .indexing import advanced_index, wrap_index
+from .inplace import InPlace, inplace_target
 
 aten = torch.ops.aten
 REGISTRY = Registry("scatter")
@@ -79,36 +83,49 @@ def _scatter_ok(node) -> bool:
 
 
 # ----------------------------------------------------------------------------- building blocks
-def destination(ctx, x: TensorValue, accumulate: bool) -> TensorValue:
-    """A fresh buffer holding ``x`` (eager's strides), in the dtype the scatter writes."""
+@dataclass(frozen=True)
+class Destination:
+    """Where a scatter writes (``name`` with ``layout``) and what the op returns after it:
+    a fresh copy of ``self`` (cast back from a wider accumulator), or, in place, ``self``."""
+    name: str
+    layout: Layout
+    value: TensorValue
+    inplace: InPlace | None = None
+
+    def place(self, position) -> tuple:
+        return self.inplace.place(position) if self.inplace is not None else tuple(position)
+
+
+def destination(ctx, x: TensorValue, accumulate: bool) -> Destination:
+    """The caller's tensor when the graph mutates it and nothing else reads its old value
+    (compiler/lowering/inplace.py), else a fresh buffer holding ``x`` (eager's strides) in
+    the dtype the scatter writes."""
     layout = ctx.eager_layout()
     dtype = ACCUMULATE_DTYPES[layout.dtype] if accumulate else layout.dtype
+    inplace = inplace_target(ctx, ctx.node) if dtype == layout.dtype else None
+    if inplace is not None:
+        return Destination(inplace.target.name, inplace.target.layout, x, inplace)
     layout = dataclasses.replace(layout, dtype=dtype)
-    body = cast_expr(x.body, dtype)
-    return ctx.append_buffer(ComputedBuffer(ctx.new_name("buf"), layout, body))
+    copy = ctx.append_buffer(ComputedBuffer(ctx.new_name("buf"), layout, cast_expr(x.body, dtype)))
+    return Destination(copy.body.buffer, layout, to_dtype(copy, x.dtype, rounds=True))
 
 
-def scatter_into(ctx, dest: TensorValue, size, value: Expr, plain: dict, by_dim: dict,
+def scatter_into(ctx, dest: Destination, size, value: Expr, plain: dict, by_dim: dict,
                  accumulate: bool) -> None:
     """Append the kernel writing ``value`` (over ``size``'s index symbols) into ``dest``:
-    dim ``d`` of the destination element is ``plain[d]`` or the loaded index ``by_dim[d]``."""
-    name = dest.body.buffer
-    layout = ctx.buffer_layout(name)
+    dim ``d`` of ``self``'s element is ``plain[d]`` or the loaded index ``by_dim[d]``."""
     binds, position = [], []
-    for d in range(len(layout.size)):
+    for d in range(len(plain) + len(by_dim)):
         if d in by_dim:
             sym = sympy.Dummy(f"ind{d}", integer=True)
             binds.append((sym, by_dim[d]))
             position.append(sym)
         else:
             position.append(sympy.sympify(plain[d]))
-    ctx.operations.append(ScatterBuffer(name, layout, cast_expr(value, layout.dtype), None,
-                                        tuple(size), tuple(position), tuple(binds), accumulate))
-
-
-def result(ctx, dest: TensorValue) -> TensorValue:
-    """The scatter's output: the destination, cast back when it accumulated wider."""
-    return to_dtype(dest, ctx.meta_val().dtype, rounds=True)
+    layout = dest.layout
+    ctx.operations.append(ScatterBuffer(dest.name, layout, cast_expr(value, layout.dtype), None,
+                                        tuple(size), dest.place(position), tuple(binds),
+                                        accumulate))
 
 
 # ----------------------------------------------------------------------------- lowerings
@@ -118,7 +135,7 @@ def lower_index_put(ctx, x, indices, values, accumulate=False):
     value = expand_to(values, size).load(i)
     dest = destination(ctx, x, accumulate)
     scatter_into(ctx, dest, size, value, plain, by_dim, accumulate)
-    return result(ctx, dest)
+    return dest.value
 
 
 def _scatter(ctx, x, dim, index, src, accumulate: bool, include_self: bool = True):
@@ -129,9 +146,9 @@ def _scatter(ctx, x, dim, index, src, accumulate: bool, include_self: bool = Tru
     value = src.load(i) if isinstance(src, TensorValue) else Const(src, ctx.meta_val().dtype)
     dest = destination(ctx, x, accumulate)
     if not include_self:     # the scattered-to elements start from 0, not from self
-        scatter_into(ctx, dest, index.size, Const(0, dest.dtype), plain, by_dim, False)
+        scatter_into(ctx, dest, index.size, Const(0, dest.layout.dtype), plain, by_dim, False)
     scatter_into(ctx, dest, index.size, value, plain, by_dim, accumulate)
-    return result(ctx, dest)
+    return dest.value
 
 
 @REGISTRY.register(aten.scatter.value, aten.scatter.src, supports=_scatter_ok)
