@@ -51,7 +51,11 @@ class CompilerOptions:
     # Replay static-shape CUDA modules as one CUDA graph: a few microseconds of launch cost
     # instead of one Python launch per kernel. Inputs are copied into the graph's own
     # buffers and outputs cloned out of them, so callers see ordinary fresh tensors.
-    cuda_graphs: bool = False
+    cuda_graphs: bool = True
+    # Compile a static-shape CUDA module's kernels before its first call, in this many
+    # worker processes (-1: one per core, up to 16; 0: in the calling process), rather
+    # than one by one as each is first launched.
+    compile_workers: int = -1
     debug_dir: str | None = None
     cache_dir: str | None = None
 
