@@ -19,6 +19,7 @@ from __future__ import annotations
 import argparse
 import concurrent.futures as cf
 import copy
+import dataclasses
 import json
 import math
 import multiprocessing
@@ -95,6 +96,10 @@ def sweep(launches: dict, store: Store, info, workers: int, ns) -> tuple[list, f
                                 (name, launch))
     major, minor = torch.cuda.get_device_capability()
     target, spaces = Target("cuda", 10 * major + minor, 32), load_spaces()
+    if ns.max_configs:   # a smaller search per kernel: sweep up to N, else descend N steps
+        search = dataclasses.replace(spaces.search, sweep_max=ns.max_configs,
+                                     descent_budget=ns.max_configs)
+        spaces = dataclasses.replace(spaces, search=search)
     ns.device, ns.max_builds, ns.warmup_ms = "cuda", 0, 25
     start = time.perf_counter()
     with cf.ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn")) as pool:
@@ -117,8 +122,13 @@ def tuned_phase(rows: dict, launches: dict, store: Store, info, dtype, rep_ms) -
               f"{len(keys)} kernels with a tuned config)", flush=True)
 
 
-def max_autotune_phase(rows: dict, dtype, rep_ms, tmp: Path) -> None:
+def max_autotune_phase(rows: dict, dtype, rep_ms, tmp: Path, budget_s: float) -> None:
+    start = time.perf_counter()
     for name, row in rows.items():
+        if time.perf_counter() - start > budget_s:
+            row["max_autotune_error"] = f"skipped: past --max-autotune-budget-s {budget_s:.0f}"
+            print(f"{name}: max-autotune skipped (time budget)", flush=True)
+            continue
         module, args = build(name, dtype)
         fresh_cache_dirs(tmp, f"{name}-max-autotune")
         forget_inductor_memory()
@@ -181,6 +191,11 @@ def main(argv=None) -> int:
     p.add_argument("--store", type=Path, default=None)
     p.add_argument("--json", type=Path, default=None)
     p.add_argument("--rep-ms", type=int, default=100)
+    p.add_argument("--max-configs", type=int, default=0,
+                   help="per kernel: sweep at most N candidates, else coordinate descent of "
+                        "N timings (default: the space's own [search] limits)")
+    p.add_argument("--max-autotune-budget-s", type=float, default=420,
+                   help="start no max-autotune compile after this many seconds")
     p.add_argument("--workers", type=int, default=min(16, os.cpu_count() or 1))
     ns = p.parse_args(argv)
     if not torch.cuda.is_available():
@@ -197,7 +212,8 @@ def main(argv=None) -> int:
     tuned_phase(rows, launches, store, info, torch.bfloat16, ns.rep_ms)
     if ns.max_autotune:
         with tempfile.TemporaryDirectory(prefix="max-autotune-") as tmp:
-            max_autotune_phase(rows, torch.bfloat16, ns.rep_ms, Path(tmp))
+            max_autotune_phase(rows, torch.bfloat16, ns.rep_ms, Path(tmp),
+                               ns.max_autotune_budget_s)
     summary = report(rows, reports, sweep_s, launches, info)
     if ns.json:
         ns.json.write_text(json.dumps({"summary": summary, "rows": list(rows.values()),

@@ -27,6 +27,7 @@ from __future__ import annotations
 import concurrent.futures as cf
 import dataclasses
 import functools
+import hashlib
 import json
 import os
 import queue
@@ -74,6 +75,8 @@ def kernel_jobs(artifact: CompiledArtifact, arg_names: dict[str, Sequence[str]]
     from .autotune.spaces import Config
     jobs = []
     for kernel in artifact.kernels:
+        if kernel.meta.get("candidate"):   # a GEMM template kept only to be tuned: never launched
+            continue
         launch = {k: v for k, v in kernel.meta["launch"].items() if k not in ("grid", "tuned")}
         config = Config.from_dict(launch)
         sig = kernel_signature(arg_names[kernel.name], kernel, config)
@@ -226,6 +229,10 @@ def precompile(artifact: CompiledArtifact, module, target: tuple[str, int, int],
     kernels = tuple(k for k in artifact.kernels if k.name in launchers)
     jobs = kernel_jobs(_with_kernels(artifact, kernels),
                        {n: l.fn.arg_names for n, l in launchers.items()})
+    jobs = tuple(j for j in jobs if not launchers[j.name].has(j.launch))   # stored binaries
+    if not jobs:
+        return {"kernels": 0, "errors": {}, "launchers_built": 0,
+                "seconds": time.perf_counter() - start}
     whole = ModuleJob(artifact.source, str(code_dir), str(triton.knobs.cache.dir), target, jobs)
     errors: dict[str, str] = {}
     launchers_built = 0
@@ -249,3 +256,70 @@ def precompile(artifact: CompiledArtifact, module, target: tuple[str, int, int],
 def _with_kernels(artifact: CompiledArtifact, kernels: tuple[KernelArtifact, ...]):
     from dataclasses import replace
     return replace(artifact, kernels=kernels)
+
+
+# ----------------------------------------------------------------------------- stored binaries
+@dataclass(frozen=True)
+class StoredBinary:
+    """A kernel binary built ahead of time (a store ``binaries`` row): the cubin and the
+    build's metadata (``signature``, ``triton_metadata``, ``triton_version``)."""
+    cubin: bytes
+    metadata: dict
+
+
+def binary_mismatch(job: KernelJob, binary: StoredBinary) -> str | None:
+    """Why ``binary`` cannot run ``job``'s launch, or None. A kernel key names source and
+    dtypes, not sizes: a binary built where a size was divisible by 16 (or was 1) assumes it,
+    so it is used only where this launch specializes exactly the same way."""
+    meta = binary.metadata
+    if meta.get("triton_version") != triton.__version__:
+        return f"built by Triton {meta.get('triton_version')}, running {triton.__version__}"
+    if "triton_metadata" not in meta:
+        return "built without Triton's metadata"
+    sig = meta.get("signature", {})
+    want = {"types": job.types, "constexprs": {**job.constexprs, **job.extra_constexprs},
+            "divisible_by_16": sorted(job.divisible_by_16)}
+    for part, value in want.items():
+        if sig.get(part) != value:
+            return f"built for {part} {sig.get(part)}, launched with {value}"
+    return None
+
+
+def preload_binaries(artifact: CompiledArtifact, module, binaries: dict[str, StoredBinary],
+                     scratch: Path) -> dict[str, Any]:
+    """Give each ``Launcher`` of the loaded static-shape ``module`` its stored binary: no
+    compiling at all, so a deployment's first call costs module loads, not compiles.
+
+    ``binaries`` maps kernel names to binaries of the config the wrapper launches;
+    ``scratch`` receives the files Triton reads a binary from. Returns ``{"preloaded",
+    "skipped": {kernel: why}}``; a skipped kernel compiles at its first launch as usual.
+    """
+    from triton.compiler import ASTSource
+    from triton.compiler.compiler import CompiledKernel
+    from .runtime import Launcher
+    launchers = {k.name: getattr(module, k.name) for k in artifact.kernels}
+    launchers = {n: l for n, l in launchers.items() if isinstance(l, Launcher)}
+    kernels = tuple(k for k in artifact.kernels if k.name in launchers)
+    jobs = kernel_jobs(_with_kernels(artifact, kernels),
+                       {n: l.fn.arg_names for n, l in launchers.items()})
+    preloaded, skipped = 0, {}
+    for job in jobs:
+        binary = binaries.get(job.name)
+        why = "no stored binary" if binary is None else binary_mismatch(job, binary)
+        if why:
+            skipped[job.name] = why
+            continue
+        digest = hashlib.sha256(binary.cubin).hexdigest()
+        folder = Path(scratch) / digest[:32]
+        folder.mkdir(parents=True, exist_ok=True)
+        files = {f"{job.name}.json": folder / f"{job.name}.json",
+                 f"{job.name}.cubin": folder / f"{job.name}.cubin"}
+        files[f"{job.name}.json"].write_text(binary.metadata["triton_metadata"])
+        files[f"{job.name}.cubin"].write_bytes(binary.cubin)
+        attrs = {(k,): [["tt.divisibility", 16]] for k in job.divisible_by_16}
+        source = ASTSource(launchers[job.name].fn, dict(job.types),
+                           {**job.constexprs, **job.extra_constexprs}, attrs)
+        kernel = CompiledKernel(source, {k: str(v) for k, v in files.items()}, digest)
+        launchers[job.name].preload(job.launch, kernel)
+        preloaded += 1
+    return {"preloaded": preloaded, "skipped": skipped}

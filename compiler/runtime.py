@@ -120,6 +120,10 @@ class Launcher:
     def __getitem__(self, grid):
         return lambda *args, **kwargs: self.launch(grid, args, kwargs)
 
+    def has(self, kwargs: dict) -> bool:
+        """A compiled kernel is ready for launches with these keyword arguments."""
+        return tuple(sorted(kwargs.items())) in self._compiled
+
     def preload(self, kwargs: dict, kernel) -> None:
         """Use ``kernel`` (compiled ahead of time, see ``compiler.precompile``) for launches
         with these keyword arguments, so even the first launch is direct."""
@@ -259,6 +263,7 @@ class CompiledModule:
         self.check_inputs = check_inputs
         self.static_cuda = meta["device"] == "cuda" and not meta.get("size_ranges")
         self.precompiled: dict | None = None    # what load_artifact's precompile did
+        self.preloaded: dict | None = None      # which stored binaries it used
 
     @property
     def source(self) -> str:
@@ -289,13 +294,15 @@ class CompiledModule:
 
 def load_artifact(artifact: CompiledArtifact, code_dir: Path | None = None,
                   constants: dict[str, torch.Tensor] | None = None,
-                  check_inputs: bool = True, compile_workers: int | None = None
-                  ) -> CompiledModule:
+                  check_inputs: bool = True, compile_workers: int | None = None,
+                  binaries: dict | None = None) -> CompiledModule:
     """A callable from a stored artifact: no lowering, no codegen, just import.
 
     ``compile_workers`` (static-shape CUDA modules only): compile every kernel now, in that
     many worker processes (-1: one per core, up to 16; 0: here, one by one), instead of one
     by one at the first call. None leaves compiling to the first call.
+    ``binaries`` (kernel name -> ``precompile.StoredBinary``, e.g. from a store): binaries
+    built ahead of time, used as they are where they match the launch (nothing compiles).
     """
     from .config import load_options
     meta = artifact.meta
@@ -307,6 +314,9 @@ def load_artifact(artifact: CompiledArtifact, code_dir: Path | None = None,
     module = load_module(artifact.source, meta["device"], code_dir, constants,
                          static_shapes=static)
     compiled = CompiledModule(module, artifact, check_inputs)
+    if binaries and static and meta["device"] == "cuda":
+        from .precompile import preload_binaries
+        compiled.preloaded = preload_binaries(artifact, module, binaries, code_dir / "binaries")
     if compile_workers is not None and static and meta["device"] == "cuda":
         compiled.precompiled = _precompile(artifact, module, code_dir, compile_workers)
     return compiled

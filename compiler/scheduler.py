@@ -27,7 +27,8 @@ from dataclasses import dataclass
 from .codegen.reduction import plan_row_group
 from .codegen.triton import pointwise_group_ok
 from .graph import LoweredGraph
-from .ir import BufferRef, ComputedBuffer, ExternKernel, MutationBuffer, ReductionBuffer, loads_of
+from .ir import (BufferRef, ComputedBuffer, ExternKernel, MatmulTemplate, MutationBuffer,
+                 ReductionBuffer, loads_of)
 
 
 @dataclass(frozen=True)
@@ -41,13 +42,18 @@ class FusedKernel:
         return tuple(n.name for n in self.nodes)
 
 
-Step = FusedKernel | ExternKernel
+Step = FusedKernel | ExternKernel | MatmulTemplate
+# operations that are a step of their own, never grouped with others
+STANDALONE = (ExternKernel, MatmulTemplate)
 
 
 def reads_of(op) -> set[str]:
     """Buffers an operation reads."""
     if isinstance(op, (ComputedBuffer, ReductionBuffer)):   # a store mask or scatter index too
         return {load.buffer for e in op.exprs() for load in loads_of(e)}
+    if isinstance(op, MatmulTemplate):   # the product stays in registers
+        epilogue = reads_of(op.epilogue) if op.epilogue is not None else set()
+        return (reads_of(op.extern) | epilogue) - {op.extern.outputs[0]}
     out: set[str] = set()
 
     def visit(v):
@@ -83,7 +89,7 @@ def _group_at(ops: list, start: int) -> int:
     """End (exclusive) of the longest group starting at ``ops[start]``: a row group around
     reductions, else a group of same-shaped pointwise buffers that share reads."""
     end = start + 1
-    while end < len(ops) and not isinstance(ops[end], ExternKernel):
+    while end < len(ops) and not isinstance(ops[end], STANDALONE):
         if plan_row_group(tuple(ops[start:end + 1])) is None:
             break
         end += 1
@@ -100,7 +106,7 @@ def schedule(lowered: LoweredGraph) -> tuple[Step, ...]:
     steps: list[Step] = []
     start = 0
     while start < len(ops):
-        if isinstance(ops[start], ExternKernel):
+        if isinstance(ops[start], STANDALONE):
             steps.append(ops[start])
             start += 1
             continue

@@ -26,6 +26,7 @@ Example:
 from __future__ import annotations
 
 import dataclasses
+import json
 from importlib import metadata
 from typing import Any
 
@@ -83,3 +84,40 @@ def artifact_from_row(row: dict[str, Any]) -> CompiledArtifact:
                     for k in row["kernels"])
     return CompiledArtifact(module_key=row["module_key"], graph_key=row["graph_key"],
                             source=row["source"], kernels=kernels, meta_json=row["meta_json"])
+
+
+def kernel_binaries(store: Any, artifact: Any, arch: int) -> dict[str, Any]:
+    """Stored binaries of ``artifact``'s kernels at the configs its wrapper launches, built
+    for ``sm_{arch}`` by the installed Triton: ``{kernel name: StoredBinary}``. Kernels
+    without an intact, successfully built row are absent (they compile when first launched).
+    """
+    import triton
+
+    from compiler.autotune.build import Target
+    from compiler.autotune.spaces import Config
+    from compiler.precompile import StoredBinary
+
+    from .records import BinaryRecord
+    target = Target("cuda", arch, 32)
+    wanted = {}
+    for kernel in artifact.kernels:
+        launch = {k: v for k, v in kernel.meta.get("launch", {}).items()
+                  if k not in ("grid", "tuned")}
+        if not launch or kernel.meta.get("candidate"):
+            continue
+        key = BinaryRecord.build(kernel_key=kernel.kernel_key,
+                                 config=Config.from_dict(launch).as_dict(),
+                                 arch=target.arch_name, target=target.name,
+                                 triton_version=triton.__version__, cubin=b"",
+                                 metadata={}).binary_key
+        wanted.setdefault(key, []).append(kernel.name)   # same source and config: one binary
+    if not wanted:
+        return {}
+    rows = store.lookup("binaries", list(wanted)).to_pylist()
+    found = {}
+    for row in rows:
+        meta = json.loads(row["metadata_json"])
+        if row["cubin"] and meta.get("status", "ok") == "ok":
+            for name in wanted[row["binary_key"]]:
+                found[name] = StoredBinary(row["cubin"], meta)
+    return found

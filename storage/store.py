@@ -279,15 +279,25 @@ class Store:
     def load(self, module_key: str, **load_options: Any) -> Any:
         """The stored module as a callable, via ``compiler.runtime.load_artifact``.
 
-        ``load_options`` pass through (``constants=``, ``code_dir=``, ``check_inputs=``).
-        Raises ``StoreMissError`` naming the key and the store if nothing intact is there:
-        a deployment must not recompile silently.
+        ``load_options`` pass through (``constants=``, ``code_dir=``, ``check_inputs=``,
+        ``compile_workers=``). Raises ``StoreMissError`` naming the key and the store if
+        nothing intact is there: a deployment must not recompile silently.
+
+        On a CUDA machine the kernels' stored binaries for its architecture (the build
+        stage's cubins) are handed to the module, so its first call compiles nothing;
+        ``binaries=False`` leaves compiling to Triton.
         """
         artifact = self.get_artifact(module_key)
         if artifact is None:
             raise StoreMissError(f"module {module_key} is not in store {self.root}")
         from compiler.runtime import load_artifact   # lazy: loading needs Triton/torch
-        return load_artifact(artifact, **load_options)
+        binaries = None
+        if load_options.pop("binaries", True) and artifact.meta.get("device") == "cuda":
+            arch = _cuda_arch()
+            if arch is not None:
+                from .artifacts import kernel_binaries
+                binaries = kernel_binaries(self, artifact, arch)
+        return load_artifact(artifact, binaries=binaries, **load_options)
 
     # --- maintenance -----------------------------------------------------------------------
 
@@ -336,3 +346,11 @@ class Store:
         from .compact import compact_store
         return compact_store(self, kinds, **options)
 
+
+def _cuda_arch() -> int | None:
+    """This machine's GPU architecture (90 for an H100), or None without CUDA."""
+    import torch
+    if not torch.cuda.is_available():
+        return None
+    major, minor = torch.cuda.get_device_capability()
+    return 10 * major + minor

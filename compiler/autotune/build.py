@@ -8,6 +8,9 @@ is needed. Failures are results, never exceptions: a compile error is ``build_er
 much shared memory, registers past what one block may hold, or spills (local memory) past
 the target's limit are ``resource_error`` (limits from ``configs/autotune/default.toml``).
 
+The extern config of a GEMM template (``Config(extern=1)``) is "ok" with no cubin: its
+cuBLAS call needs no build, and tuning must still time it.
+
 Pointer dtypes are not in kernel metadata yet: pass them (``dtypes=``), or they are read
 from ``meta["dtypes"]`` once codegen records them; with neither, the build is a
 ``build_error`` that says so (a float32 guess would build a wrong binary for bf16 kernels).
@@ -320,6 +323,9 @@ def build(kernel: KernelArtifact, config: Config,
                            json.dumps(meta, sort_keys=True, default=str), error,
                            time.perf_counter() - start)
 
+    if config.extern:   # the cuBLAS path a GEMM template competes with: nothing to compile
+        meta["extern"] = True
+        return result("ok")
     try:
         fn = load_kernel(kernel, "cuda", code_dir)
         sig = kernel_signature(fn.arg_names, kernel, config, dtypes, sizes)
@@ -340,6 +346,9 @@ def build(kernel: KernelArtifact, config: Config,
         return result(status, error=_error_text(e))
     triton_meta = compiled.metadata._asdict()
     meta.update({k: triton_meta[k] for k in _METADATA_FIELDS if k in triton_meta})
+    # Triton's own metadata file, verbatim: with the cubin it is what a deployment needs to
+    # launch the binary without compiling (compiler.precompile.preload_binaries).
+    meta["triton_metadata"] = json.dumps(triton_meta, default=vars, sort_keys=True)
     cubin = compiled.asm.get("cubin")
     if not cubin:
         return result("build_error", error=f"no cubin produced for {target.name}")
