@@ -196,6 +196,39 @@ class GraphLowering(torch.fx.Interpreter):
                                                tuple(out_dims)))
         return self._load_buffer(name, layout)
 
+    def append_buffer(self, buf: ComputedBuffer) -> TensorValue:
+        """Append a buffer a lowering built itself (a scan, a scatter's copy) and load it."""
+        self.operations.append(buf)
+        return self._load_buffer(buf.name, buf.layout)
+
+    def mutated_input(self, node: torch.fx.Node) -> tuple[InputBuffer, torch.fx.Node] | None:
+        """For a placeholder the graph writes back into (a ``copy_`` into it, or one of
+        export's mutated buffers): its input buffer and the node computing its new value."""
+        buf = self._placeholder_inputs.get(node)
+        if buf is None:
+            return None
+        for user in node.users:
+            if user.target is torch.ops.aten.copy_.default and user.args[0] is node:
+                return buf, user.args[1]
+        position = self.inputs.index(buf)
+        output = next(n for n in self.module.graph.nodes if n.op == "output")
+        for k, pos in self.mutated_inputs.items():
+            if pos == position:
+                return buf, _as_list(output.args[0])[k]
+        return None
+
+    def buffer_layout(self, name: str) -> Layout:
+        """The layout of a buffer some lowering made (or an input, a constant)."""
+        return self._layouts[name]
+
+    def eager_layout(self, node: torch.fx.Node | None = None) -> Layout:
+        """The layout eager gives ``node``'s result when dense, else a contiguous one."""
+        val = self.meta_val(node)
+        if is_dense(val.shape, val.stride()):
+            return layout_of(val)
+        size = _sym_tuple(val.shape)
+        return Layout(val.device.type, val.dtype, size, contiguous_strides(size))
+
     def buffer_ref_with_strides(self, value: TensorValue, stride: tuple) -> BufferRef:
         """``value`` as a view of a buffer with exactly ``stride`` (copied there if need be)."""
         ref = self._as_ref(value)

@@ -216,16 +216,67 @@ class ComputedBuffer:
     layout: Layout
     body: Expr
 
+    def exprs(self) -> tuple[Expr, ...]:
+        """Every expression the kernel evaluates: what the node reads."""
+        return (self.body,)
+
 
 @dataclass(frozen=True)
 class MutationBuffer(ComputedBuffer):
     """Writes ``body`` into graph input ``name`` in place (a mutated buffer or input).
 
-    Only elements where ``store_mask`` holds are written (None: all), so a KV-cache update
-    expressed as ``slice_scatter(cache, new)`` writes just the new rows. It always runs last
-    among the operations reading the old value, and never shares a kernel.
+    Only elements where ``store_mask`` holds are written (None: all); a write of a slice
+    (``slice_scatter(cache, new)``) is a ``ScatterBuffer`` over the slice instead, so its
+    grid is the new rows. It always runs last among the operations reading the old value,
+    and never shares a kernel.
     """
     store_mask: Expr | None = None
+
+    def exprs(self) -> tuple[Expr, ...]:
+        return (self.body,) if self.store_mask is None else (self.body, self.store_mask)
+
+
+@dataclass(frozen=True)
+class ScatterBuffer(MutationBuffer):
+    """Writes ``body`` into the existing buffer ``name`` in place, one element per point of
+    ``size`` (a scatter's source elements), at data-dependent places.
+
+    ``body`` and ``position`` use the index symbols ``i*`` of ``size``; ``position`` is the
+    destination element, one index expression per dim of ``layout``, which may use the
+    symbols bound in ``indirect`` to loaded index values (already wrapped non-negative).
+    ``accumulate`` adds (atomically) instead of storing. ``store_mask`` (if any) limits the
+    points written; destinations outside ``layout`` are never written. ``name`` is a graph
+    input (an in-place update) or a copy of the scatter's ``self`` made just before.
+
+    Example: ``index_put(x, [idx], v, accumulate=True)`` for x of size (8, 4) and idx of
+    size (3,) is ``ScatterBuffer(copy, ..., size=(3, 4), position=(ind0, i1),
+    indirect=((ind0, <idx[i0]>),), accumulate=True)``.
+    """
+    size: tuple = ()
+    position: tuple = ()
+    indirect: tuple = ()      # ((sympy.Symbol, Expr), ...)
+    accumulate: bool = False
+
+    def target(self) -> Load:
+        """The destination element as a load (what the scatter reads to address it)."""
+        return Load(self.name, self.layout.index(self.position), self.layout.dtype, self.indirect)
+
+    def exprs(self) -> tuple[Expr, ...]:
+        return super().exprs() + (self.target(),)
+
+
+SCAN_TYPES = ("sum", "prod", "logsumexp")
+
+
+@dataclass(frozen=True)
+class ScanBuffer(ComputedBuffer):
+    """Element ``i`` combines ``body`` at every ``j`` with ``j[dim] <= i[dim]`` (the other dims
+    equal): cumsum (``"sum"``), cumprod (``"prod"``), logcumsumexp (``"logsumexp"``).
+
+    ``body`` uses the output's index symbols and is in the scan's compute dtype.
+    """
+    dim: int = 0
+    scan_type: str = "sum"
 
 
 REDUCTION_TYPES = ("sum", "prod", "max", "min", "any", "all", "argmax", "argmin")
@@ -250,6 +301,9 @@ class ReductionBuffer:
     src_size: tuple[sympy.Expr, ...] = ()
     reduced_dims: tuple[int, ...] = ()
     out_dims: tuple[int | None, ...] = ()
+
+    def exprs(self) -> tuple[Expr, ...]:
+        return (self.body,)
 
 
 def reduction_symbols(ndim: int) -> list[sympy.Symbol]:

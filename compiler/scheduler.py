@@ -49,8 +49,8 @@ STANDALONE = (ExternKernel, MatmulTemplate)
 
 def reads_of(op) -> set[str]:
     """Buffers an operation reads."""
-    if isinstance(op, (ComputedBuffer, ReductionBuffer)):
-        return {load.buffer for load in loads_of(op.body)}
+    if isinstance(op, (ComputedBuffer, ReductionBuffer)):   # a store mask or scatter index too
+        return {load.buffer for e in op.exprs() for load in loads_of(e)}
     if isinstance(op, MatmulTemplate):   # the product stays in registers
         epilogue = reads_of(op.epilogue) if op.epilogue is not None else set()
         return (reads_of(op.extern) | epilogue) - {op.extern.outputs[0]}
@@ -74,9 +74,12 @@ def outputs_of(op) -> tuple[str, ...]:
 def remove_dead(lowered: LoweredGraph) -> list:
     """Operations some later operation or a graph output needs, in order."""
     live = {o.ref.name for o in lowered.outputs if o.ref is not None}
+    inputs = {b.name for b in lowered.inputs}
     kept = []
     for op in reversed(lowered.operations):
-        if isinstance(op, MutationBuffer) or any(name in live for name in outputs_of(op)):
+        # a write into a graph input is always needed; a scatter into a copy only if read
+        in_place = isinstance(op, MutationBuffer) and op.name in inputs
+        if in_place or any(name in live for name in outputs_of(op)):
             kept.append(op)
             live |= reads_of(op)
     return list(reversed(kept))

@@ -127,6 +127,15 @@ def _draw(domain: str, numel: int, gen: torch.Generator) -> torch.Tensor:
     raise ValueError(f"unknown input domain {domain!r}")
 
 
+def _row_permutations(n: int, alloc: tuple[int, ...], gen: torch.Generator) -> torch.Tensor:
+    """"rowperm<n>": indices into a dim of size n, distinct along the allocated last dim
+    (a scatter that stores must not write one place twice: eager leaves that unspecified)."""
+    rows = math.prod(alloc[:-1]) if alloc else 1
+    width = alloc[-1] if alloc else 1
+    perms = [torch.randperm(n, generator=gen)[:width] for _ in range(rows)]
+    return torch.stack(perms).double().reshape(alloc)
+
+
 def make_tensor(arg: Arg, shape: Shape, dtype: torch.dtype, device: str,
                 gen: torch.Generator) -> torch.Tensor:
     """One input drawn from ``gen`` (a CPU generator), laid out as ``shape`` says."""
@@ -137,7 +146,10 @@ def make_tensor(arg: Arg, shape: Shape, dtype: torch.dtype, device: str,
         alloc = size[:-1] + (2 * size[-1],)
     else:
         alloc = size
-    values = _draw(arg.domain, math.prod(alloc), gen).reshape(alloc)
+    if arg.domain.startswith("rowperm"):
+        values = _row_permutations(int(arg.domain[7:]), alloc, gen)
+    else:
+        values = _draw(arg.domain, math.prod(alloc), gen).reshape(alloc)
     dtype = arg.dtype or dtype
     t = (values != 0) if dtype == torch.bool else values.to(dtype)
     t = t.to(device)
@@ -745,6 +757,10 @@ case("chain_mask_floor", lambda a, b: a * (b > 0).to(a.dtype) + b.floor(), (X, X
 case("chain_unbind_add", lambda a: sum(a.unbind(0)), shapes=((S(3, 4, 5),),))
 case("chain_split_mul", lambda a: (lambda q, k: q * k)(*a.split(4, dim=-1)),
      shapes=((S(6, 8),), (T(6, 8),)))
+
+import optable_scatter  # noqa: E402  (the scan and scatter cases, kept apart for size)
+
+optable_scatter.register()
 
 CASES: dict[str, OpCase] = {}
 for _c in CASE_LIST:

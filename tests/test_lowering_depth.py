@@ -16,7 +16,7 @@ import compiler
 from compiler.capture import capture_module, decomposition_table
 from compiler.config import load_options
 from compiler.graph import GraphLowering
-from compiler.ir import ExternKernel, MutationBuffer
+from compiler.ir import ExternKernel, MutationBuffer, ScatterBuffer
 from compiler.lowering import default_table
 from compiler.runtime import InputMismatchError
 from pipeline.zoo import blocks
@@ -79,7 +79,11 @@ def test_kv_cache_update_writes_only_new_rows_in_place():
     lowered = GraphLowering(compiled.captured.gm, default_table(), load_options(),
                             {0: 0}).lower()
     writes = [op for op in lowered.operations if isinstance(op, MutationBuffer)]
-    assert len(writes) == 1 and writes[0].store_mask is not None   # masked: new rows only
+    # one write whose grid is the new rows (2 x 3 x 2 x 4), not the 2 x 3 x 16 x 4 cache
+    assert len(writes) == 1 and isinstance(writes[0], ScatterBuffer), writes
+    assert writes[0].size == (2, 3, 2, 4) and writes[0].store_mask is None
+    scatter = [k for k in compiled.compiled.artifact.kernels if "scatter" in k.name]
+    assert [k.meta["numels"] for k in scatter] == [["48"]]
 
 
 def test_batchnorm_training_updates_running_stats_like_eager():

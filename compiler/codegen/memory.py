@@ -39,12 +39,13 @@ def _last_uses(lowered: LoweredGraph, steps) -> dict[str, int]:
     return {name: k for name, k in last.items() if name not in keep}
 
 
-def _reusable(steps) -> set[str]:
-    """Kernel outputs that no fallback reads (library externs never return views)."""
+def _reusable(steps, inputs: set[str]) -> set[str]:
+    """Kernel outputs that no fallback reads (library externs never return views); never a
+    graph input a kernel writes in place (its storage is the caller's)."""
     mine = {n for s in steps if isinstance(s, FusedKernel) for n in step_writes(s)}
     read_by_fallback = set().union(*(step_reads(s) for s in steps
                                      if isinstance(s, ExternKernel) and s.is_fallback))
-    return mine - read_by_fallback
+    return mine - read_by_fallback - inputs
 
 
 def _key(layout: Layout):
@@ -54,7 +55,8 @@ def _key(layout: Layout):
 
 def plan_memory(lowered: LoweredGraph, steps, layouts: dict[str, Layout]) -> MemoryPlan:
     last = _last_uses(lowered, steps)
-    reusable = _reusable(steps)
+    placed = {b.name for b in lowered.inputs}     # buffers that already have storage
+    reusable = _reusable(steps, placed)
     pool: dict[tuple, list[str]] = {}
     reuse: dict[str, str] = {}
     dying: dict[int, list[str]] = {}
@@ -62,7 +64,9 @@ def plan_memory(lowered: LoweredGraph, steps, layouts: dict[str, Layout]) -> Mem
         dying.setdefault(k, []).append(name)
     for k, step in enumerate(steps):
         if isinstance(step, FusedKernel):
-            for name in step_writes(step):
+            # a scatter writes again into the storage its destination got first
+            for name in (n for n in step_writes(step) if n not in placed):
+                placed.add(name)
                 key = _key(layouts[name])
                 if key is not None and pool.get(key):
                     reuse[name] = pool[key].pop()

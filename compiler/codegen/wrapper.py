@@ -21,7 +21,8 @@ import torch
 from ..artifact import content_hash
 from ..config import CompilerOptions
 from ..graph import LoweredGraph
-from ..ir import BufferRef, ComputedBuffer, ExternKernel, Layout, MatmulTemplate, MutationBuffer
+from ..ir import (BufferRef, ComputedBuffer, ExternKernel, Layout, MatmulTemplate, MutationBuffer,
+                  ScanBuffer, ScatterBuffer)
 from ..scheduler import FusedKernel, schedule
 from ..sizevars import texpr
 from .builder import CodeBuilder
@@ -29,6 +30,8 @@ from .matmul import choose_matmul_launch, generate_matmul, matmul_launch_config
 from .matmul_select import plan_matmuls
 from .memory import plan_memory
 from .reduction import generate_row_kernel
+from .scan import generate_scan_kernel
+from .scatter import generate_scatter_kernel
 from .triton import KernelSpec, generate_kernel, generate_pointwise_group
 
 HEADER = """\
@@ -226,6 +229,10 @@ def _size_text(size):
 def _generate(step: FusedKernel | MatmulTemplate, number: int, layouts) -> KernelSpec:
     if isinstance(step, MatmulTemplate):
         return generate_matmul(step, number, layouts)
+    if len(step.nodes) == 1 and isinstance(step.nodes[0], ScanBuffer):
+        return generate_scan_kernel(step.nodes[0], number)
+    if len(step.nodes) == 1 and isinstance(step.nodes[0], ScatterBuffer):
+        return generate_scatter_kernel(step.nodes[0], number)
     if len(step.nodes) == 1 and isinstance(step.nodes[0], ComputedBuffer):
         return generate_kernel(step.nodes[0], number)
     if all(type(n) is ComputedBuffer for n in step.nodes):

@@ -71,11 +71,12 @@ class LoweringTable:
 
 
 def default_table() -> LoweringTable:
-    from . import (extern, indexing, norm, pointwise, pooling, reduction,  # registers each family
-                   views)
+    # importing a family registers its lowerings
+    from . import extern, indexing, norm, pointwise, pooling, reduction, scan, scatter, views
     merged: dict[Any, Lowering] = {}
     for registry in (pointwise.REGISTRY, views.REGISTRY, reduction.REGISTRY, indexing.REGISTRY,
-                     pooling.REGISTRY, extern.REGISTRY, norm.REGISTRY):
+                     pooling.REGISTRY, scan.REGISTRY, scatter.REGISTRY, extern.REGISTRY,
+                     norm.REGISTRY):
         for op, lowering in registry.entries().items():
             if op in merged:
                 raise ValueError(f"{op} lowered by two families")

@@ -114,8 +114,10 @@ def lower_slice_scatter(ctx, base, src, dim=0, start=None, end=None, step=1):
     src_idx = list(i)
     # only read where rel is a non-negative multiple of step, so FloorDiv is exact there
     src_idx[dim] = rel if step == 1 else FloorDiv(rel, step)
-    inside = masked(cond, cast_expr(src.load(src_idx), dtype), 0)
-    body = Op("where", (cond, inside, cast_expr(base.body, dtype)), dtype)
+    value, rest = cast_expr(src.load(src_idx), dtype), cast_expr(base.body, dtype)
+    if value == rest:    # src is base's own slice (written in place before): base unchanged
+        return TensorValue(dtype, device, size, rest)
+    body = Op("where", (cond, masked(cond, value, 0), rest), dtype)
     return TensorValue(dtype, device, size, body)
 
 
@@ -144,7 +146,7 @@ def lower_select_scatter(ctx, base, src, dim, index):
 
 
 # ----------------------------------------------------------------------------- gathers
-def _wrapped(value: Expr, dim_size) -> Expr:
+def wrap_index(value: Expr, dim_size) -> Expr:
     """A possibly negative index made non-negative, as eager's indexing does."""
     value = cast_expr(value, torch.int64)
     neg = _cmp("lt", value, 0)
@@ -196,7 +198,7 @@ def lower_gather(ctx, x, dim, index, sparse_grad=False):
     dtype, device, size = _out(ctx)
     dim = normalize_dim(dim, x.ndim)
     i = index_symbols(len(size))
-    value = _wrapped(index.load(i), x.size[dim])
+    value = wrap_index(index.load(i), x.size[dim])
     body = _gather_load(ctx, x, {dim: value}, {d: i[d] for d in range(x.ndim) if d != dim}, size)
     return TensorValue(dtype, device, size, body)
 
@@ -206,19 +208,24 @@ def lower_index_select(ctx, x, dim, index):
     dtype, device, size = _out(ctx)
     dim = normalize_dim(dim, x.ndim)
     i = index_symbols(len(size))
-    value = _wrapped(index.load([i[dim]]), x.size[dim])
+    value = wrap_index(index.load([i[dim]]), x.size[dim])
     body = _gather_load(ctx, x, {dim: value}, {d: i[d] for d in range(x.ndim) if d != dim}, size)
     return TensorValue(dtype, device, size, body)
 
 
-@REGISTRY.register(aten.index.Tensor, supports=_indices_ok(1))
-def lower_index(ctx, x, indices):
-    """Advanced indexing with integer index tensors (broadcast together), eager's placement."""
-    dtype, device, size = _out(ctx)
+def advanced_index(x: TensorValue, indices):
+    """``x[indices]`` with integer index tensors (broadcast together, eager's placement of
+    the indexed dims): its size, and per dim of ``x`` for its element ``i`` either a plain
+    index (``plain``) or a loaded, wrapped index value (``by_dim``).
+
+    Returns ``(size, i, plain, by_dim)`` where ``i`` are the result's index symbols.
+    """
     adv = [d for d, t in enumerate(indices) if t is not None]
     bshape = broadcast_shapes([indices[d].size for d in adv])
     adjacent = adv == list(range(adv[0], adv[-1] + 1))
     first = adv[0] if adjacent else 0
+    rest_sizes = [x.size[d] for d in range(x.ndim) if d not in adv]
+    size = tuple(rest_sizes[:first]) + tuple(bshape) + tuple(rest_sizes[first:])
     i = index_symbols(len(size))
     bidx = list(i[first:first + len(bshape)])
     rest = iter(list(i[:first]) + list(i[first + len(bshape):]))
@@ -226,7 +233,15 @@ def lower_index(ctx, x, indices):
     for d in range(x.ndim):
         if d in adv:
             value = expand_to(indices[d], bshape).load(bidx)
-            by_dim[d] = _wrapped(value, x.size[d])
+            by_dim[d] = wrap_index(value, x.size[d])
         else:
             plain[d] = next(rest)
+    return size, i, plain, by_dim
+
+
+@REGISTRY.register(aten.index.Tensor, supports=_indices_ok(1))
+def lower_index(ctx, x, indices):
+    """Advanced indexing with integer index tensors (broadcast together), eager's placement."""
+    dtype, device, size = _out(ctx)
+    _, _, plain, by_dim = advanced_index(x, indices)
     return TensorValue(dtype, device, size, _gather_load(ctx, x, by_dim, plain, size))
