@@ -1,10 +1,13 @@
 """Triton kernels for reductions and the pointwise work fused around them, row by row.
 
 A row kernel runs a group of nodes over the same rows: reductions of one source shape and
-pointwise nodes of that shape (the scheduler picks the group). Rows are ``xindex`` (XBLOCK
+pointwise nodes of its size (that shape, a reshape or a permutation of it: softmax over a
+[16, 12, 256, 256] view writing the [192, 256, 256] a bmm reads); the scheduler picks the
+group. Rows are ``xindex`` (XBLOCK
 rows per program); the reduced elements are ``rindex``. Persistent kernels hold a whole row
 in one RBLOCK >= rnumel tile, so LayerNorm's two reductions and its normalization read the
-input once; looped kernels walk the row in RBLOCK chunks, one loop per node. A reduction's
+input once; looped kernels walk the row in RBLOCK chunks, one loop per node (a loop that
+reads a pointwise value of an earlier loop computes it again). A reduction's
 result stays in registers for the nodes after it; a buffer nobody outside the group reads is
 never written. Max/min propagate NaN like eager (Triton's own max drops NaNs).
 
@@ -21,6 +24,7 @@ Example:
 """
 from __future__ import annotations
 
+import dataclasses
 import itertools
 from dataclasses import dataclass
 
@@ -33,6 +37,7 @@ from ..ir import (ComputedBuffer, Expr, Load, Op, ReductionBuffer, contiguous_st
 from ..sizevars import affine_coefficients, simplify, size_hint, upper_bound
 from .builder import CodeBuilder
 from .ops import HALF_TYPES, TL_DTYPES, compute_type
+from .traffic import row_traffic
 from .triton import (INT32_MAX, RINDEX, XINDEX, BodyWriter, KernelSpec, index_exprs, kernel_name,
                      merge_dims, simplify_body, store_index, unflatten)
 
@@ -231,6 +236,8 @@ def plan_row_group(nodes) -> RowPlan | None:
     persistent = rnumel.is_Integer and int(rnumel) <= PERSISTENT_MAX_RNUMEL
     plan = RowPlan(tuple(nodes), kinds, tuple(bodies), tuple(stores), tuple(xdims),
                    tuple(rdims), persistent)
+    if not persistent:
+        plan = _recompute_full_values(plan)
     return plan if _reads_are_local(plan) else None
 
 
@@ -254,15 +261,42 @@ def _reads_are_local(plan: RowPlan) -> bool:
     produced = {}
     for k, (node, body) in enumerate(zip(plan.nodes, plan.bodies)):
         for load in (n for n in walk(body) if isinstance(n, Load)):
-            if load.buffer not in produced:
-                continue
-            j = produced[load.buffer]
-            if load != _seed_key(plan, j):
+            if load.buffer in produced and load != _seed_key(plan, produced[load.buffer]):
                 return False
-            if plan.kinds[j] == "full" and not plan.persistent:
-                return False   # a full-row value exists only inside one loop's iteration
         produced[node.name] = k
     return True
+
+
+def _recompute_full_values(plan: RowPlan) -> RowPlan:
+    """A looped kernel holds a pointwise value only inside its own loop: a later loop that
+    reads it computes it again from its inputs (``scheduler.fusion_bytes_saved`` charges
+    those extra reads, so a group fuses this way only where it still saves bytes)."""
+    bodies = list(plan.bodies)
+    for k in range(len(bodies)):
+        known = {_seed_key(plan, j): bodies[j] for j in range(k) if plan.kinds[j] == "full"}
+        if known:
+            bodies[k] = _replace(bodies[k], known)
+    return dataclasses.replace(plan, bodies=tuple(bodies))
+
+
+def _replace(expr: Expr, mapping: dict) -> Expr:
+    """``expr`` with every subexpression found in ``mapping`` replaced (shared ones once)."""
+    memo: dict[int, Expr] = {}
+
+    def go(e: Expr) -> Expr:
+        if isinstance(e, Load) and e in mapping:   # only loads are keys: cheap to hash
+            return mapping[e]
+        if id(e) not in memo:
+            if isinstance(e, Op):
+                memo[id(e)] = dataclasses.replace(e, args=tuple(go(a) for a in e.args))
+            elif isinstance(e, Load) and e.indirect:
+                memo[id(e)] = dataclasses.replace(
+                    e, indirect=tuple((sym, go(v)) for sym, v in e.indirect))
+            else:
+                memo[id(e)] = e
+        return memo[id(e)]
+
+    return go(expr)
 
 
 # ----------------------------------------------------------------------------- emission
@@ -291,7 +325,7 @@ def generate_row_kernel(nodes, stores: frozenset[str], number: int) -> KernelSpe
     kind = "reduction_persistent" if plan.persistent else "reduction_looped"
     outputs = tuple(n.name for n in plan.nodes if n.name in stores)
     return KernelSpec(name, source, key, tuple(emitter.pointers) + outputs, (xnumel, rnumel),
-                      kind, ops, _bytes(plan, stores, xnumel, rnumel), len(outputs),
+                      kind, ops, row_traffic(plan, stores), len(outputs),
                       emitter.size_args)
 
 
@@ -427,15 +461,3 @@ class _Emitter:
         self.size_symbols |= {s for s in index.free_symbols if s not in (XINDEX, RINDEX)}
         code.line(f"tl.store({self.out_ptrs[node.name]} + ({store_index(index, shape)}), "
                   f"{value}{cast}, {mask})")
-
-
-def _bytes(plan: RowPlan, stores, xnumel, rnumel) -> int | None:
-    if not (xnumel.is_Integer and rnumel.is_Integer):
-        return None
-    group = {n.name for n in plan.nodes}
-    loads = {l for b in plan.bodies for l in walk(b) if isinstance(l, Load) and l.buffer not in group}
-    total = sum(int(xnumel) * int(rnumel) * l.dtype.itemsize for l in loads)
-    for n in plan.nodes:
-        if n.name in stores:
-            total += int(sympy.Mul(*n.layout.size)) * n.layout.dtype.itemsize
-    return total

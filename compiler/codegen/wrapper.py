@@ -22,7 +22,7 @@ from ..artifact import content_hash
 from ..config import CompilerOptions
 from ..graph import LoweredGraph
 from ..ir import BufferRef, ComputedBuffer, ExternKernel, Layout, MutationBuffer
-from ..scheduler import FusedKernel, schedule
+from ..scheduler import FusedKernel, FusionLimits, fusion_report, schedule
 from ..sizevars import texpr
 from .builder import CodeBuilder
 from .memory import plan_memory
@@ -48,6 +48,7 @@ class GeneratedModule:
     source: str
     kernels: tuple[KernelSpec, ...]
     kernel_meta: tuple[dict, ...]    # per kernel: what build and tune need to run it alone
+    fusion: dict                     # kernel bytes against unfused (scheduler.fusion_report)
 
 
 def _next_pow2(n: int) -> int:
@@ -140,7 +141,7 @@ def generate_module(lowered: LoweredGraph, options: CompilerOptions, device_type
                     configs: Mapping[str, Mapping[str, int]] | None = None) -> GeneratedModule:
     """The module's source. ``configs``: tuned launch configs by kernel key (from autotune
     trials); a kernel without one, or whose config cannot run it, gets the heuristic."""
-    steps = schedule(lowered)
+    steps = schedule(lowered, FusionLimits.from_options(options))
     code = CodeBuilder()
     code.splice(HEADER)
     kernels = [s for s in steps if isinstance(s, FusedKernel)]
@@ -161,7 +162,7 @@ def generate_module(lowered: LoweredGraph, options: CompilerOptions, device_type
                    layouts)
     metas = tuple(_kernel_meta(spec, layouts, key, launch)
                   for spec, key, launch in zip(specs, keys, launches))
-    return GeneratedModule(code.text(), tuple(specs), metas)
+    return GeneratedModule(code.text(), tuple(specs), metas, fusion_report(lowered, steps))
 
 
 def kernel_key(spec: KernelSpec, layouts) -> str:
