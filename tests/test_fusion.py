@@ -172,3 +172,29 @@ def test_bert_softmax_is_one_kernel_writing_the_layout_the_bmm_reads():
     (out,) = softmax.stores
     bmm = [s for s in steps if not isinstance(s, FusedKernel) and s.kernel == "aten.bmm.default"]
     assert any(arg.name == out and arg.is_whole for arg in bmm[1].args)
+
+
+# ----------------------------------------------------------------------------- realized values
+def test_a_value_realized_for_a_matmul_is_read_back_not_recomputed():
+    """``h = a + b`` is written once for the matmul; the residual add after it loads ``h``
+    (one read) rather than recomputing it from ``a`` and ``b`` (two)."""
+    def residual(a, b, w):
+        h = a + b
+        return (h @ w + h,)
+
+    a, b, w = torch.randn(32, 32), torch.randn(32, 32), torch.randn(32, 32)
+    compiled = _compile(residual, a, b, w)
+    last = compiled.artifact.kernels[-1].meta
+    assert last["bytes_read"] == 2 * 32 * 32 * 4      # the matmul's output and h
+    torch.testing.assert_close(compiled(a, b, w)[0], residual(a, b, w)[0], rtol=1e-4, atol=1e-5)
+
+
+def test_a_broadcast_realized_for_a_matmul_is_still_read_from_its_source():
+    """Expanding 32 biases to 32x32 for the matmul does not make later users read 32x32."""
+    def broadcast(bias, w):
+        h = bias.expand(32, 32) * 2
+        return (h @ w + h,)
+
+    bias, w = torch.randn(32), torch.randn(32, 32)
+    compiled = _compile(broadcast, bias, w)
+    assert compiled.artifact.kernels[-1].meta["bytes_read"] == 32 * 32 * 4 + 32 * 4

@@ -23,7 +23,7 @@ from dataclasses import dataclass
 
 import sympy
 
-from ..ir import Load, index_symbols, walk
+from ..ir import Load, MutationBuffer, index_symbols, walk
 from ..sizevars import size_hint, upper_bound
 
 
@@ -98,7 +98,8 @@ def traffic_of(passes, ranges: dict, nodes, stores, hint: bool = False) -> Traff
     """The traffic of a kernel running ``passes`` (lists of bodies over ``ranges``) for
     ``nodes``, storing ``stores``; ``hint`` sizes run-time dims by their hints."""
     ranges = hinted(ranges) if hint else ranges
-    computed = {n.name for n in nodes}
+    # a MutationBuffer is named after the input it overwrites: its loads read the old value
+    computed = {n.name for n in nodes if not isinstance(n, MutationBuffer)}
     reads = [pass_read_bytes(bodies, ranges, computed) for bodies in passes]
     written = written_bytes(nodes, stores, hint)
     if None in reads or written is None:
