@@ -15,6 +15,7 @@ import torch.nn.functional as F
 from torch.fx.experimental.proxy_tensor import make_fx
 
 import compiler
+from compiler.api import lower
 from compiler.capture import capture_module, decomposition_table
 from compiler.config import load_options
 from compiler.graph import GraphLowering
@@ -77,7 +78,7 @@ def test_softmax_bytes_and_what_fusion_saved_are_exact():
 
 def test_module_fusion_meta_adds_up_its_kernels():
     module, args = blocks.gpt2_block("tiny")
-    artifact = compiler.api.lower(capture_module(module, args), {}, "cuda")
+    artifact = lower(capture_module(module, args), {}, "cuda")
     fusion = artifact.meta["fusion"]
     assert fusion["bytes"] == sum(k.meta["bytes"] for k in artifact.kernels)
     assert fusion["kernels"] == len(artifact.kernels) < fusion["unfused_kernels"]
@@ -198,3 +199,22 @@ def test_a_broadcast_realized_for_a_matmul_is_still_read_from_its_source():
     bias, w = torch.randn(32), torch.randn(32, 32)
     compiled = _compile(broadcast, bias, w)
     assert compiled.artifact.kernels[-1].meta["bytes_read"] == 32 * 32 * 4 + 32 * 4
+
+
+@pytest.mark.parametrize("name", ["bert_layer", "convnext_block"])
+def test_reshaped_and_permuted_row_kernels_build_for_sm90(name):
+    """The row kernels that write a reshape (BERT's softmax) or a permutation (ConvNeXt's
+    channels-first LayerNorm) of their rows compile to sm_90 cubins (no GPU needed)."""
+    from compiler.autotune import Config, Target, build
+    module, args = getattr(blocks, name)("tiny")
+    module = module.to(torch.bfloat16)
+    args = tuple(a.to(torch.bfloat16) if a.is_floating_point() else a for a in args)
+    artifact = lower(capture_module(module, args), {}, "cuda")
+    rows = [k for k in artifact.kernels if k.meta["kind"].startswith("reduction")]
+    assert rows
+    for kernel in rows:
+        launch = kernel.meta["launch"]
+        config = Config(**{k: v for k, v in launch.items()
+                           if k.endswith("BLOCK") or k == "num_warps"})
+        result = build(kernel, config, Target("cuda", 90, 32))
+        assert result.status == "ok" and result.cubin[:4] == b"\x7fELF", (kernel.name, result.error)

@@ -105,7 +105,7 @@ def _kind(node, anchor: ReductionBuffer) -> str | None:
         return "reduction" if same else None
     if type(node) is not ComputedBuffer:    # a MutationBuffer never shares a kernel
         return None
-    if sympy.simplify(node.layout.numel() - sympy.Mul(*anchor.src_size)) == 0 and _full_maps(
+    if sympy.expand(node.layout.numel() - sympy.Mul(*anchor.src_size)) == 0 and _full_maps(
             tuple(node.layout.size), tuple(anchor.src_size)):
         return "full"
     return "row" if _row_dims(node, anchor) is not None else None
