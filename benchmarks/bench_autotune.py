@@ -110,7 +110,8 @@ def trial_rows(launch: KernelLaunch, info, measurements: list[Measurement],
         device_name=info.name, arch=info.arch, driver=info.driver, clocks=info.clocks,
         triton_version=triton.__version__, torch_version=torch.__version__,
         times_ms=list(m.times_ms) if m.status == "ok" else [], status=m.status,
-        error=m.error, is_best=m is best, worker="bench_autotune")
+        error=m.error, is_best=m is best, worker="bench_autotune",
+        is_default=m.config == launch.default)
         for m in measurements if m.status != "not_timed"]   # nothing pretends to be timed
 
 

@@ -204,14 +204,27 @@ def run_model(name: str, dtype: torch.dtype, args_ns, tmp: Path) -> dict:
             row["kiln_bytes"] = sum(b for b in sizes if b is not None)
             row["kiln_kernels_without_bytes"] = sum(1 for b in sizes if b is None)
             row["kiln_bytes_floor_ms"] = row["kiln_bytes"] / (COPY_TBPS * 1e12) * 1e3
+            row["kiln_precompile_s"] = (fn.compiled.precompiled or {}).get("seconds")
             out = first_output(fn(*inputs))
             sync(device)
             row["kiln_cold_s"] = time.perf_counter() - t0
             row["kiln_err"] = errors(out, ref)
             row["kiln_ms"] = bench(lambda: fn(*inputs))
+            row["kiln_cuda_graphs"] = fn._graph is not None
         stage(row, "kiln", kiln)
 
-    for who in ("inductor", "kiln"):
+        if args_ns.kiln_without_graphs and row.get("kiln_cuda_graphs"):
+            def kiln_plain():   # the same kernels (Triton's cache is warm), Python launches
+                options = {**json.loads(args_ns.kiln_options), "cuda_graphs": False}
+                with warnings.catch_warnings():
+                    warnings.simplefilter("ignore")
+                    fn = compiler.compile_module(copy.deepcopy(module), inputs, options,
+                                                 dynamic_shapes=shapes)
+                fn(*inputs)
+                row["kiln_plain_ms"] = bench(lambda: fn(*inputs))
+            stage(row, "kiln_plain", kiln_plain)
+
+    for who in ("inductor", "kiln", "kiln_plain"):
         if f"{who}_ms" in row and "eager_ms" in row:
             row[f"{who}_speedup"] = row["eager_ms"] / row[f"{who}_ms"]
     if "kiln_ms" in row and "inductor_ms" in row:
@@ -244,6 +257,8 @@ def summarize(rows: list[dict]) -> dict:
             "kiln_geomean_speedup": geomean([r["kiln_speedup"] for r in both]),
             "kiln_geomean_speedup_all": geomean([r["kiln_speedup"] for r in rs
                                                   if "kiln_speedup" in r]),
+            "kiln_plain_geomean_speedup": geomean([r["kiln_plain_speedup"] for r in both
+                                                   if "kiln_plain_speedup" in r]),
         }
         cold = [r for r in rs if "compile_ratio" in r]
         if cold:
@@ -291,6 +306,10 @@ def print_table(rows: list[dict], summary: dict, header: str) -> None:
         for who in ("eager", "inductor", "kiln"):
             if f"{who}_error" in r:
                 print(f"    {who} FAILED: {r[f'{who}_error']}")
+        if "kiln_plain_ms" in r:
+            print(f"    kiln without CUDA graphs: {r['kiln_plain_ms']:.3f} ms "
+                  f"({r['kiln_plain_speedup']:.2f}x eager); kiln precompile "
+                  f"{_fmt(r.get('kiln_precompile_s'), '.2f')} s")
         if r.get("kiln_fallbacks"):
             print(f"    kiln fallbacks: {', '.join(r['kiln_fallbacks'])}")
     print("\n(x = speedup over eager; k/i = kiln speed relative to Inductor; cold = compile "
@@ -300,7 +319,9 @@ def print_table(rows: list[dict], summary: dict, header: str) -> None:
         print(f"\n{dtype}: geomean speedup over eager on {len(s['models_compared'])} models "
               f"({', '.join(s['models_compared']) or 'none'}): Inductor "
               f"{_fmt(s['inductor_geomean_speedup'], '.2f')}x, kiln "
-              f"{_fmt(s['kiln_geomean_speedup'], '.2f')}x")
+              f"{_fmt(s['kiln_geomean_speedup'], '.2f')}x"
+              + (f" (kiln without CUDA graphs {s['kiln_plain_geomean_speedup']:.2f}x)"
+                 if s.get("kiln_plain_geomean_speedup") else ""))
         if "compile_ratio_total" in s:
             print(f"  cold compile: kiln {s['kiln_cold_s_total']:.1f} s vs Inductor "
                   f"{s['inductor_cold_s_total']:.1f} s in total = {s['compile_ratio_total']:.2f} "
@@ -323,6 +344,9 @@ def warm_up(device: str, inductor: bool, tmp: Path) -> None:
     with torch.no_grad(), warnings.catch_warnings():
         warnings.simplefilter("ignore")
         compiler.compile_module(torch.nn.GELU(), (x,))(x)
+        if device == "cuda":   # start kiln's compile workers, as Inductor's are started below
+            from compiler.precompile import compile_pool, default_workers
+            compile_pool(default_workers()).warm()
         if inductor:
             torch.compile(torch.nn.GELU())(x)
     sync(device)
@@ -345,6 +369,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--json", type=Path, help="write the rows and summary here")
     p.add_argument("--kiln-options", default="{}",
                    help='compiler options as JSON, e.g. \'{"cuda_graphs": true}\'')
+    p.add_argument("--kiln-without-graphs", action=argparse.BooleanOptionalAction,
+                   default=True, help="also time kiln with CUDA graphs off (default: on)")
     p.add_argument("--budget-s", type=float, default=540,
                    help="start no new model after this many seconds (default 540); the "
                         "skipped ones are listed")

@@ -164,7 +164,8 @@ def compile_fx(gm: torch.fx.GraphModule, example_inputs: Sequence[Any],
     target = specs[0].device if specs else _graph_device(traced)
     key = compute_graph_key(traced, specs, extra="compile_fx")
     artifact, constants = _lower_graph(traced, key, options, target)
-    return load_artifact(artifact, options.code_dir(), constants, options.check_inputs)
+    return load_artifact(artifact, options.code_dir(), constants, options.check_inputs,
+                         options.compile_workers)
 
 
 # ----------------------------------------------------------------------------- modules
@@ -274,7 +275,8 @@ def compile_module(module: torch.nn.Module, example_args: Sequence[Any],
         artifact = lower(captured, options, target, configs)
         if cache is not None:
             cache.put_artifact(artifact)
-    compiled = load_artifact(artifact, options.code_dir(), None, options.check_inputs)
+    compiled = load_artifact(artifact, options.code_dir(), None, options.check_inputs,
+                             options.compile_workers)
     return CompiledModel(module, captured, compiled, hit, options)
 
 

@@ -243,11 +243,9 @@ def _ops_decomposed() -> list[Any]:
         aten._softmax,
         aten._log_softmax,
         aten.native_group_norm,
-        # BatchNorm: eval mode exports _native_batch_norm_legit_no_training, whose
-        # decomposition calls _native_batch_norm_legit(training=False), so both are needed;
-        # the result is pointwise over the running statistics (folds into conv epilogues).
-        # _functional is train mode (buffer mutations); InstanceNorm lands on _legit.no_stats.
-        aten._native_batch_norm_legit_no_training,
+        # BatchNorm: _functional is train mode (buffer mutations); InstanceNorm lands on
+        # _legit.no_stats. Eval mode's _no_training is kept and lowered whole (see
+        # compiler/lowering/norm.py) unless its saved statistics are read.
         aten._native_batch_norm_legit,
         aten._native_batch_norm_legit_functional,
     ]

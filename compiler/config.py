@@ -57,7 +57,16 @@ class CompilerOptions:
     # Replay static-shape CUDA modules as one CUDA graph: a few microseconds of launch cost
     # instead of one Python launch per kernel. Inputs are copied into the graph's own
     # buffers and outputs cloned out of them, so callers see ordinary fresh tensors.
-    cuda_graphs: bool = False
+    cuda_graphs: bool = True
+    # Compile a static-shape CUDA module's kernels before its first call, in this many
+    # worker processes (-1: one per core, up to 16; 0: in the calling process), rather
+    # than one by one as each is first launched.
+    compile_workers: int = -1
+    # mm/addmm/bmm as kiln's Triton GEMM template with the pointwise ops after it fused in:
+    # "off" (cuBLAS plus a separate epilogue kernel), "on" (the template wherever eligible),
+    # or "auto" (the template only where tuned configs say it beat cuBLAS at that shape;
+    # see codegen/matmul_select.py).
+    matmul_template: str = "off"
     debug_dir: str | None = None
     cache_dir: str | None = None
 
@@ -67,6 +76,8 @@ class CompilerOptions:
 
     def options_hash(self) -> str:
         code = {name: getattr(self, name) for name in self.CODE_FIELDS}
+        if self.matmul_template != "off":   # so "off" keeps every module key made before it
+            code["matmul_template"] = self.matmul_template
         return hashlib.sha256(json.dumps(code, sort_keys=True).encode()).hexdigest()[:16]
 
     def code_dir(self) -> Path:

@@ -282,6 +282,25 @@ class ExternKernel:
     tuple_result: bool     # the op returns a tuple (unpack it) rather than one tensor
 
 
+@dataclass(frozen=True)
+class MatmulTemplate:
+    """An mm/addmm/bmm ``extern`` computed by kiln's Triton GEMM template instead, with the
+    pointwise ``epilogue`` that was its result's only reader fused in before the one store
+    (None: the product itself is stored). Chosen per shape by ``codegen.matmul_select``.
+    """
+    extern: ExternKernel
+    epilogue: ComputedBuffer | None = None
+
+    @property
+    def name(self) -> str:
+        """The buffer written: the epilogue's, else the product's."""
+        return self.epilogue.name if self.epilogue is not None else self.extern.outputs[0]
+
+    @property
+    def layout(self) -> Layout:
+        return self.epilogue.layout if self.epilogue is not None else self.extern.layouts[0]
+
+
 Buffer = InputBuffer | ConstantBuffer | ComputedBuffer | ReductionBuffer
-Operation = ComputedBuffer | ReductionBuffer | ExternKernel
+Operation = ComputedBuffer | ReductionBuffer | ExternKernel | MatmulTemplate
 Kernel = ComputedBuffer | ReductionBuffer   # operations that become Triton kernels

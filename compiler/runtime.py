@@ -120,8 +120,13 @@ class Launcher:
     def __getitem__(self, grid):
         return lambda *args, **kwargs: self.launch(grid, args, kwargs)
 
+    def preload(self, kwargs: dict, kernel) -> None:
+        """Use ``kernel`` (compiled ahead of time, see ``compiler.precompile``) for launches
+        with these keyword arguments, so even the first launch is direct."""
+        self._compiled[tuple(sorted(kwargs.items()))] = kernel
+
     def launch(self, grid, args, kwargs):
-        key = tuple(kwargs.items())
+        key = tuple(sorted(kwargs.items()))
         kernel = self._compiled.get(key)
         if kernel is not None and self._direct and _aligned(args):
             grid = tuple(grid) + (1,) * (3 - len(grid))
@@ -253,6 +258,7 @@ class CompiledModule:
         self.extern_ops = tuple(meta.get("extern_ops", ()))
         self.check_inputs = check_inputs
         self.static_cuda = meta["device"] == "cuda" and not meta.get("size_ranges")
+        self.precompiled: dict | None = None    # what load_artifact's precompile did
 
     @property
     def source(self) -> str:
@@ -283,17 +289,36 @@ class CompiledModule:
 
 def load_artifact(artifact: CompiledArtifact, code_dir: Path | None = None,
                   constants: dict[str, torch.Tensor] | None = None,
-                  check_inputs: bool = True) -> CompiledModule:
-    """A callable from a stored artifact: no lowering, no codegen, just import."""
+                  check_inputs: bool = True, compile_workers: int | None = None
+                  ) -> CompiledModule:
+    """A callable from a stored artifact: no lowering, no codegen, just import.
+
+    ``compile_workers`` (static-shape CUDA modules only): compile every kernel now, in that
+    many worker processes (-1: one per core, up to 16; 0: here, one by one), instead of one
+    by one at the first call. None leaves compiling to the first call.
+    """
     from .config import load_options
     meta = artifact.meta
     code_dir = code_dir or load_options().code_dir()
     missing = [n for n in meta.get("constants", []) if not constants or n not in constants]
     if missing:
         raise ValueError(f"kiln: artifact {artifact.module_key} needs constants {missing}")
+    static = not meta.get("size_ranges")
     module = load_module(artifact.source, meta["device"], code_dir, constants,
-                         static_shapes=not meta.get("size_ranges"))
-    return CompiledModule(module, artifact, check_inputs)
+                         static_shapes=static)
+    compiled = CompiledModule(module, artifact, check_inputs)
+    if compile_workers is not None and static and meta["device"] == "cuda":
+        compiled.precompiled = _precompile(artifact, module, code_dir, compile_workers)
+    return compiled
+
+
+def _precompile(artifact: CompiledArtifact, module, code_dir: Path, workers: int) -> dict:
+    from . import precompile as pc
+    target = triton.runtime.driver.active.get_current_target()
+    pool = None if workers == 0 else pc.compile_pool(
+        pc.default_workers() if workers < 0 else workers)
+    return pc.precompile(artifact, module, (target.backend, target.arch, target.warp_size),
+                         code_dir, pool)
 
 
 class GraphedCall:

@@ -35,8 +35,8 @@ from .codegen.reduction import plan_row_group
 from .codegen.traffic import Traffic, pointwise_traffic, row_traffic
 from .codegen.triton import pointwise_group_fits
 from .graph import LoweredGraph
-from .ir import (BufferRef, ComputedBuffer, ExternKernel, MutationBuffer, Op, ReductionBuffer,
-                 count_reads_and_ops, loads_of)
+from .ir import (BufferRef, ComputedBuffer, ExternKernel, MatmulTemplate, MutationBuffer, Op,
+                 ReductionBuffer, count_reads_and_ops, loads_of)
 
 
 @dataclass(frozen=True)
@@ -50,13 +50,18 @@ class FusedKernel:
         return tuple(n.name for n in self.nodes)
 
 
-Step = FusedKernel | ExternKernel
+Step = FusedKernel | ExternKernel | MatmulTemplate
+# operations that are a step of their own, never grouped with others
+STANDALONE = (ExternKernel, MatmulTemplate)
 
 
 def reads_of(op) -> set[str]:
     """Buffers an operation reads."""
     if isinstance(op, (ComputedBuffer, ReductionBuffer)):
         return {load.buffer for load in loads_of(op.body)}
+    if isinstance(op, MatmulTemplate):   # the product stays in registers
+        epilogue = reads_of(op.epilogue) if op.epilogue is not None else set()
+        return (reads_of(op.extern) | epilogue) - {op.extern.outputs[0]}
     out: set[str] = set()
 
     def visit(v):
@@ -164,7 +169,7 @@ def _group_at(ops: list, start: int, costs: FusionCosts, limits: FusionLimits) -
     """End (exclusive) of the kernel starting at ``ops[start]``: the next operation joins
     while it may share the kernel, stays within the limits and saves bytes."""
     end = start + 1
-    while end < len(ops) and not isinstance(ops[end], ExternKernel):
+    while end < len(ops) and not isinstance(ops[end], STANDALONE):
         group = tuple(ops[start:end])
         if not within_limits(group + (ops[end],), limits):
             break
@@ -182,7 +187,7 @@ def schedule(lowered: LoweredGraph, limits: FusionLimits | None = None) -> tuple
     steps: list[Step] = []
     start = 0
     while start < len(ops):
-        if isinstance(ops[start], ExternKernel):
+        if isinstance(ops[start], STANDALONE):
             steps.append(ops[start])
             start += 1
             continue
@@ -194,8 +199,9 @@ def schedule(lowered: LoweredGraph, limits: FusionLimits | None = None) -> tuple
 
 
 def fusion_report(lowered: LoweredGraph, steps) -> dict:
-    """The module's kernel traffic against one kernel per operation (None when sizes are
-    only known at run time): what the module meta records as the bytes fusion saved."""
+    """The traffic of the module's pointwise and row kernels against one kernel per
+    operation (None when sizes are only known at run time): what the module meta records
+    as the bytes fusion saved. GEMM templates and externs are not counted."""
     costs = FusionCosts([n for s in steps for n in (s.nodes if isinstance(s, FusedKernel)
                                                    else (s,))], lowered)
     kernels = [s for s in steps if isinstance(s, FusedKernel)]

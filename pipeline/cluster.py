@@ -3,7 +3,11 @@
 The embedded cluster is a ``distributed.SpecCluster`` on this machine: ``workers`` CPU worker
 processes (one thread each; capture, lower and build are CPU-bound Python) plus one GPU worker
 per visible GPU, pinned to its card with ``CUDA_VISIBLE_DEVICES`` in the worker's environment
-and advertising the Dask resource ``GPU=1`` so only tune tasks land there. Every worker is
+and advertising the Dask resource ``GPU=1`` so only tune tasks land there. The CPU workers
+advertise ``CPU=1`` and every other task asks for it, so CPU-only workers feed the GPU
+workers and a GPU worker never spends its time on a build. On a joined cluster CPU tasks
+ask for ``CPU=1`` only if some worker advertises it (``dask worker --resources CPU=1``);
+otherwise they may run on any worker. Every worker is
 watched by a Nanny, which restarts it when it dies; the scheduler re-runs the dead worker's
 task elsewhere up to ``retries`` times, then reports ``KilledWorker``.
 
@@ -12,6 +16,8 @@ To run on a real cluster instead, start it by hand and pass ``--scheduler``::
     dask scheduler                                         # prints tcp://HOST:8786
     dask worker tcp://HOST:8786 --nworkers 8 --nthreads 1  # CPU workers
     CUDA_VISIBLE_DEVICES=0 dask worker tcp://HOST:8786 --nthreads 1 --resources GPU=1
+    # optional: keep CPU tasks off the GPU workers
+    dask worker tcp://HOST:8786 --nworkers 8 --nthreads 1 --resources CPU=1
 
 Example:
     >>> from pipeline.config import ClusterSpec
@@ -74,9 +80,12 @@ def embedded_worker_specs(cpu_workers: int, gpus: int) -> dict[str, dict]:
     ['cpu-0', 'cpu-1', 'gpu-0']
     >>> embedded_worker_specs(1, 1)["gpu-0"]["options"]["env"]
     {'CUDA_VISIBLE_DEVICES': '0'}
+    >>> embedded_worker_specs(1, 0)["cpu-0"]["options"]["resources"]
+    {'CPU': 1}
     """
     base = {"nthreads": 1, "silence_logs": logging.ERROR}
-    specs = {f"cpu-{i}": {"cls": Nanny, "options": dict(base)} for i in range(cpu_workers)}
+    specs = {f"cpu-{i}": {"cls": Nanny, "options": {**base, "resources": {"CPU": 1}}}
+             for i in range(cpu_workers)}
     for i in range(gpus):
         specs[f"gpu-{i}"] = {"cls": Nanny, "options": {
             **base, "resources": {"GPU": 1},
@@ -127,6 +136,7 @@ class Cluster:
         self._client: Client | None = None
         self._done: queue.Queue[Future] = queue.Queue()
         self.info: ClusterInfo | None = None
+        self._cpu_resource = False    # whether CPU tasks ask for the CPU resource
 
     # --- lifecycle ----------------------------------------------------------------------------
 
@@ -155,6 +165,12 @@ class Cluster:
         self._client.register_plugin(EmbeddedWorkerSetup(self.quiet), name="kiln-setup")
         self._client.wait_for_workers(self.spec.workers + self.gpus, timeout=300)
         notes = () if self.gpus else ("no GPU visible: 0 GPU workers (tuning needs a GPU)",)
+        visible = visible_gpus() if self.spec.gpus is not None else self.gpus
+        if self.gpus > visible:
+            notes += (f"cluster.gpus = {self.gpus} but this machine shows {visible} GPU(s): "
+                      f"a tune task on a GPU worker without a card fails ('tune task on a "
+                      f"worker without CUDA'); set cluster.gpus to at most {visible}",)
+        self._cpu_resource = True
         return ClusterInfo(address=self._cluster.scheduler_address, embedded=True,
                            cpu_workers=self.spec.workers, gpu_workers=self.gpus,
                            attempts=self.retries + 1, notes=notes)
@@ -163,6 +179,7 @@ class Cluster:
         self._client = Client(self.spec.scheduler, set_as_default=False, timeout=30)
         workers = self._client.scheduler_info(n_workers=-1)["workers"].values()
         gpu = sum(1 for w in workers if w.get("resources", {}).get("GPU"))
+        self._cpu_resource = any(w.get("resources", {}).get("CPU") for w in workers)
         # A lambda is pickled by value: the scheduler need not have kiln installed.
         allowed = self._client.run_on_scheduler(lambda dask_scheduler:
                                                 dask_scheduler.allowed_failures)
@@ -193,9 +210,10 @@ class Cluster:
                near: str | None = None) -> Future:
         """Run ``fn(*args)`` as task ``key``; ``near`` prefers a worker (where its input was
         made) without requiring it, ``gpu`` requires a worker with the GPU resource."""
+        cpu = {"CPU": 1} if self._cpu_resource else None
         future = self.client.submit(
             fn, *args, key=key, pure=False,
-            resources={"GPU": 1} if gpu else None,
+            resources={"GPU": 1} if gpu else cpu,
             workers=[near] if near else None, allow_other_workers=bool(near))
         # Done futures are queued as they finish, so waiting costs nothing per pending task.
         future.add_done_callback(self._done.put)
@@ -227,6 +245,17 @@ class Cluster:
         """The worker holding a finished future's result (where its big inputs live)."""
         holders = self.client.who_has([future]).get(future.key, ())
         return holders[0] if holders else None
+
+    def placement_names(self, counts: dict[str, dict[str, int]]) -> dict[str, dict[str, int]]:
+        """``{stage: {worker address: tasks}}`` with each address replaced by the worker's
+        name where the scheduler knows it (``cpu-0``, ``gpu-1`` on the embedded cluster)."""
+        try:
+            workers = self.client.scheduler_info(n_workers=-1)["workers"]
+        except Exception:   # the run's result matters more than prettier names
+            workers = {}
+        names = {addr: str(w.get("name", addr)) for addr, w in workers.items()}
+        return {stage: {names.get(addr, addr): n for addr, n in by.items()}
+                for stage, by in counts.items()}
 
     def release(self, futures: Iterable[Future]) -> None:
         """Drop our references so the workers may free the results."""

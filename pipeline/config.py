@@ -24,8 +24,9 @@ from pathlib import Path
 from typing import Any, Mapping
 
 DTYPES = ("bfloat16", "float16", "float32", "float64")
-STAGES = ("capture", "lower", "build", "tune")
-DEFAULT_TIMEOUTS = {"capture": 300.0, "lower": 600.0, "build": 600.0, "tune": 1800.0}
+STAGES = ("capture", "lower", "build", "tune", "relower")
+DEFAULT_TIMEOUTS = {"capture": 300.0, "lower": 600.0, "build": 600.0, "tune": 1800.0,
+                    "relower": 900.0}
 MIN_ARCH = 70
 _TARGET_RE = re.compile(r"^(cpu|sm_\d{2,3}a?)$")
 _FACTORY_RE = re.compile(r"^[A-Za-z_][\w.]*:[A-Za-z_]\w*$")

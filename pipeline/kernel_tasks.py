@@ -263,7 +263,7 @@ def _trial_rows(launch: Any, info: Any, measurements: list[Any], best: Any) -> l
         device_name=info.name, arch=info.arch, driver=info.driver, clocks=info.clocks,
         triton_version=triton.__version__, torch_version=torch.__version__,
         times_ms=list(m.times_ms) if m.status == "ok" else [], status=m.status,
-        error=m.error, is_best=m is best, worker=worker)
+        error=m.error, is_best=m is best, worker=worker, is_default=m.config == launch.default)
         # nothing pretends to be timed, and a config the budget did not reach is left for
         # the next run to plan again
         for m in measurements if m.status not in ("not_timed", BUDGET_STATUS)]

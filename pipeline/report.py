@@ -8,7 +8,7 @@ Example:
     ...                     "run": {"targets": ["cpu", "sm_90"]}}, "zoo.toml")
     >>> plan = make_plan(cfg, "/tmp/kiln-store", gpus=0)
     >>> [(s.name, s.tasks) for s in plan.stages]
-    [('capture', 1), ('lower', 2), ('build', 0), ('tune', 0)]
+    [('capture', 1), ('lower', 2), ('build', 0), ('tune', 0), ('relower', 0)]
 """
 from __future__ import annotations
 
@@ -90,9 +90,18 @@ def make_plan(config: RunConfig, store: str, gpus: int) -> Plan:
                   f"({', '.join(targets)}); timeout {config.tasks.timeout('lower'):g} s"),
         StagePlan("build", 0, "CPU workers", build_note),
         StagePlan("tune", 0, "GPU workers", tune_note),
+        StagePlan("relower", 0, "CPU workers", _relower_note(config, tune_note)),
     )
     return Plan(config=config, store=store, lower_targets=targets, stages=stages,
                 cluster=describe_cluster(config, gpus))
+
+
+def _relower_note(config: RunConfig, tune_note: str) -> str:
+    if not config.tuning.enabled or tune_note.startswith("skipped"):
+        return "off (nothing tuned)"
+    return (f"per model and GPU kind, once its kernels are tuned: the cuda module again with "
+            f"the best stored configs, stored with tuned_for = the GPU's name; timeout "
+            f"{config.tasks.timeout('relower'):g} s")
 
 
 def format_plan(plan: Plan, store_contents: str) -> str:
@@ -115,6 +124,47 @@ def format_plan(plan: Plan, store_contents: str) -> str:
     return "\n".join(lines)
 
 
+@dataclass(frozen=True)
+class Throughput:
+    """What a run got through per minute. ``graphs``: modules lowered or found stored;
+    ``kernels_built``: kernel x architecture builds that built something; ``kernels_tuned``:
+    kernel shapes with new trials, over the tune stage's span (first tune submitted to last
+    finished: the GPU workers' part of the run); ``gpu_s``: seconds spent timing on GPUs.
+
+    >>> Throughput(4, 60, 30, 900, wall_s=120.0, tune_stage_s=60.0, gpu_s=50.0).tuned_per_min
+    30.0
+    """
+    graphs: int
+    kernels_built: int
+    kernels_tuned: int
+    configs_timed: int
+    wall_s: float
+    tune_stage_s: float
+    gpu_s: float
+
+    @staticmethod
+    def _rate(count: int, seconds: float) -> float:
+        return 60.0 * count / seconds if seconds > 0 else 0.0
+
+    @property
+    def graphs_per_min(self) -> float:
+        return self._rate(self.graphs, self.wall_s)
+
+    @property
+    def built_per_min(self) -> float:
+        return self._rate(self.kernels_built, self.wall_s)
+
+    @property
+    def tuned_per_min(self) -> float:
+        return self._rate(self.kernels_tuned, self.tune_stage_s)
+
+    def describe(self) -> str:
+        return (f"throughput: {self.graphs_per_min:.1f} graphs/min, {self.built_per_min:.1f} "
+                f"kernels built/min over {self.wall_s:.1f} s; {self.tuned_per_min:.1f} kernels "
+                f"tuned/min over the tune stage's {self.tune_stage_s:.1f} s "
+                f"({self.configs_timed} configs timed); {self.gpu_s:.1f} GPU-s timing")
+
+
 @dataclass
 class RunReport:
     """Everything a run produced: one ``TaskResult`` per finished task (failures included,
@@ -129,6 +179,10 @@ class RunReport:
     untuned: tuple[int, int] = (0, 0)
     # capture tasks submitted; the other models were found in the store by source key
     captured: int = 0
+    # seconds after the run's start of each stage's first submit and last finish
+    stage_spans: dict[str, list[float]] = field(default_factory=dict)
+    # {stage: {worker name: tasks finished there}}
+    placement: dict[str, dict[str, int]] = field(default_factory=dict)
 
     @property
     def failures(self) -> list[TaskResult]:
@@ -151,6 +205,16 @@ class RunReport:
     @property
     def nothing_new(self) -> bool:
         return bool(self.results) and all(r.status == SKIPPED for r in self.results)
+
+    def throughput(self) -> "Throughput":
+        """Rates of this run (see ``Throughput``)."""
+        tunes = [r for r in self.stage("tune") if r.status == OK]
+        start, end = self.stage_spans.get("tune", (0.0, 0.0))
+        return Throughput(
+            graphs=len({r.key for r in self.stage("lower") if not r.failed}),
+            kernels_built=sum(1 for r in self.stage("build") if r.built),
+            kernels_tuned=len(tunes), configs_timed=sum(r.timed for r in tunes),
+            wall_s=self.wall_s, tune_stage_s=end - start, gpu_s=self.gpu_s)
 
     def failed_models(self) -> set[str]:
         return {r.model for r in self.failures}
@@ -196,7 +260,9 @@ def format_summary(report: RunReport) -> str:
                f"{report.gpu_s:.1f}"]]
     lines += [format_table(["models", "kernels", "built", "tuned", "reused", "failed",
                             "wall time", "GPU-s"], totals)]
-    lines += _build_lines(report) + _tune_lines(report)
+    lines += _build_lines(report) + _tune_lines(report) + _relower_lines(report)
+    lines.append(report.throughput().describe())
+    lines += _placement_lines(report)
     lines += _failure_lines(report.failures)
     lines.append(_verdict(report))
     return "\n".join(lines)
@@ -261,6 +327,27 @@ def _tune_lines(report: RunReport) -> list[str]:
             lines.append(f"tune: {target}: not tuned: no GPU of this architecture among the "
                          f"workers")
     return lines
+
+
+def _relower_lines(report: RunReport) -> list[str]:
+    relowers = report.stage("relower")
+    if not relowers:
+        return []
+    devices = sorted({r.device for r in relowers if r.device})
+    new = sum(r.status == OK for r in relowers)
+    stored = sum(r.status == SKIPPED for r in relowers)
+    return [f"tuned modules ({', '.join(devices)}): {new} new, {stored} stored or without "
+            f"trials, {sum(r.failed for r in relowers)} failed; found by "
+            f"Store.tuned_module(graph_key, device_name)"]
+
+
+def _placement_lines(report: RunReport) -> list[str]:
+    """Where each stage's tasks ran, by worker name (CPU tasks on cpu-*, tune on gpu-*)."""
+    if not report.placement:
+        return []
+    parts = [f"{stage} " + " ".join(f"{w}:{n}" for w, n in sorted(by.items()))
+             for stage, by in report.placement.items()]
+    return ["workers: " + "; ".join(parts)]
 
 
 def _failure_lines(failures: list[TaskResult]) -> list[str]:

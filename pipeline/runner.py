@@ -16,6 +16,10 @@ as soon as its input is ready:
 - every build of a kernel done -> with tuning on and GPU workers present, one tune task per
   distinct (kernel, sizes) on a GPU worker (Dask resource ``GPU=1``). Without GPU workers
   nothing is tuned and the summary says how many kernels were left untuned.
+- every kernel shape of a model's ``cuda`` module through the tune stage -> one relower task
+  per GPU kind that tuned them (``pipeline.tuned_tasks``), on a CPU worker next to the
+  model's capture: the module lowered again with the best stored configs, stored with
+  ``tuned_for`` = the device name (a rerun finds it stored and skips it).
 
 The loop below only moves keys and small ``TaskResult`` records (build and tune tasks read
 the kernel source from the store themselves):
@@ -36,6 +40,7 @@ Example:
 """
 from __future__ import annotations
 
+import hashlib
 import json
 import signal
 import sys
@@ -46,15 +51,16 @@ from dataclasses import dataclass, field, replace
 from typing import Any, TextIO
 
 from pipeline.cluster import Cluster
-from pipeline.config import RunConfig, gpu_targets
+from pipeline.config import RunConfig, cuda_arch, gpu_targets
 from pipeline.kernel_tasks import BuildJob, TuneJob, build_task, tune_task
 from pipeline.progress import Progress
 from pipeline.report import RunReport, lower_targets
 from pipeline.shapes import KernelShape
 from pipeline.tasks import (FAILED, SKIPPED, LowerJob, TaskResult, capture_task, lower_task,
                             source_key)
+from pipeline.tuned_tasks import RelowerJob, relower_task
 
-STAGES = ("capture", "lower", "build", "tune")
+STAGES = ("capture", "lower", "build", "tune", "relower")
 _POLL_S = 0.5          # how often the loop wakes to look at signals and timeouts
 _TIMEOUT_CHECK_S = 1.0
 
@@ -108,6 +114,50 @@ class _Kernel:
     shapes: list[KernelShape] = field(default_factory=list)
 
 
+def _tuned_on(result: TaskResult, targets: tuple[str, ...]) -> bool:
+    """Whether a tune result timed (now or before) on a GPU of one of the run's targets."""
+    return (not result.failed and bool(result.device) and result.target.startswith("sm_")
+            and cuda_arch(result.target) in {cuda_arch(t) for t in targets})
+
+
+class _TunedModules:
+    """Which models wait on which kernel shapes' tune tasks, and which GPU kinds tuned them.
+
+    A kernel shared by several models is tuned once; each model's tuned modules are due once
+    every one of its shapes went through the tune stage (tuned, failed or skipped).
+    """
+
+    def __init__(self) -> None:
+        self.devices: dict[tuple[str, str], str | None] = {}   # shape -> device, once tuned
+        self.waiting: dict[str, set[tuple[str, str]]] = {}     # model -> shapes not tuned yet
+        self.jobs: dict[str, tuple[LowerJob, tuple[KernelShape, ...], str]] = {}
+
+    def expect(self, job: LowerJob, shapes: tuple[KernelShape, ...], options_json: str) -> None:
+        ids = {(s.kernel_key, s.digest) for s in shapes}
+        self.jobs[job.spec.name] = (job, shapes, options_json)
+        self.waiting[job.spec.name] = {i for i in ids if i not in self.devices}
+
+    def tuned(self, shape: KernelShape, device: str | None) -> list[str]:
+        """Record that ``shape`` went through tuning (on ``device``); the models this made
+        ready."""
+        ident = (shape.kernel_key, shape.digest)
+        self.devices[ident] = device
+        for waits in self.waiting.values():
+            waits.discard(ident)
+        return [model for model, waits in self.waiting.items() if not waits]
+
+    def ready(self, model: str) -> list[RelowerJob]:
+        """The relower jobs of ``model`` if all its shapes are tuned (then never again)."""
+        if self.waiting.get(model, {None}):
+            return []
+        del self.waiting[model]
+        job, shapes, options_json = self.jobs.pop(model)
+        devices = {self.devices.get((s.kernel_key, s.digest)) for s in shapes} - {None}
+        return [RelowerJob(spec=job.spec, graph_key=job.graph_key, device_name=device,
+                           shapes=shapes, options_json=options_json)
+                for device in sorted(devices)]
+
+
 class _Runner:
     """The submit / wait / record loop of one run on one cluster."""
 
@@ -123,6 +173,9 @@ class _Runner:
         self.gpu_targets = gpu_targets(config)
         self.kernels: dict[str, _Kernel] = {}
         self.can_tune = config.tuning.enabled and cluster.info.gpu_workers > 0
+        self.tuned = _TunedModules()
+        self.capture_worker: dict[str, str] = {}
+        self.start = time.perf_counter()
 
     # --- submitting ---------------------------------------------------------------------------
 
@@ -133,6 +186,7 @@ class _Runner:
                                      gpu=task.stage == "tune")
         self.pending[future] = replace(task, dask_key=key)
         self.by_key[key] = future
+        self.report.stage_spans.setdefault(task.stage, [time.perf_counter() - self.start] * 2)
 
     def _submit_captures(self) -> None:
         # Totals up front, so the bars show the whole job; a failed capture takes its
@@ -214,8 +268,16 @@ class _Runner:
 
     # --- the loop -----------------------------------------------------------------------------
 
+    def _submit_relowers(self, model: str) -> None:
+        """The tuned modules of ``model``, once its every kernel shape went through tuning."""
+        for job in self.tuned.ready(model):
+            self.progress.add("relower", 1)
+            task = _Task("relower", model, job.record_key, "cuda", job,
+                         tag=hashlib.sha256(job.device_name.encode()).hexdigest()[:8])
+            self._submit(task, relower_task, job, near=self.capture_worker.get(model))
+
     def run(self) -> RunReport:
-        start = time.perf_counter()
+        start = self.start
         self._submit_captures()
         last_check = time.perf_counter()
         while self.pending and not self.stop.requested:
@@ -231,6 +293,7 @@ class _Runner:
             self.report.untuned = (len(self.kernels),
                                    sum(len(k.shapes) for k in self.kernels.values()))
         self.report.wall_s = time.perf_counter() - start
+        self.report.placement = self.cluster.placement_names(self.report.placement)
         return self.report
 
     def _finished(self, future: Any) -> None:
@@ -245,6 +308,11 @@ class _Runner:
                                   attempts=self.cluster.info.attempts if died else 1)
         # Where it ran: failure rows name it, and lowerings go next to their graph.
         worker = self.cluster.worker_of(future) if outcome.ok else None
+        if worker:
+            where = self.report.placement.setdefault(task.stage, {})
+            where[worker] = where.get(worker, 0) + 1
+            if task.stage == "capture":
+                self.capture_worker[task.model] = worker
         self.cluster.release([future])
         self._record(result, worker)
         self._after(result, task, worker)
@@ -255,8 +323,15 @@ class _Runner:
             self._after_capture(result, task, worker)
         elif task.stage == "lower" and task.target == "cuda" and not result.failed:
             self._after_lower(result)
+            if self.can_tune:
+                self.tuned.expect(task.job, result.kernel_shapes, self.config.compiler_json)
+                self._submit_relowers(result.model)
         elif task.stage == "build":
             self._after_build(task.job.shape.kernel_key)
+        elif task.stage == "tune":
+            on_target = _tuned_on(result, self.gpu_targets)
+            for model in self.tuned.tuned(task.job.shape, result.device if on_target else None):
+                self._submit_relowers(model)
 
     def _after_lower(self, result: TaskResult) -> None:
         for shape in result.kernel_shapes:
@@ -293,6 +368,9 @@ class _Runner:
 
     def _record(self, result: TaskResult, worker: str | None) -> None:
         self.report.results.append(result)
+        span = self.report.stage_spans.get(result.stage)
+        if span is not None:
+            span[1] = time.perf_counter() - self.start
         self.report.gpu_s += result.gpu_seconds
         self.progress.finish(result.stage, result.status)
         if result.failed:

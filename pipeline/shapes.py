@@ -49,6 +49,21 @@ class KernelShape:
         text = json.dumps([self.dtypes, self.extents, self.numels, self.size_args])
         return hashlib.sha256(text.encode()).hexdigest()[:8]
 
+    def trial_sizes(self) -> dict[str, Any]:
+        """The sizes a trial of this shape is recorded at (``KernelLaunch.sizes``): numels
+        by name, the pointer dtypes, and the size arguments when there are any.
+
+        >>> KernelShape("k", "pointwise1d", ("torch.float32",) * 2, (64, 64), (64,)).trial_sizes()
+        {'xnumel': 64, 'dtypes': ['torch.float32', 'torch.float32']}
+        """
+        from compiler.autotune.build import dtype_name
+        from compiler.autotune.spaces import NUMEL_NAMES
+        out: dict[str, Any] = {**dict(zip(NUMEL_NAMES[self.kind], self.numels)),
+                               "dtypes": [dtype_name(d) for d in self.dtypes]}
+        if self.size_args:
+            out["size_args"] = list(self.size_args)
+        return out
+
     def describe(self) -> str:
         """``8x128`` (numels), with size arguments when there are any."""
         text = "x".join(str(n) for n in self.numels) or "?"

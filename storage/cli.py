@@ -1,4 +1,9 @@
-"""``kiln store ls|show KEY|stats|verify|compact``: look at and maintain a store.
+"""``kiln store ls|show KEY|stats|verify|compact|best|gains|plot-tuning``: look at a store.
+
+``best KERNEL`` prints the best config of a kernel (key or unique prefix) per size and GPU;
+``gains`` what tuning gained per kernel (default vs best median); ``plot-tuning --out PNG``
+draws that as a bar chart (needs matplotlib: ``pip install 'kiln[plot]'``). See
+``storage.tuning``.
 
 Exit status: 0 on success; 1 when the command ran but found something wrong (verify found a
 problem, show found no such key, compact left corrupt files in place, a file's schema
@@ -14,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import sys
 from typing import Any, TextIO
 
@@ -51,6 +57,15 @@ def _parser() -> argparse.ArgumentParser:
     compact = sub.add_parser("compact", help="merge small files into large sorted ones")
     compact.add_argument("kinds", nargs="*", type=_kind, metavar="KIND")
     compact.add_argument("--full", action="store_true", help="rewrite every file")
+    best = sub.add_parser("best", help="best config of a kernel per size and GPU")
+    best.add_argument("kernel", help="kernel key or a unique prefix of it")
+    best.add_argument("--device", help="GPU device name (default: every GPU)")
+    gains = sub.add_parser("gains", help="default vs best median time per tuned kernel")
+    gains.add_argument("--device", help="GPU device name (default: every GPU)")
+    gains.add_argument("--limit", type=int, default=50, help="rows to print (0: all)")
+    plot = sub.add_parser("plot-tuning", help="PNG bar chart of per-kernel speedup from tuning")
+    plot.add_argument("--out", default="tuning.png", help="PNG path (default: tuning.png)")
+    plot.add_argument("--device", help="GPU device name (default: every GPU)")
     return parser
 
 
@@ -151,8 +166,70 @@ def _stats(store: Store, args: argparse.Namespace, out: TextIO) -> int:
     return 0
 
 
+def _kernel_key(store: Store, prefix: str) -> str | None:
+    keys = sorted({k for k in store.query("trials", columns=["kernel_key"], verify=False)
+                  .column("kernel_key").to_pylist() if k.startswith(prefix)})
+    if len(keys) != 1:
+        sys.stderr.write(f"kiln store: {prefix!r} matches {len(keys)} tuned kernels"
+                         + (": " + ", ".join(k[:16] for k in keys[:5]) if keys else "") + "\n")
+        return None
+    return keys[0]
+
+
+def _sizes(sizes: dict[str, Any]) -> str:
+    return " ".join(f"{k}={v}" for k, v in sizes.items() if k != "dtypes")
+
+
+def _best(store: Store, args: argparse.Namespace, out: TextIO) -> int:
+    from .tuning import best_trials
+    kernel = _kernel_key(store, args.kernel)
+    if kernel is None:
+        return 1
+    found = best_trials(store, args.device, [kernel])
+    if not found:
+        sys.stderr.write(f"kiln store: kernel {kernel[:16]} has no ok trial"
+                         + (f" on {args.device!r}" if args.device else "") + "\n")
+        return 1
+    out.write(f"kernel {kernel}\n")
+    for b in found:
+        out.write(f"  {b.device_name}  {_sizes(b.sizes)}: {json.dumps(b.config)} "
+                  f"{b.median_ms:.4f} ms (best of {b.timed})\n")
+    return 0
+
+
+def _gains(store: Store, args: argparse.Namespace, out: TextIO) -> int:
+    from .tuning import tuning_gains
+    gains = tuning_gains(store, args.device)
+    shown = gains if args.limit <= 0 else gains[:args.limit]
+    out.write(f"{'kernel':<34} {'kind':<20} {'sizes':<26} {'default ms':>10} {'best ms':>9} "
+              f"{'speedup':>7} {'timed':>5}  device / best config\n")
+    for g in shown:
+        default = f"{g.default_ms:.4f}" if g.default_ms else "-"
+        speedup = f"{g.speedup:.2f}x" if g.speedup else "-"
+        out.write(f"{(g.name or g.kernel_key[:16])[:34]:<34} {g.kind[:20]:<20} "
+                  f"{_sizes(g.sizes)[:26]:<26} {default:>10} {g.best_ms:>9.4f} {speedup:>7} "
+                  f"{g.timed:>5}  {g.device_name} {json.dumps(g.best_config)}\n")
+    known = [g.speedup for g in gains if g.speedup]
+    geomean = math.exp(sum(map(math.log, known)) / len(known)) if known else None
+    out.write(f"{len(gains)} tuned kernel sizes"
+              + (f"; {geomean:.3f}x geomean speedup over {len(known)} with a known default"
+                 if geomean else "; no default timing known") + "\n")
+    return 0
+
+
+def _plot_tuning(store: Store, args: argparse.Namespace, out: TextIO) -> int:
+    from .tuning import plot_gains, tuning_gains
+    try:
+        bars = plot_gains(tuning_gains(store, args.device), args.out)
+    except (ImportError, ValueError) as err:
+        sys.stderr.write(f"kiln store: plot-tuning: {err}\n")
+        return 1
+    out.write(f"plot-tuning: {bars} kernel(s) -> {args.out}\n")
+    return 0
+
+
 _COMMANDS = {"ls": _ls, "show": _show, "stats": _stats, "verify": _verify,
-             "compact": _compact}
+             "compact": _compact, "best": _best, "gains": _gains, "plot-tuning": _plot_tuning}
 
 
 def store_main(argv: list[str], out: TextIO | None = None) -> int:

@@ -1,7 +1,7 @@
 """Files of a store: where they live, how they are named, written atomically and listed.
 
 Every writer writes its own files, named
-``part-v2-<utc time>-<host>-<pid>-<uuid>-k<lo>-<hi>.parquet``, where ``lo``/``hi`` are the
+``part-v3-<utc time>-<host>-<pid>-<uuid>-k<lo>-<hi>.parquet``, where ``lo``/``hi`` are the
 hex UTF-8 bytes of the first ``KEY_PREFIX`` characters of the smallest and largest key in
 the file. A key lookup opens only the files whose name range can hold the key: one module
 among ten thousand one-module files costs a directory listing, not ten thousand footer reads.

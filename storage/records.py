@@ -105,6 +105,7 @@ class ModuleRecord:
     kernel_keys: tuple[str, ...]
     kernels: tuple[dict[str, str], ...]
     created_at: datetime = field(default_factory=_now)
+    tuned_for: str | None = None      # device name whose best trials set the launch configs
 
 
 @dataclass(frozen=True)
@@ -161,6 +162,7 @@ class TrialRecord:
     timestamp: datetime = field(default_factory=_now)
     worker: str = ""
     host: str = field(default_factory=socket.gethostname)
+    is_default: bool | None = None    # the heuristic config the untuned module launches
 
     def __post_init__(self) -> None:
         if self.status not in TRIAL_STATUSES:

@@ -25,7 +25,7 @@ import pyarrow as pa
 
 # Bump when a schema changes, and register a migration from the previous version in the
 # caller's migration table (see ``migrate``).
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 
 KINDS = ("graphs", "modules", "kernels", "binaries", "trials", "failures")
 
@@ -107,6 +107,11 @@ _FIELDS: Mapping[str, list[pa.Field]] = MappingProxyType({
         # Each kernel exactly as this module names it: the kernels dataset keeps one row per
         # kernel_key, whose name may be another module's, so a module is rebuilt from its own.
         _req("kernels", pa.list_(_KERNEL_ENTRY)),
+        # The GPU (device name, e.g. "NVIDIA H100 80GB HBM3") whose trials chose this module's
+        # launch configs; null for a module launched with the heuristic configs. A lookup
+        # label (``Store.tuned_module``), not hashed: the configs themselves are in the source
+        # and the module key. Null in rows written before schema v3.
+        _opt("tuned_for", pa.string()),
         _req("content_hash", pa.string()),
         _req("created_at", _TS),
         _req("schema_version", pa.int32()),
@@ -155,6 +160,9 @@ _FIELDS: Mapping[str, list[pa.Field]] = MappingProxyType({
         _req("status", pa.string()),
         _opt("error", pa.string()),
         _req("is_best", pa.bool_()),
+        # Whether this config is the heuristic default the untuned module launches (the
+        # baseline of "how much did tuning gain"); null in rows written before schema v3.
+        _opt("is_default", pa.bool_()),
         _req("timestamp", _TS),
         _req("worker", pa.string()),
         _req("host", pa.string()),
@@ -213,23 +221,32 @@ Migration = Callable[[pa.Table], pa.Table]
 Migrations = Mapping[str, Mapping[int, Migration]]
 
 
-def _unchanged_v1_to_v2(table: pa.Table) -> pa.Table:
-    """v1 -> v2 for every kind but graphs: v2 changed no other schema (``conform`` re-stamps
+def _unchanged(table: pa.Table) -> pa.Table:
+    """A step that changed nothing of this kind's schema (``conform`` re-stamps
     ``schema_version``)."""
     return table
 
 
-def _graphs_v1_to_v2(table: pa.Table) -> pa.Table:
-    """v1 -> v2 graphs: the nullable ``source_key`` column, null (v1 never recorded it)."""
-    if "source_key" in table.column_names:
-        return table
-    return table.append_column(pa.field("source_key", pa.string(), nullable=True),
-                               pa.nulls(table.num_rows, pa.string()))
+def _with_null_column(name: str, type_: pa.DataType) -> Migration:
+    """A step that added the nullable column ``name``: null in every older row."""
+    def step(table: pa.Table) -> pa.Table:
+        if name in table.column_names:
+            return table
+        return table.append_column(pa.field(name, type_, nullable=True),
+                                   pa.nulls(table.num_rows, type_))
+    step.__doc__ = f"Adds the nullable column {name!r} (null: older rows never recorded it)."
+    return step
 
 
-# Version 1 is the first released schema. Version 2 added graphs.source_key.
+# Version 1 is the first released schema. Version 2 added graphs.source_key; version 3
+# added modules.tuned_for and trials.is_default.
+_ADDED: Mapping[int, Mapping[str, tuple[str, pa.DataType]]] = {
+    1: {"graphs": ("source_key", pa.string())},
+    2: {"modules": ("tuned_for", pa.string()), "trials": ("is_default", pa.bool_())},
+}
 DEFAULT_MIGRATIONS: Migrations = MappingProxyType({
-    kind: MappingProxyType({1: _graphs_v1_to_v2 if kind == "graphs" else _unchanged_v1_to_v2})
+    kind: MappingProxyType({step: _with_null_column(*added[kind]) if kind in added
+                            else _unchanged for step, added in _ADDED.items()})
     for kind in KINDS
 })
 

@@ -234,15 +234,47 @@ class Store:
         rows = self.lookup("modules", module_key).to_pylist()
         return artifact_from_row(rows[0]) if rows else None
 
-    def put_artifact(self, artifact: CompiledArtifact) -> None:
+    def put_artifact(self, artifact: CompiledArtifact, tuned_for: str | None = None) -> None:
         """Store ``artifact``: its kernels rows first, then the module row that names them,
         so a reader never finds a module whose kernels are not yet there. Idempotent: a
-        second put only adds duplicates, which reads and compaction collapse."""
+        second put only adds duplicates, which reads and compaction collapse.
+
+        ``tuned_for`` names the GPU (device name) whose trials chose the artifact's launch
+        configs, so ``tuned_module`` finds it; None for a heuristic-config module."""
         from .artifacts import kernel_records, module_record
         kernels = kernel_records(artifact)
         if kernels:
             self.write("kernels", kernels)
-        self.write("modules", [module_record(artifact)])
+        self.write("modules", [module_record(artifact, tuned_for=tuned_for)])
+
+    def tuned_module(self, graph_key: str, device_name: str, target: str = "cuda",
+                     options_hash: str | None = None) -> str | None:
+        """The key of the newest module of ``graph_key`` tuned for ``device_name``, or None.
+
+        A deployment knows its graph key and its GPU (``torch.cuda.get_device_name()``);
+        ``target`` ("cuda") and ``options_hash`` (``CompilerOptions.options_hash()``) narrow
+        the choice when a store holds several lowerings of one graph. A later sweep that
+        found better configs stores a newer module; the newest wins.
+        """
+        expr = ((pc.field("graph_key") == graph_key) & (pc.field("tuned_for") == device_name)
+                & (pc.field("target") == target))
+        if options_hash is not None:
+            expr &= pc.field("options_hash") == options_hash
+        table = self.query("modules", expr, columns=["module_key", "created_at"])
+        if not table.num_rows:
+            return None
+        newest = table.sort_by([("created_at", "descending")])
+        return newest.column("module_key")[0].as_py()
+
+    def load_tuned(self, graph_key: str, device_name: str, target: str = "cuda",
+                   **load_options: Any) -> Any:
+        """``load`` of ``tuned_module(graph_key, device_name, target)``; a miss raises
+        ``StoreMissError`` naming graph, GPU and store (never a silent fallback)."""
+        key = self.tuned_module(graph_key, device_name, target)
+        if key is None:
+            raise StoreMissError(f"no module of graph {graph_key} tuned for {device_name!r} "
+                                 f"({target}) in store {self.root}")
+        return self.load(key, **load_options)
 
     def load(self, module_key: str, **load_options: Any) -> Any:
         """The stored module as a callable, via ``compiler.runtime.load_artifact``.

@@ -230,3 +230,24 @@ def test_unrelated_same_shaped_outputs_stay_apart():
     for got, want in zip(compiled(a, b), apart(a, b)):
         torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-5)
     assert compiled.kernel_count == 2
+
+
+@pytest.mark.parametrize("norm,shape", [(torch.nn.BatchNorm2d(6), (2, 6, 5, 7)),
+                                        (torch.nn.BatchNorm2d(6, affine=False), (2, 6, 5, 7)),
+                                        (torch.nn.BatchNorm1d(4), (3, 4, 9))])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float16])
+def test_inference_batch_norm_lowers_whole(norm, shape, dtype):
+    """Eval-mode BatchNorm is kept at capture and lowered as one pointwise op per channel
+    (computed in float32 for half inputs, as eager does), with random running statistics."""
+    gen = torch.Generator().manual_seed(7)
+    norm.running_mean.copy_(torch.randn(norm.num_features, generator=gen))
+    norm.running_var.copy_(torch.rand(norm.num_features, generator=gen) + 0.5)
+    if norm.affine:
+        torch.nn.init.normal_(norm.weight, generator=gen)
+        torch.nn.init.normal_(norm.bias, generator=gen)
+    norm = norm.eval().to(dtype)
+    x = torch.randn(shape, generator=gen).to(dtype)
+    compiled = compiler.compile_module(norm, (x,))
+    assert compiled.fallback_ops == () and compiled.kernel_count == 1
+    tol = 1e-5 if dtype == torch.float32 else 2e-3
+    torch.testing.assert_close(compiled(x), norm(x), rtol=tol, atol=tol)

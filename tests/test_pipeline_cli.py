@@ -34,12 +34,13 @@ def test_dry_run_prints_the_plan_and_touches_nothing(tmp_path, capsys):
     assert "targets  cpu, sm_90 (lowered as cpu, cuda)" in out
     for name in ("mlp", "convnet", "transformer_block"):
         assert f"  {name} " in out
-    lines = {line.split()[0]: line for line in out.splitlines()[-4:]}
+    lines = {line.split()[0]: line for line in out.splitlines()[-5:]}
     assert lines["capture"].split()[1] == "3"
     assert lines["lower"].split()[1] == "6"           # 3 models x (cpu, cuda)
     assert "one task per distinct kernel x architecture (sm_90): its default config" in \
         lines["build"]
     assert "off (tuning.enabled = false)" in lines["tune"]
+    assert "off (nothing tuned)" in lines["relower"]
     assert not store.exists()
 
 
@@ -69,14 +70,16 @@ def test_tuning_enabled_is_accepted_and_the_plan_says_what_a_cpu_only_cluster_sk
                                  '[cluster]\ngpus = 0\n'
                                  '[[models]]\nfactory = "pipeline.zoo.tiny:mlp"\n')
     assert main(["run", str(cfg), "--dry-run", "--store", str(tmp_path / "s")]) == 0
-    lines = {line.split()[0]: line for line in capsys.readouterr().out.splitlines()[-4:]}
+    lines = {line.split()[0]: line for line in capsys.readouterr().out.splitlines()[-5:]}
     assert "every candidate config of search space 'default'" in lines["build"]
     assert "skipped: no GPU workers" in lines["tune"]
+    assert "off (nothing tuned)" in lines["relower"]
     cfg.write_text(cfg.read_text().replace("gpus = 0", "gpus = 1"))
     assert main(["run", str(cfg), "--dry-run", "--store", str(tmp_path / "s")]) == 0
-    lines = {line.split()[0]: line for line in capsys.readouterr().out.splitlines()[-4:]}
+    lines = {line.split()[0]: line for line in capsys.readouterr().out.splitlines()[-5:]}
     assert "one task per distinct kernel x sizes on a GPU worker; budget 60 GPU-s" in \
         lines["tune"]
+    assert "stored with tuned_for = the GPU's name" in lines["relower"]
 
 
 def test_command_line_errors(capsys):

@@ -361,6 +361,9 @@ def test_gpu_workers_are_pinned_and_carry_the_gpu_resource():
         # A lambda travels by value and reads the worker's environment, not ours.
         visible = cluster.client.run(lambda: os.environ.get("CUDA_VISIBLE_DEVICES"))
         assert {addr: value for addr, value in visible.items() if value} == {gpu[0]: "0"}
+        if not torch.cuda.is_available():   # asked for a card it does not have: said up front
+            assert any("cluster.gpus = 1 but this machine shows 0 GPU(s)" in note
+                       for note in cluster.info.notes)
 
 
 def test_second_run_captures_nothing_but_edited_kwargs_are_captured(tmp_path, shared):

@@ -8,6 +8,9 @@ is needed. Failures are results, never exceptions: a compile error is ``build_er
 much shared memory, registers past what one block may hold, or spills (local memory) past
 the target's limit are ``resource_error`` (limits from ``configs/autotune/default.toml``).
 
+The extern config of a GEMM template (``Config(extern=1)``) is "ok" with no cubin: its
+cuBLAS call needs no build, and tuning must still time it.
+
 Pointer dtypes are not in kernel metadata yet: pass them (``dtypes=``), or they are read
 from ``meta["dtypes"]`` once codegen records them; with neither, the build is a
 ``build_error`` that says so (a float32 guess would build a wrong binary for bf16 kernels).
@@ -320,6 +323,9 @@ def build(kernel: KernelArtifact, config: Config,
                            json.dumps(meta, sort_keys=True, default=str), error,
                            time.perf_counter() - start)
 
+    if config.extern:   # the cuBLAS path a GEMM template competes with: nothing to compile
+        meta["extern"] = True
+        return result("ok")
     try:
         fn = load_kernel(kernel, "cuda", code_dir)
         sig = kernel_signature(fn.arg_names, kernel, config, dtypes, sizes)

@@ -12,7 +12,9 @@ default config for reference outputs, then per candidate: restores the inputs, l
 compares every output with the reference (a wrong config is ``wrong_result`` and never
 timed), and on a GPU times it with ``triton.testing.do_bench`` (warm-up, then every
 repetition kept; the median is reported). Under the CPU interpreter nothing is timed: a
-verified candidate is ``not_timed``, with no numbers.
+verified candidate is ``not_timed``, with no numbers. A GEMM template's ``Config(extern=1)``
+runs the extern path instead (``baseline.extern_launcher``: the ATen call plus the separate
+epilogue kernel) on the same inputs, checked and timed like any other candidate.
 
 Example:
     >>> info = device_info("cpu")
@@ -33,6 +35,7 @@ from typing import Any, Callable, Iterator, Sequence
 import torch
 
 from ..artifact import KernelArtifact, content_hash
+from .baseline import extern_launcher
 from .build import dtype_name, load_kernel
 from .search import coordinate_descent
 from .spaces import (NUMEL_NAMES, Config, SearchSettings, Space, TRITON_DEFAULT_NUM_STAGES,
@@ -291,6 +294,7 @@ class Tuner:
         self.timed = self.device_type == "cuda"
         self.warmup_ms, self.rep_ms = warmup_ms, rep_ms
         self.seconds = 0.0
+        self.code_dir = code_dir
         self.fn = load_kernel(launch.kernel, self.device_type, code_dir)
         self.initial = make_inputs(launch, device, seed)
         self.outputs = [k for k, a in enumerate(launch.args) if a.is_output]
@@ -303,6 +307,8 @@ class Tuner:
             torch.cuda.synchronize(self.device)
 
     def _launcher(self, config: Config, args: list[torch.Tensor]):
+        if config.extern:
+            return extern_launcher(self.launch.kernel, args, self.device_type, self.code_dir)
         g = grid(self.launch.kind, self.launch.numels, config)
         kernel = self.fn[g]
         ints, blocks, options = self.launch.int_args, config.blocks(), config.options()
@@ -470,6 +476,9 @@ def tune(tuner: Tuner, space: Space, configs: Sequence[Config], settings: Search
             run(config)
         searched = "sweep"
     else:
+        for config in planned:   # a GEMM's extern path is no neighbour of any config
+            if config.extern:
+                run(config)
         allowed = set(planned)
         seeds = {c: None for c in candidates(space, tuner.launch.numels) if c not in allowed}
         if not include_default:

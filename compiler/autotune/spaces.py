@@ -15,6 +15,9 @@ it by the kernel's sizes:
   * each thread holds between 1 and ``max_elems_per_thread`` elements (one warp is always
     allowed, however small the tile);
   * the launch grid fits CUDA's limits (65535 programs along y).
+A GEMM template (kind "matmul") is pruned its own way (``_fits_matmul``: blocks of at least
+16 within its M/N/K, the accumulator tile, shared memory), equivalent GROUP_Ms collapse, and
+its candidates end with ``EXTERN``, the extern path it competes with.
 
 Example:
     >>> spaces = load_spaces()
@@ -41,13 +44,16 @@ from typing import Any, Mapping, Sequence
 DEFAULT_SPACES_TOML = (Path(__file__).resolve().parent.parent.parent / "configs" / "autotune"
                        / "default.toml")
 
-KINDS = ("pointwise1d", "pointwise2d", "reduction_persistent", "reduction_looped")
+KINDS = ("pointwise1d", "pointwise2d", "reduction_persistent", "reduction_looped", "matmul")
 BLOCK_NAMES = {"pointwise1d": ("XBLOCK",), "pointwise2d": ("XBLOCK", "YBLOCK"),
                "reduction_persistent": ("XBLOCK", "RBLOCK"),
-               "reduction_looped": ("XBLOCK", "RBLOCK")}
+               "reduction_looped": ("XBLOCK", "RBLOCK"),
+               "matmul": ("BLOCK_M", "BLOCK_N", "BLOCK_K", "GROUP_M")}
 NUMEL_NAMES = {"pointwise1d": ("xnumel",), "pointwise2d": ("xnumel", "ynumel"),
                "reduction_persistent": ("xnumel", "rnumel"),
-               "reduction_looped": ("xnumel", "rnumel")}
+               "reduction_looped": ("xnumel", "rnumel"),
+               "matmul": ("bnumel", "mnumel", "nnumel", "knumel")}
+CONSTEXPR_NAMES = ("XBLOCK", "YBLOCK", "RBLOCK", "BLOCK_M", "BLOCK_N", "BLOCK_K", "GROUP_M")
 TRITON_MAX_TENSOR_NUMEL = 1 << 20
 CUDA_MAX_GRID = (2**31 - 1, 65535, 65535)
 TRITON_DEFAULT_NUM_STAGES = 3   # what a launch without num_stages gets on CUDA
@@ -69,16 +75,27 @@ def _is_pow2(n: int) -> bool:
 # ----------------------------------------------------------------------------- configs
 @dataclass(frozen=True, order=True)
 class Config:
-    """One launch config: block sizes (None where the kind has no such dim), warps, stages."""
-    XBLOCK: int
+    """One launch config: block sizes (None where the kind has no such dim), warps, stages.
+
+    A GEMM template (kind "matmul") sets ``BLOCK_M/N/K`` and ``GROUP_M`` instead of the
+    X/Y/R blocks. ``extern=1`` is no launch config but the extern path the template
+    competes with (cuBLAS plus the separate epilogue kernel): one more candidate, timed and
+    recorded like the others, whose ``as_dict`` is just ``{"extern": 1}``.
+    """
+    XBLOCK: int | None = None
     YBLOCK: int | None = None
     RBLOCK: int | None = None
     num_warps: int = 4
     num_stages: int = TRITON_DEFAULT_NUM_STAGES
+    BLOCK_M: int | None = None
+    BLOCK_N: int | None = None
+    BLOCK_K: int | None = None
+    GROUP_M: int | None = None
+    extern: int | None = None
 
     def blocks(self) -> dict[str, int]:
         """The constexpr arguments: ``{"XBLOCK": 1024}``, ``{"XBLOCK": 8, "RBLOCK": 128}``."""
-        return {name: getattr(self, name) for name in ("XBLOCK", "YBLOCK", "RBLOCK")
+        return {name: getattr(self, name) for name in CONSTEXPR_NAMES
                 if getattr(self, name) is not None}
 
     def options(self) -> dict[str, int]:
@@ -86,6 +103,8 @@ class Config:
         return {"num_warps": self.num_warps, "num_stages": self.num_stages}
 
     def as_dict(self) -> dict[str, int]:
+        if self.extern:
+            return {"extern": 1}
         return dict(sorted({**self.blocks(), **self.options()}.items()))
 
     @property
@@ -110,6 +129,9 @@ class Config:
 
     def __str__(self) -> str:
         return " ".join(f"{k}={v}" for k, v in self.as_dict().items())
+
+
+EXTERN = Config(extern=1)
 
 
 def canonical_json(value: Any) -> str:
@@ -138,6 +160,7 @@ class Space:
     values: tuple[tuple[str, tuple[int, ...]], ...]   # (("XBLOCK", (128, ...)), ("num_warps", ...))
     max_tile: int
     max_elems_per_thread: int
+    max_shared_bytes: int | None = None   # "matmul": operand tiles x stages (2-byte elements)
 
     def param(self, name: str) -> tuple[int, ...]:
         return dict(self.values).get(name, ())
@@ -185,6 +208,7 @@ class TuningSpaces:
 
 
 _SPACE_KEYS = {"num_warps", "num_stages", "max_tile", "max_elems_per_thread"}
+_KIND_KEYS = {"matmul": {"max_shared_bytes"}}
 _TARGET_KEYS = {"max_shared_bytes", "regs_per_sm", "max_local_bytes"}
 
 
@@ -205,12 +229,12 @@ def _space(path: str, kind: str, table: Mapping[str, Any]) -> Space:
     # a persistent reduction's RBLOCK is fixed by rnumel, never listed
     tuned_blocks = tuple(b for b in blocks
                          if not (kind == "reduction_persistent" and b == "RBLOCK"))
-    allowed = _SPACE_KEYS | set(tuned_blocks)
+    allowed = _SPACE_KEYS | set(tuned_blocks) | _KIND_KEYS.get(kind, set())
     unknown = set(table) - allowed
     if unknown:
         raise SpaceError(f"{path}: [{kind}] unknown keys {sorted(unknown)}; "
                          f"known: {sorted(allowed)}")
-    missing = (set(tuned_blocks) | _SPACE_KEYS) - set(table)
+    missing = allowed - set(table)
     if missing:
         raise SpaceError(f"{path}: [{kind}] missing keys {sorted(missing)}")
     values = [(b, _int_list(path, f"{kind}.{b}", table[b], pow2=True)) for b in tuned_blocks]
@@ -220,10 +244,12 @@ def _space(path: str, kind: str, table: Mapping[str, Any]) -> Space:
     values.append(("num_warps", warps))
     stages = _int_list(path, f"{kind}.num_stages", table["num_stages"], pow2=False)
     values.append(("num_stages", stages))
-    for name in ("max_tile", "max_elems_per_thread"):
+    limits = ("max_tile", "max_elems_per_thread") + tuple(sorted(_KIND_KEYS.get(kind, ())))
+    for name in limits:
         if not isinstance(table[name], int) or table[name] <= 0:
             raise SpaceError(f"{path}: [{kind}.{name}] must be a positive int")
-    return Space(kind, tuple(values), table["max_tile"], table["max_elems_per_thread"])
+    return Space(kind, tuple(values), table["max_tile"], table["max_elems_per_thread"],
+                 table.get("max_shared_bytes"))
 
 
 def spaces_path(name: str | Path) -> Path:
@@ -259,6 +285,10 @@ def load_spaces(path: str | Path = DEFAULT_SPACES_TOML) -> TuningSpaces:
 
 # ----------------------------------------------------------------------------- pruning
 def _block_caps(kind: str, numels: Sequence[int]) -> dict[str, int]:
+    if kind == "matmul":   # tl.dot needs 16 or more along every dim
+        _, m, n, k = numels
+        return {"BLOCK_M": max(16, next_pow2(m)), "BLOCK_N": max(16, next_pow2(n)),
+                "BLOCK_K": max(16, next_pow2(k))}
     names = BLOCK_NAMES[kind]
     return {name: next_pow2(n) for name, n in zip(names, numels)}
 
@@ -266,13 +296,49 @@ def _block_caps(kind: str, numels: Sequence[int]) -> dict[str, int]:
 def grid(kind: str, numels: Sequence[int], config: Config) -> tuple[int, ...]:
     """The launch grid of ``config`` (as ``compiler.codegen.wrapper`` computes it)."""
     numels = [int(n) for n in numels]
+    if kind == "matmul":
+        batch, m, n, _ = numels
+        return (math.ceil(m / config.BLOCK_M) * math.ceil(n / config.BLOCK_N), batch)
     if kind == "pointwise2d":
         return (math.ceil(numels[0] / config.XBLOCK), math.ceil(numels[1] / config.YBLOCK))
     return (max(1, math.ceil(numels[0] / config.XBLOCK)),)
 
 
+def matmul_shared_bytes(config: Config, element_bytes: int = 2) -> int:
+    """Shared memory a GEMM template config needs: an A and a B tile per pipeline stage."""
+    return (config.BLOCK_M + config.BLOCK_N) * config.BLOCK_K * element_bytes * config.num_stages
+
+
+def _fits_matmul(space: Space, numels: Sequence[int], config: Config) -> bool:
+    """The GEMM template's pruning: blocks within the (16-padded) dims, the accumulator tile
+    within ``max_tile`` and 1..``max_elems_per_thread`` elements a thread, the operand tiles
+    of all stages within ``max_shared_bytes`` at 2-byte elements (a float32 config past a
+    target's limit fails its build as a resource_error), and CUDA's grid limits."""
+    if config.extern:
+        return True
+    if set(config.blocks()) != set(BLOCK_NAMES["matmul"]):
+        return False
+    caps = _block_caps("matmul", numels)
+    if any(getattr(config, name) > cap for name, cap in caps.items()):
+        return False
+    tile, threads = config.BLOCK_M * config.BLOCK_N, 32 * config.num_warps
+    if tile > space.max_tile or threads > tile or tile > threads * space.max_elems_per_thread:
+        return False
+    if space.max_shared_bytes and matmul_shared_bytes(config) > space.max_shared_bytes:
+        return False
+    return all(g <= limit for g, limit in zip(grid("matmul", numels, config), CUDA_MAX_GRID))
+
+
+def _canonical_group(numels: Sequence[int], config: Config) -> Config:
+    """GROUP_M past the number of tile rows changes nothing: the smallest equivalent one."""
+    rows = math.ceil(int(numels[1]) / config.BLOCK_M)
+    return config.replace(GROUP_M=min(config.GROUP_M, next_pow2(rows)))
+
+
 def fits(space: Space, numels: Sequence[int], config: Config) -> bool:
     """Whether ``config`` survives ``space``'s pruning at these sizes (see module doc)."""
+    if space.kind == "matmul":
+        return _fits_matmul(space, numels, config)
     caps = _block_caps(space.kind, numels)
     blocks = config.blocks()
     if set(blocks) != set(BLOCK_NAMES[space.kind]):
@@ -296,8 +362,8 @@ def fits(space: Space, numels: Sequence[int], config: Config) -> bool:
 def candidates(space: Space, numels: Sequence[int]) -> list[Config]:
     """The pruned candidate configs of ``space`` for a kernel of these sizes, sorted."""
     numels = [int(n) for n in numels]
-    if len(numels) != len(BLOCK_NAMES[space.kind]):
-        raise ValueError(f"{space.kind} takes {len(BLOCK_NAMES[space.kind])} numels, got {numels}")
+    if len(numels) != len(NUMEL_NAMES[space.kind]):
+        raise ValueError(f"{space.kind} takes {len(NUMEL_NAMES[space.kind])} numels, got {numels}")
     caps = _block_caps(space.kind, numels)
     axes = []
     for name, values in space.values:
@@ -310,9 +376,12 @@ def candidates(space: Space, numels: Sequence[int]) -> list[Config]:
     out = set()
     for combo in itertools.product(*(v for _, v in axes)):
         config = Config(**dict(zip(names, combo)))
+        if space.kind == "matmul":
+            config = _canonical_group(numels, config)
         if fits(space, numels, config):
             out.add(config)
-    return sorted(out)
+    # a GEMM's extern path is one more candidate, timed against the template's configs
+    return sorted(out) + ([EXTERN] if space.kind == "matmul" else [])
 
 
 def neighbours(space: Space, numels: Sequence[int], config: Config,
@@ -335,7 +404,9 @@ def neighbours(space: Space, numels: Sequence[int], config: Config,
             steps = values[max(0, k - radius):k] + values[k + 1:k + 1 + radius]
         for v in steps:
             other = config.replace(**{name: v})
-            if fits(space, numels, other):
+            if space.kind == "matmul":
+                other = _canonical_group(numels, other)
+            if other != config and other not in out and fits(space, numels, other):
                 out.append(other)
     return out
 

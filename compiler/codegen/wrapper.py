@@ -21,10 +21,12 @@ import torch
 from ..artifact import content_hash
 from ..config import CompilerOptions
 from ..graph import LoweredGraph
-from ..ir import BufferRef, ComputedBuffer, ExternKernel, Layout, MutationBuffer
+from ..ir import BufferRef, ComputedBuffer, ExternKernel, Layout, MatmulTemplate, MutationBuffer
 from ..scheduler import FusedKernel, FusionLimits, fusion_report, schedule
 from ..sizevars import texpr
 from .builder import CodeBuilder
+from .matmul import choose_matmul_launch, generate_matmul, matmul_launch_config
+from .matmul_select import plan_matmuls
 from .memory import plan_memory
 from .reduction import generate_row_kernel
 from .triton import KernelSpec, generate_kernel, generate_pointwise_group
@@ -72,6 +74,8 @@ def _grid(numel: sympy.Expr, block: int):
 def launch_config(spec: KernelSpec, options: CompilerOptions, device_type: str) -> dict:
     """Heuristic launch parameters (the config used when tuning is off)."""
     numels = [sympy.sympify(n) for n in spec.numels]
+    if spec.kind == "matmul":
+        return matmul_launch_config(numels, device_type)
     if spec.kind.startswith("reduction"):
         return _reduction_config(spec.kind, numels, device_type)
     if spec.kind == "pointwise2d":
@@ -140,18 +144,23 @@ def _ints(values) -> str:
 def generate_module(lowered: LoweredGraph, options: CompilerOptions, device_type: str,
                     configs: Mapping[str, Mapping[str, int]] | None = None) -> GeneratedModule:
     """The module's source. ``configs``: tuned launch configs by kernel key (from autotune
-    trials); a kernel without one, or whose config cannot run it, gets the heuristic."""
+    trials); a kernel without one, or whose config cannot run it, gets the heuristic.
+    GEMM templates not chosen ("auto") are emitted but never launched: ``candidate`` in
+    their meta, so the pipeline tunes them against the extern path."""
+    plan = plan_matmuls(lowered, options.matmul_template, configs)
+    lowered = plan.lowered
     steps = schedule(lowered, FusionLimits.from_options(options))
     code = CodeBuilder()
     code.splice(HEADER)
-    kernels = [s for s in steps if isinstance(s, FusedKernel)]
-    specs = [_generate(s, k) for k, s in enumerate(kernels)]
+    kernels = [s for s in steps if isinstance(s, (FusedKernel, MatmulTemplate))]
     layouts = {**{b.name: b.layout for b in lowered.inputs + lowered.constants},
                **_layouts(lowered, steps)}
-    keys = [kernel_key(spec, layouts) for spec in specs]
+    specs = [_generate(s, k, layouts) for k, s in enumerate(kernels)]
+    spare = [generate_matmul(t, len(specs) + k, layouts) for k, t in enumerate(plan.candidates)]
+    keys = [kernel_key(spec, layouts) for spec in specs + spare]
     launches = [choose_launch(spec, options, device_type, (configs or {}).get(key))
-                for spec, key in zip(specs, keys)]
-    for spec in specs:
+                for spec, key in zip(specs + spare, keys)]
+    for spec in specs + spare:
         code.line()
         code.splice(spec.source)
     code.line()
@@ -161,8 +170,11 @@ def generate_module(lowered: LoweredGraph, options: CompilerOptions, device_type
         _emit_body(code, lowered, steps, dict(zip(map(id, kernels), zip(specs, launches))),
                    layouts)
     metas = tuple(_kernel_meta(spec, layouts, key, launch)
-                  for spec, key, launch in zip(specs, keys, launches))
-    return GeneratedModule(code.text(), tuple(specs), metas, fusion_report(lowered, steps))
+                  for spec, key, launch in zip(specs + spare, keys, launches))
+    for meta in metas[len(specs):]:
+        meta["candidate"] = True
+    return GeneratedModule(code.text(), tuple(specs + spare), metas,
+                           fusion_report(lowered, steps))
 
 
 def kernel_key(spec: KernelSpec, layouts) -> str:
@@ -174,6 +186,8 @@ def kernel_key(spec: KernelSpec, layouts) -> str:
 
 def choose_launch(spec: KernelSpec, options, device_type: str, tuned=None) -> dict:
     """The tuned config when it can run this kernel, else ``launch_config``'s heuristic."""
+    if spec.kind == "matmul":
+        return choose_matmul_launch(spec, device_type, tuned)
     heuristic = launch_config(spec, options, device_type)
     if not tuned:
         return heuristic
@@ -211,7 +225,9 @@ def _size_text(size):
     return int(size) if size.is_Integer else texpr(size)
 
 
-def _generate(step: FusedKernel, number: int) -> KernelSpec:
+def _generate(step: FusedKernel | MatmulTemplate, number: int, layouts) -> KernelSpec:
+    if isinstance(step, MatmulTemplate):
+        return generate_matmul(step, number, layouts)
     if len(step.nodes) == 1 and isinstance(step.nodes[0], ComputedBuffer):
         return generate_kernel(step.nodes[0], number)
     if all(type(n) is ComputedBuffer for n in step.nodes):
@@ -232,6 +248,10 @@ def _emit_body(code, lowered, steps, kernels, layouts):
         if isinstance(step, FusedKernel):
             spec, launch = kernels[id(step)]
             _emit_kernel_call(code, step, spec, launch, memory.reuse)
+        elif isinstance(step, MatmulTemplate):
+            spec, launch = kernels[id(step)]
+            code.line(_alloc(step.name, step.layout))
+            _emit_launch(code, spec, launch)
         else:
             _emit_extern(code, step)
         if k in memory.frees:
@@ -262,6 +282,8 @@ def _layouts(lowered, steps) -> dict[str, Layout]:
     for step in steps:
         if isinstance(step, FusedKernel):
             out.update({n.name: n.layout for n in step.nodes})
+        elif isinstance(step, MatmulTemplate):
+            out[step.name] = step.layout
         else:
             out.update({n: l for n, l in zip(step.outputs, step.layouts) if n is not None})
     return out
@@ -284,6 +306,10 @@ def _emit_kernel_call(code, step, spec: KernelSpec, cfg: dict, reuse):
                       f"; del {reuse[name]}  # reuses dead storage")
         else:
             code.line(_alloc(name, layouts[name]))
+    _emit_launch(code, spec, cfg)
+
+
+def _emit_launch(code, spec: KernelSpec, cfg: dict):
     args = list(spec.buffers) + [texpr(sympy.sympify(n)) for n in spec.numels] + list(spec.size_args)
     consts = [f"{k}={v}" for k, v in cfg.items() if k not in ("grid", "tuned")]
     grid = "(" + "".join(f"{g}, " for g in cfg["grid"]) + ")"

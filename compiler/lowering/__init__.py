@@ -71,10 +71,11 @@ class LoweringTable:
 
 
 def default_table() -> LoweringTable:
-    from . import extern, indexing, pointwise, pooling, reduction, views  # registers each family
+    from . import (extern, indexing, norm, pointwise, pooling, reduction,  # registers each family
+                   views)
     merged: dict[Any, Lowering] = {}
     for registry in (pointwise.REGISTRY, views.REGISTRY, reduction.REGISTRY, indexing.REGISTRY,
-                     pooling.REGISTRY, extern.REGISTRY):
+                     pooling.REGISTRY, extern.REGISTRY, norm.REGISTRY):
         for op, lowering in registry.entries().items():
             if op in merged:
                 raise ValueError(f"{op} lowered by two families")

@@ -1,0 +1,36 @@
+"""A compile worker process: reads JSON jobs from stdin, one per line, and answers each with
+one JSON line. Started by ``compiler.precompile.CompilePool``; ends when stdin closes.
+
+A job is a ``precompile.ModuleJob`` as a dict (answered with ``{"errors", "seconds"}``) or
+``{"ping": true}`` (answered once torch, Triton and kiln are imported).
+
+Example:
+    >>> # echo '{"ping": true}' | python -c "from compiler.compile_worker import main; main()"
+"""
+from __future__ import annotations
+
+import json
+import os
+import sys
+
+
+def main() -> None:
+    # Replies go to the original stdout; anything a library prints goes to stderr instead,
+    # so it cannot corrupt the protocol.
+    replies = os.fdopen(os.dup(sys.stdout.fileno()), "w", buffering=1)
+    os.dup2(sys.stderr.fileno(), sys.stdout.fileno())
+    from compiler import precompile, runtime  # noqa: F401 -- imported once, before jobs
+    for line in sys.stdin:
+        request = json.loads(line)
+        if request.get("ping"):
+            reply = {"pid": os.getpid()}
+        else:
+            kernels = tuple(precompile.KernelJob(**k) for k in request.pop("kernels"))
+            request["target"] = tuple(request["target"])
+            reply = precompile.compile_module_job(precompile.ModuleJob(**request,
+                                                                       kernels=kernels))
+        replies.write(json.dumps(reply) + "\n")
+
+
+if __name__ == "__main__":
+    main()

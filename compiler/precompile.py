@@ -1,0 +1,253 @@
+"""Compiling a module's kernels ahead of its first call, in parallel worker processes.
+
+Triton compiles a ``@triton.jit`` kernel on its first launch, one kernel at a time, in the
+calling thread: for a model of 20 kernels that first call costs seconds. ``precompile``
+instead hands every kernel of a static-shape CUDA module to a pool of processes, which run
+``triton.compile`` for the card's architecture and leave the binaries in Triton's on-disk
+cache; back in the caller, the same ``triton.compile`` call is then a cache hit (a few
+milliseconds) and its compiled kernel is handed to the module's ``Launcher``, so the first
+launch is already the direct one.
+
+Both sides build the kernel from the *same module source* loaded the same way, because Triton
+keys a kernel by its source text and its starting line number in the file: a kernel compiled
+from its own short file would never be found from the module's file.
+
+The pool is one per process, started on first use (``compile_pool``): worker processes import
+torch and Triton once (seconds) and are reused by every later compile.
+
+Example:
+    >>> job = KernelJob("kiln_pw_relu_0", {"XBLOCK": 1024, "num_warps": 4}, {"XBLOCK": 1024},
+    ...                 {"num_warps": 4, "num_stages": 3},
+    ...                 {"in_ptr0": "*fp32", "out_ptr0": "*fp32", "xnumel": "i32"}, {}, [])
+    >>> job.options["num_warps"]
+    4
+"""
+from __future__ import annotations
+
+import concurrent.futures as cf
+import dataclasses
+import functools
+import json
+import os
+import queue
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Sequence
+
+import triton
+
+from .artifact import CompiledArtifact, KernelArtifact
+
+
+@dataclass(frozen=True)
+class KernelJob:
+    """One kernel of a module at its launch config: what ``triton.compile`` needs."""
+    name: str
+    launch: dict[str, int]               # the keyword arguments the wrapper launches it with
+    constexprs: dict[str, int]           # block sizes
+    options: dict[str, int]              # num_warps, num_stages
+    types: dict[str, str]                # argument name -> Triton type ("*bf16", "i32", ...)
+    extra_constexprs: dict[str, int]
+    divisible_by_16: list[int]           # argument positions Triton may assume 16-aligned
+
+
+@dataclass(frozen=True)
+class ModuleJob:
+    """Every kernel of one generated module, for one GPU target and Triton cache."""
+    source: str
+    code_dir: str
+    cache_dir: str
+    target: tuple[str, int, int]         # ("cuda", 90, 32)
+    kernels: tuple[KernelJob, ...] = field(default_factory=tuple)
+
+
+def kernel_jobs(artifact: CompiledArtifact, arg_names: dict[str, Sequence[str]]
+                ) -> tuple[KernelJob, ...]:
+    """A job per kernel of a static-shape module, at the config its wrapper launches.
+
+    ``arg_names`` maps each kernel's name to its parameters (``JITFunction.arg_names``).
+    """
+    from .autotune.build import kernel_signature
+    from .autotune.spaces import Config
+    jobs = []
+    for kernel in artifact.kernels:
+        if kernel.meta.get("candidate"):   # a GEMM template kept only to be tuned: never launched
+            continue
+        launch = {k: v for k, v in kernel.meta["launch"].items() if k not in ("grid", "tuned")}
+        config = Config.from_dict(launch)
+        sig = kernel_signature(arg_names[kernel.name], kernel, config)
+        blocks = config.blocks()
+        jobs.append(KernelJob(kernel.name, launch, blocks, config.options(), sig.types,
+                              {k: v for k, v in sig.constexprs.items() if k not in blocks},
+                              sorted(k[0] for k in sig.attrs)))
+    return tuple(jobs)
+
+
+def compile_kernel(fn, job: KernelJob, target: tuple[str, int, int]):
+    """``triton.compile`` of ``fn`` (a JITFunction) for ``job``: a cache hit when a worker
+    (or an earlier run) compiled the same kernel into the same Triton cache."""
+    from triton.backends.compiler import GPUTarget
+    from triton.compiler import ASTSource
+    constexprs = {**job.constexprs, **job.extra_constexprs}
+    attrs = {(k,): [["tt.divisibility", 16]] for k in job.divisible_by_16}
+    source = ASTSource(fn, dict(job.types), constexprs, attrs)
+    return triton.compile(source, target=GPUTarget(*target), options=dict(job.options))
+
+
+def build_launcher(compiled) -> bool:
+    """Build the kernel's host launcher into Triton's cache, as its first launch would.
+
+    Triton 3.6 compiles a C launcher per kernel signature with gcc (~0.3 s each, one after
+    another, inside the first call); built here, the first call finds it cached. Newer
+    Tritons launch through one generic launcher and need an active driver here: nothing to
+    build, and any failure only means the first call builds it (False).
+    """
+    try:
+        from triton.backends.nvidia.driver import CudaLauncher
+        CudaLauncher(compiled.src, compiled.metadata)
+    except Exception:  # noqa: BLE001 -- an optimization only; the first launch does it anyway
+        return False
+    return True
+
+
+def compile_module_job(job: ModuleJob) -> dict[str, Any]:
+    """Worker side: compile every kernel of ``job`` into its Triton cache; errors are kept
+    per kernel (the caller's own first launch will then compile and raise it properly)."""
+    from .runtime import load_module
+    triton.knobs.cache.dir = job.cache_dir       # the caller's cache, whatever our env said
+    module = load_module(job.source, "cuda", Path(job.code_dir))
+    errors, launchers, start = {}, 0, time.perf_counter()
+    for kernel in job.kernels:
+        try:
+            compiled = compile_kernel(getattr(module, kernel.name), kernel, job.target)
+        except Exception as err:  # noqa: BLE001 -- reported, and redone by the first launch
+            errors[kernel.name] = f"{type(err).__name__}: {err}"
+            continue
+        launchers += build_launcher(compiled)
+    return {"errors": errors, "launchers": launchers, "seconds": time.perf_counter() - start}
+
+
+class CompilePool:
+    """Worker processes that compile kernels into Triton's cache.
+
+    Each worker is ``python -m compiler.compile_worker``, fed one JSON job per line. Not
+    ``multiprocessing``: its spawned children re-run the caller's main script (a script
+    without a ``__main__`` guard would recurse), and forked ones cannot touch a CUDA context
+    the caller may hold.
+    """
+
+    def __init__(self, workers: int):
+        self.workers = workers
+        self._idle: queue.SimpleQueue = queue.SimpleQueue()
+        self._procs = [_start_worker() for _ in range(workers)]
+        for proc in self._procs:
+            self._idle.put(proc)
+        self._threads = cf.ThreadPoolExecutor(workers, thread_name_prefix="kiln-compile")
+
+    def warm(self) -> None:
+        """Wait until every worker has imported torch and Triton (seconds, paid once)."""
+        list(self._threads.map(lambda _: self._ask({"ping": True}), range(self.workers)))
+
+    def compile(self, jobs: Sequence[ModuleJob]) -> list[dict[str, Any]]:
+        """Run ``jobs`` (each a slice of one module's kernels) in parallel; wait for all."""
+        return list(self._threads.map(lambda job: self._ask(dataclasses.asdict(job)), jobs))
+
+    def _ask(self, request: dict) -> dict[str, Any]:
+        proc = self._idle.get()
+        try:
+            proc.stdin.write(json.dumps(request) + "\n")
+            proc.stdin.flush()
+            line = proc.stdout.readline()
+        except OSError as err:
+            line = ""
+            reason = str(err)
+        else:
+            reason = f"exit status {proc.poll()}"
+        if not line:     # the worker died: replace it; the first launch compiles instead
+            self._procs = [p for p in self._procs if p is not proc] + [_start_worker()]
+            self._idle.put(self._procs[-1])
+            return {"errors": {"*": f"compile worker died ({reason})"}, "seconds": 0.0}
+        self._idle.put(proc)
+        return json.loads(line)
+
+    def close(self) -> None:
+        for proc in self._procs:     # a worker ends when its stdin closes
+            try:
+                proc.stdin.close()
+            except OSError:          # already dead
+                pass
+        self._threads.shutdown(wait=False)
+
+
+def _start_worker() -> subprocess.Popen:
+    root = str(Path(__file__).resolve().parent.parent)
+    code = f"import sys; sys.path.insert(0, {root!r}); from compiler.compile_worker import main; main()"
+    return subprocess.Popen([sys.executable, "-c", code], stdin=subprocess.PIPE,
+                            stdout=subprocess.PIPE, text=True, bufsize=1)
+
+
+@functools.lru_cache(maxsize=None)
+def compile_pool(workers: int) -> CompilePool:
+    """The process's pool of ``workers`` compile processes, started once and reused (a pool
+    costs seconds to start; a compile with a warm pool costs what its slowest kernel does)."""
+    return CompilePool(workers)
+
+
+def default_workers() -> int:
+    """Compile processes to use when the options say "auto": the cores, up to 16."""
+    return max(1, min(16, os.cpu_count() or 1))
+
+
+def split(module: ModuleJob, parts: int) -> list[ModuleJob]:
+    """``module``'s kernels dealt round-robin into at most ``parts`` jobs (each worker loads
+    the module once and compiles its share)."""
+    parts = max(1, min(parts, len(module.kernels)))
+    return [ModuleJob(module.source, module.code_dir, module.cache_dir, module.target,
+                      module.kernels[k::parts]) for k in range(parts)]
+
+
+def precompile(artifact: CompiledArtifact, module, target: tuple[str, int, int],
+               code_dir: Path, pool: CompilePool | None) -> dict[str, Any]:
+    """Compile every kernel of the loaded static-shape ``module`` before its first call and
+    give each ``Launcher`` its compiled kernel. Returns ``{"kernels", "errors",
+    "launchers_built", "seconds"}`` (host launchers built by the workers: see
+    ``build_launcher``).
+
+    With ``pool`` None the kernels are compiled here, one after another (still sparing the
+    first call, and the way to precompile where spawning processes is unwanted).
+    """
+    from .runtime import Launcher
+    start = time.perf_counter()
+    launchers = {k.name: getattr(module, k.name) for k in artifact.kernels}
+    launchers = {n: l for n, l in launchers.items() if isinstance(l, Launcher)}
+    if not launchers:
+        return {"kernels": 0, "errors": {}, "launchers_built": 0, "seconds": 0.0}
+    kernels = tuple(k for k in artifact.kernels if k.name in launchers)
+    jobs = kernel_jobs(_with_kernels(artifact, kernels),
+                       {n: l.fn.arg_names for n, l in launchers.items()})
+    whole = ModuleJob(artifact.source, str(code_dir), str(triton.knobs.cache.dir), target, jobs)
+    errors: dict[str, str] = {}
+    launchers_built = 0
+    if pool is not None:
+        for result in pool.compile(split(whole, pool.workers)):
+            errors.update({k: v for k, v in result["errors"].items() if k != "*"})
+            launchers_built += result.get("launchers", 0)
+    for job in jobs:
+        if job.name in errors:
+            continue
+        try:
+            compiled = compile_kernel(launchers[job.name].fn, job, target)
+        except Exception as err:  # noqa: BLE001 -- the first launch compiles it and raises
+            errors[job.name] = f"{type(err).__name__}: {err}"
+            continue
+        launchers[job.name].preload(job.launch, compiled)
+    return {"kernels": len(jobs), "errors": errors, "launchers_built": launchers_built,
+            "seconds": time.perf_counter() - start}
+
+
+def _with_kernels(artifact: CompiledArtifact, kernels: tuple[KernelArtifact, ...]):
+    from dataclasses import replace
+    return replace(artifact, kernels=kernels)

@@ -1,0 +1,105 @@
+"""Parallel precompilation: worker processes fill Triton's cache with exactly the binaries the
+module's own launchers then find (a cache hit, not a second compile), for sm_90 on a CPU."""
+from __future__ import annotations
+
+import copy
+
+import pytest
+import torch
+import triton
+
+import compiler
+from compiler import precompile as pc
+from compiler.api import lower
+from compiler.capture import capture_module
+from compiler.runtime import Launcher, load_module
+from pipeline.zoo import blocks
+
+H100 = ("cuda", 90, 32)
+
+
+@pytest.fixture(scope="module")
+def pool():
+    pool = pc.CompilePool(2)
+    yield pool
+    pool.close()
+
+
+def _cache_groups(root) -> set[str]:
+    return {p.name for p in root.iterdir() if p.is_dir()}
+
+
+@pytest.mark.parametrize("name", ["bert_layer", "resnet_bottleneck"])
+def test_workers_fill_the_cache_the_launchers_hit(name, pool, tmp_path, monkeypatch):
+    module, args = getattr(blocks, name)("tiny")
+    artifact = lower(capture_module(module, args), {}, "cuda")
+    monkeypatch.setattr(triton.knobs.cache, "dir", str(tmp_path / "triton"))
+    (tmp_path / "code").mkdir()
+    loaded = load_module(artifact.source, "cuda", tmp_path / "code", static_shapes=True)
+
+    result = pc.precompile(artifact, loaded, H100, tmp_path / "code", pool)
+
+    assert result["errors"] == {}
+    assert result["kernels"] == len(artifact.kernels) > 0
+    # One cache entry per kernel: had the launchers' compile missed the workers' entries,
+    # it would have compiled again under a different key and left a second entry.
+    assert len(_cache_groups(tmp_path / "triton")) == len(artifact.kernels)
+    for kernel in artifact.kernels:
+        launcher = getattr(loaded, kernel.name)
+        assert isinstance(launcher, Launcher)
+        (compiled,) = launcher._compiled.values()
+        assert compiled.asm["cubin"][:4] == b"\x7fELF"
+        launch = {k: v for k, v in kernel.meta["launch"].items() if k not in ("grid", "tuned")}
+        assert compiled.metadata.num_warps == launch["num_warps"]
+
+
+def test_without_a_pool_kernels_compile_in_process(tmp_path, monkeypatch):
+    module, args = blocks.gpt2_block("tiny")
+    artifact = lower(capture_module(module, args), {}, "cuda")
+    monkeypatch.setattr(triton.knobs.cache, "dir", str(tmp_path / "triton"))
+    (tmp_path / "code").mkdir()
+    loaded = load_module(artifact.source, "cuda", tmp_path / "code", static_shapes=True)
+    result = pc.precompile(artifact, loaded, H100, tmp_path / "code", None)
+    assert result["errors"] == {} and result["kernels"] == len(artifact.kernels)
+    assert all(getattr(loaded, k.name)._compiled for k in artifact.kernels)
+
+
+def test_a_dead_worker_is_replaced_and_reported(tmp_path):
+    pool = pc.CompilePool(1)
+    try:
+        (proc,) = pool._procs
+        proc.kill()
+        proc.wait()
+        reply = pool._ask({"ping": True})
+        assert "compile worker died" in reply["errors"]["*"]
+        assert "pid" in pool._ask({"ping": True})      # its replacement answers
+    finally:
+        pool.close()
+
+
+def test_split_deals_kernels_to_workers():
+    jobs = tuple(pc.KernelJob(f"k{i}", {}, {}, {}, {}, {}, []) for i in range(5))
+    module = pc.ModuleJob("src", "/c", "/t", H100, jobs)
+    parts = pc.split(module, 2)
+    assert [len(p.kernels) for p in parts] == [3, 2]
+    assert sorted(k.name for p in parts for k in p.kernels) == [j.name for j in jobs]
+    assert len(pc.split(module, 16)) == 5
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("name", ["bert_layer", "resnet_bottleneck", "gpt2_block"])
+def test_precompiled_module_runs_without_jit(name):
+    module, args = getattr(blocks, name)("tiny")
+    module, args = module.cuda(), tuple(a.cuda() for a in args)
+    reference = copy.deepcopy(module)
+    compiled = compiler.compile_module(module, args, {"cuda_graphs": False,
+                                                      "compile_workers": 4})
+    assert compiled.compiled.precompiled["errors"] == {}
+    # The workers built every host launcher too (Triton 3.6 compiles one per signature).
+    assert compiled.compiled.precompiled["launchers_built"] == compiled.kernel_count
+    torch.testing.assert_close(compiled(*args), reference(*args), rtol=1e-3, atol=1e-3)
+    for kernel in compiled.compiled.artifact.kernels:
+        launcher = getattr(compiled.compiled.module, kernel.name)
+        assert len(launcher._compiled) == 1
+        # Triton's JIT never compiled: every launch took the preloaded binary.
+        assert not any(cache[0] for cache in launcher.fn.device_caches.values())
