@@ -65,6 +65,7 @@ def _lower_graph(gm: torch.fx.GraphModule, graph_key: str, options: CompilerOpti
                                    json.dumps(meta, sort_keys=True))
                     for k, meta in zip(generated.kernels, generated.kernel_meta))
     meta = _artifact_meta(lowered, graph_key, options, target)
+    meta["fusion"] = generated.fusion    # kernel bytes, and what fusion saved against unfused
     artifact = CompiledArtifact(key, graph_key, generated.source, kernels, json.dumps(meta))
     if options.debug_dir:
         _dump(artifact, Path(options.debug_dir))

@@ -41,6 +41,12 @@ class CompilerOptions:
     # this many loads and ops; past that it is realized into a buffer once.
     inline_max_reads: int = 4
     inline_max_ops: int = 32
+    # Fusion size limits: a kernel the scheduler fuses computes at most this many buffers,
+    # this many distinct ops (after CSE) and reads at most this many distinct buffers.
+    # Within them it fuses only what saves global-memory bytes (scheduler.fusion_bytes_saved).
+    fusion_max_nodes: int = 12
+    fusion_max_ops: int = 256
+    fusion_max_inputs: int = 16
     # Constants with at most this many elements are inlined into kernels as literals.
     inline_constant_numel: int = 1
     # Check inputs (shape, dtype, device, strides) on every call of a compiled module.
@@ -65,7 +71,8 @@ class CompilerOptions:
     cache_dir: str | None = None
 
     CODE_FIELDS = ("xblock", "num_warps", "tile_x", "tile_y", "inline_max_reads",
-                   "inline_max_ops", "inline_constant_numel", "check_inputs", "channels_last")
+                   "inline_max_ops", "fusion_max_nodes", "fusion_max_ops", "fusion_max_inputs",
+                   "inline_constant_numel", "check_inputs", "channels_last")
 
     def options_hash(self) -> str:
         code = {name: getattr(self, name) for name in self.CODE_FIELDS}

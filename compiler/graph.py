@@ -31,9 +31,10 @@ import torch
 import torch.fx
 
 from .config import CompilerOptions
+from .codegen.traffic import load_elements
 from .ir import (BufferRef, ComputedBuffer, ConstantBuffer, Const, ExternKernel, InputBuffer,
                  Layout, Load, ReductionBuffer, TensorValue, contiguous_strides, count_reads_and_ops,
-                 index_symbols)
+                 index_symbols, loads_of)
 from .lowering import LoweringTable
 from .lowering.common import SUPPORTED_DTYPES, channels_last_strides, expand_to
 from .lowering.common import sym_size as sym
@@ -240,7 +241,11 @@ class GraphLowering(torch.fx.Interpreter):
         """``value`` as a strided view of a buffer, realizing it first if it is computed."""
         ref = self._as_ref(value)
         if ref is None:
-            ref = self._as_ref(self.realize(value, node))
+            realized = self.realize(value, node)
+            ref = self._as_ref(realized)
+            if node is not None and self.env.get(node) is value and \
+                    _reads_fewer_bytes(realized, value):
+                self.env[node] = realized   # later consumers load it instead of recomputing
         return ref
 
     def _as_ref(self, value: TensorValue) -> BufferRef | None:
@@ -403,6 +408,21 @@ class GraphLowering(torch.fx.Interpreter):
             eager = want if is_dense(val.shape, val.stride()) else None
             ref = self._as_ref(self.realize(value, node_arg, stride=eager))
         return OutputValue(ref)
+
+
+def _reads_fewer_bytes(realized: TensorValue, value: TensorValue) -> bool:
+    """Is loading the realized buffer no more traffic than recomputing ``value`` from its
+    inputs? (A residual stream realized for a convolution: yes. A broadcast expanded for an
+    extern: no, its source is smaller than the buffer.)"""
+    ranges = dict(zip(index_symbols(value.ndim), value.size))
+    recompute = 0
+    for load in loads_of(value.body):
+        elements = load_elements(load.index, ranges)
+        if elements is None or load.indirect:
+            return False
+        recompute += elements * load.dtype.itemsize
+    numel = sympy.Mul(*value.size)
+    return numel.is_Integer and int(numel) * realized.dtype.itemsize <= recompute
 
 
 def _returns_new_tensor(node) -> bool:

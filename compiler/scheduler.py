@@ -7,6 +7,11 @@ max, sum and division) become one row kernel; same-shaped pointwise buffers that
 another or share an input become one kernel with several outputs; a buffer only its own
 kernel reads is never written to memory. Operations whose results nobody reads are dropped.
 
+Each fusion is decided by ``fusion_bytes_saved``: the global-memory bytes the fused kernel
+moves against the two kernels it replaces (intermediate writes and re-reads avoided, shared
+reads done once, minus reads a looped row kernel repeats to recompute a value), fused only
+when positive and within ``FusionLimits`` (nodes, ops, inputs; configs/compiler.toml).
+
 Example:
     >>> import torch
     >>> from torch.fx.experimental.proxy_tensor import make_fx
@@ -24,11 +29,14 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import torch
+
 from .codegen.reduction import plan_row_group
-from .codegen.triton import pointwise_group_ok
+from .codegen.traffic import Traffic, pointwise_traffic, row_traffic
+from .codegen.triton import pointwise_group_fits
 from .graph import LoweredGraph
-from .ir import (BufferRef, ComputedBuffer, ExternKernel, MatmulTemplate, MutationBuffer,
-                 ReductionBuffer, loads_of)
+from .ir import (BufferRef, ComputedBuffer, ExternKernel, MatmulTemplate, MutationBuffer, Op,
+                 ReductionBuffer, count_reads_and_ops, loads_of)
 
 
 @dataclass(frozen=True)
@@ -85,24 +93,100 @@ def remove_dead(lowered: LoweredGraph) -> list:
     return list(reversed(kept))
 
 
-def _group_at(ops: list, start: int) -> int:
-    """End (exclusive) of the longest group starting at ``ops[start]``: a row group around
-    reductions, else a group of same-shaped pointwise buffers that share reads."""
+# ----------------------------------------------------------------------------- fusion decisions
+@dataclass(frozen=True)
+class FusionLimits:
+    """The most a fused kernel may hold (``CompilerOptions.fusion_max_*``)."""
+    max_nodes: int = 12
+    max_ops: int = 256
+    max_inputs: int = 16
+
+    @classmethod
+    def from_options(cls, options) -> "FusionLimits":
+        return cls(options.fusion_max_nodes, options.fusion_max_ops, options.fusion_max_inputs)
+
+
+def within_limits(nodes: tuple, limits: FusionLimits) -> bool:
+    """Nodes, distinct ops (shared subexpressions once) and distinct buffers read."""
+    if len(nodes) > limits.max_nodes:
+        return False
+    joined = Op("group", tuple(n.body for n in nodes), torch.float32)
+    _, ops = count_reads_and_ops(joined)
+    inputs = {load.buffer for load in loads_of(joined)} - {n.name for n in nodes}
+    return ops - 1 <= limits.max_ops and len(inputs) <= limits.max_inputs
+
+
+class FusionCosts:
+    """Who reads each buffer, and the traffic of candidate kernels (plans cached)."""
+
+    def __init__(self, ops, lowered: LoweredGraph):
+        self.outputs = {o.ref.name for o in lowered.outputs if o.ref is not None}
+        self.readers: dict[str, set[int]] = {}
+        for op in ops:
+            for name in reads_of(op):
+                self.readers.setdefault(name, set()).add(id(op))
+        self._plans: dict[tuple, object] = {}
+
+    def stores(self, nodes) -> frozenset:
+        """The buffers a kernel of ``nodes`` must write: graph outputs and those read outside."""
+        members = {id(n) for n in nodes}
+        return frozenset(n.name for n in nodes if n.name in self.outputs
+                         or isinstance(n, MutationBuffer)
+                         or self.readers.get(n.name, set()) - members)
+
+    def traffic(self, nodes: tuple, hint: bool = True) -> Traffic | None:
+        """Bytes one kernel of ``nodes`` moves (run-time sizes by their hints unless ``hint``
+        is off); None when they cannot share a kernel (or, unhinted, sizes are symbolic)."""
+        stores = self.stores(nodes)
+        if all(isinstance(n, ComputedBuffer) for n in nodes):
+            if len(nodes) > 1 and not pointwise_group_fits(nodes):
+                return None
+            return pointwise_traffic(nodes, stores, hint)
+        key = tuple(n.name for n in nodes)
+        if key not in self._plans:
+            self._plans[key] = plan_row_group(nodes)
+        plan = self._plans[key]
+        return None if plan is None else row_traffic(plan, stores, hint)
+
+
+def fusion_bytes_saved(group: tuple, node, costs: FusionCosts) -> int | None:
+    """Global-memory bytes saved by computing ``node`` in ``group``'s kernel rather than in
+    a kernel of its own; None when they cannot share one. It counts the intermediate writes
+    and re-reads avoided and the reads shared, less the reads the fused kernel repeats (a
+    looped row kernel recomputes, in each loop that needs it, a value it cannot hold).
+
+    Example: softmax's division ``e / s`` joining the kernel that reduced ``s = sum(e)``
+    saves re-reading the row and writing and reading ``s``; two pointwise buffers with no
+    read in common save nothing (0), so they stay apart.
+    """
+    together = costs.traffic(group + (node,))
+    if together is None:
+        return None
+    apart = costs.traffic(group), costs.traffic((node,))
+    if None in apart:
+        return None
+    return apart[0].total + apart[1].total - together.total
+
+
+def _group_at(ops: list, start: int, costs: FusionCosts, limits: FusionLimits) -> int:
+    """End (exclusive) of the kernel starting at ``ops[start]``: the next operation joins
+    while it may share the kernel, stays within the limits and saves bytes."""
     end = start + 1
     while end < len(ops) and not isinstance(ops[end], STANDALONE):
-        if plan_row_group(tuple(ops[start:end + 1])) is None:
+        group = tuple(ops[start:end])
+        if not within_limits(group + (ops[end],), limits):
             break
-        end += 1
-    if end > start + 1 or plan_row_group((ops[start],)) is not None:
-        return end
-    while end < len(ops) and pointwise_group_ok(tuple(ops[start:end + 1])):
+        saved = fusion_bytes_saved(group, ops[end], costs)
+        if saved is None or saved <= 0:
+            break
         end += 1
     return end
 
 
-def schedule(lowered: LoweredGraph) -> tuple[Step, ...]:
+def schedule(lowered: LoweredGraph, limits: FusionLimits | None = None) -> tuple[Step, ...]:
     """Group live operations into kernels and extern calls, in execution order."""
     ops = remove_dead(lowered)
+    costs = FusionCosts(ops, lowered)
     steps: list[Step] = []
     start = 0
     while start < len(ops):
@@ -110,26 +194,28 @@ def schedule(lowered: LoweredGraph) -> tuple[Step, ...]:
             steps.append(ops[start])
             start += 1
             continue
-        end = _group_at(ops, start)
-        steps.append(FusedKernel(tuple(ops[start:end]), frozenset()))
+        end = _group_at(ops, start, costs, limits or FusionLimits())
+        nodes = tuple(ops[start:end])
+        steps.append(FusedKernel(nodes, costs.stores(nodes)))
         start = end
-    return _with_stores(steps, lowered)
+    return tuple(steps)
 
 
-def _with_stores(steps: list, lowered: LoweredGraph) -> tuple[Step, ...]:
-    """A kernel writes a buffer only if a graph output or another step reads it."""
-    needed = {o.ref.name for o in lowered.outputs if o.ref is not None}
-    readers: dict[str, set[int]] = {}
-    for k, step in enumerate(steps):
-        for name in step_reads(step):
-            readers.setdefault(name, set()).add(k)
-    out = []
-    for k, step in enumerate(steps):
-        if isinstance(step, FusedKernel):
-            stores = frozenset(n for n in step.names if n in needed or readers.get(n, set()) - {k})
-            step = FusedKernel(step.nodes, stores)
-        out.append(step)
-    return tuple(out)
+def fusion_report(lowered: LoweredGraph, steps) -> dict:
+    """The traffic of the module's pointwise and row kernels against one kernel per
+    operation (None when sizes are only known at run time): what the module meta records
+    as the bytes fusion saved. GEMM templates and externs are not counted."""
+    costs = FusionCosts([n for s in steps for n in (s.nodes if isinstance(s, FusedKernel)
+                                                   else (s,))], lowered)
+    kernels = [s for s in steps if isinstance(s, FusedKernel)]
+    fused = [costs.traffic(s.nodes, hint=False) for s in kernels]
+    alone = [costs.traffic((n,), hint=False) for s in kernels for n in s.nodes]
+    if None in fused or None in alone:
+        return {"kernels": len(kernels), "unfused_kernels": len(alone), "bytes": None,
+                "unfused_bytes": None, "saved_bytes": None}
+    total, unfused = sum(t.total for t in fused), sum(t.total for t in alone)
+    return {"kernels": len(kernels), "unfused_kernels": len(alone), "bytes": total,
+            "unfused_bytes": unfused, "saved_bytes": unfused - total}
 
 
 def step_reads(step: Step) -> set[str]:

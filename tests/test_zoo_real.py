@@ -58,7 +58,7 @@ def test_real_models_capture_and_lower_for_cuda_without_fallbacks(factory, kwarg
     module, args = factory(**kwargs)
     artifact = lower(capture_module(module, args), {}, "cuda")
     assert artifact.meta["target"] == "cuda" and artifact.meta["fallback_ops"] == []
-    assert len(artifact.kernels) > 10
+    assert len(artifact.kernels) > 5   # (2-layer GPT-2: 7 since LayerNorms are one row kernel)
     compile(artifact.source, "wrapper", "exec")     # the wrapper is valid Python
 
 

@@ -40,6 +40,7 @@ from ..ir import (BufferRef, ComputedBuffer, Const, Expr, ExternKernel, Layout, 
                   MatmulTemplate, Op, index_symbols, substitute, walk)
 from .builder import CodeBuilder
 from .ops import HALF_TYPES, TL_DTYPES
+from .traffic import Traffic
 from .triton import (INT32_MAX, XINDEX, YINDEX, BodyWriter, KernelSpec, generate_kernel,
                      kernel_name, store_index, unflatten)
 
@@ -293,14 +294,14 @@ def generate_matmul(t: MatmulTemplate, number: int, layouts) -> MatmulSpec:
                       _bytes(g, writer, t, layouts), baseline=json.dumps(baseline(t, buffers)))
 
 
-def _bytes(g: Gemm, writer: BodyWriter, t: MatmulTemplate, layouts) -> int:
+def _bytes(g: Gemm, writer: BodyWriter, t: MatmulTemplate, layouts) -> Traffic:
     """Operands read once, each epilogue value once per output element, the output once."""
     batch, m, n, k = g.sizes
     size = g.dtype.itemsize
     loads = [e for e in writer.names if isinstance(e, tuple) and isinstance(e[0], Load)]
     reads = sum(batch * m * n * e[0].dtype.itemsize if writer.names[e] in writer.block
                 else e[0].dtype.itemsize for e in loads)
-    return batch * (m * k + k * n) * size + reads + batch * m * n * t.layout.dtype.itemsize
+    return Traffic(batch * (m * k + k * n) * size + reads, batch * m * n * t.layout.dtype.itemsize)
 
 
 # ----------------------------------------------------------------------------- the baseline

@@ -1,10 +1,13 @@
 """Triton kernels for reductions and the pointwise work fused around them, row by row.
 
 A row kernel runs a group of nodes over the same rows: reductions of one source shape and
-pointwise nodes of that shape (the scheduler picks the group). Rows are ``xindex`` (XBLOCK
+pointwise nodes of its size (that shape, a reshape or a permutation of it: softmax over a
+[16, 12, 256, 256] view writing the [192, 256, 256] a bmm reads); the scheduler picks the
+group. Rows are ``xindex`` (XBLOCK
 rows per program); the reduced elements are ``rindex``. Persistent kernels hold a whole row
 in one RBLOCK >= rnumel tile, so LayerNorm's two reductions and its normalization read the
-input once; looped kernels walk the row in RBLOCK chunks, one loop per node. A reduction's
+input once; looped kernels walk the row in RBLOCK chunks, one loop per node (a loop that
+reads a pointwise value of an earlier loop computes it again). A reduction's
 result stays in registers for the nodes after it; a buffer nobody outside the group reads is
 never written. Max/min propagate NaN like eager (Triton's own max drops NaNs).
 
@@ -21,6 +24,7 @@ Example:
 """
 from __future__ import annotations
 
+import dataclasses
 import itertools
 from dataclasses import dataclass
 
@@ -28,11 +32,12 @@ import sympy
 import torch
 
 from ..artifact import content_hash
-from ..ir import (ComputedBuffer, Expr, Load, Op, ReductionBuffer, index_symbols,
-                  reduction_symbols, substitute, walk)
+from ..ir import (ComputedBuffer, Expr, Load, Op, ReductionBuffer, contiguous_strides,
+                  index_symbols, reduction_symbols, substitute, walk)
 from ..sizevars import affine_coefficients, simplify, size_hint, upper_bound
 from .builder import CodeBuilder
 from .ops import HALF_TYPES, TL_DTYPES, compute_type
+from .traffic import row_traffic
 from .triton import (INT32_MAX, RINDEX, XINDEX, BodyWriter, KernelSpec, index_exprs, kernel_name,
                      merge_dims, simplify_body, store_index, unflatten)
 
@@ -91,8 +96,8 @@ def _group_symbol(d: int) -> sympy.Symbol:
 
 def _kind(node, anchor: ReductionBuffer) -> str | None:
     """How ``node`` lines up with ``anchor``'s rows: "reduction" over the same rows, "full"
-    (pointwise over the reduced source's shape), "row" (pointwise over the output's shape,
-    one value per row), or None."""
+    (pointwise over as many elements as the reduced source: the same shape, a reshape or a
+    permutation of it), "row" (pointwise over the output's shape, one value per row), or None."""
     if isinstance(node, ReductionBuffer):
         same = (tuple(node.src_size) == tuple(anchor.src_size)
                 and tuple(node.reduced_dims) == tuple(anchor.reduced_dims)
@@ -100,9 +105,40 @@ def _kind(node, anchor: ReductionBuffer) -> str | None:
         return "reduction" if same else None
     if type(node) is not ComputedBuffer:    # a MutationBuffer never shares a kernel
         return None
-    if tuple(node.layout.size) == tuple(anchor.src_size):
+    if sympy.expand(node.layout.numel() - sympy.Mul(*anchor.src_size)) == 0 and _full_maps(
+            tuple(node.layout.size), tuple(anchor.src_size)):
         return "full"
     return "row" if _row_dims(node, anchor) is not None else None
+
+
+# Permutations tried for a "full" node of the source's rank but another dim order (a
+# channels-first LayerNorm writes NCHW what it reduced as NHWC); 4! covers 4-d tensors.
+MAX_PERMUTATIONS = 24
+
+
+def _full_maps(size, src) -> list[tuple]:
+    """Candidate maps of a full-sized node onto the source: per node dim, its index as an
+    expression of the group symbols ``g*``. Same shape: the identity. Otherwise the dim
+    permutations whose sizes agree, then the row-major reshape (softmax over a
+    [16, 12, 256, 256] view written as the [192, 256, 256] a bmm reads).
+
+    >>> [[str(e) for e in m] for m in _full_maps((6, 4), (2, 3, 4))]
+    [['3*g0 + g1', 'g2']]
+    """
+    size, src = tuple(map(sympy.sympify, size)), tuple(map(sympy.sympify, src))
+    g = [_group_symbol(d) for d in range(len(src))]
+    if size == src:
+        return [tuple(g)]
+    ranges = dict(zip(g, src))
+    maps = []
+    if len(size) == len(src):
+        perms = itertools.islice(itertools.permutations(range(len(src))), MAX_PERMUTATIONS)
+        maps += [tuple(g[p] for p in perm) for perm in perms
+                 if all(size[k] == src[p] for k, p in enumerate(perm))]
+    flat = sum((s * st for s, st in zip(g, contiguous_strides(src))), sympy.Integer(0))
+    digits = unflatten(flat, list(enumerate(size)))
+    maps.append(tuple(simplify(digits[k], ranges) for k in range(len(size))))
+    return maps
 
 
 def _row_dims(node, anchor: ReductionBuffer):
@@ -117,11 +153,12 @@ def _row_dims(node, anchor: ReductionBuffer):
     return None
 
 
-def _to_group(node, anchor: ReductionBuffer, kind: str):
-    """(body, store index) of ``node`` over the anchor's source dims ``g0, g1, ...``."""
+def _to_group(node, anchor: ReductionBuffer, kind: str, full_map=None):
+    """(body, store index) of ``node`` over the anchor's source dims ``g0, g1, ...``;
+    ``full_map`` (from ``_full_maps``) places a full node's dims."""
     isyms = index_symbols(len(node.layout.size))
     if kind == "full":
-        sub = {s: _group_symbol(d) for d, s in enumerate(isyms)}
+        sub = dict(zip(isyms, full_map))
     else:
         out_dims = node.out_dims if kind == "reduction" else _row_dims(node, anchor)
         sub = {s: (_group_symbol(d) if d is not None else sympy.Integer(0))
@@ -130,6 +167,38 @@ def _to_group(node, anchor: ReductionBuffer, kind: str):
         sub.update({r: _group_symbol(d) for r, d in
                     zip(reduction_symbols(len(node.reduced_dims)), node.reduced_dims)})
     return substitute(node.body, sub), node.layout.index(isyms).xreplace(sub)
+
+
+def _map_nodes(nodes, kinds, anchor: ReductionBuffer) -> list[tuple]:
+    """Each node's (body, store) over the group symbols, size-1 dims at 0. A full node not
+    of the source's own shape takes the first candidate map under which it reads every
+    earlier node of the group at its own element (the map that makes the group fusable)."""
+    src = anchor.src_size
+    zero = {_group_symbol(d): sympy.Integer(0) for d, n in enumerate(src) if n == 1}
+    ranges = {_group_symbol(d): n for d, n in enumerate(src)}
+    mapped: list[tuple] = []
+    for node, kind in zip(nodes, kinds):
+        maps = _full_maps(tuple(node.layout.size), tuple(src)) if kind == "full" else [None]
+        reshaped = kind == "full" and tuple(node.layout.size) != tuple(src)
+        pick = None
+        for full_map in maps:
+            body, store = _to_group(node, anchor, kind, full_map)
+            body, store = substitute(body, zero), store.xreplace(zero)
+            if reshaped:
+                body, store = simplify_body(body, ranges), simplify(store, ranges)
+            pick = pick or (body, store)
+            if _reads_own_elements(body, nodes, mapped):
+                pick = (body, store)
+                break
+        mapped.append(pick)
+    return mapped
+
+
+def _reads_own_elements(body, nodes, mapped) -> bool:
+    """Does ``body`` read each earlier node of the group only where that node stores?"""
+    stores = {n.name: s for n, (_, s) in zip(nodes, mapped)}
+    return all(load.index == stores[load.buffer] for load in walk(body)
+               if isinstance(load, Load) and load.buffer in stores)
 
 
 def plan_row_group(nodes) -> RowPlan | None:
@@ -146,10 +215,9 @@ def plan_row_group(nodes) -> RowPlan | None:
     if None in kinds:
         return None
     src = anchor.src_size
-    zero = {_group_symbol(d): sympy.Integer(0) for d, n in enumerate(src) if n == 1}
-    mapped = [_to_group(n, anchor, kind) for n, kind in zip(nodes, kinds)]
-    bodies = [substitute(b, zero) for b, _ in mapped]
-    stores = [s.xreplace(zero) for _, s in mapped]
+    mapped = _map_nodes(nodes, kinds, anchor)
+    bodies = [b for b, _ in mapped]
+    stores = [s for _, s in mapped]
     out_stride = {d: st for d, st in zip(anchor.out_dims, anchor.layout.stride) if d is not None}
     xdims = sorted([(_group_symbol(d), src[d]) for d in range(len(src))
                     if d not in anchor.reduced_dims and src[d] != 1],
@@ -168,6 +236,8 @@ def plan_row_group(nodes) -> RowPlan | None:
     persistent = rnumel.is_Integer and int(rnumel) <= PERSISTENT_MAX_RNUMEL
     plan = RowPlan(tuple(nodes), kinds, tuple(bodies), tuple(stores), tuple(xdims),
                    tuple(rdims), persistent)
+    if not persistent:
+        plan = _recompute_full_values(plan)
     return plan if _reads_are_local(plan) else None
 
 
@@ -191,15 +261,42 @@ def _reads_are_local(plan: RowPlan) -> bool:
     produced = {}
     for k, (node, body) in enumerate(zip(plan.nodes, plan.bodies)):
         for load in (n for n in walk(body) if isinstance(n, Load)):
-            if load.buffer not in produced:
-                continue
-            j = produced[load.buffer]
-            if load != _seed_key(plan, j):
+            if load.buffer in produced and load != _seed_key(plan, produced[load.buffer]):
                 return False
-            if plan.kinds[j] == "full" and not plan.persistent:
-                return False   # a full-row value exists only inside one loop's iteration
         produced[node.name] = k
     return True
+
+
+def _recompute_full_values(plan: RowPlan) -> RowPlan:
+    """A looped kernel holds a pointwise value only inside its own loop: a later loop that
+    reads it computes it again from its inputs (``scheduler.fusion_bytes_saved`` charges
+    those extra reads, so a group fuses this way only where it still saves bytes)."""
+    bodies = list(plan.bodies)
+    for k in range(len(bodies)):
+        known = {_seed_key(plan, j): bodies[j] for j in range(k) if plan.kinds[j] == "full"}
+        if known:
+            bodies[k] = _replace(bodies[k], known)
+    return dataclasses.replace(plan, bodies=tuple(bodies))
+
+
+def _replace(expr: Expr, mapping: dict) -> Expr:
+    """``expr`` with every subexpression found in ``mapping`` replaced (shared ones once)."""
+    memo: dict[int, Expr] = {}
+
+    def go(e: Expr) -> Expr:
+        if isinstance(e, Load) and e in mapping:   # only loads are keys: cheap to hash
+            return mapping[e]
+        if id(e) not in memo:
+            if isinstance(e, Op):
+                memo[id(e)] = dataclasses.replace(e, args=tuple(go(a) for a in e.args))
+            elif isinstance(e, Load) and e.indirect:
+                memo[id(e)] = dataclasses.replace(
+                    e, indirect=tuple((sym, go(v)) for sym, v in e.indirect))
+            else:
+                memo[id(e)] = e
+        return memo[id(e)]
+
+    return go(expr)
 
 
 # ----------------------------------------------------------------------------- emission
@@ -228,7 +325,7 @@ def generate_row_kernel(nodes, stores: frozenset[str], number: int) -> KernelSpe
     kind = "reduction_persistent" if plan.persistent else "reduction_looped"
     outputs = tuple(n.name for n in plan.nodes if n.name in stores)
     return KernelSpec(name, source, key, tuple(emitter.pointers) + outputs, (xnumel, rnumel),
-                      kind, ops, _bytes(plan, stores, xnumel, rnumel), len(outputs),
+                      kind, ops, row_traffic(plan, stores), len(outputs),
                       emitter.size_args)
 
 
@@ -364,15 +461,3 @@ class _Emitter:
         self.size_symbols |= {s for s in index.free_symbols if s not in (XINDEX, RINDEX)}
         code.line(f"tl.store({self.out_ptrs[node.name]} + ({store_index(index, shape)}), "
                   f"{value}{cast}, {mask})")
-
-
-def _bytes(plan: RowPlan, stores, xnumel, rnumel) -> int | None:
-    if not (xnumel.is_Integer and rnumel.is_Integer):
-        return None
-    group = {n.name for n in plan.nodes}
-    loads = {l for b in plan.bodies for l in walk(b) if isinstance(l, Load) and l.buffer not in group}
-    total = sum(int(xnumel) * int(rnumel) * l.dtype.itemsize for l in loads)
-    for n in plan.nodes:
-        if n.name in stores:
-            total += int(sympy.Mul(*n.layout.size)) * n.layout.dtype.itemsize
-    return total

@@ -32,6 +32,7 @@ from ..sizevars import simplify, size_hint, upper_bound
 from .builder import CodeBuilder
 from .ops import HALF_TYPES, TL_DTYPES, compute_type
 from .reduction import PERSISTENT_MAX_RNUMEL
+from .traffic import Traffic
 from .triton import (INT32_MAX, RINDEX, XINDEX, BodyWriter, KernelSpec, index_exprs, kernel_name,
                      merge_dims, simplify_body, store_index, unflatten)
 
@@ -155,9 +156,9 @@ def _emit_body(code: CodeBuilder, writer: BodyWriter, buf: ScanBuffer, plan: _Sc
                       f"scan{cast}, mask)")
 
 
-def _bytes(buf: ScanBuffer, writer: BodyWriter, xnumel, rnumel) -> int | None:
+def _bytes(buf: ScanBuffer, writer: BodyWriter, xnumel, rnumel) -> Traffic | None:
     if not (xnumel.is_Integer and rnumel.is_Integer):
         return None
     n = int(xnumel) * int(rnumel)
     loads = [key[0] for key in writer.names if isinstance(key, tuple) and isinstance(key[0], Load)]
-    return n * buf.layout.dtype.itemsize + sum(n * l.dtype.itemsize for l in loads)
+    return Traffic(sum(n * l.dtype.itemsize for l in loads), n * buf.layout.dtype.itemsize)

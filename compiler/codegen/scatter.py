@@ -28,6 +28,7 @@ from ..ir import Const, Load, Op, ScatterBuffer, index_symbols, substitute, walk
 from ..sizevars import simplify, texpr, upper_bound
 from .builder import CodeBuilder
 from .ops import HALF_TYPES, TL_DTYPES, compute_type
+from .traffic import Traffic
 from .triton import (INT32_MAX, XINDEX, BodyWriter, KernelSpec, index_exprs, kernel_name,
                      merge_dims, simplify_body, store_index, unflatten)
 
@@ -113,9 +114,11 @@ def _value_text(writer: BodyWriter, body, buf: ScatterBuffer) -> str:
     return f"{value}.to({TL_DTYPES[out]})" if out in HALF_TYPES else value
 
 
-def _bytes(buf: ScatterBuffer, writer: BodyWriter, numel) -> int | None:
+def _bytes(buf: ScatterBuffer, writer: BodyWriter, numel) -> Traffic | None:
     if not numel.is_Integer:
         return None
     loads = [key[0] for key in writer.names if isinstance(key, tuple) and isinstance(key[0], Load)]
-    written = int(numel) * buf.layout.dtype.itemsize * (2 if buf.accumulate else 1)
-    return written + sum(int(numel) * l.dtype.itemsize for l in loads)
+    # an accumulating store reads the destination element too (atomic read-modify-write)
+    itemsize = buf.layout.dtype.itemsize
+    read = sum(int(numel) * l.dtype.itemsize for l in loads)
+    return Traffic(read + (int(numel) * itemsize if buf.accumulate else 0), int(numel) * itemsize)

@@ -26,12 +26,13 @@ import sympy
 import torch
 
 from ..artifact import content_hash
-from ..ir import (ComputedBuffer, Const, Expr, IndexExpr, Load, Op, count_reads_and_ops,
-                  index_symbols, map_indices, substitute, walk)
+from ..ir import (ComputedBuffer, Const, Expr, IndexExpr, Load, Op, index_symbols, map_indices,
+                  substitute, walk)
 from ..sizevars import (FloorDiv, ModularIndexing, affine_coefficients, simplify, size_hint, texpr,
                         upper_bound)
 from .builder import CodeBuilder
 from .ops import HALF_TYPES, OP_CODE, TL_DTYPES, compute_type, literal
+from .traffic import Traffic, pointwise_traffic
 
 XINDEX = sympy.Symbol("xindex", integer=True, nonnegative=True)
 YINDEX = sympy.Symbol("yindex", integer=True, nonnegative=True)
@@ -50,14 +51,21 @@ class KernelSpec:
     numels: tuple[sympy.Expr, ...]    # (xnumel,) or (xnumel, ynumel)
     kind: str                         # "pointwise1d" | "pointwise2d"
     ops: tuple[str, ...]
-    bytes_accessed: int | None        # elements read + written times their size (static sizes)
+    traffic: Traffic | None           # global memory read and written (static sizes)
     n_outputs: int = 1                # the last n_outputs of ``buffers`` are written
     size_args: tuple[str, ...] = ()   # run-time size symbols the kernel's indices use
 
+    @property
+    def bytes_accessed(self) -> int | None:
+        return None if self.traffic is None else self.traffic.total
+
     def meta_json(self) -> str:
+        read, written = (None, None) if self.traffic is None else (self.traffic.read,
+                                                                   self.traffic.written)
         return json.dumps({"kind": self.kind, "numels": [str(n) for n in self.numels],
                            "buffers": list(self.buffers), "ops": list(self.ops),
-                           "bytes": self.bytes_accessed, "outputs": self.n_outputs},
+                           "bytes": self.bytes_accessed, "bytes_read": read,
+                           "bytes_written": written, "outputs": self.n_outputs},
                           sort_keys=True)
 
 
@@ -283,12 +291,13 @@ def generate_kernel(buf: ComputedBuffer, number: int) -> KernelSpec:
         index_map.update(unflatten(flat, group) if group else {})
         ranges[flat] = numel
     name = kernel_name(plan.body, number)
-    source, pointers, bytes_accessed, size_args = _emit(name, buf, plan, index_map, ranges,
-                                                        numels, two_d=split is not None)
+    source, pointers, size_args = _emit(name, buf, plan, index_map, ranges, numels,
+                                        two_d=split is not None)
     key = content_hash(source.replace(name, "KERNEL"))
     ops = tuple(n.op for n in walk(plan.body) if isinstance(n, Op))
     return KernelSpec(name, source, key, tuple(pointers) + (buf.name,), numels,
-                      "pointwise2d" if split is not None else "pointwise1d", ops, bytes_accessed,
+                      "pointwise2d" if split is not None else "pointwise1d", ops,
+                      pointwise_traffic([buf], {buf.name}),
                       size_args=size_args)
 
 
@@ -344,60 +353,35 @@ def _emit(name, buf, plan, index_map, ranges, numels, two_d):
     with code.indent():
         code.splice(header)
         code.splice(body)
-    return code.text(), list(writer.pointers.keys()), kernel_bytes(buf, writer), tuple(size_args)
-
-
-def kernel_bytes(buf: ComputedBuffer, writer: BodyWriter) -> int | None:
-    numel = buf.layout.numel()
-    if not numel.is_Integer:
-        return None
-    # each distinct load reads at most numel elements; scalars one
-    loads = [n for n in writer.names if isinstance(n, Load)]
-    total = int(numel) * buf.layout.dtype.itemsize
-    for load in loads:
-        total += int(numel) * load.dtype.itemsize if writer.names[load] in writer.block else load.dtype.itemsize
-    return total
+    return code.text(), list(writer.pointers.keys()), tuple(size_args)
 
 
 # ----------------------------------------------------------------------------- pointwise groups
-MAX_GROUP_NODES = 8
-MAX_GROUP_OPS = 256
-
-
-def pointwise_group_ok(nodes) -> bool:
-    """Can ``nodes`` (plain pointwise buffers, in order) share one 1-D kernel, and does it pay?
+def pointwise_group_fits(nodes) -> bool:
+    """Can ``nodes`` (plain pointwise buffers, in order) share one 1-D kernel?
 
     They must have one layout, read each other only element for element (a value is then
-    in registers), each run 1-D, and every node after the first must read an earlier one or
-    share an input with them: otherwise fusing saves no bytes.
+    in registers) and each run 1-D. Whether the group pays is the scheduler's call
+    (``scheduler.fusion_bytes_saved``).
     """
-    if not 1 < len(nodes) <= MAX_GROUP_NODES or any(type(n) is not ComputedBuffer for n in nodes):
+    if len(nodes) < 2 or any(type(n) is not ComputedBuffer for n in nodes):
         return False
     first = nodes[0].layout
     if any((n.layout.size, n.layout.stride, n.layout.device) != (first.size, first.stride,
                                                                    first.device) for n in nodes):
         return False
-    if sum(sum(count_reads_and_ops(n.body)) for n in nodes) > MAX_GROUP_OPS:
-        return False
     isyms = index_symbols(len(first.size))
     own = {n.name: Load(n.name, n.layout.index(isyms), n.layout.dtype) for n in nodes}
-    seen_inputs: set[str] = set()
     for k, node in enumerate(nodes):
-        loads = [l for l in walk(node.body) if isinstance(l, Load)]
         earlier = {n.name for n in nodes[:k]}
-        if any(l.buffer in own and (l.buffer not in earlier or l != own[l.buffer]) for l in loads):
+        if any(l.buffer in own and (l.buffer not in earlier or l != own[l.buffer])
+               for l in walk(node.body) if isinstance(l, Load)):
             return False
-        reads = {l.buffer for l in loads}
-        if k and not (reads & earlier or reads & seen_inputs):
-            return False
-        seen_inputs |= reads
-        if _tile_split(_plan(node)) is not None:
-            return False
-    return True
+    return all(_tile_split(_plan(node)) is None for node in nodes)
 
 
 def generate_pointwise_group(nodes, stores: frozenset, number: int) -> KernelSpec:
-    """One 1-D kernel computing ``nodes`` (``pointwise_group_ok``); writes ``stores``."""
+    """One 1-D kernel computing ``nodes`` (``pointwise_group_fits``); writes ``stores``."""
     layout = nodes[0].layout
     joined = Op("group", tuple(n.body for n in nodes), torch.float32)
     plan = _plan(ComputedBuffer("group", layout, joined))
@@ -430,11 +414,6 @@ def generate_pointwise_group(nodes, stores: frozenset, number: int) -> KernelSpe
         code.splice(body)
     source = code.text()
     ops = tuple(n.op for n in walk(plan.body) if isinstance(n, Op) and n.op != "group")
-    nbytes = None
-    if numel.is_Integer:
-        loads = [l for l in writer.names if isinstance(l, tuple) and isinstance(l[0], Load)]
-        nbytes = sum(int(numel) * l[0].dtype.itemsize for l in loads) + sum(
-            int(numel) * n.layout.dtype.itemsize for n in nodes if n.name in stores)
     return KernelSpec(name, source, content_hash(source.replace(name, "KERNEL")),
                       tuple(writer.pointers) + tuple(outputs), (numel,), "pointwise1d", ops,
-                      nbytes, len(outputs), tuple(size_args))
+                      pointwise_traffic(nodes, stores), len(outputs), tuple(size_args))

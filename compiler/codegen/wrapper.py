@@ -23,7 +23,7 @@ from ..config import CompilerOptions
 from ..graph import LoweredGraph
 from ..ir import (BufferRef, ComputedBuffer, ExternKernel, Layout, MatmulTemplate, MutationBuffer,
                   ScanBuffer, ScatterBuffer)
-from ..scheduler import FusedKernel, schedule
+from ..scheduler import FusedKernel, FusionLimits, fusion_report, schedule
 from ..sizevars import texpr
 from .builder import CodeBuilder
 from .matmul import choose_matmul_launch, generate_matmul, matmul_launch_config
@@ -53,6 +53,7 @@ class GeneratedModule:
     source: str
     kernels: tuple[KernelSpec, ...]
     kernel_meta: tuple[dict, ...]    # per kernel: what build and tune need to run it alone
+    fusion: dict                     # kernel bytes against unfused (scheduler.fusion_report)
 
 
 def _next_pow2(n: int) -> int:
@@ -151,7 +152,7 @@ def generate_module(lowered: LoweredGraph, options: CompilerOptions, device_type
     their meta, so the pipeline tunes them against the extern path."""
     plan = plan_matmuls(lowered, options.matmul_template, configs)
     lowered = plan.lowered
-    steps = schedule(lowered)
+    steps = schedule(lowered, FusionLimits.from_options(options))
     code = CodeBuilder()
     code.splice(HEADER)
     kernels = [s for s in steps if isinstance(s, (FusedKernel, MatmulTemplate))]
@@ -175,7 +176,8 @@ def generate_module(lowered: LoweredGraph, options: CompilerOptions, device_type
                   for spec, key, launch in zip(specs + spare, keys, launches))
     for meta in metas[len(specs):]:
         meta["candidate"] = True
-    return GeneratedModule(code.text(), tuple(specs + spare), metas)
+    return GeneratedModule(code.text(), tuple(specs + spare), metas,
+                           fusion_report(lowered, steps))
 
 
 def kernel_key(spec: KernelSpec, layouts) -> str:
