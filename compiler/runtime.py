@@ -166,10 +166,12 @@ def bindings(device_type: str) -> dict[str, Any]:
 
 def load_module(source: str, device_type: str, code_dir: Path,
                 constants: dict[str, torch.Tensor] | None = None,
-                static_shapes: bool = False) -> types.ModuleType:
+                static_shapes: bool = False, kernels=None) -> types.ModuleType:
     """Write ``source`` to ``code_dir`` and import it with the device's bindings.
 
-    With ``static_shapes`` on CUDA, each kernel is wrapped in a ``Launcher``.
+    With ``static_shapes`` on CUDA, each kernel (the names in ``kernels``; every JIT function
+    when None) is wrapped in a ``Launcher``. Helper JIT functions the kernels call (a scan's
+    combine function) must stay JIT functions: name only the kernels where there are any.
     """
     key = content_hash(source)[:24]
     path = Path(code_dir) / f"kiln_{key}.py"
@@ -184,7 +186,8 @@ def load_module(source: str, device_type: str, code_dir: Path,
     spec.loader.exec_module(module)
     if device_type == "cuda" and static_shapes:
         for name, value in list(module.__dict__.items()):
-            if isinstance(value, triton.runtime.jit.JITFunction):
+            if (isinstance(value, triton.runtime.jit.JITFunction)
+                    and (kernels is None or name in kernels)):
                 setattr(module, name, Launcher(value))
     return module
 
@@ -312,7 +315,7 @@ def load_artifact(artifact: CompiledArtifact, code_dir: Path | None = None,
         raise ValueError(f"kiln: artifact {artifact.module_key} needs constants {missing}")
     static = not meta.get("size_ranges")
     module = load_module(artifact.source, meta["device"], code_dir, constants,
-                         static_shapes=static)
+                         static_shapes=static, kernels={k.name for k in artifact.kernels})
     compiled = CompiledModule(module, artifact, check_inputs)
     if binaries and static and meta["device"] == "cuda":
         from .precompile import preload_binaries

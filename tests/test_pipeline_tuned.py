@@ -273,9 +273,11 @@ def test_tuned_zoo_run_stores_a_tuned_module_that_loads_and_matches_eager(tmp_pa
         best = best_config(store, kernel.kernel_key, device)
         assert kernel.meta["launch"]["num_warps"] == best.config["num_warps"]
     module, (x,) = tiny.mlp()
-    captured = capture_module(module, (x,))
-    assert captured.graph_key == graph_key
     module = module.cuda()
+    # The serving process captures on its GPU: graph keys are device-neutral, so this is the
+    # graph the CPU workers captured, and its flat inputs are CUDA tensors.
+    captured = capture_module(module, (x.cuda(),))
+    assert captured.graph_key == graph_key
     fresh = torch.randn(x.shape, device="cuda")
     loaded = store.load(key)
     out = captured.finish_call(module, loaded(captured.flatten_call(module, (fresh,), {})))

@@ -103,3 +103,24 @@ def test_precompiled_module_runs_without_jit(name):
         assert len(launcher._compiled) == 1
         # Triton's JIT never compiled: every launch took the preloaded binary.
         assert not any(cache[0] for cache in launcher.fn.device_caches.values())
+
+
+def test_helper_jit_functions_stay_jit_functions(tmp_path):
+    """A scan's combine function is called from inside its kernel: wrapping it in a Launcher
+    (as kernels are, for static CUDA modules) would make the kernel fail to compile."""
+    from triton.runtime.jit import JITFunction
+
+    class Model(torch.nn.Module):
+        def forward(self, x):
+            return x.logcumsumexp(1)
+
+    x = torch.randn(4, 33)
+    artifact = lower(capture_module(Model(), (x,)), {}, "cuda")
+    (tmp_path / "code").mkdir()
+    loaded = load_module(artifact.source, "cuda", tmp_path / "code", static_shapes=True,
+                         kernels={k.name for k in artifact.kernels})
+    helpers = [n for n, v in vars(loaded).items() if isinstance(v, JITFunction)]
+    assert helpers and all(n.endswith("_combine") for n in helpers)
+    assert all(isinstance(getattr(loaded, k.name), Launcher) for k in artifact.kernels)
+    result = pc.precompile(artifact, loaded, H100, tmp_path / "code", None)
+    assert result["errors"] == {}
