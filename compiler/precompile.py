@@ -117,9 +117,8 @@ def build_launcher(compiled) -> bool:
 def compile_module_job(job: ModuleJob) -> dict[str, Any]:
     """Worker side: compile every kernel of ``job`` into its Triton cache; errors are kept
     per kernel (the caller's own first launch will then compile and raise it properly)."""
-    from .runtime import load_module
     triton.knobs.cache.dir = job.cache_dir       # the caller's cache, whatever our env said
-    module = load_module(job.source, "cuda", Path(job.code_dir))
+    module = _worker_module(job.source, job.code_dir)
     errors, launchers, start = {}, 0, time.perf_counter()
     for kernel in job.kernels:
         try:
@@ -129,6 +128,13 @@ def compile_module_job(job: ModuleJob) -> dict[str, Any]:
             continue
         launchers += build_launcher(compiled)
     return {"errors": errors, "launchers": launchers, "seconds": time.perf_counter() - start}
+
+
+@functools.lru_cache(maxsize=8)
+def _worker_module(source: str, code_dir: str):
+    """A worker's import of a module: once per module, however many of its kernels it gets."""
+    from .runtime import load_module
+    return load_module(source, "cuda", Path(code_dir))
 
 
 class CompilePool:
@@ -203,8 +209,7 @@ def default_workers() -> int:
 
 
 def split(module: ModuleJob, parts: int) -> list[ModuleJob]:
-    """``module``'s kernels dealt round-robin into at most ``parts`` jobs (each worker loads
-    the module once and compiles its share)."""
+    """``module``'s kernels dealt round-robin into at most ``parts`` jobs."""
     parts = max(1, min(parts, len(module.kernels)))
     return [ModuleJob(module.source, module.code_dir, module.cache_dir, module.target,
                       module.kernels[k::parts]) for k in range(parts)]
@@ -237,7 +242,9 @@ def precompile(artifact: CompiledArtifact, module, target: tuple[str, int, int],
     errors: dict[str, str] = {}
     launchers_built = 0
     if pool is not None:
-        for result in pool.compile(split(whole, pool.workers)):
+        # One job per kernel, each taken by the next free worker: kernels differ a lot in
+        # compile time, and equal shares would leave workers idle behind the slowest share.
+        for result in pool.compile(split(whole, len(jobs))):
             errors.update({k: v for k, v in result["errors"].items() if k != "*"})
             launchers_built += result.get("launchers", 0)
     for job in jobs:
