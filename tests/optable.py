@@ -790,9 +790,10 @@ TOLERANCES = {
     # sums in another order (scans, atomic scatter-adds): eager CUDA rounds a half type after
     # each atomic add, or sums in another order; kiln adds in float32 and rounds once, so the
     # two differ by an ulp of the running sum, and float32 results by their last bits
+    # (bf16's ulp at a running sum of 8 is 0.0625: atol allows two)
     ("accumulate", torch.float32): (1e-4, 1e-4),
     ("accumulate", torch.float16): (2e-2, 2e-2),
-    ("accumulate", torch.bfloat16): (8e-2, 8e-2),
+    ("accumulate", torch.bfloat16): (8e-2, 1.25e-1),
 }
 
 

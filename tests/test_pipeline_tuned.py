@@ -259,7 +259,9 @@ def test_tuned_zoo_run_stores_a_tuned_module_that_loads_and_matches_eager(tmp_pa
     from pipeline.zoo import tiny
     config = load_config("configs/zoo-tiny-tune.toml")
     config = dataclasses.replace(config, models=config.models[:1],
-                                 tuning=dataclasses.replace(config.tuning, budget_s=5.0),
+                                 # a budget that times every candidate: a smaller one
+                                 # leaves the rest for the next run, by design
+                                 tuning=dataclasses.replace(config.tuning, budget_s=120.0),
                                  cluster=dataclasses.replace(config.cluster, gpus=1))
     store = Store(tmp_path / "store")
     report = run_zoo(config, str(store.root))
