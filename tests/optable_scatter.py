@@ -46,12 +46,14 @@ def _scans() -> None:
     case("cumprod_f16", lambda a: a.cumprod(0), (Arg("unit", torch.float16),), ((S(9, 13),),))
     case("logcumsumexp", lambda a: a.logcumsumexp(0),
          shapes=((S(33, 17),), (T(9, 13),), (S(7),)), tol="accumulate")
-    case("logcumsumexp_last", lambda a: a.logcumsumexp(-1), shapes=((S(4, 3, 9),),), tol="accumulate")
+    case("logcumsumexp_last", lambda a: a.logcumsumexp(-1), shapes=((S(4, 3, 9),),),
+         tol="accumulate")
     case("logcumsumexp_looped", lambda a: a.logcumsumexp(-1), shapes=((S(2, 20000),),),
          tol="accumulate")
     case("logcumsumexp_special", lambda a: a.logcumsumexp(1), (SPECIAL,), ((S(9, 13),),),
          tol="approx")
-    case("logcumsumexp_f16", lambda a: a.logcumsumexp(1), (F16,), ((S(9, 13),),), tol="accumulate")
+    case("logcumsumexp_f16", lambda a: a.logcumsumexp(1), (F16,), ((S(9, 13),),),
+         tol="accumulate")
 
 
 def _scatters() -> None:
