@@ -11,6 +11,7 @@ time, and how many kernels were shared across models.
 
     python benchmarks/bench_tuned_models.py [--models resnet_bottleneck,bert_layer]
         [--no-max-autotune] [--store DIR] [--json out.json] [--rep-ms 100]
+    python benchmarks/bench_tuned_models.py --replot out.json --png tuning.png
 
 Needs CUDA. kiln runs with its defaults (CUDA graphs on); max-autotune also uses CUDA graphs.
 """
@@ -27,6 +28,7 @@ import os
 import sys
 import tempfile
 import time
+import types
 import warnings
 from pathlib import Path
 
@@ -36,7 +38,7 @@ import triton
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import compiler  # noqa: E402
-from bench_autotune import sweep_kernel  # noqa: E402
+from bench_autotune import plot, sweep_kernel  # noqa: E402
 from bench_models import fresh_cache_dirs, forget_inductor_memory  # noqa: E402
 from compiler.autotune import Target, device_info, load_spaces, record_launches  # noqa: E402
 from compiler.autotune.spaces import canonical_json  # noqa: E402
@@ -197,7 +199,16 @@ def main(argv=None) -> int:
     p.add_argument("--max-autotune-budget-s", type=float, default=420,
                    help="start no max-autotune compile after this many seconds")
     p.add_argument("--workers", type=int, default=min(16, os.cpu_count() or 1))
+    p.add_argument("--replot", type=Path, default=None,
+                   help="only draw the per-kernel speedup PNG from a --json file written "
+                        "earlier (e.g. on a GPU machine without matplotlib)")
+    p.add_argument("--png", type=Path, default=Path("tuning_speedup.png"))
     ns = p.parse_args(argv)
+    if ns.replot:
+        doc = json.loads(ns.replot.read_text())
+        reports = [types.SimpleNamespace(**k) for k in doc["kernels"]]
+        print(plot(reports, ns.png, doc["summary"]["card"]))
+        return 0
     if not torch.cuda.is_available():
         print("bench_tuned_models: needs a CUDA GPU; nothing was timed")
         return 2
@@ -215,6 +226,7 @@ def main(argv=None) -> int:
             max_autotune_phase(rows, torch.bfloat16, ns.rep_ms, Path(tmp),
                                ns.max_autotune_budget_s)
     summary = report(rows, reports, sweep_s, launches, info)
+    print(plot(reports, ns.png, info.name))
     if ns.json:
         ns.json.write_text(json.dumps({"summary": summary, "rows": list(rows.values()),
                                        "kernels": [vars(r) for r in reports]},
