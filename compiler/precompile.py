@@ -299,7 +299,8 @@ def preload_binaries(artifact: CompiledArtifact, module, binaries: dict[str, Sto
 
     ``binaries`` maps kernel names to binaries of the config the wrapper launches;
     ``scratch`` receives the files Triton reads a binary from. Returns ``{"preloaded",
-    "skipped": {kernel: why}}``; a skipped kernel compiles at its first launch as usual.
+    "skipped": {kernel: why}, "launchers_built"}``; a skipped kernel compiles at its first
+    launch as usual.
     """
     from triton.compiler import ASTSource
     from triton.compiler.compiler import CompiledKernel
@@ -309,7 +310,7 @@ def preload_binaries(artifact: CompiledArtifact, module, binaries: dict[str, Sto
     kernels = tuple(k for k in artifact.kernels if k.name in launchers)
     jobs = kernel_jobs(_with_kernels(artifact, kernels),
                        {n: l.fn.arg_names for n, l in launchers.items()})
-    preloaded, skipped = 0, {}
+    kernels_loaded, skipped = [], {}
     for job in jobs:
         binary = binaries.get(job.name)
         why = "no stored binary" if binary is None else binary_mismatch(job, binary)
@@ -328,5 +329,10 @@ def preload_binaries(artifact: CompiledArtifact, module, binaries: dict[str, Sto
                            {**job.constexprs, **job.extra_constexprs}, attrs)
         kernel = CompiledKernel(source, {k: str(v) for k, v in files.items()}, digest)
         launchers[job.name].preload(job.launch, kernel)
-        preloaded += 1
-    return {"preloaded": preloaded, "skipped": skipped}
+        kernels_loaded.append(kernel)
+    # Triton 3.6 builds each signature's host launcher with gcc when a kernel first runs, one
+    # after another; built here side by side (gcc runs outside the GIL), the first call finds
+    # them in Triton's cache.
+    with cf.ThreadPoolExecutor(max(1, min(8, len(kernels_loaded)))) as threads:
+        built = sum(threads.map(build_launcher, kernels_loaded))
+    return {"preloaded": len(kernels_loaded), "skipped": skipped, "launchers_built": built}
