@@ -22,7 +22,6 @@ import os
 import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 import torch
@@ -61,6 +60,7 @@ def prepare(name: str, store, workers: int) -> tuple[str, int]:
     from compiler.autotune.build import build
     from compiler.autotune.spaces import Config
     from compiler.capture import capture_module
+    from compiler.codegen.wrapper import launch_kwargs
     from pipeline.kernel_tasks import binary_row
     module, args = blocks.MODELS[name]("bench")
     module = module.to(torch.bfloat16)
@@ -69,8 +69,8 @@ def prepare(name: str, store, workers: int) -> tuple[str, int]:
     store.put_artifact(artifact)
     major, minor = torch.cuda.get_device_capability()
     target = ("cuda", 10 * major + minor, 32)
-    configs = [Config.from_dict({k: v for k, v in kernel.meta["launch"].items()
-                                 if k not in ("grid", "tuned")}) for kernel in artifact.kernels]
+    configs = [Config.from_dict(launch_kwargs(kernel.meta["launch"]))
+               for kernel in artifact.kernels]
     ctx = multiprocessing.get_context("spawn")
     with cf.ProcessPoolExecutor(workers, mp_context=ctx) as pool:
         results = list(pool.map(build, artifact.kernels, configs, [target] * len(configs)))

@@ -1,8 +1,8 @@
 """A compile worker process: reads JSON jobs from stdin, one per line, and answers each with
 one JSON line. Started by ``compiler.precompile.CompilePool``; ends when stdin closes.
 
-A job is a ``precompile.ModuleJob`` as a dict (answered with ``{"errors", "seconds"}``) or
-``{"ping": true}`` (answered once torch, Triton and kiln are imported).
+A job is a ``precompile.ModuleJob`` as a dict (answered with ``{"errors", "launchers",
+"seconds"}``) or ``{"ping": true}`` (answered once torch, Triton and kiln are imported).
 
 Example:
     >>> # echo '{"ping": true}' | python -c "from compiler.compile_worker import main; main()"

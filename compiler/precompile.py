@@ -18,7 +18,7 @@ torch and Triton once (seconds) and are reused by every later compile.
 Example:
     >>> job = KernelJob("kiln_pw_relu_0", {"XBLOCK": 1024, "num_warps": 4}, {"XBLOCK": 1024},
     ...                 {"num_warps": 4, "num_stages": 3},
-    ...                 {"in_ptr0": "*fp32", "out_ptr0": "*fp32", "xnumel": "i32"}, {}, [])
+    ...                 {"in_ptr0": "*fp32", "out_ptr0": "*fp32", "xnumel": "i32"}, [])
     >>> job.options["num_warps"]
     4
 """
@@ -36,7 +36,7 @@ import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Iterable, Sequence
 
 import triton
 
@@ -48,10 +48,9 @@ class KernelJob:
     """One kernel of a module at its launch config: what ``triton.compile`` needs."""
     name: str
     launch: dict[str, int]               # the keyword arguments the wrapper launches it with
-    constexprs: dict[str, int]           # block sizes
+    constexprs: dict[str, int]           # block sizes, and integer arguments equal to 1
     options: dict[str, int]              # num_warps, num_stages
     types: dict[str, str]                # argument name -> Triton type ("*bf16", "i32", ...)
-    extra_constexprs: dict[str, int]
     divisible_by_16: list[int]           # argument positions Triton may assume 16-aligned
 
 
@@ -65,7 +64,7 @@ class ModuleJob:
     kernels: tuple[KernelJob, ...] = field(default_factory=tuple)
 
 
-def kernel_jobs(artifact: CompiledArtifact, arg_names: dict[str, Sequence[str]]
+def kernel_jobs(kernels: Iterable[KernelArtifact], arg_names: dict[str, Sequence[str]]
                 ) -> tuple[KernelJob, ...]:
     """A job per kernel of a static-shape module, at the config its wrapper launches.
 
@@ -73,29 +72,43 @@ def kernel_jobs(artifact: CompiledArtifact, arg_names: dict[str, Sequence[str]]
     """
     from .autotune.build import kernel_signature
     from .autotune.spaces import Config
+    from .codegen.wrapper import launch_kwargs
     jobs = []
-    for kernel in artifact.kernels:
+    for kernel in kernels:
         if kernel.meta.get("candidate"):   # a GEMM template kept only to be tuned: never launched
             continue
-        launch = {k: v for k, v in kernel.meta["launch"].items() if k not in ("grid", "tuned")}
+        launch = launch_kwargs(kernel.meta["launch"])
         config = Config.from_dict(launch)
         sig = kernel_signature(arg_names[kernel.name], kernel, config)
-        blocks = config.blocks()
-        jobs.append(KernelJob(kernel.name, launch, blocks, config.options(), sig.types,
-                              {k: v for k, v in sig.constexprs.items() if k not in blocks},
+        jobs.append(KernelJob(kernel.name, launch, sig.constexprs, config.options(), sig.types,
                               sorted(k[0] for k in sig.attrs)))
     return tuple(jobs)
+
+
+def _launcher_jobs(artifact: CompiledArtifact, module) -> tuple[dict[str, Any], tuple]:
+    """The ``Launcher`` of each kernel of the loaded ``module`` (static shapes only have
+    them) and a job per launched kernel."""
+    from .runtime import Launcher
+    launchers = {k.name: getattr(module, k.name) for k in artifact.kernels}
+    launchers = {n: l for n, l in launchers.items() if isinstance(l, Launcher)}
+    jobs = kernel_jobs((k for k in artifact.kernels if k.name in launchers),
+                       {n: l.fn.arg_names for n, l in launchers.items()})
+    return launchers, jobs
+
+
+def ast_source(fn, job: KernelJob):
+    """Triton's ``ASTSource`` of ``fn`` (a JITFunction) specialized as ``job`` launches it."""
+    from triton.compiler import ASTSource
+    attrs = {(k,): [["tt.divisibility", 16]] for k in job.divisible_by_16}
+    return ASTSource(fn, dict(job.types), dict(job.constexprs), attrs)
 
 
 def compile_kernel(fn, job: KernelJob, target: tuple[str, int, int]):
     """``triton.compile`` of ``fn`` (a JITFunction) for ``job``: a cache hit when a worker
     (or an earlier run) compiled the same kernel into the same Triton cache."""
     from triton.backends.compiler import GPUTarget
-    from triton.compiler import ASTSource
-    constexprs = {**job.constexprs, **job.extra_constexprs}
-    attrs = {(k,): [["tt.divisibility", 16]] for k in job.divisible_by_16}
-    source = ASTSource(fn, dict(job.types), constexprs, attrs)
-    return triton.compile(source, target=GPUTarget(*target), options=dict(job.options))
+    return triton.compile(ast_source(fn, job), target=GPUTarget(*target),
+                          options=dict(job.options))
 
 
 def build_launcher(compiled) -> bool:
@@ -225,15 +238,8 @@ def precompile(artifact: CompiledArtifact, module, target: tuple[str, int, int],
     With ``pool`` None the kernels are compiled here, one after another (still sparing the
     first call, and the way to precompile where spawning processes is unwanted).
     """
-    from .runtime import Launcher
     start = time.perf_counter()
-    launchers = {k.name: getattr(module, k.name) for k in artifact.kernels}
-    launchers = {n: l for n, l in launchers.items() if isinstance(l, Launcher)}
-    if not launchers:
-        return {"kernels": 0, "errors": {}, "launchers_built": 0, "seconds": 0.0}
-    kernels = tuple(k for k in artifact.kernels if k.name in launchers)
-    jobs = kernel_jobs(_with_kernels(artifact, kernels),
-                       {n: l.fn.arg_names for n, l in launchers.items()})
+    launchers, jobs = _launcher_jobs(artifact, module)
     jobs = tuple(j for j in jobs if not launchers[j.name].has(j.launch))   # stored binaries
     if not jobs:
         return {"kernels": 0, "errors": {}, "launchers_built": 0,
@@ -260,11 +266,6 @@ def precompile(artifact: CompiledArtifact, module, target: tuple[str, int, int],
             "seconds": time.perf_counter() - start}
 
 
-def _with_kernels(artifact: CompiledArtifact, kernels: tuple[KernelArtifact, ...]):
-    from dataclasses import replace
-    return replace(artifact, kernels=kernels)
-
-
 # ----------------------------------------------------------------------------- stored binaries
 @dataclass(frozen=True)
 class StoredBinary:
@@ -284,7 +285,7 @@ def binary_mismatch(job: KernelJob, binary: StoredBinary) -> str | None:
     if "triton_metadata" not in meta:
         return "built without Triton's metadata"
     sig = meta.get("signature", {})
-    want = {"types": job.types, "constexprs": {**job.constexprs, **job.extra_constexprs},
+    want = {"types": job.types, "constexprs": job.constexprs,
             "divisible_by_16": sorted(job.divisible_by_16)}
     for part, value in want.items():
         if sig.get(part) != value:
@@ -302,14 +303,8 @@ def preload_binaries(artifact: CompiledArtifact, module, binaries: dict[str, Sto
     "skipped": {kernel: why}, "launchers_built"}``; a skipped kernel compiles at its first
     launch as usual.
     """
-    from triton.compiler import ASTSource
     from triton.compiler.compiler import CompiledKernel
-    from .runtime import Launcher
-    launchers = {k.name: getattr(module, k.name) for k in artifact.kernels}
-    launchers = {n: l for n, l in launchers.items() if isinstance(l, Launcher)}
-    kernels = tuple(k for k in artifact.kernels if k.name in launchers)
-    jobs = kernel_jobs(_with_kernels(artifact, kernels),
-                       {n: l.fn.arg_names for n, l in launchers.items()})
+    launchers, jobs = _launcher_jobs(artifact, module)
     kernels_loaded, skipped = [], {}
     for job in jobs:
         binary = binaries.get(job.name)
@@ -324,10 +319,8 @@ def preload_binaries(artifact: CompiledArtifact, module, binaries: dict[str, Sto
                  f"{job.name}.cubin": folder / f"{job.name}.cubin"}
         files[f"{job.name}.json"].write_text(binary.metadata["triton_metadata"])
         files[f"{job.name}.cubin"].write_bytes(binary.cubin)
-        attrs = {(k,): [["tt.divisibility", 16]] for k in job.divisible_by_16}
-        source = ASTSource(launchers[job.name].fn, dict(job.types),
-                           {**job.constexprs, **job.extra_constexprs}, attrs)
-        kernel = CompiledKernel(source, {k: str(v) for k, v in files.items()}, digest)
+        kernel = CompiledKernel(ast_source(launchers[job.name].fn, job),
+                                {k: str(v) for k, v in files.items()}, digest)
         launchers[job.name].preload(job.launch, kernel)
         kernels_loaded.append(kernel)
     # Triton 3.6 builds each signature's host launcher with gcc when a kernel first runs, one

@@ -120,17 +120,21 @@ class Launcher:
     def __getitem__(self, grid):
         return lambda *args, **kwargs: self.launch(grid, args, kwargs)
 
+    @staticmethod
+    def _key(kwargs: dict) -> tuple:
+        return tuple(sorted(kwargs.items()))
+
     def has(self, kwargs: dict) -> bool:
         """A compiled kernel is ready for launches with these keyword arguments."""
-        return tuple(sorted(kwargs.items())) in self._compiled
+        return self._key(kwargs) in self._compiled
 
     def preload(self, kwargs: dict, kernel) -> None:
         """Use ``kernel`` (compiled ahead of time, see ``compiler.precompile``) for launches
         with these keyword arguments, so even the first launch is direct."""
-        self._compiled[tuple(sorted(kwargs.items()))] = kernel
+        self._compiled[self._key(kwargs)] = kernel
 
     def launch(self, grid, args, kwargs):
-        key = tuple(sorted(kwargs.items()))
+        key = self._key(kwargs)
         kernel = self._compiled.get(key)
         if kernel is not None and self._direct and _aligned(args):
             grid = tuple(grid) + (1,) * (3 - len(grid))

@@ -137,9 +137,9 @@ def binary_row(result: Any) -> Any:
 
 def _binary_key(kernel_key: str, config: Any, target: Any, triton_version: str) -> str:
     from storage import BinaryRecord
-    return BinaryRecord.build(kernel_key=kernel_key, config=config.as_dict(),
-                              arch=target.arch_name, target=target.name,
-                              triton_version=triton_version, cubin=b"", metadata={}).binary_key
+    return BinaryRecord.key(kernel_key=kernel_key, config=config.as_dict(),
+                            arch=target.arch_name, target=target.name,
+                            triton_version=triton_version)
 
 
 def _stored_statuses(store: Any, keys: list[str]) -> dict[str, tuple[str, str]]:

@@ -95,21 +95,20 @@ def kernel_binaries(store: Any, artifact: Any, arch: int) -> dict[str, Any]:
 
     from compiler.autotune.build import Target
     from compiler.autotune.spaces import Config
+    from compiler.codegen.wrapper import launch_kwargs
     from compiler.precompile import StoredBinary
 
     from .records import BinaryRecord
     target = Target("cuda", arch, 32)
     wanted = {}
     for kernel in artifact.kernels:
-        launch = {k: v for k, v in kernel.meta.get("launch", {}).items()
-                  if k not in ("grid", "tuned")}
+        launch = launch_kwargs(kernel.meta.get("launch", {}))
         if not launch or kernel.meta.get("candidate"):
             continue
-        key = BinaryRecord.build(kernel_key=kernel.kernel_key,
-                                 config=Config.from_dict(launch).as_dict(),
-                                 arch=target.arch_name, target=target.name,
-                                 triton_version=triton.__version__, cubin=b"",
-                                 metadata={}).binary_key
+        key = BinaryRecord.key(kernel_key=kernel.kernel_key,
+                               config=Config.from_dict(launch).as_dict(),
+                               arch=target.arch_name, target=target.name,
+                               triton_version=triton.__version__)
         wanted.setdefault(key, []).append(kernel.name)   # same source and config: one binary
     if not wanted:
         return {}

@@ -123,15 +123,23 @@ class BinaryRecord:
     metadata_json: str
     created_at: datetime = field(default_factory=_now)
 
+    @staticmethod
+    def key(*, kernel_key: str, config: Any, arch: str, target: str, triton_version: str) -> str:
+        """The ``binary_key`` of (kernel, config, architecture, target, Triton version): how
+        a reader finds a binary without building its record."""
+        config_key = derived_key(_json_text(config))
+        return derived_key(kernel_key, config_key, arch, target, triton_version)
+
     @classmethod
     def build(cls, *, kernel_key: str, config: Any, arch: str, target: str,
               triton_version: str, cubin: bytes, metadata: Any) -> "BinaryRecord":
         """A record with its keys derived; ``config``/``metadata`` are dicts or JSON text."""
         config_json = _json_text(config)
-        config_key = derived_key(config_json)
-        return cls(binary_key=derived_key(kernel_key, config_key, arch, target, triton_version),
-                   kernel_key=kernel_key, config_key=config_key, config_json=config_json,
-                   arch=arch, target=target, triton_version=triton_version, cubin=cubin,
+        key = cls.key(kernel_key=kernel_key, config=config_json, arch=arch, target=target,
+                      triton_version=triton_version)
+        return cls(binary_key=key, kernel_key=kernel_key, config_key=derived_key(config_json),
+                   config_json=config_json, arch=arch, target=target,
+                   triton_version=triton_version, cubin=cubin,
                    metadata_json=_json_text(metadata))
 
 

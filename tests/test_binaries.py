@@ -13,6 +13,7 @@ from compiler.api import lower
 from compiler.autotune.build import build
 from compiler.autotune.spaces import Config
 from compiler.capture import capture_module
+from compiler.codegen.wrapper import launch_kwargs
 from compiler.precompile import StoredBinary, preload_binaries
 from compiler.runtime import Launcher, load_module
 from pipeline.kernel_tasks import binary_row
@@ -22,8 +23,7 @@ from storage.artifacts import kernel_binaries
 
 
 def _launch_config(kernel) -> Config:
-    return Config.from_dict({k: v for k, v in kernel.meta["launch"].items()
-                             if k not in ("grid", "tuned")})
+    return Config.from_dict(launch_kwargs(kernel.meta["launch"]))
 
 
 def _stored(tmp_path, name="bert_layer", arch=90):

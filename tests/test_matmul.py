@@ -175,7 +175,7 @@ def test_precompile_skips_unlaunched_candidates():
         compiled = _compile(linear_gelu, args, {"matmul_template": mode})
         kernels = {k.name: k for k in compiled.artifact.kernels}
         names = {n: getattr(compiled.module, n).arg_names for n in kernels}
-        jobs = kernel_jobs(compiled.artifact, names)
+        jobs = kernel_jobs(compiled.artifact.kernels, names)
         assert [kernels[j.name].meta["kind"] for j in jobs] == expected
 
 

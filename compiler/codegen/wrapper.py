@@ -316,9 +316,20 @@ def _emit_kernel_call(code, step, spec: KernelSpec, cfg: dict, reuse):
     _emit_launch(code, spec, cfg)
 
 
+def launch_kwargs(launch: Mapping) -> dict:
+    """The keyword arguments a kernel is launched with: its launch config (``meta["launch"]``)
+    without the grid and the ``tuned`` flag.
+
+    Example:
+        >>> launch_kwargs({"XBLOCK": 1024, "num_warps": 4, "grid": [8], "tuned": True})
+        {'XBLOCK': 1024, 'num_warps': 4}
+    """
+    return {k: v for k, v in launch.items() if k not in ("grid", "tuned")}
+
+
 def _emit_launch(code, spec: KernelSpec, cfg: dict):
     args = list(spec.buffers) + [texpr(sympy.sympify(n)) for n in spec.numels] + list(spec.size_args)
-    consts = [f"{k}={v}" for k, v in cfg.items() if k not in ("grid", "tuned")]
+    consts = [f"{k}={v}" for k, v in launch_kwargs(cfg).items()]
     grid = "(" + "".join(f"{g}, " for g in cfg["grid"]) + ")"
     code.line(f"{spec.name}[{grid}]({', '.join(args + consts)})")
 
