@@ -44,6 +44,7 @@ from compiler.autotune import Target, device_info, load_spaces, record_launches 
 from compiler.autotune.spaces import canonical_json  # noqa: E402
 from pipeline.zoo import blocks  # noqa: E402
 from storage import Store  # noqa: E402
+from storage.tuning import best_config  # noqa: E402
 
 
 def build(name: str, dtype: torch.dtype):
@@ -56,18 +57,15 @@ def timed(fn, rep_ms: int) -> float:
     return triton.testing.do_bench(fn, warmup=25, rep=rep_ms, return_mode="median")
 
 
-def best_configs(store: Store, kernel_keys: set[str], device_name: str) -> dict[str, dict]:
-    """Best stored config (lowest median) per kernel key on this GPU kind."""
-    import pyarrow.compute as pc
-    table = store.query("trials", pc.field("device_name") == device_name,
-                        columns=["kernel_key", "config_json", "median_ms", "status"])
-    best: dict[str, tuple[float, dict]] = {}
-    for row in table.to_pylist():
-        if row["status"] != "ok" or row["kernel_key"] not in kernel_keys:
-            continue
-        if row["kernel_key"] not in best or row["median_ms"] < best[row["kernel_key"]][0]:
-            best[row["kernel_key"]] = (row["median_ms"], json.loads(row["config_json"]))
-    return {k: cfg for k, (_, cfg) in best.items()}
+def best_configs(store: Store, launches: list, device_name: str) -> dict[str, dict]:
+    """The best stored config of each launched kernel on this GPU kind, at the sizes this
+    model launches it with (``storage.tuning.best_config``)."""
+    found = {}
+    for launch in launches:
+        best = best_config(store, launch.kernel.kernel_key, device_name, launch.sizes())
+        if best is not None:
+            found[launch.kernel.kernel_key] = best.config
+    return found
 
 
 def kiln_phase(names, dtype, rep_ms):
@@ -113,7 +111,7 @@ def sweep(launches: dict, store: Store, info, workers: int, ns) -> tuple[list, f
 def tuned_phase(rows: dict, launches: dict, store: Store, info, dtype, rep_ms) -> None:
     for name, row in rows.items():
         keys = {launch.kernel.kernel_key for launch in launches[name]}
-        configs = best_configs(store, keys, info.name)
+        configs = best_configs(store, launches[name], info.name)
         module, args = build(name, dtype)
         with torch.no_grad():
             fn = compiler.compile_module(module, args, configs=configs)
