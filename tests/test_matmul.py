@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import zlib
 
 import pytest
 import torch
@@ -40,8 +41,10 @@ def _compile(fn, args, options=None, configs=None):
     return load_artifact(artifact, opts.code_dir(), constants)
 
 
-def _check(out, ref):
-    if ref.dtype == torch.float32:
+def _check(out, ref, half=False):
+    """``half``: the inputs were float16, so even a float32 result went through a float16
+    product, which rounds by the accumulation order (kiln's tiles differ from eager's)."""
+    if ref.dtype == torch.float32 and not half:
         torch.testing.assert_close(out, ref, rtol=1e-4, atol=1e-4)
     else:   # one rounding apart at most: float16 keeps 11 bits
         torch.testing.assert_close(out.float(), ref.float(), rtol=2e-3, atol=2e-3)
@@ -96,12 +99,12 @@ CASES = {   # name: (fn, inputs); every case is one template kernel with its epi
 @pytest.mark.parametrize("name", sorted(CASES))
 def test_template_matches_eager(name):
     fn, make = CASES[name]
-    torch.manual_seed(hash(name) % 1000)
+    torch.manual_seed(zlib.crc32(name.encode()) % 1000)   # str hash() varies per process
     args = make()
     compiled = _compile(fn, args, ON)
     assert [k.meta["kind"] for k in compiled.artifact.kernels] == ["matmul"]
     assert "torch.ops.aten" not in compiled.source and "tl.dot(" in compiled.source
-    _check(compiled(*args)[0], fn(*args)[0])
+    _check(compiled(*args)[0], fn(*args)[0], half=any(a.dtype == H for a in args))
 
 
 def test_product_with_two_readers_is_stored_and_read_back():
