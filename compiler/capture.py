@@ -1,7 +1,8 @@
 """Capture: a PyTorch module (or a ``.pt2`` file) → a flat, functional ATen FX graph + a key.
 
 ``capture_module`` runs ``torch.export.export(strict=False)``, then kiln's decompositions
-(``decomposition_table``), and returns a ``CapturedGraph``: the graph module whose placeholders
+(``decomposition_table``); a static-shape module called with plain tensors gets the same
+graph from one trace instead (``capture_trace``). It returns a ``CapturedGraph``: the graph module whose placeholders
 are every input in order (parameters, buffers, lifted constants, then the flattened user
 inputs), a spec per input, the pytree specs of the user call, and ``graph_key``, a sha256 of
 the canonical graph text (``graph_text``) plus the input signature and the torch version.
@@ -318,12 +319,29 @@ def capture_module(module: torch.nn.Module, example_args: Any, example_kwargs: A
     args = example_args if isinstance(example_args, tuple) else (example_args,)
     kwargs = dict(example_kwargs or {})
     _check_example_dtypes(name, args, kwargs)
+    if dynamic_shapes is None and not kwargs:
+        fast = _capture_static(module, args, name)
+        if fast is not None:
+            return fast
     try:
         ep = torch.export.export(module, args, kwargs, dynamic_shapes=dynamic_shapes,
                                  strict=False)
     except Exception as err:
         raise CaptureError(f"model {name!r}: torch.export failed: {_summary(err)}") from err
     return _capture(ep, name, (args, kwargs))
+
+
+def _capture_static(module: torch.nn.Module, args: tuple, name: str) -> CapturedGraph | None:
+    """The one-trace path (``capture_trace``); None sends the caller to ``torch.export``,
+    which also gives the proper error for a module this path fails on."""
+    from .capture_trace import trace_static
+    try:
+        traced = trace_static(module, args, decomposition_table())
+    except Exception:  # noqa: BLE001 -- export retraces it and reports what is wrong
+        return None
+    if traced is None:
+        return None
+    return _build(*traced, {}, {}, name, (args, {}))
 
 
 def capture_exported(ep: torch.export.ExportedProgram, name: str | None = None) -> CapturedGraph:
@@ -367,11 +385,18 @@ def _capture(ep: torch.export.ExportedProgram, name: str, example: Any) -> Captu
         ep = ep.run_decompositions(decomposition_table())
     except Exception as err:
         raise CaptureError(f"model {name!r}: decomposition failed: {_summary(err)}") from err
-    sig = ep.graph_signature
-    in_spec, out_spec = ep.call_spec.in_spec, ep.call_spec.out_spec
-    tensor_inputs, scalars = _split_inputs(ep.graph_module, sig, name)
-    gm, node_map = _copy_graph_module(ep.graph_module)
-    _drop_scalar_placeholders(gm, [node_map[n] for n in _placeholders(ep.graph_module)
+    constants = {k: v for k, v in ep.constants.items() if isinstance(v, torch.Tensor)}
+    return _build(ep.graph_module, ep.graph_signature, ep.call_spec.in_spec,
+                  ep.call_spec.out_spec, constants, _size_ranges(ep), name, example)
+
+
+def _build(exported: torch.fx.GraphModule, sig: Any, in_spec: Any, out_spec: Any,
+           constants: dict, size_ranges: dict, name: str, example: Any) -> CapturedGraph:
+    """The CapturedGraph of a decomposed graph and its export signature (either capture
+    path: ``torch.export`` or ``capture_trace.trace_static``)."""
+    tensor_inputs, scalars = _split_inputs(exported, sig, name)
+    gm, node_map = _copy_graph_module(exported)
+    _drop_scalar_placeholders(gm, [node_map[n] for n in _placeholders(exported)
                                    if n not in tensor_inputs])
     inputs = tuple(_input_spec(node_map[node], spec, name)
                    for node, spec in tensor_inputs.items())
@@ -381,12 +406,10 @@ def _capture(ep: torch.export.ExportedProgram, name: str, example: Any) -> Captu
         raise CaptureError(f"model {name!r}: {n_user} user inputs in the graph, but the call "
                            f"spec has {in_spec.num_leaves} leaves")
     mutated = _mutated_buffers(sig, name)
-    constants = {k: v for k, v in ep.constants.items() if isinstance(v, torch.Tensor)}
     key = compute_graph_key(gm, inputs, constants=constants)
     return CapturedGraph(gm=gm, graph_key=key, inputs=inputs, mutated_buffers=mutated,
                          in_spec=in_spec, out_spec=out_spec, constants=constants, name=name,
-                         scalar_inputs=scalars, example_args=example,
-                         size_ranges=_size_ranges(ep))
+                         scalar_inputs=scalars, example_args=example, size_ranges=size_ranges)
 
 
 def _size_ranges(ep: torch.export.ExportedProgram) -> dict[str, tuple[int, int | None]]:

@@ -1,0 +1,134 @@
+"""One-trace capture of a static-shape module: what ``torch.export`` + ``run_decompositions``
+produce, traced once.
+
+``torch.export.export`` traces the module to its training IR (a metadata pass and a tracing
+pass), then ``run_decompositions`` retraces that graph with the decomposition table (two more
+passes). For a static-shape module called with plain positional tensors, kiln runs the second
+step's machinery directly on the module instead: ``aot_export_module`` with the table, inside
+the same context export uses to keep the composite ops kiln lowers whole (SDPA, silu, ...).
+One metadata pass and one trace: about half of capture's time (``benchmarks/bench_compile.py``).
+
+The result feeds the same graph building as the export path (``capture._build``), so the
+graph text and key are the export path's: the pipeline and a serving process agree on keys
+whichever path each took (``tests/test_capture_trace.py`` checks this on the zoo). Anything
+outside the plain case (kwargs, nested inputs, scalars, dynamic shapes, tied weights, tensor
+constants, or a torch without these hooks) returns None and takes the export path.
+"""
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+import torch.utils._pytree as pytree
+from torch.export.graph_signature import (ExportGraphSignature, InputKind, InputSpec,
+                                          OutputKind, OutputSpec, TensorArgument)
+
+_CHILD = "m"   # the wrapped module's attribute name: every state name starts with "m."
+
+
+class _FlatOutputs(torch.nn.Module):
+    """``module`` with its outputs flattened to a tuple (``aot_export_module`` takes no
+    pytree outputs); the output spec is kept for the captured graph."""
+
+    def __init__(self, module: torch.nn.Module):
+        super().__init__()
+        setattr(self, _CHILD, module)
+        self.out_spec = None
+
+    def forward(self, *args):
+        flat, self.out_spec = pytree.tree_flatten(getattr(self, _CHILD)(*args))
+        return tuple(flat)
+
+
+def trace_static(module: torch.nn.Module, args: tuple, decompositions: dict
+                 ) -> tuple[torch.fx.GraphModule, ExportGraphSignature, Any, Any] | None:
+    """``(gm, signature, in_spec, out_spec)`` as the export path would produce them, or None
+    where this path does not apply (the caller then exports)."""
+    hooks = _export_hooks()
+    if hooks is None or not _plain(module, args):
+        return None
+    split, keep_composites, ignore_backend_decomps = hooks
+    from torch._functorch.aot_autograd import aot_export_module
+    composites, table = split(dict(decompositions))
+    wrapper = _FlatOutputs(module)
+    with torch.no_grad(), ignore_backend_decomps(), keep_composites(composites):
+        gm, aot_sig = aot_export_module(wrapper, list(args), trace_joint=False,
+                                        decompositions=table)
+    gm.graph.eliminate_dead_code()    # as run_decompositions does
+    if any(n.op == "get_attr" for n in gm.graph.nodes) or not _node_outputs(gm):
+        return None       # tensor constants (export lifts them) or non-tensor outputs
+    in_spec = pytree.tree_flatten((tuple(args), {}))[1]
+    sig = _signature(gm, aot_sig)
+    _export_names(gm, sig, module, args)
+    return gm, sig, in_spec, wrapper.out_spec
+
+
+def _export_names(gm: torch.fx.GraphModule, sig: ExportGraphSignature,
+                  module: torch.nn.Module, args: tuple) -> None:
+    """Export's placeholder names (``x``, ``p_fc_weight``, ``b_bn_running_mean``), which
+    errors quote; cosmetic, so a torch whose naming pass differs keeps aot's names."""
+    try:
+        from torch._export.utils import placeholder_naming_pass
+        placeholder_naming_pass(gm, sig, module, args, {}, {}, {})
+    except Exception:  # noqa: BLE001 -- names only: the graph and its key are unaffected
+        pass
+
+
+def _node_outputs(gm: torch.fx.GraphModule) -> bool:
+    (out_node,) = [n for n in gm.graph.nodes if n.op == "output"]
+    return all(isinstance(v, torch.fx.Node) for v in out_node.args[0])
+
+
+def _export_hooks():
+    """torch's private pieces of ``run_decompositions``; None on a torch without them."""
+    try:
+        from torch.export._trace import _ignore_backend_decomps
+        from torch.export.exported_program import (
+            _override_composite_implicit_decomp, _split_decomp_table_to_cia_and_python_decomp)
+    except ImportError:
+        return None
+    return (_split_decomp_table_to_cia_and_python_decomp, _override_composite_implicit_decomp,
+            _ignore_backend_decomps)
+
+
+def _plain(module: torch.nn.Module, args: tuple) -> bool:
+    """Positional tensors only, and no state object under two names (export keeps one
+    placeholder for a tied weight; aot_export_module would make two)."""
+    if not all(isinstance(a, torch.Tensor) for a in args):
+        return False
+    state = [t for _, t in module.named_parameters(remove_duplicate=False)]
+    state += [t for _, t in module.named_buffers(remove_duplicate=False)]
+    return len({id(t) for t in state}) == len(state)
+
+
+def _signature(gm: torch.fx.GraphModule, sig: Any) -> ExportGraphSignature:
+    """aot_export_module's signature in export's terms (state names without the wrapper's
+    prefix), so the export path's graph building applies unchanged."""
+    def state(fqn: str) -> str:
+        return fqn[len(_CHILD) + 1:]
+    inputs = []
+    for node in (n for n in gm.graph.nodes if n.op == "placeholder"):
+        arg = TensorArgument(node.name)
+        if node.name in sig.inputs_to_parameters:
+            inputs.append(InputSpec(InputKind.PARAMETER, arg,
+                                    state(sig.inputs_to_parameters[node.name])))
+        elif node.name in sig.inputs_to_buffers:
+            inputs.append(InputSpec(InputKind.BUFFER, arg,
+                                    state(sig.inputs_to_buffers[node.name]), persistent=True))
+        else:
+            inputs.append(InputSpec(InputKind.USER_INPUT, arg, None))
+    # aot_export_module's outputs: the mutated inputs' new values first, then user outputs
+    (out_node,) = [n for n in gm.graph.nodes if n.op == "output"]
+    mutations = {**sig.buffers_to_mutate, **sig.user_inputs_to_mutate}
+    outputs = []
+    for k, value in enumerate(out_node.args[0]):
+        arg = TensorArgument(value.name)
+        if k >= len(mutations):
+            outputs.append(OutputSpec(OutputKind.USER_OUTPUT, arg, None))
+        elif value.name in sig.buffers_to_mutate:
+            outputs.append(OutputSpec(OutputKind.BUFFER_MUTATION, arg,
+                                      state(sig.buffers_to_mutate[value.name])))
+        else:
+            outputs.append(OutputSpec(OutputKind.USER_INPUT_MUTATION, arg,
+                                      sig.user_inputs_to_mutate[value.name]))
+    return ExportGraphSignature(inputs, outputs)
