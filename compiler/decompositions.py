@@ -1,0 +1,100 @@
+"""The decomposition table kiln captures with: the ATen op set its lowerings cover.
+
+Core ATen's table, minus the composites kiln lowers whole (``_ops_kept``), plus the
+composites it would rather see as reductions and pointwise ops (``_ops_decomposed``). Both
+capture paths (``capture`` and ``capture_trace``) and ``compile_fx`` use it.
+"""
+from __future__ import annotations
+
+import functools
+from typing import Any
+
+import torch
+
+
+def _ops_kept() -> list[Any]:
+    """Ops that core ATen would decompose but kiln keeps as single ops."""
+    aten = torch.ops.aten
+    return [
+        # One extern call (flash / memory-efficient attention, or kiln's own attention
+        # template) beats the bmm + softmax + bmm decomposition, which materialises the
+        # T x T score matrix. Keeping the CIA op also keeps the graph device-neutral: its own
+        # decomposition picks a backend-specific op (_scaled_dot_product_flash_attention_for_cpu
+        # on CPU, _scaled_dot_product_*_attention on CUDA) at capture time, which would make
+        # the key of a CPU capture differ from a CUDA one and bake in the capture machine.
+        aten.scaled_dot_product_attention.default,
+        # silu is one pointwise op for kiln (x * sigmoid(x) computed in fp32 in one expression);
+        # keeping it keeps graphs short and readable, and it fuses like any pointwise op.
+        # (gelu and sigmoid are core ATen already, so they stay single ops without asking.)
+        aten.silu.default,
+        # Same for hardswish / hardsigmoid: one piecewise-linear pointwise op each, which
+        # kiln lowers directly (compiler/lowering/pointwise.py); their decompositions
+        # (clamp, add, mul, div) compute the same values in four ops.
+        aten.hardswish.default,
+        aten.hardsigmoid.default,
+    ]
+
+
+def _ops_decomposed() -> list[Any]:
+    """Ops that core ATen keeps but kiln decomposes into reductions + pointwise ops."""
+    aten = torch.ops.aten
+    return [
+        # Normalisations and softmax are composites of reductions (var_mean, amax, sum) and
+        # pointwise ops; kiln's scheduler fuses them into one or two kernels with their
+        # neighbours (a residual add before LayerNorm, the GEMM epilogue after BatchNorm),
+        # which a monolithic op would prevent. var_mean itself stays (core ATen): its
+        # decomposition goes through prims (prims.var, prims.broadcast_in_dim), and kiln
+        # lowers it as one reduction.
+        aten.native_layer_norm,
+        aten._softmax,
+        aten._log_softmax,
+        aten.native_group_norm,
+        # BatchNorm: _functional is train mode (buffer mutations); InstanceNorm lands on
+        # _legit.no_stats. Eval mode's _no_training is kept and lowered whole (see
+        # compiler/lowering/norm.py) unless its saved statistics are read.
+        aten._native_batch_norm_legit,
+        aten._native_batch_norm_legit_functional,
+    ]
+    # Left as core ATen decides, on purpose:
+    # - mm / addmm / bmm / convolution: core ATen already keeps them; each is one extern call
+    #   (cuBLAS / cuDNN) or a kiln GEMM template. linear and matmul decompose into them.
+    # - mish, relu6, logsumexp: decomposed by core ATen into a few exact pointwise /
+    #   reduction ops (softplus → tanh → mul, hardtanh, amax + exp + sum + log) that fuse
+    #   anyway; keeping them would only grow the set of ops kiln must lower.
+    # - gelu, sigmoid, tanh, erf, leaky_relu, elu, hardtanh: core ATen keeps them; each is
+    #   one pointwise op for kiln.
+
+
+def decomposition_table() -> dict:
+    """The decomposition table kiln captures with: core ATen, minus the ops kiln keeps
+    (``_ops_kept``), plus the composites it decomposes (``_ops_decomposed``). A fresh
+    table on every call (the caller may mutate it).
+
+    Example:
+        >>> import torch
+        >>> table = decomposition_table()
+        >>> torch.ops.aten.scaled_dot_product_attention.default in table
+        False
+        >>> torch.ops.aten.native_layer_norm.default in table
+        True
+    """
+    return dict(_built_table())
+
+
+@functools.lru_cache(maxsize=1)
+def _built_table() -> dict:
+    """Built once per process: materializing torch's table (every CIA op) costs ~80 ms, most
+    of a small graph's compile. A plain dict keeps the preserve-what-is-missing semantics."""
+    from torch._decomp import get_decompositions
+
+    default = getattr(torch.export, "default_decompositions", None)
+    if default is not None:  # torch >= 2.6: CIA ops missing from the table are preserved
+        table = default()
+    else:  # older torch: a plain dict of core ATen decompositions
+        from torch._decomp import core_aten_decompositions
+        table = core_aten_decompositions()
+    for op in _ops_kept():
+        if op in table:
+            table.pop(op)
+    table.update(get_decompositions(_ops_decomposed()))
+    return dict(table)
