@@ -112,14 +112,12 @@ def _plan(buf: ComputedBuffer) -> _Plan:
 def merge_dims(dims, exprs):
     """Merge adjacent dims while no access needs more div/mod arithmetic for it."""
     mapping = {s: s for s, _ in dims}
-    # Dummy: unique even across calls (row kernels merge x and r dims in two calls)
-    fresh = (sympy.Dummy(f"m{k}", integer=True, nonnegative=True) for k in itertools.count())
     merged = True
     while merged and len(dims) > 1:
         merged = False
         for k in range(len(dims) - 1):
             (a, sa), (b, sb) = dims[k], dims[k + 1]
-            v = next(fresh)
+            v = _merged_symbol(a, b)
             sub = {a: FloorDiv(v, sb), b: ModularIndexing(v, 1, sb)}
             ranges = dict(dims[:k] + [(v, sa * sb)] + dims[k + 2:])
             new_exprs = [simplify(sympy.sympify(e).xreplace(sub), ranges) for e in exprs]
@@ -130,6 +128,14 @@ def merge_dims(dims, exprs):
                 merged = True
                 break
     return dims, mapping
+
+
+def _merged_symbol(a: sympy.Symbol, b: sympy.Symbol) -> sympy.Symbol:
+    """The index of dims ``a`` (outer) and ``b`` merged. Named after both, so it is unique
+    wherever they are (a row kernel merges its x and r dims in two calls) and the same
+    every time: the same index expressions in later kernels hit sympy's cache, which fresh
+    Dummy symbols never did."""
+    return sympy.Symbol(f"m_{a.name}_{b.name}", integer=True, nonnegative=True)
 
 
 def simplify_body(body: Expr, ranges) -> Expr:
