@@ -33,12 +33,14 @@ import os
 import queue
 import subprocess
 import sys
+import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterable, Sequence
 
 import triton
+import triton.language as tl
 
 from .artifact import CompiledArtifact, KernelArtifact
 
@@ -127,6 +129,31 @@ def build_launcher(compiled) -> bool:
     return True
 
 
+@triton.jit
+def _warm_up_kernel(x_ptr):
+    tl.store(x_ptr, tl.load(x_ptr) + 1.0)
+
+
+def warm_backend(target: tuple[str, int, int]) -> str | None:
+    """Compile a tiny kernel for ``target``: a process's first ``triton.compile`` pays the
+    backend's start-up (~0.4 s more than a small kernel's ~0.1 s), which would otherwise land
+    on a model's first kernel. A throwaway cache makes it a real compile every time and keeps
+    the user's cache clean. Returns None, or why it failed (harmless: the first real compile
+    pays the start-up instead).
+    """
+    from triton.backends.compiler import GPUTarget
+    from triton.compiler import ASTSource
+    try:
+        with tempfile.TemporaryDirectory(prefix="kiln-warm-") as scratch, \
+                triton.knobs.cache.scope():   # restores the cache dir (and its env variable)
+            triton.knobs.cache.dir = scratch
+            triton.compile(ASTSource(_warm_up_kernel, {"x_ptr": "*fp32"}),
+                           target=GPUTarget(*target))
+    except Exception as err:  # noqa: BLE001 -- an optimization only
+        return f"{type(err).__name__}: {err}"
+    return None
+
+
 def compile_module_job(job: ModuleJob) -> dict[str, Any]:
     """Worker side: compile every kernel of ``job`` into its Triton cache; errors are kept
     per kernel (the caller's own first launch will then compile and raise it properly)."""
@@ -167,9 +194,18 @@ class CompilePool:
             self._idle.put(proc)
         self._threads = cf.ThreadPoolExecutor(workers, thread_name_prefix="kiln-compile")
 
-    def warm(self) -> None:
-        """Wait until every worker has imported torch and Triton (seconds, paid once)."""
-        list(self._threads.map(lambda _: self._ask({"ping": True}), range(self.workers)))
+    def warm(self, target: tuple[str, int, int] | None = None, wait: bool = True
+             ) -> list[dict[str, Any]]:
+        """Have every worker import torch and Triton (seconds, paid once) and, given a
+        ``target``, start Triton's backend for it (``warm_backend``; once per worker and
+        target, so warming a warm pool costs a round trip). Returns each worker's reply, or
+        with ``wait`` False nothing at once: jobs given later queue behind the warm-up, and
+        each worker takes them as soon as its own warm-up is done.
+        """
+        request = {"ping": True} if target is None else {"ping": True, "target": list(target)}
+        # One request per worker: each thread holds the worker it took until it answers.
+        futures = [self._threads.submit(self._ask, request) for _ in range(self.workers)]
+        return [f.result() for f in futures] if wait else []
 
     def compile(self, jobs: Sequence[ModuleJob]) -> list[dict[str, Any]]:
         """Run ``jobs`` (each a slice of one module's kernels) in parallel; wait for all."""

@@ -63,6 +63,33 @@ def test_without_a_pool_kernels_compile_in_process(tmp_path, monkeypatch):
     assert all(getattr(loaded, k.name)._compiled for k in artifact.kernels)
 
 
+def test_warming_compiles_in_a_throwaway_cache(tmp_path, monkeypatch):
+    monkeypatch.setattr(triton.knobs.cache, "dir", str(tmp_path / "triton"))
+    assert pc.warm_backend(H100) is None
+    assert triton.knobs.cache.dir == str(tmp_path / "triton")   # restored
+    assert not (tmp_path / "triton").exists()                    # and left untouched
+    assert pc.warm_backend(("cuda", 1, 32)) is not None          # a failure is only reported
+
+
+def test_a_warmed_worker_answers_then_compiles(tmp_path, monkeypatch):
+    pool = pc.CompilePool(1)
+    try:
+        (reply,) = pool.warm(H100)
+        assert reply["pid"] == pool._procs[0].pid and reply["warm_error"] is None
+        (reply,) = pool.warm(H100)
+        assert "warm_error" not in reply          # warm once per target, then only pinged
+        module, args = blocks.gpt2_block("tiny")
+        artifact = lower(capture_module(module, args), {}, "cuda")
+        monkeypatch.setattr(triton.knobs.cache, "dir", str(tmp_path / "triton"))
+        (tmp_path / "code").mkdir()
+        loaded = load_module(artifact.source, "cuda", tmp_path / "code", static_shapes=True)
+        result = pc.precompile(artifact, loaded, H100, tmp_path / "code", pool)
+        assert result["errors"] == {} and result["kernels"] == len(artifact.kernels)
+        assert len(_cache_groups(tmp_path / "triton")) == len(artifact.kernels)
+    finally:
+        pool.close()
+
+
 def test_a_dead_worker_is_replaced_and_reported(tmp_path):
     pool = pc.CompilePool(1)
     try:
