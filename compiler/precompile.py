@@ -33,12 +33,14 @@ import os
 import queue
 import subprocess
 import sys
+import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterable, Sequence
 
 import triton
+import triton.language as tl
 
 from .artifact import CompiledArtifact, KernelArtifact
 
@@ -62,6 +64,7 @@ class ModuleJob:
     cache_dir: str
     target: tuple[str, int, int]         # ("cuda", 90, 32)
     kernels: tuple[KernelJob, ...] = field(default_factory=tuple)
+    build_launchers: bool = False        # also build each kernel's host launcher
 
 
 def kernel_jobs(kernels: Iterable[KernelArtifact], arg_names: dict[str, Sequence[str]]
@@ -111,6 +114,18 @@ def compile_kernel(fn, job: KernelJob, target: tuple[str, int, int]):
                           options=dict(job.options))
 
 
+def launcher_key(job: KernelJob) -> tuple[str, ...]:
+    """What the kernel's host launcher depends on: kernels of equal keys share one.
+
+    Triton 3.6 generates a launcher's C source from the argument types alone, in order:
+    every pointer is the same ``CUdeviceptr`` whatever it points to, a constexpr a
+    placeholder whatever its value (tensor descriptors would add metadata; kiln's kernels
+    have none). Triton caches a built launcher by the hash of that source, so a coarser key
+    would only leave a launcher to the first launch, never run a wrong one.
+    """
+    return tuple("*" if t.startswith("*") else t for t in job.types.values())
+
+
 def build_launcher(compiled) -> bool:
     """Build the kernel's host launcher into Triton's cache, as its first launch would.
 
@@ -127,9 +142,35 @@ def build_launcher(compiled) -> bool:
     return True
 
 
+@triton.jit
+def _warm_up_kernel(x_ptr):
+    tl.store(x_ptr, tl.load(x_ptr) + 1.0)
+
+
+def warm_backend(target: tuple[str, int, int]) -> str | None:
+    """Compile a tiny kernel for ``target``: a process's first ``triton.compile`` pays the
+    backend's start-up (~0.4 s more than a small kernel's ~0.1 s), which would otherwise land
+    on a model's first kernel. A throwaway cache makes it a real compile every time and keeps
+    the user's cache clean. Returns None, or why it failed (harmless: the first real compile
+    pays the start-up instead).
+    """
+    from triton.backends.compiler import GPUTarget
+    from triton.compiler import ASTSource
+    try:
+        with tempfile.TemporaryDirectory(prefix="kiln-warm-") as scratch, \
+                triton.knobs.cache.scope():   # restores the cache dir (and its env variable)
+            triton.knobs.cache.dir = scratch
+            triton.compile(ASTSource(_warm_up_kernel, {"x_ptr": "*fp32"}),
+                           target=GPUTarget(*target))
+    except Exception as err:  # noqa: BLE001 -- an optimization only
+        return f"{type(err).__name__}: {err}"
+    return None
+
+
 def compile_module_job(job: ModuleJob) -> dict[str, Any]:
-    """Worker side: compile every kernel of ``job`` into its Triton cache; errors are kept
-    per kernel (the caller's own first launch will then compile and raise it properly)."""
+    """Worker side: compile every kernel of ``job`` into its Triton cache (and with
+    ``build_launchers`` build their launchers); errors are kept per kernel (the caller's own
+    first launch will then compile and raise it properly)."""
     triton.knobs.cache.dir = job.cache_dir       # the caller's cache, whatever our env said
     module = _worker_module(job.source, job.code_dir)
     errors, launchers, start = {}, 0, time.perf_counter()
@@ -139,7 +180,8 @@ def compile_module_job(job: ModuleJob) -> dict[str, Any]:
         except Exception as err:  # noqa: BLE001 -- reported, and redone by the first launch
             errors[kernel.name] = f"{type(err).__name__}: {err}"
             continue
-        launchers += build_launcher(compiled)
+        if job.build_launchers:
+            launchers += build_launcher(compiled)
     return {"errors": errors, "launchers": launchers, "seconds": time.perf_counter() - start}
 
 
@@ -167,13 +209,22 @@ class CompilePool:
             self._idle.put(proc)
         self._threads = cf.ThreadPoolExecutor(workers, thread_name_prefix="kiln-compile")
 
-    def warm(self) -> None:
-        """Wait until every worker has imported torch and Triton (seconds, paid once)."""
-        list(self._threads.map(lambda _: self._ask({"ping": True}), range(self.workers)))
+    def warm(self, target: tuple[str, int, int] | None = None, wait: bool = True
+             ) -> list[dict[str, Any]]:
+        """Have every worker import torch and Triton (seconds, paid once) and, given a
+        ``target``, start Triton's backend for it (``warm_backend``; once per worker and
+        target, so warming a warm pool costs a round trip). Returns each worker's reply, or
+        with ``wait`` False nothing at once: jobs given later queue behind the warm-up, and
+        each worker takes them as soon as its own warm-up is done.
+        """
+        request = {"ping": True} if target is None else {"ping": True, "target": list(target)}
+        # One request per worker: each thread holds the worker it took until it answers.
+        futures = [self._threads.submit(self._ask, request) for _ in range(self.workers)]
+        return [f.result() for f in futures] if wait else []
 
-    def compile(self, jobs: Sequence[ModuleJob]) -> list[dict[str, Any]]:
-        """Run ``jobs`` (each a slice of one module's kernels) in parallel; wait for all."""
-        return list(self._threads.map(lambda job: self._ask(dataclasses.asdict(job)), jobs))
+    def submit(self, job: ModuleJob) -> cf.Future:
+        """Queue ``job`` for the next free worker; the future's result is its reply."""
+        return self._threads.submit(self._ask, dataclasses.asdict(job))
 
     def _ask(self, request: dict) -> dict[str, Any]:
         proc = self._idle.get()
@@ -221,19 +272,12 @@ def default_workers() -> int:
     return max(1, min(16, os.cpu_count() or 1))
 
 
-def split(module: ModuleJob, parts: int) -> list[ModuleJob]:
-    """``module``'s kernels dealt round-robin into at most ``parts`` jobs."""
-    parts = max(1, min(parts, len(module.kernels)))
-    return [ModuleJob(module.source, module.code_dir, module.cache_dir, module.target,
-                      module.kernels[k::parts]) for k in range(parts)]
-
-
 def precompile(artifact: CompiledArtifact, module, target: tuple[str, int, int],
                code_dir: Path, pool: CompilePool | None) -> dict[str, Any]:
     """Compile every kernel of the loaded static-shape ``module`` before its first call and
     give each ``Launcher`` its compiled kernel. Returns ``{"kernels", "errors",
-    "launchers_built", "seconds"}`` (host launchers built by the workers: see
-    ``build_launcher``).
+    "launchers_built", "seconds"}`` (host launchers built by the workers, one per
+    ``launcher_key``: see ``build_launcher``).
 
     With ``pool`` None the kernels are compiled here, one after another (still sparing the
     first call, and the way to precompile where spawning processes is unwanted).
@@ -244,26 +288,53 @@ def precompile(artifact: CompiledArtifact, module, target: tuple[str, int, int],
     if not jobs:
         return {"kernels": 0, "errors": {}, "launchers_built": 0,
                 "seconds": time.perf_counter() - start}
-    whole = ModuleJob(artifact.source, str(code_dir), str(triton.knobs.cache.dir), target, jobs)
     errors: dict[str, str] = {}
-    launchers_built = 0
-    if pool is not None:
-        # One job per kernel, each taken by the next free worker: kernels differ a lot in
-        # compile time, and equal shares would leave workers idle behind the slowest share.
-        for result in pool.compile(split(whole, len(jobs))):
-            errors.update({k: v for k, v in result["errors"].items() if k != "*"})
-            launchers_built += result.get("launchers", 0)
-    for job in jobs:
-        if job.name in errors:
-            continue
+
+    def load(job: KernelJob) -> None:
+        """Compile ``job`` here (a cache hit once a worker compiled it) for its Launcher."""
         try:
             compiled = compile_kernel(launchers[job.name].fn, job, target)
         except Exception as err:  # noqa: BLE001 -- the first launch compiles it and raises
             errors[job.name] = f"{type(err).__name__}: {err}"
-            continue
+            return
         launchers[job.name].preload(job.launch, compiled)
+
+    launchers_built = 0
+    if pool is None:
+        for job in jobs:
+            load(job)
+    else:
+        whole = ModuleJob(artifact.source, str(code_dir), str(triton.knobs.cache.dir), target,
+                          jobs)
+        launchers_built = _compile_in_pool(pool, whole, load, errors)
     return {"kernels": len(jobs), "errors": errors, "launchers_built": launchers_built,
             "seconds": time.perf_counter() - start}
+
+
+def _compile_in_pool(pool: CompilePool, whole: ModuleJob, load, errors: dict[str, str]) -> int:
+    """Compile ``whole``'s kernels in ``pool``, calling ``load`` on each as it is done; returns
+    the host launchers built.
+
+    One job per kernel, each taken by the next free worker: kernels differ a lot in compile
+    time, and equal shares would leave workers idle behind the slowest share. Launchers are
+    jobs of their own, one per ``launcher_key``, queued as their first kernel compiles and so
+    behind every compile: with K kernels on W workers the wall is about ceil(K/W) compiles
+    plus what launchers the tail leaves, not ceil(K/W) * (compile + gcc).
+    """
+    compiles = {pool.submit(dataclasses.replace(whole, kernels=(k,))): k for k in whole.kernels}
+    builds, keys = [], set()
+    for future in cf.as_completed(compiles):
+        kernel = compiles[future]
+        error = future.result()["errors"].get(kernel.name)
+        if error:        # a dead worker's "*" is not: its kernel compiles in ``load``
+            errors[kernel.name] = error
+            continue
+        if launcher_key(kernel) not in keys:
+            keys.add(launcher_key(kernel))
+            builds.append(pool.submit(dataclasses.replace(whole, kernels=(kernel,),
+                                                          build_launchers=True)))
+        load(kernel)
+    return sum(f.result().get("launchers", 0) for f in builds)
 
 
 # ----------------------------------------------------------------------------- stored binaries

@@ -331,11 +331,13 @@ def load_artifact(artifact: CompiledArtifact, code_dir: Path | None = None,
 
 def _precompile(artifact: CompiledArtifact, module, code_dir: Path, workers: int) -> dict:
     from . import precompile as pc
-    target = triton.runtime.driver.active.get_current_target()
+    current = triton.runtime.driver.active.get_current_target()
+    target = (current.backend, current.arch, current.warp_size)
     pool = None if workers == 0 else pc.compile_pool(
         pc.default_workers() if workers < 0 else workers)
-    return pc.precompile(artifact, module, (target.backend, target.arch, target.warp_size),
-                         code_dir, pool)
+    if pool is not None:   # a new pool's workers start the backend before taking a kernel
+        pool.warm(target, wait=False)
+    return pc.precompile(artifact, module, target, code_dir, pool)
 
 
 class GraphedCall:

@@ -63,6 +63,33 @@ def test_without_a_pool_kernels_compile_in_process(tmp_path, monkeypatch):
     assert all(getattr(loaded, k.name)._compiled for k in artifact.kernels)
 
 
+def test_warming_compiles_in_a_throwaway_cache(tmp_path, monkeypatch):
+    monkeypatch.setattr(triton.knobs.cache, "dir", str(tmp_path / "triton"))
+    assert pc.warm_backend(H100) is None
+    assert triton.knobs.cache.dir == str(tmp_path / "triton")   # restored
+    assert not (tmp_path / "triton").exists()                    # and left untouched
+    assert pc.warm_backend(("cuda", 1, 32)) is not None          # a failure is only reported
+
+
+def test_a_warmed_worker_answers_then_compiles(tmp_path, monkeypatch):
+    pool = pc.CompilePool(1)
+    try:
+        (reply,) = pool.warm(H100)
+        assert reply["pid"] == pool._procs[0].pid and reply["warm_error"] is None
+        (reply,) = pool.warm(H100)
+        assert "warm_error" not in reply          # warm once per target, then only pinged
+        module, args = blocks.gpt2_block("tiny")
+        artifact = lower(capture_module(module, args), {}, "cuda")
+        monkeypatch.setattr(triton.knobs.cache, "dir", str(tmp_path / "triton"))
+        (tmp_path / "code").mkdir()
+        loaded = load_module(artifact.source, "cuda", tmp_path / "code", static_shapes=True)
+        result = pc.precompile(artifact, loaded, H100, tmp_path / "code", pool)
+        assert result["errors"] == {} and result["kernels"] == len(artifact.kernels)
+        assert len(_cache_groups(tmp_path / "triton")) == len(artifact.kernels)
+    finally:
+        pool.close()
+
+
 def test_a_dead_worker_is_replaced_and_reported(tmp_path):
     pool = pc.CompilePool(1)
     try:
@@ -76,13 +103,40 @@ def test_a_dead_worker_is_replaced_and_reported(tmp_path):
         pool.close()
 
 
-def test_split_deals_kernels_to_workers():
-    jobs = tuple(pc.KernelJob(f"k{i}", {}, {}, {}, {}, []) for i in range(5))
-    module = pc.ModuleJob("src", "/c", "/t", H100, jobs)
-    parts = pc.split(module, 2)
-    assert [len(p.kernels) for p in parts] == [3, 2]
-    assert sorted(k.name for p in parts for k in p.kernels) == [j.name for j in jobs]
-    assert len(pc.split(module, 16)) == 5
+def test_launcher_key_is_the_argument_types_with_pointers_alike():
+    def job(types):
+        return pc.KernelJob("k", {}, {}, {}, types, [])
+    key = pc.launcher_key(job({"in_ptr0": "*bf16", "out_ptr0": "*fp32", "xnumel": "i32",
+                               "XBLOCK": "constexpr"}))
+    assert key == ("*", "*", "i32", "constexpr")
+    assert key == pc.launcher_key(job({"a": "*fp16", "b": "*i64", "n": "i32", "B": "constexpr"}))
+    assert key != pc.launcher_key(job({"a": "*fp16", "b": "*i64", "n": "i64", "B": "constexpr"}))
+    assert key != pc.launcher_key(job({"a": "*fp16", "n": "i32", "b": "*i64", "B": "constexpr"}))
+
+
+def test_launchers_are_built_once_per_key_after_the_compiles(pool, tmp_path, monkeypatch):
+    module, args = blocks.bert_layer("tiny")
+    artifact = lower(capture_module(module, args), {}, "cuda")
+    monkeypatch.setattr(triton.knobs.cache, "dir", str(tmp_path / "triton"))
+    (tmp_path / "code").mkdir()
+    loaded = load_module(artifact.source, "cuda", tmp_path / "code", static_shapes=True)
+    submitted = []
+    submit = pool.submit
+    monkeypatch.setattr(pool, "submit", lambda job: submitted.append(job) or submit(job))
+
+    result = pc.precompile(artifact, loaded, H100, tmp_path / "code", pool)
+
+    assert result["errors"] == {}
+    compiles = [j for j in submitted if not j.build_launchers]
+    builds = [j for j in submitted if j.build_launchers]
+    assert sorted(k.name for j in compiles for k in j.kernels) == sorted(
+        k.name for k in artifact.kernels)
+    assert submitted[:len(compiles)] == compiles            # no build before every compile
+    keys = [pc.launcher_key(k) for j in builds for k in j.kernels]
+    assert all(len(j.kernels) == 1 for j in submitted) and len(set(keys)) == len(keys)
+    assert set(keys) == {pc.launcher_key(k) for j in compiles for k in j.kernels}
+    # The builds found the workers' binaries: still one cache entry per kernel.
+    assert len(_cache_groups(tmp_path / "triton")) == len(artifact.kernels)
 
 
 @pytest.mark.gpu
@@ -95,7 +149,9 @@ def test_precompiled_module_runs_without_jit(name):
                                                       "compile_workers": 4})
     assert compiled.compiled.precompiled["errors"] == {}
     # The workers built every host launcher too (Triton 3.6 compiles one per signature).
-    assert compiled.compiled.precompiled["launchers_built"] == compiled.kernel_count
+    _, jobs = pc._launcher_jobs(compiled.compiled.artifact, compiled.compiled.module)
+    assert compiled.compiled.precompiled["launchers_built"] == len(
+        {pc.launcher_key(j) for j in jobs}) > 0
     torch.testing.assert_close(compiled(*args), reference(*args), rtol=1e-3, atol=1e-3)
     for kernel in compiled.compiled.artifact.kernels:
         launcher = getattr(compiled.compiled.module, kernel.name)
