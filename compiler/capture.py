@@ -245,7 +245,7 @@ def _capture_static(module: torch.nn.Module, args: tuple, name: str) -> Captured
     which also gives the proper error for a module this path fails on."""
     from .capture_trace import trace_static
     try:
-        traced = trace_static(module, args, decomposition_table())
+        traced = trace_static(module, args)
     except Exception:  # noqa: BLE001 -- export retraces it and reports what is wrong
         return None
     if traced is None:

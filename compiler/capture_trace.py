@@ -16,12 +16,15 @@ constants, or a torch without these hooks) returns None and takes the export pat
 """
 from __future__ import annotations
 
+import functools
 from typing import Any
 
 import torch
 import torch.utils._pytree as pytree
 from torch.export.graph_signature import (ExportGraphSignature, InputKind, InputSpec,
                                           OutputKind, OutputSpec, TensorArgument)
+
+from .decompositions import decomposition_table
 
 _CHILD = "m"   # the wrapped module's attribute name: every state name starts with "m."
 
@@ -40,16 +43,16 @@ class _FlatOutputs(torch.nn.Module):
         return tuple(flat)
 
 
-def trace_static(module: torch.nn.Module, args: tuple, decompositions: dict
+def trace_static(module: torch.nn.Module, args: tuple
                  ) -> tuple[torch.fx.GraphModule, ExportGraphSignature, Any, Any] | None:
     """``(gm, signature, in_spec, out_spec)`` as the export path would produce them, or None
     where this path does not apply (the caller then exports)."""
     hooks = _export_hooks()
     if hooks is None or not _plain(module, args):
         return None
-    split, keep_composites, ignore_backend_decomps = hooks
+    _, keep_composites, ignore_backend_decomps = hooks
     from torch._functorch.aot_autograd import aot_export_module
-    composites, table = split(dict(decompositions))
+    composites, table = _split_table()
     wrapper = _FlatOutputs(module)
     with torch.no_grad(), ignore_backend_decomps(), keep_composites(composites):
         gm, aot_sig = aot_export_module(wrapper, list(args), trace_joint=False,
@@ -77,6 +80,21 @@ def _export_names(gm: torch.fx.GraphModule, sig: ExportGraphSignature,
 def _node_outputs(gm: torch.fx.GraphModule) -> bool:
     (out_node,) = [n for n in gm.graph.nodes if n.op == "output"]
     return all(isinstance(v, torch.fx.Node) for v in out_node.args[0])
+
+
+@functools.lru_cache(maxsize=1)
+def _split_table() -> tuple[dict, dict]:
+    """Kiln's table as ``run_decompositions`` splits it: the composite (CIA) ops to keep
+    whole, and the rest. Once per process, like the table itself.
+
+    ``run_decompositions`` re-registers every composite op of the table (~500, 70-230 ms
+    per capture) with its own decomposition, which is what the dispatcher does with them
+    anyway; only those to keep whole (SDPA, upsampling) need registering.
+    """
+    from torch._export.utils import _special_op_to_preserve_cia
+    split = _export_hooks()[0]
+    composites, table = split(decomposition_table())
+    return {op: fn for op, fn in composites.items() if fn is _special_op_to_preserve_cia}, table
 
 
 def _export_hooks():
