@@ -64,8 +64,7 @@ def compile_target() -> tuple[str, int, int]:
     """The card's target, or sm_90 where there is no card."""
     if not torch.cuda.is_available():
         return SM90
-    current = triton.runtime.driver.active.get_current_target()
-    return (current.backend, current.arch, current.warp_size)
+    return pc.current_target()
 
 
 def time_export_capture(module, args) -> float:

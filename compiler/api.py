@@ -265,6 +265,8 @@ def compile_module(module: torch.nn.Module, example_args: Sequence[Any],
                    configs: Mapping[str, Mapping[str, int]] | None = None) -> CompiledModel:
     """Capture ``module`` with torch.export, then compile (or fetch from ``cache``)."""
     options = load_options(options)
+    if dynamic_shapes is None:
+        _start_compile_pool(example_args, example_kwargs, options.compile_workers)
     captured = capture_module(module, tuple(example_args), example_kwargs,
                               dynamic_shapes=dynamic_shapes)
     target = _target_of(captured)
@@ -278,6 +280,20 @@ def compile_module(module: torch.nn.Module, example_args: Sequence[Any],
     compiled = load_artifact(artifact, options.code_dir(), None, options.check_inputs,
                              options.compile_workers)
     return CompiledModel(module, captured, compiled, hit, options)
+
+
+def _start_compile_pool(example_args, example_kwargs, workers: int | None) -> None:
+    """Start the compile workers a static CUDA module will precompile with, and their
+    Triton backend for this card, so that start (each imports torch and Triton: seconds)
+    overlaps capture and lowering instead of following them. Once the process has its
+    pool, a round trip per worker."""
+    from torch.utils._pytree import tree_leaves
+    if not workers or not any(isinstance(t, torch.Tensor) and t.is_cuda
+                              for t in tree_leaves((example_args, example_kwargs))):
+        return
+    from . import precompile as pc
+    pool = pc.compile_pool(pc.default_workers() if workers < 0 else workers)
+    pool.warm(pc.current_target(), wait=False)
 
 
 def _target_of(captured: CapturedGraph) -> str:

@@ -267,6 +267,12 @@ def compile_pool(workers: int) -> CompilePool:
     return CompilePool(workers)
 
 
+def current_target() -> tuple[str, int, int]:
+    """The active card's Triton target, as ``KernelJob``s and workers take it."""
+    current = triton.runtime.driver.active.get_current_target()
+    return (current.backend, current.arch, current.warp_size)
+
+
 def default_workers() -> int:
     """Compile processes to use when the options say "auto": the cores, up to 16."""
     return max(1, min(16, os.cpu_count() or 1))

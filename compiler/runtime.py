@@ -331,8 +331,7 @@ def load_artifact(artifact: CompiledArtifact, code_dir: Path | None = None,
 
 def _precompile(artifact: CompiledArtifact, module, code_dir: Path, workers: int) -> dict:
     from . import precompile as pc
-    current = triton.runtime.driver.active.get_current_target()
-    target = (current.backend, current.arch, current.warp_size)
+    target = pc.current_target()
     pool = None if workers == 0 else pc.compile_pool(
         pc.default_workers() if workers < 0 else workers)
     if pool is not None:   # a new pool's workers start the backend before taking a kernel

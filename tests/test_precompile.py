@@ -179,3 +179,31 @@ def test_helper_jit_functions_stay_jit_functions(tmp_path):
     assert all(isinstance(getattr(loaded, k.name), Launcher) for k in artifact.kernels)
     result = pc.precompile(artifact, loaded, H100, tmp_path / "code", None)
     assert result["errors"] == {}
+
+
+class _CudaLooking(torch.Tensor):
+    """A CPU tensor that says it is on CUDA: enough for the pool-starting decision."""
+    is_cuda = property(lambda self: True)
+
+
+@pytest.mark.parametrize("on_cuda, workers, started", [
+    (True, -1, True), (True, 3, True), (True, 0, False), (False, -1, False)])
+def test_compile_module_starts_the_pool_before_capture_only_for_cuda_inputs(
+        on_cuda, workers, started, monkeypatch):
+    from compiler import api
+    asked = []
+
+    class Pool:
+        def __init__(self, n):
+            self.n = n
+
+        def warm(self, target, wait=True):
+            asked.append((self.n, target, wait))
+    monkeypatch.setattr(pc, "compile_pool", Pool)
+    monkeypatch.setattr(pc, "default_workers", lambda: 16)
+    monkeypatch.setattr(pc, "current_target", lambda: H100)
+    x = torch.randn(2, 3)
+    api._start_compile_pool(({"x": x.as_subclass(_CudaLooking) if on_cuda else x},), None,
+                            workers)
+    expect = [(16 if workers < 0 else workers, H100, False)] if started else []
+    assert asked == expect
