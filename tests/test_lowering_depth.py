@@ -5,7 +5,7 @@ on fresh random inputs, plus the structural property the feature exists for.
 """
 from __future__ import annotations
 
-import warnings
+import copy
 
 import pytest
 import torch
@@ -171,7 +171,7 @@ def test_cuda_graph_replay_matches_eager_and_keeps_earlier_outputs(name):
     module, args = getattr(blocks, name)("tiny")
     module = module.cuda()
     args = tuple(a.cuda() for a in args)
-    reference = __import__("copy").deepcopy(module)
+    reference = copy.deepcopy(module)
     compiled = compiler.compile_module(module, args, {"cuda_graphs": True})
     assert compiled._graph is not None
     results = []

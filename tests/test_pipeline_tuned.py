@@ -11,7 +11,6 @@ stores nothing. What a real GPU sweep gives is checked by the lead on the GPU ma
 from __future__ import annotations
 
 import dataclasses
-import json
 import shutil
 from pathlib import Path
 

@@ -7,6 +7,8 @@ and that KV-cache writes go into the caller's tensor, only over the new rows.
 """
 from __future__ import annotations
 
+import copy
+
 import pytest
 import torch
 from torch.fx.experimental.proxy_tensor import make_fx
@@ -166,7 +168,7 @@ def test_cache_whose_old_value_is_read_keeps_a_copy():
 def test_gpt2_block_cache_update_is_a_scatter_into_the_caller_buffer(dtype):
     from pipeline.zoo import blocks
     module, (x, pos) = blocks.gpt2_block("tiny")
-    reference = __import__("copy").deepcopy(module).to(dtype)
+    reference = copy.deepcopy(module).to(dtype)
     module = module.to(dtype)
     compiled = compiler.compile_module(module, (x.to(dtype), pos))
     assert compiled.compiled.fallback_ops == ()

@@ -32,9 +32,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from pipeline.zoo.blocks import (Bottleneck, ConvNeXtBlock, Example, InvertedResidual,
-                                 LayerNorm2d, MobileNetFront, ViTFront, _conv_bn,
-                                 _randomize_norm_stats, _seeded)
+from pipeline.zoo.blocks import (Bottleneck, ConvNeXtBlock, Example, LayerNorm2d,
+                                 MobileNetFront, ViTFront, _conv_bn, _randomize_norm_stats,
+                                 _seeded)
 
 CLASSES = 1000
 
