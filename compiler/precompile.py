@@ -377,12 +377,12 @@ def preload_binaries(artifact: CompiledArtifact, module, binaries: dict[str, Sto
 
     ``binaries`` maps kernel names to binaries of the config the wrapper launches;
     ``scratch`` receives the files Triton reads a binary from. Returns ``{"preloaded",
-    "skipped": {kernel: why}, "launchers_built"}``; a skipped kernel compiles at its first
-    launch as usual.
+    "skipped": {kernel: why}, "launchers_built"}`` (one per ``launcher_key``); a skipped
+    kernel compiles at its first launch as usual.
     """
     from triton.compiler.compiler import CompiledKernel
     launchers, jobs = _launcher_jobs(artifact, module)
-    kernels_loaded, skipped = [], {}
+    by_launcher, skipped, preloaded = {}, {}, 0
     for job in jobs:
         binary = binaries.get(job.name)
         why = "no stored binary" if binary is None else binary_mismatch(job, binary)
@@ -399,10 +399,11 @@ def preload_binaries(artifact: CompiledArtifact, module, binaries: dict[str, Sto
         kernel = CompiledKernel(ast_source(launchers[job.name].fn, job),
                                 {k: str(v) for k, v in files.items()}, digest)
         launchers[job.name].preload(job.launch, kernel)
-        kernels_loaded.append(kernel)
+        by_launcher.setdefault(launcher_key(job), kernel)
+        preloaded += 1
     # Triton 3.6 builds each signature's host launcher with gcc when a kernel first runs, one
-    # after another; built here side by side (gcc runs outside the GIL), the first call finds
-    # them in Triton's cache.
-    with cf.ThreadPoolExecutor(max(1, min(8, len(kernels_loaded)))) as threads:
-        built = sum(threads.map(build_launcher, kernels_loaded))
-    return {"preloaded": len(kernels_loaded), "skipped": skipped, "launchers_built": built}
+    # after another; built here side by side (gcc runs outside the GIL), one per
+    # ``launcher_key`` as in ``precompile``, the first call finds them in Triton's cache.
+    with cf.ThreadPoolExecutor(max(1, min(8, len(by_launcher)))) as threads:
+        built = sum(threads.map(build_launcher, by_launcher.values()))
+    return {"preloaded": preloaded, "skipped": skipped, "launchers_built": built}
