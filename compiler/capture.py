@@ -2,8 +2,8 @@
 
 ``capture_module`` runs ``torch.export.export(strict=False)``, then kiln's decompositions
 (``decomposition_table``); a static-shape module called with plain tensors gets the same
-graph from one trace instead (``capture_trace``). It returns a ``CapturedGraph``: the graph module whose placeholders
-are every input in order (parameters, buffers, lifted constants, then the flattened user
+graph from one trace instead (``capture_trace``). It returns a ``CapturedGraph``: the graph
+module whose placeholders are every input in order (parameters, buffers, lifted constants, then the flattened user
 inputs), a spec per input, the pytree specs of the user call, and ``graph_key``, a sha256 of
 the canonical graph text (``graph_text``) plus the input signature and the torch version.
 Parameters and buffers stay graph *inputs*: the user's weights live in the user's module and
@@ -30,6 +30,7 @@ import torch.fx
 import torch.utils._pytree as pytree
 from torch.export.graph_signature import InputKind, OutputKind
 
+from .capture_trace import trace_static
 from .decompositions import decomposition_table
 
 # Bump when the canonical text changes shape, so old keys can never collide with new ones.
@@ -243,7 +244,6 @@ def capture_module(module: torch.nn.Module, example_args: Any, example_kwargs: A
 def _capture_static(module: torch.nn.Module, args: tuple, name: str) -> CapturedGraph | None:
     """The one-trace path (``capture_trace``); None sends the caller to ``torch.export``,
     which also gives the proper error for a module this path fails on."""
-    from .capture_trace import trace_static
     try:
         traced = trace_static(module, args)
     except Exception:  # noqa: BLE001 -- export retraces it and reports what is wrong

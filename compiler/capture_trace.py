@@ -5,7 +5,7 @@ produce, traced once.
 pass), then ``run_decompositions`` retraces that graph with the decomposition table (two more
 passes). For a static-shape module called with plain positional tensors, kiln runs the second
 step's machinery directly on the module instead: ``aot_export_module`` with the table, inside
-the same context export uses to keep the composite ops kiln lowers whole (SDPA, silu, ...).
+the same context export uses to keep the composite ops kiln lowers whole (SDPA, upsampling).
 One metadata pass and one trace: about half of capture's time (``benchmarks/bench_compile.py``).
 
 The result feeds the same graph building as the export path (``capture._build``), so the
@@ -58,10 +58,12 @@ def trace_static(module: torch.nn.Module, args: tuple
         gm, aot_sig = aot_export_module(wrapper, list(args), trace_joint=False,
                                         decompositions=table)
     gm.graph.eliminate_dead_code()    # as run_decompositions does
-    if any(n.op == "get_attr" for n in gm.graph.nodes) or not _node_outputs(gm):
+    outputs = _outputs(gm)
+    if any(n.op == "get_attr" for n in gm.graph.nodes) or \
+            not all(isinstance(v, torch.fx.Node) for v in outputs):
         return None       # tensor constants (export lifts them) or non-tensor outputs
     in_spec = pytree.tree_flatten((tuple(args), {}))[1]
-    sig = _signature(gm, aot_sig)
+    sig = _signature(gm, outputs, aot_sig)
     _export_names(gm, sig, module, args)
     return gm, sig, in_spec, wrapper.out_spec
 
@@ -77,9 +79,9 @@ def _export_names(gm: torch.fx.GraphModule, sig: ExportGraphSignature,
         pass
 
 
-def _node_outputs(gm: torch.fx.GraphModule) -> bool:
+def _outputs(gm: torch.fx.GraphModule) -> tuple:
     (out_node,) = [n for n in gm.graph.nodes if n.op == "output"]
-    return all(isinstance(v, torch.fx.Node) for v in out_node.args[0])
+    return tuple(out_node.args[0])
 
 
 @functools.lru_cache(maxsize=1)
@@ -119,7 +121,7 @@ def _plain(module: torch.nn.Module, args: tuple) -> bool:
     return len({id(t) for t in state}) == len(state)
 
 
-def _signature(gm: torch.fx.GraphModule, sig: Any) -> ExportGraphSignature:
+def _signature(gm: torch.fx.GraphModule, outputs: tuple, sig: Any) -> ExportGraphSignature:
     """aot_export_module's signature in export's terms (state names without the wrapper's
     prefix), so the export path's graph building applies unchanged."""
     def state(fqn: str) -> str:
@@ -136,17 +138,16 @@ def _signature(gm: torch.fx.GraphModule, sig: Any) -> ExportGraphSignature:
         else:
             inputs.append(InputSpec(InputKind.USER_INPUT, arg, None))
     # aot_export_module's outputs: the mutated inputs' new values first, then user outputs
-    (out_node,) = [n for n in gm.graph.nodes if n.op == "output"]
     mutations = {**sig.buffers_to_mutate, **sig.user_inputs_to_mutate}
-    outputs = []
-    for k, value in enumerate(out_node.args[0]):
+    specs = []
+    for k, value in enumerate(outputs):
         arg = TensorArgument(value.name)
         if k >= len(mutations):
-            outputs.append(OutputSpec(OutputKind.USER_OUTPUT, arg, None))
+            specs.append(OutputSpec(OutputKind.USER_OUTPUT, arg, None))
         elif value.name in sig.buffers_to_mutate:
-            outputs.append(OutputSpec(OutputKind.BUFFER_MUTATION, arg,
-                                      state(sig.buffers_to_mutate[value.name])))
+            specs.append(OutputSpec(OutputKind.BUFFER_MUTATION, arg,
+                                    state(sig.buffers_to_mutate[value.name])))
         else:
-            outputs.append(OutputSpec(OutputKind.USER_INPUT_MUTATION, arg,
-                                      sig.user_inputs_to_mutate[value.name]))
-    return ExportGraphSignature(inputs, outputs)
+            specs.append(OutputSpec(OutputKind.USER_INPUT_MUTATION, arg,
+                                    sig.user_inputs_to_mutate[value.name]))
+    return ExportGraphSignature(inputs, specs)
