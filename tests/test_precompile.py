@@ -29,13 +29,19 @@ def _cache_groups(root) -> set[str]:
     return {p.name for p in root.iterdir() if p.is_dir()}
 
 
-@pytest.mark.parametrize("name", ["bert_layer", "resnet_bottleneck"])
-def test_workers_fill_the_cache_the_launchers_hit(name, pool, tmp_path, monkeypatch):
+def _lowered(name, tmp_path, monkeypatch):
+    """A tiny block lowered for CUDA and loaded as a static module, with Triton's cache in
+    ``tmp_path/triton`` and the generated code in ``tmp_path/code``."""
     module, args = getattr(blocks, name)("tiny")
     artifact = lower(capture_module(module, args), {}, "cuda")
     monkeypatch.setattr(triton.knobs.cache, "dir", str(tmp_path / "triton"))
     (tmp_path / "code").mkdir()
-    loaded = load_module(artifact.source, "cuda", tmp_path / "code", static_shapes=True)
+    return artifact, load_module(artifact.source, "cuda", tmp_path / "code", static_shapes=True)
+
+
+@pytest.mark.parametrize("name", ["bert_layer", "resnet_bottleneck"])
+def test_workers_fill_the_cache_the_launchers_hit(name, pool, tmp_path, monkeypatch):
+    artifact, loaded = _lowered(name, tmp_path, monkeypatch)
 
     result = pc.precompile(artifact, loaded, H100, tmp_path / "code", pool)
 
@@ -53,11 +59,7 @@ def test_workers_fill_the_cache_the_launchers_hit(name, pool, tmp_path, monkeypa
 
 
 def test_without_a_pool_kernels_compile_in_process(tmp_path, monkeypatch):
-    module, args = blocks.gpt2_block("tiny")
-    artifact = lower(capture_module(module, args), {}, "cuda")
-    monkeypatch.setattr(triton.knobs.cache, "dir", str(tmp_path / "triton"))
-    (tmp_path / "code").mkdir()
-    loaded = load_module(artifact.source, "cuda", tmp_path / "code", static_shapes=True)
+    artifact, loaded = _lowered("gpt2_block", tmp_path, monkeypatch)
     result = pc.precompile(artifact, loaded, H100, tmp_path / "code", None)
     assert result["errors"] == {} and result["kernels"] == len(artifact.kernels)
     assert all(getattr(loaded, k.name)._compiled for k in artifact.kernels)
@@ -78,11 +80,7 @@ def test_a_warmed_worker_answers_then_compiles(tmp_path, monkeypatch):
         assert reply["pid"] == pool._procs[0].pid and reply["warm_error"] is None
         (reply,) = pool.warm(H100)
         assert "warm_error" not in reply          # warm once per target, then only pinged
-        module, args = blocks.gpt2_block("tiny")
-        artifact = lower(capture_module(module, args), {}, "cuda")
-        monkeypatch.setattr(triton.knobs.cache, "dir", str(tmp_path / "triton"))
-        (tmp_path / "code").mkdir()
-        loaded = load_module(artifact.source, "cuda", tmp_path / "code", static_shapes=True)
+        artifact, loaded = _lowered("gpt2_block", tmp_path, monkeypatch)
         result = pc.precompile(artifact, loaded, H100, tmp_path / "code", pool)
         assert result["errors"] == {} and result["kernels"] == len(artifact.kernels)
         assert len(_cache_groups(tmp_path / "triton")) == len(artifact.kernels)
@@ -115,11 +113,7 @@ def test_launcher_key_is_the_argument_types_with_pointers_alike():
 
 
 def test_launchers_are_built_once_per_key_after_the_compiles(pool, tmp_path, monkeypatch):
-    module, args = blocks.bert_layer("tiny")
-    artifact = lower(capture_module(module, args), {}, "cuda")
-    monkeypatch.setattr(triton.knobs.cache, "dir", str(tmp_path / "triton"))
-    (tmp_path / "code").mkdir()
-    loaded = load_module(artifact.source, "cuda", tmp_path / "code", static_shapes=True)
+    artifact, loaded = _lowered("bert_layer", tmp_path, monkeypatch)
     submitted = []
     submit = pool.submit
     monkeypatch.setattr(pool, "submit", lambda job: submitted.append(job) or submit(job))
