@@ -10,8 +10,10 @@ For each model of ``pipeline.zoo.blocks`` (bench size, bfloat16 by default):
     lower       ``compiler.lower(captured, target="cuda")``: kernels and wrapper source
     load        ``compiler.runtime.load_module`` of the source as a static-shape CUDA module
     precompile  ``compiler.precompile.precompile``: every kernel compiled for the target in
-                the worker pool (``--workers``), launchers built where Triton needs them,
-                then handed to the module's launchers (cache hits here)
+                the worker pool (``--workers``), then handed to the module's launchers (cache
+                hits here); on a GPU whose torch has the generic launcher
+                (``compiler.static_launch``) nothing more, else Triton's host launchers are
+                built too (``--triton-launcher`` forces this: the baseline)
 
 No GPU is needed: kiln lowers for "cuda" regardless, and Triton compiles for the target
 ``("cuda", 90, 32)`` (sm_90) on a CPU; with a GPU the models and inputs live on it and the
@@ -21,7 +23,7 @@ compiler caches (``bench_models.fresh_cache_dirs``), so its compiles are cold in
 process. A model that fails is reported with its error and the run goes on.
 
     python benchmarks/bench_compile.py [--models bert_layer,gpt2_block] [--size bench]
-        [--dtype bfloat16] [--workers N] [--json out.json]
+        [--dtype bfloat16] [--workers N] [--triton-launcher] [--json out.json]
 """
 from __future__ import annotations
 
@@ -44,6 +46,7 @@ from bench_models import build, fresh_cache_dirs  # noqa: E402  (puts the repo o
 import compiler  # noqa: E402
 from compiler import precompile as pc  # noqa: E402
 from compiler import capture  # noqa: E402
+from compiler import static_launch  # noqa: E402
 from compiler.capture import capture_module  # noqa: E402
 from compiler.runtime import load_module  # noqa: E402
 from pipeline.zoo import blocks  # noqa: E402
@@ -93,7 +96,8 @@ def time_model(module, args, target, pool, code_dir: Path) -> dict:
     return {"capture_s": capture_s, "export_capture_s": export_s, "lower_s": t2 - t1,
             "load_s": t3 - t2, "precompile_s": t4 - t3, "total_s": capture_s + t4 - t1,
             "kernels": len(artifact.kernels), "precompiled": result["kernels"],
-            "launchers_built": result["launchers_built"], "errors": result["errors"]}
+            "static": result["static"], "launchers_built": result["launchers_built"],
+            "errors": result["errors"]}
 
 
 def warm_up(target, pool, tmp: Path) -> None:
@@ -138,7 +142,7 @@ def totals(rows: list[dict]) -> dict:
 
 def print_table(rows: list[dict], total: dict) -> None:
     head = f"{'model':<18} {'capture s':>9} {'export s':>8} {'lower s':>8} {'load s':>7} {'precompile s':>12} " \
-           f"{'kernels':>7} {'launchers':>9} {'total s':>8}"
+           f"{'kernels':>7} {'static':>6} {'launchers':>9} {'total s':>8}"
     print("\n" + head + "\n" + "-" * len(head))
     for r in rows:
         if "error" in r:
@@ -147,13 +151,13 @@ def print_table(rows: list[dict], total: dict) -> None:
         errors = f"  ({len(r['errors'])} kernel errors)" if r["errors"] else ""
         print(f"{r['model']:<18} {r['capture_s']:9.2f} {r['export_capture_s']:8.2f} "
               f"{r['lower_s']:8.2f} {r['load_s']:7.2f} "
-              f"{r['precompile_s']:12.2f} {r['kernels']:7d} {r['launchers_built']:9d} "
+              f"{r['precompile_s']:12.2f} {r['kernels']:7d} {r['static']:6d} {r['launchers_built']:9d} "
               f"{r['total_s']:8.2f}{errors}")
     print("-" * len(head))
     print(f"{'total':<18} {total['capture_s']:9.2f} {total['export_capture_s']:8.2f} "
           f"{total['lower_s']:8.2f} "
           f"{total['load_s']:7.2f} {total['precompile_s']:12.2f} {total['kernels']:7d} "
-          f"{'':>9} {total['total_s']:8.2f}")
+          f"{'':>6} {'':>9} {total['total_s']:8.2f}")
     if total["total_s"]:
         print(f"{'share':<18} {total['capture_share']:9.0%} {'':>8} {total['lower_share']:8.0%} "
               f"{total['load_share']:7.0%} {total['precompile_share']:12.0%}")
@@ -167,6 +171,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--dtype", choices=("bfloat16", "float16", "float32"), default="bfloat16")
     p.add_argument("--workers", type=int, default=pc.default_workers(),
                    help="compile worker processes (default: one per core, up to 16)")
+    p.add_argument("--triton-launcher", action="store_true",
+                   help="baseline: launch through Triton's own host launchers, built by gcc")
     p.add_argument("--json", type=Path, help="write the machine, rows and totals here")
     ns = p.parse_args(argv)
     ns.models = [m for m in ns.models.split(",") if m]
@@ -178,11 +184,14 @@ def parse_args(argv=None) -> argparse.Namespace:
 
 def main(argv=None) -> int:
     ns = parse_args(argv)
+    if ns.triton_launcher:   # as on a torch without the generic launcher (this process only)
+        static_launch._impl = lambda: None
     host = machine()
     print(f"machine: {host['cpus']} CPUs, GPU {host['gpu'] or 'none'}, torch {host['torch']}, "
           f"triton {host['triton']}, python {host['python']}")
-    print(f"target {compile_target()}, size {ns.size}, {ns.dtype}, {ns.workers} workers",
-          flush=True)
+    launcher = "generic (torch)" if static_launch.available() else "Triton's, built by gcc"
+    print(f"target {compile_target()}, size {ns.size}, {ns.dtype}, {ns.workers} workers, "
+          f"launcher {launcher}", flush=True)
     with tempfile.TemporaryDirectory(prefix="bench-compile-") as tmp, \
             warnings.catch_warnings():
         warnings.simplefilter("ignore")
@@ -193,7 +202,9 @@ def main(argv=None) -> int:
         ns.json.parent.mkdir(parents=True, exist_ok=True)
         ns.json.write_text(json.dumps({"machine": host, "target": compile_target(),
                                        "size": ns.size, "dtype": ns.dtype,
-                                       "workers": ns.workers, "rows": rows, "totals": total},
+                                       "workers": ns.workers,
+                                       "static_launch": static_launch.available(),
+                                       "rows": rows, "totals": total},
                                       indent=2))
     return 0 if all("error" not in r for r in rows) else 1
 

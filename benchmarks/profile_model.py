@@ -1,8 +1,8 @@
 """Where a compiled model's time goes on the GPU: per-kernel CUDA time vs the call's wall time.
 
-    python benchmarks/profile_model.py bert_layer [--size bench] [--dtype bfloat16]
+    python benchmarks/profile_model.py bert_layer [--size bench] [--dtype bfloat16] [--inductor]
 
-Prints kiln's and eager's top kernels by CUDA time (torch.profiler), the sum of CUDA time per
+Prints kiln's and eager's (and with ``--inductor``, torch.compile's) top kernels by CUDA time (torch.profiler), the sum of CUDA time per
 call, and the wall time per call (synchronized), so host overhead = wall - GPU time.
 """
 from __future__ import annotations
@@ -46,6 +46,7 @@ def main(argv=None) -> int:
     parser.add_argument("model")
     parser.add_argument("--size", default="bench")
     parser.add_argument("--dtype", default="bfloat16")
+    parser.add_argument("--inductor", action="store_true", help="also profile torch.compile")
     args = parser.parse_args(argv)
     warnings.simplefilter("ignore")
     dtype = getattr(torch, args.dtype)
@@ -57,6 +58,8 @@ def main(argv=None) -> int:
         cm = compiler.compile_module(module, inputs)
         print(f"{args.model}: kernels={cm.kernel_count} fallbacks={list(cm.fallback_ops)}")
         _profile("eager", module, inputs)
+        if args.inductor:
+            _profile("inductor", torch.compile(module), inputs)
         _profile("kiln", cm, inputs)
         _profile("kiln (flat, no checks)", lambda *a: cm.compiled.module.call(list(a)),
                  cm.captured.flatten_call(module, inputs))

@@ -237,6 +237,12 @@ class GraphLowering(torch.fx.Interpreter):
             return ref
         return self._as_ref(self.realize(value, stride=tuple(stride)))
 
+    def passed_stride(self, ref: BufferRef) -> tuple:
+        """The strides of the tensor the wrapper hands an extern call for ``ref``: the
+        buffer's own where the view is the whole buffer (size-1 dims included), else the
+        view's."""
+        return tuple(self._layouts[ref.name].stride) if ref.is_whole else tuple(ref.stride)
+
     def buffer_ref(self, value: TensorValue, node: torch.fx.Node | None = None) -> BufferRef:
         """``value`` as a strided view of a buffer, realizing it first if it is computed."""
         ref = self._as_ref(value)

@@ -281,9 +281,10 @@ def default_workers() -> int:
 def precompile(artifact: CompiledArtifact, module, target: tuple[str, int, int],
                code_dir: Path, pool: CompilePool | None) -> dict[str, Any]:
     """Compile every kernel of the loaded static-shape ``module`` before its first call and
-    give each ``Launcher`` its compiled kernel. Returns ``{"kernels", "errors",
-    "launchers_built", "seconds"}`` (host launchers built by the workers, one per
-    ``launcher_key``: see ``build_launcher``).
+    give each ``Launcher`` its compiled kernel. Returns ``{"kernels", "errors", "static",
+    "launchers_built", "seconds"}``: kernels torch's generic launcher runs
+    (``static_launch``), and host launchers the workers built for the others, one per
+    ``launcher_key`` (see ``build_launcher``).
 
     With ``pool`` None the kernels are compiled here, one after another (still sparing the
     first call, and the way to precompile where spawning processes is unwanted).
@@ -291,41 +292,44 @@ def precompile(artifact: CompiledArtifact, module, target: tuple[str, int, int],
     start = time.perf_counter()
     launchers, jobs = _launcher_jobs(artifact, module)
     jobs = tuple(j for j in jobs if not launchers[j.name].has(j.launch))   # stored binaries
-    if not jobs:
-        return {"kernels": 0, "errors": {}, "launchers_built": 0,
-                "seconds": time.perf_counter() - start}
     errors: dict[str, str] = {}
+    static: set[str] = set()
 
-    def load(job: KernelJob) -> None:
-        """Compile ``job`` here (a cache hit once a worker compiled it) for its Launcher."""
+    def load(job: KernelJob) -> bool:
+        """Compile ``job`` here (a cache hit once a worker compiled it) for its Launcher;
+        whether it still needs Triton's host launcher."""
         try:
             compiled = compile_kernel(launchers[job.name].fn, job, target)
         except Exception as err:  # noqa: BLE001 -- the first launch compiles it and raises
             errors[job.name] = f"{type(err).__name__}: {err}"
-            return
-        launchers[job.name].preload(job.launch, compiled)
+            return False
+        if launchers[job.name].preload(job.launch, compiled):
+            static.add(job.name)
+            return False
+        return True
 
     launchers_built = 0
     if pool is None:
         for job in jobs:
             load(job)
-    else:
+    elif jobs:
         whole = ModuleJob(artifact.source, str(code_dir), str(triton.knobs.cache.dir), target,
                           jobs)
         launchers_built = _compile_in_pool(pool, whole, load, errors)
-    return {"kernels": len(jobs), "errors": errors, "launchers_built": launchers_built,
-            "seconds": time.perf_counter() - start}
+    return {"kernels": len(jobs), "errors": errors, "static": len(static),
+            "launchers_built": launchers_built, "seconds": time.perf_counter() - start}
 
 
 def _compile_in_pool(pool: CompilePool, whole: ModuleJob, load, errors: dict[str, str]) -> int:
-    """Compile ``whole``'s kernels in ``pool``, calling ``load`` on each as it is done; returns
-    the host launchers built.
+    """Compile ``whole``'s kernels in ``pool``, calling ``load`` on each as it is done (True:
+    it needs Triton's host launcher); returns the host launchers built.
 
     One job per kernel, each taken by the next free worker: kernels differ a lot in compile
     time, and equal shares would leave workers idle behind the slowest share. Launchers are
     jobs of their own, one per ``launcher_key``, queued as their first kernel compiles and so
     behind every compile: with K kernels on W workers the wall is about ceil(K/W) compiles
-    plus what launchers the tail leaves, not ceil(K/W) * (compile + gcc).
+    plus what launchers the tail leaves, not ceil(K/W) * (compile + gcc). Where torch's
+    generic launcher runs the kernels, none is built.
     """
     compiles = {pool.submit(dataclasses.replace(whole, kernels=(k,))): k for k in whole.kernels}
     builds, keys = [], set()
@@ -335,11 +339,10 @@ def _compile_in_pool(pool: CompilePool, whole: ModuleJob, load, errors: dict[str
         if error:        # a dead worker's "*" is not: its kernel compiles in ``load``
             errors[kernel.name] = error
             continue
-        if launcher_key(kernel) not in keys:
+        if load(kernel) and launcher_key(kernel) not in keys:
             keys.add(launcher_key(kernel))
             builds.append(pool.submit(dataclasses.replace(whole, kernels=(kernel,),
                                                           build_launchers=True)))
-        load(kernel)
     return sum(f.result().get("launchers", 0) for f in builds)
 
 
@@ -377,12 +380,13 @@ def preload_binaries(artifact: CompiledArtifact, module, binaries: dict[str, Sto
 
     ``binaries`` maps kernel names to binaries of the config the wrapper launches;
     ``scratch`` receives the files Triton reads a binary from. Returns ``{"preloaded",
-    "skipped": {kernel: why}, "launchers_built"}`` (one per ``launcher_key``); a skipped
-    kernel compiles at its first launch as usual.
+    "skipped": {kernel: why}, "static", "launchers_built"}`` (kernels torch's generic
+    launcher runs, and host launchers built for the others, one per ``launcher_key``); a
+    skipped kernel compiles at its first launch as usual.
     """
     from triton.compiler.compiler import CompiledKernel
     launchers, jobs = _launcher_jobs(artifact, module)
-    by_launcher, skipped, preloaded = {}, {}, 0
+    by_launcher, skipped, preloaded, static = {}, {}, 0, 0
     for job in jobs:
         binary = binaries.get(job.name)
         why = "no stored binary" if binary is None else binary_mismatch(job, binary)
@@ -398,12 +402,15 @@ def preload_binaries(artifact: CompiledArtifact, module, binaries: dict[str, Sto
         files[f"{job.name}.cubin"].write_bytes(binary.cubin)
         kernel = CompiledKernel(ast_source(launchers[job.name].fn, job),
                                 {k: str(v) for k, v in files.items()}, digest)
-        launchers[job.name].preload(job.launch, kernel)
-        by_launcher.setdefault(launcher_key(job), kernel)
+        if launchers[job.name].preload(job.launch, kernel):
+            static += 1
+        else:                                                    # Triton's launcher runs it
+            by_launcher.setdefault(launcher_key(job), kernel)
         preloaded += 1
     # Triton 3.6 builds each signature's host launcher with gcc when a kernel first runs, one
     # after another; built here side by side (gcc runs outside the GIL), one per
     # ``launcher_key`` as in ``precompile``, the first call finds them in Triton's cache.
     with cf.ThreadPoolExecutor(max(1, min(8, len(by_launcher)))) as threads:
         built = sum(threads.map(build_launcher, by_launcher.values()))
-    return {"preloaded": preloaded, "skipped": skipped, "launchers_built": built}
+    return {"preloaded": preloaded, "skipped": skipped, "static": static,
+            "launchers_built": built}

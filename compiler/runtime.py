@@ -23,6 +23,7 @@ import torch
 import triton
 import triton.language as tl
 
+from . import static_launch
 from .artifact import CompiledArtifact, content_hash
 
 
@@ -106,7 +107,8 @@ INTERPRETER_LIBDEVICE = types.SimpleNamespace(
 class Launcher:
     """Launches a ``@triton.jit`` kernel; after the first launch of a configuration it calls
     the compiled kernel directly, skipping Triton's per-call binding and specialization (tens
-    of microseconds, more than many kernels take). Only for static shapes: the integer
+    of microseconds, more than many kernels take), through torch's generic launcher where it
+    can (``static_launch``: no host launcher to build). Only for static shapes: the integer
     arguments never change, so neither does Triton's specialization of them; pointers are
     checked for the 16-byte alignment the cached binary may assume.
     """
@@ -128,10 +130,13 @@ class Launcher:
         """A compiled kernel is ready for launches with these keyword arguments."""
         return self._key(kwargs) in self._compiled
 
-    def preload(self, kwargs: dict, kernel) -> None:
+    def preload(self, kwargs: dict, kernel) -> bool:
         """Use ``kernel`` (compiled ahead of time, see ``compiler.precompile``) for launches
-        with these keyword arguments, so even the first launch is direct."""
+        with these keyword arguments, so even the first launch is direct. Returns whether
+        torch's generic launcher runs it (else Triton's, which a first launch may build)."""
+        kernel = static_launch.wrap(kernel, self.fn)
         self._compiled[self._key(kwargs)] = kernel
+        return static_launch.is_static(kernel)
 
     def launch(self, grid, args, kwargs):
         key = self._key(kwargs)
@@ -145,7 +150,7 @@ class Launcher:
                 self._direct = False
         kernel = self.fn[grid](*args, **kwargs)
         if _aligned(args):
-            self._compiled[key] = kernel
+            self._compiled[key] = static_launch.wrap(kernel, self.fn)
         return kernel
 
     @property

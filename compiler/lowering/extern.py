@@ -12,10 +12,13 @@ Example:
 """
 from __future__ import annotations
 
+import sympy
 import torch
 
 from . import Registry
+from ..ir import contiguous_strides
 from .common import channels_last_strides
+from .pointwise import pointwise
 
 aten = torch.ops.aten
 REGISTRY = Registry("extern")
@@ -36,13 +39,77 @@ def lower_extern(ctx, *args, **kwargs):
 
 
 @REGISTRY.register(aten.convolution.default)
-def lower_convolution(ctx, x, weight, *rest):
+def lower_convolution(ctx, x, weight, bias, *rest):
     """cuDNN convolution; channels-last when the graph chose it (``ctx.channels_last``):
     input and weight are given NHWC strides (copied if need be) and the output stays NHWC
-    for the ops after it, which read any strides; graph outputs get eager's strides back."""
-    if not ctx.channels_last:
-        return ctx.call_extern((x, weight) + rest, {}, is_fallback=False)
-    x_ref = ctx.buffer_ref_with_strides(x, channels_last_strides(x.size))
-    w_ref = ctx.buffer_ref_with_strides(weight, channels_last_strides(weight.size))
-    return ctx.call_extern((x_ref, w_ref) + rest, {}, is_fallback=False,
-                           out_stride=channels_last_strides(ctx.meta_size()))
+    for the ops after it, which read any strides; graph outputs get eager's strides back.
+
+    The bias is left out of the call and added as a pointwise op: ATen would add it in a
+    kernel of its own (a read and write of the whole output), where here it fuses into the
+    kernel that reads the output next (a norm, an activation, a residual add), as in
+    Inductor.
+    """
+    if ctx.channels_last:
+        x_ref = ctx.buffer_ref_with_strides(x, channels_last_strides(x.size))
+        w_ref = ctx.buffer_ref_with_strides(weight, channels_last_strides(weight.size))
+        out_stride = channels_last_strides(ctx.meta_size())
+    else:
+        x_ref = ctx.buffer_ref(x, ctx.node.args[0])
+        w_ref = ctx.buffer_ref(weight, ctx.node.args[1])
+        out_stride = conv_output_stride(ctx.meta_val(), (x.size, ctx.passed_stride(x_ref)),
+                                        (weight.size, ctx.passed_stride(w_ref)), rest)
+    out = ctx.call_extern((x_ref, w_ref, None) + rest, {}, is_fallback=False,
+                          out_stride=out_stride)
+    if bias is None:
+        return out
+    return pointwise("add", out, bias.reindex(out.size, lambda idx: [idx[1]]))
+
+
+def conv_output_stride(val, x: tuple, w: tuple, rest) -> tuple | None:
+    """The strides a convolution returns for an input and a weight of these ``(size,
+    stride)``, where they differ from the graph's (``val``: what eager's input gave); None
+    keeps the graph's.
+
+    kiln may hand a conv an input laid out unlike eager's (an NHWC norm output feeding a
+    depthwise conv); the conv answers in that layout, and a wrong prediction costs a copy
+    of the whole output into the predicted one. On CUDA the answer is cuDNN's rule
+    (``cudnn_conv_suggest_memory_format``), decided here rather than by a fake conv, which
+    knows cuDNN only on a host with a GPU: NHWC when the input or the weight suggests NHWC,
+    for a 4-d conv not in float64. CUDA's other conv backends run only NCHW convs (the
+    depthwise kernel is taken only where cuDNN's rule says NCHW), so the rule holds there
+    too. On other devices the fake conv of the same strides answers. Static sizes only.
+    """
+    dims = (*x[0], *x[1], *w[0], *w[1], *val.shape)
+    if not all(isinstance(d, (int, sympy.Integer)) for d in dims):
+        return None
+    (x_size, x_stride), (w_size, w_stride) = ([tuple(int(d) for d in part) for part in t]
+                                              for t in (x, w))
+    size = tuple(int(d) for d in val.shape)
+    if val.device.type == "cuda":
+        nhwc = len(size) == 4 and val.dtype != torch.float64 and (
+            _suggests_nhwc(x_size, x_stride) or _suggests_nhwc(w_size, w_stride))
+        stride = channels_last_strides(size) if nhwc else contiguous_strides(size)
+    elif getattr(val, "fake_mode", None) is not None:
+        with val.fake_mode:
+            out = aten.convolution.default(
+                torch.empty_strided(x_size, x_stride, dtype=val.dtype, device=val.device),
+                torch.empty_strided(w_size, w_stride, dtype=val.dtype, device=val.device),
+                None, *rest)
+        stride = tuple(out.stride())
+    else:
+        return None
+    stride = tuple(sympy.Integer(int(s)) for s in stride)
+    if all(n == 1 or a == b for n, a, b in zip(size, stride, val.stride())):
+        return None
+    return stride
+
+
+def _suggests_nhwc(size, stride) -> bool:
+    """``Tensor.suggest_memory_format()`` is channels-last (ATen's stride test, ambiguous
+    layouts such as C == 1 counting as NCHW)."""
+    t = torch.empty_strided(size, stride, device="meta")
+    try:
+        from torch._prims_common import suggest_memory_format
+    except ImportError:   # a torch without it: the plain test, which ambiguous cases fail
+        return t.is_contiguous(memory_format=torch.channels_last) and not t.is_contiguous()
+    return suggest_memory_format(t) == torch.channels_last

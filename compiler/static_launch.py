@@ -1,0 +1,163 @@
+"""Launching compiled Triton kernels through torch's generic C launcher.
+
+Triton (3.6) launches a compiled kernel through a host launcher it generates in C for the
+kernel's argument types and builds with gcc on the first launch: ~0.3 s per signature, and
+the largest part of a cold compile once kernels compile in parallel. torch ships one launcher
+compiled into libtorch for every signature (``torch._C._StaticCudaLauncher``, Inductor's),
+which takes the argument types as a string at call time. A kernel launched through it needs
+no launcher built, and each launch is one C call instead of Triton's Python runner.
+
+The launcher is private to torch and absent from CPU builds, so everything here falls back
+to Triton's own launch: ``wrap`` returns the kernel unchanged, and ``plan`` says why.
+
+Example:
+    >>> TYPE_CODES["*bf16"], TYPE_CODES["i64"]
+    ('O', 'l')
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Sequence
+
+import torch
+import triton
+
+# Triton argument type -> the launcher's code for it: "O" an object whose data_ptr() (or
+# None, for null) is passed; the others C scalars, as Python's struct module spells them.
+TYPE_CODES = {"i1": "i", "i8": "b", "i16": "h", "i32": "i", "i64": "l",
+              "u1": "I", "u8": "B", "u16": "H", "u32": "I", "u64": "K",
+              "fp16": "f", "bf16": "f", "fp32": "f", "fp64": "d"}
+
+
+def _impl():
+    return getattr(torch._C, "_StaticCudaLauncher", None)
+
+
+def available() -> bool:
+    """torch has the generic launcher (CUDA builds since 2.8) and a GPU is present."""
+    return _impl() is not None and torch.cuda.is_available()
+
+
+@dataclass(frozen=True)
+class LaunchPlan:
+    """How the generic launcher runs one compiled kernel, from the kernel alone."""
+    name: str
+    cubin_path: str
+    keep: tuple[int, ...]        # positions of the positional arguments the binary takes
+    arg_types: str               # their type codes, then "O" per scratch pointer (None)
+    scratch: int                 # trailing null pointers Triton's own launcher would add
+    num_warps: int
+    shared: int
+
+
+def plan(compiled, fn) -> LaunchPlan | str:
+    """The ``LaunchPlan`` of ``compiled`` (Triton's ``CompiledKernel`` of JIT function ``fn``),
+    or why only Triton's own launcher can run it.
+
+    Positional arguments are ``fn``'s parameters that are not declared constexpr (kiln's
+    wrappers pass those by keyword); of these the binary drops the ones Triton specialized
+    to constants (an integer equal to 1 has type "constexpr").
+    """
+    meta = compiled.metadata
+    unsupported = _unsupported(meta)
+    if unsupported:
+        return unsupported
+    # The file may be named for another kernel of the same source (a stored binary is shared
+    # by name-only variants); the symbol inside is the metadata's name.
+    cubin = next((path for file, path in getattr(compiled, "metadata_group", {}).items()
+                  if file.endswith(".cubin")), None)
+    if cubin is None:
+        return "no cubin file in the kernel's metadata group"
+    params = [p.name for p in fn.params if not p.is_constexpr]
+    keep, codes = [], []
+    for position, name in enumerate(params):
+        ty = compiled.src.signature.get(name)
+        if ty == "constexpr":
+            continue
+        code = "O" if ty and ty.startswith("*") else TYPE_CODES.get(ty)
+        if code is None:
+            return f"argument {name} has type {ty!r}, which the generic launcher lacks"
+        keep.append(position)
+        codes.append(code)
+    # Triton >= 3.3 (3.5) appends a global (profile) scratch pointer to every CUDA kernel's
+    # parameters; kiln's kernels use neither (checked above), so each is passed as null.
+    scratch = sum(hasattr(meta, f) for f in ("global_scratch_size", "profile_scratch_size"))
+    return LaunchPlan(compiled.name, str(cubin), tuple(keep), "".join(codes) + "O" * scratch,
+                      scratch, meta.num_warps, meta.shared)
+
+
+def _unsupported(meta) -> str | None:
+    """Why a kernel with metadata ``meta`` needs Triton's launcher, or None."""
+    if getattr(meta, "num_ctas", 1) != 1:
+        return f"num_ctas {meta.num_ctas}"
+    cluster = getattr(meta, "cluster_dims", (1, 1, 1)) or (1, 1, 1)
+    if tuple(cluster) not in ((1, 1, 1), (1,), ()):
+        return f"cluster dims {tuple(cluster)}"
+    for flag in ("launch_cooperative_grid", "launch_pdl"):
+        if getattr(meta, flag, False):
+            return f"{flag} is set"
+    for size in ("global_scratch_size", "profile_scratch_size"):
+        if getattr(meta, size, 0):
+            return f"{size} is {getattr(meta, size)}"
+    if getattr(meta, "tensordesc_meta", None):
+        return "tensor descriptors"
+    runtime = triton.knobs.runtime
+    if _hooked(runtime.launch_enter_hook) or _hooked(runtime.launch_exit_hook):
+        return "a Triton launch hook is set (a profiler), which only Triton's launcher calls"
+    return None
+
+
+def _hooked(hook) -> bool:
+    # Triton 3.6 keeps None or a function; later ones an always-present chain of them.
+    return hook is not None and bool(getattr(hook, "calls", True))
+
+
+class StaticKernel:
+    """A compiled kernel loaded on ``device`` and launched through the generic launcher.
+    ``kernel[grid](*args, *constexprs)`` works as it does for Triton's ``CompiledKernel``."""
+
+    def __init__(self, compiled, launch_plan: LaunchPlan, device: int):
+        self.compiled = compiled           # kept: its metadata, asm and cache entry
+        self.plan = launch_plan
+        self.device = device
+        loaded = _impl()._load_kernel(launch_plan.cubin_path, launch_plan.name,
+                                      launch_plan.shared, device)
+        # (function, n_regs, n_spills) in torch 2.8-2.11, (module, function, ...) later.
+        self.function = loaded[-3]
+        self._launch = _impl()._launch_kernel
+        self._stream = torch._C._cuda_getCurrentRawStream
+
+    @property
+    def asm(self):
+        return self.compiled.asm
+
+    @property
+    def metadata(self):
+        return self.compiled.metadata
+
+    def __getitem__(self, grid):
+        return lambda *args: self.run(grid, args)
+
+    def run(self, grid: Sequence[int], args: Sequence) -> None:
+        p = self.plan
+        passed = tuple(args[k] for k in p.keep) + (None,) * p.scratch
+        self._launch(self.function, grid[0], grid[1], grid[2], p.num_warps, p.shared,
+                     p.arg_types, passed, self._stream(self.device))
+
+
+def wrap(compiled, fn):
+    """``compiled`` as a ``StaticKernel`` on the current CUDA device where the generic
+    launcher can run it, else unchanged (Triton's launcher then runs it)."""
+    if not available():
+        return compiled
+    launch_plan = plan(compiled, fn)
+    if isinstance(launch_plan, str):
+        return compiled
+    try:
+        return StaticKernel(compiled, launch_plan, torch.cuda.current_device())
+    except RuntimeError:     # a load torch's launcher refuses: Triton's load reports it better
+        return compiled
+
+
+def is_static(kernel) -> bool:
+    return isinstance(kernel, StaticKernel)
