@@ -11,8 +11,8 @@ The launcher is private to torch and absent from CPU builds, so everything here 
 to Triton's own launch: ``wrap`` returns the kernel unchanged, and ``plan`` says why.
 
 Example:
-    >>> TYPE_CODES["*bf16"], TYPE_CODES["i64"]
-    ('O', 'l')
+    >>> type_code("*bf16"), type_code("i64"), type_code("nvTmaDesc") is None
+    ('O', 'l', True)
 """
 from __future__ import annotations
 
@@ -22,11 +22,19 @@ from typing import Sequence
 import torch
 import triton
 
-# Triton argument type -> the launcher's code for it: "O" an object whose data_ptr() (or
-# None, for null) is passed; the others C scalars, as Python's struct module spells them.
+# Triton scalar type -> the launcher's code for it, as Python's struct module spells C
+# scalars; every pointer is "O", an object whose data_ptr() (or None, for null) is passed.
 TYPE_CODES = {"i1": "i", "i8": "b", "i16": "h", "i32": "i", "i64": "l",
               "u1": "I", "u8": "B", "u16": "H", "u32": "I", "u64": "K",
               "fp16": "f", "bf16": "f", "fp32": "f", "fp64": "d"}
+# Scratch buffers Triton (>= 3.3 global, >= 3.5 profile) may give a kernel: each metadata
+# field present adds a pointer parameter to the binary, and a nonzero size needs Triton.
+SCRATCH_FIELDS = ("global_scratch_size", "profile_scratch_size")
+
+
+def type_code(ty: str) -> str | None:
+    """The launcher's code for a Triton argument type; None where it has none."""
+    return "O" if ty.startswith("*") else TYPE_CODES.get(ty)
 
 
 def _impl():
@@ -74,14 +82,13 @@ def plan(compiled, fn) -> LaunchPlan | str:
         ty = compiled.src.signature.get(name)
         if ty == "constexpr":
             continue
-        code = "O" if ty and ty.startswith("*") else TYPE_CODES.get(ty)
+        code = type_code(ty) if ty else None
         if code is None:
             return f"argument {name} has type {ty!r}, which the generic launcher lacks"
         keep.append(position)
         codes.append(code)
-    # Triton >= 3.3 (3.5) appends a global (profile) scratch pointer to every CUDA kernel's
-    # parameters; kiln's kernels use neither (checked above), so each is passed as null.
-    scratch = sum(hasattr(meta, f) for f in ("global_scratch_size", "profile_scratch_size"))
+    # Each scratch pointer is passed as null: kiln's kernels use none (checked above).
+    scratch = sum(hasattr(meta, f) for f in SCRATCH_FIELDS)
     return LaunchPlan(compiled.name, str(cubin), tuple(keep), "".join(codes) + "O" * scratch,
                       scratch, meta.num_warps, meta.shared)
 
@@ -96,7 +103,7 @@ def _unsupported(meta) -> str | None:
     for flag in ("launch_cooperative_grid", "launch_pdl"):
         if getattr(meta, flag, False):
             return f"{flag} is set"
-    for size in ("global_scratch_size", "profile_scratch_size"):
+    for size in SCRATCH_FIELDS:
         if getattr(meta, size, 0):
             return f"{size} is {getattr(meta, size)}"
     if getattr(meta, "tensordesc_meta", None):
