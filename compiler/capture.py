@@ -32,16 +32,10 @@ from torch.export.graph_signature import InputKind, OutputKind
 
 from .capture_trace import trace_static
 from .decompositions import decomposition_table
+from .ir import SUPPORTED_DTYPES
 
 # Bump when the canonical text changes shape, so old keys can never collide with new ones.
 GRAPH_TEXT_VERSION = "kiln-graph-v1"
-
-# The dtypes kiln's lowerings and Triton kernels handle. Anything else (complex, float8,
-# quantized) is refused at capture with the offending input named, not deep in codegen.
-SUPPORTED_DTYPES = frozenset({
-    torch.float32, torch.float16, torch.bfloat16, torch.float64,
-    torch.int8, torch.int16, torch.int32, torch.int64, torch.uint8, torch.bool,
-})
 
 # Lifted constants up to this many elements may be inlined into kernels as literals, so their
 # bytes enter the graph key. Bigger constants are passed as inputs (like parameters): only

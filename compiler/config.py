@@ -2,58 +2,76 @@
 
 This is the only module of the compiler that reads the environment (DESIGN.md conventions):
 ``KILN_DEBUG_DIR`` makes every compile dump its generated code there, ``KILN_CACHE_DIR`` moves
-the directory generated modules are written to before import.
+the directory generated modules are written to before import. It is also the one place that
+finds kiln's shipped TOML files (``config_file``): package data of the installed
+distribution (``kiln_configs``, the repo's ``configs/``), read through importlib.resources.
+
+Options are resolved once, where a compile or a run starts (defaults, then the
+environment, then the caller's overrides); what travels to a pipeline worker is the
+resolved whole (``to_json``), rebuilt there by ``options_from_json`` without reading the
+worker's own files or environment, so runner and workers compute the same module keys.
 
 Example:
     >>> opts = load_options({"debug_dir": "/tmp/kiln-code"})
     >>> opts.debug_dir
     '/tmp/kiln-code'
+    >>> options_from_json(opts.to_json()) == opts
+    True
 """
 from __future__ import annotations
 
 import dataclasses
 import hashlib
+import importlib.resources
 import json
 import os
 import tempfile
 import tomllib
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping
 
-DEFAULTS_TOML = Path(__file__).resolve().parent.parent / "configs" / "compiler.toml"
+# How an option takes part in ``options_hash`` (``field(metadata={"code": ...})``):
+# "always": it changes generated code; "unless_default": it changes generated code, and is
+# hashed only when set away from its default, so module keys made before the option
+# existed stay valid. Untagged options (where code is written) never change a key.
+ALWAYS, UNLESS_DEFAULT = "always", "unless_default"
+
+
+def _code(default: Any, how: str = ALWAYS) -> Any:
+    return field(default=default, metadata={"code": how})
 
 
 @dataclass(frozen=True)
 class CompilerOptions:
     """Everything that changes generated code, plus where code is written.
 
-    Only fields in ``CODE_FIELDS`` enter ``options_hash``: a debug dump directory does not
+    Only fields tagged ``code`` enter ``options_hash``: a debug dump directory does not
     change the kernels, so it must not change cache keys.
     """
     # Pointwise 1-D kernels: elements per program and warps, used when tuning is off.
-    xblock: int = 1024
-    num_warps: int = 4
+    xblock: int = _code(1024)
+    num_warps: int = _code(4)
     # 2-D tiles for kernels whose loads and stores are contiguous along different dims.
-    tile_x: int = 64
-    tile_y: int = 64
+    tile_x: int = _code(64)
+    tile_y: int = _code(64)
     # A lazy value read by several consumers is recomputed in each while it does at most
     # this many loads and ops; past that it is realized into a buffer once.
-    inline_max_reads: int = 4
-    inline_max_ops: int = 32
+    inline_max_reads: int = _code(4)
+    inline_max_ops: int = _code(32)
     # Fusion size limits: a kernel the scheduler fuses computes at most this many buffers,
     # this many distinct ops (after CSE) and reads at most this many distinct buffers.
     # Within them it fuses only what saves global-memory bytes (scheduler.fusion_bytes_saved).
-    fusion_max_nodes: int = 12
-    fusion_max_ops: int = 256
-    fusion_max_inputs: int = 16
+    fusion_max_nodes: int = _code(12)
+    fusion_max_ops: int = _code(256)
+    fusion_max_inputs: int = _code(16)
     # Constants with at most this many elements are inlined into kernels as literals.
-    inline_constant_numel: int = 1
+    inline_constant_numel: int = _code(1)
     # Check inputs (shape, dtype, device, strides) on every call of a compiled module.
-    check_inputs: bool = True
+    check_inputs: bool = _code(True)
     # Convolutions on CUDA in channels-last (NHWC) layout: "auto" when the graph is
     # conv-heavy (Inductor's decide_layout_opt idea), "on", or "off".
-    channels_last: str = "auto"
+    channels_last: str = _code("auto")
     # Replay static-shape CUDA modules as one CUDA graph: a few microseconds of launch cost
     # instead of one Python launch per kernel. Inputs are copied into the graph's own
     # buffers and outputs cloned out of them, so callers see ordinary fresh tensors.
@@ -66,19 +84,22 @@ class CompilerOptions:
     # "off" (cuBLAS plus a separate epilogue kernel), "on" (the template wherever eligible),
     # or "auto" (the template only where tuned configs say it beat cuBLAS at that shape;
     # see codegen/matmul_select.py).
-    matmul_template: str = "off"
+    matmul_template: str = _code("off", UNLESS_DEFAULT)
     debug_dir: str | None = None
     cache_dir: str | None = None
 
-    CODE_FIELDS = ("xblock", "num_warps", "tile_x", "tile_y", "inline_max_reads",
-                   "inline_max_ops", "fusion_max_nodes", "fusion_max_ops", "fusion_max_inputs",
-                   "inline_constant_numel", "check_inputs", "channels_last")
-
     def options_hash(self) -> str:
-        code = {name: getattr(self, name) for name in self.CODE_FIELDS}
-        if self.matmul_template != "off":   # so "off" keeps every module key made before it
-            code["matmul_template"] = self.matmul_template
+        """16 hex digits of the code-changing options (see ``ALWAYS``/``UNLESS_DEFAULT``)."""
+        code = {}
+        for f in dataclasses.fields(self):
+            how, value = f.metadata.get("code"), getattr(self, f.name)
+            if how == ALWAYS or (how == UNLESS_DEFAULT and value != f.default):
+                code[f.name] = value
         return hashlib.sha256(json.dumps(code, sort_keys=True).encode()).hexdigest()[:16]
+
+    def to_json(self) -> str:
+        """Every option, resolved: what a pipeline worker is handed."""
+        return json.dumps(dataclasses.asdict(self), sort_keys=True)
 
     def code_dir(self) -> Path:
         """Directory that generated modules are written to (triton.jit needs real files)."""
@@ -90,6 +111,24 @@ class CompilerOptions:
 
 class OptionsError(ValueError):
     """A bad option name or value; the message names the key."""
+
+
+def config_file(*parts: str) -> Path:
+    """A TOML file kiln ships (``config_file("autotune", "default.toml")``).
+
+    Installed, the files are package data of ``kiln_configs`` (the repo's ``configs/``);
+    run from a source tree that was never installed (``PYTHONPATH=.``), they are the
+    checkout's ``configs/``. Missing from both is an error, never a silent default.
+    """
+    try:
+        root = importlib.resources.files("kiln_configs")
+    except ModuleNotFoundError:
+        root = Path(__file__).resolve().parent.parent / "configs"
+    path = root.joinpath(*parts)
+    if not path.is_file():
+        raise FileNotFoundError(2, f"kiln's shipped config {'/'.join(parts)} is missing "
+                                   f"(reinstall kiln)", str(path))
+    return Path(str(path))
 
 
 def _from_env() -> dict[str, Any]:
@@ -117,14 +156,20 @@ def _validated(values: Mapping[str, Any], source: str) -> dict[str, Any]:
 
 
 def load_options(overrides: Mapping[str, Any] | CompilerOptions | None = None,
-                 toml_path: Path | None = DEFAULTS_TOML) -> CompilerOptions:
-    """Defaults from ``configs/compiler.toml``, then the environment, then ``overrides``."""
+                 toml_path: Path | None = None) -> CompilerOptions:
+    """Defaults from the shipped ``compiler.toml`` (or ``toml_path``), then the environment,
+    then ``overrides``."""
     if isinstance(overrides, CompilerOptions):
         return overrides
-    values: dict[str, Any] = {}
-    if toml_path is not None and Path(toml_path).exists():
-        with open(toml_path, "rb") as f:
-            values.update(_validated(tomllib.load(f).get("compiler", {}), str(toml_path)))
+    path = toml_path or config_file("compiler.toml")
+    with open(path, "rb") as f:
+        values = _validated(tomllib.load(f).get("compiler", {}), str(path))
     values.update(_from_env())
     values.update(_validated(dict(overrides or {}), "options"))
     return CompilerOptions(**values)
+
+
+def options_from_json(text: str) -> CompilerOptions:
+    """Options resolved elsewhere (``CompilerOptions.to_json``), taken as they are: no TOML
+    and no environment are read, so every process given the text gets equal options."""
+    return CompilerOptions(**_validated(json.loads(text), "resolved options"))

@@ -218,10 +218,6 @@ class GraphLowering(torch.fx.Interpreter):
                 return buf, _as_list(output.args[0])[k]
         return None
 
-    def buffer_layout(self, name: str) -> Layout:
-        """The layout of a buffer some lowering made (or an input, a constant)."""
-        return self._layouts[name]
-
     def eager_layout(self, node: torch.fx.Node | None = None) -> Layout:
         """The layout eager gives ``node``'s result when dense, else a contiguous one."""
         val = self.meta_val(node)

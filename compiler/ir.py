@@ -25,6 +25,13 @@ import torch
 
 from .sizevars import index_symbol
 
+# The dtypes kiln's lowerings and Triton kernels handle. Anything else (complex, float8,
+# quantized) is refused at capture with the offending input named, not deep in codegen.
+SUPPORTED_DTYPES = frozenset({
+    torch.float32, torch.float16, torch.bfloat16, torch.float64,
+    torch.int8, torch.int16, torch.int32, torch.int64, torch.uint8, torch.bool,
+})
+
 
 # ----------------------------------------------------------------------------- expressions
 class Expr:

@@ -77,6 +77,8 @@ def upper_bound(expr: sympy.Expr, ranges: Mapping[sympy.Symbol, sympy.Expr]) -> 
         return int(expr)
     if expr.is_Symbol:
         size = ranges.get(expr)
+        if isinstance(size, int):   # a plain int range (callers outside the compiler)
+            return size - 1
         return int(size) - 1 if size is not None and size.is_Integer else None
     if expr.is_Add:
         bounds = [upper_bound(a, ranges) for a in expr.args]

@@ -51,12 +51,11 @@ def _run_parser() -> argparse.ArgumentParser:
 
 
 def _default_config(path: str) -> Path:
-    """``configs/zoo-tiny.toml`` from the working directory, else from kiln's checkout."""
+    """``configs/zoo-tiny.toml`` from the working directory, else the copy kiln ships."""
     candidate = Path(path)
     if path == DEFAULT_CONFIG and not candidate.exists():
-        repo_copy = Path(__file__).resolve().parent.parent / DEFAULT_CONFIG
-        if repo_copy.exists():
-            return repo_copy
+        from compiler.config import config_file
+        return config_file(Path(DEFAULT_CONFIG).name)
     return candidate
 
 

@@ -98,7 +98,8 @@ def load_stored_kernel(store: Any, kernel_key: str) -> Any:
 
 def _default(shape: KernelShape, options_json: str) -> Any:
     from compiler.autotune import default_config
-    return default_config(shape.kind, shape.numels, "cuda", json.loads(options_json))
+    from compiler.config import options_from_json
+    return default_config(shape.kind, shape.numels, "cuda", options_from_json(options_json))
 
 
 def _candidates(shape: KernelShape, spaces: Any) -> list[Any]:
@@ -115,10 +116,6 @@ def _worker_name() -> str:
     except (ImportError, ValueError):
         return ""
 
-
-def _first_line(text: str | None, limit: int = 300) -> str:
-    lines = (text or "").strip().splitlines()
-    return lines[0][:limit] if lines else ""
 
 
 # --- build --------------------------------------------------------------------------------------
@@ -288,6 +285,7 @@ def tune_kernel(job: TuneJob, store_root: str, device: str) -> TaskResult:
     interpreter verifies every candidate and times none, so no trial row is written."""
     from compiler.autotune import (Tuner, device_info, launch_from_meta, load_spaces,
                                    plan_trials, tune)
+    from compiler.config import options_from_json
     from storage import Store
     start = time.perf_counter()
     shape = job.shape
@@ -306,7 +304,7 @@ def tune_kernel(job: TuneJob, store_root: str, device: str) -> TaskResult:
     store = Store(store_root)
     kernel = load_stored_kernel(store, shape.kernel_key)
     launch = launch_from_meta(kernel, shape.dtypes, shape.extents, sizes=shape.numels,
-                              device_type="cuda", options=json.loads(job.options_json),
+                              device_type="cuda", options=options_from_json(job.options_json),
                               size_args=shape.size_args)
     spaces = load_spaces(job.space)
     space = spaces[shape.kind]

@@ -176,6 +176,11 @@ class _Runner:
         self.tuned = _TunedModules()
         self.capture_worker: dict[str, str] = {}
         self.start = time.perf_counter()
+        # Resolved here, once: workers take these options as they are (options_from_json),
+        # so a worker's own files or environment cannot give it other module keys.
+        from compiler.config import load_options
+        self.options = load_options(config.compiler_options)
+        self.options_json = self.options.to_json()
 
     # --- submitting ---------------------------------------------------------------------------
 
@@ -218,12 +223,11 @@ class _Runner:
         """
         try:
             from compiler.api import module_key
-            from compiler.config import load_options
             from storage import Store
             store = Store(self.store_root)
             if not store.exists():
                 return {}
-            options = load_options(json.loads(self.config.compiler_json))
+            options = self.options
             graphs: dict[str, str] = {}
             for spec in self.config.models:
                 try:
@@ -246,7 +250,7 @@ class _Runner:
     def _submit_lowers(self, captured: TaskResult, spec: Any, near: str | None) -> None:
         for target in self.targets:
             job = LowerJob(spec=spec, graph_key=captured.key, target=target,
-                           options_json=self.config.compiler_json)
+                           options_json=self.options_json)
             task = _Task("lower", spec.name, f"{captured.key}:{target}", target, job)
             self._submit(task, lower_task, job, near=near)
 
@@ -255,14 +259,14 @@ class _Runner:
         self.progress.add("build", len(self.gpu_targets))
         for target in self.gpu_targets:
             job = BuildJob(model=model, shape=shape, target=target, tuning=tuning.enabled,
-                           space=tuning.space, options_json=self.config.compiler_json)
+                           space=tuning.space, options_json=self.options_json)
             self._submit(_Task("build", model, job.record_key, target, job,
                                tag=shape.kernel_key[:12]), build_task, job)
 
     def _submit_tune(self, shape: KernelShape, model: str) -> None:
         tuning = self.config.tuning
         job = TuneJob(model=model, shape=shape, targets=self.gpu_targets, space=tuning.space,
-                      options_json=self.config.compiler_json, budget_s=tuning.budget_s)
+                      options_json=self.options_json, budget_s=tuning.budget_s)
         self._submit(_Task("tune", model, job.record_key, job=job,
                            tag=f"{shape.kernel_key[:12]}-{shape.digest}"), tune_task, job)
 
@@ -324,7 +328,7 @@ class _Runner:
         elif task.stage == "lower" and task.target == "cuda" and not result.failed:
             self._after_lower(result)
             if self.can_tune:
-                self.tuned.expect(task.job, result.kernel_shapes, self.config.compiler_json)
+                self.tuned.expect(task.job, result.kernel_shapes, self.options_json)
                 self._submit_relowers(result.model)
         elif task.stage == "build":
             self._after_build(task.job.shape.kernel_key)

@@ -343,9 +343,9 @@ def lower_task(job: LowerJob, store_root: str) -> TaskResult:
     key = f"{job.graph_key}:{job.target}"
     try:
         from compiler.api import lower, module_key
-        from compiler.config import load_options
+        from compiler.config import options_from_json
         from storage import Store
-        options = load_options(json.loads(job.options_json))
+        options = options_from_json(job.options_json)
         key = module_key(job.graph_key, options, job.target)
         store = Store(store_root)
         stored = store.lookup("modules", key,

@@ -79,9 +79,9 @@ def relower_task(job: RelowerJob, store_root: str) -> TaskResult:
     try:
         import pyarrow.compute as pc
         from compiler.api import lower, module_key
-        from compiler.config import load_options
+        from compiler.config import options_from_json
         from storage import Store
-        options = load_options(json.loads(job.options_json))
+        options = options_from_json(job.options_json)
         store = Store(store_root)
         configs = tuned_configs(store, job.device_name, job.shapes)
         if not configs:

@@ -41,8 +41,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
-DEFAULT_SPACES_TOML = (Path(__file__).resolve().parent.parent.parent / "configs" / "autotune"
-                       / "default.toml")
+DEFAULT_SPACE = "default"   # the shipped configs/autotune/default.toml
 
 KINDS = ("pointwise1d", "pointwise2d", "reduction_persistent", "reduction_looped", "matmul")
 BLOCK_NAMES = {"pointwise1d": ("XBLOCK",), "pointwise2d": ("XBLOCK", "YBLOCK"),
@@ -253,15 +252,16 @@ def _space(path: str, kind: str, table: Mapping[str, Any]) -> Space:
 
 
 def spaces_path(name: str | Path) -> Path:
-    """``"default"`` -> ``configs/autotune/default.toml`` (a pipeline's ``tuning.space``);
-    anything with a suffix or a slash is a path as given."""
+    """``"default"`` -> the shipped ``configs/autotune/default.toml`` (a pipeline's
+    ``tuning.space``); anything with a suffix or a slash is a path as given."""
     text = str(name)
     if text.endswith(".toml") or "/" in text:
         return Path(text)
-    return DEFAULT_SPACES_TOML.parent / f"{text}.toml"
+    from ..config import config_file
+    return config_file("autotune", f"{text}.toml")
 
 
-def load_spaces(path: str | Path = DEFAULT_SPACES_TOML) -> TuningSpaces:
+def load_spaces(path: str | Path = DEFAULT_SPACE) -> TuningSpaces:
     """Read and validate a search-space file: a path, or a name under ``configs/autotune/``."""
     path = str(spaces_path(path))
     with open(path, "rb") as f:

@@ -14,14 +14,11 @@ import torch
 from torch._prims_common import ELEMENTWISE_TYPE_PROMOTION_KIND as Promotion
 from torch._prims_common import elementwise_dtypes
 
-from ..ir import Const, Expr, Op, TensorValue
+from ..ir import SUPPORTED_DTYPES, Const, Expr, Op, TensorValue  # noqa: F401 (re-exported)
 
 __all__ = ["Promotion", "broadcast_shapes", "expand_to", "to_dtype", "promote", "is_tensor",
            "as_sym", "normalize_dim"]
 
-SUPPORTED_DTYPES = frozenset({
-    torch.float32, torch.float16, torch.bfloat16, torch.float64, torch.int8, torch.int16,
-    torch.int32, torch.int64, torch.uint8, torch.bool})
 
 
 def is_tensor(x) -> bool:

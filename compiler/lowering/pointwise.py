@@ -144,10 +144,6 @@ def _scalar(value, dtype):
     return Const(torch.tensor(value).to(dtype).item(), dtype)
 
 
-def _has_tensor(node) -> bool:
-    return any(isinstance(a, torch.fx.Node) for a in node.args)
-
-
 def _supported_dtypes(node) -> bool:
     val = node.meta.get("val")
     return isinstance(val, torch.Tensor) and val.dtype in SUPPORTED_DTYPES
