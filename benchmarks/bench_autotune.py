@@ -87,7 +87,7 @@ def select(launches: list[tuple[str, KernelLaunch]], limit: int) -> list[tuple[s
     for model, launch in launches:
         key = (launch.kernel.kernel_key, canonical_json(launch.sizes()))
         unique.setdefault(key, (model, launch))
-    ranked = sorted(unique.values(), key=lambda ml: -(ml[1].kernel.meta.get("bytes") or 0))
+    ranked = sorted(unique.values(), key=lambda ml: -(ml[1].kernel.spec.bytes or 0))
     firsts = {}
     for item in ranked:
         firsts.setdefault(item[1].kind, item)

@@ -8,11 +8,11 @@ For each model of ``pipeline.zoo.blocks`` (bench size, bfloat16 by default):
                 path capture took before, ``torch.export.export`` + ``run_decompositions``
                 (two traces); not part of the total
     lower       ``compiler.lower(captured, target="cuda")``: kernels and wrapper source
-    load        ``compiler.runtime.load_module`` of the source as a static-shape CUDA module
-    precompile  ``compiler.precompile.precompile``: every kernel compiled for the target in
+    load        ``compiler.kernels.load.load_module`` of the source as a static-shape CUDA module
+    precompile  ``compiler.kernels.precompile.precompile``: every kernel compiled for the target in
                 the worker pool (``--workers``), then handed to the module's launchers (cache
                 hits here); on a GPU whose torch has the generic launcher
-                (``compiler.static_launch``) nothing more, else Triton's host launchers are
+                (``compiler.kernels.launch``) nothing more, else Triton's host launchers are
                 built too (``--triton-launcher`` forces this: the baseline)
 
 No GPU is needed: kiln lowers for "cuda" regardless, and Triton compiles for the target
@@ -44,11 +44,12 @@ import triton
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from bench_models import build, fresh_cache_dirs  # noqa: E402  (puts the repo on sys.path)
 import compiler  # noqa: E402
-from compiler import precompile as pc  # noqa: E402
+from compiler.kernels import precompile as pc  # noqa: E402
 from compiler import capture  # noqa: E402
-from compiler import static_launch  # noqa: E402
+from compiler.kernels import launch as static_launch  # noqa: E402
+from compiler.kernels.build import current_target  # noqa: E402
 from compiler.capture import capture_module  # noqa: E402
-from compiler.runtime import load_module  # noqa: E402
+from compiler.kernels.load import load_module  # noqa: E402
 from pipeline.zoo import blocks  # noqa: E402
 
 SM90 = ("cuda", 90, 32)
@@ -63,11 +64,11 @@ def machine() -> dict:
             "python": sys.version.split()[0]}
 
 
-def compile_target() -> tuple[str, int, int]:
+def compile_target():
     """The card's target, or sm_90 where there is no card."""
     if not torch.cuda.is_available():
         return SM90
-    return pc.current_target()
+    return current_target()
 
 
 def time_export_capture(module, args) -> float:
@@ -75,7 +76,7 @@ def time_export_capture(module, args) -> float:
     one-trace path), for the baseline column."""
     t0 = time.perf_counter()
     ep = torch.export.export(module, tuple(args), strict=False)
-    capture._capture(ep, type(module).__name__, (tuple(args), {}))
+    capture.capture_exported(ep, type(module).__name__, (tuple(args), {}))
     return time.perf_counter() - t0
 
 

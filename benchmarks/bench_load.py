@@ -57,10 +57,9 @@ print(json.dumps({{"load_s": t2 - t1, "first_call_s": t3 - t2, "second_call_s": 
 def prepare(name: str, store, workers: int) -> tuple[str, int]:
     """Lower ``name`` for CUDA, store it and its binaries; returns (module key, kernels)."""
     from compiler.api import lower
-    from compiler.autotune.build import build
+    from compiler.kernels.build import build
     from compiler.autotune.spaces import Config
     from compiler.capture import capture_module
-    from compiler.codegen.wrapper import launch_kwargs
     from pipeline.kernel_tasks import binary_row
     module, args = blocks.MODELS[name]("bench")
     module = module.to(torch.bfloat16)
@@ -69,7 +68,7 @@ def prepare(name: str, store, workers: int) -> tuple[str, int]:
     store.put_artifact(artifact)
     major, minor = torch.cuda.get_device_capability()
     target = ("cuda", 10 * major + minor, 32)
-    configs = [Config.from_dict(launch_kwargs(kernel.meta["launch"]))
+    configs = [Config.from_dict(kernel.spec.launch.kwargs())
                for kernel in artifact.kernels]
     ctx = multiprocessing.get_context("spawn")
     with cf.ProcessPoolExecutor(workers, mp_context=ctx) as pool:

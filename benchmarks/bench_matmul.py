@@ -55,9 +55,8 @@ def run(shape: tuple[int, int, int], epilogue: str, dtype: torch.dtype, budget: 
                                    options={"matmul_template": "on"})
     ref = fn(*(a.float() for a in args))[0]
     rel = ((compiled(*args)[0].float() - ref).norm() / ref.norm()).item()
-    (kernel,) = [kr for kr in compiled.artifact.kernels if kr.meta["kind"] == "matmul"]
-    meta = kernel.meta
-    launch = launch_from_meta(kernel, meta["dtypes"], meta["extents"], device_type="cuda")
+    (kernel,) = [kr for kr in compiled.artifact.kernels if kr.spec.kind == "matmul"]
+    launch = launch_from_meta(kernel, kernel.spec.dtypes, kernel.spec.extents, device_type="cuda")
     space = load_spaces()["matmul"]
     cands = candidates(space, launch.numels)
     result = tune(Tuner(launch, "cuda"), space, cands, SearchSettings(0, budget))

@@ -345,7 +345,7 @@ def warm_up(device: str, inductor: bool, tmp: Path) -> None:
         warnings.simplefilter("ignore")
         compiler.compile_module(torch.nn.GELU(), (x,))(x)
         if device == "cuda":   # start kiln's compile workers, as Inductor's are started below
-            from compiler.precompile import compile_pool, default_workers
+            from compiler.kernels.precompile import compile_pool, default_workers
             compile_pool(default_workers()).warm()
         if inductor:
             torch.compile(torch.nn.GELU())(x)

@@ -35,6 +35,7 @@ import pyarrow.compute as pc
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from compiler.artifact import CompiledArtifact, KernelArtifact, content_hash  # noqa: E402
+from compiler.kernels.spec import KernelKind, KernelSpec, LaunchConfig  # noqa: E402
 from storage import Store, TrialRecord  # noqa: E402
 from storage.records import derived_key, records_to_table  # noqa: E402
 
@@ -136,7 +137,7 @@ def _kernel_query(store: Store) -> tuple[int, float]:
 OPS = ["tl.exp", "tl.log", "tl.sigmoid", "tl.abs", "libdevice.tanh", "tl.sqrt", "tl.maximum"]
 
 
-def kernel_pool(n: int, rng: random.Random) -> list[tuple[str, str]]:
+def kernel_pool(n: int, rng: random.Random) -> list[tuple[str, KernelSpec]]:
     """(canonical source, meta) of ``n`` distinct kernels, 1 to 3 KB each."""
     pool = []
     for k in range(n):
@@ -150,9 +151,9 @@ def kernel_pool(n: int, rng: random.Random) -> list[tuple[str, str]]:
             lines.append(f"    tmp{t} = {rng.choice(OPS)}(tmp{t - 1} * {rng.random():.6f} "
                          f"+ tmp{rng.randrange(t)})  # fused op {k}.{t}")
         lines.append(f"    tl.store(out_ptr0 + (xindex), tmp{t}, xmask)")
-        meta = json.dumps({"kind": "pointwise1d", "signature": {"in_ptr0": "*fp32",
-                           "in_ptr1": "*fp32", "out_ptr0": "*fp32", "xnumel": "i32"},
-                           "numel": ["xnumel"], "launch": {"XBLOCK": 1024, "num_warps": 4}})
+        meta = KernelSpec(KernelKind.POINTWISE_1D, ("in_ptr0", "in_ptr1", "out_ptr0"),
+                          ("torch.float32",) * 3, (1 << 20, 768, 1 << 20), 1, (str(1 << 20),),
+                          (), LaunchConfig((("XBLOCK", 1024), ("num_warps", 4)), (1024,)))
         pool.append(("\n".join(lines) + "\n", meta))
     return pool
 
@@ -162,8 +163,7 @@ def module(i: int, pool: list[tuple[str, str]], rng: random.Random) -> CompiledA
     for j, (canonical, meta) in enumerate(rng.sample(pool, rng.randint(3, 30))):
         name = f"kiln_pw_fused_{j}"
         kernels.append(KernelArtifact(name=name, kernel_key=content_hash(canonical),
-                                      source=canonical.replace("KERNEL", name),
-                                      meta_json=meta))
+                                      source=canonical.replace("KERNEL", name), spec=meta))
     calls = [f"    {k.name}[grid({1 << 20})](buf{j}, arg{j}_1, buf{j + 1}, {1 << 20}, XBLOCK=1024)"
              for j, k in enumerate(kernels)]
     source = ("import triton\nimport triton.language as tl\nfrom compiler.runtime import grid"

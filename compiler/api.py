@@ -4,6 +4,8 @@
     compile_module(module, example_args)  capture (torch.export) then compile; live weights
     lower(captured, target="cuda")        captured graph -> CompiledArtifact (no GPU needed)
 
+The passes themselves, in order, are ``compiler.passes``.
+
 Example:
     >>> import torch
     >>> from torch.fx.experimental.proxy_tensor import make_fx
@@ -15,124 +17,15 @@ Example:
 """
 from __future__ import annotations
 
-import hashlib
-import json
-from pathlib import Path
 from typing import Any, Mapping, Sequence
 
-import sympy
 import torch
-import triton
-from torch.fx.experimental.proxy_tensor import make_fx
 
-from . import __version__
-from .artifact import ArtifactCache, CompiledArtifact, KernelArtifact
-from .capture import (CapturedGraph, InputSpec, capture_module, compute_graph_key,
-                      decomposition_table)
-from .codegen.wrapper import generate_module
+from .artifact import ArtifactCache, CompiledArtifact
+from .capture import CapturedGraph, InputSpec, capture_module, compute_graph_key
 from .config import CompilerOptions, load_options
-from .graph import GraphLowering, LoweredGraph
-from .ir import ExternKernel
-from .lowering import default_table
+from .passes import compile_captured, compile_graph, module_key, trace_fx
 from .runtime import CompiledModule, GraphedCall, InputMismatchError, load_artifact
-from .sizevars import texpr
-
-
-def module_key(graph_key: str, options: CompilerOptions, target: str,
-               configs: Mapping[str, Mapping[str, int]] | None = None) -> str:
-    """Key of a compiled module: what changes generated code, and nothing else (tuned launch
-    configs included: they are written into the wrapper)."""
-    parts = [graph_key, f"kiln {__version__}", f"options {options.options_hash()}",
-             f"target {target}"]
-    if configs:
-        parts.append(f"configs {json.dumps(configs, sort_keys=True)}")
-    return hashlib.sha256("\n".join(parts).encode()).hexdigest()
-
-
-def _lower_graph(gm: torch.fx.GraphModule, graph_key: str, options: CompilerOptions,
-                 target: str, mutated_inputs: dict[int, int] | None = None,
-                 size_ranges: dict | None = None, configs: Mapping | None = None
-                 ) -> tuple[CompiledArtifact, dict[str, torch.Tensor]]:
-    """GraphLowering -> scheduling and codegen -> artifact (the passes, in order)."""
-    lowered = GraphLowering(gm, default_table(), options, mutated_inputs, target).lower()
-    if size_ranges:   # export's promised ranges replace the tracer's
-        named = {str(k): k for k in lowered.size_ranges}
-        lowered.size_ranges.update({named[k]: tuple(v) for k, v in size_ranges.items()
-                                    if k in named})
-    generated = generate_module(lowered, options, target, configs)
-    key = module_key(graph_key, options, target, configs)
-    kernels = tuple(KernelArtifact(k.name, meta["kernel_key"], k.source,
-                                   json.dumps(meta, sort_keys=True))
-                    for k, meta in zip(generated.kernels, generated.kernel_meta))
-    meta = _artifact_meta(lowered, graph_key, options, target)
-    meta["fusion"] = generated.fusion    # kernel bytes, and what fusion saved against unfused
-    artifact = CompiledArtifact(key, graph_key, generated.source, kernels, json.dumps(meta))
-    if options.debug_dir:
-        _dump(artifact, Path(options.debug_dir))
-    return artifact, dict(lowered.constant_values)
-
-
-def _artifact_meta(lowered: LoweredGraph, graph_key: str, options: CompilerOptions,
-                   target: str) -> dict[str, Any]:
-    externs = [op.kernel for op in lowered.operations
-               if isinstance(op, ExternKernel) and not op.is_fallback]
-    return {
-        "graph_key": graph_key,
-        "device": target,
-        "target": target,
-        "inputs": [{"size": [_size_json(s) for s in b.layout.size],
-                    "stride": [_size_json(s) for s in b.layout.stride],
-                    "dtype": str(b.layout.dtype), "device": target} for b in lowered.inputs],
-        "size_ranges": {str(k): list(v) for k, v in sorted(lowered.size_ranges.items(), key=str)},
-        "constants": [c.name for c in lowered.constants],
-        "outputs": len(lowered.outputs),
-        "fallback_ops": list(lowered.fallback_ops),
-        "extern_ops": sorted(set(externs)),
-        "options_hash": options.options_hash(),
-        "versions": {"kiln": __version__, "torch": torch.__version__,
-                     "triton": triton.__version__},
-    }
-
-
-def _size_json(size):
-    """A size for the artifact's JSON: an int, or the expression of size symbols as text."""
-    size = sympy.sympify(size)
-    return int(size) if size.is_Integer else texpr(size)
-
-
-def _dump(artifact: CompiledArtifact, directory: Path) -> None:
-    """Write the generated code where a user asked to read it (``debug_dir``)."""
-    directory.mkdir(parents=True, exist_ok=True)
-    (directory / f"{artifact.module_key[:16]}.py").write_text(artifact.source)
-    (directory / f"{artifact.module_key[:16]}.json").write_text(
-        json.dumps(artifact.meta, indent=2))
-
-
-# ----------------------------------------------------------------------------- compile_fx
-def _trace(gm: torch.fx.GraphModule, example_inputs: Sequence[Any]) -> torch.fx.GraphModule:
-    """Retrace functionalized with kiln's decompositions; every node gets ``meta['val']``.
-
-    Functionalization turns in-place ops into pure ones plus ``copy_`` into mutated inputs
-    at the end, which GraphLowering applies in place.
-    """
-    try:
-        return _trace_functional(gm, example_inputs, "mutations")
-    except Exception:
-        # A view recorded on real strides can fail to replay on fake ones (an op whose meta
-        # strides differ from its kernel's); as copies, views replay on any strides.
-        return _trace_functional(gm, example_inputs, "mutations_and_views")
-
-
-def _trace_functional(gm, example_inputs, remove: str) -> torch.fx.GraphModule:
-    fake_mode = torch._guards.detect_fake_mode(example_inputs)
-    run = torch.func.functionalize(torch.fx.Interpreter(gm).run, remove=remove)
-    with torch.no_grad():
-        if fake_mode is not None:
-            with fake_mode:
-                return make_fx(run, decomposition_table=decomposition_table())(*example_inputs)
-        # graphs from make_fx(module) hold weights as real tensors behind get_attr
-        return make_fx(run, decomposition_table=decomposition_table(), tracing_mode="fake",
-                       _allow_non_fake_inputs=True)(*example_inputs)
 
 
 def _graph_device(gm: torch.fx.GraphModule) -> str:
@@ -159,11 +52,11 @@ def compile_fx(gm: torch.fx.GraphModule, example_inputs: Sequence[Any],
                options: dict | CompilerOptions | None = None) -> CompiledModule:
     """Compile an ATen-level FX graph; returns ``fn(*flat_inputs) -> tuple of outputs``."""
     options = load_options(options)
-    traced = _trace(gm, example_inputs)
+    traced = trace_fx(gm, example_inputs)
     specs = _user_specs(traced)
     target = specs[0].device if specs else _graph_device(traced)
     key = compute_graph_key(traced, specs, extra="compile_fx")
-    artifact, constants = _lower_graph(traced, key, options, target)
+    artifact, constants = compile_graph(traced, key, options, target)
     return load_artifact(artifact, options.code_dir(), constants, options.check_inputs,
                          options.compile_workers)
 
@@ -176,16 +69,7 @@ def lower(captured: CapturedGraph, options: dict | CompilerOptions | None = None
 
     ``configs``: tuned launch configs by kernel key (e.g. the best trials in a store).
     """
-    options = load_options(options)
-    artifact, _ = _lower_graph(captured.gm, captured.graph_key, options, target,
-                               _mutated_inputs(captured), captured.size_ranges, configs)
-    return artifact
-
-
-def _mutated_inputs(captured: CapturedGraph) -> dict[int, int]:
-    """Output position -> input position for each buffer the graph mutates (written in place)."""
-    position = {spec.target: k for k, spec in enumerate(captured.inputs) if spec.kind == "buffer"}
-    return {k: position[target] for k, target in enumerate(captured.mutated_buffers)}
+    return compile_captured(captured, load_options(options), target, configs)
 
 
 class CompiledModel:
@@ -291,9 +175,10 @@ def _start_compile_pool(example_args, example_kwargs, workers: int | None) -> No
     if not workers or not any(isinstance(t, torch.Tensor) and t.is_cuda
                               for t in tree_leaves((example_args, example_kwargs))):
         return
-    from . import precompile as pc
+    from .kernels import precompile as pc
+    from .kernels.build import current_target
     pool = pc.compile_pool(pc.default_workers() if workers < 0 else workers)
-    pool.warm(pc.current_target(), wait=False)
+    pool.warm(current_target(), wait=False)
 
 
 def _target_of(captured: CapturedGraph) -> str:

@@ -1,8 +1,9 @@
 """The compiled-module artifact and the cache protocol the store implements.
 
 An artifact is plain data (text, JSON): the whole Python module source (kernels and wrapper),
-each kernel's own source keyed by its content hash, and metadata describing the inputs the
-module was compiled for. No pickles: a deployment rebuilds the callable from the text alone.
+each kernel's own source keyed by its content hash with its ``KernelSpec`` (the typed kernel
+contract, ``compiler.kernels.spec``), and metadata describing the inputs the module was
+compiled for. No pickles: a deployment rebuilds the callable from the text alone.
 
 Example:
     >>> art = CompiledArtifact(module_key="m", graph_key="g", source="...", kernels=(),
@@ -17,6 +18,8 @@ import json
 from dataclasses import dataclass
 from typing import Any, Protocol, runtime_checkable
 
+from .kernels.spec import KernelSpec
+
 
 def content_hash(text: str | bytes) -> str:
     """sha256 hex digest: the key of a kernel's source, a module's source, a binary."""
@@ -28,19 +31,25 @@ def content_hash(text: str | bytes) -> str:
 class KernelArtifact:
     """One generated Triton kernel.
 
-    ``kernel_key`` is the hash of ``source`` with the kernel renamed to a fixed name, so the
-    same fused computation in fifty graphs is one key. ``meta_json`` holds the signature
-    (argument names and dtypes), the kind (pointwise1d, pointwise2d, ...), the numel
-    arguments and the heuristic launch config.
+    ``kernel_key`` is the hash of ``source`` with the kernel renamed to a fixed name, and of
+    its pointer dtypes, so the same fused computation in fifty graphs is one key. ``spec``
+    is everything else build, tune, precompile and the store know of it; ``meta_json`` its
+    stored form.
     """
     name: str
     kernel_key: str
     source: str
-    meta_json: str
+    spec: KernelSpec
 
     @property
-    def meta(self) -> dict[str, Any]:
-        return json.loads(self.meta_json)
+    def meta_json(self) -> str:
+        return self.spec.to_json()
+
+    @classmethod
+    def from_stored(cls, name: str, kernel_key: str, source: str,
+                    meta_json: str) -> "KernelArtifact":
+        """A kernel as the store keeps it (``meta_json`` is its spec's JSON)."""
+        return cls(name, kernel_key, source, KernelSpec.from_json(meta_json))
 
 
 @dataclass(frozen=True)

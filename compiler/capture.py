@@ -247,9 +247,11 @@ def _capture_static(module: torch.nn.Module, args: tuple, name: str) -> Captured
     return _build(*traced, {}, {}, name, (args, {}))
 
 
-def capture_exported(ep: torch.export.ExportedProgram, name: str | None = None) -> CapturedGraph:
+def capture_exported(ep: torch.export.ExportedProgram, name: str | None = None,
+                     example: Any = None) -> CapturedGraph:
     """Capture an ``ExportedProgram`` (e.g. from ``load_pt2``). The program itself is not
-    modified. Example inputs saved in the program (torch >= 2.6) become ``example_args``.
+    modified. ``example`` (``(args, kwargs)``) are the example inputs; by default those
+    saved in the program (torch >= 2.6).
 
     Example:
         >>> import torch
@@ -257,8 +259,9 @@ def capture_exported(ep: torch.export.ExportedProgram, name: str | None = None) 
         >>> capture_exported(ep, "relu").inputs[0].kind
         'user'
     """
-    name = name or "ExportedProgram"
-    return _capture(ep, name, getattr(ep, "example_inputs", None))
+    if example is None:
+        example = getattr(ep, "example_inputs", None)
+    return _capture(ep, name or "ExportedProgram", example)
 
 
 def load_pt2(path: str | Path) -> torch.export.ExportedProgram:

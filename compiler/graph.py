@@ -31,7 +31,7 @@ import torch
 import torch.fx
 
 from .config import CompilerOptions
-from .codegen.traffic import load_elements
+from .traffic import load_elements
 from .ir import (BufferRef, ComputedBuffer, ConstantBuffer, Const, ExternKernel, InputBuffer,
                  Layout, Load, ReductionBuffer, TensorValue, contiguous_strides, count_reads_and_ops,
                  index_symbols, loads_of)

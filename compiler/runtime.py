@@ -1,9 +1,9 @@
-"""Turning generated source into a callable: module loading, launch bindings, input checks.
+"""The compiled module and its call: input checks, CUDA graph replay, and the two helpers
+generated wrappers import (``ensure_strides``, ``reinterpret``).
 
-The same generated source runs on CUDA (``jit = triton.jit``, CUDA's libdevice) and on CPU
-tensors under Triton's interpreter (``jit = InterpretedFunction``, a NumPy libdevice shim),
-which is how CI checks every kernel without a GPU. Modules are written to a file first
-because ``triton.jit`` reads a kernel's source through ``inspect``.
+``load_artifact`` turns a stored artifact into a ``CompiledModule`` through the Triton back
+end (``compiler.kernels``: module import, stored binaries, the compile pool); this module
+holds no Triton code of its own.
 
 Example:
     >>> import torch
@@ -12,19 +12,15 @@ Example:
 """
 from __future__ import annotations
 
-import importlib.util
 import types
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Sequence
 
-import numpy as np
 import torch
-import triton
-import triton.language as tl
 
-from . import static_launch
-from .artifact import CompiledArtifact, content_hash
+from .artifact import CompiledArtifact
+from .kernels.load import load_module
 
 
 class InputMismatchError(ValueError):
@@ -48,162 +44,9 @@ def reinterpret(t: torch.Tensor, size, stride, offset: int) -> torch.Tensor:
     return t.as_strided(size, stride, t.storage_offset() + offset)
 
 
-# ----------------------------------------------------------------------------- interpreter shim
-def _numpy_extern(fn):
-    """A libdevice function for the interpreter: NumPy on the tensor's data, same dtype."""
-    def call(*args):
-        from triton.runtime.interpreter import TensorHandle
-        tensors = [a for a in args if isinstance(a, tl.core.tensor)]
-        data = [a.handle.data if isinstance(a, tl.core.tensor) else a for a in args]
-        out = np.asarray(fn(*data))
-        like = max(tensors, key=lambda t: t.handle.data.ndim)
-        out = out.astype(like.handle.data.dtype, copy=False)
-        return tl.core.tensor(TensorHandle(out, like.handle.dtype.scalar), like.type)
-    return call
-
-
-def _via_torch(fn):
-    """A NumPy-array function from a torch one (special functions NumPy lacks)."""
-    return lambda a: fn(torch.from_numpy(np.array(a))).numpy()
-
-
-def _quiet(fn):
-    """``fn`` without NumPy's warnings: the interpreter computes masked-off lanes too."""
-    def call(*args):
-        with np.errstate(all="ignore"):
-            return fn(*args)
-    return call
-
-
-INTERPRETER_LIBDEVICE = types.SimpleNamespace(
-    tanh=_numpy_extern(np.tanh),
-    pow=_numpy_extern(np.power),
-    expm1=_numpy_extern(np.expm1),
-    log1p=_numpy_extern(np.log1p),
-    nearbyint=_numpy_extern(np.rint),
-    trunc=_numpy_extern(np.trunc),
-    fmod=_numpy_extern(np.fmod),
-    atan=_numpy_extern(_quiet(np.arctan)),
-    asin=_numpy_extern(_quiet(np.arcsin)),
-    acos=_numpy_extern(_quiet(np.arccos)),
-    tan=_numpy_extern(_quiet(np.tan)),
-    sinh=_numpy_extern(_quiet(np.sinh)),
-    cosh=_numpy_extern(_quiet(np.cosh)),
-    asinh=_numpy_extern(_quiet(np.arcsinh)),
-    acosh=_numpy_extern(_quiet(np.arccosh)),
-    atanh=_numpy_extern(_quiet(np.arctanh)),
-    log10=_numpy_extern(_quiet(np.log10)),
-    atan2=_numpy_extern(_quiet(np.arctan2)),
-    hypot=_numpy_extern(_quiet(np.hypot)),
-    copysign=_numpy_extern(_quiet(np.copysign)),
-    erfc=_numpy_extern(_via_torch(torch.special.erfc)),
-    erfinv=_numpy_extern(_via_torch(torch.special.erfinv)),
-    erfcx=_numpy_extern(_via_torch(torch.special.erfcx)),
-    lgamma=_numpy_extern(_via_torch(torch.lgamma)),
-    cyl_bessel_i0=_numpy_extern(_via_torch(torch.special.i0)),
-)
-
-
-class Launcher:
-    """Launches a ``@triton.jit`` kernel; after the first launch of a configuration it calls
-    the compiled kernel directly, skipping Triton's per-call binding and specialization (tens
-    of microseconds, more than many kernels take), through torch's generic launcher where it
-    can (``static_launch``: no host launcher to build). Only for static shapes: the integer
-    arguments never change, so neither does Triton's specialization of them; pointers are
-    checked for the 16-byte alignment the cached binary may assume.
-    """
-
-    def __init__(self, fn):
-        self.fn = fn
-        self._constexprs = [p.name for p in fn.params if p.is_constexpr]
-        self._compiled: dict = {}
-        self._direct = True
-
-    def __getitem__(self, grid):
-        return lambda *args, **kwargs: self.launch(grid, args, kwargs)
-
-    @staticmethod
-    def _key(kwargs: dict) -> tuple:
-        return tuple(sorted(kwargs.items()))
-
-    def has(self, kwargs: dict) -> bool:
-        """A compiled kernel is ready for launches with these keyword arguments."""
-        return self._key(kwargs) in self._compiled
-
-    def preload(self, kwargs: dict, kernel) -> bool:
-        """Use ``kernel`` (compiled ahead of time, see ``compiler.precompile``) for launches
-        with these keyword arguments, so even the first launch is direct. Returns whether
-        torch's generic launcher runs it (else Triton's, which a first launch may build)."""
-        kernel = static_launch.wrap(kernel, self.fn)
-        self._compiled[self._key(kwargs)] = kernel
-        return static_launch.is_static(kernel)
-
-    def launch(self, grid, args, kwargs):
-        key = self._key(kwargs)
-        kernel = self._compiled.get(key)
-        if kernel is not None and self._direct and _aligned(args):
-            grid = tuple(grid) + (1,) * (3 - len(grid))
-            try:
-                kernel[grid](*args, *(kwargs[name] for name in self._constexprs))
-                return kernel
-            except (TypeError, AttributeError):   # a Triton without the direct runner
-                self._direct = False
-        kernel = self.fn[grid](*args, **kwargs)
-        if _aligned(args):
-            self._compiled[key] = static_launch.wrap(kernel, self.fn)
-        return kernel
-
-    @property
-    def __name__(self):
-        return self.fn.__name__
-
-
-def _aligned(args) -> bool:
-    return all(a.data_ptr() % 16 == 0 for a in args if isinstance(a, torch.Tensor))
-
-
-def bindings(device_type: str) -> dict[str, Any]:
-    """Globals the generated module needs for ``device_type`` ("cuda" or "cpu")."""
-    if device_type == "cuda":
-        from triton.language.extra import libdevice
-        return {"jit": triton.jit, "libdevice": libdevice}
-    if device_type == "cpu":
-        from triton.runtime.interpreter import InterpretedFunction
-        return {"jit": InterpretedFunction, "libdevice": INTERPRETER_LIBDEVICE}
-    raise ValueError(f"kiln runs kernels on 'cuda' or 'cpu' (interpreter), not {device_type!r}")
-
-
-def load_module(source: str, device_type: str, code_dir: Path,
-                constants: dict[str, torch.Tensor] | None = None,
-                static_shapes: bool = False, kernels=None) -> types.ModuleType:
-    """Write ``source`` to ``code_dir`` and import it with the device's bindings.
-
-    With ``static_shapes`` on CUDA, each kernel (the names in ``kernels``; every JIT function
-    when None) is wrapped in a ``Launcher``. Helper JIT functions the kernels call (a scan's
-    combine function) must stay JIT functions: name only the kernels where there are any.
-    """
-    key = content_hash(source)[:24]
-    path = Path(code_dir) / f"kiln_{key}.py"
-    if not path.exists():
-        tmp = path.with_suffix(f".{id(source)}.tmp")
-        tmp.write_text(source)
-        tmp.replace(path)   # atomic: concurrent loaders never import a half-written file
-    spec = importlib.util.spec_from_file_location(f"kiln_generated_{key}", path)
-    module = importlib.util.module_from_spec(spec)
-    module.__dict__.update(bindings(device_type))
-    module.__dict__.update(constants or {})
-    spec.loader.exec_module(module)
-    if device_type == "cuda" and static_shapes:
-        for name, value in list(module.__dict__.items()):
-            if (isinstance(value, triton.runtime.jit.JITFunction)
-                    and (kernels is None or name in kernels)):
-                setattr(module, name, Launcher(value))
-    return module
-
-
 # ----------------------------------------------------------------------------- the callable
 @dataclass(frozen=True)
-class InputSpec:
+class ExpectedInput:
     """What one flat input must look like; strides matter only for dims of size > 1.
 
     A size or stride is an int, or the text of an expression of size symbols (``"s0"``,
@@ -266,7 +109,7 @@ class CompiledModule:
         meta = artifact.meta
         self.module = module
         self.artifact = artifact
-        self.input_specs = tuple(InputSpec(tuple(s["size"]), tuple(s["stride"]), s["dtype"],
+        self.input_specs = tuple(ExpectedInput(tuple(s["size"]), tuple(s["stride"]), s["dtype"],
                                            s["device"]) for s in meta["inputs"])
         self.size_ranges = {k: tuple(v) for k, v in meta.get("size_ranges", {}).items()}
         self.kernel_count = len(artifact.kernels)
@@ -313,7 +156,7 @@ def load_artifact(artifact: CompiledArtifact, code_dir: Path | None = None,
     ``compile_workers`` (static-shape CUDA modules only): compile every kernel now, in that
     many worker processes (-1: one per core, up to 16; 0: here, one by one), instead of one
     by one at the first call. None leaves compiling to the first call.
-    ``binaries`` (kernel name -> ``precompile.StoredBinary``, e.g. from a store): binaries
+    ``binaries`` (kernel name -> ``kernels.load.StoredBinary``, e.g. from a store): binaries
     built ahead of time, used as they are where they match the launch (nothing compiles).
     """
     from .config import load_options
@@ -327,7 +170,7 @@ def load_artifact(artifact: CompiledArtifact, code_dir: Path | None = None,
                          static_shapes=static, kernels={k.name for k in artifact.kernels})
     compiled = CompiledModule(module, artifact, check_inputs)
     if binaries and static and meta["device"] == "cuda":
-        from .precompile import preload_binaries
+        from .kernels.load import preload_binaries
         compiled.preloaded = preload_binaries(artifact, module, binaries, code_dir / "binaries")
     if compile_workers is not None and static and meta["device"] == "cuda":
         compiled.precompiled = _precompile(artifact, module, code_dir, compile_workers)
@@ -335,8 +178,9 @@ def load_artifact(artifact: CompiledArtifact, code_dir: Path | None = None,
 
 
 def _precompile(artifact: CompiledArtifact, module, code_dir: Path, workers: int) -> dict:
-    from . import precompile as pc
-    target = pc.current_target()
+    from .kernels import precompile as pc
+    from .kernels.build import current_target
+    target = current_target()
     pool = None if workers == 0 else pc.compile_pool(
         pc.default_workers() if workers < 0 else workers)
     if pool is not None:   # a new pool's workers start the backend before taking a kernel

@@ -11,6 +11,9 @@ Each fusion is decided by ``fusion_bytes_saved``: the global-memory bytes the fu
 moves against the two kernels it replaces (intermediate writes and re-reads avoided, shared
 reads done once, minus reads a looped row kernel repeats to recompute a value), fused only
 when positive and within ``FusionLimits`` (nodes, ops, inputs; configs/compiler.toml).
+Whether some nodes can share a kernel at all, and what it would move, is the back end's
+answer: the scheduler asks a ``FusionPlanner`` (``codegen.planner.TritonPlanner``) and
+imports no code generator.
 
 Example:
     >>> import torch
@@ -18,25 +21,25 @@ Example:
     >>> from compiler.graph import GraphLowering
     >>> from compiler.lowering import default_table
     >>> from compiler.config import CompilerOptions
-    >>> from compiler.capture import decomposition_table
+    >>> from compiler.decompositions import decomposition_table
+    >>> from compiler.codegen.planner import TritonPlanner
     >>> gm = make_fx(lambda x: (torch.softmax(x, -1),), decomposition_table=decomposition_table(),
     ...              tracing_mode="fake")(torch.randn(4, 8))
-    >>> steps = schedule(GraphLowering(gm, default_table(), CompilerOptions()).lower())
-    >>> [len(s.nodes) for s in steps]
+    >>> lowered = GraphLowering(gm, default_table(), CompilerOptions()).lower()
+    >>> [len(s.nodes) for s in schedule(lowered, FusionLimits(), TritonPlanner())]
     [3]
 """
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Protocol
 
 import torch
 
-from .codegen.reduction import plan_row_group
-from .codegen.traffic import Traffic, pointwise_traffic, row_traffic
-from .codegen.triton import pointwise_group_fits
 from .graph import LoweredGraph
-from .ir import (BufferRef, ComputedBuffer, ExternKernel, MatmulTemplate, MutationBuffer, Op,
-                 ReductionBuffer, count_reads_and_ops, loads_of)
+from .ir import (BufferRef, ComputedBuffer, ExternKernel, Layout, MatmulTemplate, MutationBuffer,
+                 Op, ReductionBuffer, count_reads_and_ops, loads_of)
+from .traffic import Traffic
 
 
 @dataclass(frozen=True)
@@ -116,16 +119,25 @@ def within_limits(nodes: tuple, limits: FusionLimits) -> bool:
     return ops - 1 <= limits.max_ops and len(inputs) <= limits.max_inputs
 
 
-class FusionCosts:
-    """Who reads each buffer, and the traffic of candidate kernels (plans cached)."""
+class FusionPlanner(Protocol):
+    """What the scheduler asks the back end (``codegen.planner.TritonPlanner``)."""
 
-    def __init__(self, ops, lowered: LoweredGraph):
+    def kernel_traffic(self, nodes: tuple, stores: frozenset, hint: bool = True
+                       ) -> Traffic | None:
+        """Bytes one kernel of ``nodes`` writing ``stores`` would move (run-time sizes by
+        their hints unless ``hint`` is off); None when no kernel can hold them."""
+
+
+class FusionCosts:
+    """Who reads each buffer, and the traffic of candidate kernels (the planner's answer)."""
+
+    def __init__(self, ops, lowered: LoweredGraph, planner: FusionPlanner):
         self.outputs = {o.ref.name for o in lowered.outputs if o.ref is not None}
         self.readers: dict[str, set[int]] = {}
         for op in ops:
             for name in reads_of(op):
                 self.readers.setdefault(name, set()).add(id(op))
-        self._plans: dict[tuple, object] = {}
+        self.planner = planner
 
     def stores(self, nodes) -> frozenset:
         """The buffers a kernel of ``nodes`` must write: graph outputs and those read outside."""
@@ -137,16 +149,7 @@ class FusionCosts:
     def traffic(self, nodes: tuple, hint: bool = True) -> Traffic | None:
         """Bytes one kernel of ``nodes`` moves (run-time sizes by their hints unless ``hint``
         is off); None when they cannot share a kernel (or, unhinted, sizes are symbolic)."""
-        stores = self.stores(nodes)
-        if all(isinstance(n, ComputedBuffer) for n in nodes):
-            if len(nodes) > 1 and not pointwise_group_fits(nodes):
-                return None
-            return pointwise_traffic(nodes, stores, hint)
-        key = tuple(n.name for n in nodes)
-        if key not in self._plans:
-            self._plans[key] = plan_row_group(nodes)
-        plan = self._plans[key]
-        return None if plan is None else row_traffic(plan, stores, hint)
+        return self.planner.kernel_traffic(nodes, self.stores(nodes), hint)
 
 
 def fusion_bytes_saved(group: tuple, node, costs: FusionCosts) -> int | None:
@@ -183,10 +186,11 @@ def _group_at(ops: list, start: int, costs: FusionCosts, limits: FusionLimits) -
     return end
 
 
-def schedule(lowered: LoweredGraph, limits: FusionLimits | None = None) -> tuple[Step, ...]:
+def schedule(lowered: LoweredGraph, limits: FusionLimits, planner: FusionPlanner
+             ) -> tuple[Step, ...]:
     """Group live operations into kernels and extern calls, in execution order."""
     ops = remove_dead(lowered)
-    costs = FusionCosts(ops, lowered)
+    costs = FusionCosts(ops, lowered, planner)
     steps: list[Step] = []
     start = 0
     while start < len(ops):
@@ -194,19 +198,19 @@ def schedule(lowered: LoweredGraph, limits: FusionLimits | None = None) -> tuple
             steps.append(ops[start])
             start += 1
             continue
-        end = _group_at(ops, start, costs, limits or FusionLimits())
+        end = _group_at(ops, start, costs, limits)
         nodes = tuple(ops[start:end])
         steps.append(FusedKernel(nodes, costs.stores(nodes)))
         start = end
     return tuple(steps)
 
 
-def fusion_report(lowered: LoweredGraph, steps) -> dict:
+def fusion_report(lowered: LoweredGraph, steps, planner: FusionPlanner) -> dict:
     """The traffic of the module's pointwise and row kernels against one kernel per
     operation (None when sizes are only known at run time): what the module meta records
     as the bytes fusion saved. GEMM templates and externs are not counted."""
     costs = FusionCosts([n for s in steps for n in (s.nodes if isinstance(s, FusedKernel)
-                                                   else (s,))], lowered)
+                                                   else (s,))], lowered, planner)
     kernels = [s for s in steps if isinstance(s, FusedKernel)]
     fused = [costs.traffic(s.nodes, hint=False) for s in kernels]
     alone = [costs.traffic((n,), hint=False) for s in kernels for n in s.nodes]
@@ -227,3 +231,16 @@ def step_reads(step: Step) -> set[str]:
 def step_writes(step: Step) -> tuple[str, ...]:
     return tuple(n for n in step.names if n in step.stores) if isinstance(step, FusedKernel) \
         else outputs_of(step)
+
+
+def buffer_layouts(lowered: LoweredGraph, steps) -> dict[str, Layout]:
+    """Every buffer's layout by name: inputs, constants and what the steps compute."""
+    out = {b.name: b.layout for b in lowered.inputs + lowered.constants}
+    for step in steps:
+        if isinstance(step, FusedKernel):
+            out.update({n.name: n.layout for n in step.nodes})
+        elif isinstance(step, MatmulTemplate):
+            out[step.name] = step.layout
+        else:
+            out.update({n: l for n, l in zip(step.outputs, step.layouts) if n is not None})
+    return out

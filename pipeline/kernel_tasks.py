@@ -92,8 +92,8 @@ def load_stored_kernel(store: Any, kernel_key: str) -> Any:
     row = store.get("kernels", kernel_key)
     if row is None:
         raise KernelNotStored(f"kernel {kernel_key} is not in store {store.root}")
-    return KernelArtifact(name=row["name"], kernel_key=row["kernel_key"], source=row["source"],
-                          meta_json=row["meta_json"])
+    return KernelArtifact.from_stored(row["name"], row["kernel_key"], row["source"],
+                                      row["meta_json"])
 
 
 def _default(shape: KernelShape, options_json: str) -> Any:
@@ -172,7 +172,7 @@ def build_task(job: BuildJob, store_root: str) -> TaskResult:
         stored = _stored_statuses(store, list(keys.values()))
         todo = [c for c in configs if keys[c] not in stored]
         built = [build(kernel, c, target, dtypes=shape.dtypes, sizes=shape.int_args,
-                       spaces=spaces) for c in todo]
+                       limits=spaces.targets.get(target.arch)) for c in todo]
         if built:
             store.write("binaries", [binary_row(b) for b in built])
         default_status = next(((b.status, b.error or "") for b in built if b.config == default),

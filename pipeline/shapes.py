@@ -1,17 +1,18 @@
 """The concrete shapes a module launches its kernels at: what build and tune work from.
 
-A kernel's metadata may hold symbolic sizes (``"s27*s77"``) when its graph has dynamic dims,
+A kernel's spec may hold symbolic sizes (``"s27*s77"``) when its graph has dynamic dims,
 and one kernel source (one ``kernel_key``) can serve modules of different sizes: the kernels
-dataset keeps one metadata row per key, so the sizes a kernel really runs at come from each
+dataset keeps one spec row per key, so the sizes a kernel really runs at come from each
 module that uses it. ``kernel_shapes`` binds a module's size symbols to the example sizes the
 graph was captured with (the hint torch.export traced at) and evaluates every numel, extent
 and size argument to an int. The result is a ``KernelShape``: a few ints per kernel, small
 enough to travel in a task result.
 
 Example:
+    >>> from compiler.kernels.spec import KernelKind, KernelSpec, LaunchConfig
     >>> meta = {"inputs": [{"size": ["s0", 64]}]}
-    >>> kernel = {"kind": "pointwise1d", "numels": ["64*s0"], "extents": ["64*s0", "64*s0"],
-    ...           "size_args": [], "dtypes": ["torch.float32"] * 2}
+    >>> kernel = KernelSpec(KernelKind.POINTWISE_1D, ("a", "b"), ("torch.float32",) * 2,
+    ...                     ("64*s0", "64*s0"), 1, ("64*s0",), (), LaunchConfig((), ()))
     >>> (shape,) = kernel_shapes(meta, [("k1", kernel)], lambda: [[8, 64]])
     >>> shape.numels, shape.extents, shape.error
     ((512,), (512, 512), '')
@@ -56,9 +57,9 @@ class KernelShape:
         >>> KernelShape("k", "pointwise1d", ("torch.float32",) * 2, (64, 64), (64,)).trial_sizes()
         {'xnumel': 64, 'dtypes': ['torch.float32', 'torch.float32']}
         """
-        from compiler.autotune.build import dtype_name
-        from compiler.autotune.spaces import NUMEL_NAMES
-        out: dict[str, Any] = {**dict(zip(NUMEL_NAMES[self.kind], self.numels)),
+        from compiler.kernels.build import dtype_name
+        from compiler.kernels.spec import KernelKind
+        out: dict[str, Any] = {**dict(zip(KernelKind(self.kind).numel_names, self.numels)),
                                "dtypes": [dtype_name(d) for d in self.dtypes]}
         if self.size_args:
             out["size_args"] = list(self.size_args)
@@ -107,16 +108,16 @@ def concrete(value: Any, hints: Mapping[str, int]) -> int:
     return int(expr)
 
 
-def shape_of(kernel_key: str, meta: Mapping[str, Any], hints: Mapping[str, int]) -> KernelShape:
-    """The ``KernelShape`` of one kernel's metadata under ``hints`` (never raises)."""
-    dtypes = tuple(meta.get("dtypes") or ())
-    kind = str(meta.get("kind", ""))
+def shape_of(kernel_key: str, spec: Any, hints: Mapping[str, int]) -> KernelShape:
+    """The ``KernelShape`` of one kernel's ``KernelSpec`` under ``hints`` (never raises)."""
+    dtypes = tuple(spec.dtypes)
+    kind = str(spec.kind)
     try:
         if not dtypes:
-            raise ValueError("its metadata has no pointer dtypes")
-        numels = tuple(concrete(n, hints) for n in meta["numels"])
-        extents = tuple(concrete(e, hints) for e in meta.get("extents") or ())
-        size_args = tuple(concrete(s, hints) for s in meta.get("size_args") or ())
+            raise ValueError("its spec has no pointer dtypes")
+        numels = tuple(concrete(n, hints) for n in spec.numels)
+        extents = tuple(concrete(e, hints) for e in spec.extents)
+        size_args = tuple(concrete(s, hints) for s in spec.size_args)
     except (ValueError, KeyError, TypeError, SyntaxError) as exc:
         return KernelShape(kernel_key, kind, dtypes, (), (), (),
                            error=f"sizes unknown: {type(exc).__name__}: {exc}")
@@ -131,22 +132,22 @@ def _prod(values: Iterable[int]) -> int:
     return out
 
 
-def _symbolic(meta: Mapping[str, Any]) -> bool:
-    sizes = [*meta.get("numels", ()), *meta.get("extents", ()), *meta.get("size_args", ())]
+def _symbolic(spec: Any) -> bool:
+    sizes = [*spec.numels, *spec.extents, *spec.size_args]
     return any(not (isinstance(s, int) or str(s).lstrip("-").isdigit()) for s in sizes)
 
 
 def kernel_shapes(module_meta: Mapping[str, Any],
-                  kernels: Iterable[tuple[str, Mapping[str, Any]]],
+                  kernels: Iterable[tuple[str, Any]],
                   example_sizes: Callable[[], Sequence[Sequence[int]]]) -> tuple[KernelShape, ...]:
     """One ``KernelShape`` per distinct (kernel key, shape) of a module.
 
-    ``kernels`` are (kernel_key, meta) as the module names them; ``example_sizes`` returns the
+    ``kernels`` are (kernel_key, KernelSpec) as the module names them; ``example_sizes`` returns the
     example size of every module input (called only when some kernel has symbolic sizes).
     """
     kernels = list(kernels)
     hints: dict[str, int] = {}
-    if any(_symbolic(meta) for _, meta in kernels):
+    if any(_symbolic(spec) for _, spec in kernels):
         hints = size_hints(module_meta.get("inputs", ()), example_sizes())
-    shapes = (shape_of(key, meta, hints) for key, meta in kernels)
+    shapes = (shape_of(key, spec, hints) for key, spec in kernels)
     return tuple(dict.fromkeys(shapes))

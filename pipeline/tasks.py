@@ -344,6 +344,7 @@ def lower_task(job: LowerJob, store_root: str) -> TaskResult:
     try:
         from compiler.api import lower, module_key
         from compiler.config import options_from_json
+        from compiler.kernels.spec import KernelSpec
         from storage import Store
         options = options_from_json(job.options_json)
         key = module_key(job.graph_key, options, job.target)
@@ -354,7 +355,7 @@ def lower_task(job: LowerJob, store_root: str) -> TaskResult:
             row = stored[0]
             shapes = kernel_shapes(
                 json.loads(row["meta_json"]),
-                [(k["kernel_key"], json.loads(k["meta_json"])) for k in row["kernels"]],
+                [(k["kernel_key"], KernelSpec.from_json(k["meta_json"])) for k in row["kernels"]],
                 lambda: _example_sizes(store, job.graph_key))
             return TaskResult(stage="lower", model=job.spec.name, status=SKIPPED, key=key,
                               target=job.target, seconds=time.perf_counter() - start,
@@ -365,7 +366,7 @@ def lower_task(job: LowerJob, store_root: str) -> TaskResult:
         kernel_keys = tuple(dict.fromkeys(k.kernel_key for k in artifact.kernels))
         known = _stored_kernels(store, list(kernel_keys))
         store.put_artifact(artifact)
-        shapes = kernel_shapes(artifact.meta, [(k.kernel_key, k.meta) for k in artifact.kernels],
+        shapes = kernel_shapes(artifact.meta, [(k.kernel_key, k.spec) for k in artifact.kernels],
                                lambda: _example_sizes(store, job.graph_key, captured))
         return TaskResult(stage="lower", model=job.spec.name, status=OK, key=artifact.module_key,
                           target=job.target, seconds=time.perf_counter() - start,

@@ -95,7 +95,7 @@ def relower_task(job: RelowerJob, store_root: str) -> TaskResult:
                                           target="cuda", options_json=job.options_json))
         artifact = lower(captured, options, "cuda", configs)
         store.put_artifact(artifact, tuned_for=job.device_name)
-        tuned = sum(bool(k.meta.get("launch", {}).get("tuned")) for k in artifact.kernels)
+        tuned = sum(k.spec.launch.tuned for k in artifact.kernels)
         return result(OK, f"{name}: {tuned} of {len(artifact.kernels)} kernel launches use "
                           f"configs tuned on {job.device_name}",
                       kernel_keys=tuple(dict.fromkeys(k.kernel_key for k in artifact.kernels)))

@@ -55,7 +55,8 @@ def _meta_fields(meta: dict[str, Any]) -> dict[str, str]:
 
 
 def _kernel_entry(kernel: KernelArtifact) -> dict[str, str]:
-    return {f.name: getattr(kernel, f.name) for f in dataclasses.fields(KernelArtifact)}
+    return {"name": kernel.name, "kernel_key": kernel.kernel_key, "source": kernel.source,
+            "meta_json": kernel.meta_json}
 
 
 def module_record(artifact: CompiledArtifact, **overrides: Any) -> ModuleRecord:
@@ -79,9 +80,8 @@ def kernel_records(artifact: CompiledArtifact) -> list[KernelRecord]:
 
 def artifact_from_row(row: dict[str, Any]) -> CompiledArtifact:
     """Rebuild the artifact from a modules row (as ``Table.to_pylist`` gives it)."""
-    kernels = tuple(KernelArtifact(name=k["name"], kernel_key=k["kernel_key"],
-                                   source=k["source"], meta_json=k["meta_json"])
-                    for k in row["kernels"])
+    kernels = tuple(KernelArtifact.from_stored(k["name"], k["kernel_key"], k["source"],
+                                               k["meta_json"]) for k in row["kernels"])
     return CompiledArtifact(module_key=row["module_key"], graph_key=row["graph_key"],
                             source=row["source"], kernels=kernels, meta_json=row["meta_json"])
 
@@ -93,20 +93,17 @@ def kernel_binaries(store: Any, artifact: Any, arch: int) -> dict[str, Any]:
     """
     import triton
 
-    from compiler.autotune.build import Target
-    from compiler.autotune.spaces import Config
-    from compiler.codegen.wrapper import launch_kwargs
-    from compiler.precompile import StoredBinary
+    from compiler.kernels.build import Target
+    from compiler.kernels.load import StoredBinary
 
     from .records import BinaryRecord
     target = Target("cuda", arch, 32)
     wanted = {}
     for kernel in artifact.kernels:
-        launch = launch_kwargs(kernel.meta.get("launch", {}))
-        if not launch or kernel.meta.get("candidate"):
+        if not kernel.spec.launch.params or kernel.spec.candidate:
             continue
         key = BinaryRecord.key(kernel_key=kernel.kernel_key,
-                               config=Config.from_dict(launch).as_dict(),
+                               config=kernel.spec.launch.config().as_dict(),
                                arch=target.arch_name, target=target.name,
                                triton_version=triton.__version__)
         wanted.setdefault(key, []).append(kernel.name)   # same source and config: one binary

@@ -123,8 +123,9 @@ def tuning_gains(store: Any, device_name: str | None = None) -> list[KernelGain]
 def _kernel_names(store: Any, keys: set[str]) -> dict[str, tuple[str, str]]:
     if not keys:
         return {}
+    from compiler.kernels.spec import KernelSpec
     table = store.lookup("kernels", sorted(keys), columns=["kernel_key", "name", "meta_json"])
-    return {r["kernel_key"]: (r["name"], json.loads(r["meta_json"]).get("kind", ""))
+    return {r["kernel_key"]: (r["name"], str(KernelSpec.from_json(r["meta_json"]).kind))
             for r in table.to_pylist()}
 
 

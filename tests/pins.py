@@ -47,21 +47,22 @@ PIN_CASES = {name: zoo for name, zoo, _ in _model_specs()}
 
 
 def kernel_contract(kernel) -> dict:
-    """What the rest of kiln reads about one kernel of a module, as plain JSON."""
-    meta = kernel.meta
-    out = {"name": kernel.name, "kernel_key": kernel.kernel_key,
-           "candidate": bool(meta.get("candidate")), "baseline": meta.get("baseline"),
-           "outputs": meta.get("outputs", 1)}
-    for field in ("kind", "numels", "buffers", "dtypes", "extents", "size_args", "launch",
-                  "ops", "bytes", "bytes_read", "bytes_written"):
-        out[field] = meta[field]
-    return out
+    """What the rest of kiln reads about one kernel of a module, as plain JSON (the layout of
+    the untyped metadata it replaced, so the pins carry over)."""
+    spec = kernel.spec
+    return {"name": kernel.name, "kernel_key": kernel.kernel_key, "candidate": spec.candidate,
+            "baseline": None if spec.baseline is None else json.loads(spec.baseline),
+            "outputs": spec.outputs, "kind": str(spec.kind), "numels": list(spec.numels),
+            "buffers": list(spec.buffers), "dtypes": list(spec.dtypes),
+            "extents": list(spec.extents), "size_args": list(spec.size_args),
+            "launch": spec.launch.as_json(), "ops": list(spec.ops), "bytes": spec.bytes,
+            "bytes_read": spec.bytes_read, "bytes_written": spec.bytes_written}
 
 
 def _tuned_configs(artifact) -> dict:
     """Synthetic tuned configs for a module's 1-D pointwise kernels: exercises the tuned path."""
     return {k.kernel_key: {"XBLOCK": 256, "num_warps": 2, "num_stages": 2}
-            for k in artifact.kernels if k.meta["kind"] == "pointwise1d"}
+            for k in artifact.kernels if k.spec.kind == "pointwise1d"}
 
 
 def module_pins(spec) -> dict:

@@ -44,7 +44,7 @@ def transpose_kernel():
     x = torch.randn(64, 96)
     fn = compiler.compile_fx(make_fx(lambda x: (x.t().contiguous() * 2,))(x), [x])
     (kernel,) = fn.artifact.kernels
-    assert kernel.meta["kind"] == "pointwise2d"
+    assert kernel.spec.kind == "pointwise2d"
     return kernel
 
 
@@ -196,8 +196,7 @@ def test_build_real_kernel_for_sm90_gives_a_cubin_and_metadata(mlp_launch):
 
 def test_build_failures_are_results_not_exceptions(mlp_launch, transpose_kernel):
     kernel = mlp_launch.kernel
-    meta = {k: v for k, v in kernel.meta.items() if k != "dtypes"}   # as an older artifact
-    bare = dataclasses.replace(kernel, meta_json=json.dumps(meta))
+    bare = dataclasses.replace(kernel, spec=dataclasses.replace(kernel.spec, dtypes=()))  # older
     no_dtypes = build(bare, Config(XBLOCK=8, RBLOCK=128))
     assert no_dtypes.status == "build_error" and "dtypes" in no_dtypes.error
     odd_warps = build(kernel, Config(XBLOCK=8, RBLOCK=128, num_warps=3), dtypes=mlp_launch.dtypes)

@@ -9,14 +9,16 @@ import pytest
 import torch
 
 from compiler.api import lower
-from compiler.autotune.build import build
+from compiler.kernels.build import build
 from compiler.autotune.spaces import Config
 from compiler.capture import capture_module
-from compiler.codegen.wrapper import launch_kwargs
-from compiler import precompile as pc
-from compiler import static_launch
-from compiler.precompile import StoredBinary, preload_binaries
-from compiler.runtime import Launcher, load_module
+from compiler.kernels import build as kb
+from compiler.kernels import precompile as pc
+from compiler.kernels.load import launcher_jobs
+from compiler.kernels import launch as static_launch
+from compiler.kernels.load import StoredBinary, preload_binaries
+from compiler.kernels.launch import Launcher
+from compiler.kernels.load import load_module
 from pipeline.kernel_tasks import binary_row
 from pipeline.zoo import blocks
 from storage import Store
@@ -24,7 +26,7 @@ from storage.artifacts import kernel_binaries
 
 
 def _launch_config(kernel) -> Config:
-    return Config.from_dict(launch_kwargs(kernel.meta["launch"]))
+    return Config.from_dict(kernel.spec.launch.kwargs())
 
 
 def _stored(tmp_path, name="bert_layer", arch=90):
@@ -96,11 +98,11 @@ def test_store_load_runs_stored_binaries_without_compiling(name, tmp_path):
     fn = store.load(artifact.module_key)
     assert fn.preloaded["preloaded"] == len(artifact.kernels) and fn.preloaded["skipped"] == {}
     # torch's generic launcher runs them all, or one host launcher per distinct key is built.
-    _, jobs = pc._launcher_jobs(artifact, fn.module)
+    _, jobs = launcher_jobs(artifact, fn.module)
     static = static_launch.available()
     assert fn.preloaded["static"] == (len(jobs) if static else 0)
     assert fn.preloaded["launchers_built"] == (
-        0 if static else len({pc.launcher_key(j) for j in jobs}))
+        0 if static else len({kb.launcher_key(j) for j in jobs}))
     flat = [t.cuda() for t in captured.flatten_call(module, args, {})]
     got = fn(flat)
     want = module.cuda()(*[a.cuda() for a in args])

@@ -18,7 +18,7 @@ pytestmark = pytest.mark.filterwarnings("ignore::FutureWarning")
 def _by_export(module, args, kwargs=None):
     """What capture_module built before the one-trace path: export, then decompose."""
     ep = torch.export.export(module, tuple(args), kwargs or {}, strict=False)
-    return capture._capture(ep, type(module).__name__, (tuple(args), kwargs or {}))
+    return capture.capture_exported(ep, type(module).__name__, (tuple(args), kwargs or {}))
 
 
 def _assert_same(fast, slow):

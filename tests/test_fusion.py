@@ -21,7 +21,9 @@ from compiler.config import load_options
 from compiler.graph import GraphLowering
 from compiler.ir import ComputedBuffer, ReductionBuffer, loads_of
 from compiler.lowering import default_table
-from compiler.scheduler import FusedKernel, FusionCosts, fusion_bytes_saved, remove_dead, schedule
+from compiler.codegen.planner import TritonPlanner
+from compiler.scheduler import (FusedKernel, FusionCosts, FusionLimits, fusion_bytes_saved,
+                                remove_dead, schedule)
 from pipeline.zoo import blocks
 
 # RuntimeWarning: the interpreter divides in masked-off lanes of unfused kernels too
@@ -57,10 +59,10 @@ def _residual_norm(a, b, c, d, e):
 # ----------------------------------------------------------------------------- kernel bytes
 def test_pointwise_bytes_count_a_broadcast_read_once_per_element_it_touches():
     x, bias = torch.randn(33, 17), torch.randn(17)
-    meta = _compile(lambda x, b: ((x + b).relu(),), x, bias).artifact.kernels[0].meta
-    assert meta["bytes_read"] == 33 * 17 * 4 + 17 * 4      # x, then the 17 biases once
-    assert meta["bytes_written"] == 33 * 17 * 4
-    assert meta["bytes"] == meta["bytes_read"] + meta["bytes_written"]
+    spec = _compile(lambda x, b: ((x + b).relu(),), x, bias).artifact.kernels[0].spec
+    assert spec.bytes_read == 33 * 17 * 4 + 17 * 4      # x, then the 17 biases once
+    assert spec.bytes_written == 33 * 17 * 4
+    assert spec.bytes == spec.bytes_read + spec.bytes_written
 
 
 def test_softmax_bytes_and_what_fusion_saved_are_exact():
@@ -68,7 +70,7 @@ def test_softmax_bytes_and_what_fusion_saved_are_exact():
     n = 6 * 37 * 4                    # the input, or the output, in bytes
     artifact = _compile(_softmax, x).artifact
     (kernel,) = artifact.kernels
-    assert (kernel.meta["bytes_read"], kernel.meta["bytes_written"]) == (n, n)
+    assert (kernel.spec.bytes_read, kernel.spec.bytes_written) == (n, n)
     # unfused: max reads x, writes 6 maxima; sum reads x and the maxima, writes 6 sums;
     # the division reads x, maxima and sums and writes the output
     unfused = (n + 24) + (n + 24 + 24) + (n + 24 + 24 + n)
@@ -80,8 +82,8 @@ def test_module_fusion_meta_adds_up_its_kernels():
     module, args = blocks.gpt2_block("tiny")
     artifact = lower(capture_module(module, args), {}, "cuda")
     fusion = artifact.meta["fusion"]
-    kernels = [k for k in artifact.kernels if k.meta["kind"] != "matmul"]   # GEMM templates
-    assert fusion["bytes"] == sum(k.meta["bytes"] for k in kernels)
+    kernels = [k for k in artifact.kernels if k.spec.kind != "matmul"]   # GEMM templates
+    assert fusion["bytes"] == sum(k.spec.bytes for k in kernels)
     assert fusion["kernels"] == len(kernels) < fusion["unfused_kernels"]
     assert fusion["saved_bytes"] == fusion["unfused_bytes"] - fusion["bytes"] > 0
 
@@ -90,7 +92,7 @@ def test_module_fusion_meta_adds_up_its_kernels():
 def test_division_joining_the_softmax_kernel_saves_the_reread():
     x = torch.randn(6, 37)
     lowered, ops = _ops(_softmax, x)
-    costs = FusionCosts(ops, lowered)
+    costs = FusionCosts(ops, lowered, TritonPlanner())
     (row_max, row_sum, div) = ops
     assert isinstance(row_max, ReductionBuffer) and isinstance(div, ComputedBuffer)
     n = 6 * 37 * 4
@@ -109,7 +111,7 @@ def test_prologue_fuses_in_registers_but_not_where_a_loop_would_reread_its_input
     prologue, mean = ops[0], ops[1]
     assert type(prologue) is ComputedBuffer and isinstance(mean, ReductionBuffer)
     n = 6 * cols * 4
-    saved = fusion_bytes_saved((prologue,), mean, FusionCosts(ops, lowered))
+    saved = fusion_bytes_saved((prologue,), mean, FusionCosts(ops, lowered, TritonPlanner()))
     assert saved == (n if cols == 37 else n - 5 * n)
     compiled = _compile(_residual_norm, *[torch.randn(6, cols) for _ in range(5)])
     assert compiled.kernel_count == kernels
@@ -123,7 +125,8 @@ def test_same_shaped_buffers_sharing_an_input_save_its_second_read():
 
     lowered, ops = _ops(two, a, b)
     first, second = ops
-    assert fusion_bytes_saved((first,), second, FusionCosts(ops, lowered)) == 2 * 33 * 17 * 4
+    costs = FusionCosts(ops, lowered, TritonPlanner())
+    assert fusion_bytes_saved((first,), second, costs) == 2 * 33 * 17 * 4
     assert _compile(two, torch.randn(33, 17), torch.randn(33, 17)).kernel_count == 1
 
 
@@ -145,7 +148,7 @@ def _steps(name: str):
         warnings.simplefilter("ignore")
         gm = capture_module(module, args).gm
     lowered = GraphLowering(gm, default_table(), load_options(), target="cuda").lower()
-    return lowered, schedule(lowered)
+    return lowered, schedule(lowered, FusionLimits(), TritonPlanner())
 
 
 @pytest.mark.parametrize("name", ["bert_layer", "gpt2_block", "vit_block", "convnext_block"])
@@ -186,8 +189,8 @@ def test_a_value_realized_for_a_matmul_is_read_back_not_recomputed():
 
     a, b, w = torch.randn(32, 32), torch.randn(32, 32), torch.randn(32, 32)
     compiled = _compile(residual, a, b, w)
-    last = compiled.artifact.kernels[-1].meta
-    assert last["bytes_read"] == 2 * 32 * 32 * 4      # the matmul's output and h
+    last = compiled.artifact.kernels[-1].spec
+    assert last.bytes_read == 2 * 32 * 32 * 4      # the matmul's output and h
     torch.testing.assert_close(compiled(a, b, w)[0], residual(a, b, w)[0], rtol=1e-4, atol=1e-5)
 
 
@@ -199,7 +202,7 @@ def test_a_broadcast_realized_for_a_matmul_is_still_read_from_its_source():
 
     bias, w = torch.randn(32), torch.randn(32, 32)
     compiled = _compile(broadcast, bias, w)
-    assert compiled.artifact.kernels[-1].meta["bytes_read"] == 32 * 32 * 4 + 32 * 4
+    assert compiled.artifact.kernels[-1].spec.bytes_read == 32 * 32 * 4 + 32 * 4
 
 
 @pytest.mark.parametrize("name", ["bert_layer", "convnext_block"])
@@ -211,10 +214,10 @@ def test_reshaped_and_permuted_row_kernels_build_for_sm90(name):
     module = module.to(torch.bfloat16)
     args = tuple(a.to(torch.bfloat16) if a.is_floating_point() else a for a in args)
     artifact = lower(capture_module(module, args), {}, "cuda")
-    rows = [k for k in artifact.kernels if k.meta["kind"].startswith("reduction")]
+    rows = [k for k in artifact.kernels if k.spec.kind.startswith("reduction")]
     assert rows
     for kernel in rows:
-        launch = kernel.meta["launch"]
+        launch = kernel.spec.launch.as_json()
         config = Config(**{k: v for k, v in launch.items()
                            if k.endswith("BLOCK") or k == "num_warps"})
         result = build(kernel, config, Target("cuda", 90, 32))

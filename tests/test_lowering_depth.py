@@ -83,7 +83,7 @@ def test_kv_cache_update_writes_only_new_rows_in_place():
     assert len(writes) == 1 and isinstance(writes[0], ScatterBuffer), writes
     assert writes[0].size == (2, 3, 2, 4) and writes[0].store_mask is None
     scatter = [k for k in compiled.compiled.artifact.kernels if "scatter" in k.name]
-    assert [k.meta["numels"] for k in scatter] == [["48"]]
+    assert [list(k.spec.numels) for k in scatter] == [["48"]]
 
 
 def test_batchnorm_training_updates_running_stats_like_eager():
@@ -189,16 +189,16 @@ def test_tuned_launch_configs_are_used_keyed_and_checked():
     module, args = blocks.vit_block("tiny")
     plain = compiler.compile_module(module, args)
     kernels = [k for k in plain.compiled.artifact.kernels]
-    persistent = next(k for k in kernels if k.meta["kind"] == "reduction_persistent")
-    pointwise = next(k for k in kernels if k.meta["kind"] == "pointwise1d")
-    rnumel = int(persistent.meta["numels"][1])
+    persistent = next(k for k in kernels if k.spec.kind == "reduction_persistent")
+    pointwise = next(k for k in kernels if k.spec.kind == "pointwise1d")
+    rnumel = int(list(persistent.spec.numels)[1])
     configs = {
         persistent.kernel_key: {"XBLOCK": 1, "RBLOCK": 1 << (rnumel - 1).bit_length(),
                                 "num_warps": 2},
         pointwise.kernel_key: {"XBLOCK": 16, "num_warps": 1},
     }
     tuned = compiler.compile_module(module, args, configs=configs)
-    by_key = {k.kernel_key: k.meta["launch"] for k in tuned.compiled.artifact.kernels}
+    by_key = {k.kernel_key: k.spec.launch.as_json() for k in tuned.compiled.artifact.kernels}
     assert by_key[persistent.kernel_key]["XBLOCK"] == 1 and by_key[persistent.kernel_key]["tuned"]
     assert by_key[pointwise.kernel_key]["XBLOCK"] == 16
     assert tuned.compiled.artifact.module_key != plain.compiled.artifact.module_key
@@ -206,7 +206,7 @@ def test_tuned_launch_configs_are_used_keyed_and_checked():
     # a persistent config whose RBLOCK cannot hold a row is not used
     short = {persistent.kernel_key: {"XBLOCK": 1, "RBLOCK": 1, "num_warps": 1}}
     fallback = compiler.compile_module(module, args, configs=short)
-    launch = {k.kernel_key: k.meta["launch"] for k in fallback.compiled.artifact.kernels}
+    launch = {k.kernel_key: k.spec.launch.as_json() for k in fallback.compiled.artifact.kernels}
     assert "tuned" not in launch[persistent.kernel_key]
 
 

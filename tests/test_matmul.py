@@ -7,6 +7,8 @@ are unreliable there, see optable_known.py), at dims of at most 70 to keep them 
 """
 from __future__ import annotations
 
+import dataclasses
+
 import hashlib
 import json
 import zlib
@@ -32,12 +34,12 @@ def _compile(fn, args, options=None, configs=None):
     gm = make_fx(fn)(*args)
     if configs is None:
         return compiler.compile_fx(gm, list(args), options=options)
-    # compile_fx takes no tuned configs: lower through the module API's pieces
-    from compiler.api import _lower_graph, _trace
+    # compile_fx takes no tuned configs: run the passes with them
+    from compiler.passes import compile_graph, trace_fx
     from compiler.config import load_options
     from compiler.runtime import load_artifact
     opts = load_options(options)
-    artifact, constants = _lower_graph(_trace(gm, args), "test", opts, "cpu", configs=configs)
+    artifact, constants = compile_graph(trace_fx(gm, args), "test", opts, "cpu", configs=configs)
     return load_artifact(artifact, opts.code_dir(), constants)
 
 
@@ -102,7 +104,7 @@ def test_template_matches_eager(name):
     torch.manual_seed(zlib.crc32(name.encode()) % 1000)   # str hash() varies per process
     args = make()
     compiled = _compile(fn, args, ON)
-    assert [k.meta["kind"] for k in compiled.artifact.kernels] == ["matmul"]
+    assert [k.spec.kind for k in compiled.artifact.kernels] == ["matmul"]
     assert "torch.ops.aten" not in compiled.source and "tl.dot(" in compiled.source
     _check(compiled(*args)[0], fn(*args)[0], half=any(a.dtype == H for a in args))
 
@@ -115,7 +117,7 @@ def test_product_with_two_readers_is_stored_and_read_back():
     args = (_rand(20, 30), _rand(30, 18))
     compiled = _compile(fn, args, ON)
     template, *rest = compiled.artifact.kernels
-    assert template.meta["kind"] == "matmul" and template.meta["ops"] == [] and rest
+    assert template.spec.kind == "matmul" and template.spec.ops == () and rest
     for out, ref in zip(compiled(*args), fn(*args)):
         _check(out, ref)
 
@@ -134,7 +136,7 @@ def test_off_leaves_generated_code_unchanged():
     off = _compile(linear_gelu, args, {"matmul_template": "off"})
     assert off.source == default.source
     assert "torch.ops.aten.addmm.default(" in off.source and "tl.dot(" not in off.source
-    assert [k.meta["kind"] for k in off.artifact.kernels] == ["pointwise1d"]
+    assert [k.spec.kind for k in off.artifact.kernels] == ["pointwise1d"]
     # "off" hashes the options as before the option existed: stored module keys stay valid
     opts = CompilerOptions()
     before = {name: getattr(opts, name) for name in PRE_TEMPLATE_CODE_FIELDS}
@@ -149,17 +151,17 @@ def test_auto_follows_the_tuned_choice_per_kernel_key():
     ref = linear_gelu(*args)[0]
     auto = {"matmul_template": "auto"}
     untuned = _compile(linear_gelu, args, auto)
-    kinds = [(k.meta["kind"], k.meta.get("candidate", False)) for k in untuned.artifact.kernels]
+    kinds = [(k.spec.kind, k.spec.candidate) for k in untuned.artifact.kernels]
     assert kinds == [("pointwise1d", False), ("matmul", True)]   # cuBLAS runs; template waits
     assert "torch.ops.aten.addmm.default(" in untuned.source
     _check(untuned(*args)[0], ref)
     template = untuned.artifact.kernels[1]
-    assert template.meta["baseline"]["op"] == "aten.addmm.default"
+    assert json.loads(template.spec.baseline)["op"] == "aten.addmm.default"
     tuned = {"BLOCK_M": 32, "BLOCK_N": 64, "BLOCK_K": 16, "GROUP_M": 1, "num_warps": 4,
              "num_stages": 2}
     won = _compile(linear_gelu, args, auto, {template.kernel_key: tuned})
     assert [k.kernel_key for k in won.artifact.kernels] == [template.kernel_key]
-    assert won.artifact.kernels[0].meta["launch"]["tuned"] and "BLOCK_N=64" in won.source
+    assert won.artifact.kernels[0].spec.launch.as_json()["tuned"] and "BLOCK_N=64" in won.source
     assert "torch.ops.aten" not in won.source
     _check(won(*args)[0], ref)
     lost = _compile(linear_gelu, args, auto, {template.kernel_key: EXTERN.as_dict()})
@@ -174,20 +176,20 @@ def test_dynamic_shapes_keep_the_extern_path():
     x = torch.randn(6, 16)
     compiled = compiler.compile_module(model, (x,), options=ON,
                                        dynamic_shapes={"input": {0: Dim("b", min=2, max=64)}})
-    assert "matmul" not in {k.meta["kind"] for k in compiled.compiled.artifact.kernels}
+    assert "matmul" not in {k.spec.kind for k in compiled.compiled.artifact.kernels}
     y = torch.randn(9, 16)
     _check(compiled(y), model(y))
 
 
 def test_precompile_skips_unlaunched_candidates():
-    from compiler.precompile import kernel_jobs
+    from compiler.kernels.build import kernel_jobs
     args = (_rand(4, 6, 16), _rand(40, 16), _rand(40))
     for mode, expected in (("auto", ["pointwise1d"]), ("on", ["matmul"])):
         compiled = _compile(linear_gelu, args, {"matmul_template": mode})
         kernels = {k.name: k for k in compiled.artifact.kernels}
         names = {n: getattr(compiled.module, n).arg_names for n in kernels}
         jobs = kernel_jobs(compiled.artifact.kernels, names)
-        assert [kernels[j.name].meta["kind"] for j in jobs] == expected
+        assert [kernels[j.name].spec.kind for j in jobs] == expected
 
 
 def test_use_template_rejects_unknown_modes():
@@ -240,8 +242,8 @@ def test_too_large_template_config_is_a_resource_error():
 
 
 def test_tuner_checks_template_configs_and_the_extern_baseline(template_kernel):
-    meta = template_kernel.meta
-    launch = launch_from_meta(template_kernel, meta["dtypes"], meta["extents"], device_type="cpu")
+    spec = template_kernel.spec
+    launch = launch_from_meta(template_kernel, spec.dtypes, spec.extents, device_type="cpu")
     others = [c for c in candidates(SPACE, launch.numels) if c != launch.default][:1]
     result = measure(launch, others + [EXTERN], "cpu")
     statuses = {m.config: m.status for m in result.measurements}
@@ -252,21 +254,21 @@ def test_tuner_checks_template_configs_and_the_extern_baseline(template_kernel):
 
 
 def test_extern_baseline_that_computes_something_else_is_a_wrong_result(template_kernel):
-    meta = template_kernel.meta
-    meta["baseline"]["epilogue"]["source"] = meta["baseline"]["epilogue"]["source"].replace(
+    spec = template_kernel.spec
+    baseline = json.loads(spec.baseline)
+    baseline["epilogue"]["source"] = baseline["epilogue"]["source"].replace(
         "tl.where(", "-tl.where(")   # the relu's sign flipped
-    assert "-tl.where(" in meta["baseline"]["epilogue"]["source"]
-    broken = type(template_kernel)(template_kernel.name, template_kernel.kernel_key,
-                                   template_kernel.source, json.dumps(meta))
-    launch = launch_from_meta(broken, meta["dtypes"], meta["extents"], device_type="cpu")
+    assert "-tl.where(" in baseline["epilogue"]["source"]
+    broken = dataclasses.replace(template_kernel, spec=dataclasses.replace(
+        spec, baseline=json.dumps(baseline)))
+    launch = launch_from_meta(broken, spec.dtypes, spec.extents, device_type="cpu")
     assert Tuner(launch, "cpu").run(EXTERN).status == "wrong_result"
 
 
 def test_descent_always_measures_the_extern_baseline():
     a, b = _rand(64, 64), _rand(64, 64)
     (kernel,) = _compile(mm, (a, b), ON).artifact.kernels
-    meta = kernel.meta
-    launch = launch_from_meta(kernel, meta["dtypes"], meta["extents"], device_type="cpu")
+    launch = launch_from_meta(kernel, kernel.spec.dtypes, kernel.spec.extents, device_type="cpu")
     cands = candidates(SPACE, launch.numels)
     assert len(cands) > 3
     result = tune(Tuner(launch, "cpu"), SPACE, cands, SearchSettings(sweep_max=2,
@@ -287,7 +289,7 @@ def test_template_matches_eager_bf16_on_gpu(m, n, k):
     fn = lambda x, w, b, r: (F.gelu(F.linear(x, w, b)) + r,)   # noqa: E731
     gm = make_fx(fn)(x, w, b, r)
     compiled = compiler.compile_fx(gm, [x, w, b, r], options=ON)
-    assert [k.meta["kind"] for k in compiled.artifact.kernels] == ["matmul"]
+    assert [k.spec.kind for k in compiled.artifact.kernels] == ["matmul"]
     out = compiled(x, w, b, r)[0].float()
     ref = fn(x.float(), w.float(), b.float(), r.float())[0]
     rel = ((out - ref).norm() / ref.norm()).item()
@@ -301,8 +303,7 @@ def test_tuning_times_template_and_cublas_on_gpu():
     b = torch.randn(3072, device="cuda", dtype=torch.bfloat16)
     gm = make_fx(linear_gelu)(x, w, b)
     (kernel,) = compiler.compile_fx(gm, [x, w, b], options=ON).artifact.kernels
-    meta = kernel.meta
-    launch = launch_from_meta(kernel, meta["dtypes"], meta["extents"], device_type="cuda")
+    launch = launch_from_meta(kernel, kernel.spec.dtypes, kernel.spec.extents, device_type="cuda")
     result = measure(launch, [EXTERN], "cuda")
     assert {m.config: m.status for m in result.measurements} == {launch.default: "ok",
                                                                  EXTERN: "ok"}

@@ -18,7 +18,7 @@ import torch
 from torch.fx.experimental.proxy_tensor import make_fx
 
 import compiler
-from compiler.api import _trace
+from compiler.passes import trace_fx
 from compiler.graph import KilnFallbackWarning
 from compiler.lowering import default_table
 
@@ -215,7 +215,7 @@ NOT_EXERCISED = {
 
 def _trace_or_none(gm, inputs):
     try:
-        return _trace(gm, inputs).graph
+        return trace_fx(gm, inputs).graph
     except Exception:   # a case that fails to compile is reported by its own test
         return None
 

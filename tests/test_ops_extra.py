@@ -24,7 +24,7 @@ import torch.nn.functional as F
 from torch.fx.experimental.proxy_tensor import make_fx
 
 import compiler
-from compiler.api import _trace
+from compiler.passes import trace_fx
 from compiler.capture import decomposition_table
 from compiler.graph import KilnFallbackWarning
 from compiler.lowering import default_table
@@ -367,7 +367,7 @@ def compile_case(c: Case, inputs):
         else:
             gm = make_fx(fn, decomposition_table=decomposition_table())(*inputs)
             compiled = compiler.compile_fx(gm, inputs)
-            graph = _trace(gm, inputs)
+            graph = trace_fx(gm, inputs)
     fallbacks = [str(w.message) for w in caught if issubclass(w.category, KilnFallbackWarning)]
     return compiled, graph, fallbacks
 

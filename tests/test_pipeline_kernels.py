@@ -17,6 +17,7 @@ from pathlib import Path
 import pytest
 import torch
 
+from compiler.kernels.spec import KernelKind, KernelSpec, LaunchConfig
 from pipeline.config import ModelSpec, parse_config
 from pipeline.kernel_tasks import BuildJob, TuneJob, build_task, tune_kernel, tune_task
 from pipeline.report import RunReport, format_summary
@@ -58,11 +59,11 @@ def binaries(root: str) -> dict[Config, dict]:
 # ----------------------------------------------------------------------------- shapes
 def test_kernel_shapes_bind_size_symbols_to_the_example_sizes():
     module = {"inputs": [{"size": [128]}, {"size": ["s0", "s1", 32]}, {"size": ["s1"]}]}
-    kernel = {"kind": "reduction_persistent", "numels": ["s0*s1", "32"],
-              "extents": ["32*s1*(s0 - 1) + 32*s1", 128], "size_args": ["s1"],
-              "dtypes": ["torch.float32", "torch.float32"]}
-    static = {"kind": "pointwise1d", "numels": ["8"], "extents": [8, 8], "size_args": [],
-              "dtypes": ["torch.float32", "torch.bfloat16"]}
+    launch = LaunchConfig((), ())
+    kernel = KernelSpec(KernelKind.REDUCTION_PERSISTENT, ("a", "b"), ("torch.float32",) * 2,
+                        ("32*s1*(s0 - 1) + 32*s1", 128), 1, ("s0*s1", "32"), ("s1",), launch)
+    static = KernelSpec(KernelKind.POINTWISE_1D, ("a", "b"), ("torch.float32", "torch.bfloat16"),
+                        (8, 8), 1, ("8",), (), launch)
     shapes = kernel_shapes(module, [("k1", kernel), ("k2", static), ("k2", static)],
                            lambda: [[128], [2, 6, 32], [6]])
     assert [(s.kernel_key, s.numels, s.extents, s.size_args) for s in shapes] == [

@@ -93,7 +93,7 @@ def test_relower_stores_a_module_that_launches_the_best_stored_configs(tmp_path,
     assert store.tuned_module(graph_key, "Other GPU") is None
     artifact = store.get_artifact(result.key)
     for kernel in artifact.kernels:
-        launch = kernel.meta["launch"]
+        launch = kernel.spec.launch.as_json()
         want = fast[kernel.kernel_key]
         assert launch["tuned"] and launch["num_warps"] == want.num_warps
         assert {k: v for k, v in launch.items() if k.endswith("BLOCK")} == {
@@ -127,7 +127,7 @@ def test_each_gpu_kind_gets_its_own_tuned_module(tmp_path, lowered):
     assert keys[GPU] != keys["Other GPU"]
     kernel = store.get_artifact(keys["Other GPU"]).kernels[0]
     shape = next(s for s in shapes if s.kernel_key == kernel.kernel_key)
-    assert kernel.meta["launch"]["num_warps"] == default_config(
+    assert kernel.spec.launch.as_json()["num_warps"] == default_config(
         shape.kind, shape.numels, "cuda").num_warps
 
 
@@ -272,7 +272,7 @@ def test_tuned_zoo_run_stores_a_tuned_module_that_loads_and_matches_eager(tmp_pa
     artifact = store.get_artifact(key)
     for kernel in artifact.kernels:
         best = best_config(store, kernel.kernel_key, device)
-        assert kernel.meta["launch"]["num_warps"] == best.config["num_warps"]
+        assert kernel.spec.launch.as_json()["num_warps"] == best.config["num_warps"]
     module, (x,) = tiny.mlp()
     module = module.cuda()
     # The serving process captures on its GPU: graph keys are device-neutral, so this is the

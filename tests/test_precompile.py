@@ -9,11 +9,14 @@ import torch
 import triton
 
 import compiler
-from compiler import precompile as pc
-from compiler import static_launch
+from compiler.kernels import build as kb
+from compiler.kernels import precompile as pc
+from compiler.kernels.load import launcher_jobs
+from compiler.kernels import launch as static_launch
 from compiler.api import lower
 from compiler.capture import capture_module
-from compiler.runtime import Launcher, load_module
+from compiler.kernels.launch import Launcher
+from compiler.kernels.load import load_module
 from pipeline.zoo import blocks
 
 H100 = ("cuda", 90, 32)
@@ -56,7 +59,7 @@ def test_workers_fill_the_cache_the_launchers_hit(name, pool, tmp_path, monkeypa
         assert isinstance(launcher, Launcher)
         (compiled,) = launcher._compiled.values()
         assert compiled.asm["cubin"][:4] == b"\x7fELF"
-        assert compiled.metadata.num_warps == kernel.meta["launch"]["num_warps"]
+        assert compiled.metadata.num_warps == kernel.spec.launch.as_json()["num_warps"]
 
 
 def test_without_a_pool_kernels_compile_in_process(tmp_path, monkeypatch):
@@ -68,10 +71,10 @@ def test_without_a_pool_kernels_compile_in_process(tmp_path, monkeypatch):
 
 def test_warming_compiles_in_a_throwaway_cache(tmp_path, monkeypatch):
     monkeypatch.setattr(triton.knobs.cache, "dir", str(tmp_path / "triton"))
-    assert pc.warm_backend(H100) is None
+    assert kb.warm_backend(H100) is None
     assert triton.knobs.cache.dir == str(tmp_path / "triton")   # restored
     assert not (tmp_path / "triton").exists()                    # and left untouched
-    assert pc.warm_backend(("cuda", 1, 32)) is not None          # a failure is only reported
+    assert kb.warm_backend(("cuda", 1, 32)) is not None          # a failure is only reported
 
 
 def test_a_warmed_worker_answers_then_compiles(tmp_path, monkeypatch):
@@ -104,13 +107,13 @@ def test_a_dead_worker_is_replaced_and_reported(tmp_path):
 
 def test_launcher_key_is_the_argument_types_with_pointers_alike():
     def job(types):
-        return pc.KernelJob("k", {}, {}, {}, types, [])
-    key = pc.launcher_key(job({"in_ptr0": "*bf16", "out_ptr0": "*fp32", "xnumel": "i32",
+        return kb.KernelJob("k", {}, {}, {}, types, [])
+    key = kb.launcher_key(job({"in_ptr0": "*bf16", "out_ptr0": "*fp32", "xnumel": "i32",
                                "XBLOCK": "constexpr"}))
     assert key == ("*", "*", "i32", "constexpr")
-    assert key == pc.launcher_key(job({"a": "*fp16", "b": "*i64", "n": "i32", "B": "constexpr"}))
-    assert key != pc.launcher_key(job({"a": "*fp16", "b": "*i64", "n": "i64", "B": "constexpr"}))
-    assert key != pc.launcher_key(job({"a": "*fp16", "n": "i32", "b": "*i64", "B": "constexpr"}))
+    assert key == kb.launcher_key(job({"a": "*fp16", "b": "*i64", "n": "i32", "B": "constexpr"}))
+    assert key != kb.launcher_key(job({"a": "*fp16", "b": "*i64", "n": "i64", "B": "constexpr"}))
+    assert key != kb.launcher_key(job({"a": "*fp16", "n": "i32", "b": "*i64", "B": "constexpr"}))
 
 
 def test_launchers_are_built_once_per_key_after_the_compiles(pool, tmp_path, monkeypatch):
@@ -127,9 +130,9 @@ def test_launchers_are_built_once_per_key_after_the_compiles(pool, tmp_path, mon
     assert sorted(k.name for j in compiles for k in j.kernels) == sorted(
         k.name for k in artifact.kernels)
     assert submitted[:len(compiles)] == compiles            # no build before every compile
-    keys = [pc.launcher_key(k) for j in builds for k in j.kernels]
+    keys = [kb.launcher_key(k) for j in builds for k in j.kernels]
     assert all(len(j.kernels) == 1 for j in submitted) and len(set(keys)) == len(keys)
-    assert set(keys) == {pc.launcher_key(k) for j in compiles for k in j.kernels}
+    assert set(keys) == {kb.launcher_key(k) for j in compiles for k in j.kernels}
     # The builds found the workers' binaries: still one cache entry per kernel.
     assert len(_cache_groups(tmp_path / "triton")) == len(artifact.kernels)
 
@@ -146,10 +149,10 @@ def test_precompiled_module_runs_without_jit(name):
     assert report["errors"] == {}
     # torch's generic launcher runs every kernel; without it the workers build every host
     # launcher instead (Triton 3.6 compiles one per signature).
-    _, jobs = pc._launcher_jobs(compiled.compiled.artifact, compiled.compiled.module)
+    _, jobs = launcher_jobs(compiled.compiled.artifact, compiled.compiled.module)
     static = static_launch.available()
     assert report["static"] == (len(jobs) if static else 0)
-    assert report["launchers_built"] == (0 if static else len({pc.launcher_key(j) for j in jobs}))
+    assert report["launchers_built"] == (0 if static else len({kb.launcher_key(j) for j in jobs}))
     torch.testing.assert_close(compiled(*args), reference(*args), rtol=1e-3, atol=1e-3)
     for kernel in compiled.compiled.artifact.kernels:
         launcher = getattr(compiled.compiled.module, kernel.name)
@@ -199,7 +202,7 @@ def test_compile_module_starts_the_pool_before_capture_only_for_cuda_inputs(
             asked.append((self.n, target, wait))
     monkeypatch.setattr(pc, "compile_pool", Pool)
     monkeypatch.setattr(pc, "default_workers", lambda: 16)
-    monkeypatch.setattr(pc, "current_target", lambda: H100)
+    monkeypatch.setattr(kb, "current_target", lambda: H100)
     x = torch.randn(2, 3)
     api._start_compile_pool(({"x": x.as_subclass(_CudaLooking) if on_cuda else x},), None,
                             workers)

@@ -14,8 +14,8 @@ import torch
 from torch.fx.experimental.proxy_tensor import make_fx
 
 import compiler
-from compiler.api import _lower_graph, _trace
-from compiler.autotune.build import Target, build
+from compiler.passes import compile_graph, trace_fx
+from compiler.kernels.build import Target, build
 from compiler.autotune.spaces import Config
 from compiler.config import load_options
 
@@ -24,8 +24,8 @@ HALF_AND_FLOAT = (torch.float32, torch.float16, torch.bfloat16)
 
 def _cuda_artifact(fn, *args):
     """``fn`` traced on CPU inputs and lowered for target "cuda" (no GPU is needed)."""
-    traced = _trace(make_fx(fn)(*args), list(args))
-    artifact, _ = _lower_graph(traced, "test", load_options(), "cuda")
+    traced = trace_fx(make_fx(fn)(*args), list(args))
+    artifact, _ = compile_graph(traced, "test", load_options(), "cuda")
     return artifact
 
 
@@ -33,7 +33,7 @@ def _build_all(artifact) -> dict[str, str]:
     """Each kernel built for sm_90 at its heuristic launch config: name -> status (+ error)."""
     out = {}
     for kernel in artifact.kernels:
-        launch = kernel.meta["launch"]
+        launch = kernel.spec.launch.as_json()
         blocks = {b: launch[b] for b in ("XBLOCK", "YBLOCK", "RBLOCK") if b in launch}
         result = build(kernel, Config(**blocks, num_warps=launch["num_warps"]),
                        Target("cuda", 90, 32))
@@ -48,7 +48,7 @@ def test_long_rows_scan_in_a_loop_short_rows_in_registers():
 
     a, b = torch.rand(2, 20000), torch.randn(33, 6)
     compiled = compiler.compile_fx(make_fx(fn)(a, b), [a, b])
-    kinds = sorted(k.meta["kind"] for k in compiled.artifact.kernels)
+    kinds = sorted(k.spec.kind for k in compiled.artifact.kernels)
     assert kinds == ["reduction_looped", "reduction_persistent"]
     a, b = torch.rand(2, 20000), torch.randn(33, 6)
     for got, want in zip(compiled(a, b), fn(a, b)):
@@ -106,12 +106,12 @@ class _IndexCopyCache(torch.nn.Module):
 
 
 def _lowered(compiled):
-    from compiler.api import _mutated_inputs
+    from compiler.passes import mutated_inputs
     from compiler.graph import GraphLowering
     from compiler.lowering import default_table
     captured = compiled.captured
     return GraphLowering(captured.gm, default_table(), load_options(),
-                         _mutated_inputs(captured)).lower()
+                         mutated_inputs(captured)).lower()
 
 
 def _cache_writes(lowered):

@@ -11,11 +11,11 @@ import torch
 import triton
 
 import compiler
-from compiler import precompile as pc
-from compiler import static_launch
+from compiler.kernels import precompile as pc
+from compiler.kernels import launch as static_launch
 from compiler.api import lower
 from compiler.capture import capture_module
-from compiler.runtime import load_module
+from compiler.kernels.load import load_module
 from pipeline.zoo import blocks
 
 H100 = ("cuda", 90, 32)

@@ -51,10 +51,13 @@ def binary(i: int) -> BinaryRecord:
 def kernel(name: str, body: str) -> "KernelArtifact":
     """A kernel whose key ignores its name, as the compiler keys kernels."""
     from compiler.artifact import KernelArtifact, content_hash  # keeps torch out of writers
+    from compiler.kernels.spec import KernelKind, KernelSpec, LaunchConfig
     source = f"@triton.jit\ndef {name}(in_ptr0, out_ptr0, xnumel, XBLOCK: tl.constexpr):\n{body}"
     canonical = source.replace(name, "KERNEL")
+    spec = KernelSpec(KernelKind.POINTWISE_1D, ("in_ptr0", "out_ptr0"), ("torch.float32",) * 2,
+                      (16, 16), 1, ("16",), (), LaunchConfig((("XBLOCK", 16),), (1,)))
     return KernelArtifact(name=name, kernel_key=content_hash(canonical), source=source,
-                          meta_json=json.dumps({"kind": "pointwise1d", "numel": ["xnumel"]}))
+                          spec=spec)
 
 
 def artifact(i: int, kernels: tuple["KernelArtifact", ...] | None = None

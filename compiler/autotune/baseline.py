@@ -1,6 +1,6 @@
 """The extern path a GEMM template competes with, run from the template's kernel metadata.
 
-``meta["baseline"]`` (written by ``compiler.codegen.matmul.baseline``) names the ATen call the
+``spec.baseline`` (written by ``compiler.codegen.matmul.baseline``) names the ATen call the
 extern path makes (mm, addmm, bmm; operands as strided views of the template's pointer
 arguments) and, when the template fused a pointwise consumer, that consumer's own kernel as
 the extern path would launch it separately, pointer ``-1`` being the product. Run on the
@@ -11,10 +11,14 @@ of the two is chosen per shape with both recorded.
 Example (a mm with no epilogue writes the product into the output pointer):
     >>> import json, torch
     >>> from compiler.artifact import KernelArtifact
+    >>> from compiler.kernels.spec import KernelKind, KernelSpec, LaunchConfig
     >>> view = {"size": [2, 2], "stride": [2, 1], "offset": 0}
-    >>> meta = {"baseline": {"op": "aten.mm.default", "kwargs": {}, "epilogue": None,
-    ...         "args": [{"ptr": 0, **view}, {"ptr": 1, **view}], "out": view}}
-    >>> kernel = KernelArtifact("k", "", "", json.dumps(meta))
+    >>> baseline = {"op": "aten.mm.default", "kwargs": {}, "epilogue": None,
+    ...             "args": [{"ptr": 0, **view}, {"ptr": 1, **view}], "out": view}
+    >>> spec = KernelSpec(KernelKind.MATMUL, ("a", "b", "out"), ("torch.float32",) * 3,
+    ...                   (4, 4, 4), 1, ("1", "2", "2", "2"), (), LaunchConfig((), ()),
+    ...                   baseline=json.dumps(baseline))
+    >>> kernel = KernelArtifact("k", "", "", spec)
     >>> a, b, out = torch.arange(4.0), torch.eye(2).flatten(), torch.empty(4)
     >>> run = extern_launcher(kernel, [a, b, out], "cpu")
     >>> _ = run()
@@ -30,7 +34,7 @@ from typing import Callable
 import torch
 
 from ..artifact import KernelArtifact
-from .build import load_kernel
+from ..kernels.load import load_kernel
 from .spaces import default_config, grid
 
 
@@ -50,10 +54,10 @@ def extern_launcher(kernel: KernelArtifact, args: list[torch.Tensor], device_typ
                     code_dir: Path | None = None) -> Callable[[], None]:
     """A closure running ``kernel``'s extern baseline on ``args`` (flat tensors, one per
     pointer, as ``measure.make_inputs`` draws them); the last one receives the output."""
-    spec = kernel.meta.get("baseline")
-    if not spec:
-        raise ValueError(f"kernel {kernel.name} ({kernel.meta.get('kind')}) has no extern "
-                         f"baseline in its metadata")
+    if not kernel.spec.baseline:
+        raise ValueError(f"kernel {kernel.name} ({kernel.spec.kind}) has no extern "
+                         f"baseline in its spec")
+    spec = json.loads(kernel.spec.baseline)
     call_args = [_arg(a, args) for a in spec["args"]]
     kwargs = {k: _arg(v, args) for k, v in spec["kwargs"].items()}
     epilogue = spec["epilogue"]
@@ -62,8 +66,7 @@ def extern_launcher(kernel: KernelArtifact, args: list[torch.Tensor], device_typ
         op = _aten(spec["op"].rsplit(".", 1)[0] + ".out")
         return lambda: op(*call_args, **kwargs, out=out)
     op = _aten(spec["op"])
-    source = KernelArtifact(epilogue["name"], "", epilogue["source"], json.dumps(epilogue))
-    fn = load_kernel(source, device_type, code_dir)
+    fn = load_kernel(epilogue["name"], epilogue["source"], device_type, code_dir)
     config = default_config(epilogue["kind"], epilogue["numels"], device_type)
     launch = fn[grid(epilogue["kind"], epilogue["numels"], config)]
     numels, consts = epilogue["numels"], {**config.blocks(), **config.options()}

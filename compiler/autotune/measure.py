@@ -3,8 +3,8 @@
 A ``KernelLaunch`` says how a kernel is called: each pointer argument's dtype and extent,
 which are outputs, the numel arguments, and the config the wrapper launched (the default).
 ``record_launches`` learns all of it by running a compiled module once; ``launch_from_meta``
-builds one from kernel metadata plus caller-given dtypes and extents (codegen does not record
-them yet).
+builds one from the kernel's spec plus caller-given dtypes, extents and sizes (a module's
+example sizes, where the spec's are symbolic).
 
 A ``Tuner`` draws inputs once, fresh random (never zeros; integer buffers such as gather
 indices keep the values recorded from a real run, so every index stays in range), runs the
@@ -35,11 +35,12 @@ from typing import Any, Callable, Iterator, Sequence
 import torch
 
 from ..artifact import KernelArtifact, content_hash
+from ..kernels.build import dtype_name
+from ..kernels.load import load_kernel
 from .baseline import extern_launcher
-from .build import dtype_name, load_kernel
 from .search import coordinate_descent
-from .spaces import (NUMEL_NAMES, Config, SearchSettings, Space, TRITON_DEFAULT_NUM_STAGES,
-                     candidates, default_config, grid, kernel_numels)
+from .spaces import (Config, SearchSettings, Space, TRITON_DEFAULT_NUM_STAGES, candidates,
+                     default_config, grid)
 
 MEASURE_STATUSES = ("ok", "not_timed", "wrong_result", "launch_error", "resource_error",
                     "runtime_error", "build_error")
@@ -67,7 +68,7 @@ class KernelLaunch:
 
     @property
     def kind(self) -> str:
-        return self.kernel.meta["kind"]
+        return str(self.kernel.spec.kind)
 
     @property
     def dtypes(self) -> tuple[str, ...]:
@@ -81,7 +82,8 @@ class KernelLaunch:
     def sizes(self) -> dict[str, Any]:
         """What a trial is timed at: the numels by name, any size symbols, and the pointer
         dtypes (the same source can run on float32 and int64 buffers)."""
-        out = {**dict(zip(NUMEL_NAMES[self.kind], self.numels)), "dtypes": list(self.dtypes)}
+        out = {**dict(zip(self.kernel.spec.kind.numel_names, self.numels)),
+               "dtypes": list(self.dtypes)}
         if self.size_args:
             out["size_args"] = list(self.size_args)
         return out
@@ -113,11 +115,11 @@ class _Recorder:
         return launch
 
     def _record(self, args, kwargs) -> KernelLaunch:
-        meta = self.kernel.meta
-        n_ptr, n_out = len(meta["buffers"]), meta.get("outputs", 1)
+        spec = self.kernel.spec
+        n_ptr, n_out = len(spec.buffers), spec.outputs
         tensors = [_tensor_arg(t, k >= n_ptr - n_out) for k, t in enumerate(args[:n_ptr])]
         ints = tuple(int(n) for n in args[n_ptr:])
-        n_numels = len(meta["numels"])
+        n_numels = len(spec.numels)
         kwargs = {"num_stages": TRITON_DEFAULT_NUM_STAGES, **kwargs}
         return KernelLaunch(self.kernel, tuple(tensors), ints[:n_numels], Config.from_dict(kwargs),
                             ints[n_numels:])
@@ -146,24 +148,24 @@ def launch_from_meta(kernel: KernelArtifact, dtypes: Sequence[str | torch.dtype]
                      extents: Sequence[int] | None = None, sizes: Sequence[int] | None = None,
                      device_type: str = "cuda", options: Any = None,
                      size_args: Sequence[int] = ()) -> KernelLaunch:
-    """A launch from metadata and caller-given pointer ``dtypes`` (``meta["buffers"]`` order).
+    """A launch from the kernel's spec and caller-given pointer ``dtypes`` (``spec.buffers``
+    order).
 
     ``extents`` (elements each pointer may touch) default to the iteration space's size,
     right for contiguous buffers over the kernel's dims but not for strided or sliced reads:
     pass them when known. Integer buffers are drawn in [0, 2), a safe index into any dim.
     ``sizes`` (the numels) and ``size_args`` are needed for a dynamic-shape kernel.
     """
-    meta = kernel.meta
-    numels = kernel_numels(meta, sizes)
-    if len(dtypes) != len(meta["buffers"]):
-        raise ValueError(f"kernel {kernel.name} has {len(meta['buffers'])} pointers, "
+    spec = kernel.spec
+    numels = spec.int_numels(sizes)
+    if len(dtypes) != len(spec.buffers):
+        raise ValueError(f"kernel {kernel.name} has {len(spec.buffers)} pointers, "
                          f"got {len(dtypes)} dtypes")
     extents = extents or [math.prod(numels)] * len(dtypes)
-    n_out = meta.get("outputs", 1)
-    args = tuple(TensorArg(dtype_name(d), int(e), k >= len(dtypes) - n_out)
+    args = tuple(TensorArg(dtype_name(d), int(e), k >= len(dtypes) - spec.outputs)
                  for k, (d, e) in enumerate(zip(dtypes, extents)))
     return KernelLaunch(kernel, args, numels,
-                        default_config(meta["kind"], numels, device_type, options),
+                        default_config(spec.kind, numels, device_type, options),
                         tuple(int(v) for v in size_args))
 
 
@@ -295,7 +297,8 @@ class Tuner:
         self.warmup_ms, self.rep_ms = warmup_ms, rep_ms
         self.seconds = 0.0
         self.code_dir = code_dir
-        self.fn = load_kernel(launch.kernel, self.device_type, code_dir)
+        self.fn = load_kernel(launch.kernel.name, launch.kernel.source, self.device_type,
+                              code_dir)
         self.initial = make_inputs(launch, device, seed)
         self.outputs = [k for k, a in enumerate(launch.args) if a.is_output]
         self.reference: list[torch.Tensor] | None = None

@@ -1,8 +1,9 @@
 """Launch configs, their search spaces (``configs/autotune/*.toml``), pruning, and the default.
 
-A ``Config`` is a kernel's constexpr block sizes plus ``num_warps`` and ``num_stages``; its
-``key`` is the same hash ``storage`` derives for a config (a test pins the two together), so
-a config found in the trials dataset is recognized here without importing the store.
+A ``Config`` (``compiler.kernels.spec``) is a kernel's constexpr block sizes plus
+``num_warps`` and ``num_stages``; its ``key`` is the same hash ``storage`` derives for a
+config (a test pins the two together), so a config found in the trials dataset is recognized
+here without importing the store.
 
 A ``Space`` lists candidate values per parameter for one kernel kind; ``candidates`` prunes
 it by the kernel's sizes:
@@ -29,33 +30,24 @@ Example:
 """
 from __future__ import annotations
 
-import dataclasses
-import hashlib
 import itertools
-import json
 import math
-import struct
 import tomllib
 import types
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
+from ..kernels.spec import (CONSTEXPR_NAMES, EXTERN, TRITON_DEFAULT_NUM_STAGES, Config,  # noqa: F401
+                            KernelKind, TargetLimits, canonical_json, config_key, parse_targets)
+
 DEFAULT_SPACE = "default"   # the shipped configs/autotune/default.toml
 
-KINDS = ("pointwise1d", "pointwise2d", "reduction_persistent", "reduction_looped", "matmul")
-BLOCK_NAMES = {"pointwise1d": ("XBLOCK",), "pointwise2d": ("XBLOCK", "YBLOCK"),
-               "reduction_persistent": ("XBLOCK", "RBLOCK"),
-               "reduction_looped": ("XBLOCK", "RBLOCK"),
-               "matmul": ("BLOCK_M", "BLOCK_N", "BLOCK_K", "GROUP_M")}
-NUMEL_NAMES = {"pointwise1d": ("xnumel",), "pointwise2d": ("xnumel", "ynumel"),
-               "reduction_persistent": ("xnumel", "rnumel"),
-               "reduction_looped": ("xnumel", "rnumel"),
-               "matmul": ("bnumel", "mnumel", "nnumel", "knumel")}
-CONSTEXPR_NAMES = ("XBLOCK", "YBLOCK", "RBLOCK", "BLOCK_M", "BLOCK_N", "BLOCK_K", "GROUP_M")
+KINDS = tuple(str(k) for k in KernelKind)
+BLOCK_NAMES = {str(k): k.blocks for k in KernelKind}
+NUMEL_NAMES = {str(k): k.numel_names for k in KernelKind}
 TRITON_MAX_TENSOR_NUMEL = 1 << 20
 CUDA_MAX_GRID = (2**31 - 1, 65535, 65535)
-TRITON_DEFAULT_NUM_STAGES = 3   # what a launch without num_stages gets on CUDA
 
 
 class SpaceError(ValueError):
@@ -69,86 +61,6 @@ def next_pow2(n: int) -> int:
 
 def _is_pow2(n: int) -> bool:
     return isinstance(n, int) and n > 0 and n & (n - 1) == 0
-
-
-# ----------------------------------------------------------------------------- configs
-@dataclass(frozen=True, order=True)
-class Config:
-    """One launch config: block sizes (None where the kind has no such dim), warps, stages.
-
-    A GEMM template (kind "matmul") sets ``BLOCK_M/N/K`` and ``GROUP_M`` instead of the
-    X/Y/R blocks. ``extern=1`` is no launch config but the extern path the template
-    competes with (cuBLAS plus the separate epilogue kernel): one more candidate, timed and
-    recorded like the others, whose ``as_dict`` is just ``{"extern": 1}``.
-    """
-    XBLOCK: int | None = None
-    YBLOCK: int | None = None
-    RBLOCK: int | None = None
-    num_warps: int = 4
-    num_stages: int = TRITON_DEFAULT_NUM_STAGES
-    BLOCK_M: int | None = None
-    BLOCK_N: int | None = None
-    BLOCK_K: int | None = None
-    GROUP_M: int | None = None
-    extern: int | None = None
-
-    def blocks(self) -> dict[str, int]:
-        """The constexpr arguments: ``{"XBLOCK": 1024}``, ``{"XBLOCK": 8, "RBLOCK": 128}``."""
-        return {name: getattr(self, name) for name in CONSTEXPR_NAMES
-                if getattr(self, name) is not None}
-
-    def options(self) -> dict[str, int]:
-        """The compile options: ``{"num_warps": 4, "num_stages": 3}``."""
-        return {"num_warps": self.num_warps, "num_stages": self.num_stages}
-
-    def as_dict(self) -> dict[str, int]:
-        if self.extern:
-            return {"extern": 1}
-        return dict(sorted({**self.blocks(), **self.options()}.items()))
-
-    @property
-    def tile(self) -> int:
-        return math.prod(self.blocks().values())
-
-    @property
-    def key(self) -> str:
-        return config_key(self)
-
-    @classmethod
-    def from_dict(cls, values: Mapping[str, Any]) -> "Config":
-        """Inverse of ``as_dict``; also reads the kwargs a wrapper launch passes."""
-        names = {f.name for f in dataclasses.fields(cls)}
-        unknown = set(values) - names
-        if unknown:
-            raise ValueError(f"unknown config parameters {sorted(unknown)}; known: {sorted(names)}")
-        return cls(**{k: int(v) for k, v in values.items()})
-
-    def replace(self, **changes: int) -> "Config":
-        return dataclasses.replace(self, **changes)
-
-    def __str__(self) -> str:
-        return " ".join(f"{k}={v}" for k, v in self.as_dict().items())
-
-
-EXTERN = Config(extern=1)
-
-
-def canonical_json(value: Any) -> str:
-    """JSON with sorted keys and no spaces (as ``storage.records.canonical_json``)."""
-    return json.dumps(value, sort_keys=True, separators=(",", ":"))
-
-
-def config_key(config: Config | Mapping[str, Any]) -> str:
-    """The stable key of a config: 32 hex digits, equal to what ``storage`` derives.
-
-    ``storage.records`` keys a config as ``derived_key(config_json)``: sha256 over the
-    type-tagged, length-prefixed canonical JSON of the config's canonical JSON text. Repeated
-    here because the compiler must not import the store; ``tests/test_autotune.py`` checks
-    the two agree.
-    """
-    values = config.as_dict() if isinstance(config, Config) else dict(config)
-    data = canonical_json(canonical_json(values)).encode()
-    return hashlib.sha256(b"s" + struct.pack("<Q", len(data)) + data).hexdigest()[:32]
 
 
 # ----------------------------------------------------------------------------- spaces
@@ -168,15 +80,6 @@ class Space:
     def size(self) -> int:
         """Candidates before pruning."""
         return math.prod(len(v) for _, v in self.values)
-
-
-@dataclass(frozen=True)
-class TargetLimits:
-    """What a config may use on one compute capability and still launch well."""
-    arch: int
-    max_shared_bytes: int
-    regs_per_sm: int
-    max_local_bytes: int
 
 
 @dataclass(frozen=True)
@@ -208,7 +111,6 @@ class TuningSpaces:
 
 _SPACE_KEYS = {"num_warps", "num_stages", "max_tile", "max_elems_per_thread"}
 _KIND_KEYS = {"matmul": {"max_shared_bytes"}}
-_TARGET_KEYS = {"max_shared_bytes", "regs_per_sm", "max_local_bytes"}
 
 
 def _int_list(path: str, where: str, value: Any, pow2: bool) -> tuple[int, ...]:
@@ -270,12 +172,10 @@ def load_spaces(path: str | Path = DEFAULT_SPACE) -> TuningSpaces:
     if unknown:
         raise SpaceError(f"{path}: unknown sections {sorted(unknown)}; known kinds: {list(KINDS)}")
     spaces = {kind: _space(path, kind, data[kind]) for kind in KINDS if kind in data}
-    targets = {}
-    for arch, table in data.get("targets", {}).items():
-        if not arch.isdigit() or set(table) != _TARGET_KEYS:
-            raise SpaceError(f"{path}: [targets.{arch}] needs a numeric arch and exactly "
-                             f"{sorted(_TARGET_KEYS)}")
-        targets[int(arch)] = TargetLimits(int(arch), **table)
+    try:
+        targets = parse_targets(path, data.get("targets", {}))
+    except ValueError as exc:
+        raise SpaceError(str(exc)) from None
     search = data.get("search", {})
     if set(search) != {"sweep_max", "descent_budget"}:
         raise SpaceError(f"{path}: [search] needs exactly sweep_max and descent_budget")
@@ -414,26 +314,13 @@ def neighbours(space: Space, numels: Sequence[int], config: Config,
 # ----------------------------------------------------------------------------- the default
 def default_config(kind: str, numels: Sequence[int], device_type: str = "cuda",
                    options: Any = None) -> Config:
-    """The heuristic config kiln launches when tuning is off (``wrapper.launch_config``).
+    """The heuristic config kiln launches when tuning is off (``codegen.heuristics``).
 
-    Delegates, so there is one heuristic: the wrapper's. ``num_stages`` is Triton's default,
-    since the wrapper does not pass one.
+    Delegates, so there is one heuristic. ``num_stages`` is Triton's default where the
+    heuristic passes none.
     """
-    from ..codegen.wrapper import launch_config
+    from ..codegen.heuristics import launch_config
     from ..config import load_options
-    spec = types.SimpleNamespace(kind=kind, numels=tuple(int(n) for n in numels))
-    launch = launch_config(spec, load_options(options), device_type)
-    launch.pop("grid")
-    return Config.from_dict(launch)
-
-
-def kernel_numels(meta: Mapping[str, Any], sizes: Sequence[int] | None = None) -> tuple[int, ...]:
-    """A kernel's numel arguments as ints: ``meta["numels"]``, or ``sizes`` where given
-    (a kernel compiled with symbolic sizes is tuned at the sizes it will run at)."""
-    if sizes is not None:
-        return tuple(int(s) for s in sizes)
-    try:
-        return tuple(int(n) for n in meta["numels"])
-    except ValueError:
-        raise ValueError(f"kernel numels {meta['numels']} are symbolic: "
-                         f"pass the sizes to tune at") from None
+    launch = launch_config(KernelKind(kind), tuple(int(n) for n in numels),
+                           load_options(options), device_type)
+    return launch.config()

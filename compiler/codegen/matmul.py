@@ -22,27 +22,27 @@ Example:
     >>> out = Layout("cpu", torch.float32, (n(8), n(16)), (n(16), n(1)))
     >>> mm = ExternKernel(("buf0",), (out,), "aten.mm.default", (a, b), (), False, False)
     >>> spec = generate_matmul(MatmulTemplate(mm), 0, {})
-    >>> spec.kind, spec.numels, spec.buffers
+    >>> str(spec.kind), spec.numels, spec.buffers
     ('matmul', (1, 8, 16, 4), ('arg0', 'arg1', 'buf0'))
 """
 from __future__ import annotations
 
 import dataclasses
 import json
-import math
 from dataclasses import dataclass
 
 import sympy
 import torch
 
-from ..artifact import content_hash
 from ..ir import (BufferRef, ComputedBuffer, Const, Expr, ExternKernel, Layout, Load,
                   MatmulTemplate, Op, index_symbols, substitute, walk)
+from ..kernels.spec import KernelKind
+from ..traffic import Traffic
 from .builder import CodeBuilder
+from .kernel import GeneratedKernel, generated, jit_header
 from .ops import HALF_TYPES, TL_DTYPES
-from .traffic import Traffic
-from .triton import (INT32_MAX, XINDEX, YINDEX, BodyWriter, KernelSpec, generate_kernel,
-                     kernel_name, store_index, unflatten)
+from .triton import (INT32_MAX, XINDEX, YINDEX, BodyWriter, generate_kernel, kernel_name,
+                     store_index, unflatten)
 
 GEMM_OPS = ("aten.mm.default", "aten.addmm.default", "aten.bmm.default")
 GEMM_DTYPES = (torch.float16, torch.bfloat16, torch.float32)
@@ -50,9 +50,7 @@ BINDEX = sympy.Symbol("bindex", integer=True, nonnegative=True)   # the batch (p
 FLAT = sympy.Symbol("flat", integer=True, nonnegative=True)
 ACC = Load("acc", sympy.Integer(0), torch.float32)   # stands for the accumulator tile
 TILE = "[BLOCK_M, BLOCK_N]"
-CONSTEXPRS = ("BLOCK_M", "BLOCK_N", "BLOCK_K", "GROUP_M")
 MAX_GRID_Y = 65535
-MIN_DOT = 16          # tl.dot needs every block dim >= 16
 
 
 # ----------------------------------------------------------------------------- operands
@@ -188,18 +186,6 @@ def epilogue_body(t: MatmulTemplate, g: Gemm) -> tuple[Expr, sympy.Expr, torch.d
 
 
 # ----------------------------------------------------------------------------- the kernel
-@dataclass(frozen=True)
-class MatmulSpec(KernelSpec):
-    """A template kernel: ``baseline`` (JSON) says how the extern path computes the same
-    output -- the ATen call and the separate epilogue kernel -- so tuning can time both."""
-    baseline: str = "null"
-
-    def meta_json(self) -> str:
-        meta = json.loads(super().meta_json())
-        meta["baseline"] = json.loads(self.baseline)
-        return json.dumps(meta, sort_keys=True)
-
-
 def _affine(offset, terms) -> str:
     """``offset + c0*v0 + ...`` as source, skipping zero terms: terms are (coef, text)."""
     parts = [f"{int(c)} * {v}" if int(c) != 1 else v for c, v in terms if int(c) != 0]
@@ -259,7 +245,7 @@ def _mainloop(g: Gemm, a_ptr: str, b_ptr: str, int64: bool) -> list[str]:
     ]
 
 
-def generate_matmul(t: MatmulTemplate, number: int, layouts) -> MatmulSpec:
+def generate_matmul(t: MatmulTemplate, number: int, layouts) -> GeneratedKernel:
     """The template kernel computing ``t``; ``layouts`` by buffer name (for the size of the
     values the epilogue reads and the int32/int64 choice)."""
     g = gemm_of(t.extern)
@@ -281,17 +267,15 @@ def generate_matmul(t: MatmulTemplate, number: int, layouts) -> MatmulSpec:
     name = kernel_name(body, number, prefix="kiln_mm")
     code = CodeBuilder()
     code.line(f"# GEMM template for B={batch} M={m} N={n} K={k}")
-    code.line("@jit")
-    args = list(writer.pointers.values()) + ["out_ptr0", "bnumel", "mnumel", "nnumel", "knumel"]
-    code.line(f"def {name}({', '.join(args + [f'{c}: tl.constexpr' for c in CONSTEXPRS])}):")
+    code.lines(jit_header(name, list(writer.pointers.values()) + ["out_ptr0"], KernelKind.MATMUL))
     with code.indent():
         code.lines(_mainloop(g, a_ptr, b_ptr, int64))
         code.splice(epilogue)
     source = code.text()
     ops = tuple(e.op for e in walk(body) if isinstance(e, Op))
-    return MatmulSpec(name, source, content_hash(source.replace(name, "KERNEL")), buffers,
-                      tuple(sympy.Integer(v) for v in g.sizes), "matmul", ops,
-                      _bytes(g, writer, t, layouts), baseline=json.dumps(baseline(t, buffers)))
+    return generated(name, source, buffers, tuple(sympy.Integer(v) for v in g.sizes),
+                     KernelKind.MATMUL, ops, _bytes(g, writer, t, layouts),
+                     baseline=json.dumps(baseline(t, buffers), sort_keys=True))
 
 
 def _bytes(g: Gemm, writer: BodyWriter, t: MatmulTemplate, layouts) -> Traffic:
@@ -325,52 +309,8 @@ def baseline(t: MatmulTemplate, buffers) -> dict:
            "epilogue": None}
     if t.epilogue is not None:
         spec = generate_kernel(t.epilogue, 0)
-        out["epilogue"] = {"name": spec.name, "source": spec.source, "kind": spec.kind,
+        out["epilogue"] = {"name": spec.name, "source": spec.source, "kind": str(spec.kind),
                            "numels": [int(v) for v in spec.numels],
                            "buffers": [-1 if b == op.outputs[0] else buffers.index(b)
                                        for b in spec.buffers]}
     return out
-
-
-# ----------------------------------------------------------------------------- launching
-def _fit(size: int, cap: int) -> int:
-    """A power-of-two block of at least ``MIN_DOT`` covering ``size`` up to ``cap``."""
-    return max(MIN_DOT, min(cap, 1 << max(0, (int(size) - 1).bit_length())))
-
-
-def matmul_grid(numels, block_m: int, block_n: int) -> tuple[int, int]:
-    batch, m, n, _ = (int(v) for v in numels)
-    return (math.ceil(m / block_m) * math.ceil(n / block_n), batch)
-
-
-def matmul_launch_config(numels, device_type: str) -> dict:
-    """The heuristic config (tuning off). On a GPU: 128x128 tiles, BLOCK_K 32, 3 stages --
-    a float32 kernel then needs 96 KiB of shared memory, under every listed target's limit
-    (the default must build everywhere). Under the interpreter, which runs each program in
-    Python: as few programs as possible."""
-    _, m, n, k = (int(v) for v in numels)
-    if device_type == "cpu":
-        blocks = (_fit(m, 64), _fit(n, 64), _fit(k, 64))
-        warps, stages = 4, 1
-    else:
-        blocks = (_fit(m, 128), _fit(n, 128), _fit(k, 32))
-        warps, stages = (8 if blocks[0] * blocks[1] >= 128 * 128 else 4), 3
-    # GROUP_M 8, or the tile rows when fewer: the same schedule, as the tuner names it
-    group = min(8, 1 << max(0, (math.ceil(m / blocks[0]) - 1).bit_length()))
-    launch = dict(zip(CONSTEXPRS, blocks + (group,)))
-    launch.update(num_warps=warps, num_stages=stages, grid=matmul_grid(numels, *blocks[:2]))
-    return launch
-
-
-def choose_matmul_launch(spec: KernelSpec, device_type: str, tuned=None) -> dict:
-    """A tuned template config when ``tuned`` is one (all four constexprs), else the heuristic
-    (also for ``{"extern": 1}``, which ``matmul_select`` handles before codegen)."""
-    heuristic = matmul_launch_config(spec.numels, device_type)
-    if not tuned or not all(c in tuned for c in CONSTEXPRS):
-        return heuristic
-    launch = {c: int(tuned[c]) for c in CONSTEXPRS}
-    launch["num_warps"] = int(tuned.get("num_warps", heuristic["num_warps"]))
-    launch["num_stages"] = int(tuned.get("num_stages", heuristic["num_stages"]))
-    launch["grid"] = matmul_grid(spec.numels, launch["BLOCK_M"], launch["BLOCK_N"])
-    launch["tuned"] = True
-    return launch

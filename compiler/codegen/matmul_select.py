@@ -32,6 +32,7 @@ from ..graph import LoweredGraph
 from ..ir import (ComputedBuffer, ExternKernel, IndexExpr, Layout, Load, MatmulTemplate,
                   MutationBuffer, contiguous_strides, index_symbols, loads_of, walk)
 from ..scheduler import reads_of, remove_dead
+from .kernel import kernel_key
 from .matmul import Gemm, gemm_of, generate_matmul
 
 MODES = ("off", "auto", "on")
@@ -118,11 +119,10 @@ def _position(ops: list, op) -> int:
 def plan_matmuls(lowered: LoweredGraph, mode: str, configs: Mapping | None = None
                  ) -> MatmulPlan:
     """Templates in place of the GEMMs ``use_template`` picks; ``configs`` are the tuned
-    configs by kernel key (as ``lower``/``generate_module`` take them)."""
+    configs by kernel key (as ``passes.compile_graph`` takes them)."""
     if mode == "off" or not any(gemm_of(op) for op in lowered.operations):
         use_template(mode, None)    # still rejects an unknown mode
         return MatmulPlan(lowered)
-    from .wrapper import kernel_key   # the wrapper imports this module
     ops = remove_dead(lowered)
     readers = _readers(ops)
     outputs = {o.ref.name for o in lowered.outputs if o.ref is not None}

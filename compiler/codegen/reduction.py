@@ -19,7 +19,7 @@ Example:
     >>> n = sympy.Integer
     >>> buf = ReductionBuffer("buf0", lay, Load("arg0", 8 * i[0] + r[0], torch.float32),
     ...                       (n(8),), "sum", (n(4), n(8)), (1,), (0,))
-    >>> generate_row_kernel((buf,), frozenset({"buf0"}), 0).kind
+    >>> str(generate_row_kernel((buf,), frozenset({"buf0"}), 0).kind)
     'reduction_persistent'
 """
 from __future__ import annotations
@@ -31,18 +31,16 @@ from dataclasses import dataclass
 import sympy
 import torch
 
-from ..artifact import content_hash
 from ..ir import (ComputedBuffer, Expr, Load, Op, ReductionBuffer, contiguous_strides,
                   index_symbols, reduction_symbols, substitute, walk)
 from ..sizevars import affine_coefficients, simplify, size_hint, upper_bound
+from ..kernels.spec import PERSISTENT_MAX_RNUMEL, KernelKind
+from ..traffic import row_traffic
 from .builder import CodeBuilder
+from .kernel import GeneratedKernel, generated, jit_header
 from .ops import HALF_TYPES, TL_DTYPES, compute_type
-from .traffic import row_traffic
-from .triton import (INT32_MAX, RINDEX, XINDEX, BodyWriter, KernelSpec, index_exprs, kernel_name,
+from .triton import (INT32_MAX, RINDEX, XINDEX, BodyWriter, index_exprs, kernel_name,
                      merge_dims, simplify_body, store_index, unflatten)
-
-# Rows up to this many elements are reduced in registers in one pass.
-PERSISTENT_MAX_RNUMEL = 16384
 
 
 def _identity(rtype: str, dtype) -> str:
@@ -300,7 +298,7 @@ def _replace(expr: Expr, mapping: dict) -> Expr:
 
 
 # ----------------------------------------------------------------------------- emission
-def generate_row_kernel(nodes, stores: frozenset[str], number: int) -> KernelSpec:
+def generate_row_kernel(nodes, stores: frozenset[str], number: int) -> GeneratedKernel:
     """One kernel for ``nodes`` (which ``plan_row_group`` accepts); writes ``stores``."""
     plan = plan_row_group(tuple(nodes))
     if plan is None:
@@ -312,21 +310,19 @@ def generate_row_kernel(nodes, stores: frozenset[str], number: int) -> KernelSpe
     reductions = [n for n in plan.nodes if isinstance(n, ReductionBuffer)]
     prefix = "kiln_red_" + "_".join(dict.fromkeys(r.reduction_type for r in reductions))
     name = kernel_name(_joined_body(plan), number, prefix=prefix)
+    kind = KernelKind.REDUCTION_PERSISTENT if plan.persistent else KernelKind.REDUCTION_LOOPED
     emitter = _Emitter(plan, stores, index_map, ranges)
-    source = emitter.emit(name)
+    source = emitter.emit(name, kind)
     int64 = any((upper_bound(sympy.sympify(e), {**dict(plan.xdims), **dict(plan.rdims)})
                  or INT32_MAX + 1) > INT32_MAX for b, s in zip(plan.bodies, plan.stores)
                 for e in index_exprs(b, s))
     if int64:
         source = source.replace("tl.program_id(0) * XBLOCK", "tl.program_id(0).to(tl.int64) * XBLOCK")
-    key = content_hash(source.replace(name, "KERNEL"))
     ops = tuple(n.op for b in plan.bodies for n in walk(b) if isinstance(n, Op))
     ops += tuple(r.reduction_type for r in reductions)
-    kind = "reduction_persistent" if plan.persistent else "reduction_looped"
     outputs = tuple(n.name for n in plan.nodes if n.name in stores)
-    return KernelSpec(name, source, key, tuple(emitter.pointers) + outputs, (xnumel, rnumel),
-                      kind, ops, row_traffic(plan, stores), len(outputs),
-                      emitter.size_args)
+    return generated(name, source, tuple(emitter.pointers) + outputs, (xnumel, rnumel), kind,
+                     ops, row_traffic(plan, stores), len(outputs), emitter.size_args)
 
 
 def _joined_body(plan: RowPlan) -> Expr:
@@ -343,7 +339,7 @@ class _Emitter:
         self.out_ptrs = {n.name: f"out_ptr{k}" for k, n in
                          enumerate(n for n in plan.nodes if n.name in stores)}
 
-    def emit(self, name: str) -> str:
+    def emit(self, name: str, kernel_kind: KernelKind) -> str:
         code = CodeBuilder()
         body = CodeBuilder()
         with body.indent():
@@ -364,10 +360,8 @@ class _Emitter:
                     self._looped_node(body, k)
         in_ptrs = list(self.pointers.values())
         self.size_args = tuple(sorted(str(x) for x in self.size_symbols))
-        sizes = "".join(f"{a}, " for a in self.size_args)
-        code.line("@jit")
-        code.line(f"def {name}({', '.join(in_ptrs + list(self.out_ptrs.values()))}, xnumel, "
-                  f"rnumel, {sizes}XBLOCK: tl.constexpr, RBLOCK: tl.constexpr):")
+        code.lines(jit_header(name, in_ptrs + list(self.out_ptrs.values()), kernel_kind,
+                              self.size_args))
         code.splice(body)
         return code.text()
 

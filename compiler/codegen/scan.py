@@ -16,7 +16,7 @@ Example:
     >>> lay = Layout("cpu", torch.float32, (n(4), n(8)), (n(8), n(1)))
     >>> buf = ScanBuffer("buf0", lay, Load("arg0", 8 * i[0] + i[1], torch.float32), 1, "sum")
     >>> spec = generate_scan_kernel(buf, 0)
-    >>> spec.kind, spec.numels
+    >>> str(spec.kind), spec.numels
     ('reduction_persistent', (4, 8))
 """
 from __future__ import annotations
@@ -26,14 +26,14 @@ from dataclasses import dataclass
 
 import sympy
 
-from ..artifact import content_hash
 from ..ir import Expr, Load, Op, ScanBuffer, index_symbols, substitute, walk
+from ..kernels.spec import PERSISTENT_MAX_RNUMEL, KernelKind
 from ..sizevars import simplify, size_hint, upper_bound
+from ..traffic import Traffic
 from .builder import CodeBuilder
+from .kernel import GeneratedKernel, generated, jit_header
 from .ops import HALF_TYPES, TL_DTYPES, compute_type
-from .reduction import PERSISTENT_MAX_RNUMEL
-from .traffic import Traffic
-from .triton import (INT32_MAX, RINDEX, XINDEX, BodyWriter, KernelSpec, index_exprs, kernel_name,
+from .triton import (INT32_MAX, RINDEX, XINDEX, BodyWriter, index_exprs, kernel_name,
                      merge_dims, simplify_body, store_index, unflatten)
 
 _IDENTITY = {"sum": "0", "prod": "1", "logsumexp": 'float("-inf")'}
@@ -89,7 +89,7 @@ def _combine_inline(scan_type: str, a: str, b: str, helper: str) -> str:
             "logsumexp": f"{helper}({a}, {b})"}[scan_type]
 
 
-def generate_scan_kernel(buf: ScanBuffer, number: int) -> KernelSpec:
+def generate_scan_kernel(buf: ScanBuffer, number: int) -> GeneratedKernel:
     """The kernel computing ``buf``; ``number`` makes its name unique in the module."""
     plan = _plan(buf)
     xnumel = sympy.Mul(*[n for _, n in plan.xdims])
@@ -108,10 +108,8 @@ def generate_scan_kernel(buf: ScanBuffer, number: int) -> KernelSpec:
         code.lines(_combine_lines(helper))
         code.line()
     ptrs = list(writer.pointers.values()) + ["out_ptr0"]
-    sizes = "".join(f"{a}, " for a in size_args)
-    code.line("@jit")
-    code.line(f"def {name}({', '.join(ptrs)}, xnumel, rnumel, {sizes}XBLOCK: tl.constexpr, "
-              f"RBLOCK: tl.constexpr):")
+    kind = KernelKind.REDUCTION_PERSISTENT if persistent else KernelKind.REDUCTION_LOOPED
+    code.lines(jit_header(name, ptrs, kind, size_args))
     code.splice(body)
     source = code.text()
     ranges_all = {**dict(plan.xdims), plan.rdim[0]: rnumel}
@@ -120,10 +118,8 @@ def generate_scan_kernel(buf: ScanBuffer, number: int) -> KernelSpec:
         source = source.replace("tl.program_id(0) * XBLOCK",
                                 "tl.program_id(0).to(tl.int64) * XBLOCK")
     ops = tuple(n.op for n in walk(plan.body) if isinstance(n, Op)) + (f"scan_{buf.scan_type}",)
-    kind = "reduction_persistent" if persistent else "reduction_looped"
-    return KernelSpec(name, source, content_hash(source.replace(name, "KERNEL")),
-                      tuple(writer.pointers) + (buf.name,), (xnumel, rnumel), kind, ops,
-                      _bytes(buf, writer, xnumel, rnumel), 1, size_args)
+    return generated(name, source, tuple(writer.pointers) + (buf.name,), (xnumel, rnumel), kind,
+                     ops, _bytes(buf, writer, xnumel, rnumel), 1, size_args)
 
 
 def _emit_body(code: CodeBuilder, writer: BodyWriter, buf: ScanBuffer, plan: _ScanPlan,

@@ -23,13 +23,14 @@ from __future__ import annotations
 
 import sympy
 
-from ..artifact import content_hash
 from ..ir import Const, Load, Op, ScatterBuffer, index_symbols, substitute, walk
+from ..kernels.spec import KernelKind
 from ..sizevars import simplify, texpr, upper_bound
+from ..traffic import Traffic
 from .builder import CodeBuilder
+from .kernel import GeneratedKernel, generated, jit_header
 from .ops import HALF_TYPES, TL_DTYPES, compute_type
-from .traffic import Traffic
-from .triton import (INT32_MAX, XINDEX, BodyWriter, KernelSpec, index_exprs, kernel_name,
+from .triton import (INT32_MAX, XINDEX, BodyWriter, index_exprs, kernel_name,
                      merge_dims, simplify_body, store_index, unflatten)
 
 
@@ -53,7 +54,7 @@ def _plan(buf: ScatterBuffer):
     return dims, body, mask, position, indirect
 
 
-def generate_scatter_kernel(buf: ScatterBuffer, number: int) -> KernelSpec:
+def generate_scatter_kernel(buf: ScatterBuffer, number: int) -> GeneratedKernel:
     """The kernel writing ``buf``'s values into its destination; ``number`` names it."""
     dims, body, mask, position, indirect = _plan(buf)
     numel = sympy.Mul(*[n for _, n in dims])
@@ -77,15 +78,11 @@ def generate_scatter_kernel(buf: ScatterBuffer, number: int) -> KernelSpec:
     size_args = tuple(sorted(str(s) for s in writer.size_symbols))
     ptrs = list(writer.pointers.values()) + ["out_ptr0"]
     source = CodeBuilder()
-    source.line("@jit")
-    source.line(f"def {name}({', '.join(ptrs + ['xnumel'] + list(size_args))}, "
-                f"XBLOCK: tl.constexpr):")
+    source.lines(jit_header(name, ptrs, KernelKind.POINTWISE_1D, size_args))
     source.splice(code)
-    text = source.text()
     ops = tuple(n.op for n in walk(body) if isinstance(n, Op)) + (prefix[5:],)
-    return KernelSpec(name, text, content_hash(text.replace(name, "KERNEL")),
-                      tuple(writer.pointers) + (buf.name,), (numel,), "pointwise1d", ops,
-                      _bytes(buf, writer, numel), 1, size_args)
+    return generated(name, source.text(), tuple(writer.pointers) + (buf.name,), (numel,),
+                     KernelKind.POINTWISE_1D, ops, _bytes(buf, writer, numel), 1, size_args)
 
 
 def _address(writer: BodyWriter, buf: ScatterBuffer, position, indirect, mask):

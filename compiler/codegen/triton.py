@@ -19,54 +19,26 @@ Example:
 from __future__ import annotations
 
 import itertools
-import json
 from dataclasses import dataclass
 
 import sympy
 import torch
 
-from ..artifact import content_hash
 from ..ir import (ComputedBuffer, Const, Expr, IndexExpr, Load, Op, index_symbols, map_indices,
                   substitute, walk)
 from ..sizevars import (FloorDiv, ModularIndexing, affine_coefficients, simplify, size_hint, texpr,
                         upper_bound)
+from ..kernels.spec import KernelKind
 from .builder import CodeBuilder
+from .kernel import GeneratedKernel, generated, jit_header
 from .ops import HALF_TYPES, OP_CODE, TL_DTYPES, compute_type, literal
-from .traffic import Traffic, pointwise_traffic
+from ..traffic import Traffic, pointwise_traffic
 
 XINDEX = sympy.Symbol("xindex", integer=True, nonnegative=True)
 YINDEX = sympy.Symbol("yindex", integer=True, nonnegative=True)
 RINDEX = sympy.Symbol("rindex", integer=True, nonnegative=True)
 KERNEL_INDICES = frozenset({XINDEX, YINDEX, RINDEX})
 INT32_MAX = 2**31 - 1
-
-
-@dataclass(frozen=True)
-class KernelSpec:
-    """A generated kernel and what the wrapper needs to launch it."""
-    name: str
-    source: str
-    kernel_key: str
-    buffers: tuple[str, ...]          # pointer arguments: loaded buffers, then the outputs
-    numels: tuple[sympy.Expr, ...]    # (xnumel,) or (xnumel, ynumel)
-    kind: str                         # "pointwise1d" | "pointwise2d"
-    ops: tuple[str, ...]
-    traffic: Traffic | None           # global memory read and written (static sizes)
-    n_outputs: int = 1                # the last n_outputs of ``buffers`` are written
-    size_args: tuple[str, ...] = ()   # run-time size symbols the kernel's indices use
-
-    @property
-    def bytes_accessed(self) -> int | None:
-        return None if self.traffic is None else self.traffic.total
-
-    def meta_json(self) -> str:
-        read, written = (None, None) if self.traffic is None else (self.traffic.read,
-                                                                   self.traffic.written)
-        return json.dumps({"kind": self.kind, "numels": [str(n) for n in self.numels],
-                           "buffers": list(self.buffers), "ops": list(self.ops),
-                           "bytes": self.bytes_accessed, "bytes_read": read,
-                           "bytes_written": written, "outputs": self.n_outputs},
-                          sort_keys=True)
 
 
 # ----------------------------------------------------------------------------- iteration plan
@@ -282,7 +254,7 @@ def _needs_int64(plan: _Plan, numels) -> bool:
     return any(b is None or b > INT32_MAX for b in bounds)
 
 
-def generate_kernel(buf: ComputedBuffer, number: int) -> KernelSpec:
+def generate_kernel(buf: ComputedBuffer, number: int) -> GeneratedKernel:
     """The Triton kernel computing ``buf``; ``number`` makes its name unique in the module."""
     plan = _plan(buf)
     split = _tile_split(plan)
@@ -297,14 +269,11 @@ def generate_kernel(buf: ComputedBuffer, number: int) -> KernelSpec:
         index_map.update(unflatten(flat, group) if group else {})
         ranges[flat] = numel
     name = kernel_name(plan.body, number)
-    source, pointers, size_args = _emit(name, buf, plan, index_map, ranges, numels,
-                                        two_d=split is not None)
-    key = content_hash(source.replace(name, "KERNEL"))
+    kind = KernelKind.POINTWISE_2D if split is not None else KernelKind.POINTWISE_1D
+    source, pointers, size_args = _emit(name, buf, plan, index_map, ranges, numels, kind)
     ops = tuple(n.op for n in walk(plan.body) if isinstance(n, Op))
-    return KernelSpec(name, source, key, tuple(pointers) + (buf.name,), numels,
-                      "pointwise2d" if split is not None else "pointwise1d", ops,
-                      pointwise_traffic([buf], {buf.name}),
-                      size_args=size_args)
+    return generated(name, source, tuple(pointers) + (buf.name,), numels, kind, ops,
+                     pointwise_traffic([buf], {buf.name}), size_args=size_args)
 
 
 def _header_1d(pid: str) -> list[str]:
@@ -313,10 +282,11 @@ def _header_1d(pid: str) -> list[str]:
             "xmask = xindex < xnumel"]
 
 
-def _emit(name, buf, plan, index_map, ranges, numels, two_d):
+def _emit(name, buf, plan, index_map, ranges, numels, kind: KernelKind):
     code = CodeBuilder()
     header = CodeBuilder()
     body = CodeBuilder()
+    two_d = kind == KernelKind.POINTWISE_2D
     int64 = _needs_int64(plan, numels)
     pid = (lambda axis: f"tl.program_id({axis}).to(tl.int64)") if int64 else (
         lambda axis: f"tl.program_id({axis})")
@@ -351,11 +321,8 @@ def _emit(name, buf, plan, index_map, ranges, numels, two_d):
     body.line(f"tl.store(out_ptr0 + ({store_index(writer.index(plan.store), shape)}), "
               f"{result_text}, {store_mask})")
     ptr_args = list(writer.pointers.values()) + ["out_ptr0"]
-    numel_args = ["xnumel", "ynumel"] if two_d else ["xnumel"]
     size_args = sorted(str(x) for x in writer.size_symbols)
-    blocks = ["XBLOCK: tl.constexpr"] + (["YBLOCK: tl.constexpr"] if two_d else [])
-    code.line("@jit")
-    code.line(f"def {name}({', '.join(ptr_args + numel_args + size_args + blocks)}):")
+    code.lines(jit_header(name, ptr_args, kind, size_args))
     with code.indent():
         code.splice(header)
         code.splice(body)
@@ -386,7 +353,7 @@ def pointwise_group_fits(nodes) -> bool:
     return all(_tile_split(_plan(node)) is None for node in nodes)
 
 
-def generate_pointwise_group(nodes, stores: frozenset, number: int) -> KernelSpec:
+def generate_pointwise_group(nodes, stores: frozenset, number: int) -> GeneratedKernel:
     """One 1-D kernel computing ``nodes`` (``pointwise_group_fits``); writes ``stores``."""
     layout = nodes[0].layout
     joined = Op("group", tuple(n.body for n in nodes), torch.float32)
@@ -413,13 +380,12 @@ def generate_pointwise_group(nodes, stores: frozenset, number: int) -> KernelSpe
                   f"{text}, xmask)")
     size_args = sorted(str(x) for x in writer.size_symbols)
     ptrs = list(writer.pointers.values()) + [f"out_ptr{k}" for k in range(len(outputs))]
-    code.line("@jit")
-    code.line(f"def {name}({', '.join(ptrs + ['xnumel'] + size_args + ['XBLOCK: tl.constexpr'])}):")
+    code.lines(jit_header(name, ptrs, KernelKind.POINTWISE_1D, size_args))
     with code.indent():
         code.splice(header)
         code.splice(body)
     source = code.text()
     ops = tuple(n.op for n in walk(plan.body) if isinstance(n, Op) and n.op != "group")
-    return KernelSpec(name, source, content_hash(source.replace(name, "KERNEL")),
-                      tuple(writer.pointers) + tuple(outputs), (numel,), "pointwise1d", ops,
-                      pointwise_traffic(nodes, stores), len(outputs), tuple(size_args))
+    return generated(name, source, tuple(writer.pointers) + tuple(outputs), (numel,),
+                     KernelKind.POINTWISE_1D, ops, pointwise_traffic(nodes, stores),
+                     len(outputs), size_args)

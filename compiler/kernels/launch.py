@@ -1,11 +1,14 @@
-"""Launching compiled Triton kernels through torch's generic C launcher.
+"""Launching compiled Triton kernels: the ``Launcher`` a static-shape module's wrapper calls,
+and torch's generic C launcher it prefers.
 
-Triton (3.6) launches a compiled kernel through a host launcher it generates in C for the
-kernel's argument types and builds with gcc on the first launch: ~0.3 s per signature, and
-the largest part of a cold compile once kernels compile in parallel. torch ships one launcher
-compiled into libtorch for every signature (``torch._C._StaticCudaLauncher``, Inductor's),
-which takes the argument types as a string at call time. A kernel launched through it needs
-no launcher built, and each launch is one C call instead of Triton's Python runner.
+``Launcher`` skips Triton's per-call binding and specialization after a configuration's
+first launch (tens of microseconds, more than many kernels take). Triton (3.6) launches a
+compiled kernel through a host launcher it generates in C for the kernel's argument types
+and builds with gcc on the first launch: ~0.3 s per signature, and the largest part of a
+cold compile once kernels compile in parallel. torch ships one launcher compiled into
+libtorch for every signature (``torch._C._StaticCudaLauncher``, Inductor's), which takes the
+argument types as a string at call time. A kernel launched through it needs no launcher
+built, and each launch is one C call instead of Triton's Python runner.
 
 The launcher is private to torch and absent from CPU builds, so everything here falls back
 to Triton's own launch: ``wrap`` returns the kernel unchanged, and ``plan`` says why.
@@ -168,3 +171,61 @@ def wrap(compiled, fn):
 
 def is_static(kernel) -> bool:
     return isinstance(kernel, StaticKernel)
+
+
+class Launcher:
+    """Launches a ``@triton.jit`` kernel; after the first launch of a configuration it calls
+    the compiled kernel directly, skipping Triton's per-call binding and specialization (tens
+    of microseconds, more than many kernels take), through torch's generic launcher where it
+    can (``wrap``: no host launcher to build). Only for static shapes: the integer
+    arguments never change, so neither does Triton's specialization of them; pointers are
+    checked for the 16-byte alignment the cached binary may assume.
+    """
+
+    def __init__(self, fn):
+        self.fn = fn
+        self._constexprs = [p.name for p in fn.params if p.is_constexpr]
+        self._compiled: dict = {}
+        self._direct = True
+
+    def __getitem__(self, grid):
+        return lambda *args, **kwargs: self.launch(grid, args, kwargs)
+
+    @staticmethod
+    def _key(kwargs: dict) -> tuple:
+        return tuple(sorted(kwargs.items()))
+
+    def has(self, kwargs: dict) -> bool:
+        """A compiled kernel is ready for launches with these keyword arguments."""
+        return self._key(kwargs) in self._compiled
+
+    def preload(self, kwargs: dict, kernel) -> bool:
+        """Use ``kernel`` (compiled ahead of time, see ``kernels.precompile``) for launches
+        with these keyword arguments, so even the first launch is direct. Returns whether
+        torch's generic launcher runs it (else Triton's, which a first launch may build)."""
+        kernel = wrap(kernel, self.fn)
+        self._compiled[self._key(kwargs)] = kernel
+        return is_static(kernel)
+
+    def launch(self, grid, args, kwargs):
+        key = self._key(kwargs)
+        kernel = self._compiled.get(key)
+        if kernel is not None and self._direct and _aligned(args):
+            grid = tuple(grid) + (1,) * (3 - len(grid))
+            try:
+                kernel[grid](*args, *(kwargs[name] for name in self._constexprs))
+                return kernel
+            except (TypeError, AttributeError):   # a Triton without the direct runner
+                self._direct = False
+        kernel = self.fn[grid](*args, **kwargs)
+        if _aligned(args):
+            self._compiled[key] = wrap(kernel, self.fn)
+        return kernel
+
+    @property
+    def __name__(self):
+        return self.fn.__name__
+
+
+def _aligned(args) -> bool:
+    return all(a.data_ptr() % 16 == 0 for a in args if isinstance(a, torch.Tensor))

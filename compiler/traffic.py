@@ -23,8 +23,8 @@ from dataclasses import dataclass
 
 import sympy
 
-from ..ir import Load, MutationBuffer, index_symbols, walk
-from ..sizevars import size_hint, upper_bound
+from .ir import Load, MutationBuffer, index_symbols, walk
+from .sizevars import size_hint, upper_bound
 
 
 @dataclass(frozen=True)

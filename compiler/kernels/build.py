@@ -1,24 +1,23 @@
-"""Cross-compiling one kernel at one config for a GPU architecture, on a CPU: cubin + metadata.
+"""Every ``triton.compile`` kiln makes, and every private Triton call it needs to build.
 
-``build`` turns a ``KernelArtifact``'s source into a JITFunction (written to a file behind a
-small preamble, as ``compiler.runtime`` loads modules), derives the signature Triton's JIT
-would specialize at launch (pointer dtypes, i32/i64 numels, ``numel == 1`` as a constexpr,
-16-divisibility), and runs ``triton.compile(ASTSource(...), target=GPUTarget(...))``. No GPU
-is needed. Failures are results, never exceptions: a compile error is ``build_error``; too
-much shared memory, registers past what one block may hold, or spills (local memory) past
-the target's limit are ``resource_error`` (limits from ``configs/autotune/default.toml``).
+* ``signature``: the specialization Triton's JIT would give a kernel at a launch (pointer
+  types, i32/i64 integers, an integer equal to 1 as a constexpr, 16-divisibility).
+* ``compile_kernel``: one kernel of a loaded module for one target (precompile, stored
+  binaries), ``build``: one kernel's source at one config for a GPU architecture on a CPU
+  (the pipeline's build stage): cubin plus metadata, failures as statuses, never raised.
+  Too much shared memory, registers past what one block may hold, or spills past the
+  target's limit are ``resource_error`` (limits: ``configs/autotune/default.toml``).
+* ``warm_backend`` and ``build_launcher``: start-up costs paid ahead of a first launch.
 
 The extern config of a GEMM template (``Config(extern=1)``) is "ok" with no cubin: its
 cuBLAS call needs no build, and tuning must still time it.
-
-Pointer dtypes are not in kernel metadata yet: pass them (``dtypes=``), or they are read
-from ``meta["dtypes"]`` once codegen records them; with neither, the build is a
-``build_error`` that says so (a float32 guess would build a wrong binary for bf16 kernels).
 
 Example (needs Triton's CUDA backend, not a GPU):
     >>> # result = build(kernel, Config(XBLOCK=1024, num_warps=4), dtypes=["torch.float32"] * 2)
     >>> # result.status, result.cubin[:4], result.metadata["shared"]
     >>> # ('ok', b'\\x7fELF', 0)
+    >>> Target.of("cuda:90:32").arch_name
+    'sm_90'
 """
 from __future__ import annotations
 
@@ -29,24 +28,21 @@ import shutil
 import subprocess
 import tempfile
 import time
+import tomllib
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Iterable, Sequence
 
 import torch
 import triton
+import triton.language as tl
 
 from ..artifact import KernelArtifact, content_hash
-from .spaces import (BLOCK_NAMES, Config, TargetLimits, TuningSpaces, kernel_numels,
-                     load_spaces)
+from .spec import Config, KernelSpec, TargetLimits, parse_targets
 
 BUILD_STATUSES = ("ok", "build_error", "resource_error")
 MAX_THREADS_PER_BLOCK = 1024
 INT32_MAX = 2**31 - 1
-
-# The kernel source alone names ``tl`` and ``triton``; ``jit`` and ``libdevice`` are bound by
-# ``compiler.runtime.load_module`` for the device (CUDA or the interpreter).
-PREAMBLE = "import triton\nimport triton.language as tl\n\n"
 
 
 @dataclass(frozen=True)
@@ -76,28 +72,16 @@ class Target:
         """The store's ``arch`` column: ``"sm_90"``."""
         return f"sm_{self.arch}"
 
+    def triton(self):
+        """Triton's ``GPUTarget`` for it."""
+        from triton.backends.compiler import GPUTarget
+        return GPUTarget(self.backend, self.arch, self.warp_size)
 
-@dataclass(frozen=True)
-class BuildResult:
-    """One (kernel, config, target) build. ``cubin`` is None unless it compiled."""
-    kernel_key: str
-    kernel_name: str
-    config: Config
-    target: Target
-    status: str
-    cubin: bytes | None
-    metadata_json: str          # curated Triton metadata plus resource usage (see ``build``)
-    error: str | None
-    seconds: float
-    triton_version: str = triton.__version__
 
-    @property
-    def ok(self) -> bool:
-        return self.status == "ok"
-
-    @property
-    def metadata(self) -> dict[str, Any]:
-        return json.loads(self.metadata_json)
+def current_target() -> Target:
+    """The active card's target (needs a GPU)."""
+    current = triton.runtime.driver.active.get_current_target()
+    return Target(current.backend, current.arch, current.warp_size)
 
 
 # ----------------------------------------------------------------------------- signature
@@ -108,7 +92,7 @@ _TRITON_TYPES = {"torch.float32": "fp32", "torch.float16": "fp16", "torch.bfloat
 
 
 class MissingDtypesError(ValueError):
-    """The pointer dtypes of a kernel are neither given nor in its metadata."""
+    """The pointer dtypes of a kernel are neither given nor in its spec."""
 
 
 def dtype_name(dtype: str | torch.dtype) -> str:
@@ -117,23 +101,16 @@ def dtype_name(dtype: str | torch.dtype) -> str:
     return text if text.startswith("torch.") else f"torch.{text}"
 
 
-def pointer_dtypes(kernel: KernelArtifact, dtypes: Sequence[str | torch.dtype] | None = None
-                   ) -> tuple[str, ...]:
-    """Each pointer argument's dtype, in ``meta["buffers"]`` order.
-
-    ``dtypes`` wins where given (tests and callers that ran the module know them); else
-    ``meta["dtypes"]`` (a field codegen does not write yet); else ``MissingDtypesError``.
-    """
-    meta = kernel.meta
-    n = len(meta["buffers"])
-    if dtypes is None:
-        dtypes = meta.get("dtypes")
-    if dtypes is None:
-        raise MissingDtypesError(
-            f"kernel {kernel.name}: pointer dtypes unknown: its meta has no 'dtypes' and none "
-            f"were passed")
-    if len(dtypes) != n:
-        raise ValueError(f"kernel {kernel.name} has {n} pointer arguments, "
+def pointer_dtypes(name: str, spec: KernelSpec,
+                   dtypes: Sequence[str | torch.dtype] | None = None) -> tuple[str, ...]:
+    """Each pointer argument's dtype, in ``spec.buffers`` order: ``dtypes`` where given,
+    else the spec's (empty only in rows written before codegen recorded them)."""
+    dtypes = tuple(dtypes) if dtypes is not None else spec.dtypes
+    if not dtypes:
+        raise MissingDtypesError(f"kernel {name}: pointer dtypes unknown: its spec has no "
+                                 f"dtypes and none were passed")
+    if len(dtypes) != len(spec.buffers):
+        raise ValueError(f"kernel {name} has {len(spec.buffers)} pointer arguments, "
                          f"got {len(dtypes)} dtypes")
     return tuple(dtype_name(d) for d in dtypes)
 
@@ -162,47 +139,46 @@ class Signature:
                 "divisible_by_16": sorted(k[0] for k in self.attrs)}
 
 
-def int_arguments(arg_names: Sequence[str], kernel: KernelArtifact,
+def int_arguments(arg_names: Sequence[str], name: str, spec: KernelSpec,
                   sizes: Sequence[int] | None = None) -> tuple[int, ...]:
     """Values of the kernel's integer arguments: its numels, then any run-time size symbols
     (``s0``...) a dynamic-shape kernel takes. ``sizes`` gives them all, in that order (as a
-    ``KernelLaunch.int_args``); without it the numels come from the metadata, which works
-    only for static kernels."""
-    meta = kernel.meta
-    n_ptr, n_numels = len(meta["buffers"]), len(meta["numels"])
-    n_ints = len(arg_names) - n_ptr - len(BLOCK_NAMES[meta["kind"]])
+    ``KernelLaunch.int_args``); without it the numels come from the spec, which works only
+    for static kernels."""
+    n_ptr, n_numels = len(spec.buffers), len(spec.numels)
+    n_ints = len(arg_names) - n_ptr - len(spec.kind.blocks)
     if sizes is not None:
         values = tuple(int(v) for v in sizes)
     elif n_ints == n_numels:
-        values = kernel_numels(meta)
+        values = spec.int_numels()
     else:
-        raise ValueError(f"kernel {kernel.name} takes size arguments "
+        raise ValueError(f"kernel {name} takes size arguments "
                          f"{list(arg_names[n_ptr + n_numels:n_ptr + n_ints])}: pass sizes")
     if len(values) != n_ints or n_ints < n_numels:
-        raise ValueError(f"kernel {kernel.name}({', '.join(arg_names)}) takes {n_ints} integer "
+        raise ValueError(f"kernel {name}({', '.join(arg_names)}) takes {n_ints} integer "
                          f"arguments, got {len(values)} sizes")
     return values
 
 
-def kernel_signature(arg_names: Sequence[str], kernel: KernelArtifact, config: Config,
-                     dtypes: Sequence[str] | None = None,
-                     sizes: Sequence[int] | None = None) -> Signature:
+def signature(arg_names: Sequence[str], kernel: KernelArtifact, config: Config,
+              dtypes: Sequence[str] | None = None,
+              sizes: Sequence[int] | None = None) -> Signature:
     """The signature Triton's JIT would specialize when the wrapper launches ``config``.
 
-    Arguments are pointers (``meta["buffers"]``), integers (numels, then size symbols: see
+    Arguments are pointers (``spec.buffers``), integers (numels, then size symbols: see
     ``int_arguments``), then the constexpr blocks. Pointers are assumed 16-byte aligned
     (every tensor kiln allocates is); an integer equal to 1 is a constexpr and one divisible
     by 16 gets ``tt.divisibility``, as at launch.
     """
-    meta = kernel.meta
-    ptrs = pointer_dtypes(kernel, dtypes)
+    spec = kernel.spec
+    ptrs = pointer_dtypes(kernel.name, spec, dtypes)
     blocks = config.blocks()
-    block_names = BLOCK_NAMES[meta["kind"]]
+    block_names = spec.kind.blocks
     if (set(blocks) != set(block_names) or len(arg_names) < len(ptrs) + len(block_names)
             or set(arg_names[len(arg_names) - len(block_names):]) != set(block_names)):
-        raise ValueError(f"kernel {kernel.name}({', '.join(arg_names)}) does not match its meta "
-                         f"({meta['kind']}, {len(ptrs)} pointers) and config {config}")
-    ints = int_arguments(arg_names, kernel, sizes)
+        raise ValueError(f"kernel {kernel.name}({', '.join(arg_names)}) does not match its "
+                         f"spec ({spec.kind}, {len(ptrs)} pointers) and config {config}")
+    ints = int_arguments(arg_names, kernel.name, spec, sizes)
     types: dict[str, str] = {}
     constexprs: dict[str, int] = {}
     attrs: dict[tuple[int, ...], list] = {}
@@ -222,22 +198,142 @@ def kernel_signature(arg_names: Sequence[str], kernel: KernelArtifact, config: C
     return Signature(types, constexprs, attrs)
 
 
-# ----------------------------------------------------------------------------- loading
-@functools.lru_cache(maxsize=64)
-def _load(source: str, device_type: str, code_dir: str):
-    from ..runtime import load_module
-    return load_module(PREAMBLE + source, device_type, Path(code_dir))
+# ----------------------------------------------------------------------------- compile jobs
+@dataclass(frozen=True)
+class KernelJob:
+    """One kernel of a module at its launch config: what ``triton.compile`` needs.
+
+    >>> job = KernelJob("kiln_pw_relu_0", {"XBLOCK": 1024, "num_warps": 4}, {"XBLOCK": 1024},
+    ...                 {"num_warps": 4, "num_stages": 3},
+    ...                 {"in_ptr0": "*fp32", "out_ptr0": "*fp32", "xnumel": "i32"}, [])
+    >>> job.options["num_warps"], launcher_key(job)
+    (4, ('*', '*', 'i32'))
+    """
+    name: str
+    launch: dict[str, int]               # the keyword arguments the wrapper launches it with
+    constexprs: dict[str, int]           # block sizes, and integer arguments equal to 1
+    options: dict[str, int]              # num_warps, num_stages
+    types: dict[str, str]                # argument name -> Triton type ("*bf16", "i32", ...)
+    divisible_by_16: list[int]           # argument positions Triton may assume 16-aligned
 
 
-def load_kernel(kernel: KernelArtifact, device_type: str = "cuda", code_dir: Path | None = None):
-    """The kernel as a JITFunction (``"cuda"``) or InterpretedFunction (``"cpu"``)."""
-    if code_dir is None:
-        from ..config import load_options
-        code_dir = load_options().code_dir()
-    return getattr(_load(kernel.source, device_type, str(code_dir)), kernel.name)
+def kernel_jobs(kernels: Iterable[KernelArtifact], arg_names: dict[str, Sequence[str]]
+                ) -> tuple[KernelJob, ...]:
+    """A job per kernel of a static-shape module, at the config its wrapper launches.
+
+    ``arg_names`` maps each kernel's name to its parameters (``JITFunction.arg_names``).
+    """
+    jobs = []
+    for kernel in kernels:
+        if kernel.spec.candidate:   # a GEMM template kept only to be tuned: never launched
+            continue
+        config = kernel.spec.launch.config()
+        sig = signature(arg_names[kernel.name], kernel, config)
+        jobs.append(KernelJob(kernel.name, kernel.spec.launch.kwargs(), sig.constexprs,
+                              config.options(), sig.types, sorted(k[0] for k in sig.attrs)))
+    return tuple(jobs)
 
 
-# ----------------------------------------------------------------------------- resources
+def launcher_key(job: KernelJob) -> tuple[str, ...]:
+    """What the kernel's host launcher depends on: kernels of equal keys share one.
+
+    Triton 3.6 generates a launcher's C source from the argument types alone, in order:
+    every pointer is the same ``CUdeviceptr`` whatever it points to, a constexpr a
+    placeholder whatever its value (tensor descriptors would add metadata; kiln's kernels
+    have none). Triton caches a built launcher by the hash of that source, so a coarser key
+    would only leave a launcher to the first launch, never run a wrong one.
+    """
+    return tuple("*" if t.startswith("*") else t for t in job.types.values())
+
+
+def ast_source(fn, job: KernelJob):
+    """Triton's ``ASTSource`` of ``fn`` (a JITFunction) specialized as ``job`` launches it."""
+    from triton.compiler import ASTSource
+    attrs = {(k,): [["tt.divisibility", 16]] for k in job.divisible_by_16}
+    return ASTSource(fn, dict(job.types), dict(job.constexprs), attrs)
+
+
+def compile_kernel(fn, job: KernelJob, target: Target):
+    """``triton.compile`` of ``fn`` (a JITFunction) for ``job``: a cache hit when a worker
+    (or an earlier run) compiled the same kernel into the same Triton cache."""
+    return triton.compile(ast_source(fn, job), target=Target.of(target).triton(),
+                          options=dict(job.options))
+
+
+def build_launcher(compiled) -> bool:
+    """Build the kernel's host launcher into Triton's cache, as its first launch would.
+
+    Triton 3.6 compiles a C launcher per kernel signature with gcc (~0.3 s each, one after
+    another, inside the first call); built here, the first call finds it cached. Newer
+    Tritons launch through one generic launcher and need an active driver here: nothing to
+    build, and any failure only means the first call builds it (False).
+    """
+    try:
+        from triton.backends.nvidia.driver import CudaLauncher
+        CudaLauncher(compiled.src, compiled.metadata)
+    except Exception:  # noqa: BLE001 -- an optimization only; the first launch does it anyway
+        return False
+    return True
+
+
+@triton.jit
+def _warm_up_kernel(x_ptr):
+    tl.store(x_ptr, tl.load(x_ptr) + 1.0)
+
+
+def warm_backend(target: Target) -> str | None:
+    """Compile a tiny kernel for ``target``: a process's first ``triton.compile`` pays the
+    backend's start-up (~0.4 s more than a small kernel's ~0.1 s), which would otherwise land
+    on a model's first kernel. A throwaway cache makes it a real compile every time and keeps
+    the user's cache clean. Returns None, or why it failed (harmless: the first real compile
+    pays the start-up instead).
+    """
+    from triton.compiler import ASTSource
+    try:
+        with tempfile.TemporaryDirectory(prefix="kiln-warm-") as scratch, \
+                triton.knobs.cache.scope():   # restores the cache dir (and its env variable)
+            triton.knobs.cache.dir = scratch
+            triton.compile(ASTSource(_warm_up_kernel, {"x_ptr": "*fp32"}),
+                           target=Target.of(target).triton())
+    except Exception as err:  # noqa: BLE001 -- an optimization only
+        return f"{type(err).__name__}: {err}"
+    return None
+
+
+def cache_dir() -> str:
+    """Triton's on-disk cache directory in this process."""
+    return str(triton.knobs.cache.dir)
+
+
+def use_cache_dir(path: str) -> None:
+    """Point this process's Triton cache at ``path`` (a compile worker serving a caller)."""
+    triton.knobs.cache.dir = path
+
+
+# ----------------------------------------------------------------------------- cross-compiling
+@dataclass(frozen=True)
+class BuildResult:
+    """One (kernel, config, target) build. ``cubin`` is None unless it compiled."""
+    kernel_key: str
+    kernel_name: str
+    config: Config
+    target: Target
+    status: str
+    cubin: bytes | None
+    metadata_json: str          # curated Triton metadata plus resource usage (see ``build``)
+    error: str | None
+    seconds: float
+    triton_version: str = triton.__version__
+
+    @property
+    def ok(self) -> bool:
+        return self.status == "ok"
+
+    @property
+    def metadata(self) -> dict[str, Any]:
+        return json.loads(self.metadata_json)
+
+
 def _cuobjdump() -> str | None:
     try:
         import triton.backends.nvidia as nvidia
@@ -294,7 +390,16 @@ def _resource_problem(metadata: dict[str, Any], config: Config, limits: TargetLi
     return None
 
 
-# ----------------------------------------------------------------------------- build
+@functools.lru_cache(maxsize=1)
+def _shipped_limits() -> dict[int, TargetLimits]:
+    from ..config import config_file
+    path = config_file("autotune", "default.toml")
+    with open(path, "rb") as f:
+        return parse_targets(str(path), tomllib.load(f).get("targets", {}))
+
+
+SHIPPED = "shipped"   # ``build``'s default limits: the shipped default space's [targets.N]
+
 _METADATA_FIELDS = ("name", "shared", "num_warps", "num_stages", "num_ctas", "global_scratch_size",
                     "tmem_size", "hash")
 
@@ -302,17 +407,20 @@ _METADATA_FIELDS = ("name", "shared", "num_warps", "num_stages", "num_ctas", "gl
 def build(kernel: KernelArtifact, config: Config,
           target: Target | Sequence | str = ("cuda", 90, 32), *,
           dtypes: Sequence[str | torch.dtype] | None = None, sizes: Sequence[int] | None = None,
-          spaces: TuningSpaces | None = None, code_dir: Path | None = None) -> BuildResult:
+          limits: TargetLimits | None | str = SHIPPED, code_dir: Path | None = None
+          ) -> BuildResult:
     """Compile ``kernel`` at ``config`` for ``target``; every failure is a status, not a raise.
 
     ``metadata`` holds Triton's ``name, shared, num_warps, num_stages, num_ctas,
     global_scratch_size, tmem_size, hash``, then what cuobjdump reads from the cubin
     (``n_regs, stack_bytes, static_shared_bytes, local_bytes``; ``n_spills`` stays None until
     a GPU loads it), the ``signature`` compiled for, ``target`` and ``triton_version``.
-    ``dtypes`` are the pointer dtypes (see ``pointer_dtypes``); ``sizes`` every integer
-    argument (numels, then a dynamic kernel's size symbols: ``KernelLaunch.int_args``),
-    needed only where the metadata's numels are symbolic.
+    ``dtypes`` override the pointer dtypes (see ``pointer_dtypes``); ``sizes`` are every
+    integer argument (numels, then a dynamic kernel's size symbols: ``KernelLaunch.int_args``),
+    needed only where the spec's numels are symbolic. ``limits``: the target's resource
+    limits (a search space's ``targets``), by default the shipped ones; None checks none.
     """
+    from .load import load_kernel
     start = time.perf_counter()
     target = Target.of(target)
     meta: dict[str, Any] = {"target": target.name, "triton_version": triton.__version__,
@@ -327,43 +435,36 @@ def build(kernel: KernelArtifact, config: Config,
         meta["extern"] = True
         return result("ok")
     try:
-        fn = load_kernel(kernel, "cuda", code_dir)
-        sig = kernel_signature(fn.arg_names, kernel, config, dtypes, sizes)
+        fn = load_kernel(kernel.name, kernel.source, "cuda", code_dir)
+        sig = signature(fn.arg_names, kernel, config, dtypes, sizes)
     except (ValueError, SyntaxError, AttributeError, KeyError) as e:
         return result("build_error", error=f"{type(e).__name__}: {e}")
     meta["signature"] = sig.as_json()
     if config.num_warps * 32 > MAX_THREADS_PER_BLOCK:
         return result("resource_error", error=_resource_problem(meta, config, None))
     try:
-        from triton.backends.compiler import GPUTarget
         from triton.compiler import ASTSource
         source = ASTSource(fn, sig.types, sig.constexprs, sig.attrs)
-        compiled = triton.compile(source, target=GPUTarget(target.backend, target.arch,
-                                                           target.warp_size),
-                                  options=config.options())
+        compiled = triton.compile(source, target=target.triton(), options=config.options())
     except Exception as e:   # noqa: BLE001 -- any compiler failure is this config's result
         status = "resource_error" if type(e).__name__ == "OutOfResources" else "build_error"
         return result(status, error=_error_text(e))
     triton_meta = compiled.metadata._asdict()
     meta.update({k: triton_meta[k] for k in _METADATA_FIELDS if k in triton_meta})
     # Triton's own metadata file, verbatim: with the cubin it is what a deployment needs to
-    # launch the binary without compiling (compiler.precompile.preload_binaries).
+    # launch the binary without compiling (kernels.load.preload_binaries).
     meta["triton_metadata"] = json.dumps(triton_meta, default=vars, sort_keys=True)
     cubin = compiled.asm.get("cubin")
     if not cubin:
         return result("build_error", error=f"no cubin produced for {target.name}")
     meta["cubin_sha256"] = content_hash(cubin)
     meta.update(resource_usage(cubin))
-    limits = (spaces or _default_spaces()).targets.get(target.arch)
+    if limits == SHIPPED:
+        limits = _shipped_limits().get(target.arch)
     problem = _resource_problem(meta, config, limits)
     if problem:
         return result("resource_error", cubin, problem)
     return result("ok", cubin)
-
-
-@functools.lru_cache(maxsize=1)
-def _default_spaces() -> TuningSpaces:
-    return load_spaces()
 
 
 def _error_text(e: BaseException, limit: int = 4000) -> str:

@@ -1,0 +1,159 @@
+"""Launch heuristics: the config a kernel runs with when no tuned trial chose one.
+
+``launch_config`` gives the heuristic for a kernel kind at its sizes; ``choose_launch`` takes
+a tuned config instead where one can run the kernel. Both return a ``LaunchConfig`` whose
+keyword arguments are in the order the wrapper passes them. autotune's ``default_config``
+delegates here, so the default a tuner compares against is the config the wrapper launches.
+
+Example:
+    >>> from compiler.config import CompilerOptions
+    >>> from compiler.kernels.spec import KernelKind
+    >>> launch = launch_config(KernelKind.POINTWISE_1D, (4096,), CompilerOptions(), "cuda")
+    >>> launch.params, launch.grid
+    ((('XBLOCK', 1024), ('num_warps', 4)), (4,))
+"""
+from __future__ import annotations
+
+import math
+from typing import Mapping, Sequence
+
+import sympy
+
+from ..config import CompilerOptions
+from ..kernels.spec import KernelKind, LaunchConfig
+from ..sizevars import texpr
+
+# The interpreter walks the grid in Python: one big block is much faster than many small ones.
+INTERPRETER_MAX_BLOCK = 1 << 16
+MAX_GRID_Y = 65535
+MIN_DOT = 16          # tl.dot needs every block dim >= 16
+MATMUL_BLOCKS = KernelKind.MATMUL.blocks
+
+
+def next_pow2(n: int) -> int:
+    return 1 << max(0, (int(n) - 1).bit_length())
+
+
+def _block(numel: sympy.Expr, cap: int, floor: int = 1) -> int:
+    """A power-of-two block covering ``numel`` up to ``cap`` (``cap`` when only known at run time)."""
+    numel = sympy.sympify(numel)
+    return max(floor, min(next_pow2(numel), cap)) if numel.is_Integer else cap
+
+
+def grid_axis(numel: sympy.Expr, block: int) -> int | str:
+    """Programs along one axis: a number, or an expression of run-time sizes (source text)."""
+    numel = sympy.sympify(numel)
+    if numel.is_Integer:
+        return max(1, math.ceil(int(numel) / block))
+    return f"(({texpr(numel)}) + {block - 1}) // {block}"
+
+
+def launch_config(kind: KernelKind, numels: Sequence, options: CompilerOptions,
+                  device_type: str) -> LaunchConfig:
+    """Heuristic launch parameters (the config used when tuning is off)."""
+    numels = [sympy.sympify(n) for n in numels]
+    if kind == KernelKind.MATMUL:
+        return matmul_launch_config(numels, device_type)
+    if kind.is_reduction:
+        return _reduction_config(kind, numels, device_type)
+    if kind == KernelKind.POINTWISE_2D:
+        xnumel, ynumel = numels
+        if device_type == "cpu":
+            x = _block(xnumel, 256)
+            y = _block(ynumel, INTERPRETER_MAX_BLOCK // x)
+        else:
+            x, y = _block(xnumel, options.tile_x), _block(ynumel, options.tile_y)
+        if ynumel.is_Integer and int(ynumel) > MAX_GRID_Y * y:   # grid y is at most 65535
+            y = next_pow2(math.ceil(int(ynumel) / MAX_GRID_Y))
+        warps = max(1, min(options.num_warps, x * y // 256))
+        return LaunchConfig((("XBLOCK", x), ("YBLOCK", y), ("num_warps", warps)),
+                            (grid_axis(xnumel, x), grid_axis(ynumel, y)))
+    (xnumel,) = numels
+    x = _block(xnumel, INTERPRETER_MAX_BLOCK if device_type == "cpu" else options.xblock, 16)
+    warps = max(1, min(options.num_warps, x // 256))
+    return LaunchConfig((("XBLOCK", x), ("num_warps", warps)), (grid_axis(xnumel, x),))
+
+
+def _reduction_config(kind: KernelKind, numels, device_type: str) -> LaunchConfig:
+    xnumel, rnumel = numels
+    if kind == KernelKind.REDUCTION_PERSISTENT:
+        r = next_pow2(rnumel)
+        # long rows: several rows a program and many warps (swept on an H100: XBLOCK=4 with
+        # 16-32 warps beat one row with 8 warps by 2.7-3.2x for rows of 3136)
+        budget = INTERPRETER_MAX_BLOCK if device_type == "cpu" else (16384 if r >= 2048 else 4096)
+        x = _block(xnumel, max(1, budget // r))
+    else:
+        r = 4096 if device_type == "cpu" else 2048
+        x = 1
+    warps = max(1, min(16 if x * r >= 8192 else 8, x * r // 256))
+    return LaunchConfig((("XBLOCK", x), ("RBLOCK", r), ("num_warps", warps)),
+                        (grid_axis(xnumel, x),))
+
+
+def choose_launch(kind: KernelKind, numels: Sequence, options: CompilerOptions,
+                  device_type: str, tuned: Mapping[str, int] | None = None) -> LaunchConfig:
+    """The tuned config when it can run this kernel, else ``launch_config``'s heuristic."""
+    if kind == KernelKind.MATMUL:
+        return choose_matmul_launch(numels, device_type, tuned)
+    heuristic = launch_config(kind, numels, options, device_type)
+    if not tuned:
+        return heuristic
+    blocks = {k: int(v) for k, v in tuned.items() if k.endswith("BLOCK")}
+    if set(blocks) != set(kind.blocks):
+        return heuristic
+    numels = [sympy.sympify(n) for n in numels]
+    if kind == KernelKind.REDUCTION_PERSISTENT and blocks["RBLOCK"] < int(numels[1]):
+        return heuristic    # a persistent kernel must hold the whole row
+    params = [*blocks.items(),
+              ("num_warps", int(tuned.get("num_warps", heuristic.kwargs()["num_warps"])))]
+    if "num_stages" in tuned:
+        params.append(("num_stages", int(tuned["num_stages"])))
+    if kind == KernelKind.POINTWISE_2D:
+        grid = (grid_axis(numels[0], blocks["XBLOCK"]), grid_axis(numels[1], blocks["YBLOCK"]))
+    else:
+        grid = (grid_axis(numels[0], blocks["XBLOCK"]),)
+    return LaunchConfig(tuple(params), grid, tuned=True)
+
+
+# ----------------------------------------------------------------------------- GEMM template
+def _fit(size: int, cap: int) -> int:
+    """A power-of-two block of at least ``MIN_DOT`` covering ``size`` up to ``cap``."""
+    return max(MIN_DOT, min(cap, 1 << max(0, (int(size) - 1).bit_length())))
+
+
+def matmul_grid(numels, block_m: int, block_n: int) -> tuple[int, int]:
+    batch, m, n, _ = (int(v) for v in numels)
+    return (math.ceil(m / block_m) * math.ceil(n / block_n), batch)
+
+
+def matmul_launch_config(numels, device_type: str) -> LaunchConfig:
+    """The GEMM template's heuristic (tuning off). On a GPU: 128x128 tiles, BLOCK_K 32, 3
+    stages -- a float32 kernel then needs 96 KiB of shared memory, under every listed
+    target's limit (the default must build everywhere). Under the interpreter, which runs
+    each program in Python: as few programs as possible."""
+    _, m, n, k = (int(v) for v in numels)
+    if device_type == "cpu":
+        blocks = (_fit(m, 64), _fit(n, 64), _fit(k, 64))
+        warps, stages = 4, 1
+    else:
+        blocks = (_fit(m, 128), _fit(n, 128), _fit(k, 32))
+        warps, stages = (8 if blocks[0] * blocks[1] >= 128 * 128 else 4), 3
+    # GROUP_M 8, or the tile rows when fewer: the same schedule, as the tuner names it
+    group = min(8, 1 << max(0, (math.ceil(m / blocks[0]) - 1).bit_length()))
+    params = (*zip(MATMUL_BLOCKS, blocks + (group,)), ("num_warps", warps),
+              ("num_stages", stages))
+    return LaunchConfig(params, matmul_grid(numels, *blocks[:2]))
+
+
+def choose_matmul_launch(numels, device_type: str, tuned=None) -> LaunchConfig:
+    """A tuned template config when ``tuned`` is one (all four constexprs), else the heuristic
+    (also for ``{"extern": 1}``, which ``matmul_select`` handles before codegen)."""
+    heuristic = matmul_launch_config(numels, device_type)
+    if not tuned or not all(c in tuned for c in MATMUL_BLOCKS):
+        return heuristic
+    default = heuristic.kwargs()
+    params = (*((c, int(tuned[c])) for c in MATMUL_BLOCKS),
+              ("num_warps", int(tuned.get("num_warps", default["num_warps"]))),
+              ("num_stages", int(tuned.get("num_stages", default["num_stages"]))))
+    grid = matmul_grid(numels, int(tuned["BLOCK_M"]), int(tuned["BLOCK_N"]))
+    return LaunchConfig(params, grid, tuned=True)

@@ -1,0 +1,34 @@
+"""The Triton back end's one home: the kernel contract, building, launching, loading.
+
+    spec         KernelSpec / LaunchConfig / KernelKind / Config: the typed kernel record
+                 codegen, autotune, precompile, the pipeline and storage exchange (no Triton)
+    build        every triton.compile and private Triton call for building: signatures,
+                 cross-compiling cubins on a CPU, backend warm-up, host launchers
+    launch       Launcher (the wrapper's kernel handle) and torch's generic launcher
+    interpreter  the CPU shim generated kernels need under Triton's interpreter
+    load         generated source -> module; one kernel alone; stored cubins -> kernels
+    precompile   a static-shape module's kernels compiled ahead of its first call, in a pool
+                 of worker processes (compile_worker)
+
+Nothing here imports the rest of the compiler except ``compiler.artifact`` and
+``compiler.config``; the rest of the compiler reaches Triton only through this package
+(``tests/test_architecture.py`` checks both).
+
+Private torch and Triton APIs, each used in one module, and the fallback when it is missing
+or changes:
+
+| API | where | fallback |
+|---|---|---|
+| ``triton.compiler.ASTSource`` | build | none: kiln needs it to compile ahead of a launch (Triton >= 3.2) |
+| ``triton.backends.compiler.GPUTarget`` | build | none, as above |
+| ``triton.runtime.driver.active.get_current_target`` | build | none (GPU only) |
+| ``triton.runtime.jit.mangle_type`` | build | a table of torch dtype -> Triton type |
+| ``triton.backends.nvidia.driver.CudaLauncher`` | build | skip: the first launch builds the host launcher |
+| ``triton.knobs.cache`` (dir, scope) | build | none (Triton >= 3.4) |
+| ``triton.compiler.compiler.CompiledKernel(src, files, hash)`` | load | the stored binary is skipped: the kernel compiles at its first launch |
+| ``triton.runtime.interpreter.TensorHandle`` | interpreter | none: the CPU path needs it |
+| ``triton.knobs.runtime.launch_enter_hook`` / ``exit_hook`` | launch | read only: with a hook set Triton's own launcher runs |
+| ``torch._C._StaticCudaLauncher`` | launch | Triton's own launcher (CPU builds, torch < 2.8, kernels it cannot run) |
+| ``torch._C._cuda_getCurrentRawStream`` | launch | as above |
+| a compiled kernel's direct ``kernel[grid](*args)`` runner | launch | ``fn[grid](...)`` through Triton's JIT |
+"""

@@ -1,0 +1,82 @@
+"""The CPU shim: what generated kernels need to run under Triton's interpreter.
+
+``libdevice`` functions Triton's interpreter lacks, computed with NumPy (or torch where NumPy
+has no such function) on the tensor's data, in its dtype. ``interpreter_bindings`` gives the
+``jit`` and ``libdevice`` a generated module is imported with on CPU tensors, which is how
+CI checks every kernel without a GPU. The interpreter's ``TensorHandle`` is private to
+Triton; it is used here only.
+
+Example:
+    >>> b = interpreter_bindings()
+    >>> b["jit"].__name__, hasattr(b["libdevice"], "erfinv")
+    ('InterpretedFunction', True)
+"""
+from __future__ import annotations
+
+import types
+from typing import Any
+
+import numpy as np
+import torch
+import triton.language as tl
+
+
+def _numpy_extern(fn):
+    """A libdevice function for the interpreter: NumPy on the tensor's data, same dtype."""
+    def call(*args):
+        from triton.runtime.interpreter import TensorHandle
+        tensors = [a for a in args if isinstance(a, tl.core.tensor)]
+        data = [a.handle.data if isinstance(a, tl.core.tensor) else a for a in args]
+        out = np.asarray(fn(*data))
+        like = max(tensors, key=lambda t: t.handle.data.ndim)
+        out = out.astype(like.handle.data.dtype, copy=False)
+        return tl.core.tensor(TensorHandle(out, like.handle.dtype.scalar), like.type)
+    return call
+
+
+def _via_torch(fn):
+    """A NumPy-array function from a torch one (special functions NumPy lacks)."""
+    return lambda a: fn(torch.from_numpy(np.array(a))).numpy()
+
+
+def _quiet(fn):
+    """``fn`` without NumPy's warnings: the interpreter computes masked-off lanes too."""
+    def call(*args):
+        with np.errstate(all="ignore"):
+            return fn(*args)
+    return call
+
+
+INTERPRETER_LIBDEVICE = types.SimpleNamespace(
+    tanh=_numpy_extern(np.tanh),
+    pow=_numpy_extern(np.power),
+    expm1=_numpy_extern(np.expm1),
+    log1p=_numpy_extern(np.log1p),
+    nearbyint=_numpy_extern(np.rint),
+    trunc=_numpy_extern(np.trunc),
+    fmod=_numpy_extern(np.fmod),
+    atan=_numpy_extern(_quiet(np.arctan)),
+    asin=_numpy_extern(_quiet(np.arcsin)),
+    acos=_numpy_extern(_quiet(np.arccos)),
+    tan=_numpy_extern(_quiet(np.tan)),
+    sinh=_numpy_extern(_quiet(np.sinh)),
+    cosh=_numpy_extern(_quiet(np.cosh)),
+    asinh=_numpy_extern(_quiet(np.arcsinh)),
+    acosh=_numpy_extern(_quiet(np.arccosh)),
+    atanh=_numpy_extern(_quiet(np.arctanh)),
+    log10=_numpy_extern(_quiet(np.log10)),
+    atan2=_numpy_extern(_quiet(np.arctan2)),
+    hypot=_numpy_extern(_quiet(np.hypot)),
+    copysign=_numpy_extern(_quiet(np.copysign)),
+    erfc=_numpy_extern(_via_torch(torch.special.erfc)),
+    erfinv=_numpy_extern(_via_torch(torch.special.erfinv)),
+    erfcx=_numpy_extern(_via_torch(torch.special.erfcx)),
+    lgamma=_numpy_extern(_via_torch(torch.lgamma)),
+    cyl_bessel_i0=_numpy_extern(_via_torch(torch.special.i0)),
+)
+
+
+def interpreter_bindings() -> dict[str, Any]:
+    """``jit`` and ``libdevice`` for a generated module run on CPU tensors."""
+    from triton.runtime.interpreter import InterpretedFunction
+    return {"jit": InterpretedFunction, "libdevice": INTERPRETER_LIBDEVICE}
