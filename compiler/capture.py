@@ -9,6 +9,22 @@ the canonical graph text (``graph_text``) plus the input signature and the torch
 Parameters and buffers stay graph *inputs*: the user's weights live in the user's module and
 are fed on every call (``flatten_call``), never baked into generated code.
 
+Private torch APIs the compiler uses, where, and the fallback when one is missing or moves
+(the Triton ones are in ``compiler.kernels``; ``tests/test_architecture.py`` checks that every
+private API in the code is listed here or there):
+
+| API | where | fallback |
+|---|---|---|
+| ``torch._functorch.aot_autograd`` (``aot_export_module``) | capture_trace | capture through ``torch.export`` + ``run_decompositions`` (a warning says once why) |
+| ``torch._functorch.aot_autograd`` (``make_boxed_func``) | backend | ``functorch.compile.make_boxed_func`` |
+| ``torch._export.utils`` (placeholder naming, CIA preservation) | capture_trace | as aot_export_module: the export path |
+| ``torch._decomp`` (``get_decompositions``, ``core_aten_decompositions``) | decompositions | ``torch.export.default_decompositions`` where it exists; none below torch 2.6 |
+| ``torch._dynamo`` (``register_backend``, ``list_backends``, ``backends.common.aot_autograd``) | backend | none: the documented way to write a torch.compile backend |
+| ``torch._guards`` (``detect_fake_mode``) | passes | none: compile_fx of fake inputs needs it |
+| ``torch._ops`` (``OpOverload``, ``OpOverloadPacket``, ``HigherOrderOperator``) | capture, graph, lowering | none: the types every FX node target has |
+| ``torch._prims_common`` (type promotion, ``suggest_memory_format``) | lowering | promotion: none; ``suggest_memory_format``: the plain channels-last stride test |
+| ``torch._C`` (``_cuda_getDriverVersion``) | autotune.measure | the driver nvidia-smi reports, read first |
+
 Example:
     >>> import torch
     >>> cg = capture_module(torch.nn.Linear(4, 2), (torch.randn(3, 4),))
@@ -19,7 +35,9 @@ Example:
 """
 from __future__ import annotations
 
+import functools
 import hashlib
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping, Sequence
@@ -240,11 +258,22 @@ def _capture_static(module: torch.nn.Module, args: tuple, name: str) -> Captured
     which also gives the proper error for a module this path fails on."""
     try:
         traced = trace_static(module, args)
-    except Exception:  # noqa: BLE001 -- export retraces it and reports what is wrong
+    except Exception as err:  # noqa: BLE001 -- export retraces it and reports what is wrong
+        _warn_fast_path_failed(torch_version_for_key(), type(err).__name__)
         return None
     if traced is None:
         return None
     return _build(*traced, {}, {}, name, (args, {}))
+
+
+@functools.lru_cache(maxsize=None)
+def _warn_fast_path_failed(torch_version: str, error: str) -> None:
+    """Once per process and kind of failure: the one-trace path failed where it should have
+    applied (a torch whose private tracing hooks changed), so every capture now pays for
+    torch.export's two traces. Correct either way, but worth a report."""
+    warnings.warn(f"kiln: the one-trace capture failed on torch {torch_version} ({error}); "
+                  f"capturing with torch.export instead, which is slower", RuntimeWarning,
+                  stacklevel=4)
 
 
 def capture_exported(ep: torch.export.ExportedProgram, name: str | None = None,

@@ -112,13 +112,18 @@ def _export_hooks():
 
 
 def _plain(module: torch.nn.Module, args: tuple) -> bool:
-    """Positional tensors only, and no state object under two names (export keeps one
-    placeholder for a tied weight; aot_export_module would make two)."""
+    """Positional tensors only, no state object under two names (export keeps one
+    placeholder for a tied weight; aot_export_module would make two), and no tensor held
+    as a plain attribute (export lifts it as a constant; a trace would meet a real tensor
+    among fake ones)."""
     if not all(isinstance(a, torch.Tensor) for a in args):
         return False
     state = [t for _, t in module.named_parameters(remove_duplicate=False)]
     state += [t for _, t in module.named_buffers(remove_duplicate=False)]
-    return len({id(t) for t in state}) == len(state)
+    if len({id(t) for t in state}) != len(state):
+        return False
+    return not any(isinstance(v, torch.Tensor) and k not in m._parameters
+                   and k not in m._buffers for m in module.modules() for k, v in vars(m).items())
 
 
 def _signature(gm: torch.fx.GraphModule, outputs: tuple, sig: Any) -> ExportGraphSignature:

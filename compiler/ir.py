@@ -11,12 +11,13 @@ Example:
     >>> i0 = index_symbol("i", 0)
     >>> x = TensorValue(torch.float32, "cpu", (sympy.Integer(8),), Load("arg0", i0, torch.float32))
     >>> y = x.map(lambda b: Op("relu", (b,), torch.float32))
-    >>> y.body.op
+    >>> str(y.body.op)
     'relu'
 """
 from __future__ import annotations
 
 import dataclasses
+import enum
 from dataclasses import dataclass
 from typing import Any, Callable, Sequence
 
@@ -34,6 +35,24 @@ SUPPORTED_DTYPES = frozenset({
 
 
 # ----------------------------------------------------------------------------- expressions
+# The pointwise ops kernels compute (each has a snippet in codegen/ops.py's OP_CODE), and
+# the pseudo-ops that structure a body rather than compute a value: ``masked`` (a region
+# whose loads only happen where a condition holds), ``store_if`` (an in-place write of the
+# changed elements only) and ``group`` (the bodies of one fused kernel, side by side).
+OpName = enum.StrEnum("OpName", [(name.upper(), name) for name in (
+    "add", "sub", "mul", "truediv", "div_floor", "div_trunc", "remainder", "fmod", "neg",
+    "abs", "maximum", "minimum", "fmax", "fmin", "pow", "sign", "signbit", "reciprocal",
+    "exp", "exp2", "expm1", "log", "log2", "log10", "log1p", "sqrt", "rsqrt",
+    "sin", "cos", "tan", "asin", "acos", "atan", "atan2", "sinh", "cosh", "tanh", "asinh",
+    "acosh", "atanh", "erf", "erfc", "erfinv", "erfcx", "lgamma", "i0", "hypot", "copysign",
+    "sigmoid", "floor", "ceil", "round", "trunc", "relu", "gelu", "silu", "elu",
+    "hardsigmoid", "hardswish", "leaky_relu", "eq", "ne", "lt", "le", "gt", "ge", "isnan",
+    "isinf", "logical_not", "logical_and", "logical_or", "logical_xor", "bitwise_and",
+    "bitwise_or", "bitwise_xor", "bitwise_not", "lshift", "rshift", "where", "to_dtype",
+    "masked", "store_if", "group")])
+PSEUDO_OPS = frozenset({OpName.MASKED, OpName.STORE_IF, OpName.GROUP})
+
+
 class Expr:
     """Base of element expressions; every subclass is a frozen dataclass with a ``dtype``."""
     dtype: torch.dtype
@@ -68,11 +87,16 @@ class IndexExpr(Expr):
 
 @dataclass(frozen=True)
 class Op(Expr):
-    """A pointwise op from the codegen table applied to ``args``; ``params`` are literals."""
-    op: str
+    """A pointwise op from the codegen table applied to ``args``; ``params`` are literals.
+    ``op`` is an ``OpName`` (a name given as text is checked against it: a typo in a
+    lowering fails here, not in generated code)."""
+    op: OpName
     args: tuple[Expr, ...]
     dtype: torch.dtype
     params: tuple = ()
+
+    def __post_init__(self):
+        object.__setattr__(self, "op", OpName(self.op))
 
 
 def map_indices(expr: Expr, fn: Callable[[sympy.Expr], sympy.Expr]) -> Expr:

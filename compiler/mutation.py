@@ -26,8 +26,8 @@ from __future__ import annotations
 
 import sympy
 
-from .ir import (Const, Expr, IndexExpr, InputBuffer, Load, MutationBuffer, Op, ScatterBuffer,
-                 TensorValue, index_symbols, loads_of, substitute)
+from .ir import (Const, Expr, IndexExpr, InputBuffer, Load, MutationBuffer, Op, OpName,
+                 ScatterBuffer, TensorValue, index_symbols, loads_of, substitute)
 from .lowering.common import expand_to, to_dtype
 
 
@@ -61,7 +61,7 @@ def apply_mutations(ctx, mutations: list[tuple[InputBuffer, TensorValue]]) -> No
             continue
         mask = conds[0] if conds else None
         for cond in conds[1:]:
-            mask = Op("logical_and", (mask, cond), mask.dtype)
+            mask = Op(OpName.LOGICAL_AND, (mask, cond), mask.dtype)
         ctx.operations.append(MutationBuffer(target.name, target.layout, body, mask))
 
 
@@ -70,10 +70,10 @@ def _changed_where(body: Expr, own: Load) -> tuple[list[Expr], Expr]:
     masked_fill) keeps ``own`` where ``c`` fails, so only ``v`` where ``c`` holds is
     written; nested ones (a scatter into a slice of a slice) AND their conditions."""
     conds = []
-    while isinstance(body, Op) and body.op == "where" and body.args[2] == own:
+    while isinstance(body, Op) and body.op == OpName.WHERE and body.args[2] == own:
         cond, body = body.args[0], body.args[1]
         conds.append(cond)
-        if isinstance(body, Op) and body.op == "masked" and body.args[0] == cond:
+        if isinstance(body, Op) and body.op == OpName.MASKED and body.args[0] == cond:
             body = body.args[1]     # the region's own guard: always true where written
     return conds, body
 
@@ -91,10 +91,10 @@ def _dim_facts(cond: Expr, isyms) -> list | None:
     else (the conditions lower_slice_scatter / lower_select_scatter build)."""
     if not isinstance(cond, Op):
         return None
-    if cond.op == "logical_and":
+    if cond.op == OpName.LOGICAL_AND:
         a, b = (_dim_facts(c, isyms) for c in cond.args)
         return a + b if a is not None and b is not None else None
-    kinds = {"ge": "lo", "lt": "hi", "eq": "at"}
+    kinds = {OpName.GE: "lo", OpName.LT: "hi", OpName.EQ: "at"}
     if cond.op not in kinds or not isinstance(cond.args[0], IndexExpr):
         return None
     index, value = sympy.sympify(cond.args[0].index), _bound(cond.args[1])

@@ -38,7 +38,7 @@ import torch
 
 from .graph import LoweredGraph
 from .ir import (BufferRef, ComputedBuffer, ExternKernel, Layout, MatmulTemplate, MutationBuffer,
-                 Op, ReductionBuffer, count_reads_and_ops, loads_of)
+                 Op, OpName, ReductionBuffer, count_reads_and_ops, loads_of)
 from .traffic import Traffic
 
 
@@ -113,7 +113,7 @@ def within_limits(nodes: tuple, limits: FusionLimits) -> bool:
     """Nodes, distinct ops (shared subexpressions once) and distinct buffers read."""
     if len(nodes) > limits.max_nodes:
         return False
-    joined = Op("group", tuple(n.body for n in nodes), torch.float32)
+    joined = Op(OpName.GROUP, tuple(n.body for n in nodes), torch.float32)
     _, ops = count_reads_and_ops(joined)
     inputs = {load.buffer for load in loads_of(joined)} - {n.name for n in nodes}
     return ops - 1 <= limits.max_ops and len(inputs) <= limits.max_inputs

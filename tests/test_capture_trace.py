@@ -3,6 +3,8 @@ replaces for static modules: the same graph, key, inputs, specs and mutations, a
 export path wherever the one-trace path does not apply."""
 from __future__ import annotations
 
+import warnings
+
 import pytest
 import torch
 import torch.nn as nn
@@ -121,3 +123,19 @@ def test_cases_outside_the_plain_one_take_the_export_path(module, args, kwargs):
     if not kwargs:   # None, or an error inside the trace, both send capture to export
         assert capture._capture_static(module, args, "m") is None
     _assert_same(capture_module(module, args, kwargs), _by_export(module, args, kwargs))
+
+
+def test_a_failing_one_trace_path_warns_once_naming_torch(monkeypatch):
+    """A torch whose hooks changed must not slow every capture down in silence."""
+    def broken(module, args):
+        raise TypeError("hooks moved")
+    monkeypatch.setattr(capture, "trace_static", broken)
+    capture._warn_fast_path_failed.cache_clear()
+    module, x = nn.Linear(4, 3).eval(), torch.randn(2, 4)
+    with pytest.warns(RuntimeWarning, match=rf"torch {capture.torch_version_for_key()} \(TypeError\)"):
+        first = capture_module(module, (x,))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", RuntimeWarning)
+        second = capture_module(module, (x,))
+    _assert_same(first, _by_export(module, (x,)))
+    assert second.graph_key == first.graph_key

@@ -31,7 +31,7 @@ from dataclasses import dataclass
 import sympy
 import torch
 
-from ..ir import (ComputedBuffer, Expr, Load, Op, ReductionBuffer, contiguous_strides,
+from ..ir import (ComputedBuffer, Expr, Load, Op, OpName, ReductionBuffer, contiguous_strides,
                   index_symbols, reduction_symbols, substitute, walk)
 from ..sizevars import affine_coefficients, simplify, size_hint, upper_bound
 from ..kernels.spec import PERSISTENT_MAX_RNUMEL, KernelKind
@@ -326,7 +326,7 @@ def generate_row_kernel(nodes, stores: frozenset[str], number: int) -> Generated
 
 
 def _joined_body(plan: RowPlan) -> Expr:
-    return Op("group", tuple(plan.bodies), torch.float32)
+    return Op(OpName.GROUP, tuple(plan.bodies), torch.float32)
 
 
 class _Emitter:

@@ -24,8 +24,8 @@ from dataclasses import dataclass
 import sympy
 import torch
 
-from ..ir import (ComputedBuffer, Const, Expr, IndexExpr, Load, Op, index_symbols, map_indices,
-                  substitute, walk)
+from ..ir import (PSEUDO_OPS, ComputedBuffer, Const, Expr, IndexExpr, Load, Op, OpName,
+                  index_symbols, map_indices, substitute, walk)
 from ..sizevars import (FloorDiv, ModularIndexing, affine_coefficients, simplify, size_hint, texpr,
                         upper_bound)
 from ..kernels.spec import KernelKind
@@ -71,7 +71,7 @@ def _plan(buf: ComputedBuffer) -> _Plan:
     body = buf.body
     mask = getattr(buf, "store_mask", None)
     if mask is not None:   # planned together so both see the same dims
-        body = Op("store_if", (mask, body), body.dtype)
+        body = Op(OpName.STORE_IF, (mask, body), body.dtype)
     body = substitute(body, mapping)
     store = buf.layout.index(isyms).xreplace(mapping)
     dims, mapping = merge_dims(dims, index_exprs(body, store))
@@ -178,7 +178,7 @@ class BodyWriter:
             return self.names[e]
         if isinstance(e, Const):
             return literal(e.value, e.dtype)
-        if isinstance(e, Op) and e.op == "masked":
+        if isinstance(e, Op) and e.op == OpName.MASKED:
             return self._masked(e, key)
         if isinstance(e, Load):
             text, is_block = self._load(e)
@@ -240,7 +240,7 @@ def store_index(index: sympy.Expr, shape: str) -> str:
 def kernel_name(body: Expr, number: int, prefix: str = "kiln_pw") -> str:
     ops = []
     for n in walk(body):
-        if isinstance(n, Op) and n.op not in ("to_dtype", "store_if", "masked", "group") \
+        if isinstance(n, Op) and n.op != OpName.TO_DTYPE and n.op not in PSEUDO_OPS \
                 and n.op not in ops:
             ops.append(n.op)
     return "_".join([prefix] + (ops[:4] or ["copy"]) + [str(number)])
@@ -306,7 +306,7 @@ def _emit(name, buf, plan, index_map, ranges, numels, kind: KernelKind):
         mask, shape = "xmask", "[XBLOCK]"
     writer = BodyWriter(body, index_map, ranges, mask)
     value, store_mask = plan.body, mask
-    if isinstance(value, Op) and value.op == "store_if":   # an in-place write of changed elements
+    if isinstance(value, Op) and value.op == OpName.STORE_IF:   # an in-place write of changed elements
         store_mask = f"{mask} & ({writer.value(value.args[0])})"
         value = value.args[1]
     result = writer.value(value)
@@ -356,7 +356,7 @@ def pointwise_group_fits(nodes) -> bool:
 def generate_pointwise_group(nodes, stores: frozenset, number: int) -> GeneratedKernel:
     """One 1-D kernel computing ``nodes`` (``pointwise_group_fits``); writes ``stores``."""
     layout = nodes[0].layout
-    joined = Op("group", tuple(n.body for n in nodes), torch.float32)
+    joined = Op(OpName.GROUP, tuple(n.body for n in nodes), torch.float32)
     plan = _plan(ComputedBuffer("group", layout, joined))
     (flat, dims) = (XINDEX, list(plan.dims))
     numel = sympy.Mul(*[n for _, n in dims])
@@ -385,7 +385,7 @@ def generate_pointwise_group(nodes, stores: frozenset, number: int) -> Generated
         code.splice(header)
         code.splice(body)
     source = code.text()
-    ops = tuple(n.op for n in walk(plan.body) if isinstance(n, Op) and n.op != "group")
+    ops = tuple(n.op for n in walk(plan.body) if isinstance(n, Op) and n.op != OpName.GROUP)
     return generated(name, source, tuple(writer.pointers) + tuple(outputs), (numel,),
                      KernelKind.POINTWISE_1D, ops, pointwise_traffic(nodes, stores),
                      len(outputs), size_args)

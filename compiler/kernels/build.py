@@ -38,6 +38,7 @@ import triton
 import triton.language as tl
 
 from ..artifact import KernelArtifact, content_hash
+from .source import load_kernel
 from .spec import Config, KernelSpec, TargetLimits, parse_targets
 
 BUILD_STATUSES = ("ok", "build_error", "resource_error")
@@ -420,7 +421,6 @@ def build(kernel: KernelArtifact, config: Config,
     needed only where the spec's numels are symbolic. ``limits``: the target's resource
     limits (a search space's ``targets``), by default the shipped ones; None checks none.
     """
-    from .load import load_kernel
     start = time.perf_counter()
     target = Target.of(target)
     meta: dict[str, Any] = {"target": target.name, "triton_version": triton.__version__,

@@ -1,90 +1,24 @@
-"""Generated source to callables: module import with the device's bindings, one kernel
-alone (build and tune), and stored cubins handed to kernels with no compile at all.
-
-The same generated source runs on CUDA (``jit = triton.jit``, CUDA's libdevice) and on CPU
-tensors under Triton's interpreter (``jit = InterpretedFunction``, the NumPy shim in
-``kernels.interpreter``), which is how CI checks every kernel without a GPU. Modules are
-written to a file first because ``triton.jit`` reads a kernel's source through ``inspect``.
+"""Loading an artifact's kernels: the module (``source.load_module``), each kernel's
+``Launcher`` and compile job, and stored cubins handed to kernels with no compile at all.
 
 Example:
-    >>> sorted(bindings("cpu"))
-    ['jit', 'libdevice']
+    >>> binary_mismatch(KernelJob("k", {}, {}, {}, {}, []), StoredBinary(b"", {}))
+    'built by Triton None, running ...'
 """
 from __future__ import annotations
 
 import concurrent.futures as cf
-import functools
 import hashlib
-import importlib.util
-import types
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import torch
 import triton
 
-from ..artifact import CompiledArtifact, content_hash
+from ..artifact import CompiledArtifact
 from .build import KernelJob, ast_source, build_launcher, kernel_jobs, launcher_key
 from .launch import Launcher
-
-# A kernel's source alone names ``tl`` and ``triton``; ``jit`` and ``libdevice`` are bound
-# by ``load_module`` for the device (CUDA or the interpreter).
-PREAMBLE = "import triton\nimport triton.language as tl\n\n"
-
-
-def bindings(device_type: str) -> dict[str, Any]:
-    """Globals the generated module needs for ``device_type`` ("cuda" or "cpu")."""
-    if device_type == "cuda":
-        from triton.language.extra import libdevice
-        return {"jit": triton.jit, "libdevice": libdevice}
-    if device_type == "cpu":
-        from .interpreter import interpreter_bindings
-        return interpreter_bindings()
-    raise ValueError(f"kiln runs kernels on 'cuda' or 'cpu' (interpreter), not {device_type!r}")
-
-
-def load_module(source: str, device_type: str, code_dir: Path,
-                constants: dict[str, torch.Tensor] | None = None,
-                static_shapes: bool = False, kernels=None) -> types.ModuleType:
-    """Write ``source`` to ``code_dir`` and import it with the device's bindings.
-
-    With ``static_shapes`` on CUDA, each kernel (the names in ``kernels``; every JIT function
-    when None) is wrapped in a ``Launcher``. Helper JIT functions the kernels call (a scan's
-    combine function) must stay JIT functions: name only the kernels where there are any.
-    """
-    key = content_hash(source)[:24]
-    path = Path(code_dir) / f"kiln_{key}.py"
-    if not path.exists():
-        tmp = path.with_suffix(f".{id(source)}.tmp")
-        tmp.write_text(source)
-        tmp.replace(path)   # atomic: concurrent loaders never import a half-written file
-    spec = importlib.util.spec_from_file_location(f"kiln_generated_{key}", path)
-    module = importlib.util.module_from_spec(spec)
-    module.__dict__.update(bindings(device_type))
-    module.__dict__.update(constants or {})
-    spec.loader.exec_module(module)
-    if device_type == "cuda" and static_shapes:
-        for name, value in list(module.__dict__.items()):
-            if (isinstance(value, triton.runtime.jit.JITFunction)
-                    and (kernels is None or name in kernels)):
-                setattr(module, name, Launcher(value))
-    return module
-
-
-@functools.lru_cache(maxsize=64)
-def _load(source: str, device_type: str, code_dir: str):
-    return load_module(PREAMBLE + source, device_type, Path(code_dir))
-
-
-def load_kernel(name: str, source: str, device_type: str = "cuda",
-                code_dir: Path | None = None):
-    """One kernel's source as a JITFunction (``"cuda"``) or InterpretedFunction (``"cpu"``)."""
-    if code_dir is None:
-        from ..config import load_options
-        code_dir = load_options().code_dir()
-    return getattr(_load(source, device_type, str(code_dir)), name)
-
+from .source import bindings, load_kernel, load_module  # noqa: F401 (loading's entry points)
 
 def launcher_jobs(artifact: CompiledArtifact, module) -> tuple[dict[str, Launcher], tuple]:
     """The ``Launcher`` of each kernel of the loaded ``module`` (static shapes only have

@@ -15,7 +15,7 @@ from __future__ import annotations
 import sympy
 import torch
 
-from . import Registry
+from .registry import Registry
 from ..ir import contiguous_strides
 from .common import channels_last_strides
 from .pointwise import pointwise

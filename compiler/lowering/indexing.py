@@ -17,7 +17,7 @@ import torch
 
 from ..ir import Const, Expr, IndexExpr, Load, Op, TensorValue, index_symbols
 from ..sizevars import FloorDiv
-from . import Registry
+from .registry import Registry
 from .common import SUPPORTED_DTYPES, broadcast_shapes, cast_expr, expand_to, normalize_dim
 from .pointwise import make_op
 

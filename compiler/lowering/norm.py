@@ -17,7 +17,7 @@ import operator
 
 import torch
 
-from . import Registry
+from .registry import Registry
 from .common import to_dtype
 from .pointwise import pointwise
 

@@ -19,7 +19,7 @@ import sympy
 import torch
 
 from ..ir import Const, IndexExpr, Op, TensorValue
-from . import Registry
+from .registry import Registry
 from .common import (SUPPORTED_DTYPES, Promotion, broadcast_shapes, cast_expr, expand_to,
                      is_tensor, promote, to_dtype)
 

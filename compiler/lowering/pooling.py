@@ -28,7 +28,7 @@ import torch
 
 from ..ir import Const, Expr, IndexExpr, Load, TensorValue, index_symbols
 from ..sizevars import FloorDiv
-from . import Registry
+from .registry import Registry
 from .common import SUPPORTED_DTYPES, cast_expr
 from .indexing import _gather_load, masked
 from .pointwise import make_op

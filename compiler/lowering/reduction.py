@@ -15,9 +15,9 @@ from __future__ import annotations
 import sympy
 import torch
 
-from ..codegen.reduction import PERSISTENT_MAX_RNUMEL
+from ..kernels.spec import PERSISTENT_MAX_RNUMEL
 from ..ir import TensorValue, index_symbols, reduction_symbols
-from . import Registry
+from .registry import Registry
 from .common import SUPPORTED_DTYPES, cast_expr, normalize_dim
 from .pointwise import pointwise
 

@@ -17,7 +17,7 @@ from __future__ import annotations
 import torch
 
 from ..ir import ScanBuffer
-from . import Registry
+from .registry import Registry
 from .common import SUPPORTED_DTYPES, cast_expr, normalize_dim, to_dtype
 
 aten = torch.ops.aten

@@ -32,7 +32,7 @@ import sympy
 import torch
 
 from ..ir import ComputedBuffer, Const, Expr, Layout, ScatterBuffer, TensorValue, index_symbols
-from . import Registry
+from .registry import Registry
 from .common import SUPPORTED_DTYPES, cast_expr, expand_to, normalize_dim, to_dtype
 from .indexing import advanced_index, wrap_index
 from .inplace import InPlace, inplace_target

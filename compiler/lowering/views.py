@@ -16,7 +16,7 @@ import torch
 
 from ..ir import Load, TensorValue, index_symbols, map_indices
 from ..sizevars import FloorDiv, ModularIndexing, simplify
-from . import Registry
+from .registry import Registry
 from .common import as_sym, normalize_dim, sym_size
 
 aten = torch.ops.aten
