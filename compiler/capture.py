@@ -48,6 +48,7 @@ import torch.fx
 import torch.utils._pytree as pytree
 from torch.export.graph_signature import InputKind, OutputKind
 
+from .capture_device import capture_on_cpu
 from .capture_trace import trace_static
 from .decompositions import decomposition_table
 from .ir import SUPPORTED_DTYPES
@@ -225,7 +226,8 @@ def capture_module(module: torch.nn.Module, example_args: Any, example_kwargs: A
                    dynamic_shapes: Any = None, name: str | None = None) -> CapturedGraph:
     """Export ``module`` at ``example_args`` and capture it. The module's train/eval mode is
     left as the caller set it (train mode captures train behaviour: BatchNorm statistics
-    updates appear as ``mutated_buffers``).
+    updates appear as ``mutated_buffers``). It is traced on CPU wherever its tensors live
+    (``capture_device``): a GPU capture and a CPU capture give one graph and one key.
 
     Example:
         >>> import torch
@@ -241,6 +243,13 @@ def capture_module(module: torch.nn.Module, example_args: Any, example_kwargs: A
     args = example_args if isinstance(example_args, tuple) else (example_args,)
     kwargs = dict(example_kwargs or {})
     _check_example_dtypes(name, args, kwargs)
+    return capture_on_cpu(functools.partial(_trace_module, module, dynamic_shapes, name),
+                          module, args, kwargs, name)
+
+
+def _trace_module(module: torch.nn.Module, dynamic_shapes: Any, name: str, args: tuple,
+                  kwargs: dict) -> CapturedGraph:
+    """The one-trace path where it applies, else ``torch.export``."""
     if dynamic_shapes is None and not kwargs:
         fast = _capture_static(module, args, name)
         if fast is not None:

@@ -166,16 +166,27 @@ def _cast(value: Any, dtype: Any) -> Any:
 
 
 def capture_model(spec: ModelSpec) -> Any:
-    """Build (or load) the model of ``spec`` and capture it into a ``CapturedGraph``.
+    """Build (or load) the model of ``spec`` and capture it into a ``CapturedGraph``."""
+    from compiler.capture import capture_exported, capture_module, load_pt2
+    if spec.pt2 is not None:
+        return capture_exported(load_pt2(spec.pt2), name=spec.name)
+    module, args, dynamic_shapes = build_model(spec)
+    return capture_module(module, args, dynamic_shapes=dynamic_shapes, name=spec.name)
+
+
+def build_model(spec: ModelSpec) -> tuple[Any, tuple, Any]:
+    """``(module, args, dynamic_shapes)`` of a factory ``spec``, on CPU in the spec's dtype:
+    what ``capture_model`` captures (a serving process moves the same to its GPU).
 
     A factory returns ``(module, example_args)``, or ``(module, example_args,
     dynamic_shapes)`` with torch.export's ``dynamic_shapes`` when it knows its own dynamic
     dims (``pipeline.zoo.blocks.gpt2_block_dynamic``); the config's ``dynamic`` is the other
     way to say it, and giving both is an error.
+
+    >>> module, args, dynamic = build_model(ModelSpec("mlp", factory="pipeline.zoo.tiny:mlp"))
+    >>> type(module).__name__, args[0].dtype, dynamic
+    ('MLP', torch.float32, None)
     """
-    from compiler.capture import capture_exported, capture_module, load_pt2
-    if spec.pt2 is not None:
-        return capture_exported(load_pt2(spec.pt2), name=spec.name)
     import torch
     made = import_factory(spec.factory)(**spec.kwargs)
     if not isinstance(made, tuple) or len(made) not in (2, 3):
@@ -189,8 +200,7 @@ def capture_model(spec: ModelSpec) -> Any:
                              f"dynamic_shapes; remove 'dynamic' from the config entry")
         dynamic_shapes = made[2]
     dtype = getattr(torch, spec.dtype)
-    return capture_module(module.to(dtype), _cast(args, dtype), dynamic_shapes=dynamic_shapes,
-                          name=spec.name)
+    return module.to(dtype), _cast(args, dtype), dynamic_shapes
 
 
 def _file_sha256(path: str) -> str:
