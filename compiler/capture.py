@@ -21,6 +21,7 @@ private API in the code is listed here or there):
 | ``torch._decomp`` (``get_decompositions``, ``core_aten_decompositions``) | decompositions | ``torch.export.default_decompositions`` where it exists; none below torch 2.6 |
 | ``torch._dynamo`` (``register_backend``, ``list_backends``, ``backends.common.aot_autograd``) | backend | none: the documented way to write a torch.compile backend |
 | ``torch._guards`` (``detect_fake_mode``) | passes | none: compile_fx of fake inputs needs it |
+| ``torch._subclasses`` (``FakeTensorMode``) | capture_device | capture traces the real tensors on their own device, with a warning that the key may differ |
 | ``torch._ops`` (``OpOverload``, ``OpOverloadPacket``, ``HigherOrderOperator``) | capture, graph, lowering | none: the types every FX node target has |
 | ``torch._prims_common`` (type promotion, ``suggest_memory_format``) | lowering | promotion: none; ``suggest_memory_format``: the plain channels-last stride test |
 | ``torch._C`` (``_cuda_getDriverVersion``) | autotune.measure | the driver nvidia-smi reports, read first |
