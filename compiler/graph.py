@@ -107,6 +107,7 @@ class GraphLowering(torch.fx.Interpreter):
         super().__init__(gm, garbage_collect_values=False)
         self.lowerings = lowerings
         self.options = options
+        self.target = target
         self.channels_last = wants_channels_last(gm, options, target)
         # graph output position -> input position whose new value it is (export's buffer
         # mutations); ``copy_`` into a placeholder adds to ``self.mutations`` as it is met
@@ -217,6 +218,13 @@ class GraphLowering(torch.fx.Interpreter):
             if pos == position:
                 return buf, _as_list(output.args[0])[k]
         return None
+
+    @property
+    def target_device(self) -> str:
+        """The device the module is lowered for: the target, else where the graph's inputs
+        live. Device-specific rules (cuDNN's layouts, CUDA's half rounding) follow it, not
+        the device capture traced on (always the CPU: ``capture_device``)."""
+        return self.target or self.device or "cpu"
 
     def eager_layout(self, node: torch.fx.Node | None = None) -> Layout:
         """The layout eager gives ``node``'s result when dense, else a contiguous one."""

@@ -57,7 +57,8 @@ def lower_convolution(ctx, x, weight, bias, *rest):
         x_ref = ctx.buffer_ref(x, ctx.node.args[0])
         w_ref = ctx.buffer_ref(weight, ctx.node.args[1])
         out_stride = conv_output_stride(ctx.meta_val(), (x.size, ctx.passed_stride(x_ref)),
-                                        (weight.size, ctx.passed_stride(w_ref)), rest)
+                                        (weight.size, ctx.passed_stride(w_ref)), rest,
+                                        ctx.target_device)
     out = ctx.call_extern((x_ref, w_ref, None) + rest, {}, is_fallback=False,
                           out_stride=out_stride)
     if bias is None:
@@ -65,10 +66,11 @@ def lower_convolution(ctx, x, weight, bias, *rest):
     return pointwise("add", out, bias.reindex(out.size, lambda idx: [idx[1]]))
 
 
-def conv_output_stride(val, x: tuple, w: tuple, rest) -> tuple | None:
+def conv_output_stride(val, x: tuple, w: tuple, rest, device_type: str | None = None
+                       ) -> tuple | None:
     """The strides a convolution returns for an input and a weight of these ``(size,
-    stride)``, where they differ from the graph's (``val``: what eager's input gave); None
-    keeps the graph's.
+    stride)`` on ``device_type`` (the lowering target; by default ``val``'s device), where
+    they differ from the graph's (``val``: what eager's input gave); None keeps the graph's.
 
     kiln may hand a conv an input laid out unlike eager's (an NHWC norm output feeding a
     depthwise conv); the conv answers in that layout, and a wrong prediction costs a copy
@@ -85,7 +87,7 @@ def conv_output_stride(val, x: tuple, w: tuple, rest) -> tuple | None:
     (x_size, x_stride), (w_size, w_stride) = ([tuple(int(d) for d in part) for part in t]
                                               for t in (x, w))
     size = tuple(int(d) for d in val.shape)
-    if val.device.type == "cuda":
+    if (device_type or val.device.type) == "cuda":
         nhwc = len(size) == 4 and val.dtype != torch.float64 and (
             _suggests_nhwc(x_size, x_stride) or _suggests_nhwc(w_size, w_stride))
         stride = channels_last_strides(size) if nhwc else contiguous_strides(size)

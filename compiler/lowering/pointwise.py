@@ -428,7 +428,7 @@ def lower_round_decimals(ctx, x, decimals=0):
         return pointwise("round", x)
     op, undo = ("mul", "truediv") if decimals > 0 else ("truediv", "mul")
     ten = float(10 ** abs(decimals))
-    if x.device == "cuda" and x.dtype in (torch.float16, torch.bfloat16):
+    if ctx.target_device == "cuda" and x.dtype in (torch.float16, torch.bfloat16):
         ten = torch.tensor(ten, dtype=x.dtype).item()
         scaled = to_dtype(pointwise(op, to_dtype(x, torch.float32), ten), x.dtype, rounds=True)
     else:
