@@ -263,6 +263,7 @@ def format_summary(report: RunReport) -> str:
     lines += _build_lines(report) + _tune_lines(report) + _relower_lines(report)
     lines.append(report.throughput().describe())
     lines += _placement_lines(report)
+    lines += _warning_lines(report.results)
     lines += _failure_lines(report.failures)
     lines.append(_verdict(report))
     return "\n".join(lines)
@@ -348,6 +349,11 @@ def _placement_lines(report: RunReport) -> list[str]:
     parts = [f"{stage} " + " ".join(f"{w}:{n}" for w, n in sorted(by.items()))
              for stage, by in report.placement.items()]
     return ["workers: " + "; ".join(parts)]
+
+
+def _warning_lines(results: list[TaskResult]) -> list[str]:
+    warned = [r for r in results if r.warning]
+    return [f"warning: {r.model}: {r.warning}" for r in warned]
 
 
 def _failure_lines(failures: list[TaskResult]) -> list[str]:

@@ -373,6 +373,8 @@ class _Runner:
             span[1] = time.perf_counter() - self.start
         self.report.gpu_s += result.gpu_seconds
         self.progress.finish(result.stage, result.status)
+        if result.warning:
+            self.progress.note(f"warning: {result.model}: {result.warning}")
         if result.failed:
             self._write_failure(result, worker or "")
             where = f"{result.stage}[{result.target}]" if result.target else result.stage

@@ -55,7 +55,8 @@ class TaskResult:
     binaries and ``build_errors`` (configs that did not compile or exceed the target's
     resources: rows too, never crashes); ``timed`` trials and ``trial_errors``;
     ``gpu_seconds`` spent launching and timing; ``speedup`` of the best config over the
-    default; ``note`` one line for the log.
+    default; ``note`` one line for the log; ``warning`` what the user should know although
+    the task succeeded (printed and listed in the summary).
     """
     stage: str
     model: str
@@ -79,6 +80,7 @@ class TaskResult:
     speedup: float | None = None
     device: str = ""
     note: str = ""
+    warning: str = ""
 
     @property
     def failed(self) -> bool:
@@ -138,17 +140,21 @@ def import_factory(path: str) -> Callable[..., Any]:
                              f"attribute {attr!r}") from None
 
 
-def _dynamic_shapes(spec: ModelSpec, n_args: int) -> tuple | None:
+def _dynamic_shapes(spec: ModelSpec, args: tuple) -> tuple | None:
     """torch.export ``dynamic_shapes`` for the positional args: one ``{dim: Dim}`` per arg."""
     if not spec.dynamic:
         return None
     import torch
     dims = {d.name: torch.export.Dim(d.name, min=d.min, max=d.max) for d in spec.dynamic}
-    shapes: list[dict | None] = [None] * n_args
+    shapes: list[dict | None] = [None] * len(args)
     for d in spec.dynamic:
-        if d.input >= n_args:
+        if d.input >= len(args):
             raise ValueError(f"model {spec.name!r}: dynamic dim names input {d.input}, but the "
-                             f"factory returns {n_args} positional input(s)")
+                             f"factory returns {len(args)} positional input(s)")
+        rank = getattr(args[d.input], "ndim", 0)
+        if d.dim >= rank:
+            raise ValueError(f"model {spec.name!r}: dynamic dim {d.name!r} is dim {d.dim} of "
+                             f"input {d.input}, which has {rank} dim(s)")
         shapes[d.input] = {**(shapes[d.input] or {}), d.dim: dims[d.name]}
     return tuple(shapes)
 
@@ -165,13 +171,17 @@ def _cast(value: Any, dtype: Any) -> Any:
     return value
 
 
-def capture_model(spec: ModelSpec) -> Any:
+def capture_model(spec: ModelSpec, notes: list[str] | None = None) -> Any:
     """Build (or load) the model of ``spec`` and capture it into a ``CapturedGraph``.
 
     A factory returns ``(module, example_args)``, or ``(module, example_args,
     dynamic_shapes)`` with torch.export's ``dynamic_shapes`` when it knows its own dynamic
     dims (``pipeline.zoo.blocks.gpt2_block_dynamic``); the config's ``dynamic`` is the other
     way to say it, and giving both is an error.
+
+    A zoo is compiled for inference: a module the factory returns in train mode (as every
+    freshly built ``nn.Module`` is) is switched to eval mode before capture, so dropout and
+    batch statistics are not compiled; ``notes`` gets a line saying so.
     """
     from compiler.capture import capture_exported, capture_module, load_pt2
     if spec.pt2 is not None:
@@ -182,7 +192,12 @@ def capture_model(spec: ModelSpec) -> Any:
         raise TypeError(f"factory {spec.factory!r} must return (module, example_args) or "
                         f"(module, example_args, dynamic_shapes), got {type(made).__name__}")
     module, args = made[0], made[1] if isinstance(made[1], tuple) else (made[1],)
-    dynamic_shapes = _dynamic_shapes(spec, len(args))
+    if getattr(module, "training", False):
+        module.eval()
+        if notes is not None:
+            notes.append("the factory returned a module in train mode; compiled in eval mode "
+                         "(no dropout, batch-norm running statistics)")
+    dynamic_shapes = _dynamic_shapes(spec, args)
     if len(made) == 3:
         if dynamic_shapes is not None:
             raise ValueError(f"model {spec.name!r}: factory {spec.factory!r} returns its own "
@@ -265,7 +280,8 @@ def capture_task(spec: ModelSpec, store_root: str) -> TaskResult:
     start = time.perf_counter()
     try:
         source = source_key(spec)
-        captured = capture_model(spec)
+        notes: list[str] = []
+        captured = capture_model(spec, notes)
         _GRAPHS.put(spec, captured)
         from storage import Store
         store = Store(store_root)
@@ -278,7 +294,8 @@ def capture_task(spec: ModelSpec, store_root: str) -> TaskResult:
             # with the same graph): add a row that names it, so the next run finds it.
             store.write("graphs", [graph_record(spec, captured, source)])
         return TaskResult(stage="capture", model=spec.name, status=status,
-                          key=captured.graph_key, seconds=time.perf_counter() - start)
+                          key=captured.graph_key, seconds=time.perf_counter() - start,
+                          warning="; ".join(notes))
     except Exception as exc:
         return _failure("capture", spec.name, spec.source, "", start, exc)
 

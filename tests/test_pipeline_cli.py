@@ -208,3 +208,20 @@ def test_tiny_factories_are_deterministic(factory):
     assert all(torch.equal(p, q) for p, q in zip(m1.state_dict().values(),
                                                  m2.state_dict().values()))
     assert not m1.training and all(x.abs().sum() > 0 for x in a1)
+
+
+def test_a_train_mode_factory_is_compiled_in_eval_mode_with_a_warning(tmp_path):
+    """Before: dropout and batch statistics were compiled silently."""
+    from pipeline.config import DynamicDim
+    from pipeline.tasks import capture_model
+    from storage import Store
+    spec = ModelSpec(name="train", factory="pipeline.zoo.faults:train_mode")
+    result = capture_task(spec, str(tmp_path / "store"))
+    assert result.status == "ok" and "train mode; compiled in eval mode" in result.warning
+    graph = Store(str(tmp_path / "store")).get("graphs", result.key)["graph_text"]
+    assert "dropout" not in graph and "batch_norm_legit_no_training" in graph
+    assert capture_model(spec).mutated_buffers == ()      # running stats are read, not updated
+    deep = ModelSpec(name="d", factory="pipeline.zoo.tiny:mlp",
+                     dynamic=(DynamicDim(input=0, dim=2, min=1, max=8, name="b"),))
+    with pytest.raises(ValueError, match="dynamic dim 'b' is dim 2 of input 0, which has 2"):
+        capture_model(deep)
