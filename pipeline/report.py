@@ -183,6 +183,8 @@ class RunReport:
     stage_spans: dict[str, list[float]] = field(default_factory=dict)
     # {stage: {worker name: tasks finished there}}
     placement: dict[str, dict[str, int]] = field(default_factory=dict)
+    # failures whose row could not be written to the store's failures dataset
+    unrecorded: int = 0
 
     @property
     def failures(self) -> list[TaskResult]:
@@ -220,13 +222,13 @@ class RunReport:
         return {r.model for r in self.failures}
 
     def kernel_counts(self) -> tuple[int, int]:
-        """(distinct kernels of this run's modules, kernel uses served by a stored kernel
-        or one another module of this run made: lowered once, built and tuned once)."""
+        """(distinct kernels of this run's modules, those of them the store held before the
+        run). A kernel two modules of this run share (the cpu and cuda lowering of one
+        graph, one LayerNorm in two models) is one kernel, and not a reused one."""
         lowered = [r for r in self.results if r.stage == "lower" and not r.failed]
-        uses = sum(len(r.kernel_keys) for r in lowered)
         distinct = {k for r in lowered for k in r.kernel_keys}
         new = {k for r in lowered for k in r.new_kernel_keys}
-        return len(distinct), uses - len(new)
+        return len(distinct), len(distinct - new)
 
 
 def _cell(results: list[TaskResult]) -> str:
@@ -264,15 +266,16 @@ def format_summary(report: RunReport) -> str:
     lines.append(report.throughput().describe())
     lines += _placement_lines(report)
     lines += _warning_lines(report.results)
-    lines += _failure_lines(report.failures)
+    lines += _failure_lines(report.failures, report.unrecorded)
     lines.append(_verdict(report))
     return "\n".join(lines)
 
 
 def _built_cell(report: RunReport) -> str:
-    """Kernel x architecture builds that ended with the default config built."""
+    """Kernel x architecture builds that built binaries in this run, of all the run's builds
+    (the others found theirs stored, or failed: the build line below says which)."""
     builds = report.stage("build")
-    return f"{sum(not r.failed for r in builds)}/{len(builds)}" if builds else "-"
+    return f"{sum(r.status == OK for r in builds)}/{len(builds)}" if builds else "-"
 
 
 def _tuned_on_target(report: RunReport, r: TaskResult) -> bool:
@@ -356,10 +359,13 @@ def _warning_lines(results: list[TaskResult]) -> list[str]:
     return [f"warning: {r.model}: {r.warning}" for r in warned]
 
 
-def _failure_lines(failures: list[TaskResult]) -> list[str]:
+def _failure_lines(failures: list[TaskResult], unrecorded: int = 0) -> list[str]:
     if not failures:
         return []
-    lines = ["", f"failures ({len(failures)}), recorded in the store's failures dataset:"]
+    where = ("recorded in the store's failures dataset" if not unrecorded else
+             "NOT recorded in the store (it could not be written)" if unrecorded >= len(failures)
+             else f"{unrecorded} of them could not be recorded in the store")
+    lines = ["", f"failures ({len(failures)}), {where}:"]
     for r in failures:
         first = r.message.strip().splitlines()[0] if r.message.strip() else ""
         where = f"{r.stage}[{r.target}]" if r.target else r.stage

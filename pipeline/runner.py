@@ -391,6 +391,7 @@ class _Runner:
         try:
             Store(self.store_root).write("failures", [record])
         except Exception as exc:  # the run's outcome is still reported; say what was lost
+            self.report.unrecorded += 1
             self.progress.note(f"could not record the failure of {result.model} in the store: "
                                f"{type(exc).__name__}: {exc}")
 

@@ -117,7 +117,7 @@ def test_summary_counts_reused_kernels_and_lists_failures():
         TaskResult("capture", "one", "ok", key="g1"), TaskResult("capture", "two", "ok", key="g2"),
         TaskResult("capture", "three", "failed", error_type="CaptureError",
                    message="model 'three': torch.export failed\nmore", attempts=1),
-        # one: k1 new, k2 new; its cuda module has the same kernels (reused)
+        # one: k1 new, k2 new; its cuda module has the same kernels (one lowering of the graph)
         TaskResult("lower", "one", "ok", target="cpu", kernel_keys=("k1", "k2"),
                    new_kernel_keys=("k1", "k2")),
         TaskResult("lower", "one", "ok", target="cuda", kernel_keys=("k1", "k2")),
@@ -133,14 +133,23 @@ def test_summary_counts_reused_kernels_and_lists_failures():
     assert rows["one"][1:6] == ["new", "new", "new", "2", "0"] and rows["one"][-1] == "ok"
     assert rows["two"][1:4] == ["new", "stored", "FAILED"]
     assert rows["three"][1:3] == ["FAILED", "-"]
-    # kernels: 3 distinct; uses 6, of which 3 were new: 3 reused; 2 failures
+    # kernels: 3 distinct, all new (none was in the store before the run): 0 reused. The
+    # cuda module sharing the cpu module's kernels is not reuse (it read "reused 3" on a
+    # first run); 2 failures
     totals = text.splitlines()[text.splitlines().index(
         next(line for line in text.splitlines() if line.startswith("models"))) + 2].split()
-    assert totals[:6] == ["1/3", "3", "-", "off", "3", "2"]
+    assert totals[:6] == ["1/3", "3", "-", "off", "0", "2"]
     assert "three: capture: CaptureError after 1 attempt(s): model 'three': torch.export " \
            "failed" in text
     assert "two: lower[cuda]: KilledWorker after 3 attempt(s)" in text
     assert report.exit_code == 1
+    rerun = [TaskResult("lower", "one", "skipped", target="cpu", kernel_keys=("k1", "k2")),
+             TaskResult("build", "one", "skipped", target="sm_90"),
+             TaskResult("build", "one", "ok", target="sm_90", built=1)]
+    rerun_text = format_summary(RunReport(config=cfg, store="s", results=rerun, wall_s=1.0))
+    lines = rerun_text.splitlines()
+    totals = lines[lines.index(next(line for line in lines if line.startswith("models"))) + 2]
+    assert totals.split()[1:5] == ["2", "1/2", "off", "2"]   # 1 of 2 builds built ("2/2" before)
 
 
 def test_tasks_in_process_write_and_then_skip(tmp_path):
@@ -225,3 +234,60 @@ def test_a_train_mode_factory_is_compiled_in_eval_mode_with_a_warning(tmp_path):
                      dynamic=(DynamicDim(input=0, dim=2, min=1, max=8, name="b"),))
     with pytest.raises(ValueError, match="dynamic dim 'b' is dim 2 of input 0, which has 2"):
         capture_model(deep)
+
+
+def test_version_and_a_top_level_help_that_lists_the_commands(capsys):
+    assert main(["--version"]) == 0
+    assert capsys.readouterr().out.startswith("kiln 0.1.0 (torch ")
+    assert main(["--help"]) == 0
+    out = capsys.readouterr().out
+    assert "run [CONFIG]" in out and "store CMD" in out and "repair" in out
+
+
+def test_a_closed_stdout_is_not_a_traceback(tmp_path):
+    """`kiln store ls | head -1` raised BrokenPipeError."""
+    import os
+    import subprocess
+    import sys
+    from storage import Store
+    from test_storage_support import trials
+    Store(tmp_path).write("trials", trials(0, 50))
+    proc = subprocess.Popen([sys.executable, "-m", "pipeline.cli", "store", "--store",
+                             str(tmp_path), "ls", "trials"], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, env={**os.environ, "PYTHONPATH": str(REPO)})
+    proc.stdout.close()                     # the reader is gone before kiln writes a line
+    err = proc.stderr.read().decode()
+    assert proc.wait(timeout=60) == 0 and err == ""
+
+
+def test_a_config_path_that_is_a_directory_or_binary_is_one_line(tmp_path, capsys):
+    (tmp_path / "zoo.toml").write_bytes(b"\x00\xff\xfe binary \x80")
+    for path, reason in ((tmp_path, "is a directory"), (tmp_path / "zoo.toml", "not a text")):
+        assert main(["run", str(path), "--dry-run"]) == 2
+        err = capsys.readouterr().err
+        assert reason in err and len(err.splitlines()) == 1 and "Traceback" not in err
+
+
+def test_the_store_path_is_checked_before_anything_runs(tmp_path, capsys):
+    """Before: a --store that is a file failed every model, and the summary said the
+    failures were recorded in that store."""
+    file = tmp_path / "file"
+    file.write_text("")
+    for store, reason in ((file, "is a file, not a directory"),
+                          (file / "sub", f"({file} is a file)")):
+        assert main(["run", str(TINY), "--store", str(store)]) == 2
+        err = capsys.readouterr().err
+        assert reason in err and len(err.splitlines()) == 1
+    from pipeline.report import _failure_lines
+    failed = [TaskResult("capture", "m", "failed", error_type="E", message="x")]
+    assert "recorded in the store's" in _failure_lines(failed, unrecorded=0)[1]
+    assert "NOT recorded in the store" in _failure_lines(failed, unrecorded=1)[1]
+
+
+@pytest.mark.skipif(not hasattr(__import__("os"), "geteuid") or __import__("os").geteuid() == 0,
+                    reason="root writes into read-only directories")
+def test_a_read_only_store_directory_is_refused(tmp_path, capsys):
+    store = tmp_path / "ro"
+    store.mkdir(mode=0o555)
+    assert main(["run", str(TINY), "--store", str(store), "--dry-run"]) == 2
+    assert "cannot write in" in capsys.readouterr().err
