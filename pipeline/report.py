@@ -206,7 +206,8 @@ class RunReport:
 
     @property
     def nothing_new(self) -> bool:
-        return bool(self.results) and all(r.status == SKIPPED for r in self.results)
+        return bool(self.results) and all(r.status == SKIPPED and not r.repaired
+                                          for r in self.results)
 
     def throughput(self) -> "Throughput":
         """Rates of this run (see ``Throughput``)."""
@@ -355,8 +356,9 @@ def _placement_lines(report: RunReport) -> list[str]:
 
 
 def _warning_lines(results: list[TaskResult]) -> list[str]:
-    warned = [r for r in results if r.warning]
-    return [f"warning: {r.model}: {r.warning}" for r in warned]
+    return ([f"warning: {r.model}: {r.warning}" for r in results if r.warning]
+            + [f"repaired: {r.model}: {r.stage}[{r.target}]: {r.repaired}" for r in results
+               if r.repaired])
 
 
 def _failure_lines(failures: list[TaskResult], unrecorded: int = 0) -> list[str]:

@@ -375,6 +375,8 @@ class _Runner:
         self.progress.finish(result.stage, result.status)
         if result.warning:
             self.progress.note(f"warning: {result.model}: {result.warning}")
+        if result.repaired:
+            self.progress.note(f"repaired: {result.model}: {result.repaired}")
         if result.failed:
             self._write_failure(result, worker or "")
             where = f"{result.stage}[{result.target}]" if result.target else result.stage

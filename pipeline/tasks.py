@@ -43,7 +43,8 @@ _MESSAGE_CHARS = 4000
 @dataclass(frozen=True)
 class TaskResult:
     """What one task did. ``status``: ``ok`` (new records written), ``skipped`` (already in
-    the store) or ``failed``. ``key`` is the graph key (capture) or module key (lower), or
+    the store; ``repaired`` then says what the task wrote back that the store had lost) or
+    ``failed``. ``key`` is the graph key (capture) or module key (lower), or
     the model's source when capture failed before a key existed.
 
     ``kernel_keys`` lists a lowered module's kernels; ``new_kernel_keys`` those the store did
@@ -81,6 +82,7 @@ class TaskResult:
     device: str = ""
     note: str = ""
     warning: str = ""
+    repaired: str = ""
 
     @property
     def failed(self) -> bool:
@@ -362,6 +364,7 @@ def lower_task(job: LowerJob, store_root: str) -> TaskResult:
         from compiler.api import lower, module_key
         from compiler.config import load_options
         from storage import Store
+        from storage.repair import restore_kernels
         options = load_options(json.loads(job.options_json))
         key = module_key(job.graph_key, options, job.target)
         store = Store(store_root)
@@ -369,6 +372,8 @@ def lower_task(job: LowerJob, store_root: str) -> TaskResult:
                               columns=["kernel_keys", "kernels", "meta_json"]).to_pylist()
         if stored:
             row = stored[0]
+            # Build and tune read kernels rows: restore any the store lost (a deleted file).
+            restored = restore_kernels(store, [row])
             shapes = kernel_shapes(
                 json.loads(row["meta_json"]),
                 [(k["kernel_key"], json.loads(k["meta_json"])) for k in row["kernels"]],
@@ -376,7 +381,9 @@ def lower_task(job: LowerJob, store_root: str) -> TaskResult:
             return TaskResult(stage="lower", model=job.spec.name, status=SKIPPED, key=key,
                               target=job.target, seconds=time.perf_counter() - start,
                               kernel_keys=tuple(row["kernel_keys"]),
-                              fallback_ops=_fallbacks(row["meta_json"]), kernel_shapes=shapes)
+                              fallback_ops=_fallbacks(row["meta_json"]), kernel_shapes=shapes,
+                              repaired=f"restored {restored} kernels row(s) the store had "
+                                       f"lost, from the stored module" if restored else "")
         captured = _captured_for(job)
         artifact = lower(captured, options, target=job.target)
         kernel_keys = tuple(dict.fromkeys(k.kernel_key for k in artifact.kernels))

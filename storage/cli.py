@@ -1,4 +1,5 @@
-"""``kiln store ls|show KEY|stats|verify|compact|best|gains|plot-tuning``: look at a store.
+"""``kiln store ls|show KEY|stats|verify|repair|compact|best|gains|plot-tuning``: look at a
+store, or mend it (``repair``: see ``storage.repair``).
 
 ``best KERNEL`` prints the best config of a kernel (key or unique prefix) per size and GPU;
 ``gains`` what tuning gained per kernel (default vs best median); ``plot-tuning --out PNG``
@@ -6,8 +7,9 @@ draws that as a bar chart (needs matplotlib: ``pip install 'kiln[plot]'``). See
 ``storage.tuning``.
 
 Exit status: 0 on success; 1 when the command ran but found something wrong (verify found a
-problem, show found no such key, compact left corrupt files in place, a file's schema
-version is unreadable); 2 for a usage error or a missing store.
+problem, repair left one, show found no such key, compact left corrupt files in place, a
+file's schema version is unreadable); 2 for a usage error or a missing store; 130 when
+interrupted (Ctrl-C: nothing is lost).
 
 Example:
     >>> import tempfile
@@ -63,6 +65,8 @@ def _parser() -> argparse.ArgumentParser:
     command("stats", help="files, rows, keys and bytes per dataset")
     verify = command("verify", help="check every file and row; nonzero if corrupt")
     verify.add_argument("kinds", nargs="*", type=_kind, metavar="KIND")
+    command("repair", help="quarantine corrupt files, restore lost kernels rows, drop "
+                           "dangling binaries; says what it did, then verifies")
     compact = command("compact", help="merge small files into large sorted ones")
     compact.add_argument("kinds", nargs="*", type=_kind, metavar="KIND")
     compact.add_argument("--full", action="store_true", help="rewrite every file")
@@ -184,6 +188,19 @@ def _verify(store: Store, args: argparse.Namespace, out: TextIO) -> int:
     return 0 if report.ok else 1
 
 
+def _repair(store: Store, args: argparse.Namespace, out: TextIO) -> int:
+    report = store.repair()
+    out.writelines(f"repair: {action}\n" for action in report.actions)
+    after = report.after
+    out.writelines(f"PROBLEM {issue}\n" for issue in after.problems)
+    done = (f"{report.quarantined} file(s) quarantined, {report.restored} row(s) restored, "
+            f"{report.dropped} row(s) dropped" if report.actions else "nothing to repair")
+    verdict = "OK" if after.ok else f"{len(after.problems)} problem(s) left"
+    out.write(f"repair: {done}; verify: {after.files_checked} files, {after.rows_checked:,} "
+              f"rows checked: {verdict}\n")
+    return 0 if after.ok else 1
+
+
 def _print_compaction(report: CompactReport, out: TextIO) -> None:
     for k in report.kinds.values():
         out.write(f"{k.kind:<9} {k.files_in:>6} files -> {k.files_out:>3}, rows {k.rows_in:,}"
@@ -266,7 +283,7 @@ def _plot_tuning(store: Store, args: argparse.Namespace, out: TextIO) -> int:
     return 0
 
 
-_COMMANDS = {"ls": _ls, "show": _show, "stats": _stats, "verify": _verify,
+_COMMANDS = {"ls": _ls, "show": _show, "stats": _stats, "verify": _verify, "repair": _repair,
              "compact": _compact, "best": _best, "gains": _gains, "plot-tuning": _plot_tuning}
 
 
