@@ -48,7 +48,9 @@ def _run_parser() -> argparse.ArgumentParser:
     parser.add_argument("--workers", type=int, help="CPU worker processes of the embedded "
                                                     "cluster (default: the config's, else 2)")
     parser.add_argument("--dry-run", action="store_true",
-                        help="print the plan and exit without running anything")
+                        help="print the plan, import every factory and check every .pt2 "
+                             "file, and exit without running anything (2 if a model would "
+                             "not load)")
     return parser
 
 
@@ -99,6 +101,20 @@ def store_problem(root: str) -> str | None:
     return None
 
 
+def _check_models(config, out: TextIO, err: TextIO) -> int:
+    """``--dry-run``'s last step: import every factory and open every ``.pt2`` here, as a
+    worker would (same search path), and say which would fail."""
+    from pipeline.tasks import check_model
+    problems = [(spec.name, check_model(spec)) for spec in config.models]
+    bad = [(name, problem) for name, problem in problems if problem]
+    if not bad:
+        out.write(f"\nchecks: all {len(problems)} model(s) load (factories imported, .pt2 "
+                  f"files readable)\n")
+        return 0
+    err.writelines(f"kiln run: error: model {name!r}: {problem}\n" for name, problem in bad)
+    return EXIT_USAGE
+
+
 def run_main(argv: Sequence[str], out: TextIO, err: TextIO) -> int:
     """``kiln run``; returns the exit status."""
     args = _run_parser().parse_args(list(argv))
@@ -121,7 +137,7 @@ def run_main(argv: Sequence[str], out: TextIO, err: TextIO) -> int:
     if args.dry_run:
         out.write(format_plan(make_plan(config, store, visible_gpus()), _store_contents(store))
                   + "\n")
-        return 0
+        return _check_models(config, out, err)
     try:
         report = run_zoo(config, store, out=err)
     except (OSError, TimeoutError) as exc:

@@ -26,9 +26,12 @@ import importlib
 import importlib.util
 import inspect
 import json
+import os
+import sys
 import threading
 import time
 import traceback
+import zipfile
 from collections import OrderedDict
 from dataclasses import dataclass
 from typing import Any, Callable
@@ -127,19 +130,75 @@ _GRAPHS = _GraphMemo(capacity=8)
 
 # --- capture ----------------------------------------------------------------------------------
 
-def import_factory(path: str) -> Callable[..., Any]:
-    """``package.module:function`` → the function.
+def _extend_path(search_path: tuple[str, ...]) -> None:
+    """Append the spec's directories to ``sys.path`` (appended: an installed package of the
+    same name, or kiln's own ``pipeline``/``storage``, is never shadowed by a local file)."""
+    for directory in search_path:
+        if directory not in sys.path:
+            sys.path.append(directory)
+
+
+def import_factory(path: str, search_path: tuple[str, ...] = ()) -> Callable[..., Any]:
+    """``package.module:function`` → the function; the module is looked for on ``sys.path``
+    and then in ``search_path`` (a ``ModelSpec``'s: the config's and the working directory).
 
     >>> import_factory("pipeline.zoo.tiny:mlp").__name__
     'mlp'
+    >>> import_factory("nomod:net", ("/srv/zoo",))  # doctest: +ELLIPSIS
+    Traceback (most recent call last):
+    ModuleNotFoundError: factory 'nomod:net': no module named 'nomod' in /srv/zoo, on PYTHONPATH...
     """
     module_name, _, attr = path.partition(":")
-    module = importlib.import_module(module_name)
+    module = _import_module(path, search_path)
     try:
         return getattr(module, attr)
     except AttributeError:
-        raise AttributeError(f"factory {path!r}: module {module_name!r} has no "
+        raise AttributeError(f"factory {path!r}: module {module_name!r} "
+                             f"({getattr(module, '__file__', None) or 'no file'}) has no "
                              f"attribute {attr!r}") from None
+
+
+def _import_module(factory: str, search_path: tuple[str, ...]) -> Any:
+    """The factory's module; a missing one is an error that says where it was looked for."""
+    module_name = factory.partition(":")[0]
+    _extend_path(search_path)
+    try:
+        return importlib.import_module(module_name)
+    except ModuleNotFoundError as exc:
+        if exc.name is None or not module_name.startswith(exc.name):
+            raise          # the factory's module imports something that is missing
+        where = ", ".join(search_path) + ", " if search_path else ""
+        raise ModuleNotFoundError(
+            f"factory {factory!r}: no module named {exc.name!r} in {where}on PYTHONPATH or "
+            f"among installed packages (a worker imports factories from the config's "
+            f"directory and the directory kiln runs in; elsewhere, set PYTHONPATH)",
+            name=exc.name) from None
+
+
+def check_model(spec: ModelSpec) -> str | None:
+    """What would stop ``spec`` from loading, found without building the model (``kiln run
+    --dry-run``): a factory that does not import or is not a function, a ``.pt2`` that is
+    not a readable archive. None when nothing is wrong.
+
+    >>> check_model(ModelSpec("m", factory="pipeline.zoo.tiny:mlp")) is None
+    True
+    >>> check_model(ModelSpec("m", pt2="/nonexistent.pt2"))
+    '/nonexistent.pt2: no such file'
+    """
+    if spec.pt2 is not None:
+        if not os.path.isfile(spec.pt2):
+            return f"{spec.pt2}: no such file"
+        try:
+            if not zipfile.is_zipfile(spec.pt2):
+                return f"{spec.pt2}: not a .pt2 archive (torch.export.save writes a zip file)"
+        except OSError as exc:
+            return f"{spec.pt2}: cannot read: {exc.strerror or exc}"
+        return None
+    try:
+        factory = import_factory(spec.factory or "", spec.search_path)
+    except Exception as exc:   # any import-time error of the user's module
+        return f"{type(exc).__name__}: {exc}"
+    return None if callable(factory) else f"factory {spec.factory!r} is not callable"
 
 
 def _dynamic_shapes(spec: ModelSpec, args: tuple) -> tuple | None:
@@ -189,7 +248,7 @@ def capture_model(spec: ModelSpec, notes: list[str] | None = None) -> Any:
     if spec.pt2 is not None:
         return capture_exported(load_pt2(spec.pt2), name=spec.name)
     import torch
-    made = import_factory(spec.factory)(**spec.kwargs)
+    made = import_factory(spec.factory, spec.search_path)(**spec.kwargs)
     if not isinstance(made, tuple) or len(made) not in (2, 3):
         raise TypeError(f"factory {spec.factory!r} must return (module, example_args) or "
                         f"(module, example_args, dynamic_shapes), got {type(made).__name__}")
@@ -218,16 +277,20 @@ def _file_sha256(path: str) -> str:
     return digest.hexdigest()
 
 
-def _module_source(module_name: str) -> str:
+def _module_source(factory: str, search_path: tuple[str, ...] = ()) -> str:
     """The source text of a factory's module, read from its file without importing it (a
     zoo module may import heavy libraries); ``inspect.getsource`` of the imported module
     where there is no plain source file."""
-    found = importlib.util.find_spec(module_name)
+    _extend_path(search_path)
+    try:
+        found = importlib.util.find_spec(factory.partition(":")[0])
+    except ModuleNotFoundError:      # a missing parent package
+        found = None
     origin = getattr(found, "origin", None)
     if origin and origin.endswith(".py"):
         with open(origin, encoding="utf-8") as f:
             return f.read()
-    return inspect.getsource(importlib.import_module(module_name))
+    return inspect.getsource(_import_module(factory, search_path))
 
 
 def source_key(spec: ModelSpec) -> str:
@@ -250,10 +313,9 @@ def source_key(spec: ModelSpec) -> str:
     if spec.pt2 is not None:
         model: dict[str, Any] = {"pt2_sha256": _file_sha256(spec.pt2)}
     else:
-        module_name = (spec.factory or "").partition(":")[0]
         model = {"factory": spec.factory, "kwargs": spec.kwargs,
                  "module_source_sha256": hashlib.sha256(
-                     _module_source(module_name).encode()).hexdigest()}
+                     _module_source(spec.factory or "", spec.search_path).encode()).hexdigest()}
     parts = {"model": model, "dtype": spec.dtype,
              "dynamic": [dataclasses.asdict(d) for d in spec.dynamic],
              "torch": torch_version_for_key(), "kiln": __version__}

@@ -25,6 +25,13 @@ def write_config(tmp_path: Path, text: str) -> Path:
     return path
 
 
+def stage_lines(plan: str) -> list[str]:
+    """The five stage rows of a printed plan."""
+    lines = plan.splitlines()
+    start = lines.index("stages:") + 3
+    return lines[start:start + 5]
+
+
 def test_dry_run_prints_the_plan_and_touches_nothing(tmp_path, capsys):
     store = tmp_path / "store"
     assert main(["run", str(TINY), "--dry-run", "--store", str(store), "--workers", "3"]) == 0
@@ -34,14 +41,31 @@ def test_dry_run_prints_the_plan_and_touches_nothing(tmp_path, capsys):
     assert "targets  cpu, sm_90 (lowered as cpu, cuda)" in out
     for name in ("mlp", "convnet", "transformer_block"):
         assert f"  {name} " in out
-    lines = {line.split()[0]: line for line in out.splitlines()[-5:]}
+    lines = {line.split()[0]: line for line in stage_lines(out)}
     assert lines["capture"].split()[1] == "3"
     assert lines["lower"].split()[1] == "6"           # 3 models x (cpu, cuda)
     assert "one task per distinct kernel x architecture (sm_90): its default config" in \
         lines["build"]
     assert "off (tuning.enabled = false)" in lines["tune"]
     assert "off (nothing tuned)" in lines["relower"]
+    assert "checks: all 3 model(s) load" in out
     assert not store.exists()
+
+
+def test_dry_run_imports_every_factory_and_checks_pt2_files(tmp_path, capsys):
+    """Before: --dry-run passed a factory no worker could import."""
+    (tmp_path / "bad.pt2").write_bytes(b"not a zip archive")
+    cfg = write_config(tmp_path, '[[models]]\nfactory = "nowhere_models:net"\n'
+                                 '[[models]]\npt2 = "bad.pt2"\n'
+                                 '[[models]]\nfactory = "pipeline.zoo.tiny:mlp"\n')
+    assert main(["run", str(cfg), "--dry-run", "--store", str(tmp_path / "s")]) == 2
+    err = capsys.readouterr().err.splitlines()
+    assert len(err) == 2
+    assert err[0].startswith("kiln run: error: model 'net': ModuleNotFoundError: factory "
+                             f"'nowhere_models:net': no module named 'nowhere_models' in "
+                             f"{tmp_path}")
+    assert "PYTHONPATH" in err[0]
+    assert err[1].endswith("bad.pt2: not a .pt2 archive (torch.export.save writes a zip file)")
 
 
 def test_run_without_config_uses_the_tiny_zoo(tmp_path, capsys):
@@ -70,13 +94,13 @@ def test_tuning_enabled_is_accepted_and_the_plan_says_what_a_cpu_only_cluster_sk
                                  '[cluster]\ngpus = 0\n'
                                  '[[models]]\nfactory = "pipeline.zoo.tiny:mlp"\n')
     assert main(["run", str(cfg), "--dry-run", "--store", str(tmp_path / "s")]) == 0
-    lines = {line.split()[0]: line for line in capsys.readouterr().out.splitlines()[-5:]}
+    lines = {line.split()[0]: line for line in stage_lines(capsys.readouterr().out)}
     assert "every candidate config of search space 'default'" in lines["build"]
     assert "skipped: no GPU workers" in lines["tune"]
     assert "off (nothing tuned)" in lines["relower"]
     cfg.write_text(cfg.read_text().replace("gpus = 0", "gpus = 1"))
     assert main(["run", str(cfg), "--dry-run", "--store", str(tmp_path / "s")]) == 0
-    lines = {line.split()[0]: line for line in capsys.readouterr().out.splitlines()[-5:]}
+    lines = {line.split()[0]: line for line in stage_lines(capsys.readouterr().out)}
     assert "one task per distinct kernel x sizes on a GPU worker; budget 60 GPU-s" in \
         lines["tune"]
     assert "stored with tuned_for = the GPU's name" in lines["relower"]

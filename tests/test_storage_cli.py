@@ -116,8 +116,9 @@ def test_ls_modules_names_model_target_arch_and_tuned_for(tmp_path):
     art = artifact(1)
     store.put_artifact(art)
     store.put_artifact(artifact(2, ()), tuned_for="NVIDIA H100 80GB HBM3")
-    store.write("graphs", [GraphRecord(graph_key=art.graph_key, model="resnet", input_signature="[]",
-                                       torch_version="2.13", graph_text="g")])
+    store.write("graphs", [GraphRecord(graph_key=art.graph_key, model="resnet",
+                                       input_signature="[]", torch_version="2.13",
+                                       graph_text="g")])
     code, text = _run(store, "ls", "modules")
     lines = text.splitlines()
     assert code == 0 and lines[0].split() == ["module_key", "model", "target", "arch", "tuned_for"]
