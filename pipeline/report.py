@@ -185,6 +185,8 @@ class RunReport:
     placement: dict[str, dict[str, int]] = field(default_factory=dict)
     # failures whose row could not be written to the store's failures dataset
     unrecorded: int = 0
+    # the run's log file: worker output and distributed's log records
+    log_path: str = ""
 
     @property
     def failures(self) -> list[TaskResult]:
@@ -194,7 +196,16 @@ class RunReport:
     def exit_code(self) -> int:
         if self.interrupted:
             return EXIT_INTERRUPTED
-        return EXIT_FAILED if self.failures else EXIT_OK
+        return EXIT_FAILED if self.failures or self.incomplete_models() else EXIT_OK
+
+    def incomplete_models(self) -> list[str]:
+        """Models without a failure that lack a module for some target: a task failed after
+        storing the graph (``runner.reconcile_with_store``), so the lowering never ran."""
+        targets = len(lower_targets(self.config))
+        failed = self.failed_models()
+        return [spec.name for spec in self.config.models if spec.name not in failed
+                and len({r.target for r in self.results if r.model == spec.name
+                         and r.stage == "lower" and not r.failed}) < targets]
 
     def stage(self, name: str) -> list[TaskResult]:
         return [r for r in self.results if r.stage == name]
@@ -268,6 +279,8 @@ def format_summary(report: RunReport) -> str:
     lines += _placement_lines(report)
     lines += _warning_lines(report.results)
     lines += _failure_lines(report.failures, report.unrecorded)
+    if report.failures and report.log_path:
+        lines.append(f"  (worker output and tracebacks: {report.log_path})")
     lines.append(_verdict(report))
     return "\n".join(lines)
 
@@ -387,6 +400,12 @@ def _verdict(report: RunReport) -> str:
                     "source key")
         return ("\nnothing to do: every graph, module and binary was already in the store "
                 f"({captured})" + skipped)
+    incomplete = report.incomplete_models()
+    unfinished = (f"; {len(incomplete)} model(s) incomplete (run again to finish them)"
+                  if incomplete else "")
     if report.failures:
-        return f"\n{len(report.failed_models())} model(s) failed; the others finished"
+        return (f"\n{len(report.failed_models())} model(s) failed{unfinished}; the others "
+                f"finished")
+    if incomplete:
+        return f"\n{len(incomplete)} model(s) incomplete: run again to finish them"
     return "\nall models done" + skipped

@@ -315,3 +315,36 @@ def test_a_read_only_store_directory_is_refused(tmp_path, capsys):
     store.mkdir(mode=0o555)
     assert main(["run", str(TINY), "--store", str(store), "--dry-run"]) == 2
     assert "cannot write in" in capsys.readouterr().err
+
+
+def test_model_status_comes_from_the_store(tmp_path):
+    """Before: a model whose worker died after its graph (or module) was stored was reported
+    FAILED. A failure the store contradicts becomes a warning; a model whose lowering never
+    ran is incomplete (exit 1), not failed."""
+    from pipeline.runner import reconcile_with_store
+    root = str(tmp_path / "store")
+    cfg = parse_config({"models": [{"factory": "pipeline.zoo.tiny:mlp", "kwargs": {"batch": 4}},
+                                   {"factory": "pipeline.zoo.tiny:convnet"}]}, "z.toml")
+    mlp, convnet = cfg.models
+    graph = capture_task(mlp, root).key
+    lowered = lower_task(LowerJob(spec=mlp, graph_key=graph, target="cpu"), root)
+    died = dict(status="failed", error_type="KilledWorker", message="workers died", attempts=3)
+    report = RunReport(config=cfg, store=root, results=[
+        TaskResult("capture", "mlp", "ok", key=graph),
+        TaskResult("lower", "mlp", key=f"{graph}:cpu", target="cpu", **died),
+        TaskResult("capture", "convnet", key=convnet.source, **died)])
+    reconcile_with_store(report, root)
+    assert [r.failed for r in report.results] == [False, False, True]
+    assert "but its records are in the store" in report.results[1].warning
+    assert report.exit_code == 1 and report.failed_models() == {"convnet"}
+
+    capture_task(convnet, root)           # its graph is stored, its module is not
+    report.results[2] = TaskResult("capture", "convnet", key=convnet.source, **died)
+    reconcile_with_store(report, root)
+    assert not report.failures and report.incomplete_models() == ["convnet"]
+    assert report.exit_code == 1
+    text = format_summary(report)
+    assert "1 model(s) incomplete: run again to finish them" in text
+    rows = {line.split()[0]: line.split() for line in text.splitlines() if line}
+    assert rows["mlp"][-1] == "ok" and rows["convnet"][-1] == "incomplete"
+    assert lowered.key
