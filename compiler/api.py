@@ -226,8 +226,10 @@ class CompiledModel:
         return self.compiled.fallback_ops
 
     def __call__(self, *args, **kwargs):
-        guards.check_mode(self.module, self._training)
-        if not self._grad_warned and torch.is_grad_enabled():
+        if self.module.training != self._training:
+            guards.check_mode(self.module, self._training)     # raises ModeChangedError
+        grad = torch.is_grad_enabled()
+        if grad and not self._grad_warned:
             self._warn_if_grad(args, kwargs)
         if kwargs or not self._simple or len(args) != len(self._user):
             flat = self.captured.flatten_call(self.module, args, kwargs)
@@ -237,11 +239,15 @@ class CompiledModel:
                 flat[k] = arg
         if self.compiled.check_inputs:
             self._check(flat)
-        # No autograd graph: kiln compiles the forward pass only (see compiler.guards).
-        with torch.no_grad():
-            outputs = self._graph(flat) if self._graph is not None \
-                else self.compiled.run_unchecked(flat)
-            return self.captured.finish_call(self.module, outputs)
+        if grad:    # no autograd graph: kiln compiles the forward pass only (compiler.guards)
+            with torch.no_grad():
+                return self._run(flat)
+        return self._run(flat)
+
+    def _run(self, flat: list):
+        outputs = self._graph(flat) if self._graph is not None \
+            else self.compiled.run_unchecked(flat)
+        return self.captured.finish_call(self.module, outputs)
 
     def _warn_if_grad(self, args, kwargs) -> None:
         if self._state_grad is None:

@@ -16,7 +16,7 @@ may not have multiprocessing children, and its spawned children re-run the calle
 script (``compiler.precompile`` chose a plain subprocess for the same reasons).
 
 Example:
-    >>> run_isolated(pow, 2, 10)                                   # doctest: +SKIP
+    >>> run_isolated(pow, 2, 10)          # in a child process of this one
     1024
 """
 from __future__ import annotations

@@ -316,7 +316,9 @@ def source_key(spec: ModelSpec) -> str:
         model = {"factory": spec.factory, "kwargs": spec.kwargs,
                  "module_source_sha256": hashlib.sha256(
                      _module_source(spec.factory or "", spec.search_path).encode()).hexdigest()}
-    parts = {"model": model, "dtype": spec.dtype,
+    # "eval": factories' modules are captured in eval mode (capture_model); graphs stored
+    # before that rule, which may hold train-mode dropout, are not found by this key.
+    parts = {"model": model, "dtype": spec.dtype, "mode": "eval",
              "dynamic": [dataclasses.asdict(d) for d in spec.dynamic],
              "torch": torch_version_for_key(), "kiln": __version__}
     return hashlib.sha256(canonical_json(parts).encode()).hexdigest()
