@@ -17,10 +17,12 @@ Example:
 """
 from __future__ import annotations
 
+import warnings
 from typing import Any, Mapping, Sequence
 
 import torch
 
+from . import guards
 from .artifact import ArtifactCache, CompiledArtifact
 from .capture import CapturedGraph, InputSpec, capture_module, compute_graph_key
 from .config import CompilerOptions, load_options
@@ -73,10 +75,17 @@ def lower(captured: CapturedGraph, options: dict | CompilerOptions | None = None
 
 
 class CompiledModel:
-    """``compile_module``'s result: called like the module, with its live weights."""
+    """``compile_module``'s result: called like the module, with its live weights.
+
+    Inference only (``compiler.guards``): outputs carry no autograd graph (a call with grad
+    mode on and an input or parameter that requires grad warns once), the module must stay
+    in the train/eval mode it was compiled in (``ModeChangedError`` otherwise), and an input
+    laid out differently from its example (non-contiguous, channels-last) is copied into the
+    compiled layout.
+    """
 
     def __init__(self, module: torch.nn.Module, captured: CapturedGraph, compiled: CompiledModule,
-                 cache_hit: bool, options: CompilerOptions):
+                 cache_hit: bool, options: CompilerOptions, dim_names: dict | None = None):
         self.module, self.captured, self.compiled, self.cache_hit = module, captured, compiled, cache_hit
         # The module's parameter and buffer objects are bound once: in-place updates
         # (optimizer steps, load_state_dict, .to()) are seen; replacing a Parameter object
@@ -88,6 +97,10 @@ class CompiledModel:
         self._checked_state: list | None = None
         self._graph = (GraphedCall(compiled, self._user)
                        if options.cuda_graphs and compiled.static_cuda else None)
+        self._training = module.training
+        self._dim_names = dim_names or {}
+        self._grad_warned = False
+        self._state_grad: bool | None = None   # whether a bound weight requires grad
 
     @property
     def kernel_count(self) -> int:
@@ -98,29 +111,60 @@ class CompiledModel:
         return self.compiled.fallback_ops
 
     def __call__(self, *args, **kwargs):
+        if self.module.training != self._training:
+            guards.check_mode(self.module, self._training)     # raises ModeChangedError
+        grad = torch.is_grad_enabled()
+        if grad and not self._grad_warned:
+            self._warn_if_grad(args, kwargs)
         if kwargs or not self._simple or len(args) != len(self._user):
             flat = self.captured.flatten_call(self.module, args, kwargs)
-            return self.captured.finish_call(self.module, self.compiled(flat))
-        flat = list(self._template)
-        for k, arg in zip(self._user, args):
-            flat[k] = arg
+        else:
+            flat = list(self._template)
+            for k, arg in zip(self._user, args):
+                flat[k] = arg
         if self.compiled.check_inputs:
             self._check(flat)
-        if self._graph is not None:
-            return self.captured.finish_call(self.module, self._graph(flat))
-        return self.captured.finish_call(self.module, self.compiled.run_unchecked(flat))
+        if grad:    # no autograd graph: kiln compiles the forward pass only (compiler.guards)
+            with torch.no_grad():
+                return self._run(flat)
+        return self._run(flat)
+
+    def _run(self, flat: list):
+        outputs = self._graph(flat) if self._graph is not None \
+            else self.compiled.run_unchecked(flat)
+        return self.captured.finish_call(self.module, outputs)
+
+    def _warn_if_grad(self, args, kwargs) -> None:
+        if self._state_grad is None:
+            self._state_grad = any(t.requires_grad for t in self._state.values())
+        if self._state_grad or guards.wants_grad([*args, *kwargs.values()]):
+            self._grad_warned = True
+            guards.warn_inference_only(stacklevel=3)   # the user's call
 
     def _check(self, flat: list) -> None:
-        """User inputs every call; the bound state only when its storage changed."""
-        state = [flat[k].data_ptr() for k in self._state]
+        """User inputs every call; the bound state only when its storage changed. A user
+        input in another layout than its example is copied into it (``flat`` is updated)."""
         try:
-            if state != self._checked_state:
-                self.compiled.check(flat)
-                self._checked_state = state
-            else:
-                self.compiled.check(flat, self._user)
-        except InputMismatchError as err:   # name the caller's argument, not a flat slot
-            raise InputMismatchError(_user_message(str(err), self._user)) from None
+            self._check_flat(flat)
+        except InputMismatchError as err:
+            moved = False
+            for k in self._user:
+                if isinstance(flat[k], torch.Tensor):
+                    fixed = guards.relayout(flat[k], self.captured.inputs[k].stride)
+                    moved |= fixed is not flat[k]
+                    flat[k] = fixed
+            if not moved:
+                raise InputMismatchError(guards.rename_dims(
+                    _user_message(str(err), self._user), self._dim_names)) from None
+            self._check(flat)
+
+    def _check_flat(self, flat: list) -> None:
+        state = [flat[k].data_ptr() for k in self._state]
+        if state != self._checked_state:
+            self.compiled.check(flat)
+            self._checked_state = state
+        else:
+            self.compiled.check(flat, self._user)
 
 
 def _user_message(message: str, user_positions: list[int]) -> str:
@@ -147,11 +191,32 @@ def compile_module(module: torch.nn.Module, example_args: Sequence[Any],
                    cache: ArtifactCache | None = None, example_kwargs: dict | None = None,
                    dynamic_shapes: Any = None,
                    configs: Mapping[str, Mapping[str, int]] | None = None) -> CompiledModel:
-    """Capture ``module`` with torch.export, then compile (or fetch from ``cache``)."""
+    """Capture ``module`` with torch.export, then compile (or fetch from ``cache``).
+
+    The result is for inference (``compiler.guards``): its outputs are detached, so a call
+    with grad mode on and an input or parameter requiring grad warns once
+    (``InferenceOnlyWarning``) and ``backward()`` raises instead of giving wrong gradients.
+    The module's train/eval mode is compiled as it is now: a module in train mode compiles
+    dropout and batch statistics (with a ``UserWarning``), and calling after the mode was
+    switched raises ``ModeChangedError``.
+
+    Example:
+        >>> m = torch.nn.Linear(4, 2).eval()
+        >>> c = compile_module(m, (torch.randn(3, 4),))
+        >>> with torch.no_grad():
+        ...     out = c(torch.ones(3, 4))
+        >>> torch.allclose(out, m(torch.ones(3, 4))), out.requires_grad
+        (True, False)
+    """
     options = load_options(options)
+    example_args = tuple(example_args)
     if dynamic_shapes is None:
         _start_compile_pool(example_args, example_kwargs, options.compile_workers)
-    captured = capture_module(module, tuple(example_args), example_kwargs,
+    else:
+        guards.check_dynamic_shapes(example_args, dynamic_shapes, module)
+    if isinstance(module, torch.nn.Module) and module.training:
+        warnings.warn(guards.training_warning(type(module).__name__), UserWarning, stacklevel=2)
+    captured = capture_module(module, example_args, example_kwargs,
                               dynamic_shapes=dynamic_shapes)
     target = _target_of(captured)
     key = module_key(captured.graph_key, options, target, configs)
@@ -163,7 +228,9 @@ def compile_module(module: torch.nn.Module, example_args: Sequence[Any],
             cache.put_artifact(artifact)
     compiled = load_artifact(artifact, options.code_dir(), None, options.check_inputs,
                              options.compile_workers)
-    return CompiledModel(module, captured, compiled, hit, options)
+    names = guards.dim_names(module, example_args, dynamic_shapes, captured) \
+        if dynamic_shapes is not None else {}
+    return CompiledModel(module, captured, compiled, hit, options, names)
 
 
 def _start_compile_pool(example_args, example_kwargs, workers: int | None) -> None:

@@ -187,8 +187,8 @@ class CapturedGraph:
         kwargs = _reorder_kwargs(dict(kwargs or {}), self.in_spec)
         leaves, spec = pytree.tree_flatten((args, kwargs))
         if spec != self.in_spec:
-            raise CaptureError(f"model {self.name!r}: call structure differs from the captured "
-                               f"one:\n  got      {spec}\n  captured {self.in_spec}")
+            raise CaptureError(f"model {self.name!r}: called with {_call_text(spec)}, but it "
+                               f"was captured with {_call_text(self.in_spec)}")
         scalars = dict(self.scalar_inputs)
         tensors = []
         for i, leaf in enumerate(leaves):
@@ -518,6 +518,23 @@ def _reorder_kwargs(kwargs: dict, in_spec: Any) -> dict:
     if set(order) != set(kwargs):
         return kwargs  # the spec comparison reports the difference
     return {k: kwargs[k] for k in order}
+
+
+def _call_text(spec: Any) -> str:
+    """A call's (args, kwargs) pytree spec in words: "2 positional arguments (tensor, tuple
+    of 2) and keyword arguments mask"."""
+    try:
+        args, kwargs = (spec.children() if callable(getattr(spec, "children", None))
+                        else spec.children_specs)
+        kinds = ["tensor" if a.is_leaf() else f"{a.type.__name__} of {a.num_children}"
+                 for a in (args.children() if callable(getattr(args, "children", None))
+                           else args.children_specs)]
+        keys = list(kwargs.context or [])
+    except (AttributeError, TypeError, ValueError):
+        return str(spec)
+    text = f"{len(kinds)} positional argument{'' if len(kinds) == 1 else 's'} ({', '.join(kinds)})"
+    return text + (f" and keyword arguments {', '.join(map(str, keys))}" if keys
+                   else " and no keyword arguments")
 
 
 def _random_input(spec: InputSpec, gen: torch.Generator) -> torch.Tensor:

@@ -22,7 +22,9 @@ Example:
 from __future__ import annotations
 
 import argparse
+import os
 import sys
+import tempfile
 from pathlib import Path
 from typing import Sequence, TextIO
 
@@ -46,7 +48,9 @@ def _run_parser() -> argparse.ArgumentParser:
     parser.add_argument("--workers", type=int, help="CPU worker processes of the embedded "
                                                     "cluster (default: the config's, else 2)")
     parser.add_argument("--dry-run", action="store_true",
-                        help="print the plan and exit without running anything")
+                        help="print the plan, import every factory and check every .pt2 "
+                             "file, and exit without running anything (2 if a model would "
+                             "not load)")
     return parser
 
 
@@ -70,6 +74,46 @@ def _store_contents(root: str) -> str:
     return "holds " + ", ".join(counts)
 
 
+def store_problem(root: str) -> str | None:
+    """Why ``root`` cannot hold a store (a file, a directory this process cannot write in),
+    or None. Checked before any task runs, so a bad path is one line, not a failure per
+    model. URIs (``s3://...``) are left to their first write.
+
+    >>> store_problem("/dev/null")
+    'store /dev/null: is a file, not a directory'
+    """
+    if "://" in root:
+        return None
+    path = Path(root)
+    existing = path
+    while not existing.exists() and existing != existing.parent:
+        existing = existing.parent
+    if not existing.is_dir():
+        where = "" if existing == path else f" ({existing} is a file)"
+        return f"store {root}: is a file, not a directory{where}"
+    try:   # os.access ignores read-only mounts and ACLs; a real write does not
+        fd, probe = tempfile.mkstemp(prefix=".kiln-probe-", dir=existing)
+        os.close(fd)
+        os.remove(probe)
+    except OSError as exc:
+        return f"store {root}: cannot write in {existing}: {exc.strerror or exc}"
+    return None
+
+
+def _check_models(config, out: TextIO, err: TextIO) -> int:
+    """``--dry-run``'s last step: import every factory and open every ``.pt2`` here, as a
+    worker would (same search path), and say which would fail."""
+    from pipeline.tasks import check_model
+    problems = [(spec.name, check_model(spec)) for spec in config.models]
+    bad = [(name, problem) for name, problem in problems if problem]
+    if not bad:
+        out.write(f"\nchecks: all {len(problems)} model(s) load (factories imported, .pt2 "
+                  f"files readable)\n")
+        return 0
+    err.writelines(f"kiln run: error: model {name!r}: {problem}\n" for name, problem in bad)
+    return EXIT_USAGE
+
+
 def run_main(argv: Sequence[str], out: TextIO, err: TextIO) -> int:
     """``kiln run``; returns the exit status."""
     args = _run_parser().parse_args(list(argv))
@@ -85,10 +129,14 @@ def run_main(argv: Sequence[str], out: TextIO, err: TextIO) -> int:
     from pipeline.runner import run_zoo, with_overrides
     config = with_overrides(config, scheduler=args.scheduler, workers=args.workers)
     store = args.store or config.store or DEFAULT_STORE
+    problem = store_problem(store)
+    if problem:
+        err.write(f"kiln run: error: {problem}\n")
+        return EXIT_USAGE
     if args.dry_run:
         out.write(format_plan(make_plan(config, store, visible_gpus()), _store_contents(store))
                   + "\n")
-        return 0
+        return _check_models(config, out, err)
     try:
         report = run_zoo(config, store, out=err)
     except (OSError, TimeoutError) as exc:
@@ -100,21 +148,65 @@ def run_main(argv: Sequence[str], out: TextIO, err: TextIO) -> int:
     return report.exit_code
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    """Entry point of the ``kiln`` console script."""
-    argv = list(sys.argv[1:] if argv is None else argv)
-    usage = "usage: kiln {run,store} ...  (kiln run --help, kiln store --help)\n"
-    if not argv or argv[0] in ("-h", "--help"):
-        sys.stdout.write(usage)
+USAGE = """usage: kiln [--version] [--help] {run,store} ...
+
+kiln bakes a PyTorch model zoo into a store of compiled modules.
+
+commands:
+  run [CONFIG]   capture, lower, build and tune every model of a zoo into a store
+                 (default config: configs/zoo-tiny.toml; --dry-run checks it and prints the plan)
+  store CMD      look at or maintain a store: ls, show, stats, verify, repair, compact,
+                 best, gains, plot-tuning
+
+Run `kiln run --help` or `kiln store --help` for a command's options.
+"""
+
+
+def version_text() -> str:
+    """``kiln --version``: kiln's version and those of the packages its records depend on
+    (read from package metadata: nothing heavy is imported)."""
+    from importlib import metadata
+
+    from compiler import __version__
+
+    def installed(name: str) -> str:
+        try:
+            return metadata.version(name)
+        except metadata.PackageNotFoundError:
+            return "not installed"
+    return (f"kiln {__version__} (torch {installed('torch')}, triton {installed('triton')}, "
+            f"python {sys.version.split()[0]})")
+
+
+def _dispatch(argv: list[str]) -> int:
+    if not argv or argv[0] in ("-h", "--help", "help"):
+        (sys.stdout if argv else sys.stderr).write(USAGE)
         return 0 if argv else EXIT_USAGE
+    if argv[0] == "--version":
+        sys.stdout.write(version_text() + "\n")
+        return 0
     command, rest = argv[0], argv[1:]
     if command == "run":
         return run_main(rest, sys.stdout, sys.stderr)
     if command == "store":
         from storage.cli import store_main   # lazy: only this command needs it
         return store_main(rest)
-    sys.stderr.write(f"kiln: unknown command {command!r}\n{usage}")
+    sys.stderr.write(f"kiln: unknown command {command!r}\n\n{USAGE}")
     return EXIT_USAGE
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the ``kiln`` console script."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    try:
+        status = _dispatch(argv)
+        sys.stdout.flush()
+        return status
+    except BrokenPipeError:
+        # `kiln store ls | head -1`: the reader left early; not an error. Point stdout at
+        # /dev/null so the interpreter's final flush does not raise again.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0
 
 
 if __name__ == "__main__":

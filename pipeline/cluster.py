@@ -9,7 +9,12 @@ workers and a GPU worker never spends its time on a build. On a joined cluster C
 ask for ``CPU=1`` only if some worker advertises it (``dask worker --resources CPU=1``);
 otherwise they may run on any worker. Every worker is
 watched by a Nanny, which restarts it when it dies; the scheduler re-runs the dead worker's
-task elsewhere up to ``retries`` times, then reports ``KilledWorker``.
+task elsewhere up to ``retries`` times, then reports ``KilledWorker``. (The runner runs the
+tasks that may crash their process in a child of the worker, ``pipeline.sandbox``, so a
+crashing model does not take the worker, and its other tasks, down with it.)
+
+Given a ``log_path``, distributed's log records in this process and everything the embedded
+workers print go to that file, not the terminal (``_LogToFile``, ``EmbeddedWorkerSetup``).
 
 To run on a real cluster instead, start it by hand and pass ``--scheduler``::
 
@@ -62,6 +67,7 @@ class Outcome:
     value: Any = None
     error_type: str = ""
     message: str = ""
+    attempts: int = 1          # how many times it ran (``pipeline.sandbox.TaskCrashed``)
 
 
 def visible_gpus() -> int:
@@ -99,25 +105,59 @@ class EmbeddedWorkerSetup(WorkerPlugin):
     """Setup of the workers kiln starts itself (never of a user's cluster).
 
     They ignore Ctrl-C: the terminal sends SIGINT to the whole process group, and the
-    runner, not each worker, decides how the run stops. With ``quiet``, Python warnings,
-    torch's log lines and prints to stdout and stderr (torch.export prints the graph it
-    failed on) are dropped: they share the terminal with the progress bars, and what matters
-    of them reaches the summary as task results (errors, fallback ops).
+    runner, not each worker, decides how the run stops. With a ``log_path``, the worker's
+    standard output and error (file descriptors 1 and 2, so native libraries' prints and
+    the task processes of ``pipeline.sandbox`` too) are appended to that file: the terminal
+    keeps kiln's own lines; torch.export's graph dumps, warnings and distributed's logs go
+    to the log. Without one they go to /dev/null.
     """
 
-    def __init__(self, quiet: bool = True):
-        self.quiet = quiet
+    def __init__(self, log_path: str | None = None):
+        self.log_path = log_path
 
     def setup(self, worker: Any) -> None:
         try:
             signal.signal(signal.SIGINT, signal.SIG_IGN)
         except ValueError:  # not the main thread of the worker process: nothing to do
             pass
-        if self.quiet:
-            warnings.simplefilter("ignore")
-            sys.stdout = sys.stderr = open(os.devnull, "w")
-            import torch._logging   # torch sets levels per child logger; this resets them all
-            torch._logging.set_logs(all=logging.ERROR)
+        sys.stdout.flush()
+        sys.stderr.flush()
+        fd = os.open(self.log_path or os.devnull, os.O_WRONLY | os.O_APPEND | os.O_CREAT)
+        os.dup2(fd, 1)
+        os.dup2(fd, 2)
+        os.close(fd)
+
+
+class _LogToFile:
+    """While a run lasts, this process's distributed (and tornado) log records go to the
+    run's log file instead of the terminal: a dying worker makes the scheduler and nanny log
+    ERROR lines and tracebacks that kiln reports in its own words."""
+
+    LOGGERS = ("distributed", "tornado")
+
+    def __init__(self, path: str):
+        self.handler = logging.FileHandler(path)
+        self.handler.setFormatter(logging.Formatter(
+            "%(asctime)s %(name)s %(levelname)s %(message)s"))
+        self.muted: list[tuple[logging.Handler, int]] = []
+
+    def __enter__(self) -> "_LogToFile":
+        for name in self.LOGGERS:
+            logger = logging.getLogger(name)
+            for handler in logger.handlers:
+                if isinstance(handler, logging.StreamHandler) and not isinstance(
+                        handler, logging.FileHandler):
+                    self.muted.append((handler, handler.level))
+                    handler.setLevel(logging.CRITICAL + 1)
+            logger.addHandler(self.handler)
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        for name in self.LOGGERS:
+            logging.getLogger(name).removeHandler(self.handler)
+        for handler, level in self.muted:
+            handler.setLevel(level)
+        self.handler.close()
 
 
 class Cluster:
@@ -128,8 +168,9 @@ class Cluster:
     """
 
     def __init__(self, spec: ClusterSpec, *, retries: int = 2, gpus: int | None = None,
-                 quiet: bool = True):
-        self.spec, self.retries, self.quiet = spec, retries, quiet
+                 log_path: str | None = None):
+        self.spec, self.retries, self.log_path = spec, retries, log_path
+        self._log: _LogToFile | None = None
         self.gpus = spec.gpus if spec.gpus is not None else (gpus if gpus is not None
                                                               else visible_gpus())
         self._cluster: SpecCluster | None = None
@@ -141,6 +182,7 @@ class Cluster:
     # --- lifecycle ----------------------------------------------------------------------------
 
     def __enter__(self) -> "Cluster":
+        self._log = _LogToFile(self.log_path).__enter__() if self.log_path else None
         try:
             self.info = self._join() if self.spec.scheduler else self._start()
         except BaseException:
@@ -160,9 +202,10 @@ class Cluster:
                     # No dashboard; its HTTP server (health checks) on any free port.
                     "host": "127.0.0.1", "dashboard": False,
                     "dashboard_address": "127.0.0.1:0"}},
-                silence_logs=logging.ERROR, name="kiln")
+                # With a log file its handler takes the records (``_LogToFile``).
+                silence_logs=False if self.log_path else logging.ERROR, name="kiln")
         self._client = Client(self._cluster, set_as_default=False)
-        self._client.register_plugin(EmbeddedWorkerSetup(self.quiet), name="kiln-setup")
+        self._client.register_plugin(EmbeddedWorkerSetup(self.log_path), name="kiln-setup")
         self._client.wait_for_workers(self.spec.workers + self.gpus, timeout=300)
         notes = () if self.gpus else ("no GPU visible: 0 GPU workers (tuning needs a GPU)",)
         visible = visible_gpus() if self.spec.gpus is not None else self.gpus
@@ -183,8 +226,9 @@ class Cluster:
         # A lambda is pickled by value: the scheduler need not have kiln installed.
         allowed = self._client.run_on_scheduler(lambda dask_scheduler:
                                                 dask_scheduler.allowed_failures)
-        notes = (f"retries come from the scheduler's allowed-failures ({allowed}), "
-                 f"not from this config",)
+        notes = (f"a task whose worker dies is re-run per the scheduler's allowed-failures "
+                 f"({allowed}), not this config's tasks.retries (which still counts for a "
+                 f"task that crashes its own process)",)
         return ClusterInfo(address=self.spec.scheduler, embedded=False,
                            cpu_workers=len(workers) - gpu, gpu_workers=gpu,
                            attempts=allowed + 1, notes=notes)
@@ -197,6 +241,9 @@ class Cluster:
         if self._cluster is not None:
             self._cluster.close()
             self._cluster = None
+        if self._log is not None:
+            self._log.__exit__()
+            self._log = None
 
     # --- tasks --------------------------------------------------------------------------------
 
@@ -239,7 +286,8 @@ class Cluster:
         except FutureCancelledError:
             return Outcome(ok=False, error_type="Cancelled", message="task was cancelled")
         except Exception as exc:  # KilledWorker, unpicklable results, import errors on workers
-            return Outcome(ok=False, error_type=type(exc).__name__, message=str(exc))
+            return Outcome(ok=False, error_type=type(exc).__name__, message=str(exc),
+                           attempts=int(getattr(exc, "attempts", 1) or 1))
 
     def worker_of(self, future: Future) -> str | None:
         """The worker holding a finished future's result (where its big inputs live)."""

@@ -7,7 +7,10 @@ Every problem raises ``ConfigError`` whose message starts with the file and the 
 'float33'``.
 
 Paths: ``.pt2`` paths are relative to the config file's directory (a zoo travels with its
-files); ``run.store`` is relative to the working directory (like ``--store``).
+files); ``run.store`` is relative to the working directory (like ``--store``). A factory's
+module is imported, on every worker, from the config file's directory, the working
+directory, or anywhere on ``PYTHONPATH`` / among installed packages (``mymodels:net`` next
+to ``my.toml`` just works).
 
 Example:
     >>> cfg = parse_config({"models": [{"factory": "pipeline.zoo.tiny:mlp"}]}, "inline")
@@ -56,7 +59,9 @@ class ModelSpec:
 
     ``kwargs_json`` holds the factory's keyword arguments as JSON text, so the spec stays a
     small hashable value that travels to workers. ``dtype`` is None for ``.pt2`` models (an
-    exported program's dtypes are fixed).
+    exported program's dtypes are fixed). ``search_path`` is appended to a worker's
+    ``sys.path`` before the factory is imported (installed packages win over a local file
+    of the same name).
     """
     name: str
     factory: str | None = None
@@ -64,6 +69,9 @@ class ModelSpec:
     kwargs_json: str = "{}"
     dtype: str | None = "float32"
     dynamic: tuple[DynamicDim, ...] = ()
+    # Where a factory's module is looked for besides the worker's own sys.path (PYTHONPATH,
+    # installed packages): the config file's directory and the directory kiln ran in.
+    search_path: tuple[str, ...] = ()
 
     @property
     def kwargs(self) -> dict[str, Any]:
@@ -172,6 +180,13 @@ def load_config(path: str | Path) -> RunConfig:
             data = tomllib.load(f)
     except FileNotFoundError:
         raise ConfigError(f"{path}: no such config file") from None
+    except IsADirectoryError:
+        raise ConfigError(f"{path}: is a directory; give the path of a .toml config "
+                          f"file") from None
+    except OSError as exc:
+        raise ConfigError(f"{path}: cannot read: {exc.strerror or exc}") from None
+    except UnicodeDecodeError:
+        raise ConfigError(f"{path}: not a text file (a TOML config is UTF-8 text)") from None
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"{path}: not valid TOML: {exc}") from None
     return parse_config(data, str(path), base_dir=path.resolve().parent)
@@ -348,8 +363,9 @@ def _models(top: _Table, base: Path) -> tuple[ModelSpec, ...]:
         raise ConfigError(f"{top.source}: models: expected a non-empty array of tables "
                           f"([[models]] with factory = 'pkg.module:function' or pt2 = 'file')")
     models: list[ModelSpec] = []
+    search = tuple(dict.fromkeys([str(base.resolve()), str(Path.cwd())]))
     for i, entry in enumerate(raw):
-        models.extend(_model(_Table(entry, f"models[{i}]", top.source), base))
+        models.extend(_model(_Table(entry, f"models[{i}]", top.source), base, search))
     seen: dict[str, int] = {}
     for i, spec in enumerate(models):
         if spec.name in seen:
@@ -359,7 +375,7 @@ def _models(top: _Table, base: Path) -> tuple[ModelSpec, ...]:
     return tuple(models)
 
 
-def _model(t: _Table, base: Path) -> list[ModelSpec]:
+def _model(t: _Table, base: Path, search: tuple[str, ...]) -> list[ModelSpec]:
     factory, pt2 = t.get("factory", str), t.get("pt2", str)
     if (factory is None) == (pt2 is None):
         raise ConfigError(f"{t.source}: {t.path}: give exactly one of 'factory' "
@@ -368,7 +384,7 @@ def _model(t: _Table, base: Path) -> list[ModelSpec]:
     if name is not None and not _NAME_RE.match(name):
         raise t.error("name", f"use letters, digits and . _ - / only, got {name!r}")
     if factory is not None:
-        return [_factory_model(t, factory, name)]
+        return [_factory_model(t, factory, name, search)]
     for key in ("dtype", "dynamic", "kwargs"):
         if key in t.data:
             raise t.error(key, "applies to factory models only (a .pt2 file fixes dtypes "
@@ -377,7 +393,8 @@ def _model(t: _Table, base: Path) -> list[ModelSpec]:
     return [ModelSpec(name=n, pt2=str(p), dtype=None) for n, p in _pt2_files(t, pt2, name, base)]
 
 
-def _factory_model(t: _Table, factory: str, name: str | None) -> ModelSpec:
+def _factory_model(t: _Table, factory: str, name: str | None,
+                   search: tuple[str, ...]) -> ModelSpec:
     if not _FACTORY_RE.match(factory):
         raise t.error("factory", f"expected 'package.module:function', got {factory!r}")
     dtype = t.get("dtype", str, "float32")
@@ -389,7 +406,7 @@ def _factory_model(t: _Table, factory: str, name: str | None) -> ModelSpec:
     t.finish()
     return ModelSpec(name=name or factory.rsplit(":", 1)[1], factory=factory,
                      kwargs_json=json.dumps(kwargs, sort_keys=True), dtype=dtype,
-                     dynamic=dynamic)
+                     dynamic=dynamic, search_path=search)
 
 
 def _dynamic_dim(t: _Table, index: int) -> DynamicDim:

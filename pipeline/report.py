@@ -183,6 +183,10 @@ class RunReport:
     stage_spans: dict[str, list[float]] = field(default_factory=dict)
     # {stage: {worker name: tasks finished there}}
     placement: dict[str, dict[str, int]] = field(default_factory=dict)
+    # failures whose row could not be written to the store's failures dataset
+    unrecorded: int = 0
+    # the run's log file: worker output and distributed's log records
+    log_path: str = ""
 
     @property
     def failures(self) -> list[TaskResult]:
@@ -192,7 +196,16 @@ class RunReport:
     def exit_code(self) -> int:
         if self.interrupted:
             return EXIT_INTERRUPTED
-        return EXIT_FAILED if self.failures else EXIT_OK
+        return EXIT_FAILED if self.failures or self.incomplete_models() else EXIT_OK
+
+    def incomplete_models(self) -> list[str]:
+        """Models without a failure that lack a module for some target: a task failed after
+        storing the graph (``runner.reconcile_with_store``), so the lowering never ran."""
+        targets = len(lower_targets(self.config))
+        failed = self.failed_models()
+        return [spec.name for spec in self.config.models if spec.name not in failed
+                and len({r.target for r in self.results if r.model == spec.name
+                         and r.stage == "lower" and not r.failed}) < targets]
 
     def stage(self, name: str) -> list[TaskResult]:
         return [r for r in self.results if r.stage == name]
@@ -204,7 +217,8 @@ class RunReport:
 
     @property
     def nothing_new(self) -> bool:
-        return bool(self.results) and all(r.status == SKIPPED for r in self.results)
+        return bool(self.results) and all(r.status == SKIPPED and not r.repaired
+                                          for r in self.results)
 
     def throughput(self) -> "Throughput":
         """Rates of this run (see ``Throughput``)."""
@@ -220,13 +234,13 @@ class RunReport:
         return {r.model for r in self.failures}
 
     def kernel_counts(self) -> tuple[int, int]:
-        """(distinct kernels of this run's modules, kernel uses served by a stored kernel
-        or one another module of this run made: lowered once, built and tuned once)."""
+        """(distinct kernels of this run's modules, those of them the store held before the
+        run). A kernel two modules of this run share (the cpu and cuda lowering of one
+        graph, one LayerNorm in two models) is one kernel, and not a reused one."""
         lowered = [r for r in self.results if r.stage == "lower" and not r.failed]
-        uses = sum(len(r.kernel_keys) for r in lowered)
         distinct = {k for r in lowered for k in r.kernel_keys}
         new = {k for r in lowered for k in r.new_kernel_keys}
-        return len(distinct), uses - len(new)
+        return len(distinct), len(distinct - new)
 
 
 def _cell(results: list[TaskResult]) -> str:
@@ -263,15 +277,19 @@ def format_summary(report: RunReport) -> str:
     lines += _build_lines(report) + _tune_lines(report) + _relower_lines(report)
     lines.append(report.throughput().describe())
     lines += _placement_lines(report)
-    lines += _failure_lines(report.failures)
+    lines += _warning_lines(report.results)
+    lines += _failure_lines(report.failures, report.unrecorded)
+    if report.failures and report.log_path:
+        lines.append(f"  (worker output and tracebacks: {report.log_path})")
     lines.append(_verdict(report))
     return "\n".join(lines)
 
 
 def _built_cell(report: RunReport) -> str:
-    """Kernel x architecture builds that ended with the default config built."""
+    """Kernel x architecture builds that built binaries in this run, of all the run's builds
+    (the others found theirs stored, or failed: the build line below says which)."""
     builds = report.stage("build")
-    return f"{sum(not r.failed for r in builds)}/{len(builds)}" if builds else "-"
+    return f"{sum(r.status == OK for r in builds)}/{len(builds)}" if builds else "-"
 
 
 def _tuned_on_target(report: RunReport, r: TaskResult) -> bool:
@@ -350,10 +368,19 @@ def _placement_lines(report: RunReport) -> list[str]:
     return ["workers: " + "; ".join(parts)]
 
 
-def _failure_lines(failures: list[TaskResult]) -> list[str]:
+def _warning_lines(results: list[TaskResult]) -> list[str]:
+    return ([f"warning: {r.model}: {r.warning}" for r in results if r.warning]
+            + [f"repaired: {r.model}: {r.stage}[{r.target}]: {r.repaired}" for r in results
+               if r.repaired])
+
+
+def _failure_lines(failures: list[TaskResult], unrecorded: int = 0) -> list[str]:
     if not failures:
         return []
-    lines = ["", f"failures ({len(failures)}), recorded in the store's failures dataset:"]
+    where = ("recorded in the store's failures dataset" if not unrecorded else
+             "NOT recorded in the store (it could not be written)" if unrecorded >= len(failures)
+             else f"{unrecorded} of them could not be recorded in the store")
+    lines = ["", f"failures ({len(failures)}), {where}:"]
     for r in failures:
         first = r.message.strip().splitlines()[0] if r.message.strip() else ""
         where = f"{r.stage}[{r.target}]" if r.target else r.stage
@@ -373,6 +400,12 @@ def _verdict(report: RunReport) -> str:
                     "source key")
         return ("\nnothing to do: every graph, module and binary was already in the store "
                 f"({captured})" + skipped)
+    incomplete = report.incomplete_models()
+    unfinished = (f"; {len(incomplete)} model(s) incomplete (run again to finish them)"
+                  if incomplete else "")
     if report.failures:
-        return f"\n{len(report.failed_models())} model(s) failed; the others finished"
+        return (f"\n{len(report.failed_models())} model(s) failed{unfinished}; the others "
+                f"finished")
+    if incomplete:
+        return f"\n{len(incomplete)} model(s) incomplete: run again to finish them"
     return "\nall models done" + skipped

@@ -40,14 +40,17 @@ Example:
 """
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import signal
 import sys
+import tempfile
 import threading
 import time
 import uuid
 from dataclasses import dataclass, field, replace
+from pathlib import Path
 from typing import Any, TextIO
 
 from pipeline.cluster import Cluster
@@ -55,12 +58,16 @@ from pipeline.config import RunConfig, cuda_arch, gpu_targets
 from pipeline.kernel_tasks import BuildJob, TuneJob, build_task, tune_task
 from pipeline.progress import Progress
 from pipeline.report import RunReport, lower_targets
+from pipeline.sandbox import run_isolated
 from pipeline.shapes import KernelShape
 from pipeline.tasks import (FAILED, SKIPPED, LowerJob, TaskResult, capture_task, lower_task,
                             source_key)
 from pipeline.tuned_tasks import RelowerJob, relower_task
 
 STAGES = ("capture", "lower", "build", "tune", "relower")
+# Stages whose tasks run in a child process of their worker: they run the user's factory or
+# native compilers. Tune stays in the GPU worker (its CUDA context and timings).
+ISOLATED = ("capture", "lower", "build", "relower")
 _POLL_S = 0.5          # how often the loop wakes to look at signals and timeouts
 _TIMEOUT_CHECK_S = 1.0
 
@@ -187,6 +194,10 @@ class _Runner:
     def _submit(self, task: _Task, fn: Any, arg: Any, near: str | None = None) -> None:
         tag = f"-{task.tag}" if task.tag else ""
         key = f"{task.stage}-{task.model}-{task.target or 'graph'}{tag}-{self.run_id}"
+        if task.stage in ISOLATED:   # a crash fails this task only (pipeline.sandbox)
+            where = f"[{task.target}]" if task.target else ""
+            fn = functools.partial(run_isolated, fn, attempts=self.config.tasks.retries + 1,
+                                   what=f"{task.stage}{where} of {task.model!r}")
         future = self.cluster.submit(fn, arg, self.store_root, key=key, near=near,
                                      gpu=task.stage == "tune")
         self.pending[future] = replace(task, dask_key=key)
@@ -309,7 +320,8 @@ class _Runner:
         else:
             died = outcome.error_type == "KilledWorker"
             result = self._failed(task, outcome.error_type, outcome.message,
-                                  attempts=self.cluster.info.attempts if died else 1)
+                                  attempts=self.cluster.info.attempts if died
+                                  else outcome.attempts)
         # Where it ran: failure rows name it, and lowerings go next to their graph.
         worker = self.cluster.worker_of(future) if outcome.ok else None
         if worker:
@@ -377,6 +389,10 @@ class _Runner:
             span[1] = time.perf_counter() - self.start
         self.report.gpu_s += result.gpu_seconds
         self.progress.finish(result.stage, result.status)
+        if result.warning:
+            self.progress.note(f"warning: {result.model}: {result.warning}")
+        if result.repaired:
+            self.progress.note(f"repaired: {result.model}: {result.repaired}")
         if result.failed:
             self._write_failure(result, worker or "")
             where = f"{result.stage}[{result.target}]" if result.target else result.stage
@@ -393,6 +409,7 @@ class _Runner:
         try:
             Store(self.store_root).write("failures", [record])
         except Exception as exc:  # the run's outcome is still reported; say what was lost
+            self.report.unrecorded += 1
             self.progress.note(f"could not record the failure of {result.model} in the store: "
                                f"{type(exc).__name__}: {exc}")
 
@@ -433,12 +450,14 @@ def run_zoo(config: RunConfig, store_root: str, *, out: TextIO | None = None,
     """
     out = out if out is not None else sys.stderr
     live = out.isatty() if live is None else live
+    log = run_log_path(store_root)
     with StopSignals() as stop:
-        with Cluster(config.cluster, retries=config.tasks.retries) as cluster:
+        with Cluster(config.cluster, retries=config.tasks.retries, log_path=log) as cluster:
             info = cluster.info
             out.write(f"kiln run {config.name}: {len(config.models)} model(s) -> store "
                       f"{store_root}; {info.cpu_workers} CPU + {info.gpu_workers} GPU "
                       f"worker(s) at {info.address}\n")
+            out.write(f"  log: {log} (worker output and distributed's log)\n")
             for note in info.notes:
                 out.write(f"  note: {note}\n")
             if config.tuning.enabled and not info.gpu_workers:
@@ -446,7 +465,58 @@ def run_zoo(config: RunConfig, store_root: str, *, out: TextIO | None = None,
                           "built for every candidate config, none is timed\n")
             progress = Progress(STAGES, out, live)
             report = _Runner(config, store_root, cluster, progress, stop).run()
+    report.log_path = log
+    reconcile_with_store(report, store_root)
     return report
+
+
+def run_log_path(store_root: str) -> str:
+    """A new log file for one run: ``STORE/logs/run-<time>-<id>.log`` for a local store,
+    under the temporary directory for a remote one."""
+    name = f"run-{time.strftime('%Y%m%dT%H%M%S')}-{uuid.uuid4().hex[:6]}.log"
+    base = (Path(tempfile.gettempdir()) / "kiln-logs" if "://" in store_root
+            else Path(store_root) / "logs")
+    base.mkdir(parents=True, exist_ok=True)
+    return str(base / name)
+
+
+def reconcile_with_store(report: RunReport, store_root: str) -> None:
+    """Report models by what the store holds: a capture or lower task that failed (a worker
+    died after it wrote its records, say) while its graph or module is in the store is not
+    a failure; it becomes a ``skipped`` result that keeps the error as a warning."""
+    failed = [(i, r) for i, r in enumerate(report.results)
+              if r.failed and r.stage in ("capture", "lower")]
+    if not failed:
+        return
+    try:
+        stored = _stored_check(report, store_root)
+        for i, r in failed:
+            if stored(r):
+                report.results[i] = replace(
+                    r, status=SKIPPED, warning=f"the {r.stage} task failed ({r.error_type}: "
+                    f"{(r.message.strip().splitlines() or [''])[0][:160]}), but its records "
+                    f"are in the store", error_type="", message="", traceback="")
+    except Exception:   # the run's own account stands if the store cannot be read
+        return
+
+
+def _stored_check(report: RunReport, store_root: str) -> Any:
+    """``stored(result)``: whether a failed capture's graph (by source key) or a failed
+    lowering's module is in the store."""
+    from compiler.api import module_key
+    from compiler.config import load_options
+    from storage import Store
+    store = Store(store_root)
+    specs = {spec.name: spec for spec in report.config.models}
+    options = load_options(json.loads(report.config.compiler_json))
+
+    def stored(r: TaskResult) -> bool:
+        if r.stage == "capture":
+            return store.graph_for_source(source_key(specs[r.model])) is not None
+        graph_key, _, target = r.key.partition(":")
+        key = module_key(graph_key, options, target) if target else r.key
+        return store.has("modules", key)
+    return stored
 
 
 def with_overrides(config: RunConfig, *, scheduler: str | None = None,

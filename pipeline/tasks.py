@@ -26,9 +26,12 @@ import importlib
 import importlib.util
 import inspect
 import json
+import os
+import sys
 import threading
 import time
 import traceback
+import zipfile
 from collections import OrderedDict
 from dataclasses import dataclass
 from typing import Any, Callable
@@ -43,7 +46,8 @@ _MESSAGE_CHARS = 4000
 @dataclass(frozen=True)
 class TaskResult:
     """What one task did. ``status``: ``ok`` (new records written), ``skipped`` (already in
-    the store) or ``failed``. ``key`` is the graph key (capture) or module key (lower), or
+    the store; ``repaired`` then says what the task wrote back that the store had lost) or
+    ``failed``. ``key`` is the graph key (capture) or module key (lower), or
     the model's source when capture failed before a key existed.
 
     ``kernel_keys`` lists a lowered module's kernels; ``new_kernel_keys`` those the store did
@@ -55,7 +59,8 @@ class TaskResult:
     binaries and ``build_errors`` (configs that did not compile or exceed the target's
     resources: rows too, never crashes); ``timed`` trials and ``trial_errors``;
     ``gpu_seconds`` spent launching and timing; ``speedup`` of the best config over the
-    default; ``note`` one line for the log.
+    default; ``note`` one line for the log; ``warning`` what the user should know although
+    the task succeeded (printed and listed in the summary).
     """
     stage: str
     model: str
@@ -79,6 +84,8 @@ class TaskResult:
     speedup: float | None = None
     device: str = ""
     note: str = ""
+    warning: str = ""
+    repaired: str = ""
 
     @property
     def failed(self) -> bool:
@@ -123,32 +130,92 @@ _GRAPHS = _GraphMemo(capacity=8)
 
 # --- capture ----------------------------------------------------------------------------------
 
-def import_factory(path: str) -> Callable[..., Any]:
-    """``package.module:function`` → the function.
+def _extend_path(search_path: tuple[str, ...]) -> None:
+    """Append the spec's directories to ``sys.path`` (appended: an installed package of the
+    same name, or kiln's own ``pipeline``/``storage``, is never shadowed by a local file)."""
+    for directory in search_path:
+        if directory not in sys.path:
+            sys.path.append(directory)
+
+
+def import_factory(path: str, search_path: tuple[str, ...] = ()) -> Callable[..., Any]:
+    """``package.module:function`` → the function; the module is looked for on ``sys.path``
+    and then in ``search_path`` (a ``ModelSpec``'s: the config's and the working directory).
 
     >>> import_factory("pipeline.zoo.tiny:mlp").__name__
     'mlp'
+    >>> import_factory("nomod:net", ("/srv/zoo",))  # doctest: +ELLIPSIS
+    Traceback (most recent call last):
+    ModuleNotFoundError: factory 'nomod:net': no module named 'nomod' in /srv/zoo, on PYTHONPATH...
     """
     module_name, _, attr = path.partition(":")
-    module = importlib.import_module(module_name)
+    module = _import_module(path, search_path)
     try:
         return getattr(module, attr)
     except AttributeError:
-        raise AttributeError(f"factory {path!r}: module {module_name!r} has no "
+        raise AttributeError(f"factory {path!r}: module {module_name!r} "
+                             f"({getattr(module, '__file__', None) or 'no file'}) has no "
                              f"attribute {attr!r}") from None
 
 
-def _dynamic_shapes(spec: ModelSpec, n_args: int) -> tuple | None:
+def _import_module(factory: str, search_path: tuple[str, ...]) -> Any:
+    """The factory's module; a missing one is an error that says where it was looked for."""
+    module_name = factory.partition(":")[0]
+    _extend_path(search_path)
+    try:
+        return importlib.import_module(module_name)
+    except ModuleNotFoundError as exc:
+        if exc.name is None or not module_name.startswith(exc.name):
+            raise          # the factory's module imports something that is missing
+        where = ", ".join(search_path) + ", " if search_path else ""
+        raise ModuleNotFoundError(
+            f"factory {factory!r}: no module named {exc.name!r} in {where}on PYTHONPATH or "
+            f"among installed packages (a worker imports factories from the config's "
+            f"directory and the directory kiln runs in; elsewhere, set PYTHONPATH)",
+            name=exc.name) from None
+
+
+def check_model(spec: ModelSpec) -> str | None:
+    """What would stop ``spec`` from loading, found without building the model (``kiln run
+    --dry-run``): a factory that does not import or is not a function, a ``.pt2`` that is
+    not a readable archive. None when nothing is wrong.
+
+    >>> check_model(ModelSpec("m", factory="pipeline.zoo.tiny:mlp")) is None
+    True
+    >>> check_model(ModelSpec("m", pt2="/nonexistent.pt2"))
+    '/nonexistent.pt2: no such file'
+    """
+    if spec.pt2 is not None:
+        if not os.path.isfile(spec.pt2):
+            return f"{spec.pt2}: no such file"
+        try:
+            if not zipfile.is_zipfile(spec.pt2):
+                return f"{spec.pt2}: not a .pt2 archive (torch.export.save writes a zip file)"
+        except OSError as exc:
+            return f"{spec.pt2}: cannot read: {exc.strerror or exc}"
+        return None
+    try:
+        factory = import_factory(spec.factory or "", spec.search_path)
+    except Exception as exc:   # any import-time error of the user's module
+        return f"{type(exc).__name__}: {exc}"
+    return None if callable(factory) else f"factory {spec.factory!r} is not callable"
+
+
+def _dynamic_shapes(spec: ModelSpec, args: tuple) -> tuple | None:
     """torch.export ``dynamic_shapes`` for the positional args: one ``{dim: Dim}`` per arg."""
     if not spec.dynamic:
         return None
     import torch
     dims = {d.name: torch.export.Dim(d.name, min=d.min, max=d.max) for d in spec.dynamic}
-    shapes: list[dict | None] = [None] * n_args
+    shapes: list[dict | None] = [None] * len(args)
     for d in spec.dynamic:
-        if d.input >= n_args:
+        if d.input >= len(args):
             raise ValueError(f"model {spec.name!r}: dynamic dim names input {d.input}, but the "
-                             f"factory returns {n_args} positional input(s)")
+                             f"factory returns {len(args)} positional input(s)")
+        rank = getattr(args[d.input], "ndim", 0)
+        if d.dim >= rank:
+            raise ValueError(f"model {spec.name!r}: dynamic dim {d.name!r} is dim {d.dim} of "
+                             f"input {d.input}, which has {rank} dim(s)")
         shapes[d.input] = {**(shapes[d.input] or {}), d.dim: dims[d.name]}
     return tuple(shapes)
 
@@ -165,16 +232,17 @@ def _cast(value: Any, dtype: Any) -> Any:
     return value
 
 
-def capture_model(spec: ModelSpec) -> Any:
-    """Build (or load) the model of ``spec`` and capture it into a ``CapturedGraph``."""
+def capture_model(spec: ModelSpec, notes: list[str] | None = None) -> Any:
+    """Build (or load) the model of ``spec`` and capture it into a ``CapturedGraph``;
+    ``notes`` gets a line for anything the user should know (see ``build_model``)."""
     from compiler.capture import capture_exported, capture_module, load_pt2
     if spec.pt2 is not None:
         return capture_exported(load_pt2(spec.pt2), name=spec.name)
-    module, args, dynamic_shapes = build_model(spec)
+    module, args, dynamic_shapes = build_model(spec, notes)
     return capture_module(module, args, dynamic_shapes=dynamic_shapes, name=spec.name)
 
 
-def build_model(spec: ModelSpec) -> tuple[Any, tuple, Any]:
+def build_model(spec: ModelSpec, notes: list[str] | None = None) -> tuple[Any, tuple, Any]:
     """``(module, args, dynamic_shapes)`` of a factory ``spec``, on CPU in the spec's dtype:
     what ``capture_model`` captures (a serving process moves the same to its GPU).
 
@@ -183,17 +251,26 @@ def build_model(spec: ModelSpec) -> tuple[Any, tuple, Any]:
     dims (``pipeline.zoo.blocks.gpt2_block_dynamic``); the config's ``dynamic`` is the other
     way to say it, and giving both is an error.
 
+    A zoo is compiled for inference: a module the factory returns in train mode (as every
+    freshly built ``nn.Module`` is) is switched to eval mode before capture, so dropout and
+    batch statistics are not compiled; ``notes`` gets a line saying so.
+
     >>> module, args, dynamic = build_model(ModelSpec("mlp", factory="pipeline.zoo.tiny:mlp"))
     >>> type(module).__name__, args[0].dtype, dynamic
     ('MLP', torch.float32, None)
     """
     import torch
-    made = import_factory(spec.factory)(**spec.kwargs)
+    made = import_factory(spec.factory, spec.search_path)(**spec.kwargs)
     if not isinstance(made, tuple) or len(made) not in (2, 3):
         raise TypeError(f"factory {spec.factory!r} must return (module, example_args) or "
                         f"(module, example_args, dynamic_shapes), got {type(made).__name__}")
     module, args = made[0], made[1] if isinstance(made[1], tuple) else (made[1],)
-    dynamic_shapes = _dynamic_shapes(spec, len(args))
+    if getattr(module, "training", False):
+        module.eval()
+        if notes is not None:
+            notes.append("the factory returned a module in train mode; compiled in eval mode "
+                         "(no dropout, batch-norm running statistics)")
+    dynamic_shapes = _dynamic_shapes(spec, args)
     if len(made) == 3:
         if dynamic_shapes is not None:
             raise ValueError(f"model {spec.name!r}: factory {spec.factory!r} returns its own "
@@ -211,16 +288,20 @@ def _file_sha256(path: str) -> str:
     return digest.hexdigest()
 
 
-def _module_source(module_name: str) -> str:
+def _module_source(factory: str, search_path: tuple[str, ...] = ()) -> str:
     """The source text of a factory's module, read from its file without importing it (a
     zoo module may import heavy libraries); ``inspect.getsource`` of the imported module
     where there is no plain source file."""
-    found = importlib.util.find_spec(module_name)
+    _extend_path(search_path)
+    try:
+        found = importlib.util.find_spec(factory.partition(":")[0])
+    except ModuleNotFoundError:      # a missing parent package
+        found = None
     origin = getattr(found, "origin", None)
     if origin and origin.endswith(".py"):
         with open(origin, encoding="utf-8") as f:
             return f.read()
-    return inspect.getsource(importlib.import_module(module_name))
+    return inspect.getsource(_import_module(factory, search_path))
 
 
 def source_key(spec: ModelSpec) -> str:
@@ -243,11 +324,12 @@ def source_key(spec: ModelSpec) -> str:
     if spec.pt2 is not None:
         model: dict[str, Any] = {"pt2_sha256": _file_sha256(spec.pt2)}
     else:
-        module_name = (spec.factory or "").partition(":")[0]
         model = {"factory": spec.factory, "kwargs": spec.kwargs,
                  "module_source_sha256": hashlib.sha256(
-                     _module_source(module_name).encode()).hexdigest()}
-    parts = {"model": model, "dtype": spec.dtype,
+                     _module_source(spec.factory or "", spec.search_path).encode()).hexdigest()}
+    # "eval": factories' modules are captured in eval mode (capture_model); graphs stored
+    # before that rule, which may hold train-mode dropout, are not found by this key.
+    parts = {"model": model, "dtype": spec.dtype, "mode": "eval",
              "dynamic": [dataclasses.asdict(d) for d in spec.dynamic],
              "torch": torch_version_for_key(), "kiln": __version__}
     return hashlib.sha256(canonical_json(parts).encode()).hexdigest()
@@ -275,7 +357,8 @@ def capture_task(spec: ModelSpec, store_root: str) -> TaskResult:
     start = time.perf_counter()
     try:
         source = source_key(spec)
-        captured = capture_model(spec)
+        notes: list[str] = []
+        captured = capture_model(spec, notes)
         _GRAPHS.put(spec, captured)
         from storage import Store
         store = Store(store_root)
@@ -288,7 +371,8 @@ def capture_task(spec: ModelSpec, store_root: str) -> TaskResult:
             # with the same graph): add a row that names it, so the next run finds it.
             store.write("graphs", [graph_record(spec, captured, source)])
         return TaskResult(stage="capture", model=spec.name, status=status,
-                          key=captured.graph_key, seconds=time.perf_counter() - start)
+                          key=captured.graph_key, seconds=time.perf_counter() - start,
+                          warning="; ".join(notes))
     except Exception as exc:
         return _failure("capture", spec.name, spec.source, "", start, exc)
 
@@ -356,6 +440,7 @@ def lower_task(job: LowerJob, store_root: str) -> TaskResult:
         from compiler.config import options_from_json
         from compiler.kernels.spec import KernelSpec
         from storage import Store
+        from storage.repair import restore_kernels
         options = options_from_json(job.options_json)
         key = module_key(job.graph_key, options, job.target)
         store = Store(store_root)
@@ -363,6 +448,8 @@ def lower_task(job: LowerJob, store_root: str) -> TaskResult:
                               columns=["kernel_keys", "kernels", "meta_json"]).to_pylist()
         if stored:
             row = stored[0]
+            # Build and tune read kernels rows: restore any the store lost (a deleted file).
+            restored = restore_kernels(store, [row])
             shapes = kernel_shapes(
                 json.loads(row["meta_json"]),
                 [(k["kernel_key"], KernelSpec.from_json(k["meta_json"])) for k in row["kernels"]],
@@ -370,7 +457,9 @@ def lower_task(job: LowerJob, store_root: str) -> TaskResult:
             return TaskResult(stage="lower", model=job.spec.name, status=SKIPPED, key=key,
                               target=job.target, seconds=time.perf_counter() - start,
                               kernel_keys=tuple(row["kernel_keys"]),
-                              fallback_ops=_fallbacks(row["meta_json"]), kernel_shapes=shapes)
+                              fallback_ops=_fallbacks(row["meta_json"]), kernel_shapes=shapes,
+                              repaired=f"restored {restored} kernels row(s) the store had "
+                                       f"lost, from the stored module" if restored else "")
         captured = _captured_for(job)
         artifact = lower(captured, options, target=job.target)
         kernel_keys = tuple(dict.fromkeys(k.kernel_key for k in artifact.kernels))

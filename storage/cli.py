@@ -1,4 +1,5 @@
-"""``kiln store ls|show KEY|stats|verify|compact|best|gains|plot-tuning``: look at a store.
+"""``kiln store ls|show KEY|stats|verify|repair|compact|best|gains|plot-tuning``: look at a
+store, or mend it (``repair``: see ``storage.repair``).
 
 ``best KERNEL`` prints the best config of a kernel (key or unique prefix) per size and GPU;
 ``gains`` what tuning gained per kernel (default vs best median); ``plot-tuning --out PNG``
@@ -6,8 +7,9 @@ draws that as a bar chart (needs matplotlib: ``pip install 'kiln[plot]'``). See
 ``storage.tuning``.
 
 Exit status: 0 on success; 1 when the command ran but found something wrong (verify found a
-problem, show found no such key, compact left corrupt files in place, a file's schema
-version is unreadable); 2 for a usage error or a missing store.
+problem, repair left one, show found no such key, compact left corrupt files in place, a
+file's schema version is unreadable); 2 for a usage error or a missing store; 130 when
+interrupted (Ctrl-C: nothing is lost).
 
 Example:
     >>> import tempfile
@@ -31,6 +33,7 @@ from .store import Store, StoreStats
 
 DEFAULT_STORE = "./kiln-store"
 _PREVIEW_CHARS = 400
+_MIN_PREFIX = 4      # shorter prefixes would match half a dataset
 
 
 def _kind(text: str) -> str:
@@ -54,13 +57,16 @@ def _parser() -> argparse.ArgumentParser:
     ls = command("ls", help="datasets, or the keys of one dataset")
     ls.add_argument("kind", nargs="?", choices=KINDS)
     ls.add_argument("--limit", type=int, default=50, help="keys to list (0: all)")
-    show = command("show", help="one record by key (or unique key prefix)")
+    show = command("show", help="one record by key (or a unique key prefix of at least "
+                                f"{_MIN_PREFIX} characters)")
     show.add_argument("key")
     show.add_argument("--kind", choices=KINDS, help="search only this dataset")
     show.add_argument("--full", action="store_true", help="print long text whole")
     command("stats", help="files, rows, keys and bytes per dataset")
     verify = command("verify", help="check every file and row; nonzero if corrupt")
     verify.add_argument("kinds", nargs="*", type=_kind, metavar="KIND")
+    command("repair", help="quarantine corrupt files, restore lost kernels rows, drop "
+                           "dangling binaries; says what it did, then verifies")
     compact = command("compact", help="merge small files into large sorted ones")
     compact.add_argument("kinds", nargs="*", type=_kind, metavar="KIND")
     compact.add_argument("--full", action="store_true", help="rewrite every file")
@@ -85,10 +91,36 @@ def _ls(store: Store, args: argparse.Namespace, out: TextIO) -> int:
         return 0
     keys = store.keys(args.kind)
     shown = keys if args.limit <= 0 else keys[:args.limit]
-    out.writelines(f"{key}\n" for key in shown)
+    if args.kind == "modules":
+        _ls_modules(store, shown, out)
+    else:
+        out.writelines(f"{key}\n" for key in shown)
     if len(shown) < len(keys):
         out.write(f"... {len(keys) - len(shown)} more ({len(keys)} keys; --limit 0 for all)\n")
     return 0
+
+
+def _ls_modules(store: Store, keys: list[str], out: TextIO) -> None:
+    """One line per module: its key, the model its graph was captured from (``-`` for a
+    ``compile_module`` cache entry, which has no graph row), the lowering target (cpu, cuda),
+    the GPU architecture (``any`` until a build names one) and the GPU it was tuned for
+    (``-``: heuristic launch configs)."""
+    rows = {r["module_key"]: r for r in store.lookup(
+        "modules", keys, columns=["module_key", "graph_key", "target", "arch", "tuned_for"])
+        .to_pylist()}
+    graph_keys = sorted({r["graph_key"] for r in rows.values()})
+    models: dict[str, list[str]] = {}
+    for g in store.lookup("graphs", graph_keys, columns=["graph_key", "model"]).to_pylist():
+        models.setdefault(g["graph_key"], []).append(g["model"])
+    out.write(f"{'module_key':<64}  {'model':<24} {'target':<6} {'arch':<6} tuned_for\n")
+    for key in keys:
+        row = rows.get(key)
+        if row is None:    # a row whose content hash fails: `verify` names it
+            out.write(f"{key:<64}  (unreadable row: run `kiln store verify`)\n")
+            continue
+        model = ",".join(sorted(set(models.get(row["graph_key"], ["-"]))))
+        out.write(f"{key:<64}  {model:<24} {row['target']:<6} {row['arch'] or 'any':<6} "
+                  f"{row['tuned_for'] or '-'}\n")
 
 
 def _format(value: Any, full: bool) -> str:
@@ -106,7 +138,7 @@ def _format(value: Any, full: bool) -> str:
 def _find(store: Store, key: str, kinds: list[str]) -> list[tuple[str, dict[str, Any]]]:
     """Rows whose key is ``key``, else whose key starts with it, across ``kinds``."""
     found = [(kind, row) for kind in kinds for row in store.lookup(kind, key).to_pylist()]
-    if found or len(key) < 4:
+    if found or len(key) < _MIN_PREFIX:
         return found
     return [(kind, row) for kind in kinds for row in store.query(
         kind, pc.starts_with(pc.field(KEY_COLUMN[kind]), key)).to_pylist()]
@@ -115,7 +147,10 @@ def _find(store: Store, key: str, kinds: list[str]) -> list[tuple[str, dict[str,
 def _show(store: Store, args: argparse.Namespace, out: TextIO) -> int:
     found = _find(store, args.key, [args.kind] if args.kind else list(KINDS))
     if not found:
-        sys.stderr.write(f"kiln store: no record with key {args.key!r} in {store.root}\n")
+        hint = (f"; a key prefix needs at least {_MIN_PREFIX} characters"
+                if len(args.key) < _MIN_PREFIX else "")
+        sys.stderr.write(f"kiln store: no record with key {args.key!r} in {store.root}"
+                         f"{hint}\n")
         return 1
     if len(found) > 1 and len({row[KEY_COLUMN[kind]] for kind, row in found}) > 1:
         sys.stderr.write(f"kiln store: {args.key!r} is ambiguous; matches:\n")
@@ -151,6 +186,19 @@ def _verify(store: Store, args: argparse.Namespace, out: TextIO) -> int:
     out.write(f"verify: {report.files_checked} files, {report.rows_checked:,} rows "
               f"checked: {verdict}\n")
     return 0 if report.ok else 1
+
+
+def _repair(store: Store, args: argparse.Namespace, out: TextIO) -> int:
+    report = store.repair()
+    out.writelines(f"repair: {action}\n" for action in report.actions)
+    after = report.after
+    out.writelines(f"PROBLEM {issue}\n" for issue in after.problems)
+    done = (f"{report.quarantined} file(s) quarantined, {report.restored} row(s) restored, "
+            f"{report.dropped} row(s) dropped" if report.actions else "nothing to repair")
+    verdict = "OK" if after.ok else f"{len(after.problems)} problem(s) left"
+    out.write(f"repair: {done}; verify: {after.files_checked} files, {after.rows_checked:,} "
+              f"rows checked: {verdict}\n")
+    return 0 if after.ok else 1
 
 
 def _print_compaction(report: CompactReport, out: TextIO) -> None:
@@ -235,7 +283,7 @@ def _plot_tuning(store: Store, args: argparse.Namespace, out: TextIO) -> int:
     return 0
 
 
-_COMMANDS = {"ls": _ls, "show": _show, "stats": _stats, "verify": _verify,
+_COMMANDS = {"ls": _ls, "show": _show, "stats": _stats, "verify": _verify, "repair": _repair,
              "compact": _compact, "best": _best, "gains": _gains, "plot-tuning": _plot_tuning}
 
 
@@ -255,6 +303,13 @@ def store_main(argv: list[str], out: TextIO | None = None) -> int:
     except StoreVersionError as err:
         sys.stderr.write(f"kiln store: {err}\n")
         return 1
+    except KeyboardInterrupt:
+        # Every store write is atomic and compaction deletes its inputs only after its
+        # output is in place, so stopping anywhere loses nothing (see storage.compact).
+        sys.stderr.write(f"kiln store {args.command}: interrupted; nothing was lost (an "
+                         f"unfinished compaction leaves duplicates or a temporary file, which "
+                         f"the next compact removes)\n")
+        return 130
 
 
 if __name__ == "__main__":

@@ -42,6 +42,7 @@ if TYPE_CHECKING:
     from compiler.artifact import CompiledArtifact
 
     from .compact import CompactReport
+    from .repair import RepairReport
     from .verify import VerifyReport
 
 
@@ -340,6 +341,12 @@ class Store:
         """Check every file and row; see ``storage.verify``."""
         from .verify import verify_store
         return verify_store(self, kinds)
+
+    def repair(self) -> "RepairReport":
+        """Quarantine corrupt files, restore lost kernels rows, drop dangling binaries; see
+        ``storage.repair``."""
+        from .repair import repair_store
+        return repair_store(self)
 
     def compact(self, kinds: Iterable[str] = KINDS, **options: Any) -> "CompactReport":
         """Merge small files into large sorted ones; see ``storage.compact``."""

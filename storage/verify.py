@@ -4,8 +4,11 @@ A *problem* makes verify fail: a file that does not decode (truncated, a flipped
 by a page checksum or the decoder), a footer that disagrees with the file's name or dataset,
 row-group statistics that disagree with the data, keys outside the range the file's name
 promises, a schema that is not the one its version promises, a version this kiln cannot
-read, a row whose content hash does not match (reported with its key). A *note* does not: leftover
-temporary files of killed writers, unrecognized files, duplicate keys awaiting compaction.
+read, a row whose content hash does not match (reported with its key), a module naming
+kernels that no kernels row holds (``storage.references``). A *note* does not: leftover
+temporary files of killed writers, unrecognized files, duplicate keys awaiting compaction,
+binaries and trials of kernels the store no longer holds, modules without a graph row.
+``kiln store repair`` (``storage.repair``) fixes what verify reports.
 
 Example:
     >>> import tempfile
@@ -26,6 +29,7 @@ import pyarrow.parquet as pq
 from .files import StoreFile, list_files, temp_files
 from .integrity import bad_rows
 from .reader import Issue
+from .references import REF_COLUMNS, References, describe
 from .schema import (KEY_COLUMN, KINDS, SCHEMA_VERSION, StoreVersionError, metadata_version,
                      migrate, require_readable, schema_for)
 
@@ -111,28 +115,68 @@ def _read_checked(store: "Store", kind: str, file: StoreFile) -> pa.Table:
     return table
 
 
-def check_file(store: "Store", kind: str, file: StoreFile) -> tuple[list[Issue], list[str]]:
-    """(problems, keys of the rows read) for one data file; decodes every page of it."""
+@dataclass
+class FileCheck:
+    """What checking one data file found. ``table`` is the whole file (None when it could not
+    be read as what it claims to be); ``bad`` the indices of rows whose hash fails; ``whole``
+    whether the problems are the file's as a whole (unreadable, mislabelled, keys outside its
+    name's range) rather than single rows'; ``newer`` a version this kiln cannot read."""
+    kind: str
+    problems: list[Issue] = field(default_factory=list)
+    table: pa.Table | None = None
+    bad: list[int] = field(default_factory=list)
+    whole: bool = False
+    newer: bool = False
+
+    @property
+    def keys(self) -> list[str]:
+        return [] if self.table is None else self.table.column(KEY_COLUMN[self.kind]).to_pylist()
+
+    def intact(self) -> pa.Table | None:
+        """The file's rows whose hash holds (None if the file as a whole is bad)."""
+        if self.table is None or self.whole:
+            return None
+        if not self.bad:
+            return self.table
+        keep = sorted(set(range(self.table.num_rows)) - set(self.bad))
+        return self.table.take(pa.array(keep, pa.int64()))
+
+
+def inspect_file(store: "Store", kind: str, file: StoreFile) -> FileCheck:
+    """Check one data file, decoding every page of it (see the module doc)."""
     try:
         table = _read_checked(store, kind, file)
     except FileNotFoundError:
-        return [], []       # compacted away since it was listed: its rows live on elsewhere
-    except (StoreVersionError, _Mismatch) as err:
-        return [Issue(file.path, str(err).removeprefix(f"{file.path}: "))], []
+        return FileCheck(kind)  # compacted away since it was listed: its rows live on elsewhere
+    except StoreVersionError as err:
+        return FileCheck(kind, [Issue(file.path, str(err).removeprefix(f"{file.path}: "))],
+                         newer=True)
+    except _Mismatch as err:
+        return FileCheck(kind, [Issue(file.path, str(err).removeprefix(f"{file.path}: "))],
+                         whole=True)
     except (pa.ArrowException, OSError, ValueError) as err:
-        return [Issue(file.path, f"unreadable: {type(err).__name__}: {err}")], []
+        return FileCheck(kind, [Issue(file.path, f"unreadable: {type(err).__name__}: {err}")],
+                         whole=True)
     mismatch = _check_schema(kind, table)
     if mismatch:
-        return [Issue(file.path, mismatch)], []
+        return FileCheck(kind, [Issue(file.path, mismatch)], whole=True)
     keys = table.column(KEY_COLUMN[kind]).to_pylist()
-    problems = [Issue(file.path, "content hash mismatch (tampered or corrupt row)", keys[i])
-                for i in bad_rows(kind, table)]
+    bad = bad_rows(kind, table)
+    check = FileCheck(kind, [Issue(file.path, "content hash mismatch (tampered or corrupt "
+                                              "row)", keys[i]) for i in bad], table, bad)
     outside = [key for key in keys if not file.may_contain(key)]
     if outside:
         # Lookups trust the name's key range and would never open this file for these keys.
-        problems.append(Issue(file.path, f"{len(outside)} keys outside the key range in the "
-                                         f"file name, e.g. {outside[0]}"))
-    return problems, keys
+        check.problems.append(Issue(file.path, f"{len(outside)} keys outside the key range "
+                                               f"in the file name, e.g. {outside[0]}"))
+        check.whole = True
+    return check
+
+
+def check_file(store: "Store", kind: str, file: StoreFile) -> tuple[list[Issue], list[str]]:
+    """(problems, keys of the rows read) for one data file; decodes every page of it."""
+    check = inspect_file(store, kind, file)
+    return check.problems, check.keys
 
 
 def _duplicate_note(kind: str, keys: list[str]) -> str | None:
@@ -143,17 +187,22 @@ def _duplicate_note(kind: str, keys: list[str]) -> str | None:
 
 
 def verify_store(store: "Store", kinds: Iterable[str] = ()) -> VerifyReport:
-    """Check every file of ``kinds`` (all kinds if empty); never raises on bad data."""
+    """Check every file of ``kinds`` (all kinds if empty), then the references between
+    records (``storage.references``); never raises on bad data."""
     report = VerifyReport()
+    refs: dict[str, list[pa.Table]] = {}
     for kind in kinds or KINDS:
         files, unknown = list_files(store.fs, store.dataset_dir(kind), kind)
         keys: list[str] = []
         for file in files:
-            problems, file_keys = check_file(store, kind, file)
-            report.problems += problems
+            check = inspect_file(store, kind, file)
+            report.problems += check.problems
             report.files_checked += 1
-            report.rows_checked += len(file_keys)
-            keys += file_keys
+            report.rows_checked += len(check.keys)
+            keys += check.keys
+            intact = check.intact()
+            if intact is not None and kind in REF_COLUMNS:
+                refs.setdefault(kind, []).append(intact.select(REF_COLUMNS[kind]))
         report.notes += [f"{path}: not a kiln data file name (ignored by readers)"
                          for path in unknown]
         report.notes += [f"{path}: temporary file of an unfinished write (ignored by readers)"
@@ -161,5 +210,9 @@ def verify_store(store: "Store", kinds: Iterable[str] = ()) -> VerifyReport:
         note = _duplicate_note(kind, keys)
         if note:
             report.notes.append(note)
+    tables = {kind: pa.concat_tables(parts) for kind, parts in refs.items()}
+    problems, notes = describe(References.read(store, tables), store.root)
+    report.problems += problems
+    report.notes += notes
     return report
 

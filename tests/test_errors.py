@@ -132,18 +132,7 @@ def test_compile_module_call_with_mismatched_input():
     assert "meta" in str(info.value), info.value
 
 
-@pytest.mark.xfail(strict=True, reason="compile_module reports a non-contiguous user input "
-                   "by its flat graph index ('kiln: input 6: strides differ', counting the "
-                   "module's parameters), not as the user's input 'x' like its other "
-                   "mismatch errors")
-def test_compile_module_stride_mismatch_names_user_input():
-    module, (x,) = tiny.mlp()
-    compiled = compiler.compile_module(module, (x,))
-    transposed = torch.randn(x.shape[1], x.shape[0]).t()
-    with pytest.raises((InputMismatchError, CaptureError)) as info:
-        compiled(transposed)
-    message = str(info.value)
-    assert "'x'" in message and "stride" in message, message
+# A non-contiguous user input is copied into the compiled layout (tests/test_guards.py).
 
 
 # ----------------------------------------------------------------------------- capture

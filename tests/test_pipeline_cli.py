@@ -25,6 +25,13 @@ def write_config(tmp_path: Path, text: str) -> Path:
     return path
 
 
+def stage_lines(plan: str) -> list[str]:
+    """The five stage rows of a printed plan."""
+    lines = plan.splitlines()
+    start = lines.index("stages:") + 3
+    return lines[start:start + 5]
+
+
 def test_dry_run_prints_the_plan_and_touches_nothing(tmp_path, capsys):
     store = tmp_path / "store"
     assert main(["run", str(TINY), "--dry-run", "--store", str(store), "--workers", "3"]) == 0
@@ -34,14 +41,31 @@ def test_dry_run_prints_the_plan_and_touches_nothing(tmp_path, capsys):
     assert "targets  cpu, sm_90 (lowered as cpu, cuda)" in out
     for name in ("mlp", "convnet", "transformer_block"):
         assert f"  {name} " in out
-    lines = {line.split()[0]: line for line in out.splitlines()[-5:]}
+    lines = {line.split()[0]: line for line in stage_lines(out)}
     assert lines["capture"].split()[1] == "3"
     assert lines["lower"].split()[1] == "6"           # 3 models x (cpu, cuda)
     assert "one task per distinct kernel x architecture (sm_90): its default config" in \
         lines["build"]
     assert "off (tuning.enabled = false)" in lines["tune"]
     assert "off (nothing tuned)" in lines["relower"]
+    assert "checks: all 3 model(s) load" in out
     assert not store.exists()
+
+
+def test_dry_run_imports_every_factory_and_checks_pt2_files(tmp_path, capsys):
+    """Before: --dry-run passed a factory no worker could import."""
+    (tmp_path / "bad.pt2").write_bytes(b"not a zip archive")
+    cfg = write_config(tmp_path, '[[models]]\nfactory = "nowhere_models:net"\n'
+                                 '[[models]]\npt2 = "bad.pt2"\n'
+                                 '[[models]]\nfactory = "pipeline.zoo.tiny:mlp"\n')
+    assert main(["run", str(cfg), "--dry-run", "--store", str(tmp_path / "s")]) == 2
+    err = capsys.readouterr().err.splitlines()
+    assert len(err) == 2
+    assert err[0].startswith("kiln run: error: model 'net': ModuleNotFoundError: factory "
+                             f"'nowhere_models:net': no module named 'nowhere_models' in "
+                             f"{tmp_path}")
+    assert "PYTHONPATH" in err[0]
+    assert err[1].endswith("bad.pt2: not a .pt2 archive (torch.export.save writes a zip file)")
 
 
 def test_run_without_config_uses_the_tiny_zoo(tmp_path, capsys):
@@ -70,13 +94,13 @@ def test_tuning_enabled_is_accepted_and_the_plan_says_what_a_cpu_only_cluster_sk
                                  '[cluster]\ngpus = 0\n'
                                  '[[models]]\nfactory = "pipeline.zoo.tiny:mlp"\n')
     assert main(["run", str(cfg), "--dry-run", "--store", str(tmp_path / "s")]) == 0
-    lines = {line.split()[0]: line for line in capsys.readouterr().out.splitlines()[-5:]}
+    lines = {line.split()[0]: line for line in stage_lines(capsys.readouterr().out)}
     assert "every candidate config of search space 'default'" in lines["build"]
     assert "skipped: no GPU workers" in lines["tune"]
     assert "off (nothing tuned)" in lines["relower"]
     cfg.write_text(cfg.read_text().replace("gpus = 0", "gpus = 1"))
     assert main(["run", str(cfg), "--dry-run", "--store", str(tmp_path / "s")]) == 0
-    lines = {line.split()[0]: line for line in capsys.readouterr().out.splitlines()[-5:]}
+    lines = {line.split()[0]: line for line in stage_lines(capsys.readouterr().out)}
     assert "one task per distinct kernel x sizes on a GPU worker; budget 60 GPU-s" in \
         lines["tune"]
     assert "stored with tuned_for = the GPU's name" in lines["relower"]
@@ -117,7 +141,7 @@ def test_summary_counts_reused_kernels_and_lists_failures():
         TaskResult("capture", "one", "ok", key="g1"), TaskResult("capture", "two", "ok", key="g2"),
         TaskResult("capture", "three", "failed", error_type="CaptureError",
                    message="model 'three': torch.export failed\nmore", attempts=1),
-        # one: k1 new, k2 new; its cuda module has the same kernels (reused)
+        # one: k1 new, k2 new; its cuda module has the same kernels (one lowering of the graph)
         TaskResult("lower", "one", "ok", target="cpu", kernel_keys=("k1", "k2"),
                    new_kernel_keys=("k1", "k2")),
         TaskResult("lower", "one", "ok", target="cuda", kernel_keys=("k1", "k2")),
@@ -133,14 +157,23 @@ def test_summary_counts_reused_kernels_and_lists_failures():
     assert rows["one"][1:6] == ["new", "new", "new", "2", "0"] and rows["one"][-1] == "ok"
     assert rows["two"][1:4] == ["new", "stored", "FAILED"]
     assert rows["three"][1:3] == ["FAILED", "-"]
-    # kernels: 3 distinct; uses 6, of which 3 were new: 3 reused; 2 failures
+    # kernels: 3 distinct, all new (none was in the store before the run): 0 reused. The
+    # cuda module sharing the cpu module's kernels is not reuse (it read "reused 3" on a
+    # first run); 2 failures
     totals = text.splitlines()[text.splitlines().index(
         next(line for line in text.splitlines() if line.startswith("models"))) + 2].split()
-    assert totals[:6] == ["1/3", "3", "-", "off", "3", "2"]
+    assert totals[:6] == ["1/3", "3", "-", "off", "0", "2"]
     assert "three: capture: CaptureError after 1 attempt(s): model 'three': torch.export " \
            "failed" in text
     assert "two: lower[cuda]: KilledWorker after 3 attempt(s)" in text
     assert report.exit_code == 1
+    rerun = [TaskResult("lower", "one", "skipped", target="cpu", kernel_keys=("k1", "k2")),
+             TaskResult("build", "one", "skipped", target="sm_90"),
+             TaskResult("build", "one", "ok", target="sm_90", built=1)]
+    rerun_text = format_summary(RunReport(config=cfg, store="s", results=rerun, wall_s=1.0))
+    lines = rerun_text.splitlines()
+    totals = lines[lines.index(next(line for line in lines if line.startswith("models"))) + 2]
+    assert totals.split()[1:5] == ["2", "1/2", "off", "2"]   # 1 of 2 builds built ("2/2" before)
 
 
 def test_tasks_in_process_write_and_then_skip(tmp_path):
@@ -208,3 +241,110 @@ def test_tiny_factories_are_deterministic(factory):
     assert all(torch.equal(p, q) for p, q in zip(m1.state_dict().values(),
                                                  m2.state_dict().values()))
     assert not m1.training and all(x.abs().sum() > 0 for x in a1)
+
+
+def test_a_train_mode_factory_is_compiled_in_eval_mode_with_a_warning(tmp_path):
+    """Before: dropout and batch statistics were compiled silently."""
+    from pipeline.config import DynamicDim
+    from pipeline.tasks import capture_model
+    from storage import Store
+    spec = ModelSpec(name="train", factory="pipeline.zoo.faults:train_mode")
+    result = capture_task(spec, str(tmp_path / "store"))
+    assert result.status == "ok" and "train mode; compiled in eval mode" in result.warning
+    graph = Store(str(tmp_path / "store")).get("graphs", result.key)["graph_text"]
+    assert "dropout" not in graph and "batch_norm_legit_no_training" in graph
+    assert capture_model(spec).mutated_buffers == ()      # running stats are read, not updated
+    deep = ModelSpec(name="d", factory="pipeline.zoo.tiny:mlp",
+                     dynamic=(DynamicDim(input=0, dim=2, min=1, max=8, name="b"),))
+    with pytest.raises(ValueError, match="dynamic dim 'b' is dim 2 of input 0, which has 2"):
+        capture_model(deep)
+
+
+def test_version_and_a_top_level_help_that_lists_the_commands(capsys):
+    assert main(["--version"]) == 0
+    assert capsys.readouterr().out.startswith("kiln 0.1.0 (torch ")
+    assert main(["--help"]) == 0
+    out = capsys.readouterr().out
+    assert "run [CONFIG]" in out and "store CMD" in out and "repair" in out
+
+
+def test_a_closed_stdout_is_not_a_traceback(tmp_path):
+    """`kiln store ls | head -1` raised BrokenPipeError."""
+    import os
+    import subprocess
+    import sys
+    from storage import Store
+    from test_storage_support import trials
+    Store(tmp_path).write("trials", trials(0, 50))
+    proc = subprocess.Popen([sys.executable, "-m", "pipeline.cli", "store", "--store",
+                             str(tmp_path), "ls", "trials"], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, env={**os.environ, "PYTHONPATH": str(REPO)})
+    proc.stdout.close()                     # the reader is gone before kiln writes a line
+    err = proc.stderr.read().decode()
+    assert proc.wait(timeout=60) == 0 and err == ""
+
+
+def test_a_config_path_that_is_a_directory_or_binary_is_one_line(tmp_path, capsys):
+    (tmp_path / "zoo.toml").write_bytes(b"\x00\xff\xfe binary \x80")
+    for path, reason in ((tmp_path, "is a directory"), (tmp_path / "zoo.toml", "not a text")):
+        assert main(["run", str(path), "--dry-run"]) == 2
+        err = capsys.readouterr().err
+        assert reason in err and len(err.splitlines()) == 1 and "Traceback" not in err
+
+
+def test_the_store_path_is_checked_before_anything_runs(tmp_path, capsys):
+    """Before: a --store that is a file failed every model, and the summary said the
+    failures were recorded in that store."""
+    file = tmp_path / "file"
+    file.write_text("")
+    for store, reason in ((file, "is a file, not a directory"),
+                          (file / "sub", f"({file} is a file)")):
+        assert main(["run", str(TINY), "--store", str(store)]) == 2
+        err = capsys.readouterr().err
+        assert reason in err and len(err.splitlines()) == 1
+    from pipeline.report import _failure_lines
+    failed = [TaskResult("capture", "m", "failed", error_type="E", message="x")]
+    assert "recorded in the store's" in _failure_lines(failed, unrecorded=0)[1]
+    assert "NOT recorded in the store" in _failure_lines(failed, unrecorded=1)[1]
+
+
+@pytest.mark.skipif(not hasattr(__import__("os"), "geteuid") or __import__("os").geteuid() == 0,
+                    reason="root writes into read-only directories")
+def test_a_read_only_store_directory_is_refused(tmp_path, capsys):
+    store = tmp_path / "ro"
+    store.mkdir(mode=0o555)
+    assert main(["run", str(TINY), "--store", str(store), "--dry-run"]) == 2
+    assert "cannot write in" in capsys.readouterr().err
+
+
+def test_model_status_comes_from_the_store(tmp_path):
+    """Before: a model whose worker died after its graph (or module) was stored was reported
+    FAILED. A failure the store contradicts becomes a warning; a model whose lowering never
+    ran is incomplete (exit 1), not failed."""
+    from pipeline.runner import reconcile_with_store
+    root = str(tmp_path / "store")
+    cfg = parse_config({"models": [{"factory": "pipeline.zoo.tiny:mlp", "kwargs": {"batch": 4}},
+                                   {"factory": "pipeline.zoo.tiny:convnet"}]}, "z.toml")
+    mlp, convnet = cfg.models
+    graph = capture_task(mlp, root).key
+    lowered = lower_task(LowerJob(spec=mlp, graph_key=graph, target="cpu"), root)
+    died = dict(status="failed", error_type="KilledWorker", message="workers died", attempts=3)
+    report = RunReport(config=cfg, store=root, results=[
+        TaskResult("capture", "mlp", "ok", key=graph),
+        TaskResult("lower", "mlp", key=f"{graph}:cpu", target="cpu", **died),
+        TaskResult("capture", "convnet", key=convnet.source, **died)])
+    reconcile_with_store(report, root)
+    assert [r.failed for r in report.results] == [False, False, True]
+    assert "but its records are in the store" in report.results[1].warning
+    assert report.exit_code == 1 and report.failed_models() == {"convnet"}
+
+    capture_task(convnet, root)           # its graph is stored, its module is not
+    report.results[2] = TaskResult("capture", "convnet", key=convnet.source, **died)
+    reconcile_with_store(report, root)
+    assert not report.failures and report.incomplete_models() == ["convnet"]
+    assert report.exit_code == 1
+    text = format_summary(report)
+    assert "1 model(s) incomplete: run again to finish them" in text
+    rows = {line.split()[0]: line.split() for line in text.splitlines() if line}
+    assert rows["mlp"][-1] == "ok" and rows["convnet"][-1] == "incomplete"
+    assert lowered.key

@@ -302,15 +302,34 @@ def test_hung_task_times_out_and_its_worker_is_restarted(tmp_path, shared):
     assert len(Store(str(tmp_path / "store")).keys("modules")) == 1
 
 
-def test_segfaulting_task_fails_after_retries_and_the_others_finish(tmp_path, shared):
-    config = zoo(tmp_path, '[[models]]\nfactory = "pipeline.zoo.faults:segfault"\n'
+def test_a_crashing_factory_fails_alone_and_the_console_stays_kiln_s(tmp_path, shared,
+                                                                    capfd):
+    """A factory that segfaults or calls os._exit(3) fails only its own model. Before, it
+    took its worker down with every task queued there (other models failed with
+    KilledWorker, one of them although its graph was stored), and the scheduler's and
+    nannies' ERROR lines filled the terminal."""
+    config = zoo(tmp_path, '[tasks]\nretries = 0\n'       # retries: test_sandbox.py
+                           '[[models]]\nfactory = "pipeline.zoo.faults:segfault"\n'
+                           '[[models]]\nfactory = "pipeline.zoo.faults:exit"\n'
                            '[[models]]\nfactory = "pipeline.zoo.tiny:mlp"\n', ready(shared))
-    report = run(config, tmp_path / "store")
-    assert report.exit_code == 1 and report.failed_models() == {"segfault"}
-    (failure,) = Store(str(tmp_path / "store")).query("failures").to_pylist()
-    assert failure["error_type"] == "KilledWorker"
-    assert failure["attempts"] == 2          # the shared cluster allows 1 retry
+    pids = shared.worker_pids()
+    capfd.readouterr()
+    out = tmp_path / "console.txt"
+    with open(out, "w") as console:
+        report = run_zoo(config, str(tmp_path / "store"), out=console, live=False)
+    assert report.exit_code == 1 and report.failed_models() == {"segfault", "exit"}
+    failures = {f["model"]: f for f in Store(str(tmp_path / "store")).query("failures")
+                .to_pylist()}
+    assert {m: (f["error_type"], f["attempts"]) for m, f in failures.items()} == {
+        "segfault": ("TaskCrashed", 1), "exit": ("TaskCrashed", 1)}
+    assert "killed by SIGSEGV" in failures["segfault"]["message"]
+    assert "exit code 3" in failures["exit"]["message"]
     assert len(Store(str(tmp_path / "store")).keys("modules")) == 1
+    assert shared.worker_pids() == pids                  # no worker died
+    console = out.read_text() + capfd.readouterr().err
+    assert "distributed." not in console and "ERROR" not in console
+    assert "Traceback" not in console
+    assert report.log_path and os.path.exists(report.log_path)
 
 
 def test_sigterm_stops_cleanly_and_the_next_run_resumes(tmp_path, shared):

@@ -108,3 +108,35 @@ def test_store_option_is_accepted_after_the_command(tmp_path, capsys):
     for argv in (["--store", str(tmp_path), "stats"], ["stats", "--store", str(tmp_path)]):
         assert _parser().parse_args(argv).store == str(tmp_path)
     assert _parser().parse_args(["stats"]).store == "./kiln-store"
+
+
+def test_ls_modules_names_model_target_arch_and_tuned_for(tmp_path):
+    from storage import GraphRecord
+    store = Store(tmp_path / "store")
+    art = artifact(1)
+    store.put_artifact(art)
+    store.put_artifact(artifact(2, ()), tuned_for="NVIDIA H100 80GB HBM3")
+    store.write("graphs", [GraphRecord(graph_key=art.graph_key, model="resnet",
+                                       input_signature="[]", torch_version="2.13",
+                                       graph_text="g")])
+    code, text = _run(store, "ls", "modules")
+    lines = text.splitlines()
+    assert code == 0 and lines[0].split() == ["module_key", "model", "target", "arch", "tuned_for"]
+    rows = {line.split()[0]: line.split(maxsplit=4)[1:] for line in lines[1:]}
+    assert rows[art.module_key][0] == "resnet"
+    assert rows[artifact(2, ()).module_key][0] == "-"
+    assert rows[artifact(2, ()).module_key][3] == "NVIDIA H100 80GB HBM3"
+
+
+def test_show_says_a_prefix_needs_four_characters(store, capsys):
+    assert _run(store, "show", "ab")[0] == 1
+    assert "a key prefix needs at least 4 characters" in capsys.readouterr().err
+
+
+def test_ctrl_c_in_compact_is_one_line(store, monkeypatch, capsys):
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+    monkeypatch.setattr(Store, "compact", interrupted)
+    assert _run(store, "compact")[0] == 130
+    err = capsys.readouterr().err
+    assert len(err.splitlines()) == 1 and "interrupted; nothing was lost" in err

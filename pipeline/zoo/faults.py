@@ -1,9 +1,11 @@
 """Models that misbehave on purpose, to exercise the pipeline's fault handling.
 
 ``slow`` gives a test a window in which to kill the worker running it; ``hang`` never
-returns (a per-task timeout must end it); ``segfault`` kills its own worker process the way
-a crashing kernel or compiler would (retries on other workers, then a failure row). Each
-returns ``(module, example_args)`` like the tiny zoo's factories when it returns at all.
+returns (a per-task timeout must end it); ``segfault`` and ``exit`` end their own process the
+way a crashing kernel, compiler or careless library would (only that model may fail);
+``train_mode`` returns a module in train mode with dropout and batch norm (compiled in eval
+mode, with a warning). Each returns ``(module, example_args)`` like the tiny zoo's factories
+when it returns at all.
 
 Example:
     >>> module, (x,) = slow(seconds=0.0)
@@ -15,6 +17,8 @@ from __future__ import annotations
 import os
 import signal
 import time
+
+import torch
 
 from pipeline.zoo import tiny
 
@@ -36,3 +40,16 @@ def segfault() -> tiny.Example:
     os.kill(os.getpid(), signal.SIGSEGV)
     time.sleep(60)  # the signal is delivered asynchronously; never return a model
     raise RuntimeError("SIGSEGV was not delivered")
+
+
+def exit(code: int = 3) -> tiny.Example:
+    """Ends the calling process with ``os._exit(code)``: no exception, no cleanup."""
+    os._exit(code)
+
+
+def train_mode(batch: int = 4) -> tiny.Example:
+    """Linear -> BatchNorm -> Dropout, returned in train mode (as ``nn.Module`` starts)."""
+    torch.manual_seed(0)
+    module = torch.nn.Sequential(torch.nn.Linear(8, 8), torch.nn.BatchNorm1d(8),
+                                 torch.nn.Dropout(0.5))
+    return module.train(), (torch.randn(batch, 8),)
