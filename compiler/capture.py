@@ -30,6 +30,8 @@ import torch.fx
 import torch.utils._pytree as pytree
 from torch.export.graph_signature import InputKind, OutputKind
 
+from .capture_export import export_program
+from .capture_pytree import output_check, register_library_pytrees
 from .capture_trace import trace_static
 from .decompositions import decomposition_table
 
@@ -48,6 +50,11 @@ SUPPORTED_DTYPES = frozenset({
 # their spec enters the key, so two processes building the same model agree on the key even
 # if a big constant was drawn at random. The compiler must not inline anything bigger.
 TINY_CONSTANT_NUMEL = 64
+
+# What a model export cannot capture as one graph runs with instead (README, "Graph breaks").
+_NOT_EXPORTABLE_HINT = ("\n(A model that torch.export cannot capture, e.g. one with data-"
+                        "dependent control flow or a print, runs under torch.compile(model, "
+                        "backend='kiln'), which compiles the graphs between its breaks.)")
 
 _KIND_NAMES = {
     InputKind.PARAMETER: "parameter",
@@ -228,16 +235,20 @@ def capture_module(module: torch.nn.Module, example_args: Any, example_kwargs: A
                            f"{type(module).__name__}")
     args = example_args if isinstance(example_args, tuple) else (example_args,)
     kwargs = dict(example_kwargs or {})
+    register_library_pytrees(module, args, kwargs)     # e.g. transformers' KV caches
     _check_example_dtypes(name, args, kwargs)
-    if dynamic_shapes is None and not kwargs:
-        fast = _capture_static(module, args, name)
-        if fast is not None:
-            return fast
-    try:
-        ep = torch.export.export(module, args, kwargs, dynamic_shapes=dynamic_shapes,
-                                 strict=False)
-    except Exception as err:
-        raise CaptureError(f"model {name!r}: torch.export failed: {_summary(err)}") from err
+    with output_check(module, CaptureError, name):
+        if dynamic_shapes is None and not kwargs:
+            fast = _capture_static(module, args, name)
+            if fast is not None:
+                return fast
+        try:
+            ep = export_program(module, args, kwargs, dynamic_shapes)
+        except CaptureError:
+            raise                         # output_check's, naming the output type
+        except Exception as err:
+            raise CaptureError(f"model {name!r}: torch.export failed: {_summary(err)}"
+                               f"{_NOT_EXPORTABLE_HINT}") from err
     return _capture(ep, name, (args, kwargs))
 
 
@@ -246,6 +257,8 @@ def _capture_static(module: torch.nn.Module, args: tuple, name: str) -> Captured
     which also gives the proper error for a module this path fails on."""
     try:
         traced = trace_static(module, args)
+    except CaptureError:
+        raise             # a refusal of kiln's own (output_check): export would repeat it
     except Exception:  # noqa: BLE001 -- export retraces it and reports what is wrong
         return None
     if traced is None:
