@@ -35,6 +35,7 @@ from .graph import GraphLowering, LoweredGraph
 from .ir import ExternKernel
 from .lowering import default_table
 from .runtime import CompiledModule, GraphedCall, InputMismatchError, load_artifact
+from .size_inputs import SizedCall, SizeInputs, size_hint
 from .sizevars import texpr
 
 
@@ -109,27 +110,30 @@ def _dump(artifact: CompiledArtifact, directory: Path) -> None:
 
 
 # ----------------------------------------------------------------------------- compile_fx
-def _trace(gm: torch.fx.GraphModule, example_inputs: Sequence[Any]) -> torch.fx.GraphModule:
+def _trace(gm: torch.fx.GraphModule, example_inputs: Sequence[Any],
+           sizes: SizeInputs) -> torch.fx.GraphModule:
     """Retrace functionalized with kiln's decompositions; every node gets ``meta['val']``.
 
     Functionalization turns in-place ops into pure ones plus ``copy_`` into mutated inputs
-    at the end, which GraphLowering applies in place.
+    at the end, which GraphLowering applies in place. Size inputs ``sizes`` carries come in
+    as their carrier tensors.
     """
     try:
-        return _trace_functional(gm, example_inputs, "mutations")
+        return _trace_functional(gm, example_inputs, "mutations", sizes)
     except Exception:
         # A view recorded on real strides can fail to replay on fake ones (an op whose meta
         # strides differ from its kernel's); as copies, views replay on any strides.
-        return _trace_functional(gm, example_inputs, "mutations_and_views")
+        return _trace_functional(gm, example_inputs, "mutations_and_views", sizes)
 
 
-def _trace_functional(gm, example_inputs, remove: str) -> torch.fx.GraphModule:
+def _trace_functional(gm, example_inputs, remove: str, sizes: SizeInputs) -> torch.fx.GraphModule:
     fake_mode = torch._guards.detect_fake_mode(example_inputs)
-    run = torch.func.functionalize(torch.fx.Interpreter(gm).run, remove=remove)
+    run = torch.func.functionalize(sizes.unwrap(torch.fx.Interpreter(gm).run), remove=remove)
     with torch.no_grad():
         if fake_mode is not None:
             with fake_mode:
-                return make_fx(run, decomposition_table=decomposition_table())(*example_inputs)
+                inputs = sizes.trace_inputs(example_inputs)
+                return make_fx(run, decomposition_table=decomposition_table())(*inputs)
         # graphs from make_fx(module) hold weights as real tensors behind get_attr
         return make_fx(run, decomposition_table=decomposition_table(), tracing_mode="fake",
                        _allow_non_fake_inputs=True)(*example_inputs)
@@ -145,27 +149,36 @@ def _graph_device(gm: torch.fx.GraphModule) -> str:
 
 
 def _user_specs(gm: torch.fx.GraphModule) -> list[InputSpec]:
+    """Tensor placeholders' specs; symbolic sizes by their example value (never ``int()``
+    of a SymInt: that guards on the value, and dynamo would recompile at every size)."""
     specs = []
     for node in gm.graph.nodes:
         val = node.meta.get("val")
         if node.op == "placeholder" and isinstance(val, torch.Tensor):
-            specs.append(InputSpec(node.name, "user", None, tuple(int(s) for s in val.shape),
-                                   tuple(int(s) for s in val.stride()), str(val.dtype),
-                                   val.device.type))
+            dynamic = tuple(d for d, s in enumerate(val.shape) if isinstance(s, torch.SymInt))
+            specs.append(InputSpec(node.name, "user", None, tuple(map(size_hint, val.shape)),
+                                   tuple(map(size_hint, val.stride())), str(val.dtype),
+                                   val.device.type, dynamic))
     return specs
 
 
 def compile_fx(gm: torch.fx.GraphModule, example_inputs: Sequence[Any],
                options: dict | CompilerOptions | None = None) -> CompiledModule:
-    """Compile an ATen-level FX graph; returns ``fn(*flat_inputs) -> tuple of outputs``."""
+    """Compile an ATen-level FX graph; returns ``fn(*flat_inputs) -> tuple of outputs``.
+
+    Symbolic sizes (dynamo's dynamic shapes: fake tensors with SymInt dims, and the SymInts
+    themselves as inputs) compile once for every size; see ``size_inputs``.
+    """
     options = load_options(options)
-    traced = _trace(gm, example_inputs)
+    sizes = SizeInputs.of(example_inputs)
+    traced = _trace(gm, example_inputs, sizes)
     specs = _user_specs(traced)
     target = specs[0].device if specs else _graph_device(traced)
     key = compute_graph_key(traced, specs, extra="compile_fx")
     artifact, constants = _lower_graph(traced, key, options, target)
-    return load_artifact(artifact, options.code_dir(), constants, options.check_inputs,
-                         options.compile_workers)
+    compiled = load_artifact(artifact, options.code_dir(), constants, options.check_inputs,
+                             options.compile_workers)
+    return SizedCall(compiled, sizes) if sizes else compiled
 
 
 # ----------------------------------------------------------------------------- modules

@@ -6,6 +6,12 @@ calls kiln's ``compile_fx`` on the forward graph. Training is out of scope: a gr
 would need a backward pass (grad mode on and an input that requires grad) is refused with
 ``BackendError``; run the model under ``torch.no_grad()`` / ``torch.inference_mode()``.
 
+Sizes: when a size changes, dynamo recompiles once with it symbolic and passes SymInt inputs;
+``compile_fx`` compiles that graph for every size (``compiler.size_inputs``), so later sizes
+run without compiling. Graph breaks (a print, a branch on a tensor's value): dynamo runs
+the Python between graphs and hands kiln each graph, which is how models that
+``torch.export`` (and so ``compile_module`` and the pipeline) cannot capture still compile.
+
 Importing this module registers the backend name ``kiln`` with dynamo (the installed
 distribution also declares it as a ``torch_dynamo_backends`` entry point).
 
