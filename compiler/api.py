@@ -163,7 +163,7 @@ def _user_specs(gm: torch.fx.GraphModule) -> list[InputSpec]:
 
 
 def compile_fx(gm: torch.fx.GraphModule, example_inputs: Sequence[Any],
-               options: dict | CompilerOptions | None = None) -> CompiledModule:
+               options: dict | CompilerOptions | None = None) -> CompiledModule | SizedCall:
     """Compile an ATen-level FX graph; returns ``fn(*flat_inputs) -> tuple of outputs``.
 
     Symbolic sizes (dynamo's dynamic shapes: fake tensors with SymInt dims, and the SymInts

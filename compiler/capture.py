@@ -7,7 +7,9 @@ module whose placeholders are every input in order (parameters, buffers, lifted 
 inputs), a spec per input, the pytree specs of the user call, and ``graph_key``, a sha256 of
 the canonical graph text (``graph_text``) plus the input signature and the torch version.
 Parameters and buffers stay graph *inputs*: the user's weights live in the user's module and
-are fed on every call (``flatten_call``), never baked into generated code.
+are fed on every call (``flatten_call``), never baked into generated code. Library types in
+the call or its result (transformers' KV caches) are registered with torch's pytree first
+(``capture_pytree``); ``capture_export`` calls torch.export.
 
 Example:
     >>> import torch
