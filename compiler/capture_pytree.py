@@ -161,7 +161,7 @@ def output_check(module: torch.nn.Module, error: Callable[[str], Exception],
         ValueError: model 'box': output[1] is a builtins.object, which torch's pytree ...
     """
     def hook(_module, _args, output):
-        if torch.compiler.is_compiling():
+        if torch.compiler.is_dynamo_compiling():
             return        # strict export's dynamo: it reports unknown outputs itself
         bad = unknown_leaves(output)
         if bad:
