@@ -132,3 +132,25 @@ def test_graph_breaks_run_under_torch_compile_where_export_fails(graphs, capsys)
     assert capsys.readouterr().out.count("gated: (4, 8)") == 8   # eager's 4, compiled's 4
     # the code before the break, and each branch after it: all kiln's, none recompiled
     assert len(graphs) >= 3, graphs
+
+
+def test_transformers_gpt2_under_torch_compile_at_two_lengths(graphs):
+    """Real model code: transformers' GPT-2 (its graph holds a tensor constant, which kiln
+    reads outside aot_autograd's fake mode) returns logits and its DynamicCache as eager."""
+    transformers = pytest.importorskip("transformers")
+    torch.manual_seed(0)
+    config = transformers.GPT2Config(vocab_size=96, n_embd=32, n_layer=1, n_head=4,
+                                     n_positions=64)
+    model = transformers.GPT2LMHeadModel(config).eval()
+    compiled = torch.compile(model, backend="kiln")
+    gen = torch.Generator().manual_seed(5)
+    with torch.no_grad(), warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        for seq in (8, 12, 5):
+            ids = torch.randint(3, 96, (2, seq), generator=gen)
+            got, want = compiled(input_ids=ids), model(input_ids=ids)
+            torch.testing.assert_close(got.logits, want.logits, rtol=1e-4, atol=1e-4)
+            for a, b in zip(got.past_key_values.layers, want.past_key_values.layers):
+                torch.testing.assert_close(a.keys, b.keys, rtol=1e-4, atol=1e-4)
+                torch.testing.assert_close(a.values, b.values, rtol=1e-4, atol=1e-4)
+    assert len(graphs) == 2, graphs      # static at 8, then symbolic in the length
