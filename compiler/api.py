@@ -111,13 +111,14 @@ def _dump(artifact: CompiledArtifact, directory: Path) -> None:
 
 # ----------------------------------------------------------------------------- compile_fx
 def _trace(gm: torch.fx.GraphModule, example_inputs: Sequence[Any],
-           sizes: SizeInputs) -> torch.fx.GraphModule:
+           sizes: SizeInputs | None = None) -> torch.fx.GraphModule:
     """Retrace functionalized with kiln's decompositions; every node gets ``meta['val']``.
 
     Functionalization turns in-place ops into pure ones plus ``copy_`` into mutated inputs
-    at the end, which GraphLowering applies in place. Size inputs ``sizes`` carries come in
-    as their carrier tensors.
+    at the end, which GraphLowering applies in place. Size inputs ``sizes`` carries (by
+    default: those of ``example_inputs``) come in as their carrier tensors.
     """
+    sizes = SizeInputs.of(example_inputs) if sizes is None else sizes
     try:
         return _trace_functional(gm, example_inputs, "mutations", sizes)
     except Exception:
