@@ -28,6 +28,7 @@ from .capture import CapturedGraph, InputSpec, capture_module, compute_graph_key
 from .config import CompilerOptions, load_options
 from .passes import compile_captured, compile_graph, module_key, trace_fx
 from .runtime import CompiledModule, GraphedCall, InputMismatchError, load_artifact
+from .size_inputs import SizedCall, SizeInputs, size_hint
 
 
 def _graph_device(gm: torch.fx.GraphModule) -> str:
@@ -40,27 +41,36 @@ def _graph_device(gm: torch.fx.GraphModule) -> str:
 
 
 def _user_specs(gm: torch.fx.GraphModule) -> list[InputSpec]:
+    """Tensor placeholders' specs; symbolic sizes by their example value (never ``int()``
+    of a SymInt: that guards on the value, and dynamo would recompile at every size)."""
     specs = []
     for node in gm.graph.nodes:
         val = node.meta.get("val")
         if node.op == "placeholder" and isinstance(val, torch.Tensor):
-            specs.append(InputSpec(node.name, "user", None, tuple(int(s) for s in val.shape),
-                                   tuple(int(s) for s in val.stride()), str(val.dtype),
-                                   val.device.type))
+            dynamic = tuple(d for d, s in enumerate(val.shape) if isinstance(s, torch.SymInt))
+            specs.append(InputSpec(node.name, "user", None, tuple(map(size_hint, val.shape)),
+                                   tuple(map(size_hint, val.stride())), str(val.dtype),
+                                   val.device.type, dynamic))
     return specs
 
 
 def compile_fx(gm: torch.fx.GraphModule, example_inputs: Sequence[Any],
-               options: dict | CompilerOptions | None = None) -> CompiledModule:
-    """Compile an ATen-level FX graph; returns ``fn(*flat_inputs) -> tuple of outputs``."""
+               options: dict | CompilerOptions | None = None) -> CompiledModule | SizedCall:
+    """Compile an ATen-level FX graph; returns ``fn(*flat_inputs) -> tuple of outputs``.
+
+    Symbolic sizes (dynamo's dynamic shapes: fake tensors with SymInt dims, and the SymInts
+    themselves as inputs) compile once for every size; see ``size_inputs``.
+    """
     options = load_options(options)
-    traced = trace_fx(gm, example_inputs)
+    sizes = SizeInputs.of(example_inputs)
+    traced = trace_fx(gm, example_inputs, sizes)
     specs = _user_specs(traced)
     target = specs[0].device if specs else _graph_device(traced)
     key = compute_graph_key(traced, specs, extra="compile_fx")
     artifact, constants = compile_graph(traced, key, options, target)
-    return load_artifact(artifact, options.code_dir(), constants, options.check_inputs,
-                         options.compile_workers)
+    compiled = load_artifact(artifact, options.code_dir(), constants, options.check_inputs,
+                             options.compile_workers)
+    return SizedCall(compiled, sizes) if sizes else compiled
 
 
 # ----------------------------------------------------------------------------- modules

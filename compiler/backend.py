@@ -6,6 +6,12 @@ calls kiln's ``compile_fx`` on the forward graph. Training is out of scope: a gr
 would need a backward pass (grad mode on and an input that requires grad) is refused with
 ``BackendError``; run the model under ``torch.no_grad()`` / ``torch.inference_mode()``.
 
+Sizes: when a size changes, dynamo recompiles once with it symbolic and passes SymInt inputs;
+``compile_fx`` compiles that graph for every size (``compiler.size_inputs``), so later sizes
+run without compiling. Graph breaks (a print, a branch on a tensor's value): dynamo runs
+the Python between graphs and hands kiln each graph, which is how models that
+``torch.export`` (and so ``compile_module`` and the pipeline) cannot capture still compile.
+
 Importing this module registers the backend name ``kiln`` with dynamo (the installed
 distribution also declares it as a ``torch_dynamo_backends`` entry point).
 
@@ -17,6 +23,7 @@ Example:
 """
 from __future__ import annotations
 
+import contextlib
 from typing import Any, Callable, Sequence
 
 import torch
@@ -66,9 +73,26 @@ def _forward_compiler(options: Any) -> Callable[..., Any]:
         # which registering the backend must not pay for.
         from compiler.api import compile_fx
 
-        return _boxed(compile_fx(fw_gm, list(fw_inputs), options=options))
+        with _outside_fake_mode():
+            return _boxed(compile_fx(fw_gm, list(fw_inputs), options=options))
 
     return compile_forward
+
+
+def _outside_fake_mode():
+    """A context without the fake mode aot_autograd calls the forward compiler in.
+
+    ``compile_fx`` enters the inputs' fake mode itself to trace, then reads the graph's
+    real tensor constants (a ``torch.tensor([])`` in transformers' GPT-2 and Llama) to key
+    and lower it, which an ambient fake mode refuses. Private torch API:
+    ``torch._subclasses.fake_tensor.unset_fake_temporarily``; fallback on a torch without
+    it: no change (graphs with tensor constants then fail as they did).
+    """
+    try:
+        from torch._subclasses.fake_tensor import unset_fake_temporarily
+    except ImportError:
+        return contextlib.nullcontext()
+    return unset_fake_temporarily()
 
 
 def _boxed(compiled: Callable[..., Any]) -> Callable[..., Any]:

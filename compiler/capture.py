@@ -7,7 +7,9 @@ module whose placeholders are every input in order (parameters, buffers, lifted 
 inputs), a spec per input, the pytree specs of the user call, and ``graph_key``, a sha256 of
 the canonical graph text (``graph_text``) plus the input signature and the torch version.
 Parameters and buffers stay graph *inputs*: the user's weights live in the user's module and
-are fed on every call (``flatten_call``), never baked into generated code.
+are fed on every call (``flatten_call``), never baked into generated code. Library types in
+the call or its result (transformers' KV caches) are registered with torch's pytree first
+(``capture_pytree``); ``capture_export`` calls torch.export.
 
 Private torch APIs the compiler uses, where, and the fallback when one is missing or moves
 (the Triton ones are in ``compiler.kernels``; ``tests/test_architecture.py`` checks that every
@@ -50,6 +52,8 @@ import torch.utils._pytree as pytree
 from torch.export.graph_signature import InputKind, OutputKind
 
 from .capture_device import capture_on_cpu
+from .capture_export import export_program
+from .capture_pytree import output_check, register_library_pytrees
 from .capture_trace import trace_static
 from .decompositions import decomposition_table
 from .ir import SUPPORTED_DTYPES
@@ -62,6 +66,11 @@ GRAPH_TEXT_VERSION = "kiln-graph-v1"
 # their spec enters the key, so two processes building the same model agree on the key even
 # if a big constant was drawn at random. The compiler must not inline anything bigger.
 TINY_CONSTANT_NUMEL = 64
+
+# What a model export cannot capture as one graph runs with instead (README, "Graph breaks").
+_NOT_EXPORTABLE_HINT = ("\n(A model that torch.export cannot capture, e.g. one with data-"
+                        "dependent control flow or a print, runs under torch.compile(model, "
+                        "backend='kiln'), which compiles the graphs between its breaks.)")
 
 _KIND_NAMES = {
     InputKind.PARAMETER: "parameter",
@@ -243,6 +252,7 @@ def capture_module(module: torch.nn.Module, example_args: Any, example_kwargs: A
                            f"{type(module).__name__}")
     args = example_args if isinstance(example_args, tuple) else (example_args,)
     kwargs = dict(example_kwargs or {})
+    register_library_pytrees(module, args, kwargs)     # e.g. transformers' KV caches
     _check_example_dtypes(name, args, kwargs)
     return capture_on_cpu(functools.partial(_trace_module, module, dynamic_shapes, name),
                           module, args, kwargs, name)
@@ -251,29 +261,38 @@ def capture_module(module: torch.nn.Module, example_args: Any, example_kwargs: A
 def _trace_module(module: torch.nn.Module, dynamic_shapes: Any, name: str, args: tuple,
                   kwargs: dict) -> CapturedGraph:
     """The one-trace path where it applies, else ``torch.export``."""
-    if dynamic_shapes is None and not kwargs:
-        fast = _capture_static(module, args, name)
-        if fast is not None:
-            return fast
-    try:
-        ep = torch.export.export(module, args, kwargs, dynamic_shapes=dynamic_shapes,
-                                 strict=False)
-    except Exception as err:
-        raise CaptureError(f"model {name!r}: torch.export failed: {_summary(err)}") from err
+    failed = None
+    with output_check(module, CaptureError, name):
+        if dynamic_shapes is None and not kwargs:
+            fast, failed = _capture_static(module, args, name)
+            if fast is not None:
+                return fast
+        try:
+            ep = export_program(module, args, kwargs, dynamic_shapes)
+        except CaptureError:
+            raise                         # output_check's, naming the output type
+        except Exception as err:
+            raise CaptureError(f"model {name!r}: torch.export failed: {_summary(err)}"
+                               f"{_NOT_EXPORTABLE_HINT}") from err
+    if failed:   # export managed where the one trace failed: that path is broken here
+        _warn_fast_path_failed(torch_version_for_key(), failed)
     return _capture(ep, name, (args, kwargs))
 
 
-def _capture_static(module: torch.nn.Module, args: tuple, name: str) -> CapturedGraph | None:
-    """The one-trace path (``capture_trace``); None sends the caller to ``torch.export``,
-    which also gives the proper error for a module this path fails on."""
+def _capture_static(module: torch.nn.Module, args: tuple, name: str
+                    ) -> tuple[CapturedGraph | None, str | None]:
+    """The one-trace path (``capture_trace``): the graph, or None and why it failed (None
+    where it does not apply). None sends the caller to ``torch.export``, which also gives
+    the proper error for a module this path fails on."""
     try:
         traced = trace_static(module, args)
+    except CaptureError:
+        raise             # a refusal of kiln's own (output_check): export would repeat it
     except Exception as err:  # noqa: BLE001 -- export retraces it and reports what is wrong
-        _warn_fast_path_failed(torch_version_for_key(), type(err).__name__)
-        return None
+        return None, type(err).__name__
     if traced is None:
-        return None
-    return _build(*traced, {}, {}, name, (args, {}))
+        return None, None
+    return _build(*traced, {}, {}, name, (args, {})), None
 
 
 @functools.lru_cache(maxsize=None)

@@ -77,6 +77,15 @@ class LoweredGraph:
     size_ranges: dict = dataclasses.field(default_factory=dict)   # size symbol -> (lo, hi)
 
 
+def _finite_bound(bound) -> int | None:
+    """An int range bound, or None for an unbounded one. torch's ``int_oo`` claims
+    ``is_finite`` (it is an integer to sympy) yet has no int value, so ask ``int``."""
+    try:
+        return int(bound)
+    except (TypeError, ValueError, OverflowError, AttributeError):
+        return None
+
+
 def _sym_tuple(values) -> tuple[sympy.Expr, ...]:
     return tuple(sym(v) for v in values)
 
@@ -333,7 +342,7 @@ class GraphLowering(torch.fx.Interpreter):
                 ranges = size.node.shape_env.var_to_range
                 for s in expr.free_symbols:
                     r = ranges.get(s)
-                    hi = None if r is None or not r.upper.is_finite else int(r.upper)
+                    hi = None if r is None else _finite_bound(r.upper)
                     self.size_ranges[s] = (int(r.lower) if r is not None else 0, hi)
 
     def get_attr(self, target, args, kwargs):

@@ -47,6 +47,7 @@ from .graph import GraphLowering, LoweredGraph
 from .ir import ExternKernel
 from .lowering import default_table
 from .scheduler import FusionLimits, buffer_layouts, fusion_report, schedule
+from .size_inputs import SizeInputs
 from .sizevars import texpr
 
 capture = capture_module   # the first pass: a module and its example inputs -> CapturedGraph
@@ -152,27 +153,32 @@ def _dump(artifact: CompiledArtifact, directory: Path) -> None:
 
 
 # ----------------------------------------------------------------------------- compile_fx's capture
-def trace_fx(gm: torch.fx.GraphModule, example_inputs: Sequence[Any]) -> torch.fx.GraphModule:
+def trace_fx(gm: torch.fx.GraphModule, example_inputs: Sequence[Any],
+             sizes: SizeInputs | None = None) -> torch.fx.GraphModule:
     """Retrace functionalized with kiln's decompositions; every node gets ``meta['val']``.
 
     Functionalization turns in-place ops into pure ones plus ``copy_`` into mutated inputs
-    at the end, which GraphLowering applies in place.
+    at the end, which GraphLowering applies in place. Size inputs ``sizes`` carries (by
+    default: those of ``example_inputs``, see ``size_inputs``) come in as their carrier
+    tensors.
     """
+    sizes = SizeInputs.of(example_inputs) if sizes is None else sizes
     try:
-        return _trace_functional(gm, example_inputs, "mutations")
+        return _trace_functional(gm, example_inputs, "mutations", sizes)
     except Exception:
         # A view recorded on real strides can fail to replay on fake ones (an op whose meta
         # strides differ from its kernel's); as copies, views replay on any strides.
-        return _trace_functional(gm, example_inputs, "mutations_and_views")
+        return _trace_functional(gm, example_inputs, "mutations_and_views", sizes)
 
 
-def _trace_functional(gm, example_inputs, remove: str) -> torch.fx.GraphModule:
+def _trace_functional(gm, example_inputs, remove: str, sizes: SizeInputs) -> torch.fx.GraphModule:
     fake_mode = torch._guards.detect_fake_mode(example_inputs)
-    run = torch.func.functionalize(torch.fx.Interpreter(gm).run, remove=remove)
+    run = torch.func.functionalize(sizes.unwrap(torch.fx.Interpreter(gm).run), remove=remove)
     with torch.no_grad():
         if fake_mode is not None:
             with fake_mode:
-                return make_fx(run, decomposition_table=decomposition_table())(*example_inputs)
+                inputs = sizes.trace_inputs(example_inputs)
+                return make_fx(run, decomposition_table=decomposition_table())(*inputs)
         # graphs from make_fx(module) hold weights as real tensors behind get_attr
         return make_fx(run, decomposition_table=decomposition_table(), tracing_mode="fake",
                        _allow_non_fake_inputs=True)(*example_inputs)

@@ -1,0 +1,156 @@
+"""``torch.compile(model, backend="kiln")`` where sizes change and where export cannot go.
+
+- Dynamo's automatic dynamic shapes: the second size seen makes dynamo recompile the graph
+  with that dim symbolic, handing the backend SymInt inputs next to the tensors. kiln
+  compiles it once and serves every later size (batch 4, 4, 8, 16; a sequence length; an
+  int argument dynamo made dynamic) with no further compile.
+- Graph breaks: a model with a print and data-dependent control flow, which torch.export
+  refuses, runs under torch.compile with kiln compiling each graph between the breaks.
+
+Every call is checked against eager on fresh random inputs.
+"""
+from __future__ import annotations
+
+import warnings
+
+import pytest
+import torch
+
+import compiler.api
+import compiler.backend  # noqa: F401  registers backend="kiln"
+from compiler.capture import CaptureError, capture_module
+
+pytestmark = pytest.mark.filterwarnings("ignore::FutureWarning")
+
+
+@pytest.fixture
+def graphs(monkeypatch):
+    """Every compiled graph's example input types, in compile order (a fresh dynamo)."""
+    torch._dynamo.reset()
+    seen = []
+    real = compiler.api.compile_fx
+
+    def recording(gm, example_inputs, options=None):
+        seen.append([type(x).__name__ for x in example_inputs])
+        return real(gm, example_inputs, options)
+    monkeypatch.setattr(compiler.api, "compile_fx", recording)
+    yield seen
+    torch._dynamo.reset()
+
+
+def _mlp() -> torch.nn.Module:
+    torch.manual_seed(0)
+    return torch.nn.Sequential(torch.nn.Linear(16, 32), torch.nn.GELU(),
+                               torch.nn.LayerNorm(32), torch.nn.Linear(32, 8)).eval()
+
+
+def test_batch_size_changes_compile_once_more_then_run_at_every_size(graphs):
+    model = _mlp()
+    compiled = torch.compile(model, backend="kiln")
+    gen = torch.Generator().manual_seed(1)
+    with torch.no_grad():
+        for batch in (4, 4, 8, 16, 5):
+            x = torch.randn(batch, 16, generator=gen)
+            torch.testing.assert_close(compiled(x), model(x))
+    # static at 4; at 8 dynamo makes the batch symbolic (a SymInt input); nothing after
+    assert len(graphs) == 2, graphs
+    assert "SymInt" not in graphs[0] and "SymInt" in graphs[1]
+
+
+def test_sequence_length_changes(graphs):
+    torch.manual_seed(0)
+    layer = torch.nn.TransformerEncoderLayer(16, 2, 32, dropout=0.0, batch_first=True).eval()
+    compiled = torch.compile(layer, backend="kiln")
+    gen = torch.Generator().manual_seed(2)
+    with torch.no_grad():
+        for seq in (5, 7, 12, 3):
+            x = torch.randn(2, seq, 16, generator=gen)
+            torch.testing.assert_close(compiled(x), layer(x), rtol=1e-4, atol=1e-4)
+    assert len(graphs) == 2, graphs
+
+
+class ScaleBy(torch.nn.Module):
+    def forward(self, x, n: int):
+        return torch.relu(x) * n + x.sum(0, keepdim=True)
+
+
+def test_int_argument_made_dynamic_is_carried_to_the_code(graphs):
+    """An int dynamo makes symbolic is no tensor's dim: the code gets it as the size of an
+    empty tensor, so every value gives its own result, not the first one compiled."""
+    model = ScaleBy()
+    compiled = torch.compile(model, backend="kiln")
+    gen = torch.Generator().manual_seed(3)
+    with torch.no_grad():
+        for batch, n in ((4, 2), (4, 3), (4, 7), (6, 5), (9, 11)):
+            x = torch.randn(batch, 6, generator=gen)
+            torch.testing.assert_close(compiled(x, n), model(x, n))
+    assert len(graphs) == 3, graphs    # static; n symbolic; n and the batch symbolic
+
+
+def test_compile_fx_drops_int_inputs_and_keeps_the_compiled_module_interface():
+    """A plain int input (a size dynamo specialised the graph on, and guards) is dropped
+    from the call; the result still reports kernels and fallbacks."""
+    gm = torch.fx.symbolic_trace(lambda x, n: torch.relu(x) * n)
+    fn = compiler.api.compile_fx(gm, [torch.randn(4, 3), 2])
+    assert fn.kernel_count == 1 and fn.fallback_ops == ()
+    y = torch.randn(4, 3)
+    torch.testing.assert_close(fn(y, 2)[0], torch.relu(y) * 2)
+    torch.testing.assert_close(fn([y, 2])[0], torch.relu(y) * 2)   # aot_autograd's boxed call
+
+
+class Gated(torch.nn.Module):
+    """Export cannot capture this: a print, and a branch on a tensor's value."""
+
+    def __init__(self):
+        super().__init__()
+        self.a, self.b, self.c = (torch.nn.Linear(8, 8), torch.nn.Linear(8, 8),
+                                  torch.nn.Linear(8, 4))
+
+    def forward(self, x):
+        h = torch.nn.functional.gelu(self.a(x))
+        print(f"gated: {tuple(h.shape)}")
+        if x.sum() > 0:
+            h = self.b(h) + h
+        else:
+            h = torch.tanh(self.b(h)) * 2
+        return self.c(h).softmax(-1)
+
+
+def test_graph_breaks_run_under_torch_compile_where_export_fails(graphs, capsys):
+    torch.manual_seed(0)
+    model = Gated().eval()
+    with pytest.raises(CaptureError, match="torch.compile"):   # the error points the way
+        capture_module(model, (torch.randn(4, 8) + 1,))
+    capsys.readouterr()
+    compiled = torch.compile(model, backend="kiln")
+    gen = torch.Generator().manual_seed(4)
+    with torch.no_grad(), warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        for sign in (1, -1, 1, -1):
+            x = torch.randn(4, 8, generator=gen).abs() * sign
+            torch.testing.assert_close(compiled(x), model(x))
+    assert capsys.readouterr().out.count("gated: (4, 8)") == 8   # eager's 4, compiled's 4
+    # the code before the break, and each branch after it: all kiln's, none recompiled
+    assert len(graphs) >= 3, graphs
+
+
+def test_transformers_gpt2_under_torch_compile_at_two_lengths(graphs):
+    """Real model code: transformers' GPT-2 (its graph holds a tensor constant, which kiln
+    reads outside aot_autograd's fake mode) returns logits and its DynamicCache as eager."""
+    transformers = pytest.importorskip("transformers")
+    torch.manual_seed(0)
+    config = transformers.GPT2Config(vocab_size=96, n_embd=32, n_layer=1, n_head=4,
+                                     n_positions=64)
+    model = transformers.GPT2LMHeadModel(config).eval()
+    compiled = torch.compile(model, backend="kiln")
+    gen = torch.Generator().manual_seed(5)
+    with torch.no_grad(), warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        for seq in (8, 12, 5):
+            ids = torch.randint(3, 96, (2, seq), generator=gen)
+            got, want = compiled(input_ids=ids), model(input_ids=ids)
+            torch.testing.assert_close(got.logits, want.logits, rtol=1e-4, atol=1e-4)
+            for a, b in zip(got.past_key_values.layers, want.past_key_values.layers):
+                torch.testing.assert_close(a.keys, b.keys, rtol=1e-4, atol=1e-4)
+                torch.testing.assert_close(a.values, b.values, rtol=1e-4, atol=1e-4)
+    assert len(graphs) == 2, graphs      # static at 8, then symbolic in the length
