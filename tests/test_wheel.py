@@ -8,6 +8,7 @@ which the test checks before trusting anything else it sees.
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 import sys
 import venv
@@ -23,9 +24,14 @@ def installed(tmp_path_factory) -> Path:
     """A venv with kiln's wheel installed (no dependencies fetched: they are the machine's)."""
     base = tmp_path_factory.mktemp("wheel")
     dist = base / "dist"
-    subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation",
-                    "-q", "-w", str(dist), str(ROOT)], check=True, capture_output=True,
-                   timeout=300)
+    leftover = not (ROOT / "build").exists()   # setuptools builds in the source tree
+    try:
+        subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps",
+                        "--no-build-isolation", "-q", "-w", str(dist), str(ROOT)],
+                       check=True, capture_output=True, timeout=300)
+    finally:
+        if leftover:
+            shutil.rmtree(ROOT / "build", ignore_errors=True)
     (wheel,) = dist.glob("kiln-*.whl")
     env_dir = base / "venv"
     venv.EnvBuilder(system_site_packages=True, with_pip=False).create(env_dir)
