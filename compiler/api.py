@@ -17,6 +17,7 @@ Example:
 """
 from __future__ import annotations
 
+import functools
 import warnings
 from typing import Any, Mapping, Sequence
 
@@ -27,7 +28,7 @@ from .artifact import ArtifactCache, CompiledArtifact
 from .capture import CapturedGraph, InputSpec, capture_module, compute_graph_key
 from .config import CompilerOptions, load_options
 from .passes import compile_captured, compile_graph, module_key, trace_fx
-from .runtime import CompiledModule, GraphedCall, InputMismatchError, load_artifact
+from .runtime import CompiledModel, CompiledModule, load_artifact
 from .size_inputs import SizedCall, SizeInputs, size_hint
 
 
@@ -84,118 +85,6 @@ def lower(captured: CapturedGraph, options: dict | CompilerOptions | None = None
     return compile_captured(captured, load_options(options), target, configs)
 
 
-class CompiledModel:
-    """``compile_module``'s result: called like the module, with its live weights.
-
-    Inference only (``compiler.guards``): outputs carry no autograd graph (a call with grad
-    mode on and an input or parameter that requires grad warns once), the module must stay
-    in the train/eval mode it was compiled in (``ModeChangedError`` otherwise), and an input
-    laid out differently from its example (non-contiguous, channels-last) is copied into the
-    compiled layout.
-    """
-
-    def __init__(self, module: torch.nn.Module, captured: CapturedGraph, compiled: CompiledModule,
-                 cache_hit: bool, options: CompilerOptions, dim_names: dict | None = None):
-        self.module, self.captured, self.compiled, self.cache_hit = module, captured, compiled, cache_hit
-        # The module's parameter and buffer objects are bound once: in-place updates
-        # (optimizer steps, load_state_dict, .to()) are seen; replacing a Parameter object
-        # needs a new compile. Looking them up by name on every call costs more than the GPU.
-        self._state = captured.state_inputs(module)
-        self._user = [k for k in range(len(captured.inputs)) if k not in self._state]
-        self._template = [self._state.get(k) for k in range(len(captured.inputs))]
-        self._simple = _plain_positional(captured, len(self._user))
-        self._checked_state: list | None = None
-        self._graph = (GraphedCall(compiled, self._user)
-                       if options.cuda_graphs and compiled.static_cuda else None)
-        self._training = module.training
-        self._dim_names = dim_names or {}
-        self._grad_warned = False
-        self._state_grad: bool | None = None   # whether a bound weight requires grad
-
-    @property
-    def kernel_count(self) -> int:
-        return self.compiled.kernel_count
-
-    @property
-    def fallback_ops(self) -> tuple[str, ...]:
-        return self.compiled.fallback_ops
-
-    def __call__(self, *args, **kwargs):
-        if self.module.training != self._training:
-            guards.check_mode(self.module, self._training)     # raises ModeChangedError
-        grad = torch.is_grad_enabled()
-        if grad and not self._grad_warned:
-            self._warn_if_grad(args, kwargs)
-        if kwargs or not self._simple or len(args) != len(self._user):
-            flat = self.captured.flatten_call(self.module, args, kwargs)
-        else:
-            flat = list(self._template)
-            for k, arg in zip(self._user, args):
-                flat[k] = arg
-        if self.compiled.check_inputs:
-            self._check(flat)
-        if grad:    # no autograd graph: kiln compiles the forward pass only (compiler.guards)
-            with torch.no_grad():
-                return self._run(flat)
-        return self._run(flat)
-
-    def _run(self, flat: list):
-        outputs = self._graph(flat) if self._graph is not None \
-            else self.compiled.run_unchecked(flat)
-        return self.captured.finish_call(self.module, outputs)
-
-    def _warn_if_grad(self, args, kwargs) -> None:
-        if self._state_grad is None:
-            self._state_grad = any(t.requires_grad for t in self._state.values())
-        if self._state_grad or guards.wants_grad([*args, *kwargs.values()]):
-            self._grad_warned = True
-            guards.warn_inference_only(stacklevel=3)   # the user's call
-
-    def _check(self, flat: list) -> None:
-        """User inputs every call; the bound state only when its storage changed. A user
-        input in another layout than its example is copied into it (``flat`` is updated)."""
-        try:
-            self._check_flat(flat)
-        except InputMismatchError as err:
-            moved = False
-            for k in self._user:
-                if isinstance(flat[k], torch.Tensor):
-                    fixed = guards.relayout(flat[k], self.captured.inputs[k].stride)
-                    moved |= fixed is not flat[k]
-                    flat[k] = fixed
-            if not moved:
-                raise InputMismatchError(guards.rename_dims(
-                    _user_message(str(err), self._user), self._dim_names)) from None
-            self._check(flat)
-
-    def _check_flat(self, flat: list) -> None:
-        state = [flat[k].data_ptr() for k in self._state]
-        if state != self._checked_state:
-            self.compiled.check(flat)
-            self._checked_state = state
-        else:
-            self.compiled.check(flat, self._user)
-
-
-def _user_message(message: str, user_positions: list[int]) -> str:
-    """'input 7: ...' (a slot among weights and arguments) -> 'argument 0: ...'."""
-    import re
-    match = re.match(r"kiln: input (\d+): (.*)", message, re.S)
-    if match and int(match.group(1)) in user_positions:
-        return f"kiln: argument {user_positions.index(int(match.group(1)))}: {match.group(2)}"
-    if match:
-        return f"kiln: a module parameter or buffer changed since compiling: {match.group(2)}"
-    return message
-
-
-def _plain_positional(captured: CapturedGraph, n_user: int) -> bool:
-    """The model was captured with positional tensors only (no kwargs, nesting or scalars)."""
-    if captured.scalar_inputs or captured.in_spec is None:
-        return False
-    from torch.utils._pytree import tree_flatten
-    return tree_flatten((tuple(range(n_user)), {}))[1] == captured.in_spec
-
-
 def compile_module(module: torch.nn.Module, example_args: Sequence[Any],
                    options: dict | CompilerOptions | None = None,
                    cache: ArtifactCache | None = None, example_kwargs: dict | None = None,
@@ -233,14 +122,39 @@ def compile_module(module: torch.nn.Module, example_args: Sequence[Any],
     artifact = cache.get_artifact(key) if cache is not None else None
     hit = artifact is not None
     if artifact is None:
+        if cache is not None:
+            _warn_miss(cache, captured, key, options, target)
         artifact = lower(captured, options, target, configs)
         if cache is not None:
             cache.put_artifact(artifact)
-    compiled = load_artifact(artifact, options.code_dir(), None, options.check_inputs,
-                             options.compile_workers)
+    compiled = _served(cache, artifact) if hit else None
+    if compiled is None:
+        compiled = load_artifact(artifact, options.code_dir(), None, options.check_inputs,
+                                 options.compile_workers)
     names = guards.dim_names(module, example_args, dynamic_shapes, captured) \
         if dynamic_shapes is not None else {}
-    return CompiledModel(module, captured, compiled, hit, options, names)
+    return CompiledModel(module, captured, compiled, hit, options.cuda_graphs, names)
+
+
+def _served(cache: ArtifactCache, artifact: CompiledArtifact) -> CompiledModule | None:
+    """A hit served as ``Store.load_model`` serves it (stored cubins, nothing compiled),
+    where the cache can (``serve``) and holds every binary; else None (compile as usual)."""
+    serve = getattr(cache, "serve", None)
+    return serve(artifact) if serve is not None else None
+
+
+def _warn_miss(cache: ArtifactCache, captured: CapturedGraph, key: str,
+               options: CompilerOptions, target: str) -> None:
+    """Once per module key: why the cache had no module (``why_not``, where it can say)."""
+    why_not = getattr(cache, "why_not", None)
+    if why_not is not None:
+        _warn_once(key, why_not(captured.graph_key, target, options.options_hash()))
+
+
+@functools.lru_cache(maxsize=None)
+def _warn_once(key: str, reason: str) -> None:
+    warnings.warn(f"kiln: compiling module {key[:12]}: the cache missed it: {reason}; the "
+                  f"result is written back", UserWarning, stacklevel=4)
 
 
 def _start_compile_pool(example_args, example_kwargs, workers: int | None) -> None:

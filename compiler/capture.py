@@ -38,6 +38,7 @@ Example:
 """
 from __future__ import annotations
 
+import dataclasses
 import functools
 import warnings
 from dataclasses import dataclass, field
@@ -50,11 +51,12 @@ import torch.utils._pytree as pytree
 from torch.export.graph_signature import InputKind, OutputKind
 
 from .capture_device import capture_on_cpu
-from .capture_key import (GRAPH_TEXT_VERSION, TINY_CONSTANT_NUMEL, CaptureError,  # noqa: F401
+from .capture_key import (GRAPH_TEXT_VERSION, TINY_CONSTANT_NUMEL,  # noqa: F401
                           compute_graph_key, graph_text, torch_version_for_key)
 from .capture_export import export_program
 from .capture_pytree import output_check, register_library_pytrees
 from .capture_trace import trace_static
+from .convention import CallConvention, CaptureError, InputSpec, random_input
 from .decompositions import decomposition_table
 from .ir import SUPPORTED_DTYPES
 
@@ -71,33 +73,15 @@ _KIND_NAMES = {
 }
 
 
-@dataclass(frozen=True)
-class InputSpec:
-    """One placeholder of a captured graph.
-
-    Example:
-        >>> InputSpec("x", "user", None, (2, 3), (3, 1), "torch.float32", "cpu").kind
-        'user'
-    """
-    name: str                    # placeholder name in gm
-    kind: str                    # "parameter" | "buffer" | "constant" | "user"
-    target: str | None           # state_dict / constants name; None for user inputs
-    size: tuple[int, ...]        # example sizes (the hint, for dynamic dims)
-    stride: tuple[int, ...]
-    dtype: str                   # "torch.float32"
-    device: str                  # device type only: "cpu" / "cuda"
-    dynamic_dims: tuple[int, ...] = ()
-
-
-@dataclass(frozen=True, eq=False)
-class CapturedGraph:
+@dataclass(frozen=True, eq=False, kw_only=True)
+class CapturedGraph(CallConvention):
     """A captured graph and everything needed to call it with a live module.
 
     Outputs of ``gm`` are a flat tuple: the new values of ``mutated_buffers`` first (in that
-    order), then the flattened user outputs (``out_spec``). ``scalar_inputs`` holds the
-    non-tensor user leaves (ints, floats, ...) that export specialised into the graph: they
-    have no placeholder, and a call must pass the same values. ``example_args`` is the
-    ``(args, kwargs)`` the graph was captured with, when known.
+    order), then the flattened user outputs (``out_spec``). The calling convention (input
+    specs, pytree specs, constants: ``CallConvention``) is what a store keeps to call the
+    compiled module without capturing again. ``example_args`` is the ``(args, kwargs)`` the
+    graph was captured with, when known.
 
     Example:
         >>> import torch
@@ -109,40 +93,13 @@ class CapturedGraph:
     """
     gm: torch.fx.GraphModule
     graph_key: str
-    inputs: tuple[InputSpec, ...]
-    mutated_buffers: tuple[str, ...]
-    in_spec: Any
-    out_spec: Any
-    constants: dict[str, torch.Tensor]
-    name: str = ""
-    scalar_inputs: tuple[tuple[int, Any], ...] = ()
     example_args: Any = field(default=None, repr=False)
-    size_ranges: dict = field(default_factory=dict)   # size symbol -> (min, max or None)
 
-    def state_inputs(self, module: torch.nn.Module) -> dict[int, torch.Tensor]:
-        """Live parameters / buffers of ``module`` and the constants, by input position."""
-        return {i: self._state_tensor(module, spec)
-                for i, spec in enumerate(self.inputs) if spec.kind != "user"}
-
-    def flatten_call(self, module: torch.nn.Module, args: Any, kwargs: Any = None, *,
-                     check: bool = True) -> list[torch.Tensor]:
-        """Flat inputs for ``gm``: live state of ``module`` by target, then the user's
-        ``(args, kwargs)`` flattened with ``in_spec``. ``check`` compares user tensors with
-        the captured dtypes and static sizes.
-
-        Example:
-            >>> import torch
-            >>> m = torch.nn.Linear(4, 2)
-            >>> cg = capture_module(m, (torch.randn(3, 4),))
-            >>> cg.flatten_call(m, (torch.ones(3, 4),))[0] is m.weight
-            True
-        """
-        user = iter(self._flatten_user(args, kwargs))
-        state = self.state_inputs(module)
-        flat = [state[i] if i in state else next(user) for i in range(len(self.inputs))]
-        if check:
-            self._check_user_tensors(flat)
-        return flat
+    @property
+    def convention(self) -> CallConvention:
+        """The calling convention alone (what the store keeps with the compiled module)."""
+        return CallConvention(**{f.name: getattr(self, f.name)
+                                 for f in dataclasses.fields(CallConvention)})
 
     def example_inputs(self, module: torch.nn.Module) -> list[torch.Tensor]:
         """Flat inputs for ``gm``: the live state of ``module`` plus the example user inputs
@@ -159,59 +116,8 @@ class CapturedGraph:
             return self.flatten_call(module, *self.example_args)
         state = self.state_inputs(module)
         gen = torch.Generator().manual_seed(0)
-        return [state[i] if i in state else _random_input(spec, gen)
+        return [state[i] if i in state else random_input(spec, gen)
                 for i, spec in enumerate(self.inputs)]
-
-    def finish_call(self, module: torch.nn.Module, outputs: Sequence[torch.Tensor]) -> Any:
-        """Apply a call's flat ``outputs``: write mutated buffers back into ``module``'s
-        buffers in place, return the user outputs unflattened with ``out_spec``."""
-        outputs = list(outputs)
-        n_mut = len(self.mutated_buffers)
-        with torch.no_grad():
-            for target, value in zip(self.mutated_buffers, outputs[:n_mut]):
-                _get_state(module, "buffer", target, self.name).copy_(value)
-        return pytree.tree_unflatten(outputs[n_mut:], self.out_spec)
-
-    def _state_tensor(self, module: torch.nn.Module, spec: InputSpec) -> torch.Tensor:
-        if spec.kind == "constant":
-            return self.constants[spec.target]
-        return _get_state(module, spec.kind, spec.target, self.name)
-
-    def _flatten_user(self, args: Any, kwargs: Any) -> list[torch.Tensor]:
-        args = args if isinstance(args, tuple) else (args,)
-        kwargs = _reorder_kwargs(dict(kwargs or {}), self.in_spec)
-        leaves, spec = pytree.tree_flatten((args, kwargs))
-        if spec != self.in_spec:
-            raise CaptureError(f"model {self.name!r}: called with {_call_text(spec)}, but it "
-                               f"was captured with {_call_text(self.in_spec)}")
-        scalars = dict(self.scalar_inputs)
-        tensors = []
-        for i, leaf in enumerate(leaves):
-            if i in scalars:
-                if type(leaf) is not type(scalars[i]) or leaf != scalars[i]:
-                    raise CaptureError(
-                        f"model {self.name!r}: user input leaf {i} is {leaf!r}, but the graph "
-                        f"was specialised on {scalars[i]!r}; capture again for this value")
-            elif not isinstance(leaf, torch.Tensor):
-                raise CaptureError(f"model {self.name!r}: user input leaf {i} must be a tensor, "
-                                   f"got {type(leaf).__name__}")
-            else:
-                tensors.append(leaf)
-        return tensors
-
-    def _check_user_tensors(self, flat: Sequence[torch.Tensor]) -> None:
-        for spec, t in zip(self.inputs, flat):
-            if spec.kind != "user":
-                continue
-            static = [d for d in range(len(spec.size)) if d not in spec.dynamic_dims]
-            if (str(t.dtype) != spec.dtype or t.dim() != len(spec.size)
-                    or t.device.type != spec.device
-                    or any(t.shape[d] != spec.size[d] for d in static)):
-                raise CaptureError(
-                    f"model {self.name!r}: input {spec.name!r} is {t.dtype}{list(t.shape)} on "
-                    f"{t.device.type}, captured as {spec.dtype}{list(spec.size)} on "
-                    f"{spec.device} (dynamic dims {list(spec.dynamic_dims)}); capture again "
-                    f"for this signature")
 
 
 # --------------------------------------------------------------------------------------------
@@ -500,61 +406,6 @@ def _summary(err: BaseException, limit: int = 600) -> str:
     """First lines of an exception message: export errors run to pages."""
     text = f"{type(err).__name__}: {err}".strip()
     return text if len(text) <= limit else text[:limit] + " ..."
-
-
-def _get_state(module: torch.nn.Module, kind: str, target: str, name: str) -> torch.Tensor:
-    try:
-        if kind == "parameter":
-            return module.get_parameter(target)
-        return module.get_buffer(target)
-    except AttributeError as err:
-        raise CaptureError(f"model {name!r}: {type(module).__name__} has no {kind} "
-                           f"{target!r} (is it the module that was captured?)") from err
-
-
-def _reorder_kwargs(kwargs: dict, in_spec: Any) -> dict:
-    """Order ``kwargs`` as in the captured call, so the pytree specs compare equal."""
-    try:
-        children = in_spec.children() if callable(getattr(in_spec, "children", None)) \
-            else in_spec.children_specs       # older torch
-        order = list(children[1].context)
-    except (AttributeError, IndexError, TypeError):
-        return kwargs
-    if set(order) != set(kwargs):
-        return kwargs  # the spec comparison reports the difference
-    return {k: kwargs[k] for k in order}
-
-
-def _call_text(spec: Any) -> str:
-    """A call's (args, kwargs) pytree spec in words: "2 positional arguments (tensor, tuple
-    of 2) and keyword arguments mask"."""
-    try:
-        args, kwargs = (spec.children() if callable(getattr(spec, "children", None))
-                        else spec.children_specs)
-        kinds = ["tensor" if a.is_leaf() else f"{a.type.__name__} of {a.num_children}"
-                 for a in (args.children() if callable(getattr(args, "children", None))
-                           else args.children_specs)]
-        keys = list(kwargs.context or [])
-    except (AttributeError, TypeError, ValueError):
-        return str(spec)
-    text = f"{len(kinds)} positional argument{'' if len(kinds) == 1 else 's'} ({', '.join(kinds)})"
-    return text + (f" and keyword arguments {', '.join(map(str, keys))}" if keys
-                   else " and no keyword arguments")
-
-
-def _random_input(spec: InputSpec, gen: torch.Generator) -> torch.Tensor:
-    """A random tensor laid out as ``spec``: normal floats, small non-negative ints
-    (valid as indices into anything), random bools. Never all zeros."""
-    dtype = getattr(torch, spec.dtype.removeprefix("torch."))
-    numel = 1 + sum((n - 1) * s for n, s in zip(spec.size, spec.stride)) if all(spec.size) else 0
-    if dtype.is_floating_point:
-        flat = torch.randn(numel, generator=gen).to(dtype)
-    elif dtype == torch.bool:
-        flat = torch.randint(0, 2, (numel,), generator=gen).bool()
-    else:
-        flat = torch.randint(1, 3, (numel,), generator=gen).to(dtype)
-    out = flat.as_strided(spec.size, spec.stride)
-    return out.to(spec.device) if spec.device != "cpu" else out
 
 
 

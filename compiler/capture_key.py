@@ -15,6 +15,8 @@ import sympy
 import torch
 import torch.fx
 
+from .convention import CaptureError
+
 # Bump when the canonical text changes shape, so old keys can never collide with new ones.
 GRAPH_TEXT_VERSION = "kiln-graph-v1"
 
@@ -23,11 +25,6 @@ GRAPH_TEXT_VERSION = "kiln-graph-v1"
 # their spec enters the key, so two processes building the same model agree on the key even
 # if a big constant was drawn at random. The compiler must not inline anything bigger.
 TINY_CONSTANT_NUMEL = 64
-
-class CaptureError(Exception):
-    """A model or ``.pt2`` file could not be captured; the message names it and the cause
-    is chained (``raise CaptureError(...) from err``)."""
-
 
 
 def torch_version_for_key() -> str:

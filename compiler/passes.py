@@ -24,6 +24,7 @@ Example:
 """
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 from pathlib import Path
@@ -79,10 +80,24 @@ def compile_graph(gm: torch.fx.GraphModule, graph_key: str, options: CompilerOpt
 
 def compile_captured(captured: CapturedGraph, options: CompilerOptions, target: str,
                      configs: Configs | None = None) -> CompiledArtifact:
-    """``compile_graph`` of a captured graph, its mutated buffers written in place."""
+    """``compile_graph`` of a captured graph, its mutated buffers written in place; the
+    artifact's meta also names the model and keeps its calling convention."""
     artifact, _ = compile_graph(captured.gm, captured.graph_key, options, target,
                                 mutated_inputs(captured), captured.size_ranges, configs)
-    return artifact
+    meta = artifact.meta
+    meta["model"] = captured.name
+    meta["call"] = _convention_json(captured)
+    return dataclasses.replace(artifact, meta_json=json.dumps(meta))
+
+
+def _convention_json(captured: CapturedGraph) -> str | None:
+    """The calling convention a serving process rebuilds the call from (``Store.load_model``),
+    or None where a pytree type in the call has no serialized form (such a module is found
+    by ``compile_module(..., cache=store)``, which captures, not by name)."""
+    try:
+        return captured.convention.to_json()
+    except (ValueError, TypeError, NotImplementedError, KeyError):
+        return None
 
 
 def lower_graph(gm: torch.fx.GraphModule, options: CompilerOptions, target: str,

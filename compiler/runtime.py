@@ -19,8 +19,9 @@ from typing import Sequence
 
 import torch
 
+from . import guards
 from .artifact import CompiledArtifact
-from .kernels.load import load_module
+from .convention import CallConvention
 
 
 class InputMismatchError(ValueError):
@@ -165,6 +166,7 @@ def load_artifact(artifact: CompiledArtifact, code_dir: Path | None = None,
     missing = [n for n in meta.get("constants", []) if not constants or n not in constants]
     if missing:
         raise ValueError(f"kiln: artifact {artifact.module_key} needs constants {missing}")
+    from .kernels.load import load_module
     static = not meta.get("size_ranges")
     module = load_module(artifact.source, meta["device"], code_dir, constants,
                          static_shapes=static, kernels={k.name for k in artifact.kernels})
@@ -231,3 +233,118 @@ class GraphedCall:
     def _fresh(self):
         return tuple(o.clone() if isinstance(o, torch.Tensor) and o.data_ptr() not in self._inplace
                      else o for o in self._outputs)
+
+
+class CompiledModel:
+    """``compile_module``'s result: called like the module, with its live weights.
+
+    Inference only (``compiler.guards``): outputs carry no autograd graph (a call with grad
+    mode on and an input or parameter that requires grad warns once), the module must stay
+    in the train/eval mode it was compiled in (``ModeChangedError`` otherwise), and an input
+    laid out differently from its example (non-contiguous, channels-last) is copied into the
+    compiled layout.
+    """
+
+    def __init__(self, module: torch.nn.Module, captured: CallConvention,
+                 compiled: CompiledModule, cache_hit: bool, cuda_graphs: bool = True,
+                 dim_names: dict | None = None):
+        # ``captured``: the calling convention; a CapturedGraph (compile_module) is one, and
+        # a serving load rebuilds one from the store (``CallConvention.from_json``)
+        self.module, self.captured, self.compiled, self.cache_hit = module, captured, compiled, cache_hit
+        # The module's parameter and buffer objects are bound once: in-place updates
+        # (optimizer steps, load_state_dict, .to()) are seen; replacing a Parameter object
+        # needs a new compile. Looking them up by name on every call costs more than the GPU.
+        self._state = captured.state_inputs(module)
+        self._user = [k for k in range(len(captured.inputs)) if k not in self._state]
+        self._template = [self._state.get(k) for k in range(len(captured.inputs))]
+        self._simple = _plain_positional(captured, len(self._user))
+        self._checked_state: list | None = None
+        self._graph = (GraphedCall(compiled, self._user)
+                       if cuda_graphs and compiled.static_cuda else None)
+        self._training = module.training
+        self._dim_names = dim_names or {}
+        self._grad_warned = False
+        self._state_grad: bool | None = None   # whether a bound weight requires grad
+
+    @property
+    def kernel_count(self) -> int:
+        return self.compiled.kernel_count
+
+    @property
+    def fallback_ops(self) -> tuple[str, ...]:
+        return self.compiled.fallback_ops
+
+    def __call__(self, *args, **kwargs):
+        if self.module.training != self._training:
+            guards.check_mode(self.module, self._training)     # raises ModeChangedError
+        grad = torch.is_grad_enabled()
+        if grad and not self._grad_warned:
+            self._warn_if_grad(args, kwargs)
+        if kwargs or not self._simple or len(args) != len(self._user):
+            flat = self.captured.flatten_call(self.module, args, kwargs)
+        else:
+            flat = list(self._template)
+            for k, arg in zip(self._user, args):
+                flat[k] = arg
+        if self.compiled.check_inputs:
+            self._check(flat)
+        if grad:    # no autograd graph: kiln compiles the forward pass only (compiler.guards)
+            with torch.no_grad():
+                return self._run(flat)
+        return self._run(flat)
+
+    def _run(self, flat: list):
+        outputs = self._graph(flat) if self._graph is not None \
+            else self.compiled.run_unchecked(flat)
+        return self.captured.finish_call(self.module, outputs)
+
+    def _warn_if_grad(self, args, kwargs) -> None:
+        if self._state_grad is None:
+            self._state_grad = any(t.requires_grad for t in self._state.values())
+        if self._state_grad or guards.wants_grad([*args, *kwargs.values()]):
+            self._grad_warned = True
+            guards.warn_inference_only(stacklevel=3)   # the user's call
+
+    def _check(self, flat: list) -> None:
+        """User inputs every call; the bound state only when its storage changed. A user
+        input in another layout than its example is copied into it (``flat`` is updated)."""
+        try:
+            self._check_flat(flat)
+        except InputMismatchError as err:
+            moved = False
+            for k in self._user:
+                if isinstance(flat[k], torch.Tensor):
+                    fixed = guards.relayout(flat[k], self.captured.inputs[k].stride)
+                    moved |= fixed is not flat[k]
+                    flat[k] = fixed
+            if not moved:
+                raise InputMismatchError(guards.rename_dims(
+                    _user_message(str(err), self._user), self._dim_names)) from None
+            self._check(flat)
+
+    def _check_flat(self, flat: list) -> None:
+        state = [flat[k].data_ptr() for k in self._state]
+        if state != self._checked_state:
+            self.compiled.check(flat)
+            self._checked_state = state
+        else:
+            self.compiled.check(flat, self._user)
+
+
+def _user_message(message: str, user_positions: list[int]) -> str:
+    """'input 7: ...' (a slot among weights and arguments) -> 'argument 0: ...'."""
+    import re
+    match = re.match(r"kiln: input (\d+): (.*)", message, re.S)
+    if match and int(match.group(1)) in user_positions:
+        return f"kiln: argument {user_positions.index(int(match.group(1)))}: {match.group(2)}"
+    if match:
+        return f"kiln: a module parameter or buffer changed since compiling: {match.group(2)}"
+    return message
+
+
+def _plain_positional(captured: CallConvention, n_user: int) -> bool:
+    """The model was captured with positional tensors only (no kwargs, nesting or scalars)."""
+    if captured.scalar_inputs or captured.in_spec is None:
+        return False
+    from torch.utils._pytree import tree_flatten
+    return tree_flatten((tuple(range(n_user)), {}))[1] == captured.in_spec

@@ -7,10 +7,9 @@ target has, is a row with its status, never an exception.
 
 ``build_task`` compiles one kernel for one GPU architecture (``sm_90``) at the heuristic
 default config, or at every candidate of its search space when tuning is on, and writes one
-binaries row per (kernel, config, target). The binaries schema has no status column yet, so
-each row's ``metadata_json`` carries ``"status"`` (``ok``, ``build_error``,
-``resource_error``) and, for a failed config, ``"error"``; a failed config's ``cubin`` is
-empty unless it compiled but exceeds the target's limits. A config whose row exists is not
+binaries row per (kernel, config, target): its ``status`` column says ``ok``,
+``build_error`` or ``resource_error`` and, for a failed config, ``error`` says why; a failed
+config's ``cubin`` is empty unless it compiled but exceeds the target's limits. A config whose row exists is not
 built again. The task fails (a failures row, exit status 1) only when the *default* config
 does not build: then no module using the kernel can run on that architecture as lowered.
 
@@ -123,13 +122,11 @@ def _worker_name() -> str:
 def binary_row(result: Any) -> Any:
     """The binaries row of a ``BuildResult``, ok or not (see the module doc)."""
     from storage import BinaryRecord
-    metadata = {**result.metadata, "status": result.status}
-    if not result.ok:
-        metadata["error"] = result.error
     return BinaryRecord.build(kernel_key=result.kernel_key, config=result.config.as_dict(),
                               arch=result.target.arch_name, target=result.target.name,
                               triton_version=result.triton_version, cubin=result.cubin or b"",
-                              metadata=metadata)
+                              metadata=result.metadata, status=result.status,
+                              error=None if result.ok else result.error)
 
 
 def _binary_key(kernel_key: str, config: Any, target: Any, triton_version: str) -> str:
@@ -141,12 +138,9 @@ def _binary_key(kernel_key: str, config: Any, target: Any, triton_version: str) 
 
 def _stored_statuses(store: Any, keys: list[str]) -> dict[str, tuple[str, str]]:
     """``{binary_key: (status, error)}`` of the binaries rows among ``keys``."""
-    table = store.lookup("binaries", keys, columns=["binary_key", "metadata_json"])
-    out = {}
-    for row in table.to_pylist():
-        meta = json.loads(row["metadata_json"])
-        out[row["binary_key"]] = (meta.get("status", "ok"), meta.get("error") or "")
-    return out
+    table = store.lookup("binaries", keys, columns=["binary_key", "status", "error"])
+    return {row["binary_key"]: (row["status"] or "ok", row["error"] or "")
+            for row in table.to_pylist()}
 
 
 def build_task(job: BuildJob, store_root: str) -> TaskResult:
@@ -231,13 +225,9 @@ def _build_gate(store: Any, kernel_key: str, arch: str, tuner: Any, budget_s: fl
     table = store.query("binaries", (pc.field("kernel_key") == kernel_key)
                         & (pc.field("arch") == arch)
                         & (pc.field("triton_version") == triton.__version__),
-                        columns=["config_json", "metadata_json"])
-    failed = {}
-    for row in table.to_pylist():
-        meta = json.loads(row["metadata_json"])
-        if meta.get("status", "ok") != "ok":
-            failed[Config.from_dict(json.loads(row["config_json"]))] = (meta["status"],
-                                                                         meta.get("error"))
+                        columns=["config_json", "status", "error"])
+    failed = {Config.from_dict(json.loads(row["config_json"])): (row["status"], row["error"])
+              for row in table.to_pylist() if (row["status"] or "ok") != "ok"}
 
     def gate(config: Any) -> Any:
         if config in failed:

@@ -57,7 +57,7 @@ class KernelShape:
         >>> KernelShape("k", "pointwise1d", ("torch.float32",) * 2, (64, 64), (64,)).trial_sizes()
         {'xnumel': 64, 'dtypes': ['torch.float32', 'torch.float32']}
         """
-        from compiler.kernels.build import dtype_name
+        from compiler.kernels.signature import dtype_name
         from compiler.kernels.spec import KernelKind
         out: dict[str, Any] = {**dict(zip(KernelKind(self.kind).numel_names, self.numels)),
                                "dtypes": [dtype_name(d) for d in self.dtypes]}

@@ -51,6 +51,7 @@ def _meta_fields(meta: dict[str, Any]) -> dict[str, str]:
         "options_hash": str(meta.get("options_hash") or ""),
         "target": str(meta.get("target") or meta.get("device") or ""),
         "arch": str(meta.get("arch") or ""),
+        "model": meta.get("model") or None,
     }
 
 
@@ -91,10 +92,8 @@ def kernel_binaries(store: Any, artifact: Any, arch: int) -> dict[str, Any]:
     for ``sm_{arch}`` by the installed Triton: ``{kernel name: StoredBinary}``. Kernels
     without an intact, successfully built row are absent (they compile when first launched).
     """
-    import triton
-
-    from compiler.kernels.build import Target
-    from compiler.kernels.load import StoredBinary
+    from compiler.kernels.serve import StoredBinary, triton_version
+    from compiler.kernels.spec import Target
 
     from .records import BinaryRecord
     target = Target("cuda", arch, 32)
@@ -105,7 +104,7 @@ def kernel_binaries(store: Any, artifact: Any, arch: int) -> dict[str, Any]:
         key = BinaryRecord.key(kernel_key=kernel.kernel_key,
                                config=kernel.spec.launch.config().as_dict(),
                                arch=target.arch_name, target=target.name,
-                               triton_version=triton.__version__)
+                               triton_version=triton_version())
         wanted.setdefault(key, []).append(kernel.name)   # same source and config: one binary
     if not wanted:
         return {}
@@ -113,7 +112,7 @@ def kernel_binaries(store: Any, artifact: Any, arch: int) -> dict[str, Any]:
     found = {}
     for row in rows:
         meta = json.loads(row["metadata_json"])
-        if row["cubin"] and meta.get("status", "ok") == "ok":
+        if row["cubin"] and (row["status"] or "ok") == "ok":
             for name in wanted[row["binary_key"]]:
                 found[name] = StoredBinary(row["cubin"], meta)
     return found

@@ -106,6 +106,7 @@ class ModuleRecord:
     kernels: tuple[dict[str, str], ...]
     created_at: datetime = field(default_factory=_now)
     tuned_for: str | None = None      # device name whose best trials set the launch configs
+    model: str | None = None          # the model's name in its zoo config
 
 
 @dataclass(frozen=True)
@@ -122,6 +123,8 @@ class BinaryRecord:
     cubin: bytes
     metadata_json: str
     created_at: datetime = field(default_factory=_now)
+    status: str = "ok"                # "ok", "build_error", "resource_error"
+    error: str | None = None          # why it did not build
 
     @staticmethod
     def key(*, kernel_key: str, config: Any, arch: str, target: str, triton_version: str) -> str:
@@ -132,7 +135,8 @@ class BinaryRecord:
 
     @classmethod
     def build(cls, *, kernel_key: str, config: Any, arch: str, target: str,
-              triton_version: str, cubin: bytes, metadata: Any) -> "BinaryRecord":
+              triton_version: str, cubin: bytes, metadata: Any, status: str = "ok",
+              error: str | None = None) -> "BinaryRecord":
         """A record with its keys derived; ``config``/``metadata`` are dicts or JSON text."""
         config_json = _json_text(config)
         key = cls.key(kernel_key=kernel_key, config=config_json, arch=arch, target=target,
@@ -140,7 +144,7 @@ class BinaryRecord:
         return cls(binary_key=key, kernel_key=kernel_key, config_key=derived_key(config_json),
                    config_json=config_json, arch=arch, target=target,
                    triton_version=triton_version, cubin=cubin,
-                   metadata_json=_json_text(metadata))
+                   metadata_json=_json_text(metadata), status=status, error=error)
 
 
 @dataclass(frozen=True)

@@ -18,6 +18,7 @@ Example:
 """
 from __future__ import annotations
 
+import json
 from types import MappingProxyType
 from typing import Callable, Mapping
 
@@ -25,7 +26,7 @@ import pyarrow as pa
 
 # Bump when a schema changes, and register a migration from the previous version in the
 # caller's migration table (see ``migrate``).
-SCHEMA_VERSION = 3
+SCHEMA_VERSION = 4
 
 KINDS = ("graphs", "modules", "kernels", "binaries", "trials", "failures")
 
@@ -112,6 +113,9 @@ _FIELDS: Mapping[str, list[pa.Field]] = MappingProxyType({
         # label (``Store.tuned_module``), not hashed: the configs themselves are in the source
         # and the module key. Null in rows written before schema v3.
         _opt("tuned_for", pa.string()),
+        # The model's name in its zoo config (what ``Store.load_model`` is asked for); a
+        # lookup label like tuned_for, not hashed. Null in rows written before schema v4.
+        _opt("model", pa.string()),
         _req("content_hash", pa.string()),
         _req("created_at", _TS),
         _req("schema_version", pa.int32()),
@@ -135,6 +139,10 @@ _FIELDS: Mapping[str, list[pa.Field]] = MappingProxyType({
         _req("triton_version", pa.string()),
         _req("cubin", pa.binary()),
         _req("metadata_json", pa.string()),       # Triton compile metadata (shared, warps...)
+        # "ok", "build_error" or "resource_error", and why a config did not build. Rows
+        # before schema v4 kept both inside metadata_json; the migration reads them out.
+        _opt("status", pa.string()),
+        _opt("error", pa.string()),
         _req("content_hash", pa.string()),
         _req("created_at", _TS),
         _req("schema_version", pa.int32()),
@@ -221,33 +229,50 @@ Migration = Callable[[pa.Table], pa.Table]
 Migrations = Mapping[str, Mapping[int, Migration]]
 
 
-def _unchanged(table: pa.Table) -> pa.Table:
-    """A step that changed nothing of this kind's schema (``conform`` re-stamps
-    ``schema_version``)."""
-    return table
-
-
-def _with_null_column(name: str, type_: pa.DataType) -> Migration:
-    """A step that added the nullable column ``name``: null in every older row."""
+def _with_null_columns(*columns: tuple[str, pa.DataType]) -> Migration:
+    """A step that added the nullable ``columns``: null in every older row."""
     def step(table: pa.Table) -> pa.Table:
-        if name in table.column_names:
-            return table
-        return table.append_column(pa.field(name, type_, nullable=True),
-                                   pa.nulls(table.num_rows, type_))
-    step.__doc__ = f"Adds the nullable column {name!r} (null: older rows never recorded it)."
+        for name, type_ in columns:
+            if name not in table.column_names:
+                table = table.append_column(pa.field(name, type_, nullable=True),
+                                            pa.nulls(table.num_rows, type_))
+        return table
+    step.__doc__ = (f"Adds the nullable columns {[c[0] for c in columns]} (null: older rows "
+                    f"never recorded them).")
     return step
 
 
+def _binary_status(table: pa.Table) -> pa.Table:
+    """v3 -> v4 binaries: status and error read out of metadata_json (no status: "ok")."""
+    if "status" in table.column_names:
+        return table
+    metas = [json.loads(m) if m else {} for m in table.column("metadata_json").to_pylist()]
+    table = table.append_column(pa.field("status", pa.string()),
+                                pa.array([m.get("status", "ok") for m in metas], pa.string()))
+    return table.append_column(pa.field("error", pa.string()),
+                               pa.array([m.get("error") for m in metas], pa.string()))
+
+
 # Version 1 is the first released schema. Version 2 added graphs.source_key; version 3
-# added modules.tuned_for and trials.is_default.
-_ADDED: Mapping[int, Mapping[str, tuple[str, pa.DataType]]] = {
-    1: {"graphs": ("source_key", pa.string())},
-    2: {"modules": ("tuned_for", pa.string()), "trials": ("is_default", pa.bool_())},
+# added modules.tuned_for and trials.is_default; version 4 modules.model and binaries'
+# status and error (moved out of metadata_json).
+_ADDED: Mapping[int, Mapping[str, tuple[tuple[str, pa.DataType], ...]]] = {
+    1: {"graphs": (("source_key", pa.string()),)},
+    2: {"modules": (("tuned_for", pa.string()),), "trials": (("is_default", pa.bool_()),)},
+    3: {"modules": (("model", pa.string()),)},
 }
+# Steps that do more than add null columns (kind -> function), applied after those.
+_CUSTOM: Mapping[int, Mapping[str, Migration]] = {3: {"binaries": _binary_status}}
+
+
+def _step(step: int, kind: str) -> Migration:
+    add = _with_null_columns(*_ADDED[step].get(kind, ()))
+    custom = _CUSTOM.get(step, {}).get(kind)
+    return add if custom is None else (lambda table: custom(add(table)))
+
+
 DEFAULT_MIGRATIONS: Migrations = MappingProxyType({
-    kind: MappingProxyType({step: _with_null_column(*added[kind]) if kind in added
-                            else _unchanged for step, added in _ADDED.items()})
-    for kind in KINDS
+    kind: MappingProxyType({step: _step(step, kind) for step in _ADDED}) for kind in KINDS
 })
 
 

@@ -277,6 +277,29 @@ class Store:
                                  f"({target}) in store {self.root}")
         return self.load(key, **load_options)
 
+    def load_model(self, name: str, module: Any, *, device: Any = None,
+                   tuned: bool = True) -> Any:
+        """The module ``kiln run`` stored for the model ``name`` (its zoo config's name), as a
+        callable used like ``module`` with ``module``'s live weights: no capture, no compile
+        (``storage.deploy``). ``device``: where to run, by default that of ``module``'s
+        parameters; ``tuned``: prefer the module tuned for this GPU. A miss raises
+        ``ModelMissError`` naming what differs from the nearest record."""
+        from .deploy import load_model
+        return load_model(self, name, module, device=device, tuned=tuned)
+
+    def serve(self, artifact: CompiledArtifact) -> Any:
+        """``artifact`` as ``load_model`` runs it: on CUDA, every kernel from its stored cubin
+        with no Triton compile (``compile_module`` takes this path when it hits); None where
+        it cannot be (not CUDA, a binary missing or built for another launch)."""
+        from .deploy import served
+        return served(self, artifact)
+
+    def why_not(self, graph_key: str, target: str, options_hash: str) -> str:
+        """Why no module of ``graph_key`` for ``target`` and ``options_hash`` is stored here,
+        named against the nearest stored one (``compile_module`` warns with it)."""
+        from .deploy import why_not
+        return why_not(self, graph_key, target, options_hash)
+
     def load(self, module_key: str, **load_options: Any) -> Any:
         """The stored module as a callable, via ``compiler.runtime.load_artifact``.
 

@@ -107,7 +107,7 @@ max_local_bytes = 0
 
 
 def binary_status(row: dict) -> str:
-    return json.loads(row["metadata_json"])["status"]
+    return row["status"]
 
 
 def files(store: Path, kind: str) -> list[str]:

@@ -3,7 +3,9 @@ is checked against the parameters the binary actually declares (its PTX entry), 
 binaries built on a CPU; launching itself is checked on the GPU."""
 from __future__ import annotations
 
+import dataclasses
 import re
+from pathlib import Path
 import types
 
 import pytest
@@ -145,3 +147,32 @@ def test_compiled_blocks_launch_statically_in_graphs(name):
         torch.testing.assert_close(compiled(*args), module(*args), rtol=2e-3, atol=2e-3)
         fresh = tuple(torch.randn_like(a) if a.is_floating_point() else a for a in args)
         torch.testing.assert_close(compiled(*fresh), module(*fresh), rtol=2e-3, atol=2e-3)
+
+
+@pytest.mark.parametrize("name", ["bert_layer", "resnet_bottleneck"])
+def test_serving_plans_from_stored_binaries_match_tritons_own(name, tmp_path, monkeypatch):
+    """What a serving process derives from a stored row (no Triton): the same job as the
+    JIT's, and the same launch plan as from Triton's compiled kernel."""
+    from compiler.kernels import serve
+    from compiler.kernels.build import build, kernel_jobs
+    module, args = getattr(blocks, name)("tiny")
+    artifact = lower(capture_module(module, args), {}, "cuda")
+    monkeypatch.setattr(triton.knobs.cache, "dir", str(tmp_path / "triton"))
+    loaded = load_module(artifact.source, "cuda", tmp_path, static_shapes=True)
+    pc.precompile(artifact, loaded, H100, tmp_path, None)
+    for kernel in artifact.kernels:
+        launcher = getattr(loaded, kernel.name)
+        (jit_job,) = kernel_jobs([kernel], {kernel.name: launcher.fn.arg_names})
+        job, positional = serve.kernel_job(kernel)
+        assert job == jit_job
+        result = build(kernel, kernel.spec.launch.config(), H100)
+        assert result.ok, result.error
+        binary = serve.StoredBinary(result.cubin, result.metadata)
+        served = serve._plan(kernel, binary, tmp_path / "scratch", triton.__version__)
+        (compiled,) = launcher._compiled.values()
+        own = static_launch.plan(compiled, launcher.fn)
+        assert dataclasses.replace(served, cubin_path="") == \
+            dataclasses.replace(own, cubin_path="")
+        assert Path(served.cubin_path).read_bytes() == result.cubin
+    assert "def call(args):" in serve.wrapper_source(artifact.source)
+    assert "@jit" not in serve.wrapper_source(artifact.source)

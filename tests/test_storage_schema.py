@@ -207,3 +207,30 @@ def test_graph_for_source_dedups_and_ignores_other_sources(tmp_path):
     assert store.graph_for_source("sa") == "ga"
     assert store.graph_for_source("sb") == "gb"
     assert store.graph_for_source("sc") is None
+
+
+# -- binaries v3 kept status and error inside metadata_json (columns of their own in v4).
+
+def test_binaries_v3_status_inside_metadata_is_migrated_to_columns(tmp_path):
+    from storage import BinaryRecord
+    from storage.integrity import with_hashes
+    from storage.records import records_to_table
+    store = Store(tmp_path / "s")
+    old = [BinaryRecord.build(kernel_key="k", config={"XBLOCK": 2 ** i}, arch="sm_90",
+                              target="cuda:90:32", triton_version="3.6.0", cubin=b"\x7fELF",
+                              metadata={"shared": 0, **extra})
+           for i, extra in enumerate([{"status": "ok"}, {},
+                                      {"status": "build_error", "error": "no dot"}])]
+    table = records_to_table("binaries", old).drop_columns(["status", "error"])
+    table = with_hashes("binaries", table)
+    table = table.append_column("schema_version", pa.array([3] * table.num_rows, pa.int32()))
+    v3 = [f for f in schema_for("binaries") if f.name not in ("status", "error")]
+    table = table.select([f.name for f in v3]).cast(
+        pa.schema(v3, metadata=file_metadata("binaries", 3)))
+    store.fs.create_dir(store.dataset_dir("binaries"))
+    pq.write_table(table, f"{store.dataset_dir('binaries')}/{new_file_name('part', 3)}",
+                   **WRITE_OPTIONS)
+    rows = {r["binary_key"]: r for r in store.query("binaries").to_pylist()}
+    assert [(rows[b.binary_key]["status"], rows[b.binary_key]["error"]) for b in old] == [
+        ("ok", None), ("ok", None), ("build_error", "no dot")]
+    assert store.verify().ok

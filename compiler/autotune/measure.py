@@ -35,7 +35,7 @@ from typing import Any, Callable, Iterator, Sequence
 import torch
 
 from ..artifact import KernelArtifact, content_hash
-from ..kernels.build import dtype_name
+from ..kernels.signature import dtype_name
 from ..kernels.load import load_kernel
 from .baseline import extern_launcher
 from .search import coordinate_descent

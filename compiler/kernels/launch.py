@@ -19,11 +19,11 @@ Example:
 """
 from __future__ import annotations
 
+import sys
 from dataclasses import dataclass
-from typing import Sequence
+from typing import Mapping, Sequence
 
 import torch
-import triton
 
 # Triton scalar type -> the launcher's code for it, as Python's struct module spells C
 # scalars; every pointer is "O", an object whose data_ptr() (or None, for null) is passed.
@@ -69,20 +69,28 @@ def plan(compiled, fn) -> LaunchPlan | str:
     wrappers pass those by keyword); of these the binary drops the ones Triton specialized
     to constants (an integer equal to 1 has type "constexpr").
     """
-    meta = compiled.metadata
-    unsupported = _unsupported(meta)
-    if unsupported:
-        return unsupported
     # The file may be named for another kernel of the same source (a stored binary is shared
     # by name-only variants); the symbol inside is the metadata's name.
     cubin = next((path for file, path in getattr(compiled, "metadata_group", {}).items()
                   if file.endswith(".cubin")), None)
     if cubin is None:
         return "no cubin file in the kernel's metadata group"
-    params = [p.name for p in fn.params if not p.is_constexpr]
+    return plan_for(compiled.metadata._asdict(), compiled.src.signature,
+                    [p.name for p in fn.params if not p.is_constexpr], str(cubin))
+
+
+def plan_for(meta: Mapping, types: Mapping[str, str], positional: Sequence[str],
+             cubin_path: str) -> LaunchPlan | str:
+    """The ``LaunchPlan`` of a binary from plain data: Triton's metadata as a dict, the
+    argument types it was compiled for (``"constexpr"`` for a specialized integer), the
+    kernel's positional (non-constexpr) parameters in order and the cubin's file. What a
+    serving process knows of a stored binary, with no Triton around (``kernels.serve``)."""
+    unsupported = _unsupported(meta)
+    if unsupported:
+        return unsupported
     keep, codes = [], []
-    for position, name in enumerate(params):
-        ty = compiled.src.signature.get(name)
+    for position, name in enumerate(positional):
+        ty = types.get(name)
         if ty == "constexpr":
             continue
         code = type_code(ty) if ty else None
@@ -91,28 +99,30 @@ def plan(compiled, fn) -> LaunchPlan | str:
         keep.append(position)
         codes.append(code)
     # Each scratch pointer is passed as null: kiln's kernels use none (checked above).
-    scratch = sum(hasattr(meta, f) for f in SCRATCH_FIELDS)
-    return LaunchPlan(compiled.name, str(cubin), tuple(keep), "".join(codes) + "O" * scratch,
-                      scratch, meta.num_warps, meta.shared)
+    scratch = sum(f in meta for f in SCRATCH_FIELDS)
+    return LaunchPlan(meta["name"], cubin_path, tuple(keep), "".join(codes) + "O" * scratch,
+                      scratch, meta["num_warps"], meta["shared"])
 
 
-def _unsupported(meta) -> str | None:
-    """Why a kernel with metadata ``meta`` needs Triton's launcher, or None."""
-    if getattr(meta, "num_ctas", 1) != 1:
-        return f"num_ctas {meta.num_ctas}"
-    cluster = getattr(meta, "cluster_dims", (1, 1, 1)) or (1, 1, 1)
+def _unsupported(meta: Mapping) -> str | None:
+    """Why a kernel with Triton metadata ``meta`` needs Triton's launcher, or None."""
+    if meta.get("num_ctas", 1) != 1:
+        return f"num_ctas {meta['num_ctas']}"
+    cluster = meta.get("cluster_dims") or (1, 1, 1)
     if tuple(cluster) not in ((1, 1, 1), (1,), ()):
         return f"cluster dims {tuple(cluster)}"
     for flag in ("launch_cooperative_grid", "launch_pdl"):
-        if getattr(meta, flag, False):
+        if meta.get(flag):
             return f"{flag} is set"
     for size in SCRATCH_FIELDS:
-        if getattr(meta, size, 0):
-            return f"{size} is {getattr(meta, size)}"
-    if getattr(meta, "tensordesc_meta", None):
+        if meta.get(size):
+            return f"{size} is {meta[size]}"
+    if meta.get("tensordesc_meta"):
         return "tensor descriptors"
-    runtime = triton.knobs.runtime
-    if _hooked(runtime.launch_enter_hook) or _hooked(runtime.launch_exit_hook):
+    triton = sys.modules.get("triton")    # not imported: nobody can have set a hook
+    runtime = getattr(getattr(triton, "knobs", None), "runtime", None)
+    if runtime is not None and (_hooked(runtime.launch_enter_hook)
+                                or _hooked(runtime.launch_exit_hook)):
         return "a Triton launch hook is set (a profiler), which only Triton's launcher calls"
     return None
 
@@ -127,7 +137,8 @@ class StaticKernel:
     ``kernel[grid](*args, *constexprs)`` works as it does for Triton's ``CompiledKernel``."""
 
     def __init__(self, compiled, launch_plan: LaunchPlan, device: int):
-        self.compiled = compiled           # kept: its metadata, asm and cache entry
+        self.compiled = compiled           # kept: its metadata, asm and cache entry (None
+                                           # for a stored binary served without Triton)
         self.plan = launch_plan
         self.device = device
         loaded = _impl()._load_kernel(launch_plan.cubin_path, launch_plan.name,

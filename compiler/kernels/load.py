@@ -9,15 +9,13 @@ from __future__ import annotations
 
 import concurrent.futures as cf
 import hashlib
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
-
-import triton
 
 from ..artifact import CompiledArtifact
 from .build import KernelJob, ast_source, build_launcher, kernel_jobs, launcher_key
 from .launch import Launcher
+from .serve import StoredBinary, binary_mismatch  # noqa: F401 (re-exported)
 from .source import bindings, load_kernel, load_module  # noqa: F401 (loading's entry points)
 
 def launcher_jobs(artifact: CompiledArtifact, module) -> tuple[dict[str, Launcher], tuple]:
@@ -31,32 +29,6 @@ def launcher_jobs(artifact: CompiledArtifact, module) -> tuple[dict[str, Launche
 
 
 # ----------------------------------------------------------------------------- stored binaries
-@dataclass(frozen=True)
-class StoredBinary:
-    """A kernel binary built ahead of time (a store ``binaries`` row): the cubin and the
-    build's metadata (``signature``, ``triton_metadata``, ``triton_version``)."""
-    cubin: bytes
-    metadata: dict
-
-
-def binary_mismatch(job: KernelJob, binary: StoredBinary) -> str | None:
-    """Why ``binary`` cannot run ``job``'s launch, or None. A kernel key names source and
-    dtypes, not sizes: a binary built where a size was divisible by 16 (or was 1) assumes it,
-    so it is used only where this launch specializes exactly the same way."""
-    meta = binary.metadata
-    if meta.get("triton_version") != triton.__version__:
-        return f"built by Triton {meta.get('triton_version')}, running {triton.__version__}"
-    if "triton_metadata" not in meta:
-        return "built without Triton's metadata"
-    sig = meta.get("signature", {})
-    want = {"types": job.types, "constexprs": job.constexprs,
-            "divisible_by_16": sorted(job.divisible_by_16)}
-    for part, value in want.items():
-        if sig.get(part) != value:
-            return f"built for {part} {sig.get(part)}, launched with {value}"
-    return None
-
-
 def _compiled_kernel(fn, job: KernelJob, binary: StoredBinary, scratch: Path):
     """Triton's ``CompiledKernel`` of a stored binary: the files Triton reads it from are
     written under ``scratch`` (by the cubin's hash), nothing is compiled."""

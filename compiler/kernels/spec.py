@@ -179,6 +179,39 @@ def parse_targets(path: str, tables: Mapping[str, Any]) -> dict[int, TargetLimit
     return out
 
 
+@dataclass(frozen=True)
+class Target:
+    """A GPU target: ``Target("cuda", 90, 32)`` is an H100 (sm_90)."""
+    backend: str = "cuda"
+    arch: int = 90
+    warp_size: int = 32
+
+    @classmethod
+    def of(cls, value: "Target | Sequence | str") -> "Target":
+        """From a Target, a ``("cuda", 90, 32)`` tuple or ``"cuda:90:32"``."""
+        if isinstance(value, Target):
+            return value
+        if isinstance(value, str):
+            value = value.split(":")
+        backend, arch, warp = value
+        return cls(str(backend), int(arch), int(warp))
+
+    @property
+    def name(self) -> str:
+        """The store's ``target`` column: ``"cuda:90:32"``."""
+        return f"{self.backend}:{self.arch}:{self.warp_size}"
+
+    @property
+    def arch_name(self) -> str:
+        """The store's ``arch`` column: ``"sm_90"``."""
+        return f"sm_{self.arch}"
+
+    def triton(self):
+        """Triton's ``GPUTarget`` for it."""
+        from triton.backends.compiler import GPUTarget
+        return GPUTarget(self.backend, self.arch, self.warp_size)
+
+
 # ----------------------------------------------------------------------------- the contract
 @dataclass(frozen=True)
 class LaunchConfig:

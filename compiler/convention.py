@@ -1,0 +1,293 @@
+"""How a compiled module is called with a live ``nn.Module``: its calling convention.
+
+A captured graph takes flat inputs (parameters, buffers, lifted constants, then the user's
+flattened arguments) and returns flat outputs (mutated buffers' new values, then the user's
+outputs). ``CallConvention`` turns a module call into those inputs and the outputs back
+into what the module returns: the input specs, the pytree specs of the call and its result,
+the mutated buffers and the constants. It is plain data with a JSON form (``to_json``), so a
+serving process rebuilds it from the store with no capture (``from_json``); it imports only
+torch, as the serving path must stay light.
+
+Example:
+    >>> import torch
+    >>> from compiler.capture import capture_module
+    >>> m = torch.nn.Linear(4, 2)
+    >>> conv = CallConvention.from_json(capture_module(m, (torch.randn(3, 4),)).convention.to_json())
+    >>> out = conv.finish_call(m, [m(conv.flatten_call(m, (torch.ones(3, 4),))[-1])])
+    >>> torch.allclose(out, m(torch.ones(3, 4)))
+    True
+"""
+from __future__ import annotations
+
+import base64
+import dataclasses
+import json
+from dataclasses import dataclass, field
+from typing import Any, Sequence
+
+import torch
+import torch.utils._pytree as pytree
+
+CONVENTION_VERSION = 1
+# Lifted constants up to this many bytes travel inside the convention's JSON; bigger ones
+# are looked up on the module by name where a serving process rebuilds the call.
+MAX_STORED_CONSTANT_BYTES = 1 << 20
+
+
+class CaptureError(Exception):
+    """A model or ``.pt2`` file could not be captured, or a call does not fit the captured
+    one; the message names it and the cause is chained (``raise CaptureError(...) from
+    err``)."""
+
+
+@dataclass(frozen=True)
+class InputSpec:
+    """One placeholder of a captured graph.
+
+    Example:
+        >>> InputSpec("x", "user", None, (2, 3), (3, 1), "torch.float32", "cpu").kind
+        'user'
+    """
+    name: str                    # placeholder name in gm
+    kind: str                    # "parameter" | "buffer" | "constant" | "user"
+    target: str | None           # state_dict / constants name; None for user inputs
+    size: tuple[int, ...]        # example sizes (the hint, for dynamic dims)
+    stride: tuple[int, ...]
+    dtype: str                   # "torch.float32"
+    device: str                  # device type only: "cpu" / "cuda"
+    dynamic_dims: tuple[int, ...] = ()
+
+
+@dataclass(frozen=True, eq=False, kw_only=True)
+class CallConvention:
+    """Everything needed to call a captured graph with a live module (see the module doc).
+
+    ``scalar_inputs`` holds the non-tensor user leaves (ints, floats, ...) that export
+    specialised into the graph: they have no placeholder, and a call must pass the same
+    values. ``size_ranges``: each dynamic size symbol's (min, max or None).
+    """
+    name: str = ""
+    inputs: tuple[InputSpec, ...]
+    mutated_buffers: tuple[str, ...]
+    in_spec: Any
+    out_spec: Any
+    constants: dict[str, torch.Tensor]
+    scalar_inputs: tuple[tuple[int, Any], ...] = ()
+    size_ranges: dict = field(default_factory=dict)   # size symbol -> (min, max or None)
+
+    def state_inputs(self, module: torch.nn.Module) -> dict[int, torch.Tensor]:
+        """Live parameters / buffers of ``module`` and the constants, by input position."""
+        return {i: self._state_tensor(module, spec)
+                for i, spec in enumerate(self.inputs) if spec.kind != "user"}
+
+    def flatten_call(self, module: torch.nn.Module, args: Any, kwargs: Any = None, *,
+                     check: bool = True) -> list[torch.Tensor]:
+        """Flat inputs for the graph: live state of ``module`` by target, then the user's
+        ``(args, kwargs)`` flattened with ``in_spec``. ``check`` compares user tensors with
+        the captured dtypes and static sizes.
+
+        Example:
+            >>> import torch
+            >>> from compiler.capture import capture_module
+            >>> m = torch.nn.Linear(4, 2)
+            >>> cg = capture_module(m, (torch.randn(3, 4),))
+            >>> cg.flatten_call(m, (torch.ones(3, 4),))[0] is m.weight
+            True
+        """
+        user = iter(self._flatten_user(args, kwargs))
+        state = self.state_inputs(module)
+        flat = [state[i] if i in state else next(user) for i in range(len(self.inputs))]
+        if check:
+            self._check_user_tensors(flat)
+        return flat
+
+    def finish_call(self, module: torch.nn.Module, outputs: Sequence[torch.Tensor]) -> Any:
+        """Apply a call's flat ``outputs``: write mutated buffers back into ``module``'s
+        buffers in place, return the user outputs unflattened with ``out_spec``."""
+        outputs = list(outputs)
+        n_mut = len(self.mutated_buffers)
+        with torch.no_grad():
+            for target, value in zip(self.mutated_buffers, outputs[:n_mut]):
+                _get_state(module, "buffer", target, self.name).copy_(value)
+        return pytree.tree_unflatten(outputs[n_mut:], self.out_spec)
+
+    def _state_tensor(self, module: torch.nn.Module, spec: InputSpec) -> torch.Tensor:
+        if spec.kind == "constant":
+            return self.constants[spec.target]
+        return _get_state(module, spec.kind, spec.target, self.name)
+
+    def _flatten_user(self, args: Any, kwargs: Any) -> list[torch.Tensor]:
+        args = args if isinstance(args, tuple) else (args,)
+        kwargs = _reorder_kwargs(dict(kwargs or {}), self.in_spec)
+        leaves, spec = pytree.tree_flatten((args, kwargs))
+        if spec != self.in_spec:
+            raise CaptureError(f"model {self.name!r}: called with {_call_text(spec)}, but it "
+                               f"was captured with {_call_text(self.in_spec)}")
+        scalars = dict(self.scalar_inputs)
+        tensors = []
+        for i, leaf in enumerate(leaves):
+            if i in scalars:
+                if type(leaf) is not type(scalars[i]) or leaf != scalars[i]:
+                    raise CaptureError(
+                        f"model {self.name!r}: user input leaf {i} is {leaf!r}, but the graph "
+                        f"was specialised on {scalars[i]!r}; capture again for this value")
+            elif not isinstance(leaf, torch.Tensor):
+                raise CaptureError(f"model {self.name!r}: user input leaf {i} must be a tensor, "
+                                   f"got {type(leaf).__name__}")
+            else:
+                tensors.append(leaf)
+        return tensors
+
+    def _check_user_tensors(self, flat: Sequence[torch.Tensor]) -> None:
+        for spec, t in zip(self.inputs, flat):
+            if spec.kind != "user":
+                continue
+            static = [d for d in range(len(spec.size)) if d not in spec.dynamic_dims]
+            if (str(t.dtype) != spec.dtype or t.dim() != len(spec.size)
+                    or t.device.type != spec.device
+                    or any(t.shape[d] != spec.size[d] for d in static)):
+                raise CaptureError(
+                    f"model {self.name!r}: input {spec.name!r} is {t.dtype}{list(t.shape)} on "
+                    f"{t.device.type}, captured as {spec.dtype}{list(spec.size)} on "
+                    f"{spec.device} (dynamic dims {list(spec.dynamic_dims)}); capture again "
+                    f"for this signature")
+
+    # ------------------------------------------------------------------ JSON
+    def to_json(self) -> str:
+        """The convention as JSON: input specs, pytree specs (torch's own serialization),
+        mutated buffers, scalar inputs, size ranges, and each lifted constant: its bytes
+        when small (``MAX_STORED_CONSTANT_BYTES``), else only its name, to be found on the
+        module. Raises ``ValueError`` where a pytree type has no serialized form."""
+        return json.dumps({
+            "version": CONVENTION_VERSION, "name": self.name,
+            "inputs": [dataclasses.asdict(s) for s in self.inputs],
+            "mutated_buffers": list(self.mutated_buffers),
+            "in_spec": _dump_spec(self.in_spec), "out_spec": _dump_spec(self.out_spec),
+            "scalar_inputs": [[k, v] for k, v in self.scalar_inputs],
+            "size_ranges": {k: list(v) for k, v in self.size_ranges.items()},
+            "constants": {k: _dump_tensor(v) for k, v in self.constants.items()}})
+
+    @classmethod
+    def from_json(cls, text: str, module: torch.nn.Module | None = None) -> "CallConvention":
+        """Inverse of ``to_json``; constants stored by name only are taken from ``module``
+        (a plain tensor attribute at that path), on the device of its parameters."""
+        data = json.loads(text)
+        if int(data.get("version", 0)) != CONVENTION_VERSION:
+            raise ValueError(f"calling convention version {data.get('version')}: this kiln "
+                             f"reads version {CONVENTION_VERSION}")
+        inputs = tuple(InputSpec(**{**s, "size": tuple(s["size"]), "stride": tuple(s["stride"]),
+                                    "dynamic_dims": tuple(s["dynamic_dims"])})
+                       for s in data["inputs"])
+        constants = {k: _load_tensor(k, v, module) for k, v in data["constants"].items()}
+        return cls(name=data["name"], inputs=inputs,
+                   mutated_buffers=tuple(data["mutated_buffers"]),
+                   in_spec=_load_spec(data["in_spec"]), out_spec=_load_spec(data["out_spec"]),
+                   constants=constants,
+                   scalar_inputs=tuple((k, v) for k, v in data["scalar_inputs"]),
+                   size_ranges={k: tuple(v) for k, v in data["size_ranges"].items()})
+
+
+def _dump_spec(spec: Any) -> str | None:
+    return None if spec is None else pytree.treespec_dumps(spec)
+
+
+def _load_spec(text: str | None) -> Any:
+    return None if text is None else pytree.treespec_loads(text)
+
+
+def _dump_tensor(t: torch.Tensor) -> dict[str, Any]:
+    t = t.detach()
+    entry = {"dtype": str(t.dtype), "size": list(t.shape)}
+    if t.numel() * t.element_size() <= MAX_STORED_CONSTANT_BYTES:
+        raw = t.contiguous().cpu().view(torch.uint8).numpy().tobytes() if t.numel() else b""
+        entry["data"] = base64.b64encode(raw).decode()
+    return entry
+
+
+def _load_tensor(name: str, entry: dict[str, Any], module: torch.nn.Module | None
+                 ) -> torch.Tensor:
+    dtype = getattr(torch, entry["dtype"].removeprefix("torch."))
+    if "data" in entry:
+        raw = bytearray(base64.b64decode(entry["data"]))
+        flat = (torch.frombuffer(raw, dtype=torch.uint8) if raw else
+                torch.empty(0, dtype=torch.uint8))
+        t = flat.view(dtype).reshape(entry["size"])
+    else:
+        t = _attribute(module, name)
+    device = _device_of(module)
+    return t.to(device) if device is not None else t
+
+
+def _attribute(module: torch.nn.Module | None, path: str) -> torch.Tensor:
+    value = module
+    for part in path.split("."):
+        value = getattr(value, part, None)
+    if not isinstance(value, torch.Tensor):
+        raise CaptureError(f"the compiled module needs the constant {path!r}, which is too big "
+                           f"to store and is no tensor attribute of the module given")
+    return value
+
+
+def _device_of(module: torch.nn.Module | None) -> torch.device | None:
+    if module is None:
+        return None
+    for t in [*module.parameters(), *module.buffers()]:
+        return t.device
+    return None
+
+
+def _get_state(module: torch.nn.Module, kind: str, target: str, name: str) -> torch.Tensor:
+    try:
+        if kind == "parameter":
+            return module.get_parameter(target)
+        return module.get_buffer(target)
+    except AttributeError as err:
+        raise CaptureError(f"model {name!r}: {type(module).__name__} has no {kind} "
+                           f"{target!r} (is it the module that was captured?)") from err
+
+
+def _reorder_kwargs(kwargs: dict, in_spec: Any) -> dict:
+    """Order ``kwargs`` as in the captured call, so the pytree specs compare equal."""
+    try:
+        children = in_spec.children() if callable(getattr(in_spec, "children", None)) \
+            else in_spec.children_specs       # older torch
+        order = list(children[1].context)
+    except (AttributeError, IndexError, TypeError):
+        return kwargs
+    if set(order) != set(kwargs):
+        return kwargs  # the spec comparison reports the difference
+    return {k: kwargs[k] for k in order}
+
+
+def _call_text(spec: Any) -> str:
+    """A call's (args, kwargs) pytree spec in words: "2 positional arguments (tensor, tuple
+    of 2) and keyword arguments mask"."""
+    try:
+        args, kwargs = (spec.children() if callable(getattr(spec, "children", None))
+                        else spec.children_specs)
+        kinds = ["tensor" if a.is_leaf() else f"{a.type.__name__} of {a.num_children}"
+                 for a in (args.children() if callable(getattr(args, "children", None))
+                           else args.children_specs)]
+        keys = list(kwargs.context or [])
+    except (AttributeError, TypeError, ValueError):
+        return str(spec)
+    text = f"{len(kinds)} positional argument{'' if len(kinds) == 1 else 's'} ({', '.join(kinds)})"
+    return text + (f" and keyword arguments {', '.join(map(str, keys))}" if keys
+                   else " and no keyword arguments")
+
+
+def random_input(spec: InputSpec, gen: torch.Generator) -> torch.Tensor:
+    """A random tensor laid out as ``spec``: normal floats, small non-negative ints
+    (valid as indices into anything), random bools. Never all zeros."""
+    dtype = getattr(torch, spec.dtype.removeprefix("torch."))
+    numel = 1 + sum((n - 1) * s for n, s in zip(spec.size, spec.stride)) if all(spec.size) else 0
+    if dtype.is_floating_point:
+        flat = torch.randn(numel, generator=gen).to(dtype)
+    elif dtype == torch.bool:
+        flat = torch.randint(0, 2, (numel,), generator=gen).bool()
+    else:
+        flat = torch.randint(1, 3, (numel,), generator=gen).to(dtype)
+    out = flat.as_strided(spec.size, spec.stride)
+    return out.to(spec.device) if spec.device != "cpu" else out
+
+

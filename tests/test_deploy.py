@@ -1,0 +1,184 @@
+"""Serving from a store ``kiln run`` filled: ``Store.load_model`` by name, with no capture and
+no compile, and misses that say what differs (``storage.deploy``)."""
+from __future__ import annotations
+
+import dataclasses
+import json
+import re
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+import torch
+
+from compiler.convention import CallConvention
+from pipeline.zoo import tiny
+from storage import Store
+from storage.deploy import ModelMissError, Wanted, choose, explain
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+@pytest.fixture(scope="module")
+def baked(tmp_path_factory) -> Path:
+    """A store ``kiln run configs/zoo-tiny.toml`` filled (cpu and sm_90 modules)."""
+    root = tmp_path_factory.mktemp("deploy") / "store"
+    run = subprocess.run([sys.executable, "-m", "pipeline.cli", "run",
+                          str(ROOT / "configs" / "zoo-tiny.toml"), "--store", str(root)],
+                         cwd=ROOT, capture_output=True, text=True, timeout=600)
+    assert run.returncode == 0, run.stdout[-2000:] + run.stderr[-2000:]
+    return root
+
+
+# What serving must never do; each raises if called (the fresh process below patches them).
+_FORBID = """
+import subprocess, torch, triton
+import compiler.capture, compiler.api
+from compiler.kernels import precompile
+def forbidden(what):
+    def fail(*args, **kwargs):
+        raise AssertionError(f"serving called {what}")
+    return fail
+torch.export.export = forbidden("torch.export.export")
+compiler.capture.capture_module = forbidden("kiln's capture")
+compiler.api.capture_module = forbidden("kiln's capture")
+triton.compile = forbidden("triton.compile")
+precompile.CompilePool.__init__ = forbidden("the compile pool")
+_popen = subprocess.Popen.__init__
+def no_compiler(self, args, *rest, **kwargs):
+    if any(tool in str(args) for tool in ("gcc", "cc1", "clang")):
+        raise AssertionError("serving ran a C compiler")
+    return _popen(self, args, *rest, **kwargs)
+subprocess.Popen.__init__ = no_compiler
+"""
+
+
+@pytest.mark.parametrize("name", ["mlp", "convnet", "transformer_block"])
+def test_a_fresh_process_loads_by_name_and_matches_eager(baked, name):
+    script = _FORBID + textwrap.dedent(f"""
+        import storage
+        from pipeline.zoo import tiny
+        module, args = tiny.{name}()
+        model = storage.Store({str(baked)!r}).load_model({name!r}, module)
+        assert model.cache_hit
+        with torch.no_grad():
+            for seed in (1, 2):
+                torch.manual_seed(seed)
+                fresh = tuple(torch.randn_like(a) for a in args)
+                torch.testing.assert_close(model(*fresh), module(*fresh), rtol=1e-4, atol=1e-5)
+        print("ok", model.kernel_count)
+        """)
+    out = subprocess.run([sys.executable, "-c", script], cwd=ROOT, capture_output=True,
+                         text=True, timeout=300)
+    assert out.returncode == 0, out.stderr[-3000:]
+    assert out.stdout.split()[0] == "ok" and int(out.stdout.split()[1]) >= 1
+
+
+def test_the_loaded_model_uses_the_live_weights(baked):
+    module, (x,) = tiny.mlp()
+    model = Store(baked).load_model("mlp", module)
+    with torch.no_grad():
+        module.fc2.weight.mul_(2.0)
+        torch.testing.assert_close(model(x), module(x), rtol=1e-4, atol=1e-5)
+
+
+def _here(**changes) -> Wanted:
+    return dataclasses.replace(Wanted.here("cpu", tiny.mlp()[0]), **changes)
+
+
+def test_no_such_name_lists_what_the_store_holds(baked):
+    with pytest.raises(ModelMissError, match=r"no model named 'resnet' .*holds convnet, mlp, "
+                                             r"transformer_block"):
+        Store(baked).load_model("resnet", tiny.mlp()[0])
+
+
+@pytest.mark.parametrize("change, message", [
+    ({"torch": "9.9.0"}, r"stored by torch 2\.\d+\.\d+\S*, running torch 9\.9\.0"),
+    ({"triton": "0.1"}, r"stored by Triton \S+, running Triton 0\.1"),
+    ({"kiln": "9.0.0"}, r"stored by kiln 0\.1\.0, running kiln 9\.0\.0"),
+    ({"target": "cuda", "arch": "sm_80", "device_name": "NVIDIA A100"},
+     r"stored for sm_90, this GPU is sm_80"),
+    ({"dtypes": (("fc1.weight", "torch.float64"),)},
+     r"stored for float32 parameters, the module's are float64 \(fc1\.weight\)"),
+])
+def test_every_kind_of_miss_names_the_difference(baked, change, message):
+    store, wanted = Store(baked), _here(**change)
+    row, rows = choose(store, "mlp", wanted)
+    assert row is None
+    text = explain(store, "mlp", wanted, rows)
+    assert "is stored, but not for this process" in text
+    assert re.search(message, text), text
+
+
+def test_a_module_of_another_dtype_is_a_miss_naming_the_parameter(baked):
+    module = tiny.mlp()[0].double()
+    with pytest.raises(ModelMissError, match=r"float64 \(fc1\.weight\)"):
+        Store(baked).load_model("mlp", module)
+
+
+def test_a_parameter_of_another_shape_is_refused_by_name(baked):
+    module = tiny.MLP(features=64, hidden=96).eval()
+    with pytest.raises(ModelMissError, match=r"fc1\.weight.*\[96, 64\].*\[128, 64\]"):
+        Store(baked).load_model("mlp", module)
+
+
+def test_a_flipped_byte_in_the_wrapper_is_refused_before_it_runs(baked, tmp_path):
+    import shutil
+    copy = tmp_path / "store"
+    shutil.copytree(baked, copy)
+    store = Store(copy)
+    row, _ = choose(store, "mlp", _here())
+    marker = tmp_path / "ran"
+    for path in sorted((copy / "modules").glob("*.parquet")):
+        table = pq.read_table(path)
+        keys = table.column("module_key").to_pylist()
+        if row["module_key"] not in keys:
+            continue
+        sources = table.column("source").to_pylist()
+        k = keys.index(row["module_key"])
+        # the edit would run at import: write a file
+        sources[k] = sources[k].replace("import torch\n",
+                                        f"import torch\nopen({str(marker)!r}, 'w')\n", 1)
+        table = table.set_column(table.schema.get_field_index("source"), "source",
+                                 pa.array(sources, pa.string()))
+        pq.write_table(table, path)
+    with pytest.warns(Warning), pytest.raises(ModelMissError):
+        store.load_model("mlp", tiny.mlp()[0])
+    assert not marker.exists()
+
+
+def test_the_calling_convention_round_trips_through_json():
+    from compiler.capture import capture_module
+
+    class KwModel(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.lin = torch.nn.Linear(4, 4)
+            self.table = torch.arange(6.0).reshape(2, 3)     # a lifted constant
+
+        def forward(self, x, *, scale):
+            return {"y": self.lin(x) * scale.sum(), "t": self.table + 1}
+
+    module = KwModel().eval()
+    x, scale = torch.randn(2, 4), torch.randn(3)
+    captured = capture_module(module, (x,), {"scale": scale})
+    back = CallConvention.from_json(captured.convention.to_json(), module)
+    assert back.inputs == captured.inputs and back.in_spec == captured.in_spec
+    assert back.out_spec == captured.out_spec
+    assert captured.constants and all(torch.equal(back.constants[k], v)
+                                      for k, v in captured.constants.items())
+    flat = back.flatten_call(module, (x,), {"scale": scale})
+    out = back.finish_call(module, captured.gm(*flat))
+    ref = module(x, scale=scale)
+    torch.testing.assert_close(out["y"], ref["y"])
+    torch.testing.assert_close(out["t"], ref["t"])
+
+
+def test_modules_name_their_model_and_keep_their_call(baked):
+    rows = Store(baked).query("modules", columns=["model", "meta_json"]).to_pylist()
+    assert {r["model"] for r in rows} == {"mlp", "convnet", "transformer_block"}
+    assert all(json.loads(r["meta_json"])["call"] for r in rows)
