@@ -15,7 +15,7 @@ from __future__ import annotations
 import sympy
 import torch
 
-from ..ir import Const, Expr, IndexExpr, Load, Op, TensorValue, index_symbols
+from ..ir import Const, Expr, IndexExpr, Load, Op, TensorValue, bind_indirect, index_symbols
 from ..sizevars import FloorDiv
 from . import Registry
 from .common import SUPPORTED_DTYPES, broadcast_shapes, cast_expr, expand_to, normalize_dim
@@ -171,7 +171,11 @@ def _indices_ok(*positions):
 
 def _gather_load(ctx, x: TensorValue, index_for_dim: dict, plain: dict, size) -> Expr:
     """Load of ``x`` where dims in ``index_for_dim`` take data-dependent values."""
-    ref = ctx.buffer_ref(x)
+    if isinstance(x.body, Load) and x.body.indirect:
+        composed = _gather_of_gather(x, index_for_dim, plain)
+        if composed is not None:
+            return composed
+    ref = ctx.buffer_ref(x)   # a gather of a gather that cannot compose is realized here
     offset = ref.offset
     binds = []
     for d in range(x.ndim):
@@ -182,6 +186,16 @@ def _gather_load(ctx, x: TensorValue, index_for_dim: dict, plain: dict, size) ->
         else:
             offset = offset + ref.stride[d] * plain[d]
     return Load(ref.name, offset, x.dtype, tuple(binds))
+
+
+def _gather_of_gather(x: TensorValue, index_for_dim: dict, plain: dict) -> Expr | None:
+    """A gather from a value that is itself a gather (a roll of a roll: two index_selects)
+    as one load binding both loaded indices, or None where that cannot be expressed. The
+    inner load's offset is no strided view of its buffer: it names the inner gather's index
+    symbols, which only that load's binding defines."""
+    syms = {d: sympy.Dummy(f"ind{d}", integer=True) for d in index_for_dim}
+    body = x.load([syms[d] if d in syms else plain[d] for d in range(x.ndim)])
+    return bind_indirect(body, tuple((syms[d], index_for_dim[d]) for d in sorted(syms)))
 
 
 @REGISTRY.register(aten.embedding.default, supports=_indices_ok(1))
