@@ -52,6 +52,8 @@ def _identity(rtype: str, dtype) -> str:
         return "1"
     if dtype.is_floating_point:
         return 'float("-inf")' if rtype in ("max", "argmax") else 'float("inf")'
+    if dtype == torch.bool:    # no iinfo: False is the least bool, True the greatest
+        return "0" if rtype in ("max", "argmax") else "1"
     info = torch.iinfo(dtype)
     return str(info.min if rtype in ("max", "argmax") else info.max)
 
