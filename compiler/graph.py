@@ -33,8 +33,8 @@ import torch.fx
 from .config import CompilerOptions
 from .codegen.traffic import load_elements
 from .ir import (BufferRef, ComputedBuffer, ConstantBuffer, Const, ExternKernel, InputBuffer,
-                 Layout, Load, ReductionBuffer, TensorValue, contiguous_strides, count_reads_and_ops,
-                 index_symbols, loads_of)
+                 Layout, Load, ReductionBuffer, TensorValue, contiguous_strides,
+                 count_reads_and_ops, index_symbols, loads_of)
 from .lowering import LoweringTable
 from .lowering.common import SUPPORTED_DTYPES, channels_last_strides, expand_to
 from .lowering.common import sym_size as sym
@@ -144,7 +144,10 @@ class GraphLowering(torch.fx.Interpreter):
             raise LoweringError(f"lowering node {n.name} ({n.format_node()}) failed: "
                                 f"{type(exc).__name__}: {exc}") from exc
         if isinstance(result, TensorValue):
-            result = self._maybe_realize_shared(n, result)
+            result = self._maybe_realize_shared(n, _without_elements(result))
+        elif isinstance(result, tuple):
+            result = tuple(_without_elements(v) if isinstance(v, TensorValue) else v
+                           for v in result)
         return result
 
     def _maybe_realize_shared(self, n, value: TensorValue) -> TensorValue:
@@ -183,23 +186,24 @@ class GraphLowering(torch.fx.Interpreter):
                 and is_dense(val.shape, val.stride()):
             stride = _sym_tuple(val.stride())
         layout = Layout(value.device, value.dtype, tuple(size), stride)
-        name = self.new_name("buf")
-        self.operations.append(ComputedBuffer(name, layout, value.body))
-        return self._load_buffer(name, layout)
+        return self.append_buffer(ComputedBuffer(self.new_name("buf"), layout, value.body))
 
     def realize_reduction(self, size, body, reduction_ranges, rtype, dtype, device,
                           src_size=(), reduced_dims=(), out_dims=()) -> TensorValue:
         """A new ReductionBuffer (contiguous output) holding ``rtype`` of ``body``."""
         layout = Layout(device, dtype, tuple(size), contiguous_strides(size))
-        name = self.new_name("buf")
-        self.operations.append(ReductionBuffer(name, layout, body, tuple(reduction_ranges), rtype,
-                                               tuple(src_size), tuple(reduced_dims),
-                                               tuple(out_dims)))
-        return self._load_buffer(name, layout)
+        return self.append_buffer(ReductionBuffer(
+            self.new_name("buf"), layout, body, tuple(reduction_ranges), rtype, tuple(src_size),
+            tuple(reduced_dims), tuple(out_dims)))
 
-    def append_buffer(self, buf: ComputedBuffer) -> TensorValue:
-        """Append a buffer a lowering built itself (a scan, a scatter's copy) and load it."""
-        self.operations.append(buf)
+    def append_buffer(self, buf: ComputedBuffer | ReductionBuffer) -> TensorValue:
+        """Append a buffer a lowering built itself (a scan, a scatter's copy) and load it.
+        A buffer of no elements is only allocated: there is nothing for a kernel to compute
+        (and a kernel over a zero-size dim would divide by it to index)."""
+        if _static_numel(buf.layout.size) == 0:
+            self.operations.append(_allocation(buf.name, buf.layout))
+        else:
+            self.operations.append(buf)
         return self._load_buffer(buf.name, buf.layout)
 
     def mutated_input(self, node: torch.fx.Node) -> tuple[InputBuffer, torch.fx.Node] | None:
@@ -416,6 +420,35 @@ class GraphLowering(torch.fx.Interpreter):
             eager = want if is_dense(val.shape, val.stride()) else None
             ref = self._as_ref(self.realize(value, node_arg, stride=eager))
         return OutputValue(ref)
+
+
+def _static_numel(size) -> int | None:
+    """The number of elements, when every size is known at compile time. (nonzero's result
+    of size (u0, 0) is empty too, but only the op knows its shape: it stays the op's.)"""
+    size = [sympy.sympify(s) for s in size]
+    return int(sympy.Mul(*size)) if all(s.is_Integer for s in size) else None
+
+
+def _without_elements(value: TensorValue) -> TensorValue:
+    """A value of no elements reads nothing: its body becomes a constant, so no load of an
+    empty buffer and no index arithmetic over a zero-size dim survives into a kernel.
+
+    >>> v = TensorValue(torch.float32, "cpu", (sympy.Integer(0), sympy.Integer(3)),
+    ...                 Load("arg0", sympy.Symbol("i1"), torch.float32))
+    >>> _without_elements(v).body
+    Const(value=0, dtype=torch.float32)
+    """
+    if _static_numel(value.size) == 0 and not isinstance(value.body, Const):
+        return TensorValue(value.dtype, value.device, value.size, Const(0, value.dtype))
+    return value
+
+
+def _allocation(name: str, layout: Layout) -> ExternKernel:
+    """``torch.empty_strided`` for a buffer of no elements (no kernel, no fallback)."""
+    args = (tuple(layout.size), tuple(layout.stride))
+    kwargs = (("dtype", layout.dtype), ("device", torch.device(layout.device)))
+    return ExternKernel((name,), (layout,), "aten.empty_strided.default", args, kwargs,
+                        is_fallback=False, tuple_result=False)
 
 
 def _reads_fewer_bytes(realized: TensorValue, value: TensorValue) -> bool:

@@ -68,6 +68,8 @@ def _dtype_ok(node) -> bool:
 def lower_cat(ctx, tensors, dim=0):
     dtype, device, size = _out(ctx)
     tensors = [t for t in tensors if not (t.ndim == 1 and t.size[0] == 0)]  # legacy empties
+    if not tensors:    # only empties: the result has no elements either
+        return TensorValue(dtype, device, size, Const(0, dtype))
     dim = normalize_dim(dim, len(size))
     i = index_symbols(len(size))
     pieces, start = [], 0
