@@ -443,8 +443,10 @@ class _Emitter:
         if value is not None and node.reduction_type in ("argmax", "argmin") \
                 and self.plan.bodies[k].dtype.is_floating_point:
             # eager's arg-reductions pick the first NaN; Triton's combine never does
-            code.line(f"nanpos{k} = tl.reduce(tl.where(mask & ({value} != {value}), rindex, "
-                      f"rnumel), 1, tl.standard._elementwise_min, keep_dims=True)")
+            # a select, not `mask & (...)`: the interpreter cannot & a scalar comparison
+            nan_at = f"tl.where({value} != {value}, rindex, rnumel)"
+            code.line(f"nanpos{k} = tl.reduce(tl.where(mask, {nan_at}, rnumel), 1, "
+                      f"tl.standard._elementwise_min, keep_dims=True)")
             code.line(f"red{k} = tl.where(nanpos{k} < rnumel, nanpos{k}, red{k})")
         if nan:
             code.line(f"hasnan{k} = tl.reduce(nan{k}.to(tl.int8), 1, tl.standard._elementwise_max, "
