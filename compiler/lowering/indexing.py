@@ -222,6 +222,8 @@ def lower_gather(ctx, x, dim, index, sparse_grad=False):
 @REGISTRY.register(aten.index_select.default, supports=_indices_ok(2))
 def lower_index_select(ctx, x, dim, index):
     dtype, device, size = _out(ctx)
+    if x.ndim == 0:    # eager: a 0-d tensor has one element, which every valid index picks
+        return TensorValue(dtype, device, size, x.body)
     dim = normalize_dim(dim, x.ndim)
     i = index_symbols(len(size))
     value = wrap_index(index.load([i[dim]]), x.size[dim])

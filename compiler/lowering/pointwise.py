@@ -238,6 +238,7 @@ def _pow_ok(node) -> bool:
                    supports=_pow_ok)
 def lower_pow(ctx, base, exponent):
     if is_tensor(base) and not base.dtype.is_floating_point and isinstance(exponent, int):
+        base = to_dtype(base, ctx.meta_val().dtype)   # bool ** 2 is int64 in eager
         out = pointwise("mul", base, 0) if exponent == 0 else base
         out = pointwise("add", out, 1) if exponent == 0 else out
         for _ in range(max(exponent - 1, 0)):
@@ -276,6 +277,8 @@ def lower_clamp(ctx, x, lo=None, hi=None):
     if target == aten.hardtanh.default:
         lo = -1.0 if lo is None else lo
         hi = 1.0 if hi is None else hi
+        if not x.dtype.is_floating_point:   # eager truncates the bounds to the int type
+            lo, hi = int(lo), int(hi)
     _, result = promote([x, lo, hi], P.DEFAULT)
     out = to_dtype(x, result)
     if lo is not None:
