@@ -362,6 +362,8 @@ class GraphLowering(torch.fx.Interpreter):
         val = self.meta_val()
         if isinstance(val, (torch.SymInt, int)) and not isinstance(val, bool):
             return sym(val)          # size arithmetic (sym_size, mul of sizes): just sympy
+        if isinstance(val, torch.SymBool):
+            return val.node.expr     # a size comparison (u0 >= 0) that only feeds an assert
         if target in SHAPE_ASSERTS:
             return None              # export's runtime asserts: the input checks cover them
         for v in _tensor_vals(self.node):
