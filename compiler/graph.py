@@ -371,6 +371,8 @@ class GraphLowering(torch.fx.Interpreter):
         if target is torch.ops.aten.copy_.default and self.node.args[0] in self._placeholder_inputs:
             self.mutations.append((self._placeholder_inputs[self.node.args[0]], args[1]))
             return args[1]
+        if _only_empty_tensors(val):   # nothing to compute: no lowering, no fallback either
+            return _empty_values(val)
         lowering = self.lowerings.lookup(target)
         if lowering is not None and lowering.applies(self.node):
             return lowering.fn(self, *args, **kwargs)
@@ -443,6 +445,21 @@ def _without_elements(value: TensorValue) -> TensorValue:
     if _static_numel(value.size) == 0 and not isinstance(value.body, Const):
         return TensorValue(value.dtype, value.device, value.size, Const(0, value.dtype))
     return value
+
+
+def _only_empty_tensors(val) -> bool:
+    """A node's result is one or more tensors, each of no elements (static sizes)."""
+    vals = list(val) if isinstance(val, (tuple, list)) else [val]
+    return all(isinstance(v, torch.Tensor) and _static_numel(_sym_tuple(v.shape)) == 0
+               for v in vals)
+
+
+def _empty_values(val):
+    """The lazy values of a result of no elements: constants of its dtypes and sizes (an
+    op over nothing may still divide by zero or index a zero-size dim at compile time)."""
+    def empty(v):
+        return TensorValue(v.dtype, v.device.type, _sym_tuple(v.shape), Const(0, v.dtype))
+    return tuple(empty(v) for v in val) if isinstance(val, (tuple, list)) else empty(val)
 
 
 def _allocation(name: str, layout: Layout) -> ExternKernel:

@@ -212,6 +212,8 @@ def lower_embedding(ctx, weight, indices, padding_idx=-1, scale_grad_by_freq=Fal
 @REGISTRY.register(aten.gather.default, supports=_indices_ok(2))
 def lower_gather(ctx, x, dim, index, sparse_grad=False):
     dtype, device, size = _out(ctx)
+    if x.ndim == 0:    # its one element, which every valid index picks
+        return TensorValue(dtype, device, size, x.body)
     dim = normalize_dim(dim, x.ndim)
     i = index_symbols(len(size))
     value = wrap_index(index.load(i), x.size[dim])

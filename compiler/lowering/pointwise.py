@@ -368,6 +368,8 @@ def lower_arange(ctx, *args, **kwargs):
     nums = [a for a in args if isinstance(a, (int, float))]
     start, step = (0, 1) if len(nums) == 1 else (nums[0], nums[2] if len(nums) > 2 else 1)
     i0 = ctx.index_symbols(1)[0]
+    if not val.dtype.is_floating_point:   # eager casts the bounds to the int dtype first
+        start, step = int(start), int(step)
     if val.dtype.is_floating_point or isinstance(start, float) or isinstance(step, float):
         # eager computes start + i * step in double, then casts
         idx = Op("to_dtype", (IndexExpr(i0),), torch.float64, (True,))
