@@ -292,6 +292,9 @@ class GraphLowering(torch.fx.Interpreter):
         ref_kwargs = tuple((k, self._refs(node.kwargs[k], v)) for k, v in kwargs.items())
         val = self.meta_val()
         vals = list(val) if isinstance(val, (tuple, list)) else [val]
+        for v in vals:   # a size the op's data decides (nonzero's u0): the module is dynamic
+            if isinstance(v, torch.Tensor):
+                self._note_ranges(v)
         names = tuple(self.new_name("buf") if isinstance(v, torch.Tensor) else None for v in vals)
         layouts = tuple(layout_of(v) if isinstance(v, torch.Tensor) else None for v in vals)
         if out_stride is not None:

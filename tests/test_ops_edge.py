@@ -217,9 +217,11 @@ def test_index_put_with_a_bool_mask_falls_back_once():
 ])
 def test_data_dependent_ops_fall_back_once_and_their_users_lower(op, aten):
     """The result's size is bound in the wrapper from the result itself (it was a NameError,
-    ``u0``), so the kernels that read it still lower."""
+    ``u0``), so the kernels that read it still lower; the module counts as dynamic (on a GPU:
+    no launches specialized on sizes, no CUDA graphs)."""
     compiled = _check(lambda x: (op(x) * 2 + 1, x.sum()), [((4, 6), F32)], fallbacks=(aten,))
     assert compiled.kernel_count >= 2
+    assert compiled.size_ranges, "a data-dependent size is not in the module's size ranges"
 
 
 def test_nonzero_in_a_module_through_export():
