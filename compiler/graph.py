@@ -262,7 +262,7 @@ class GraphLowering(torch.fx.Interpreter):
         body = value.body
         if not isinstance(body, Load) or body.dtype != value.dtype:
             return None
-        if {sym for sym, _ in body.indirect} & body.index.free_symbols:
+        if {sym for sym, _ in body.indirect} & sympy.sympify(body.index).free_symbols:
             return None   # a gather: its offset depends on loaded data, not a strided view
         coeffs = affine_coefficients(body.index, index_symbols(value.ndim))
         if coeffs is None:
