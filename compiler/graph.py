@@ -33,8 +33,8 @@ import torch.fx
 from .config import CompilerOptions
 from .traffic import load_elements
 from .ir import (BufferRef, ComputedBuffer, ConstantBuffer, Const, ExternKernel, InputBuffer,
-                 Layout, Load, ReductionBuffer, TensorValue, contiguous_strides, count_reads_and_ops,
-                 index_symbols, loads_of)
+                 Layout, Load, ReductionBuffer, TensorValue, contiguous_strides,
+                 count_reads_and_ops, index_symbols, loads_of)
 from .lowering import LoweringTable
 from .lowering.common import SUPPORTED_DTYPES, channels_last_strides, expand_to
 from .lowering.common import sym_size as sym
@@ -154,7 +154,10 @@ class GraphLowering(torch.fx.Interpreter):
             raise LoweringError(f"lowering node {n.name} ({n.format_node()}) failed: "
                                 f"{type(exc).__name__}: {exc}") from exc
         if isinstance(result, TensorValue):
-            result = self._maybe_realize_shared(n, result)
+            result = self._maybe_realize_shared(n, _without_elements(result))
+        elif isinstance(result, tuple):
+            result = tuple(_without_elements(v) if isinstance(v, TensorValue) else v
+                           for v in result)
         return result
 
     def _maybe_realize_shared(self, n, value: TensorValue) -> TensorValue:
@@ -193,23 +196,24 @@ class GraphLowering(torch.fx.Interpreter):
                 and is_dense(val.shape, val.stride()):
             stride = _sym_tuple(val.stride())
         layout = Layout(value.device, value.dtype, tuple(size), stride)
-        name = self.new_name("buf")
-        self.operations.append(ComputedBuffer(name, layout, value.body))
-        return self._load_buffer(name, layout)
+        return self.append_buffer(ComputedBuffer(self.new_name("buf"), layout, value.body))
 
     def realize_reduction(self, size, body, reduction_ranges, rtype, dtype, device,
                           src_size=(), reduced_dims=(), out_dims=()) -> TensorValue:
         """A new ReductionBuffer (contiguous output) holding ``rtype`` of ``body``."""
         layout = Layout(device, dtype, tuple(size), contiguous_strides(size))
-        name = self.new_name("buf")
-        self.operations.append(ReductionBuffer(name, layout, body, tuple(reduction_ranges), rtype,
-                                               tuple(src_size), tuple(reduced_dims),
-                                               tuple(out_dims)))
-        return self._load_buffer(name, layout)
+        return self.append_buffer(ReductionBuffer(
+            self.new_name("buf"), layout, body, tuple(reduction_ranges), rtype, tuple(src_size),
+            tuple(reduced_dims), tuple(out_dims)))
 
-    def append_buffer(self, buf: ComputedBuffer) -> TensorValue:
-        """Append a buffer a lowering built itself (a scan, a scatter's copy) and load it."""
-        self.operations.append(buf)
+    def append_buffer(self, buf: ComputedBuffer | ReductionBuffer) -> TensorValue:
+        """Append a buffer a lowering built itself (a scan, a scatter's copy) and load it.
+        A buffer of no elements is only allocated: there is nothing for a kernel to compute
+        (and a kernel over a zero-size dim would divide by it to index)."""
+        if _static_numel(buf.layout.size) == 0:
+            self.operations.append(_allocation(buf.name, buf.layout))
+        else:
+            self.operations.append(buf)
         return self._load_buffer(buf.name, buf.layout)
 
     def mutated_input(self, node: torch.fx.Node) -> tuple[InputBuffer, torch.fx.Node] | None:
@@ -271,6 +275,8 @@ class GraphLowering(torch.fx.Interpreter):
         body = value.body
         if not isinstance(body, Load) or body.dtype != value.dtype:
             return None
+        if {sym for sym, _ in body.indirect} & sympy.sympify(body.index).free_symbols:
+            return None   # a gather: its offset depends on loaded data, not a strided view
         coeffs = affine_coefficients(body.index, index_symbols(value.ndim))
         if coeffs is None:
             return None
@@ -299,6 +305,9 @@ class GraphLowering(torch.fx.Interpreter):
         ref_kwargs = tuple((k, self._refs(node.kwargs[k], v)) for k, v in kwargs.items())
         val = self.meta_val()
         vals = list(val) if isinstance(val, (tuple, list)) else [val]
+        for v in vals:   # a size the op's data decides (nonzero's u0): the module is dynamic
+            if isinstance(v, torch.Tensor):
+                self._note_ranges(v)
         names = tuple(self.new_name("buf") if isinstance(v, torch.Tensor) else None for v in vals)
         layouts = tuple(layout_of(v) if isinstance(v, torch.Tensor) else None for v in vals)
         if out_stride is not None:
@@ -369,6 +378,8 @@ class GraphLowering(torch.fx.Interpreter):
         val = self.meta_val()
         if isinstance(val, (torch.SymInt, int)) and not isinstance(val, bool):
             return sym(val)          # size arithmetic (sym_size, mul of sizes): just sympy
+        if isinstance(val, torch.SymBool):
+            return val.node.expr     # a size comparison (u0 >= 0) that only feeds an assert
         if target in SHAPE_ASSERTS:
             return None              # export's runtime asserts: the input checks cover them
         for v in _tensor_vals(self.node):
@@ -376,6 +387,8 @@ class GraphLowering(torch.fx.Interpreter):
         if target is torch.ops.aten.copy_.default and self.node.args[0] in self._placeholder_inputs:
             self.mutations.append((self._placeholder_inputs[self.node.args[0]], args[1]))
             return args[1]
+        if _only_empty_tensors(val):   # nothing to compute: no lowering, no fallback either
+            return _empty_values(val)
         lowering = self.lowerings.lookup(target)
         if lowering is not None and lowering.applies(self.node):
             return lowering.fn(self, *args, **kwargs)
@@ -427,6 +440,50 @@ class GraphLowering(torch.fx.Interpreter):
             eager = want if is_dense(val.shape, val.stride()) else None
             ref = self._as_ref(self.realize(value, node_arg, stride=eager))
         return OutputValue(ref)
+
+
+def _static_numel(size) -> int | None:
+    """The number of elements, when every size is known at compile time. (nonzero's result
+    of size (u0, 0) is empty too, but only the op knows its shape: it stays the op's.)"""
+    size = [sympy.sympify(s) for s in size]
+    return int(sympy.Mul(*size)) if all(s.is_Integer for s in size) else None
+
+
+def _without_elements(value: TensorValue) -> TensorValue:
+    """A value of no elements reads nothing: its body becomes a constant, so no load of an
+    empty buffer and no index arithmetic over a zero-size dim survives into a kernel.
+
+    >>> v = TensorValue(torch.float32, "cpu", (sympy.Integer(0), sympy.Integer(3)),
+    ...                 Load("arg0", sympy.Symbol("i1"), torch.float32))
+    >>> _without_elements(v).body
+    Const(value=0, dtype=torch.float32)
+    """
+    if _static_numel(value.size) == 0 and not isinstance(value.body, Const):
+        return TensorValue(value.dtype, value.device, value.size, Const(0, value.dtype))
+    return value
+
+
+def _only_empty_tensors(val) -> bool:
+    """A node's result is one or more tensors, each of no elements (static sizes)."""
+    vals = list(val) if isinstance(val, (tuple, list)) else [val]
+    return all(isinstance(v, torch.Tensor) and _static_numel(_sym_tuple(v.shape)) == 0
+               for v in vals)
+
+
+def _empty_values(val):
+    """The lazy values of a result of no elements: constants of its dtypes and sizes (an
+    op over nothing may still divide by zero or index a zero-size dim at compile time)."""
+    def empty(v):
+        return TensorValue(v.dtype, v.device.type, _sym_tuple(v.shape), Const(0, v.dtype))
+    return tuple(empty(v) for v in val) if isinstance(val, (tuple, list)) else empty(val)
+
+
+def _allocation(name: str, layout: Layout) -> ExternKernel:
+    """``torch.empty_strided`` for a buffer of no elements (no kernel, no fallback)."""
+    args = (tuple(layout.size), tuple(layout.stride))
+    kwargs = (("dtype", layout.dtype), ("device", torch.device(layout.device)))
+    return ExternKernel((name,), (layout,), "aten.empty_strided.default", args, kwargs,
+                        is_fallback=False, tuple_result=False)
 
 
 def _reads_fewer_bytes(realized: TensorValue, value: TensorValue) -> bool:

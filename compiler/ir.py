@@ -127,6 +127,47 @@ def substitute(expr: Expr, mapping: dict) -> Expr:
     return map_indices(expr, lambda index: index.xreplace(mapping))
 
 
+def bind_indirect(expr: Expr, binds: tuple) -> Expr | None:
+    """``expr`` with each ``(symbol, value)`` of ``binds`` bound in every load whose offset
+    uses the symbol, or None where an ``IndexExpr`` uses one (it has nowhere to bind it).
+
+    A symbol of ``Load.indirect`` is defined only by the load binding it: an offset that
+    names it without the binding reads an undefined variable in the kernel. Composing a
+    gather with a lazy value (a roll of a roll) substitutes the gathered index symbols into
+    every load of that value, so each of those loads must carry the binding.
+
+    Example:
+        >>> import sympy, torch
+        >>> k, i0 = sympy.Dummy("ind0", integer=True), index_symbol("i", 0)
+        >>> idx = Load("arg1", i0, torch.int64)
+        >>> bound = bind_indirect(Op("neg", (Load("arg0", 4 * k, torch.float32),), torch.float32),
+        ...                       ((k, idx),))
+        >>> bound.args[0].indirect == ((k, idx),)
+        True
+        >>> bind_indirect(IndexExpr(k), ((k, idx),)) is None
+        True
+    """
+    syms = {s for s, _ in binds}
+    if any(isinstance(n, IndexExpr) and sympy.sympify(n.index).free_symbols & syms
+           for n in walk(expr)):
+        return None
+    memo: dict[int, Expr] = {}
+
+    def go(e: Expr) -> Expr:
+        if id(e) not in memo:
+            out = e
+            if isinstance(e, Op):
+                out = dataclasses.replace(e, args=tuple(go(a) for a in e.args))
+            elif isinstance(e, Load):
+                used = sympy.sympify(e.index).free_symbols & syms
+                own = tuple((s, go(v)) for s, v in e.indirect)
+                out = dataclasses.replace(e, indirect=own + tuple(b for b in binds if b[0] in used))
+            memo[id(e)] = out
+        return memo[id(e)]
+
+    return go(expr)
+
+
 def children(e: Expr) -> tuple[Expr, ...]:
     if isinstance(e, Op):
         return e.args

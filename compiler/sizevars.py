@@ -239,6 +239,12 @@ class TritonPrinter(StrPrinter):
     def _print_Mul(self, expr):
         return "*".join(self.parenthesize(a, 50) for a in expr.as_ordered_factors())
 
+    def _print_Max(self, expr):   # a data-dependent stride, Max(1, u0): Python's max
+        return f"max({', '.join(self._print(a) for a in expr.args)})"
+
+    def _print_Min(self, expr):
+        return f"min({', '.join(self._print(a) for a in expr.args)})"
+
 
 def texpr(expr: sympy.Expr) -> str:
     """Triton source for an index expression."""

@@ -452,6 +452,25 @@ case("index_tensor_dim1", lambda a, i: a[:, i], (X, Arg("index5", torch.int64)),
 case("index_tensor_pair", lambda a, i, j: a[i, j], (X, Arg("index4", torch.int64),
                                                     Arg("index6", torch.int64)),
      ((S(4, 6), S(5, 1), S(3)),), tol="exact")
+# A gather of a gather: roll over two dims is two index_selects, composed into one load that
+# binds both loaded indices (a roll of the same dim twice cannot compose: it is realized).
+# Swin's shifted windows (roll, pad, window partition) and a gathered extern operand (Swin's
+# relative position bias as sdpa's mask) once read an unbound index variable (issue 13).
+case("roll_2d", lambda a: torch.roll(a, (1, -2), (0, 1)), shapes=((S(5, 7),), (T(6, 5),)),
+     tol="exact")
+case("roll_same_dim_twice", lambda a: a.roll(2, 1).roll(-1, 1) * 2, shapes=((S(4, 7),),),
+     tol="exact")
+case("roll_flat", lambda a: torch.roll(a, 3), shapes=((S(4, 5),),), tol="exact")
+case("roll_window_partition",
+     lambda a, b: (F.pad(torch.roll(a, (-1, -1), (1, 2)), (0, 0, 0, 1, 0, 1))
+                   .view(2, 3, 2, 3, 2, 4).permute(0, 1, 3, 2, 4, 5).reshape(-1, 4) + b),
+     (X, X), ((S(2, 5, 5, 4), S(4)),), tol="exact")
+case("index_select_twice", lambda a, i, j: a.index_select(0, i).index_select(1, j),
+     (X, Arg("index7", torch.int64), Arg("index5", torch.int64)), ((S(7, 5), S(4), S(6)),),
+     tol="exact")
+case("gather_into_extern", lambda a, w, i: a @ w.index_select(0, i).t(),
+     (X, X, Arg("index7", torch.int64)), ((S(3, 5), S(7, 5), S(4)),), kernels="any",
+     tol="approx")
 
 # --- extern: matmuls, convolution and attention run as ATen calls on purpose (no fallback
 # warning); epilogues after them fuse into kernels

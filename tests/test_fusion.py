@@ -222,3 +222,21 @@ def test_reshaped_and_permuted_row_kernels_build_for_sm90(name):
                            if k.endswith("BLOCK") or k == "num_warps"})
         result = build(kernel, config, Target("cuda", 90, 32))
         assert result.status == "ok" and result.cubin[:4] == b"\x7fELF", (kernel.name, result.error)
+
+
+def test_swin_shifted_windows_are_one_kernel():
+    """Swin's cyclic shift (roll over two dims: an index_select of an index_select), its
+    padding and its window partition compose into one load binding both loaded indices,
+    so they fuse with the bias add into one kernel (the inner gather's index symbol once
+    leaked unbound into the outer load: NameError '_ind1' in the kernel)."""
+    def shifted_windows(x, bias):
+        shifted = torch.nn.functional.pad(torch.roll(x, (-2, -2), (1, 2)), (0, 0, 0, 2, 0, 2))
+        windows = shifted.view(2, 2, 4, 2, 4, 8).permute(0, 1, 3, 2, 4, 5).reshape(-1, 16, 8)
+        return (windows + bias,)
+
+    x, bias = torch.randn(2, 6, 6, 8), torch.randn(8)
+    compiled = _compile(shifted_windows, x, bias)
+    assert compiled.kernel_count == 1
+    fresh = torch.randn(2, 6, 6, 8)
+    torch.testing.assert_close(compiled(fresh, bias)[0], shifted_windows(fresh, bias)[0],
+                               rtol=0, atol=0)

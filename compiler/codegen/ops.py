@@ -49,6 +49,21 @@ def literal(value, dtype: torch.dtype) -> str:
     return str(int(value))
 
 
+# Boolean logic as selects, not `&`, `|`, `^`: Triton's interpreter gives a comparison of
+# scalars (a 0-d input, a broadcast value) its operands' type, so broadcasting it to a block
+# turns it into floats that NumPy's bitwise ufuncs refuse. A select is the same on GPUs.
+def _and(x: str, y: str) -> str:
+    return f"tl.where({x}, {y}, False)"
+
+
+def _or(x: str, y: str) -> str:
+    return f"tl.where({x}, True, {y})"
+
+
+def _xor(x: str, y: str) -> str:
+    return f"tl.where({x}, {y} == 0, {y} != 0)"
+
+
 def _is_float(op: Op, k: int = 0) -> bool:
     return op.args[k].dtype.is_floating_point if op.args else op.dtype.is_floating_point
 
@@ -94,7 +109,8 @@ def _div_floor(a, op):
         return f"tl.where({y} == 0, {x} / {y}, tl.where({d} != 0, {f}, {zero}))"
     # Triton's // truncates; Python/torch floor toward -inf
     q = f"({a[0]} // {a[1]})"
-    return f"tl.where((({a[0]} % {a[1]}) != 0) & (({a[0]} < 0) != ({a[1]} < 0)), {q} - 1, {q})"
+    fix = _and(f"({a[0]} % {a[1]}) != 0", f"({a[0]} < 0) != ({a[1]} < 0)")
+    return f"tl.where({fix}, {q} - 1, {q})"
 
 
 def _div_trunc(a, op):
@@ -106,7 +122,7 @@ def _remainder(a, op):
         m = f"libdevice.fmod({a[0]}, {a[1]})"
         return f"tl.where({m} != 0, tl.where(({a[1]} < 0) != ({m} < 0), {m} + {a[1]}, {m}), {m})"
     r = f"({a[0]} % {a[1]})"
-    return f"tl.where(({r} != 0) & (({r} < 0) != ({a[1]} < 0)), {r} + {a[1]}, {r})"
+    return f"tl.where({_and(f'{r} != 0', f'({r} < 0) != ({a[1]} < 0)')}, {r} + {a[1]}, {r})"
 
 
 def _gelu(a, op):
@@ -139,7 +155,7 @@ def _fmax_fmin(cmp):
     def code(a, op):
         # NaN-ignoring: the other argument wins over a NaN (eager's fmax/fmin)
         if _is_float(op):
-            return f"tl.where(({a[1]} != {a[1]}) | ({a[0]} {cmp} {a[1]}), {a[0]}, {a[1]})"
+            return f"tl.where({_or(f'{a[1]} != {a[1]}', f'{a[0]} {cmp} {a[1]}')}, {a[0]}, {a[1]})"
         return f"tl.{'maximum' if cmp == '>' else 'minimum'}({a[0]}, {a[1]})"
     return code
 
@@ -163,7 +179,7 @@ def _lshift(a, op):
     k = _shift_amount(op)
     if k is not None:
         return f"({a[0]} << {k})" if 0 <= k < bits else f"({a[0]} * 0)"
-    return f"tl.where(({a[1]} < 0) | ({a[1]} >= {bits}), 0, {a[0]} << {a[1]})"
+    return f"tl.where({_or(f'{a[1]} < 0', f'{a[1]} >= {bits}')}, 0, {a[0]} << {a[1]})"
 
 
 def _rshift(a, op):
@@ -173,7 +189,8 @@ def _rshift(a, op):
     if op.dtype.is_signed:
         if k is not None:
             return f"({a[0]} >> {bits - 1 if k < 0 or k > bits - 1 else k})"
-        return f"({a[0]} >> tl.where(({a[1]} < 0) | ({a[1]} > {bits - 1}), {bits - 1}, {a[1]}))"
+        out_of_range = _or(f"{a[1]} < 0", f"{a[1]} > {bits - 1}")
+        return f"({a[0]} >> tl.where({out_of_range}, {bits - 1}, {a[1]}))"
     if k is not None:
         return f"({a[0]} >> {k})" if 0 <= k < bits else f"({a[0]} * 0)"
     return f"tl.where({a[1]} >= {bits}, 0, {a[0]} >> {a[1]})"
@@ -183,11 +200,20 @@ def _libdevice(name: str):
     return lambda a, op: f"libdevice.{name}({', '.join(a)})"
 
 
+def _bitwise(logic, operator: str):
+    """An integer bitwise op; on bools the select form (``_and``), which the interpreter
+    runs on scalar comparisons too."""
+    def code(a, op):
+        return logic(a[0], a[1]) if op.dtype == torch.bool else f"({a[0]} {operator} {a[1]})"
+    return code
+
+
 # One snippet per ``OpName`` that computes a value (pseudo-ops are the emitters' business).
 OP_CODE = {
-    OpName.ADD: lambda a, op: f"({a[0]} + {a[1]})",
+    # bool + bool is logical or in eager; int1 arithmetic would wrap (True + True == False)
+    OpName.ADD: lambda a, op: _or(a[0], a[1]) if op.dtype == torch.bool else f"({a[0]} + {a[1]})",
     OpName.SUB: lambda a, op: f"({a[0]} - {a[1]})",
-    OpName.MUL: lambda a, op: f"({a[0]} * {a[1]})",
+    OpName.MUL: lambda a, op: _and(a[0], a[1]) if op.dtype == torch.bool else f"({a[0]} * {a[1]})",
     OpName.TRUEDIV: lambda a, op: f"({a[0]} / {a[1]})",
     OpName.DIV_FLOOR: _div_floor,
     OpName.DIV_TRUNC: _div_trunc,
@@ -235,10 +261,10 @@ OP_CODE = {
     OpName.LOGICAL_NOT: lambda a, op: f"({a[0]} == 0)",
     OpName.LOGICAL_AND: lambda a, op: f"tl.where({a[0]} != 0, {a[1]} != 0, False)",
     OpName.LOGICAL_OR: lambda a, op: f"tl.where({a[0]} != 0, True, {a[1]} != 0)",
-    OpName.LOGICAL_XOR: lambda a, op: f"(({a[0]} != 0) ^ ({a[1]} != 0))",
-    OpName.BITWISE_AND: lambda a, op: f"({a[0]} & {a[1]})",
-    OpName.BITWISE_OR: lambda a, op: f"({a[0]} | {a[1]})",
-    OpName.BITWISE_XOR: lambda a, op: f"({a[0]} ^ {a[1]})",
+    OpName.LOGICAL_XOR: lambda a, op: _xor(f"{a[0]} != 0", f"({a[1]} != 0)"),
+    OpName.BITWISE_AND: _bitwise(_and, "&"),
+    OpName.BITWISE_OR: _bitwise(_or, "|"),
+    OpName.BITWISE_XOR: _bitwise(_xor, "^"),
     OpName.BITWISE_NOT: lambda a, op: f"({a[0]} == 0)" if op.dtype == torch.bool else f"(~{a[0]})",
     OpName.WHERE: lambda a, op: f"tl.where({a[0]}, {a[1]}, {a[2]})",
     OpName.TO_DTYPE: _to_dtype,

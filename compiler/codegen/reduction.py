@@ -50,6 +50,8 @@ def _identity(rtype: str, dtype) -> str:
         return "1"
     if dtype.is_floating_point:
         return 'float("-inf")' if rtype in ("max", "argmax") else 'float("inf")'
+    if dtype == torch.bool:    # no iinfo: False is the least bool, True the greatest
+        return "0" if rtype in ("max", "argmax") else "1"
     info = torch.iinfo(dtype)
     return str(info.min if rtype in ("max", "argmax") else info.max)
 
@@ -435,8 +437,10 @@ class _Emitter:
         if value is not None and node.reduction_type in ("argmax", "argmin") \
                 and self.plan.bodies[k].dtype.is_floating_point:
             # eager's arg-reductions pick the first NaN; Triton's combine never does
-            code.line(f"nanpos{k} = tl.reduce(tl.where(mask & ({value} != {value}), rindex, "
-                      f"rnumel), 1, tl.standard._elementwise_min, keep_dims=True)")
+            # a select, not `mask & (...)`: the interpreter cannot & a scalar comparison
+            nan_at = f"tl.where({value} != {value}, rindex, rnumel)"
+            code.line(f"nanpos{k} = tl.reduce(tl.where(mask, {nan_at}, rnumel), 1, "
+                      f"tl.standard._elementwise_min, keep_dims=True)")
             code.line(f"red{k} = tl.where(nanpos{k} < rnumel, nanpos{k}, red{k})")
         if nan:
             code.line(f"hasnan{k} = tl.reduce(nan{k}.to(tl.int8), 1, tl.standard._elementwise_max, "

@@ -88,7 +88,7 @@ def generate_scatter_kernel(buf: ScatterBuffer, number: int) -> GeneratedKernel:
 def _address(writer: BodyWriter, buf: ScatterBuffer, position, indirect, mask):
     """(flat destination offset, store mask text): loaded indices bound to their names, and
     each data-dependent dim checked against the destination's size."""
-    bound = {sym: sympy.Symbol(writer.value(v), integer=True) for sym, v in indirect}
+    bound = {sym: sympy.Symbol(_lanes(writer, v), integer=True) for sym, v in indirect}
     conds = ["xmask"]
     if mask is not None:
         conds.append(f"({writer.value(mask)})")
@@ -98,6 +98,16 @@ def _address(writer: BodyWriter, buf: ScatterBuffer, position, indirect, mask):
             conds.append(f"({p} >= 0) & ({p} < {texpr(writer.index(size))})")
     offset = writer.index(buf.layout.index(position)).xreplace(bound)
     return offset, " & ".join(conds)
+
+
+def _lanes(writer: BodyWriter, index) -> str:
+    """A loaded index as a block even where one index serves every lane (a single-element
+    index tensor): a scalar address cannot take a block of values in ``tl.store``, and a
+    scalar bounds check cannot be ``&``-ed with the lane mask under the interpreter."""
+    name = writer.value(index)
+    if name in writer.block:
+        return name
+    return writer._assign(("lanes", index), f"tl.broadcast_to({name}, [XBLOCK])", True)
 
 
 def _value_text(writer: BodyWriter, body, buf: ScatterBuffer) -> str:

@@ -224,7 +224,10 @@ class BodyWriter:
         # inside a masked region even a scalar address may be invalid: always mask there
         in_region = self.mask != self.base_mask
         mask = f", {self.mask}{self.other}" if is_block or in_region else ""
-        text = f"tl.load({self.pointer(e.buffer)} + ({texpr(idx)}){mask})"
+        address = f"{self.pointer(e.buffer)} + ({texpr(idx)})"
+        if in_region and not is_block:   # tl.load takes a block mask only with a block address
+            address = f"tl.broadcast_to({address}, ({self.mask}).shape)"
+        text = f"tl.load({address}{mask})"
         if e.dtype in HALF_TYPES:
             text += ".to(tl.float32)"
         return text, is_block or in_region

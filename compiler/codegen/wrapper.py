@@ -16,6 +16,7 @@ from typing import Mapping
 
 import sympy
 import torch
+from torch.fx.experimental.symbolic_shapes import free_unbacked_symbols
 
 from ..graph import LoweredGraph
 from ..ir import BufferRef, ExternKernel, Layout, MatmulTemplate, MutationBuffer
@@ -152,6 +153,13 @@ def _emit_launch(code, spec: GeneratedKernel, cfg: LaunchConfig):
     code.line(f"{spec.name}[{grid}]({', '.join(args + consts)})")
 
 
+def _bind_data_sizes(name: str, layout: Layout) -> list[str]:
+    """``u0 = buf3.shape[0]``: a size only the op's result knows (nonzero, masked_select),
+    bound where that result is made, for the kernels and checks after it."""
+    return [f"{size} = {name}.shape[{d}]" for d, size in enumerate(layout.size)
+            if sympy.sympify(size).is_Symbol and free_unbacked_symbols(sympy.sympify(size))]
+
+
 def _emit_extern(code, op: ExternKernel):
     args = [render_arg(a) for a in op.args] + [f"{k}={render_arg(v)}" for k, v in op.kwargs]
     call = f"torch.ops.{op.kernel}({', '.join(args)})"
@@ -162,6 +170,8 @@ def _emit_extern(code, op: ExternKernel):
         code.line(f"{op.outputs[0]} = {call}")
     for name, layout in zip(op.outputs, op.layouts):
         if name is not None:
+            for line in _bind_data_sizes(name, layout):
+                code.line(line)
             code.line(f"{name} = ensure_strides({name}, {_ints(layout.size)}, {_ints(layout.stride)})")
     unused = [n for n in op.outputs if n is None]
     if unused and op.tuple_result:

@@ -15,7 +15,7 @@ from __future__ import annotations
 import sympy
 import torch
 
-from ..ir import Const, Expr, IndexExpr, Load, Op, TensorValue, index_symbols
+from ..ir import Const, Expr, IndexExpr, Load, Op, TensorValue, bind_indirect, index_symbols
 from ..sizevars import FloorDiv
 from .registry import Registry
 from .common import SUPPORTED_DTYPES, broadcast_shapes, cast_expr, expand_to, normalize_dim
@@ -68,6 +68,8 @@ def _dtype_ok(node) -> bool:
 def lower_cat(ctx, tensors, dim=0):
     dtype, device, size = _out(ctx)
     tensors = [t for t in tensors if not (t.ndim == 1 and t.size[0] == 0)]  # legacy empties
+    if not tensors:    # only empties: the result has no elements either
+        return TensorValue(dtype, device, size, Const(0, dtype))
     dim = normalize_dim(dim, len(size))
     i = index_symbols(len(size))
     pieces, start = [], 0
@@ -171,7 +173,11 @@ def _indices_ok(*positions):
 
 def _gather_load(ctx, x: TensorValue, index_for_dim: dict, plain: dict, size) -> Expr:
     """Load of ``x`` where dims in ``index_for_dim`` take data-dependent values."""
-    ref = ctx.buffer_ref(x)
+    if isinstance(x.body, Load) and x.body.indirect:
+        composed = _gather_of_gather(x, index_for_dim, plain)
+        if composed is not None:
+            return composed
+    ref = ctx.buffer_ref(x)   # a gather of a gather that cannot compose is realized here
     offset = ref.offset
     binds = []
     for d in range(x.ndim):
@@ -182,6 +188,16 @@ def _gather_load(ctx, x: TensorValue, index_for_dim: dict, plain: dict, size) ->
         else:
             offset = offset + ref.stride[d] * plain[d]
     return Load(ref.name, offset, x.dtype, tuple(binds))
+
+
+def _gather_of_gather(x: TensorValue, index_for_dim: dict, plain: dict) -> Expr | None:
+    """A gather from a value that is itself a gather (a roll of a roll: two index_selects)
+    as one load binding both loaded indices, or None where that cannot be expressed. The
+    inner load's offset is no strided view of its buffer: it names the inner gather's index
+    symbols, which only that load's binding defines."""
+    syms = {d: sympy.Dummy(f"ind{d}", integer=True) for d in index_for_dim}
+    body = x.load([syms[d] if d in syms else plain[d] for d in range(x.ndim)])
+    return bind_indirect(body, tuple((syms[d], index_for_dim[d]) for d in sorted(syms)))
 
 
 @REGISTRY.register(aten.embedding.default, supports=_indices_ok(1))
@@ -196,6 +212,8 @@ def lower_embedding(ctx, weight, indices, padding_idx=-1, scale_grad_by_freq=Fal
 @REGISTRY.register(aten.gather.default, supports=_indices_ok(2))
 def lower_gather(ctx, x, dim, index, sparse_grad=False):
     dtype, device, size = _out(ctx)
+    if x.ndim == 0:    # its one element, which every valid index picks
+        return TensorValue(dtype, device, size, x.body)
     dim = normalize_dim(dim, x.ndim)
     i = index_symbols(len(size))
     value = wrap_index(index.load(i), x.size[dim])
@@ -206,6 +224,8 @@ def lower_gather(ctx, x, dim, index, sparse_grad=False):
 @REGISTRY.register(aten.index_select.default, supports=_indices_ok(2))
 def lower_index_select(ctx, x, dim, index):
     dtype, device, size = _out(ctx)
+    if x.ndim == 0:    # eager: a 0-d tensor has one element, which every valid index picks
+        return TensorValue(dtype, device, size, x.body)
     dim = normalize_dim(dim, x.ndim)
     i = index_symbols(len(size))
     value = wrap_index(index.load([i[dim]]), x.size[dim])

@@ -234,6 +234,7 @@ def _pow_ok(node) -> bool:
                    supports=_pow_ok)
 def lower_pow(ctx, base, exponent):
     if is_tensor(base) and not base.dtype.is_floating_point and isinstance(exponent, int):
+        base = to_dtype(base, ctx.meta_val().dtype)   # bool ** 2 is int64 in eager
         out = pointwise("mul", base, 0) if exponent == 0 else base
         out = pointwise("add", out, 1) if exponent == 0 else out
         for _ in range(max(exponent - 1, 0)):
@@ -272,6 +273,8 @@ def lower_clamp(ctx, x, lo=None, hi=None):
     if target == aten.hardtanh.default:
         lo = -1.0 if lo is None else lo
         hi = 1.0 if hi is None else hi
+        if not x.dtype.is_floating_point:   # eager truncates the bounds to the int type
+            lo, hi = int(lo), int(hi)
     _, result = promote([x, lo, hi], P.DEFAULT)
     out = to_dtype(x, result)
     if lo is not None:
@@ -361,6 +364,8 @@ def lower_arange(ctx, *args, **kwargs):
     nums = [a for a in args if isinstance(a, (int, float))]
     start, step = (0, 1) if len(nums) == 1 else (nums[0], nums[2] if len(nums) > 2 else 1)
     i0 = ctx.index_symbols(1)[0]
+    if not val.dtype.is_floating_point:   # eager casts the bounds to the int dtype first
+        start, step = int(start), int(step)
     if val.dtype.is_floating_point or isinstance(start, float) or isinstance(step, float):
         # eager computes start + i * step in double, then casts
         idx = Op("to_dtype", (IndexExpr(i0),), torch.float64, (True,))

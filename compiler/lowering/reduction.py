@@ -15,8 +15,8 @@ from __future__ import annotations
 import sympy
 import torch
 
+from ..ir import Const, TensorValue, index_symbols, reduction_symbols
 from ..kernels.spec import PERSISTENT_MAX_RNUMEL
-from ..ir import TensorValue, index_symbols, reduction_symbols
 from .registry import Registry
 from .common import SUPPORTED_DTYPES, cast_expr, normalize_dim
 from .pointwise import pointwise
@@ -24,9 +24,17 @@ from .pointwise import pointwise
 aten = torch.ops.aten
 REGISTRY = Registry("reduction")
 
+# What a reduction of no elements gives, where eager defines one (max of nothing raises).
+EMPTY_ROW = {"sum": 0, "prod": 1, "any": False, "all": True}
+EMPTY_ROW_OPS = frozenset({aten.sum.dim_IntList, aten.sum.default, aten.mean.dim,
+                           aten.mean.default, aten.any.dim, aten.any.dims, aten.any.default,
+                           aten.all.dim, aten.all.dims, aten.all.default})
+
 
 def _dims(x: TensorValue, dims) -> list[int]:
-    if dims is None or (isinstance(dims, (list, tuple)) and len(dims) == 0):
+    """The dims reduced, sorted. A 0-d tensor has none: eager accepts dim 0 or -1 there and
+    reduces its one element (keepdim keeps it 0-d)."""
+    if x.ndim == 0 or dims is None or (isinstance(dims, (list, tuple)) and len(dims) == 0):
         return list(range(x.ndim))    # ATen: no dims (or []) reduces every dim
     dims = [dims] if isinstance(dims, int) else list(dims)
     return sorted({normalize_dim(d, x.ndim) for d in dims})
@@ -47,8 +55,11 @@ def reduce(ctx, x: TensorValue, dims, keepdim: bool, rtype: str, acc_dtype,
             index.append(rsyms[dims.index(d)])
         else:
             index.append(isyms[d] if keepdim else isyms[kept.index(d)])
-    body = cast_expr(x.load(index), acc_dtype)
     ranges = tuple(x.size[d] for d in dims)
+    if any(r == 0 for r in ranges):   # empty rows: the identity (``_ok`` admits no others)
+        empty = Const(EMPTY_ROW[rtype], out_dtype)
+        return TensorValue(out_dtype, x.device, tuple(out_size), empty)
+    body = cast_expr(x.load(index), acc_dtype)
     out_dims = [None if d in dims else d for d in range(x.ndim)] if keepdim else kept
     return ctx.realize_reduction(tuple(out_size), body, ranges, rtype, out_dtype, x.device,
                                  x.size, dims, out_dims)
@@ -75,9 +86,19 @@ def _static_rows(node) -> bool:
 
 
 def _ok(node) -> bool:
+    """A supported dtype. An empty output is lowered (GraphLowering only allocates it); so
+    are empty rows of the reductions with an identity (the sum of nothing is 0)."""
     src = node.args[0].meta.get("val") if isinstance(node.args[0], torch.fx.Node) else None
-    return src is not None and src.dtype in SUPPORTED_DTYPES and _hint(src.numel()) > 0 \
-        and _rnumel(node) > 0
+    if src is None or src.dtype not in SUPPORTED_DTYPES:
+        return False
+    if _out_numel(node) == 0 or (_hint(src.numel()) > 0 and _rnumel(node) > 0):
+        return True
+    return node.target in EMPTY_ROW_OPS
+
+
+def _out_numel(node) -> int:
+    out = node.meta["val"]
+    return _hint((out[0] if isinstance(out, (tuple, list)) else out).numel())
 
 
 def _ok_persistent(node) -> bool:

@@ -142,7 +142,8 @@ def _scatter(ctx, x, dim, index, src, accumulate: bool, include_self: bool = Tru
     dim = normalize_dim(dim, x.ndim)
     i = index_symbols(index.ndim)
     plain = {d: i[d] for d in range(x.ndim) if d != dim}
-    by_dim = {dim: wrap_index(index.load(i), x.size[dim])}
+    # a 0-d self has one element, the only place a valid index (0 or -1) can point
+    by_dim = {dim: wrap_index(index.load(i), x.size[dim])} if x.ndim else {}
     value = src.load(i) if isinstance(src, TensorValue) else Const(src, ctx.meta_val().dtype)
     dest = destination(ctx, x, accumulate)
     if not include_self:     # the scattered-to elements start from 0, not from self
