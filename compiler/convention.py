@@ -199,7 +199,8 @@ def _dump_tensor(t: torch.Tensor) -> dict[str, Any]:
     t = t.detach()
     entry = {"dtype": str(t.dtype), "size": list(t.shape)}
     if t.numel() * t.element_size() <= MAX_STORED_CONSTANT_BYTES:
-        raw = t.contiguous().cpu().view(torch.uint8).numpy().tobytes() if t.numel() else b""
+        raw = t.reshape(-1).contiguous().cpu().view(torch.uint8).numpy().tobytes() \
+            if t.numel() else b""
         entry["data"] = base64.b64encode(raw).decode()
     return entry
 

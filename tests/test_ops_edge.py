@@ -248,7 +248,7 @@ def test_edge_case_kernels_build_for_sm90():
     one index, a scalar load under a block mask, argmax's NaN check) compile to sm_90
     cubins: no GPU needed, so CPU CI checks what only the interpreter runs here."""
     from compiler.api import lower
-    from compiler.autotune import Config, Target, build
+    from compiler.autotune import Target, build
     from compiler.capture import capture_module
 
     class Edges(torch.nn.Module):
@@ -260,8 +260,6 @@ def test_edge_case_kernels_build_for_sm90():
     artifact = lower(capture_module(Edges(), args), {}, "cuda")
     assert len(artifact.kernels) >= 4
     for kernel in artifact.kernels:
-        launch = kernel.meta["launch"]
-        config = Config(**{k: v for k, v in launch.items()
-                           if k.endswith("BLOCK") or k == "num_warps"})
+        config = kernel.spec.launch.config()
         result = build(kernel, config, Target("cuda", 90, 32))
         assert result.status == "ok" and result.cubin[:4] == b"\x7fELF", (kernel.name, result.error)

@@ -195,7 +195,7 @@ def test_trials_and_modules_of_schema_v2_are_migrated(tmp_path):
     store.fs.create_dir(store.dataset_dir("trials"))
     pq.write_table(table, f"{store.dataset_dir('trials')}/{new_file_name('part', 2)}")
     (row,) = store.query("trials").to_pylist()
-    assert row["is_default"] is None and row["schema_version"] == SCHEMA_VERSION == 3
+    assert row["is_default"] is None and row["schema_version"] == SCHEMA_VERSION
     assert store.verify().ok
 
 
