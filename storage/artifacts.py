@@ -108,7 +108,7 @@ def kernel_binaries(store: Any, artifact: Any, arch: int) -> dict[str, Any]:
         wanted.setdefault(key, []).append(kernel.name)   # same source and config: one binary
     if not wanted:
         return {}
-    rows = store.lookup("binaries", list(wanted)).to_pylist()
+    rows = store.rows("binaries", keys=wanted)
     found = {}
     for row in rows:
         meta = json.loads(row["metadata_json"])

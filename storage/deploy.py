@@ -118,20 +118,18 @@ def differences(row: dict[str, Any], wanted: Wanted, archs: set[str] | None = No
 
 
 def _rows(store: "Store", name: str) -> list[dict[str, Any]]:
-    import pyarrow.compute as pc
-    return store.query("modules", pc.field("model") == name, columns=MODULE_COLUMNS).to_pylist()
+    return store.rows("modules", lambda r: r["model"] == name, columns=MODULE_COLUMNS,
+                      verify=False)    # labels only: the chosen row is read again, checked
 
 
 def _archs(store: "Store", row: dict[str, Any]) -> set[str]:
     """GPU architectures every kernel of the module has an ok binary for."""
-    import pyarrow.compute as pc
     keys = set(row["kernel_keys"])
     if not keys:
         return set()
-    table = store.query("binaries", pc.field("kernel_key").isin(sorted(keys)),
-                        columns=["kernel_key", "arch", "status"]).to_pylist()
     have: dict[str, set[str]] = {}
-    for b in table:
+    for b in store.rows("binaries", lambda r: r["kernel_key"] in keys,
+                        columns=["kernel_key", "arch", "status"], verify=False):
         if (b["status"] or "ok") == "ok":
             have.setdefault(b["arch"], set()).add(b["kernel_key"])
     return {arch for arch, built in have.items() if built >= keys}
@@ -154,8 +152,8 @@ def explain(store: "Store", name: str, wanted: Wanted, rows: list | None = None)
     """Why no stored module of ``name`` serves ``wanted``: the nearest record's differences."""
     rows = _rows(store, name) if rows is None else rows
     if not rows:
-        known = sorted({m for m in store.query("modules", columns=["model"])
-                        .column("model").to_pylist() if m})
+        known = sorted({r["model"] for r in store.rows("modules", columns=["model"],
+                                                        verify=False) if r["model"]})
         return (f"no model named {name!r} in store {store.root}"
                 + (f" (it holds {', '.join(known)})" if known else " (it holds no named models)"))
     scored = []

@@ -31,7 +31,6 @@ from dataclasses import dataclass
 from datetime import datetime, timezone
 
 import pyarrow as pa
-import pyarrow.compute as pc
 import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 
@@ -159,6 +158,7 @@ def key_range(table: pa.Table, column: str) -> tuple[str, str] | None:
     """(smallest, largest) value of ``column``, the range a file's name records."""
     if table.num_rows == 0:
         return None
+    import pyarrow.compute as pc   # writers only: a serving read never needs it
     bounds = pc.min_max(table.column(column)).as_py()
     return bounds["min"], bounds["max"]
 

@@ -18,25 +18,32 @@ from __future__ import annotations
 import functools
 import warnings
 from dataclasses import dataclass, field
-from typing import Iterable
+from typing import TYPE_CHECKING, Any, Callable, Iterable
 
 import numpy as np
 import pyarrow as pa
-import pyarrow.compute as pc
-import pyarrow.dataset as ds
 import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 
 from .files import StoreFile
-from .integrity import bad_rows, is_hashed
+from .integrity import bad_rows, hash_values, is_hashed
 from .schema import (HASHED_COLUMNS, KEY_COLUMN, SCHEMA_VERSION, Migrations, migrate,
                      require_readable, schema_for)
+
+if TYPE_CHECKING:
+    import pyarrow.dataset as ds
 
 FILENAME = "__filename"   # pyarrow.dataset's per-row source-file column
 _DECODE_ERRORS = (pa.ArrowException, OSError, ValueError)
 
-PARQUET = ds.ParquetFileFormat(default_fragment_scan_options=ds.ParquetFragmentScanOptions(
-    page_checksum_verification=True))
+
+@functools.lru_cache(maxsize=1)
+def _parquet_format() -> "ds.ParquetFileFormat":
+    # pyarrow.dataset (and compute, which it loads) cost ~0.15 s to import: only the
+    # vectorized scans need them, not a serving process's row reads (``read_dicts``)
+    import pyarrow.dataset as ds
+    return ds.ParquetFileFormat(default_fragment_scan_options=ds.ParquetFragmentScanOptions(
+        page_checksum_verification=True))
 
 
 class CorruptFileWarning(UserWarning):
@@ -94,8 +101,10 @@ def needed_columns(kind: str, columns: Iterable[str] | None, verify: bool) -> li
 
 def _scan(fs: pafs.FileSystem, kind: str, paths: list[str], filter: ds.Expression | None,
           columns: list[str] | None) -> pa.Table:
+    import pyarrow.dataset as ds
     names = (columns or schema_for(kind).names) + [FILENAME]
-    dataset = ds.dataset(paths, schema=schema_for(kind), format=PARQUET, filesystem=fs)
+    dataset = ds.dataset(paths, schema=schema_for(kind), format=_parquet_format(),
+                         filesystem=fs)
     return dataset.to_table(columns=names, filter=filter)
 
 
@@ -168,6 +177,7 @@ def _drop_incomplete(kind: str, table: pa.Table, issues: list[Issue]) -> pa.Tabl
     required = [f.name for f in schema if not f.nullable and f.name in table.column_names]
     if not any(table.column(name).null_count for name in required):
         return table
+    import pyarrow.compute as pc
     complete = functools.reduce(pc.and_, [pc.is_valid(table[n]) for n in required])
     paths = pc.unique(table.filter(pc.invert(complete))[FILENAME]).to_pylist()
     issues += [Issue(path, f"rows missing required columns: not a {kind} file")
@@ -184,6 +194,7 @@ def dedup(table: pa.Table, key: str) -> pa.Table:
     """
     if table.num_rows < 2:
         return table
+    import pyarrow.compute as pc
     keys = table.column(key)
     if pc.count_distinct(keys).as_py() == table.num_rows:
         return table
@@ -233,6 +244,46 @@ def read_rows(fs: pafs.FileSystem, kind: str, files: list[StoreFile],
     if deduplicate:
         table = dedup(table, KEY_COLUMN[kind])
     return ReadResult(table=table, issues=issues)
+
+
+def read_dicts(fs: pafs.FileSystem, kind: str, files: list[StoreFile],
+               migrations: Migrations, keep: Callable[[dict[str, Any]], bool],
+               columns: list[str] | None = None, verify: bool = True
+               ) -> tuple[list[dict[str, Any]], list[Issue]]:
+    """The rows ``keep`` accepts, as dicts: ``read_rows``' checks (versions, undecodable
+    files, rows of another kind, content hashes, duplicates) done row by row, with
+    ``pyarrow.parquet`` alone. For the few rows a serving process reads (a model's module,
+    its kernels' binaries): no dataset scan, so no ``pyarrow.dataset``/``compute`` import.
+    Raises ``VanishedFileError`` if a file was deleted after it was listed.
+    """
+    check_versions(kind, files, migrations)
+    read_cols = needed_columns(kind, columns, verify)
+    required = [f.name for f in schema_for(kind) if not f.nullable]
+    key, issues, seen, out = KEY_COLUMN[kind], [], set(), []
+    for file in files:
+        try:
+            table = pq.ParquetFile(file.path, filesystem=fs).read(columns=read_cols)
+            if file.version != SCHEMA_VERSION:
+                table = migrate(kind, table, file.version, migrations, file.path)
+        except FileNotFoundError as err:
+            raise VanishedFileError(file.path) from err
+        except _DECODE_ERRORS as err:
+            issues.append(Issue(file.path, f"unreadable: {type(err).__name__}: {err}"))
+            continue
+        for row in table.to_pylist():
+            if row.get(key) in seen or not keep(row):
+                continue
+            if any(row.get(c, "") is None for c in required):
+                issues.append(Issue(file.path, f"rows missing required columns: not a {kind} file"))
+                continue
+            if verify and is_hashed(kind) and hash_values(
+                    [row[c] for c in HASHED_COLUMNS[kind]]) != row["content_hash"]:
+                issues.append(Issue(file.path, "content hash mismatch (tampered or corrupt row)",
+                                    row[key]))
+                continue
+            seen.add(row[key])
+            out.append({c: row[c] for c in columns} if columns is not None else row)
+    return out, issues
 
 
 def _result_schema(kind: str, columns: list[str] | None) -> pa.Schema:

@@ -25,20 +25,20 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Iterable
 
 import pyarrow as pa
-import pyarrow.compute as pc
-import pyarrow.dataset as ds
 import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 
 from .files import (StoreFile, files_for_keys, key_range, list_files, new_file_name, resolve_root,
                     temp_files, write_atomic)
 from .integrity import with_hashes
-from .reader import FILENAME, ReadResult, VanishedFileError, read_rows, report
+from .reader import FILENAME, ReadResult, VanishedFileError, read_dicts, read_rows, report
 from .records import Record, TrialRecord, records_to_table  # noqa: F401 (doctest)
 from .schema import (DEFAULT_MIGRATIONS, KEY_COLUMN, KINDS, SCHEMA_VERSION, Migrations,
                      StoreVersionError, check_kind, conform, require_readable)
 
 if TYPE_CHECKING:
+    import pyarrow.dataset as ds
+
     from compiler.artifact import CompiledArtifact
 
     from .compact import CompactReport
@@ -188,9 +188,37 @@ class Store:
                     raise
         raise AssertionError("unreachable")
 
+    def rows(self, kind: str, keep: Any = None, *, keys: Iterable[str] | None = None,
+             columns: list[str] | None = None, verify: bool = True) -> list[dict[str, Any]]:
+        """Rows of ``kind`` as dicts: those under ``keys`` (only files whose name range may
+        hold one are read) that ``keep(row)`` accepts, checked as ``query`` checks them.
+        Row by row with ``pyarrow.parquet`` alone (``reader.read_dicts``): the few rows a
+        serving process reads, without importing ``pyarrow.dataset``."""
+        wanted = None if keys is None else set(keys)
+        key = KEY_COLUMN[check_kind(kind)]
+
+        def accept(row: dict[str, Any]) -> bool:
+            return (wanted is None or row[key] in wanted) and (keep is None or keep(row))
+
+        for attempt in range(_READ_TRIES):
+            files = self.files(kind)
+            if wanted is not None:
+                files = files_for_keys(files, sorted(wanted))
+            try:
+                found, issues = read_dicts(self.fs, kind, files, self.migrations, accept,
+                                           columns, verify)
+            except VanishedFileError:
+                if attempt == _READ_TRIES - 1:
+                    raise
+                continue
+            report(issues, self.strict)
+            return found
+        raise AssertionError("unreachable")
+
     def lookup(self, kind: str, keys: str | Iterable[str],
                columns: list[str] | None = None) -> pa.Table:
         """Rows of ``kind`` whose key column is in ``keys`` (one key or many)."""
+        import pyarrow.compute as pc
         keys = [keys] if isinstance(keys, str) else list(keys)
         if not keys:
             return self.query(kind, pc.scalar(False), columns)
@@ -219,6 +247,7 @@ class Store:
         so the first is returned. Rows from before schema v2 have no source key and never
         match.
         """
+        import pyarrow.compute as pc
         table = self.query("graphs", pc.field("source_key") == source_key,
                            columns=["graph_key"])
         return table.column("graph_key")[0].as_py() if table.num_rows else None
@@ -232,7 +261,7 @@ class Store:
         recompiles) or, on a ``strict`` store, a ``CorruptStoreError``.
         """
         from .artifacts import artifact_from_row   # the compiler is imported only when used
-        rows = self.lookup("modules", module_key).to_pylist()
+        rows = self.rows("modules", keys=[module_key])
         return artifact_from_row(rows[0]) if rows else None
 
     def put_artifact(self, artifact: CompiledArtifact, tuned_for: str | None = None) -> None:
@@ -257,6 +286,7 @@ class Store:
         the choice when a store holds several lowerings of one graph. A later sweep that
         found better configs stores a newer module; the newest wins.
         """
+        import pyarrow.compute as pc
         expr = ((pc.field("graph_key") == graph_key) & (pc.field("tuned_for") == device_name)
                 & (pc.field("target") == target))
         if options_hash is not None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import os
 import re
 import subprocess
 import sys
@@ -182,3 +183,68 @@ def test_modules_name_their_model_and_keep_their_call(baked):
     rows = Store(baked).query("modules", columns=["model", "meta_json"]).to_pylist()
     assert {r["model"] for r in rows} == {"mlp", "convnet", "transformer_block"}
     assert all(json.loads(r["meta_json"])["call"] for r in rows)
+
+
+# ----------------------------------------------------------------------------- GPU
+_GPU_ZOO = """
+[run]
+name = "deploy-gpu"
+targets = ["{arch}"]
+[cluster]
+workers = 2
+[[models]]
+factory = "pipeline.zoo.tiny:mlp"
+[[models]]
+factory = "pipeline.zoo.tiny:convnet"
+[[models]]
+factory = "pipeline.zoo.tiny:transformer_block"
+"""
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("name", ["mlp", "convnet", "transformer_block"])
+def test_a_gpu_process_serves_stored_cubins_without_triton(tmp_path_factory, name):
+    """On the card: kiln run for its architecture, then a fresh process where importing
+    Triton fails loads by name, runs every kernel from its stored cubin (Triton's cache stays
+    empty), matches eager, and is bit-identical to the same module compiled by Triton."""
+    major, minor = torch.cuda.get_device_capability()
+    root = tmp_path_factory.getbasetemp() / "gpu-deploy"
+    store = root / "store"
+    if not store.exists():
+        config = root / "zoo.toml"
+        root.mkdir(exist_ok=True)
+        config.write_text(_GPU_ZOO.format(arch=f"sm_{major}{minor}"))
+        run = subprocess.run([sys.executable, "-m", "pipeline.cli", "run", str(config),
+                              "--store", str(store)], cwd=ROOT, capture_output=True,
+                             text=True, timeout=900)
+        assert run.returncode == 0, run.stdout[-2000:] + run.stderr[-2000:]
+    triton_cache = root / f"triton-{name}"
+    script = textwrap.dedent(f"""
+        import sys, torch
+        sys.modules["triton"] = None          # any import of Triton raises ImportError
+        import storage
+        from pipeline.zoo import tiny
+        module, args = tiny.{name}()
+        module = module.cuda()
+        args = tuple(a.cuda() for a in args)
+        model = storage.Store({str(store)!r}).load_model({name!r}, module)
+        with torch.no_grad():
+            out = model(*args)
+            torch.testing.assert_close(out, module(*args), rtol=1e-3, atol=1e-4)
+            torch.save(out.cpu(), {str(root / (name + '.pt'))!r})
+        print("ok")
+        """)
+    env = {**os.environ, "TRITON_CACHE_DIR": str(triton_cache)}
+    out = subprocess.run([sys.executable, "-c", script], cwd=ROOT, env=env,
+                         capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0 and out.stdout.strip() == "ok", out.stderr[-3000:]
+    assert not triton_cache.exists() or not any(triton_cache.rglob("*"))
+    module, args = getattr(tiny, name)()
+    module = module.cuda()
+    key = choose(Store(store), name, Wanted.here("cuda", module))[0]["module_key"]
+    jit = Store(store).load(key, binaries=False)   # the same source, compiled by Triton
+    from compiler.convention import CallConvention
+    conv = CallConvention.from_json(jit.artifact.meta["call"], module)
+    with torch.no_grad():
+        ref = conv.finish_call(module, jit(conv.flatten_call(module, tuple(a.cuda() for a in args))))
+    assert torch.equal(torch.load(root / f"{name}.pt"), ref.cpu())

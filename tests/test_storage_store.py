@@ -241,8 +241,8 @@ def test_lookup_opens_only_files_whose_name_range_holds_the_key(store, monkeypat
         store.put_artifact(art)
     import storage.store as store_module
     opened = []
-    real = store_module.read_rows
-    monkeypatch.setattr(store_module, "read_rows",
+    real = store_module.read_dicts    # get_artifact reads row by row (Store.rows)
+    monkeypatch.setattr(store_module, "read_dicts",
                         lambda fs, kind, files, *a: opened.append(len(files)) or real(
                             fs, kind, files, *a))
     for art in arts:

@@ -10,18 +10,25 @@
 The store is not imported here (the compiler knows nothing of Parquet): callers turn
 ``BuildResult`` and ``Measurement`` into ``storage`` records (see benchmarks/bench_autotune.py).
 """
-from ..kernels.build import BUILD_STATUSES, BuildResult, MissingDtypesError, Target, build
-from ..kernels.load import load_kernel
-from .measure import (DeviceInfo, KernelLaunch, Measurement, TensorArg, TuneResult, Tuner,
-                      device_info, launch_from_meta, make_inputs, measure, outputs_match,
-                      record_launches, tune)
-from .search import SearchResult, coordinate_descent, plan_trials
-from .spaces import (Config, Space, TuningSpaces, candidates, config_key, default_config, grid,
-                     load_spaces, neighbours, next_pow2)
+# Where each public name lives; imported on first use, so reading a search space (a config
+# check) does not import Triton.
+_PUBLIC = {
+    **dict.fromkeys(("BUILD_STATUSES", "BuildResult", "MissingDtypesError", "build"),
+                    "..kernels.build"),
+    "Target": "..kernels.spec", "load_kernel": "..kernels.load",
+    **dict.fromkeys(("DeviceInfo", "KernelLaunch", "Measurement", "TensorArg", "TuneResult",
+                     "Tuner", "device_info", "launch_from_meta", "make_inputs", "measure",
+                     "outputs_match", "record_launches", "tune"), ".measure"),
+    **dict.fromkeys(("SearchResult", "coordinate_descent", "plan_trials"), ".search"),
+    **dict.fromkeys(("Config", "Space", "TuningSpaces", "candidates", "config_key",
+                     "default_config", "grid", "load_spaces", "neighbours", "next_pow2"),
+                    ".spaces"),
+}
+__all__ = sorted(_PUBLIC)
 
-__all__ = ["BUILD_STATUSES", "BuildResult", "MissingDtypesError", "Target", "build",
-           "load_kernel", "DeviceInfo", "KernelLaunch", "Measurement", "TensorArg", "TuneResult",
-           "Tuner", "device_info", "launch_from_meta", "make_inputs", "measure", "outputs_match",
-           "record_launches", "tune", "SearchResult", "coordinate_descent", "plan_trials",
-           "Config", "Space", "TuningSpaces", "candidates", "config_key", "default_config", "grid",
-           "load_spaces", "neighbours", "next_pow2"]
+
+def __getattr__(name: str):
+    if name in _PUBLIC:
+        import importlib
+        return getattr(importlib.import_module(_PUBLIC[name], __name__), name)
+    raise AttributeError(f"module 'compiler.autotune' has no attribute {name!r}")

@@ -1,0 +1,32 @@
+#!/usr/bin/env bash
+# One call on the GPU machine: install the Dask wheels it lacks (.whl, carried), then run the
+# steps named on the command line, each writing its output under $OUT:
+#   bash benchmarks/run_device.sh deploy      # kiln run configs/zoo-deploy.toml + bench_deploy
+#   bash benchmarks/run_device.sh gpu-tests   # the GPU tests of the new features
+#   bash benchmarks/run_device.sh gpu-suite   # every test marked gpu
+set -uo pipefail
+python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade \
+    --target /tmp/site .whl/*.whl || exit 1
+export PYTHONPATH=/tmp/site:$PWD PYTHONUNBUFFERED=1
+OUT=${OUT:-/tmp/out}
+mkdir -p "$OUT"
+{ nvidia-smi --query-gpu=name,driver_version,clocks.sm --format=csv; nproc;
+  python3 -c "import torch, triton; print('torch', torch.__version__, 'triton', triton.__version__)"
+} > "$OUT/machine.txt" 2>&1
+for step in "$@"; do
+  case "$step" in
+    deploy)
+      python3 -m pipeline.cli run configs/zoo-deploy.toml --store /tmp/deploy-store \
+          > "$OUT/deploy_bake.txt" 2>&1
+      python3 benchmarks/bench_deploy.py --store /tmp/deploy-store --json "$OUT/deploy.json" \
+          2>&1 | tee "$OUT/deploy.txt" | tail -40 ;;
+    gpu-tests)
+      python3 -m pytest -q -m gpu -p no:cacheprovider tests/test_deploy.py \
+          tests/test_capture_keys.py tests/test_static_launch.py tests/test_binaries.py \
+          tests/test_precompile.py tests/test_zoo_real_gpu.py 2>&1 | tee "$OUT/gpu_tests.txt" \
+          | tail -30 ;;
+    gpu-suite)
+      python3 -m pytest -q -m gpu -p no:cacheprovider -x --timeout 900 tests 2>&1 \
+          | tee "$OUT/gpu_suite.txt" | tail -30 ;;
+  esac
+done
