@@ -20,6 +20,12 @@ for step in "$@"; do
           > "$OUT/deploy_bake.txt" 2>&1
       python3 benchmarks/bench_deploy.py --store /tmp/deploy-store --json "$OUT/deploy.json" \
           2>&1 | tee "$OUT/deploy.txt" | tail -40 ;;
+    deploy-load)    # the kiln systems and eager only, with load_model's phases
+      [ -d /tmp/deploy-store ] || python3 -m pipeline.cli run configs/zoo-deploy.toml \
+          --store /tmp/deploy-store > "$OUT/deploy_bake.txt" 2>&1
+      python3 benchmarks/bench_deploy.py --store /tmp/deploy-store --systems eager kiln_cold \
+          kiln_load --json "$OUT/deploy_load.json" 2>&1 | tee "$OUT/deploy_load.txt" \
+          | tail -16 ;;
     gpu-tests)
       python3 -m pytest -q -m gpu -p no:cacheprovider tests/test_deploy.py \
           tests/test_capture_keys.py tests/test_static_launch.py tests/test_binaries.py \

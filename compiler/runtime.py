@@ -193,10 +193,11 @@ def _precompile(artifact: CompiledArtifact, module, code_dir: Path, workers: int
 class GraphedCall:
     """Replays a static-shape CUDA module as one captured CUDA graph.
 
-    The graph is captured on the first call (after one eager warm-up run, which also JIT
-    compiles every kernel) with the caller's weights in place and copies of the per-call
-    inputs (positions ``inputs``); later calls copy the new inputs in and replay. It is
-    captured again whenever a weight moves to new storage. Outputs are cloned so a later
+    The first call with a set of weights runs the kernels directly (which also loads or
+    compiles them: a capture needs one run before it), so the first result waits for no
+    capture; the second captures the graph with the caller's weights in place and copies of
+    the per-call inputs (positions ``inputs``), and it and later calls copy the new inputs
+    in and replay. A weight moved to new storage starts over. Outputs are cloned so a later
     replay never overwrites what an earlier call returned; outputs that are inputs (written
     in place) are returned as themselves.
     """
@@ -206,18 +207,21 @@ class GraphedCall:
         self.inputs = list(inputs)
         self._graph = None
         self._key = None
+        self._ran = None      # the weights the last direct run used
 
     def __call__(self, flat: list):
         state = [t.data_ptr() for k, t in enumerate(flat) if k not in self.inputs]
         if self._graph is None or state != self._key:
-            return self._capture(flat, state)
+            if state != self._ran:
+                self._ran = state
+                return self.compiled.run_unchecked(list(flat))
+            self._capture(flat, state)
         for k, static in zip(self.inputs, self._static):
             static.copy_(flat[k])
         self._graph.replay()
         return self._fresh()
 
-    def _capture(self, flat: list, state):
-        out = self.compiled.run_unchecked(list(flat))   # warm-up: JIT-compiles every kernel
+    def _capture(self, flat: list, state) -> None:
         self._static = [flat[k].clone() for k in self.inputs]
         captured = list(flat)
         for k, static in zip(self.inputs, self._static):
@@ -228,11 +232,6 @@ class GraphedCall:
         with torch.cuda.graph(graph):
             self._outputs = self.compiled.run_unchecked(list(captured))
         self._graph, self._key = graph, state
-        return out
-
-    def _fresh(self):
-        return tuple(o.clone() if isinstance(o, torch.Tensor) and o.data_ptr() not in self._inplace
-                     else o for o in self._outputs)
 
 
 class CompiledModel:

@@ -175,13 +175,14 @@ def test_cuda_graph_replay_matches_eager_and_keeps_earlier_outputs(name):
     compiled = compiler.compile_module(module, args, {"cuda_graphs": True})
     assert compiled._graph is not None
     results = []
-    for _ in range(3):   # capture on the first call, replay after
+    for _ in range(3):   # a direct run first, the capture on the second call, replay after
         fresh = tuple(torch.randn_like(a) if a.is_floating_point() else a for a in args)
         got, want = compiled(*fresh), reference(*fresh)
         torch.testing.assert_close(got, want, rtol=1e-3, atol=1e-3)
         results.append((got.clone(), got))
     for snapshot, returned in results:    # a later replay never overwrote an earlier output
         torch.testing.assert_close(returned, snapshot, rtol=0, atol=0)
+    assert compiled._graph._graph is not None
 
 
 def test_tuned_launch_configs_are_used_keyed_and_checked():
