@@ -86,16 +86,19 @@ def compile_captured(captured: CapturedGraph, options: CompilerOptions, target: 
                                 mutated_inputs(captured), captured.size_ranges, configs)
     meta = artifact.meta
     meta["model"] = captured.name
-    meta["call"] = _convention_json(captured)
+    meta["call"] = _convention_json(captured, target)
     return dataclasses.replace(artifact, meta_json=json.dumps(meta))
 
 
-def _convention_json(captured: CapturedGraph) -> str | None:
-    """The calling convention a serving process rebuilds the call from (``Store.load_model``),
-    or None where a pytree type in the call has no serialized form (such a module is found
-    by ``compile_module(..., cache=store)``, which captures, not by name)."""
+def _convention_json(captured: CapturedGraph, target: str) -> str | None:
+    """The calling convention a serving process rebuilds the call from (``Store.load_model``):
+    its inputs on the target's device (a pipeline captures on CPU for a CUDA target); None
+    where a pytree type in the call has no serialized form (such a module is found by
+    ``compile_module(..., cache=store)``, which captures, not by name)."""
+    convention = captured.convention
+    inputs = tuple(dataclasses.replace(s, device=target) for s in convention.inputs)
     try:
-        return captured.convention.to_json()
+        return dataclasses.replace(convention, inputs=inputs).to_json()
     except (ValueError, TypeError, NotImplementedError, KeyError):
         return None
 

@@ -233,6 +233,10 @@ class GraphedCall:
             self._outputs = self.compiled.run_unchecked(list(captured))
         self._graph, self._key = graph, state
 
+    def _fresh(self):
+        return tuple(o.clone() if isinstance(o, torch.Tensor) and o.data_ptr() not in self._inplace
+                     else o for o in self._outputs)
+
 
 class CompiledModel:
     """``compile_module``'s result: called like the module, with its live weights.

@@ -180,9 +180,12 @@ def test_the_calling_convention_round_trips_through_json():
 
 
 def test_modules_name_their_model_and_keep_their_call(baked):
-    rows = Store(baked).query("modules", columns=["model", "meta_json"]).to_pylist()
+    rows = Store(baked).query("modules", columns=["model", "target", "meta_json"]).to_pylist()
     assert {r["model"] for r in rows} == {"mlp", "convnet", "transformer_block"}
-    assert all(json.loads(r["meta_json"])["call"] for r in rows)
+    assert {r["target"] for r in rows} == {"cpu", "cuda"}
+    for row in rows:    # captured on CPU, called where the module runs
+        call = json.loads(json.loads(row["meta_json"])["call"])
+        assert {s["device"] for s in call["inputs"]} == {row["target"]}
 
 
 # ----------------------------------------------------------------------------- GPU
