@@ -118,8 +118,11 @@ def differences(row: dict[str, Any], wanted: Wanted, archs: set[str] | None = No
 
 
 def _rows(store: "Store", name: str) -> list[dict[str, Any]]:
-    return store.rows("modules", lambda r: r["model"] == name, columns=MODULE_COLUMNS,
-                      verify=False)    # labels only: the chosen row is read again, checked
+    """The modules rows of ``name`` (labels: the chosen row is read again, checked). Two
+    passes: the names of all modules, then the few files that may hold this name's keys."""
+    keys = [r["module_key"] for r in store.rows("modules", lambda r: r["model"] == name,
+                                                  columns=["module_key", "model"], verify=False)]
+    return store.rows("modules", keys=keys, columns=MODULE_COLUMNS, verify=False) if keys else []
 
 
 def _archs(store: "Store", row: dict[str, Any]) -> set[str]:
@@ -135,13 +138,15 @@ def _archs(store: "Store", row: dict[str, Any]) -> set[str]:
     return {arch for arch, built in have.items() if built >= keys}
 
 
-def choose(store: "Store", name: str, wanted: Wanted, tuned: bool = True
-           ) -> tuple[dict[str, Any] | None, list[dict[str, Any]]]:
+def choose(store: "Store", name: str, wanted: Wanted, tuned: bool = True, *,
+           check_archs: bool = True) -> tuple[dict[str, Any] | None, list[dict[str, Any]]]:
     """The modules row that serves ``wanted`` (this GPU's tuned one first when ``tuned``,
-    then the untuned, newest first), and every row of the name (for ``explain``)."""
+    then the untuned, newest first), and every row of the name (for ``explain``).
+    ``check_archs`` also requires binaries for this GPU (``load_model`` instead finds out
+    when it reads them: one read of the binaries, not two)."""
     rows = sorted(_rows(store, name), key=lambda r: r["created_at"], reverse=True)
     fits = [r for r in rows if not differences(r, wanted)]
-    if wanted.target == "cuda":
+    if wanted.target == "cuda" and check_archs:
         fits = [r for r in fits if wanted.arch in _archs(store, r)]
     ranked = [r for r in fits if tuned and r["tuned_for"] == wanted.device_name] + \
              [r for r in fits if r["tuned_for"] is None]
@@ -178,7 +183,7 @@ def load_model(store: "Store", name: str, module: "torch.nn.Module", *, device: 
     from compiler.convention import CallConvention
     from compiler.runtime import CompiledModel
     wanted = Wanted.here(device, module)
-    row, rows = choose(store, name, wanted, tuned)
+    row, rows = choose(store, name, wanted, tuned, check_archs=False)
     if row is None:
         raise ModelMissError(explain(store, name, wanted, rows))
     artifact = store.get_artifact(row["module_key"])
@@ -225,6 +230,8 @@ def compiled_module(store: "Store", artifact: Any, wanted: Wanted) -> Any:
     try:
         module = serve_module(artifact, binaries, Path(options.code_dir()) / "binaries")
     except ServeError as err:
+        if not binaries:     # none for this GPU at all: say which architectures there are
+            raise ModelMissError(explain(store, artifact.meta.get("model"), wanted)) from None
         raise ModelMissError(f"module {artifact.module_key[:12]}: {err}") from None
     return CompiledModule(module, artifact, options.check_inputs)
 
