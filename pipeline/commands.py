@@ -137,7 +137,8 @@ class StoredModel:
 
 def stored_models(store: Any, names: Sequence[str] | None = None) -> list[StoredModel]:
     """Per model name (of ``names``, else all): its newest loadable graph, one written by
-    this torch release first; names with no loadable graph carry the reason."""
+    this torch release first; names with no loadable graph carry the reason. A name with no
+    graph at all is a ``KeyError`` naming those the store holds."""
     import pyarrow.compute as pc
     from compiler.capture import torch_version_for_key
     every = sorted(set(store.query("graphs", columns=["model"], verify=False)
@@ -157,9 +158,8 @@ def stored_models(store: Any, names: Sequence[str] | None = None) -> list[Stored
             out.append(StoredModel(name, None, "stored before kiln kept loadable graphs "
                                                "(schema v4): capture it again (kiln capture)"))
         else:
-            known = ", ".join(every) or "none"
-            out.append(StoredModel(name, None, f"no graph of this name in the store "
-                                               f"(it holds: {known})"))
+            raise KeyError(f"no graph of model {name!r} in store {store.root} (it holds: "
+                           f"{', '.join(every) or 'none'})")
     return out
 
 
@@ -185,7 +185,7 @@ def relower_config(store_root: str, models: Sequence[StoredModel], targets: Sequ
     from pipeline.config import ModelSpec, parse_config
     tune = not args.no_tune and any(t != "cpu" for t in targets) and \
         bool(args.scheduler or gpus)
-    data = {"run": {"name": "relower", "targets": list(targets), "store": store_root},
+    data = {"run": {"name": "(stored graphs)", "targets": list(targets), "store": store_root},
             "cluster": {"workers": args.workers,
                         **({"scheduler": args.scheduler} if args.scheduler else {})},
             "tuning": {"enabled": tune, "space": args.space, "budget_s": args.budget_s},
@@ -207,7 +207,11 @@ def relower_main(argv: Sequence[str], out: TextIO, err: TextIO) -> int:
         err.write(f"kiln relower: error: store {args.store} holds no graphs (kiln capture "
                   f"CONFIG or kiln run CONFIG stores them)\n")
         return EXIT_USAGE
-    models = stored_models(store, args.models)
+    try:
+        models = stored_models(store, args.models)
+    except KeyError as exc:
+        err.write(f"kiln relower: error: {exc.args[0]}\n")
+        return EXIT_USAGE
     ready = [m for m in models if m.graph_key]
     targets = tuple(args.targets or stored_targets(store, [m.graph_key for m in ready]))
     if not targets:

@@ -146,3 +146,28 @@ def test_rows_before_loadable_graphs_say_capture_again(tmp_path):
     store.write("graphs", [graph_record(captured, "lin")])
     assert store.load_graph(captured.graph_key).name == "lin"
     assert store.verify().ok
+
+
+def test_a_v3_graphs_file_still_verifies_and_reads_as_not_loadable(tmp_path):
+    """Rows written before the loadable columns were hashed over the first five columns;
+    the columns added in v4 are null there and left out of the hash."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+    from storage import Store
+    from storage.files import new_file_name
+    from storage.graphs import GraphMissError
+    from storage.integrity import hash_values
+    from storage.schema import file_metadata, schema_for
+    cells = ["a" * 64, "lin", "[]", torch_version_for_key(), "g"]
+    added = {"program", "call_json", "constants", "graph_format"}
+    v3 = [f for f in schema_for("graphs") if f.name not in added]
+    row = dict(zip(["graph_key", "model", "input_signature", "torch_version", "graph_text"],
+                   cells), source_key=None, content_hash=hash_values(cells),
+               created_at=pa.scalar(0, pa.timestamp("us", tz="UTC")).as_py(), schema_version=3)
+    table = pa.Table.from_pylist([row], pa.schema(v3, metadata=file_metadata("graphs", 3)))
+    store = Store(tmp_path)
+    store.fs.create_dir(store.dataset_dir("graphs"))
+    pq.write_table(table, f"{store.dataset_dir('graphs')}/{new_file_name('part', 3)}")
+    assert store.verify().ok and store.get("graphs", "a" * 64)["program"] is None
+    with pytest.raises(GraphMissError, match="schema v4"):
+        store.load_graph("a" * 64)

@@ -14,6 +14,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 import torch
 
 from pipeline.cli import main
@@ -115,4 +116,10 @@ def test_a_graph_from_another_torch_is_stored_again_under_this_torch_s_key(tmp_p
     same = restore_task(ModelSpec("mlp", graph_key=real), str(store.root))
     assert (same.status, same.key) == ("skipped", real)
     assert stored_targets(store, [real]) == ()           # nothing lowered yet
+    _rewrite(store, store.get("graphs", real), graph_key="d" * 64, model="v3", program=None,
+             call_json=None, constants=None, graph_format=None)   # as written before v4
+    (v3,) = stored_models(store, ["v3"])
+    assert v3.graph_key is None and "capture it again" in v3.problem
+    with pytest.raises(KeyError, match="it holds: mlp, old_mlp, v3"):
+        stored_models(store, ["nosuch"])
     assert dataclasses.replace(spec, graph_key=real).source == f"graph:{real}"
