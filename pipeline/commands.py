@@ -65,13 +65,16 @@ def capture_main(argv: Sequence[str], out: TextIO, err: TextIO) -> int:
     if problem:
         err.write(f"kiln capture: error: {problem}\n")
         return EXIT_USAGE
-    report = run_zoo(config, store, out=err, capture_only=True, command="kiln capture")
+    report = _run(config, store, err, capture_only=True, command="kiln capture")
+    if report is None:
+        return EXIT_USAGE
     out.write(format_capture_summary(report) + "\n")
     return report.exit_code if report.interrupted else (EXIT_FAILED if report.failures else 0)
 
 
 def format_capture_summary(report: Any) -> str:
-    """One line per model (its graph: new, stored or FAILED, and key), then the failures."""
+    """One line per model (its graph: new, stored or FAILED with why, and its key), then
+    the totals."""
     words = {"ok": "new", "skipped": "stored", "failed": "FAILED"}
     lines = []
     for r in report.stage("capture"):
@@ -228,10 +231,22 @@ def relower_main(argv: Sequence[str], out: TextIO, err: TextIO) -> int:
             err.write(f"kiln relower: {m.name}: not relowered: {m.problem}\n")
     if not ready:
         return EXIT_FAILED
-    from pipeline.runner import run_zoo
-    report = run_zoo(config, args.store, out=err, command="kiln relower")
+    report = _run(config, args.store, err, command="kiln relower")
+    if report is None:
+        return EXIT_USAGE
     out.write(format_summary(report) + "\n")
     return report.exit_code or (EXIT_FAILED if len(ready) < len(models) else 0)
+
+
+def _run(config: Any, store: str, err: TextIO, **options: Any) -> Any:
+    """``run_zoo``, or None (said on ``err``) where the cluster cannot start or be reached."""
+    from pipeline.runner import run_zoo
+    try:
+        return run_zoo(config, store, out=err, **options)
+    except (OSError, TimeoutError) as exc:
+        err.write(f"{options['command']}: error: cannot start or reach the cluster: "
+                  f"{type(exc).__name__}: {exc}\n")
+        return None
 
 
 __all__ = ["StoredModel", "capture_main", "format_capture_summary", "option_overrides",
