@@ -9,7 +9,8 @@ the canonical graph text (``graph_text``) plus the input signature and the torch
 Parameters and buffers stay graph *inputs*: the user's weights live in the user's module and
 are fed on every call (``flatten_call``), never baked into generated code. Library types in
 the call or its result (transformers' KV caches) are registered with torch's pytree first
-(``capture_pytree``); ``capture_export`` calls torch.export.
+(``capture_pytree``); ``capture_export`` calls torch.export. ``capture_serde`` writes a
+captured graph as portable data and reads it back (the store's graphs records).
 
 Private torch APIs the compiler uses, where, and the fallback when one is missing or moves
 (the Triton ones are in ``compiler.kernels``; ``tests/test_architecture.py`` checks that every
@@ -27,6 +28,8 @@ private API in the code is listed here or there):
 | ``torch._ops`` (``OpOverload``, ``OpOverloadPacket``, ``HigherOrderOperator``) | capture, graph, lowering | none: the types every FX node target has |
 | ``torch._prims_common`` (type promotion, ``suggest_memory_format``) | lowering | promotion: none; ``suggest_memory_format``: the plain channels-last stride test |
 | ``torch._C`` (``_cuda_getDriverVersion``) | autotune.measure | the driver nvidia-smi reports, read first |
+| ``torch._export.serde`` (``serialize``, ``deserialize``, ``SerializedArtifact``, ``schema.SCHEMA_VERSION``) | capture_serde | ``torch.export.save`` / ``load``: the ``.pt2`` archive, stored in base64 (``GraphFormat.writer`` says which); a graph written as JSON is refused, naming both torch releases, where the reader is missing |
+| ``torch.utils._sympy`` (``ValueRanges``, ``int_oo``) | capture_serde | the program is written without range constraints; kiln keeps the ranges in the convention either way |
 
 Example:
     >>> import torch

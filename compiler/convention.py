@@ -187,7 +187,29 @@ class CallConvention:
                    size_ranges={k: tuple(v) for k, v in data["size_ranges"].items()})
 
 
+@dataclass(frozen=True)
+class OpaqueSpec:
+    """A pytree spec kept as its serialized text where this process cannot rebuild it (its
+    types are registered by a library it never imported: a relower worker lowers without
+    the model's code). ``to_json`` writes it back as it was; it never flattens a call.
+    ``text`` None: the spec had no serialized form (``to_json`` raises ``ValueError``, as
+    for the live spec).
+
+    Example:
+        >>> _dump_spec(OpaqueSpec('[1, {"type": null, "context": "null", "children_spec": []}]'))
+        '[1, {"type": null, "context": "null", "children_spec": []}]'
+    """
+    text: str | None
+
+    def __str__(self) -> str:
+        return "a call whose pytree types are not registered in this process"
+
+
 def _dump_spec(spec: Any) -> str | None:
+    if isinstance(spec, OpaqueSpec):
+        if spec.text is None:
+            raise ValueError("the pytree spec has no serialized form")
+        return spec.text
     return None if spec is None else pytree.treespec_dumps(spec)
 
 

@@ -2,6 +2,8 @@
 looks at one.
 
     kiln run [CONFIG] [--store PATH] [--scheduler ADDR] [--workers N] [--dry-run]
+    kiln capture CONFIG [--store PATH] ...      (pipeline.commands)
+    kiln relower [--store PATH] [--target sm_90] [--models NAME...] ...
     kiln store {ls,show,stats,verify,compact} [--store PATH] ...
 
 CONFIG defaults to ``configs/zoo-tiny.toml``. The store is ``--store``, else the config's
@@ -148,13 +150,16 @@ def run_main(argv: Sequence[str], out: TextIO, err: TextIO) -> int:
     return report.exit_code
 
 
-USAGE = """usage: kiln [--version] [--help] {run,store} ...
+USAGE = """usage: kiln [--version] [--help] {run,capture,relower,store} ...
 
 kiln bakes a PyTorch model zoo into a store of compiled modules.
 
 commands:
   run [CONFIG]   capture, lower, build and tune every model of a zoo into a store
                  (default config: configs/zoo-tiny.toml; --dry-run checks it and prints the plan)
+  capture CONFIG capture only: store every model's graph, to lower later without its code
+  relower        lower, build and tune the store's graphs again with the installed kiln,
+                 torch and Triton (no config, no model code): --target, --models, --option
   store CMD      look at or maintain a store: ls, show, stats, verify, repair, compact,
                  best, gains, plot-tuning
 
@@ -188,6 +193,10 @@ def _dispatch(argv: list[str]) -> int:
     command, rest = argv[0], argv[1:]
     if command == "run":
         return run_main(rest, sys.stdout, sys.stderr)
+    if command in ("capture", "relower"):
+        from pipeline.commands import capture_main, relower_main
+        entry = capture_main if command == "capture" else relower_main
+        return entry(rest, sys.stdout, sys.stderr)
     if command == "store":
         from storage.cli import store_main   # lazy: only this command needs it
         return store_main(rest)

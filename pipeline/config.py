@@ -55,7 +55,8 @@ class DynamicDim:
 
 @dataclass(frozen=True)
 class ModelSpec:
-    """One model of a zoo: exactly one of ``factory`` and ``pt2`` is set.
+    """One model of a zoo: exactly one of ``factory`` and ``pt2`` is set, or, for ``kiln
+    relower``, neither and ``graph_key`` names the model's graph in the store.
 
     ``kwargs_json`` holds the factory's keyword arguments as JSON text, so the spec stays a
     small hashable value that travels to workers. ``dtype`` is None for ``.pt2`` models (an
@@ -72,6 +73,7 @@ class ModelSpec:
     # Where a factory's module is looked for besides the worker's own sys.path (PYTHONPATH,
     # installed packages): the config file's directory and the directory kiln ran in.
     search_path: tuple[str, ...] = ()
+    graph_key: str | None = None     # a stored graph: read from the store, never captured
 
     @property
     def kwargs(self) -> dict[str, Any]:
@@ -80,6 +82,8 @@ class ModelSpec:
     @property
     def source(self) -> str:
         """What the model is made from, for plans and failure rows."""
+        if self.graph_key:
+            return f"graph:{self.graph_key}"
         return self.factory if self.factory else f"pt2:{self.pt2}"
 
 

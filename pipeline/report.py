@@ -397,7 +397,8 @@ def _verdict(report: RunReport) -> str:
     if report.nothing_new:
         captured = (f"{report.captured} model(s) captured again to compute their graph keys"
                     if report.captured else "no model was captured: each was found by its "
-                    "source key")
+                    "source key" if not all(m.graph_key for m in report.config.models)
+                    else "kiln relower: every graph read from the store")
         return ("\nnothing to do: every graph, module and binary was already in the store "
                 f"({captured})" + skipped)
     incomplete = report.incomplete_models()

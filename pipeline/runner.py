@@ -2,14 +2,15 @@
 
 ``run_zoo`` starts (or joins) the cluster and submits one capture task per model, except for
 a model whose ``source_key`` (``pipeline.tasks.source_key``: spec, dtype, dynamic dims, torch
-and kiln versions, factory source) names a stored graph whose modules for every lowering
-target of the run are stored too: that model is not captured (reported ``stored``), and its
-lower tasks are submitted at once (they find their modules stored; builds skip stored
-binaries and need no capture either). The stages then chain through ``_Runner._after``, each
-as soon as its input is ready:
+and kiln versions, factory source) names a stored graph that is loadable (or whose modules
+for every lowering target of the run are stored): that model is not captured (reported
+``stored``), and its lower tasks are submitted at once, to lower the stored graph. A model
+given by a stored graph (``ModelSpec.graph_key``: ``kiln relower``) gets a ``restore_task``
+in place of its capture. With ``capture_only`` (``kiln capture``) nothing follows capture.
+Otherwise the stages chain through ``_Runner._after``, each as soon as its input is ready:
 
-- capture done -> its lower tasks, one per lowering target, next to it (the captured graph
-  stays on that worker);
+- capture done -> its lower tasks, one per lowering target, next to it (the graph read back
+  at capture stays in that worker's memo);
 - a ``cuda`` lower done -> for each kernel this run has not met yet (deduplicated by
   ``kernel_key`` across models: identical kernels build once), one build task per GPU
   architecture of the config (``sm_90``...), on CPU workers;
@@ -61,7 +62,7 @@ from pipeline.report import RunReport, lower_targets
 from pipeline.sandbox import run_isolated
 from pipeline.shapes import KernelShape
 from pipeline.tasks import (FAILED, SKIPPED, LowerJob, TaskResult, capture_task, lower_task,
-                            source_key)
+                            restore_task, source_key)
 from pipeline.tuned_tasks import RelowerJob, relower_task
 
 STAGES = ("capture", "lower", "build", "tune", "relower")
@@ -141,8 +142,8 @@ class _TunedModules:
 
     def expect(self, job: LowerJob, shapes: tuple[KernelShape, ...], options_json: str) -> None:
         ids = {(s.kernel_key, s.digest) for s in shapes}
-        self.jobs[job.spec.name] = (job, shapes, options_json)
-        self.waiting[job.spec.name] = {i for i in ids if i not in self.devices}
+        self.jobs[job.model] = (job, shapes, options_json)
+        self.waiting[job.model] = {i for i in ids if i not in self.devices}
 
     def tuned(self, shape: KernelShape, device: str | None) -> list[str]:
         """Record that ``shape`` went through tuning (on ``device``); the models this made
@@ -160,7 +161,7 @@ class _TunedModules:
         del self.waiting[model]
         job, shapes, options_json = self.jobs.pop(model)
         devices = {self.devices.get((s.kernel_key, s.digest)) for s in shapes} - {None}
-        return [RelowerJob(spec=job.spec, graph_key=job.graph_key, device_name=device,
+        return [RelowerJob(model=job.model, graph_key=job.graph_key, device_name=device,
                            shapes=shapes, options_json=options_json)
                 for device in sorted(devices)]
 
@@ -169,8 +170,9 @@ class _Runner:
     """The submit / wait / record loop of one run on one cluster."""
 
     def __init__(self, config: RunConfig, store_root: str, cluster: Cluster,
-                 progress: Progress, stop: StopSignals):
+                 progress: Progress, stop: StopSignals, capture_only: bool = False):
         self.config, self.store_root, self.cluster = config, store_root, cluster
+        self.capture_only = capture_only
         self.progress, self.stop = progress, stop
         self.report = RunReport(config=config, store=store_root)
         self.pending: dict[Any, _Task] = {}
@@ -208,7 +210,8 @@ class _Runner:
         # Totals up front, so the bars show the whole job; a failed capture takes its
         # lowerings off the lower bar.
         self.progress.add("capture", len(self.config.models))
-        self.progress.add("lower", len(self.config.models) * len(self.targets))
+        if not self.capture_only:
+            self.progress.add("lower", len(self.config.models) * len(self.targets))
         stored = self._stored_graphs()
         if stored:
             self.progress.note(f"capture: {len(stored)} of {len(self.config.models)} model(s) "
@@ -216,6 +219,9 @@ class _Runner:
         for spec in self.config.models:
             task = _Task("capture", spec.name, spec.source, job=spec)
             graph_key = stored.get(spec.name)
+            if spec.graph_key is not None:
+                self._submit(task, restore_task, spec)
+                continue
             if graph_key is None:
                 self._submit(task, capture_task, spec)
                 self.report.captured += 1
@@ -227,12 +233,14 @@ class _Runner:
 
     def _stored_graphs(self) -> dict[str, str]:
         """``{model: graph_key}`` of the models that need no capture: the store has a graph
-        under the model's source key and that graph's module for every lowering target.
+        under the model's source key, loadable (lower tasks read it) or with its module for
+        every lowering target (rows from before graphs were loadable).
 
         Anything that goes wrong here (a factory module that cannot be found, a store that
         cannot be read) means "capture": the capture task then reports it properly.
         """
         try:
+            import pyarrow.compute as pc
             from compiler.api import module_key
             from storage import Store
             store = Store(self.store_root)
@@ -241,18 +249,25 @@ class _Runner:
             options = self.options
             graphs: dict[str, str] = {}
             for spec in self.config.models:
+                if spec.graph_key is not None:
+                    continue
                 try:
                     graph_key = store.graph_for_source(source_key(spec))
                 except Exception:
                     continue
                 if graph_key is not None:
                     graphs[spec.name] = graph_key
+            loadable = set(store.query(
+                "graphs", pc.field("graph_key").isin(sorted(set(graphs.values())))
+                & pc.field("program").is_valid(), columns=["graph_key"])
+                .column("graph_key").to_pylist()) if graphs else set()
             wanted = {name: {module_key(g, options, t) for t in self.targets}
-                      for name, g in graphs.items()}
+                      for name, g in graphs.items() if g not in loadable}
             keys = sorted(set().union(*wanted.values())) if wanted else []
             have = set(store.lookup("modules", keys, columns=["module_key"])
                        .column("module_key").to_pylist()) if keys else set()
-            return {name: graphs[name] for name, mods in wanted.items() if mods <= have}
+            return {name: g for name, g in graphs.items()
+                    if g in loadable or wanted[name] <= have}
         except Exception as exc:
             self.progress.note(f"could not look models up by source key ({type(exc).__name__}: "
                                f"{exc}); capturing every model")
@@ -260,7 +275,7 @@ class _Runner:
 
     def _submit_lowers(self, captured: TaskResult, spec: Any, near: str | None) -> None:
         for target in self.targets:
-            job = LowerJob(spec=spec, graph_key=captured.key, target=target,
+            job = LowerJob(model=spec.name, graph_key=captured.key, target=target,
                            options_json=self.options_json)
             task = _Task("lower", spec.name, f"{captured.key}:{target}", target, job)
             self._submit(task, lower_task, job, near=near)
@@ -372,6 +387,8 @@ class _Runner:
                 self._submit_tune(shape, kernel.model)
 
     def _after_capture(self, result: TaskResult, task: _Task, near: str | None) -> None:
+        if self.capture_only:
+            return
         if result.failed:
             self.progress.add("lower", -len(self.targets))
         else:
@@ -443,10 +460,13 @@ class _Runner:
 
 
 def run_zoo(config: RunConfig, store_root: str, *, out: TextIO | None = None,
-            live: bool | None = None) -> RunReport:
+            live: bool | None = None, capture_only: bool = False,
+            command: str = "kiln run") -> RunReport:
     """Run ``config`` into the store at ``store_root``; progress goes to ``out`` (stderr).
 
-    ``live`` redraws the bars in place (default: when ``out`` is a terminal).
+    ``live`` redraws the bars in place (default: when ``out`` is a terminal);
+    ``capture_only`` stops after capture (``kiln capture``); ``command`` names the command
+    in the first line.
     """
     out = out if out is not None else sys.stderr
     live = out.isatty() if live is None else live
@@ -454,7 +474,7 @@ def run_zoo(config: RunConfig, store_root: str, *, out: TextIO | None = None,
     with StopSignals() as stop:
         with Cluster(config.cluster, retries=config.tasks.retries, log_path=log) as cluster:
             info = cluster.info
-            out.write(f"kiln run {config.name}: {len(config.models)} model(s) -> store "
+            out.write(f"{command} {config.name}: {len(config.models)} model(s) -> store "
                       f"{store_root}; {info.cpu_workers} CPU + {info.gpu_workers} GPU "
                       f"worker(s) at {info.address}\n")
             out.write(f"  log: {log} (worker output and distributed's log)\n")
@@ -463,8 +483,8 @@ def run_zoo(config: RunConfig, store_root: str, *, out: TextIO | None = None,
             if config.tuning.enabled and not info.gpu_workers:
                 out.write("  note: tuning.enabled = true but no GPU workers: kernels are "
                           "built for every candidate config, none is timed\n")
-            progress = Progress(STAGES, out, live)
-            report = _Runner(config, store_root, cluster, progress, stop).run()
+            progress = Progress(STAGES[:1] if capture_only else STAGES, out, live)
+            report = _Runner(config, store_root, cluster, progress, stop, capture_only).run()
     report.log_path = log
     reconcile_with_store(report, store_root)
     return report
@@ -511,6 +531,8 @@ def _stored_check(report: RunReport, store_root: str) -> Any:
     options = load_options(json.loads(report.config.compiler_json))
 
     def stored(r: TaskResult) -> bool:
+        if r.stage == "capture" and specs[r.model].graph_key is not None:
+            return False     # a stored graph that failed to read: the failure stands
         if r.stage == "capture":
             return store.graph_for_source(source_key(specs[r.model])) is not None
         graph_key, _, target = r.key.partition(":")

@@ -6,10 +6,14 @@ atomic, so concurrent workers and killed workers are safe) and returns a small
 fault: an export error, a lowering error or a store error becomes a ``failed`` result that
 carries the error type, message and traceback, so the runner records it and goes on.
 
-Captured graphs are big (an FX graph plus example tensors), so they stay in the worker that
-made them: ``capture_task`` keeps the latest few in a per-process memo and ``lower_task``
-takes it from there when the scheduler puts it on the same worker (the runner asks for that),
-or captures again otherwise; capture is deterministic, and the graph key is checked.
+Only ``capture_task`` runs the model's code. It stores the graph loadable
+(``storage.graphs``: torch.export's JSON of the graph plus its calling convention, no
+weights) after reading it back once to check that it keys the same; every later stage
+works from the stored graph by its key (``stored_graph``), so a worker needs neither the
+model's module nor its factory. A per-process memo keeps the last few graphs read (or
+written), as lower runs next to capture when the scheduler can (the runner asks for that).
+``restore_task`` is capture's stand-in for ``kiln relower``: it reads a stored graph and,
+under a newer torch, stores it again under this torch's key.
 
 Example:
     >>> from pipeline.config import ModelSpec
@@ -21,6 +25,7 @@ Example:
 from __future__ import annotations
 
 import dataclasses
+import functools
 import hashlib
 import importlib
 import importlib.util
@@ -104,25 +109,25 @@ def _failure(stage: str, model: str, key: str, target: str, start: float,
 # --- the per-process memo of captured graphs ----------------------------------------------------
 
 class _GraphMemo:
-    """The last few captured graphs of this worker process, by model spec.
+    """The last few graphs this worker process read from the store or wrote, by graph key.
 
-    A pure cache: a hit and a miss (capture again) give the same graph, so it needs no
-    invalidation; it only saves a second export when lower runs where capture ran.
+    A pure cache: a hit and a miss (read the store) give the same graph, so it needs no
+    invalidation; it only saves reading the store again when lower runs where capture ran.
     """
 
     def __init__(self, capacity: int):
         self.capacity, self._items, self._lock = capacity, OrderedDict(), threading.Lock()
 
-    def put(self, spec: ModelSpec, captured: Any) -> None:
+    def put(self, graph_key: str, captured: Any) -> None:
         with self._lock:
-            self._items[spec] = captured
-            self._items.move_to_end(spec)
+            self._items[graph_key] = captured
+            self._items.move_to_end(graph_key)
             while len(self._items) > self.capacity:
                 self._items.popitem(last=False)
 
-    def get(self, spec: ModelSpec) -> Any | None:
+    def get(self, graph_key: str) -> Any | None:
         with self._lock:
-            return self._items.get(spec)
+            return self._items.get(graph_key)
 
 
 _GRAPHS = _GraphMemo(capacity=8)
@@ -335,21 +340,31 @@ def source_key(spec: ModelSpec) -> str:
     return hashlib.sha256(canonical_json(parts).encode()).hexdigest()
 
 
-def graph_record(spec: ModelSpec, captured: Any, source: str | None = None) -> Any:
-    """The graphs row of a captured graph (signature as canonical JSON of its input specs);
-    ``source`` is the spec's ``source_key``."""
-    from compiler.capture import graph_text, torch_version_for_key
-    from storage import GraphRecord, canonical_json
-    signature = [dataclasses.asdict(s) for s in captured.inputs]
-    return GraphRecord(graph_key=captured.graph_key, model=spec.name,
-                       input_signature=canonical_json(signature),
-                       torch_version=torch_version_for_key(), graph_text=graph_text(captured.gm),
-                       source_key=source)
+def storable(captured: Any) -> tuple[Any, Any]:
+    """``(serialized, read back)``: the graph as the store keeps it, and that read back as a
+    lower task will read it; ``GraphFormatError`` where it does not key the same, so a graph
+    that would not lower from the store fails its capture, not every later stage."""
+    from compiler.capture_serde import dump_graph, load_graph
+    serialized = dump_graph(captured)
+    return serialized, load_graph(serialized)
+
+
+def stored_graph(store: Any, graph_key: str) -> Any:
+    """The ``CapturedGraph`` of a stored graph, from this process's memo or the store."""
+    captured = _GRAPHS.get(graph_key)
+    if captured is None:
+        captured = store.load_graph(graph_key)
+        _GRAPHS.put(graph_key, captured)
+    if captured.graph_key != graph_key:
+        raise RuntimeError(f"graph {graph_key[:12]} was stored by another torch release and "
+                           f"reads as graph {captured.graph_key[:12]} here: kiln relower "
+                           f"stores it under this torch's key")
+    return captured
 
 
 def capture_task(spec: ModelSpec, store_root: str) -> TaskResult:
-    """Capture one model; write its graph row (with its ``source_key``) unless the store has
-    that graph under that source key already.
+    """Capture one model; write its graph row (loadable, with its ``source_key``) unless the
+    store has that graph under that source key already.
 
     >>> capture_task(ModelSpec("x", factory="no.such.module:f"), "/tmp/s").error_type
     'ModuleNotFoundError'
@@ -359,20 +374,61 @@ def capture_task(spec: ModelSpec, store_root: str) -> TaskResult:
         source = source_key(spec)
         notes: list[str] = []
         captured = capture_model(spec, notes)
-        _GRAPHS.put(spec, captured)
+        serialized, loaded = storable(captured)
+        _GRAPHS.put(captured.graph_key, loaded)
         from storage import Store
+        from storage.graphs import graph_record
         store = Store(store_root)
         status = SKIPPED
-        if not store.has("graphs", captured.graph_key):
-            store.write("graphs", [graph_record(spec, captured, source)])
+        if not _loadable(store, captured.graph_key):
+            store.write("graphs", [graph_record(captured, spec.name, source, serialized)])
             status = OK
         elif store.graph_for_source(source) != captured.graph_key:
             # The graph is stored, but not under this source (an older row, another model
             # with the same graph): add a row that names it, so the next run finds it.
-            store.write("graphs", [graph_record(spec, captured, source)])
+            store.write("graphs", [graph_record(captured, spec.name, source, serialized)])
         return TaskResult(stage="capture", model=spec.name, status=status,
                           key=captured.graph_key, seconds=time.perf_counter() - start,
                           warning="; ".join(notes))
+    except Exception as exc:
+        return _failure("capture", spec.name, spec.source, "", start, exc)
+
+
+def _loadable(store: Any, graph_key: str) -> bool:
+    """Whether a graphs row of ``graph_key`` holds the loadable graph (rows before schema v4
+    name it only: capture writes one that does)."""
+    import pyarrow.compute as pc
+    return store.query("graphs", (pc.field("graph_key") == graph_key)
+                       & pc.field("program").is_valid(), columns=["graph_key"]).num_rows > 0
+
+
+def restore_task(spec: ModelSpec, store_root: str) -> TaskResult:
+    """``kiln relower``'s capture: read the stored graph ``spec.graph_key`` with this torch.
+    Stored by this torch release, nothing is written (``skipped``); by another one that
+    reads, the graph is stored again under this torch's key (``ok``, the new key); one
+    that cannot be read fails with the reason (``GraphFormatError``).
+
+    >>> spec = ModelSpec("m", graph_key="0" * 64)
+    >>> restore_task(spec, "/tmp/kiln-doctest-empty").error_type
+    'GraphMissError'
+    """
+    start = time.perf_counter()
+    try:
+        from storage import Store
+        from storage.graphs import graph_record
+        store = Store(store_root)
+        captured = store.load_graph(spec.graph_key)
+        _GRAPHS.put(captured.graph_key, captured)
+        result = functools.partial(TaskResult, stage="capture", model=spec.name,
+                                   key=captured.graph_key)
+        if captured.graph_key == spec.graph_key:
+            return result(status=SKIPPED, seconds=time.perf_counter() - start,
+                          note="stored graph read")
+        if not _loadable(store, captured.graph_key):
+            store.write("graphs", [graph_record(captured, spec.name)])
+        return result(status=OK, seconds=time.perf_counter() - start,
+                      note=f"stored graph {spec.graph_key[:12]} (another torch) stored again "
+                           f"as {captured.graph_key[:12]} for this torch")
     except Exception as exc:
         return _failure("capture", spec.name, spec.source, "", start, exc)
 
@@ -381,27 +437,16 @@ def capture_task(spec: ModelSpec, store_root: str) -> TaskResult:
 
 @dataclass(frozen=True)
 class LowerJob:
-    """One module to lower: a captured model (by spec and graph key) for one target.
+    """One module to lower: a stored graph (by key; ``model`` names it in results and module
+    rows) for one target.
 
     ``target`` is the compiler's (``cpu`` or ``cuda``); ``options_json`` the compiler option
     overrides of the run.
     """
-    spec: ModelSpec
+    model: str
     graph_key: str
     target: str
     options_json: str = "{}"
-
-
-def _captured_for(job: LowerJob) -> Any:
-    captured = _GRAPHS.get(job.spec)
-    if captured is None:
-        captured = capture_model(job.spec)
-        _GRAPHS.put(job.spec, captured)
-    if captured.graph_key != job.graph_key:
-        raise RuntimeError(f"model {job.spec.name!r} captured to graph {captured.graph_key[:12]} "
-                           f"on this worker but {job.graph_key[:12]} before: capture is not "
-                           f"deterministic for this model")
-    return captured
 
 
 def _stored_kernels(store: Any, keys: list[str]) -> set[str]:
@@ -454,23 +499,23 @@ def lower_task(job: LowerJob, store_root: str) -> TaskResult:
                 json.loads(row["meta_json"]),
                 [(k["kernel_key"], KernelSpec.from_json(k["meta_json"])) for k in row["kernels"]],
                 lambda: _example_sizes(store, job.graph_key))
-            return TaskResult(stage="lower", model=job.spec.name, status=SKIPPED, key=key,
+            return TaskResult(stage="lower", model=job.model, status=SKIPPED, key=key,
                               target=job.target, seconds=time.perf_counter() - start,
                               kernel_keys=tuple(row["kernel_keys"]),
                               fallback_ops=_fallbacks(row["meta_json"]), kernel_shapes=shapes,
                               repaired=f"restored {restored} kernels row(s) the store had "
                                        f"lost, from the stored module" if restored else "")
-        captured = _captured_for(job)
+        captured = stored_graph(store, job.graph_key)
         artifact = lower(captured, options, target=job.target)
         kernel_keys = tuple(dict.fromkeys(k.kernel_key for k in artifact.kernels))
         known = _stored_kernels(store, list(kernel_keys))
         store.put_artifact(artifact)
         shapes = kernel_shapes(artifact.meta, [(k.kernel_key, k.spec) for k in artifact.kernels],
                                lambda: _example_sizes(store, job.graph_key, captured))
-        return TaskResult(stage="lower", model=job.spec.name, status=OK, key=artifact.module_key,
+        return TaskResult(stage="lower", model=job.model, status=OK, key=artifact.module_key,
                           target=job.target, seconds=time.perf_counter() - start,
                           kernel_keys=kernel_keys,
                           new_kernel_keys=tuple(k for k in kernel_keys if k not in known),
                           fallback_ops=_fallbacks(artifact.meta_json), kernel_shapes=shapes)
     except Exception as exc:
-        return _failure("lower", job.spec.name, key, job.target, start, exc)
+        return _failure("lower", job.model, key, job.target, start, exc)

@@ -4,19 +4,20 @@ Once every kernel shape of a model's CUDA module has been through the tune stage
 submits one ``relower_task`` per GPU kind that tuned them. The task reads the best ``ok``
 trial of each kernel at the sizes the module launches it at, on that GPU kind
 (``storage.tuning.best_trials``), lowers the captured graph again with those configs
-(``compiler.api.lower(captured, options, "cuda", configs=...)``) and stores the module with
+(``compiler.api.lower(captured, options, "cuda", configs=...)``, the graph read from the
+store as lower reads it) and stores the module with
 ``tuned_for`` = the device name. A deployment finds it with
 ``Store.tuned_module(graph_key, torch.cuda.get_device_name())`` and loads it like any module:
 the wrapper launches the tuned configs, nothing is compiled or tuned on the serving machine.
 
 The configs are part of the module key, so a rerun that finds the same best trials computes
-the same key, finds the module stored and skips it without capturing anything; a later sweep
+the same key, finds the module stored and skips it without reading the graph; a later sweep
 that found faster configs stores a new module (``tuned_module`` returns the newest). A kernel
 launched at several sizes in one module gets the config of the size with the most time at
 stake (the wrapper takes one config per kernel); kernels never timed keep the heuristic.
 
 Example:
-    >>> job = RelowerJob(spec=None, graph_key="g" * 64, device_name="NVIDIA H100 80GB HBM3",
+    >>> job = RelowerJob(model="m", graph_key="g" * 64, device_name="NVIDIA H100 80GB HBM3",
     ...                  shapes=())
     >>> job.record_key
     'gggggggggggggggg...:cuda:tuned-for:NVIDIA H100 80GB HBM3'
@@ -28,16 +29,15 @@ import time
 from dataclasses import dataclass
 from typing import Any, Iterable
 
-from pipeline.config import ModelSpec
 from pipeline.shapes import KernelShape
-from pipeline.tasks import OK, SKIPPED, LowerJob, TaskResult, _captured_for, _failure
+from pipeline.tasks import OK, SKIPPED, TaskResult, _failure, stored_graph
 
 
 @dataclass(frozen=True)
 class RelowerJob:
-    """Lower ``graph_key`` (captured from ``spec``) for CUDA with the best configs that
-    ``device_name`` measured for ``shapes`` (the kernel shapes of its untuned module)."""
-    spec: ModelSpec | None
+    """Lower the stored graph ``graph_key`` (of ``model``) for CUDA with the best configs
+    that ``device_name`` measured for ``shapes`` (the kernel shapes of its untuned module)."""
+    model: str
     graph_key: str
     device_name: str
     shapes: tuple[KernelShape, ...]
@@ -70,7 +70,7 @@ def relower_task(job: RelowerJob, store_root: str) -> TaskResult:
     """Store the tuned module of ``job`` unless it is stored already; see the module doc."""
     start = time.perf_counter()
     key = job.record_key
-    name = job.spec.name if job.spec else ""
+    name = job.model
 
     def result(status: str, note: str, **fields: Any) -> TaskResult:
         return TaskResult(stage="relower", model=name, status=status, key=key, target="cuda",
@@ -91,8 +91,7 @@ def relower_task(job: RelowerJob, store_root: str) -> TaskResult:
                        & (pc.field("tuned_for") == job.device_name),
                        columns=["module_key"]).num_rows:
             return result(SKIPPED, f"tuned module for {job.device_name} already stored")
-        captured = _captured_for(LowerJob(spec=job.spec, graph_key=job.graph_key,
-                                          target="cuda", options_json=job.options_json))
+        captured = stored_graph(store, job.graph_key)
         artifact = lower(captured, options, "cuda", configs)
         store.put_artifact(artifact, tuned_for=job.device_name)
         tuned = sum(k.spec.launch.tuned for k in artifact.kernels)

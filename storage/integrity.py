@@ -1,7 +1,9 @@
 """Per-row content hashes for the kinds that hold code or binaries, and their checks.
 
 A row's ``content_hash`` is sha256 over its ``HASHED_COLUMNS`` (key included), each value
-tagged with its type and length so that no two different rows encode to the same bytes. The
+tagged with its type and length so that no two different rows encode to the same bytes;
+trailing nulls are left out, so a nullable column appended to a kind's list leaves the
+hashes of older rows (null there) as they were. The
 hash is computed when a record is written and checked whenever rows are read back, so a
 flipped byte in a cubin or an edited source is a reported miss, never served code.
 
@@ -35,9 +37,17 @@ def _encode(value: Any) -> bytes:
     elif isinstance(value, str):
         tag, data = b"s", value.encode()
     else:
-        # Lists (kernel_keys) and lists of structs (kernels): canonical JSON.
-        tag, data = b"j", json.dumps(value, sort_keys=True, separators=(",", ":")).encode()
+        # Lists (kernel_keys) and lists of structs (kernels, constants): canonical JSON,
+        # bytes inside them as hex.
+        tag, data = b"j", json.dumps(value, sort_keys=True, separators=(",", ":"),
+                                     default=_hex).encode()
     return tag + struct.pack("<Q", len(data)) + data
+
+
+def _hex(value: Any) -> str:
+    if isinstance(value, bytes):
+        return value.hex()
+    raise TypeError(f"cannot hash a {type(value).__name__}")
 
 
 def hash_values(values: list[Any]) -> str:
@@ -55,7 +65,19 @@ def is_hashed(kind: str) -> bool:
 def row_hashes(kind: str, table: pa.Table) -> list[str]:
     """The content hash every row of ``table`` should carry."""
     columns = [table.column(name).to_pylist() for name in HASHED_COLUMNS[kind]]
-    return [hash_values(list(cells)) for cells in zip(*columns)]
+    return [hash_values(_without_trailing_nulls(cells)) for cells in zip(*columns)]
+
+
+def _without_trailing_nulls(cells: tuple) -> list[Any]:
+    """The cells up to the last non-null one (see the module doc).
+
+    >>> _without_trailing_nulls(("k", None, "x", None, None))
+    ['k', None, 'x']
+    """
+    end = len(cells)
+    while end and cells[end - 1] is None:
+        end -= 1
+    return list(cells[:end])
 
 
 def bad_rows(kind: str, table: pa.Table) -> list[int]:

@@ -55,7 +55,11 @@ def _json_text(value: Any) -> str:
 
 @dataclass(frozen=True)
 class GraphRecord:
-    """A captured ATen graph. ``input_signature`` is JSON text (shapes, dtypes, dynamic)."""
+    """A captured ATen graph. ``input_signature`` is JSON text (shapes, dtypes, dynamic).
+
+    ``program``, ``call_json``, ``constants`` and ``graph_format`` make it loadable
+    (``compiler.capture_serde.SerializedGraph``, see ``storage.graphs``); None in a record
+    that only names its graph."""
     KIND: ClassVar[str] = "graphs"
     graph_key: str
     model: str
@@ -64,6 +68,10 @@ class GraphRecord:
     graph_text: str
     source_key: str | None = None
     created_at: datetime = field(default_factory=_now)
+    program: str | None = None
+    call_json: str | None = None
+    constants: tuple[dict[str, Any], ...] | None = None
+    graph_format: str | None = None
 
     @classmethod
     def build(cls, *, graph_key: str, model: str, input_signature: Any, torch_version: str,

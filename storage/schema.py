@@ -43,7 +43,10 @@ KEY_COLUMN: Mapping[str, str] = MappingProxyType({
 # Columns covered by the per-row ``content_hash`` (kinds that hold code or binaries). The key
 # itself is covered, so a row moved under another key is caught as well as edited content.
 HASHED_COLUMNS: Mapping[str, tuple[str, ...]] = MappingProxyType({
-    "graphs": ("graph_key", "model", "input_signature", "torch_version", "graph_text"),
+    # The loadable graph's columns come last: null in rows before schema v4, and trailing
+    # nulls are left out of the hash (``integrity.row_hashes``), so those rows still verify.
+    "graphs": ("graph_key", "model", "input_signature", "torch_version", "graph_text",
+               "program", "call_json", "constants", "graph_format"),
     "modules": ("module_key", "graph_key", "compiler_version", "options_hash", "target",
                 "arch", "torch_version", "triton_version", "source", "meta_json",
                 "kernel_keys", "kernels"),
@@ -56,7 +59,8 @@ HASHED_COLUMNS: Mapping[str, tuple[str, ...]] = MappingProxyType({
 # statistics of a 35 KB source column would be copied into the footer for every row group,
 # making the footer (read by every lookup) megabytes long. They get neither statistics nor
 # dictionary encoding (their values are nearly all distinct).
-PAYLOAD_COLUMNS = frozenset({"graph_text", "input_signature", "source", "meta_json",
+PAYLOAD_COLUMNS = frozenset({"graph_text", "input_signature", "program", "call_json",
+                             "constants", "source", "meta_json",
                              "kernel_keys", "kernels", "cubin", "metadata_json", "config_json",
                              "error", "message", "traceback", "content_hash"})
 
@@ -64,6 +68,12 @@ TRIAL_STATUSES = ("ok", "build_error", "resource_error", "launch_error", "wrong_
                   "timeout", "runtime_error")
 
 _TS = pa.timestamp("us", tz="UTC")
+# A graph's lifted constant (``compiler.capture_serde.StoredConstant``): data null where only
+# its spec and hash are kept (too big to store; a serving process finds it on the module).
+_CONSTANT_ENTRY = pa.struct([
+    ("name", pa.string()), ("dtype", pa.string()), ("size", pa.list_(pa.int64())),
+    ("sha256", pa.string()), ("data", pa.binary()),
+])
 _KERNEL_ENTRY = pa.struct([
     ("name", pa.string()), ("kernel_key", pa.string()),
     ("source", pa.string()), ("meta_json", pa.string()),
@@ -89,6 +99,14 @@ _FIELDS: Mapping[str, list[pa.Field]] = MappingProxyType({
         # and compiler versions, factory source): a run finds the graph without capturing.
         # Null in rows written before schema v2. Not hashed: v1 rows were hashed without it.
         _opt("source_key", pa.string()),
+        # The loadable graph (``compiler.capture_serde``): torch.export's JSON of the graph,
+        # the calling convention, the lifted constants, the format (kiln's and torch.export's
+        # schema versions). Lower and relower read these, never the model's code. Null in
+        # rows written before schema v4: such a graph must be captured again.
+        _opt("program", pa.string()),
+        _opt("call_json", pa.string()),
+        _opt("constants", pa.list_(_CONSTANT_ENTRY)),
+        _opt("graph_format", pa.string()),
         _req("content_hash", pa.string()),
         _req("created_at", _TS),
         _req("schema_version", pa.int32()),
@@ -254,12 +272,14 @@ def _binary_status(table: pa.Table) -> pa.Table:
 
 
 # Version 1 is the first released schema. Version 2 added graphs.source_key; version 3
-# added modules.tuned_for and trials.is_default; version 4 modules.model and binaries'
-# status and error (moved out of metadata_json).
+# added modules.tuned_for and trials.is_default; version 4 modules.model, binaries'
+# status and error (moved out of metadata_json) and the graphs' loadable graph.
 _ADDED: Mapping[int, Mapping[str, tuple[tuple[str, pa.DataType], ...]]] = {
     1: {"graphs": (("source_key", pa.string()),)},
     2: {"modules": (("tuned_for", pa.string()),), "trials": (("is_default", pa.bool_()),)},
-    3: {"modules": (("model", pa.string()),)},
+    3: {"modules": (("model", pa.string()),),
+        "graphs": (("program", pa.string()), ("call_json", pa.string()),
+                   ("constants", pa.list_(_CONSTANT_ENTRY)), ("graph_format", pa.string()))},
 }
 # Steps that do more than add null columns (kind -> function), applied after those.
 _CUSTOM: Mapping[int, Mapping[str, Migration]] = {3: {"binaries": _binary_status}}

@@ -252,6 +252,13 @@ class Store:
                            columns=["graph_key"])
         return table.column("graph_key")[0].as_py() if table.num_rows else None
 
+    def load_graph(self, graph_key: str) -> Any:
+        """The stored graph ``graph_key`` as a ``CapturedGraph`` to lower, with no model code
+        (``storage.graphs``); ``GraphMissError`` where none is stored loadable,
+        ``GraphFormatError`` where this torch cannot read it."""
+        from .graphs import load_graph
+        return load_graph(self, graph_key)
+
     # --- the compiler's cache protocol -----------------------------------------------------
 
     def get_artifact(self, module_key: str) -> CompiledArtifact | None:

@@ -184,7 +184,7 @@ def test_tasks_in_process_write_and_then_skip(tmp_path):
     first = capture_task(spec, store)
     assert (first.status, first.stage, len(first.key)) == ("ok", "capture", 64), first
     assert capture_task(spec, store).status == "skipped"
-    job = LowerJob(spec=spec, graph_key=first.key, target="cpu")
+    job = LowerJob(model=spec.name, graph_key=first.key, target="cpu")
     lowered = lower_task(job, store)
     assert lowered.status == "ok", lowered.traceback
     assert lowered.kernel_keys and set(lowered.new_kernel_keys) == set(lowered.kernel_keys)
@@ -208,10 +208,8 @@ def test_tasks_return_failures_instead_of_raising(tmp_path):
     assert "torch.export failed" in bad.message and "Traceback" in bad.traceback
     missing = capture_task(ModelSpec(name="m", factory="pipeline.zoo.tiny:nope"), store)
     assert missing.error_type == "AttributeError" and "has no attribute 'nope'" in missing.message
-    job = LowerJob(spec=ModelSpec(name="mlp", factory="pipeline.zoo.tiny:mlp"),
-                   graph_key="0" * 64, target="cpu")
-    mismatch = lower_task(job, store)
-    assert mismatch.status == "failed" and "not deterministic" in mismatch.message
+    missing_graph = lower_task(LowerJob(model="mlp", graph_key="0" * 64, target="cpu"), store)
+    assert missing_graph.error_type == "GraphMissError" and "not in store" in missing_graph.message
 
 
 def test_dynamic_dims_from_the_config_or_from_the_factory():
@@ -327,7 +325,7 @@ def test_model_status_comes_from_the_store(tmp_path):
                                    {"factory": "pipeline.zoo.tiny:convnet"}]}, "z.toml")
     mlp, convnet = cfg.models
     graph = capture_task(mlp, root).key
-    lowered = lower_task(LowerJob(spec=mlp, graph_key=graph, target="cpu"), root)
+    lowered = lower_task(LowerJob(model=mlp.name, graph_key=graph, target="cpu"), root)
     died = dict(status="failed", error_type="KilledWorker", message="workers died", attempts=3)
     report = RunReport(config=cfg, store=root, results=[
         TaskResult("capture", "mlp", "ok", key=graph),

@@ -39,7 +39,7 @@ def lowered(tmp_path_factory) -> tuple[Path, KernelShape]:
     root = tmp_path_factory.mktemp("lowered") / "store"
     spec = ModelSpec(name="mlp", factory="pipeline.zoo.tiny:mlp")
     captured = capture_task(spec, str(root))
-    result = lower_task(LowerJob(spec=spec, graph_key=captured.key, target="cuda"), str(root))
+    result = lower_task(LowerJob(model=spec.name, graph_key=captured.key, target="cuda"), str(root))
     assert result.status == "ok", result.traceback
     (shape,) = result.kernel_shapes
     return root, shape

@@ -415,13 +415,16 @@ def test_second_run_captures_nothing_but_edited_kwargs_are_captured(tmp_path, sh
     assert capture["convnet"].status == "skipped" and "source key" in capture["convnet"].note
 
 
-def test_a_missing_module_means_capture_again(tmp_path, shared):
-    """The graph is found by source key, but a target's module is not stored: capture."""
+def test_a_missing_module_is_lowered_from_the_stored_graph(tmp_path, shared):
+    """The graph is found by source key, but a target's module is not stored: no capture,
+    the lower task reads the stored graph."""
     address = ready(shared)
     body = '[[models]]\nfactory = "pipeline.zoo.tiny:mlp"\n'
     store_dir = tmp_path / "store"
     assert run(zoo(tmp_path, body, address), store_dir).captured == 1
     both = run(zoo(tmp_path, body, address, targets='["cpu", "sm_90"]'), store_dir)
-    assert both.exit_code == 0 and both.captured == 1     # no cuda module stored yet
+    assert both.exit_code == 0 and both.captured == 0     # the cuda module: new, not captured
+    assert {r.target: r.status for r in both.stage("lower")} == {"cpu": "skipped",
+                                                                 "cuda": "ok"}
     again = run(zoo(tmp_path, body, address, targets='["cpu", "sm_90"]'), store_dir)
-    assert again.exit_code == 0 and again.captured == 0
+    assert again.exit_code == 0 and again.captured == 0 and again.nothing_new

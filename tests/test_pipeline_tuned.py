@@ -40,7 +40,7 @@ def lowered(tmp_path_factory) -> tuple[Path, str, tuple[KernelShape, ...]]:
     """A store with the tiny transformer block lowered for cuda (6 kernel shapes)."""
     root = tmp_path_factory.mktemp("tuned") / "store"
     captured = capture_task(SPEC, str(root))
-    result = lower_task(LowerJob(spec=SPEC, graph_key=captured.key, target="cuda"), str(root))
+    result = lower_task(LowerJob(model=SPEC.name, graph_key=captured.key, target="cuda"), str(root))
     assert result.status == "ok", result.traceback
     return root, captured.key, result.kernel_shapes
 
@@ -85,7 +85,7 @@ def test_relower_stores_a_module_that_launches_the_best_stored_configs(tmp_path,
     trials, fast = _sweep(shapes)
     store.write("trials", trials)
     assert tuned_configs(store, GPU, shapes) == {k: c.as_dict() for k, c in sorted(fast.items())}
-    job = RelowerJob(spec=SPEC, graph_key=graph_key, device_name=GPU, shapes=shapes)
+    job = RelowerJob(model=SPEC.name, graph_key=graph_key, device_name=GPU, shapes=shapes)
 
     result = relower_task(job, str(store.root))
     assert result.status == "ok", result.traceback
@@ -121,7 +121,7 @@ def test_each_gpu_kind_gets_its_own_tuned_module(tmp_path, lowered):
     store.write("trials", other)
     keys = {}
     for device in (GPU, "Other GPU"):
-        job = RelowerJob(spec=SPEC, graph_key=graph_key, device_name=device, shapes=shapes)
+        job = RelowerJob(model=SPEC.name, graph_key=graph_key, device_name=device, shapes=shapes)
         keys[device] = relower_task(job, str(store.root)).key
         assert store.tuned_module(graph_key, device) == keys[device]
     assert keys[GPU] != keys["Other GPU"]
@@ -133,7 +133,7 @@ def test_each_gpu_kind_gets_its_own_tuned_module(tmp_path, lowered):
 
 def test_relower_without_trials_is_skipped_and_says_so(tmp_path, lowered):
     store, graph_key, shapes = _store(tmp_path, lowered)
-    job = RelowerJob(spec=SPEC, graph_key=graph_key, device_name=GPU, shapes=shapes)
+    job = RelowerJob(model=SPEC.name, graph_key=graph_key, device_name=GPU, shapes=shapes)
     result = relower_task(job, str(store.root))
     assert result.status == "skipped" and "no kernel of block has an ok trial" in result.note
 
@@ -204,8 +204,7 @@ def test_models_wait_for_every_shape_then_get_one_job_per_gpu_kind():
         return KernelShape(key, "pointwise1d", ("torch.float32",) * 2, (8, 8), (8,))
     a, b, c = shape("a"), shape("b"), shape("c")
     tuned = _TunedModules()
-    job = lambda name: LowerJob(spec=ModelSpec(name, factory="x.y:z"), graph_key=name,
-                                target="cuda")
+    job = lambda name: LowerJob(model=name, graph_key=name, target="cuda")
     tuned.expect(job("m1"), (a, b), "{}")
     assert tuned.tuned(a, GPU) == [] and tuned.ready("m1") == []
     tuned.expect(job("m2"), (a, c), "{}")          # a: tuned already (shared kernel)

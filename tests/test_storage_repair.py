@@ -28,7 +28,7 @@ def test_a_run_restores_a_deleted_kernels_file_and_builds_again(tmp_path):
     from pipeline.tasks import LowerJob, capture_task, lower_task
     root = str(tmp_path / "store")
     spec = ModelSpec(name="mlp", factory="pipeline.zoo.tiny:mlp", kwargs_json='{"batch": 4}')
-    job = LowerJob(spec=spec, graph_key=capture_task(spec, root).key, target="cuda")
+    job = LowerJob(model=spec.name, graph_key=capture_task(spec, root).key, target="cuda")
     assert lower_task(job, root).status == "ok"
     store = Store(root)
     os.remove(_kernels_file(store))
