@@ -2,6 +2,7 @@
 
 Example:
     >>> import tempfile
+    >>> from storage import FailureRecord, Store
     >>> store = Store(tempfile.mkdtemp())
     >>> store.write("failures", [FailureRecord.build(stage="lower", key="g1", model="m",
     ...                                             error_type="KeyError", message="aten.foo")])
