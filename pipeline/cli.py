@@ -3,6 +3,7 @@ looks at one.
 
     kiln run [CONFIG] [--store PATH] [--scheduler ADDR] [--workers N] [--dry-run]
     kiln store {ls,show,stats,verify,compact} [--store PATH] ...
+    kiln config {schema,docs,check}
 
 CONFIG defaults to ``configs/zoo-tiny.toml``. The store is ``--store``, else the config's
 ``run.store``, else ``./kiln-store``. Exit status: 0 when everything asked for succeeded,
@@ -148,7 +149,7 @@ def run_main(argv: Sequence[str], out: TextIO, err: TextIO) -> int:
     return report.exit_code
 
 
-USAGE = """usage: kiln [--version] [--help] {run,store} ...
+USAGE = """usage: kiln [--version] [--help] {run,store,config} ...
 
 kiln bakes a PyTorch model zoo into a store of compiled modules.
 
@@ -157,8 +158,9 @@ commands:
                  (default config: configs/zoo-tiny.toml; --dry-run checks it and prints the plan)
   store CMD      look at or maintain a store: ls, show, stats, verify, repair, compact,
                  best, gains, plot-tuning
+  config CMD     the zoo config schema: schema (JSON Schema), docs (reference), check CONFIG
 
-Run `kiln run --help` or `kiln store --help` for a command's options.
+Run `kiln run --help`, `kiln store --help` or `kiln config --help` for a command's options.
 """
 
 
@@ -191,6 +193,9 @@ def _dispatch(argv: list[str]) -> int:
     if command == "store":
         from storage.cli import store_main   # lazy: only this command needs it
         return store_main(rest)
+    if command == "config":
+        from pipeline.config_docs import config_main
+        return config_main(rest)
     sys.stderr.write(f"kiln: unknown command {command!r}\n\n{USAGE}")
     return EXIT_USAGE
 
