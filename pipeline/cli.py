@@ -1,7 +1,8 @@
 """The ``kiln`` command: ``kiln run [CONFIG]`` turns a zoo into a warm store; ``kiln store``
 looks at one.
 
-    kiln run [CONFIG] [--store PATH] [--scheduler ADDR] [--workers N] [--dry-run]
+    kiln run [CONFIG] [--store PATH] [--scheduler ADDR] [--workers N] [--dask-report FILE]
+             [--dry-run]
     kiln store {ls,show,stats,verify,compact} [--store PATH] ...
     kiln config {schema,docs,check}
 
@@ -30,7 +31,7 @@ from pathlib import Path
 from typing import Sequence, TextIO
 
 from pipeline.config import ConfigError, load_config
-from pipeline.report import EXIT_USAGE, format_plan, format_summary, make_plan
+from pipeline.report import EXIT_USAGE, format_plan, make_plan, print_summary
 
 DEFAULT_CONFIG = "configs/zoo-tiny.toml"
 DEFAULT_STORE = "./kiln-store"
@@ -48,6 +49,9 @@ def _run_parser() -> argparse.ArgumentParser:
                                             "tcp://host:8786 (default: an embedded cluster)")
     parser.add_argument("--workers", type=int, help="CPU worker processes of the embedded "
                                                     "cluster (default: the config's, else 2)")
+    parser.add_argument("--dask-report", metavar="FILE",
+                        help="save Dask's performance report of the run (HTML: task stream, "
+                             "worker profiles, transfers) to FILE")
     parser.add_argument("--dry-run", action="store_true",
                         help="print the plan, import every factory and check every .pt2 "
                              "file, and exit without running anything (2 if a model would "
@@ -139,13 +143,12 @@ def run_main(argv: Sequence[str], out: TextIO, err: TextIO) -> int:
                   + "\n")
         return _check_models(config, out, err)
     try:
-        report = run_zoo(config, store, out=err)
+        report = run_zoo(config, store, out=err, dask_report=args.dask_report)
     except (OSError, TimeoutError) as exc:
         err.write(f"kiln run: error: cannot start or reach the cluster: "
                   f"{type(exc).__name__}: {exc}\n")
         return EXIT_USAGE
-    out.write(format_summary(report) + "\n")
-    out.flush()
+    print_summary(report, out)
     return report.exit_code
 
 
