@@ -206,8 +206,11 @@ class Cluster:
         # The dashboard needs bokeh; without it the scheduler still serves its HTTP routes
         # (health checks), on any free port.
         dashboard = self.spec.dashboard if importlib.util.find_spec("bokeh") else ""
-        # The scheduler runs in this process, so its config is ours to set.
-        with dask.config.set({"distributed.scheduler.allowed-failures": self.retries}):
+        # The scheduler runs in this process, so its config is ours to set. A taken dashboard
+        # port moves to a free one with a warning on the terminal: the printed link says it.
+        with dask.config.set({"distributed.scheduler.allowed-failures": self.retries}), \
+                warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message="Port .* is already in use")
             self._cluster = SpecCluster(
                 workers=embedded_worker_specs(self.spec.workers, self.gpus),
                 scheduler={"cls": Scheduler, "options": {

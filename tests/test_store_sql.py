@@ -194,3 +194,21 @@ def test_plot_run_without_a_run_says_so(tmp_path, capsys):
         stage="capture", key="k", model="m", error_type="E", message="m")])
     assert store_main(["--store", str(tmp_path), "plot-run"]) == 1
     assert "no run timeline" in capsys.readouterr().err
+
+
+def test_a_taken_dashboard_port_moves_and_the_link_says_where(recwarn):
+    """Another cluster (another kiln run) on 127.0.0.1:8787 moves ours to a free port,
+    without a warning on the terminal."""
+    import socket
+
+    from pipeline.cluster import Cluster
+    from pipeline.config import ClusterSpec
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        spec = ClusterSpec(workers=1, gpus=0, dashboard=f"127.0.0.1:{port}")
+        with Cluster(spec, retries=0) as cluster:
+            link = cluster.info.dashboard
+    assert re.fullmatch(r"http://127\.0\.0\.1:\d+/status", link) and f":{port}/" not in link
+    assert not [w for w in recwarn if "already in use" in str(w.message)]
