@@ -92,15 +92,21 @@ class Progress:
         """``count`` more tasks for ``stage`` (negative: tasks that will not run after all)."""
         self.totals[stage] += count
         if self._bars is not None:
-            task = self._ids[stage]
-            if self.totals[stage] > 0:
-                self._bars.start_task(task)    # the stage's clock starts with its first task
-            self._bars.update(task, total=self.totals[stage], visible=self.totals[stage] > 0)
+            self._bars.update(self._ids[stage], total=self.totals[stage],
+                              visible=self.totals[stage] > 0)
+
+    def start(self, stage: str) -> None:
+        """The first task of ``stage`` was submitted: its clock (elapsed, rate) starts. Totals
+        are known earlier (every lowering at the start of a run) and would make a stage that
+        waits look slow."""
+        if self._bars is not None:
+            self._bars.start_task(self._ids[stage])
 
     def finish(self, stage: str, outcome: str) -> None:
         """One task of ``stage`` ended as ``ok``, ``skipped`` or ``failed``."""
         self.counts[stage][outcome] += 1
         if self._bars is not None:
+            self.start(stage)         # a stage found stored submits nothing
             outcomes = Text("  ").join(Text(f"{k} {v}", style=_STYLES[k])
                                        for k, v in self.counts[stage].items() if v)
             self._bars.update(self._ids[stage], advance=1, outcomes=outcomes)

@@ -208,6 +208,7 @@ class _Runner:
                                        submitted=time.perf_counter() - self.start)
         self.by_key[key] = future
         self.report.stage_spans.setdefault(task.stage, [time.perf_counter() - self.start] * 2)
+        self.progress.start(task.stage)
 
     def _submit_captures(self) -> None:
         # Totals up front, so the bars show the whole job; a failed capture takes its

@@ -32,6 +32,8 @@ def test_live_bars_show_counts_rate_elapsed_and_eta():
     out = Terminal()
     with Progress(["capture", "lower", "build"], out, live=True) as bars:
         bars.add("capture", 4)
+        bars.add("lower", 8)
+        bars.start("capture")
         time.sleep(0.3)
         bars.finish("capture", "ok")
         bars.finish("capture", "failed")
@@ -42,6 +44,8 @@ def test_live_bars_show_counts_rate_elapsed_and_eta():
     line = next(ln for ln in frame.splitlines()[::-1] if ln.startswith("capture"))
     assert re.search(r"2/4 +\d+(\.\d)?/(s|min) +0:00:0\d +eta 0:0\d +ok 1  failed 1", line), line
     assert "FAILED two: capture: CaptureError: no export" in frame
+    lower = next(ln for ln in frame.splitlines()[::-1] if ln.startswith("lower"))
+    assert re.search(r"0/8 +-:--:-- *$", lower), lower     # waiting: its clock has not started
     assert not any(ln.startswith("build") for ln in frame.splitlines())   # no tasks: hidden
 
 
