@@ -2,7 +2,9 @@
 
 The file's schema (every key, its type, default and meaning) is ``pipeline.config_schema``;
 ``docs/config.md`` is generated from it. This module reads a file, validates it there and
-resolves it into the records a run uses. A config names the models of a zoo (factories ``pkg.module:function`` or ``.pt2`` files from
+resolves it into the records a run uses.
+
+A config names the models of a zoo (factories ``pkg.module:function`` or ``.pt2`` files from
 ``torch.export.save``), the targets to compile for, tuning settings, the store and the cluster.
 Every problem raises ``ConfigError`` whose message starts with the file and the key path, e.g.
 ``configs/zoo.toml: models[2].dtype: expected one of bfloat16, float16, float32, float64; got

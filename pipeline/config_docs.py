@@ -24,7 +24,7 @@ from typing import Any, Iterator, Sequence, TextIO, get_args
 from pydantic import BaseModel
 from pydantic.json_schema import GenerateJsonSchema
 
-from pipeline.config_schema import ConfigError, ZooFile, _Table
+from pipeline.config_schema import ConfigError, TomlTable, ZooFile
 
 DOCS_PATH = "docs/config.md"
 
@@ -67,15 +67,15 @@ Example: [configs/zoo-tiny.toml](../configs/zoo-tiny.toml).
 """
 
 
-def _sections(model: type[_Table], path: str = "", array: bool = False
-              ) -> Iterator[tuple[str, type[_Table]]]:
+def _sections(model: type[TomlTable], path: str = "", array: bool = False
+              ) -> Iterator[tuple[str, type[TomlTable]]]:
     """``(TOML header, table model)`` for the file and every table below it, in file order."""
     yield (f"[[{path}]]" if array else f"[{path}]") if path else "top level", model
     for name, info in model.model_fields.items():
         annotation, many = info.annotation, False
         if getattr(annotation, "__origin__", None) is list:
             annotation, many = get_args(annotation)[0], True
-        if isinstance(annotation, type) and issubclass(annotation, _Table):
+        if isinstance(annotation, type) and issubclass(annotation, TomlTable):
             yield from _sections(annotation, f"{path}.{name}" if path else name, many)
 
 
