@@ -1,10 +1,12 @@
 """The ``kiln`` command: ``kiln run [CONFIG]`` turns a zoo into a warm store; ``kiln store``
 looks at one.
 
-    kiln run [CONFIG] [--store PATH] [--scheduler ADDR] [--workers N] [--dry-run]
+    kiln run [CONFIG] [--store PATH] [--scheduler ADDR] [--workers N] [--dask-report FILE]
+             [--dry-run]
     kiln capture CONFIG [--store PATH] ...      (pipeline.commands)
     kiln relower [--store PATH] [--target sm_90] [--models NAME...] ...
     kiln store {ls,show,stats,verify,compact} [--store PATH] ...
+    kiln config {schema,docs,check}
 
 CONFIG defaults to ``configs/zoo-tiny.toml``. The store is ``--store``, else the config's
 ``run.store``, else ``./kiln-store``. Exit status: 0 when everything asked for succeeded,
@@ -31,7 +33,7 @@ from pathlib import Path
 from typing import Sequence, TextIO
 
 from pipeline.config import ConfigError, load_config
-from pipeline.report import EXIT_USAGE, format_plan, format_summary, make_plan
+from pipeline.report import EXIT_USAGE, format_plan, make_plan, print_summary
 
 DEFAULT_CONFIG = "configs/zoo-tiny.toml"
 DEFAULT_STORE = "./kiln-store"
@@ -49,6 +51,9 @@ def _run_parser() -> argparse.ArgumentParser:
                                             "tcp://host:8786 (default: an embedded cluster)")
     parser.add_argument("--workers", type=int, help="CPU worker processes of the embedded "
                                                     "cluster (default: the config's, else 2)")
+    parser.add_argument("--dask-report", metavar="FILE",
+                        help="save Dask's performance report of the run (HTML: task stream, "
+                             "worker profiles, transfers) to FILE")
     parser.add_argument("--dry-run", action="store_true",
                         help="print the plan, import every factory and check every .pt2 "
                              "file, and exit without running anything (2 if a model would "
@@ -140,17 +145,16 @@ def run_main(argv: Sequence[str], out: TextIO, err: TextIO) -> int:
                   + "\n")
         return _check_models(config, out, err)
     try:
-        report = run_zoo(config, store, out=err)
+        report = run_zoo(config, store, out=err, dask_report=args.dask_report)
     except (OSError, TimeoutError) as exc:
         err.write(f"kiln run: error: cannot start or reach the cluster: "
                   f"{type(exc).__name__}: {exc}\n")
         return EXIT_USAGE
-    out.write(format_summary(report) + "\n")
-    out.flush()
+    print_summary(report, out)
     return report.exit_code
 
 
-USAGE = """usage: kiln [--version] [--help] {run,capture,relower,store} ...
+USAGE = """usage: kiln [--version] [--help] {run,capture,relower,store,config} ...
 
 kiln bakes a PyTorch model zoo into a store of compiled modules.
 
@@ -162,8 +166,9 @@ commands:
                  torch and Triton (no config, no model code): --target, --models, --option
   store CMD      look at or maintain a store: ls, show, stats, verify, repair, compact,
                  best, gains, plot-tuning
+  config CMD     the zoo config schema: schema (JSON Schema), docs (reference), check CONFIG
 
-Run `kiln run --help` or `kiln store --help` for a command's options.
+Run `kiln run --help`, `kiln store --help` or `kiln config --help` for a command's options.
 """
 
 
@@ -200,6 +205,9 @@ def _dispatch(argv: list[str]) -> int:
     if command == "store":
         from storage.cli import store_main   # lazy: only this command needs it
         return store_main(rest)
+    if command == "config":
+        from pipeline.config_docs import config_main
+        return config_main(rest)
     sys.stderr.write(f"kiln: unknown command {command!r}\n\n{USAGE}")
     return EXIT_USAGE
 

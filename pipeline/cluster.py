@@ -13,6 +13,11 @@ task elsewhere up to ``retries`` times, then reports ``KilledWorker``. (The runn
 tasks that may crash their process in a child of the worker, ``pipeline.sandbox``, so a
 crashing model does not take the worker, and its other tasks, down with it.)
 
+The embedded scheduler serves Dask's dashboard (``cluster.dashboard``, default
+127.0.0.1:8787, another free port when that one is taken; ``ClusterInfo.dashboard`` is its
+link), and ``performance_report`` saves Dask's performance report of the tasks run inside it
+(``kiln run --dask-report FILE``). Both need bokeh.
+
 Given a ``log_path``, distributed's log records in this process and everything the embedded
 workers print go to that file, not the terminal (``_LogToFile``, ``EmbeddedWorkerSetup``).
 
@@ -33,6 +38,8 @@ Example:
 """
 from __future__ import annotations
 
+import contextlib
+import importlib.util
 import logging
 import os
 import queue
@@ -40,10 +47,11 @@ import signal
 import sys
 import warnings
 from dataclasses import dataclass
-from typing import Any, Callable, Iterable
+from typing import Any, Callable, Iterable, Iterator
 
 import dask
-from distributed import Client, Future, Nanny, Scheduler, SpecCluster, WorkerPlugin
+from distributed import (Client, Future, Nanny, Scheduler, SpecCluster, WorkerPlugin,
+                         performance_report)
 from distributed.client import FutureCancelledError
 
 from pipeline.config import ClusterSpec
@@ -58,6 +66,7 @@ class ClusterInfo:
     gpu_workers: int
     attempts: int            # how many times a task runs before its workers' deaths fail it
     notes: tuple[str, ...] = ()
+    dashboard: str = ""      # the Dask dashboard's link; "" when there is none
 
 
 @dataclass(frozen=True)
@@ -194,14 +203,19 @@ class Cluster:
         self.close()
 
     def _start(self) -> ClusterInfo:
-        # The scheduler runs in this process, so its config is ours to set.
-        with dask.config.set({"distributed.scheduler.allowed-failures": self.retries}):
+        # The dashboard needs bokeh; without it the scheduler still serves its HTTP routes
+        # (health checks), on any free port.
+        dashboard = self.spec.dashboard if importlib.util.find_spec("bokeh") else ""
+        # The scheduler runs in this process, so its config is ours to set. A taken dashboard
+        # port moves to a free one with a warning on the terminal: the printed link says it.
+        with dask.config.set({"distributed.scheduler.allowed-failures": self.retries}), \
+                warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message="Port .* is already in use")
             self._cluster = SpecCluster(
                 workers=embedded_worker_specs(self.spec.workers, self.gpus),
                 scheduler={"cls": Scheduler, "options": {
-                    # No dashboard; its HTTP server (health checks) on any free port.
-                    "host": "127.0.0.1", "dashboard": False,
-                    "dashboard_address": "127.0.0.1:0"}},
+                    "host": "127.0.0.1", "dashboard": bool(dashboard),
+                    "dashboard_address": dashboard or "127.0.0.1:0"}},
                 # With a log file its handler takes the records (``_LogToFile``).
                 silence_logs=False if self.log_path else logging.ERROR, name="kiln")
         self._client = Client(self._cluster, set_as_default=False)
@@ -213,10 +227,13 @@ class Cluster:
             notes += (f"cluster.gpus = {self.gpus} but this machine shows {visible} GPU(s): "
                       f"a tune task on a GPU worker without a card fails ('tune task on a "
                       f"worker without CUDA'); set cluster.gpus to at most {visible}",)
+        if self.spec.dashboard and not dashboard:
+            notes += ("no Dask dashboard: it needs bokeh (pip install bokeh)",)
         self._cpu_resource = True
         return ClusterInfo(address=self._cluster.scheduler_address, embedded=True,
                            cpu_workers=self.spec.workers, gpu_workers=self.gpus,
-                           attempts=self.retries + 1, notes=notes)
+                           attempts=self.retries + 1, notes=notes,
+                           dashboard=self._dashboard_link() if dashboard else "")
 
     def _join(self) -> ClusterInfo:
         self._client = Client(self.spec.scheduler, set_as_default=False, timeout=30)
@@ -231,7 +248,13 @@ class Cluster:
                  f"task that crashes its own process)",)
         return ClusterInfo(address=self.spec.scheduler, embedded=False,
                            cpu_workers=len(workers) - gpu, gpu_workers=gpu,
-                           attempts=allowed + 1, notes=notes)
+                           attempts=allowed + 1, notes=notes, dashboard=self._dashboard_link())
+
+    def _dashboard_link(self) -> str:
+        """The scheduler's dashboard link, or "" when it serves none."""
+        if "dashboard" not in self.client.scheduler_info().get("services", {}):
+            return ""
+        return self.client.dashboard_link
 
     def close(self) -> None:
         """Close the client, and the cluster if we started it; safe to call twice."""
@@ -244,6 +267,17 @@ class Cluster:
         if self._log is not None:
             self._log.__exit__()
             self._log = None
+
+    @contextlib.contextmanager
+    def performance_report(self, path: str | None) -> Iterator[None]:
+        """Save Dask's performance report (an HTML page: task stream, worker profiles,
+        bandwidth) of what runs inside this block to ``path``; nothing when ``path`` is None."""
+        if not path:
+            yield
+            return
+        # performance_report finds its client as the current one; ours is not the default.
+        with self.client.as_current(), performance_report(filename=path):
+            yield
 
     # --- tasks --------------------------------------------------------------------------------
 

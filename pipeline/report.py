@@ -14,10 +14,14 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
+from typing import TextIO
+
+from rich.text import Text
 
 from pipeline.config import RunConfig, cuda_arch, gpu_targets, lower_target
-from pipeline.progress import format_table
+from pipeline.progress import format_table, render
 from pipeline.tasks import FAILED, OK, SKIPPED, TaskResult
+from storage.timeline import TaskSpan
 
 # Exit statuses of `kiln run`.
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
@@ -187,6 +191,14 @@ class RunReport:
     unrecorded: int = 0
     # the run's log file: worker output and distributed's log records
     log_path: str = ""
+    # every finished task's span, for the per-model time chart (storage.timeline)
+    spans: list[TaskSpan] = field(default_factory=list)
+    # files the run wrote beside the store: Dask's performance report, the spans (JSON), their
+    # chart (PNG; empty without matplotlib, chart_note says why when drawing failed)
+    dask_report: str = ""
+    timeline_path: str = ""
+    chart_path: str = ""
+    chart_note: str = ""
 
     @property
     def failures(self) -> list[TaskResult]:
@@ -243,15 +255,19 @@ class RunReport:
         return len(distinct), len(distinct - new)
 
 
-def _cell(results: list[TaskResult]) -> str:
-    if not results:
-        return "-"
-    words = {OK: "new", SKIPPED: "stored", FAILED: "FAILED"}
-    return "/".join(words[r.status] for r in results)
+_WORDS = {OK: "new", SKIPPED: "stored", FAILED: "FAILED"}
+_STYLE = {"new": "green", "stored": "cyan", "FAILED": "bold red", "ok": "green",
+          "incomplete": "yellow"}
 
 
-def format_summary(report: RunReport) -> str:
-    """A table per model, the totals table, then the failures with their messages."""
+def _cell(results: list[TaskResult]) -> Text:
+    words = [_WORDS[r.status] for r in results] or ["-"]
+    return Text("/").join(Text(w, style=_STYLE.get(w, "")) for w in words)
+
+
+def format_summary(report: RunReport, color: bool = False) -> str:
+    """A table per model, the totals table, then the failures with their messages; styled
+    for a terminal when ``color``."""
     targets = lower_targets(report.config)
     rows, n_ok = [], 0
     for spec in report.config.models:
@@ -263,17 +279,18 @@ def format_summary(report: RunReport) -> str:
                     + [_cell([r for r in mine if r.stage == "lower" and r.target == t])
                        for t in targets]
                     + [str(len({k for r in lowered for k in r.kernel_keys})),
-                       str(len({op for r in lowered for op in r.fallback_ops})), status])
+                       str(len({op for r in lowered for op in r.fallback_ops})),
+                       Text(status, style=_STYLE[status])])
         n_ok += status == "ok"
     headers = (["model", "graph"] + [f"module[{t}]" for t in targets]
                + ["kernels", "fallback ops", "status"])
-    lines = [format_table(headers, rows), ""]
+    lines = [format_table(headers, rows, color), ""]
     kernels, reused = report.kernel_counts()
     totals = [[f"{n_ok}/{len(report.config.models)}", kernels, _built_cell(report),
                _tuned_cell(report), reused, len(report.failures), f"{report.wall_s:.1f} s",
                f"{report.gpu_s:.1f}"]]
     lines += [format_table(["models", "kernels", "built", "tuned", "reused", "failed",
-                            "wall time", "GPU-s"], totals)]
+                            "wall time", "GPU-s"], totals, color)]
     lines += _build_lines(report) + _tune_lines(report) + _relower_lines(report)
     lines.append(report.throughput().describe())
     lines += _placement_lines(report)
@@ -281,8 +298,18 @@ def format_summary(report: RunReport) -> str:
     lines += _failure_lines(report.failures, report.unrecorded)
     if report.failures and report.log_path:
         lines.append(f"  (worker output and tracebacks: {report.log_path})")
-    lines.append(_verdict(report))
+    lines += _file_lines(report)
+    verdict = _verdict(report)
+    style = ("bold red" if report.failures else "yellow" if report.exit_code
+             else "bold green")
+    lines.append(render(Text(verdict, style=style), color) if color else verdict)
     return "\n".join(lines)
+
+
+def print_summary(report: RunReport, out: TextIO) -> None:
+    """``format_summary`` on ``out``, in colour when ``out`` is a terminal."""
+    out.write(format_summary(report, color=out.isatty()) + "\n")
+    out.flush()
 
 
 def _built_cell(report: RunReport) -> str:
@@ -386,6 +413,18 @@ def _failure_lines(failures: list[TaskResult], unrecorded: int = 0) -> list[str]
         where = f"{r.stage}[{r.target}]" if r.target else r.stage
         lines.append(f"  {r.model}: {where}: {r.error_type} after {r.attempts} attempt(s): "
                      f"{first[:300]}")
+    return lines
+
+
+def _file_lines(report: RunReport) -> list[str]:
+    """Where the run's reports went."""
+    lines = [f"dask performance report: {report.dask_report}"] if report.dask_report else []
+    if report.chart_path:
+        lines.append(f"time per model: {report.chart_path}")
+    elif report.timeline_path:
+        why = report.chart_note or "pip install 'kiln[plot]' for the chart"
+        lines.append(f"time per model: {report.timeline_path} ({why}; then kiln store "
+                     f"plot-run)")
     return lines
 
 

@@ -43,6 +43,7 @@ from __future__ import annotations
 
 import functools
 import hashlib
+import importlib.util
 import json
 import signal
 import sys
@@ -64,6 +65,8 @@ from pipeline.shapes import KernelShape
 from pipeline.tasks import (FAILED, SKIPPED, LowerJob, TaskResult, capture_task, lower_task,
                             restore_task, source_key)
 from pipeline.tuned_tasks import RelowerJob, relower_task
+from storage.timeline import SUFFIX as TIMELINE_SUFFIX
+from storage.timeline import RunTimeline, TaskSpan, plot_timeline, png_path, save_timeline
 
 STAGES = ("capture", "lower", "build", "tune", "relower")
 # Stages whose tasks run in a child process of their worker: they run the user's factory or
@@ -111,6 +114,7 @@ class _Task:
     job: Any = None
     dask_key: str = ""
     tag: str = ""            # makes the Dask key unique: a kernel (build), a shape (tune)
+    submitted: float = 0.0   # seconds after the run's start
 
 
 @dataclass
@@ -202,9 +206,11 @@ class _Runner:
                                    what=f"{task.stage}{where} of {task.model!r}")
         future = self.cluster.submit(fn, arg, self.store_root, key=key, near=near,
                                      gpu=task.stage == "tune")
-        self.pending[future] = replace(task, dask_key=key)
+        self.pending[future] = replace(task, dask_key=key,
+                                       submitted=time.perf_counter() - self.start)
         self.by_key[key] = future
         self.report.stage_spans.setdefault(task.stage, [time.perf_counter() - self.start] * 2)
+        self.progress.start(task.stage)
 
     def _submit_captures(self) -> None:
         # Totals up front, so the bars show the whole job; a failed capture takes its
@@ -345,7 +351,7 @@ class _Runner:
             if task.stage == "capture":
                 self.capture_worker[task.model] = worker
         self.cluster.release([future])
-        self._record(result, worker)
+        self._record(result, worker, task.submitted)
         self._after(result, task, worker)
 
     def _after(self, result: TaskResult, task: _Task, worker: str | None) -> None:
@@ -399,11 +405,18 @@ class _Runner:
                           target=task.target, error_type=error_type, message=message,
                           attempts=attempts)
 
-    def _record(self, result: TaskResult, worker: str | None) -> None:
+    def _record(self, result: TaskResult, worker: str | None,
+                submitted: float | None = None) -> None:
         self.report.results.append(result)
+        now = time.perf_counter() - self.start
         span = self.report.stage_spans.get(result.stage)
         if span is not None:
-            span[1] = time.perf_counter() - self.start
+            span[1] = now
+        # The task's own clock says how long it ran; a failure without one (a dead worker, a
+        # timeout) spans from its submission.
+        began = now - result.seconds if result.seconds else (submitted or now)
+        self.report.spans.append(TaskSpan(result.stage, result.model, result.target,
+                                          max(began, submitted or 0.0), now, result.status))
         self.report.gpu_s += result.gpu_seconds
         self.progress.finish(result.stage, result.status)
         if result.warning:
@@ -447,7 +460,7 @@ class _Runner:
         result = self._failed(task, "TaskTimeout", f"{task.stage} of {task.model} ran over its "
                               f"{limit:g} s timeout on {worker}; the task was cancelled and "
                               f"the worker restarted", attempts=1)
-        self._record(result, worker)
+        self._record(result, worker, task.submitted)
         self._after(result, task, None)
 
     def _interrupt(self) -> None:
@@ -461,33 +474,57 @@ class _Runner:
 
 def run_zoo(config: RunConfig, store_root: str, *, out: TextIO | None = None,
             live: bool | None = None, capture_only: bool = False,
-            command: str = "kiln run") -> RunReport:
+            command: str = "kiln run", dask_report: str | None = None) -> RunReport:
     """Run ``config`` into the store at ``store_root``; progress goes to ``out`` (stderr).
 
-    ``live`` redraws the bars in place (default: when ``out`` is a terminal);
-    ``capture_only`` stops after capture (``kiln capture``); ``command`` names the command
-    in the first line.
+    ``live`` draws live bars (default: when ``out`` is a terminal); ``capture_only`` stops
+    after capture (``kiln capture``); ``command`` names the command in the first line;
+    ``dask_report`` saves Dask's performance report of the run to that file.
     """
     out = out if out is not None else sys.stderr
     live = out.isatty() if live is None else live
     log = run_log_path(store_root)
     with StopSignals() as stop:
         with Cluster(config.cluster, retries=config.tasks.retries, log_path=log) as cluster:
-            info = cluster.info
-            out.write(f"{command} {config.name}: {len(config.models)} model(s) -> store "
-                      f"{store_root}; {info.cpu_workers} CPU + {info.gpu_workers} GPU "
-                      f"worker(s) at {info.address}\n")
-            out.write(f"  log: {log} (worker output and distributed's log)\n")
-            for note in info.notes:
-                out.write(f"  note: {note}\n")
-            if config.tuning.enabled and not info.gpu_workers:
-                out.write("  note: tuning.enabled = true but no GPU workers: kernels are "
-                          "built for every candidate config, none is timed\n")
-            progress = Progress(STAGES[:1] if capture_only else STAGES, out, live)
-            report = _Runner(config, store_root, cluster, progress, stop, capture_only).run()
-    report.log_path = log
+            _print_start(config, store_root, cluster.info, log, out, command)
+            with Progress(STAGES[:1] if capture_only else STAGES, out, live) as progress, \
+                    cluster.performance_report(dask_report):
+                report = _Runner(config, store_root, cluster, progress, stop,
+                                 capture_only).run()
+    report.log_path, report.dask_report = log, dask_report or ""
     reconcile_with_store(report, store_root)
+    save_timeline_of(report, log)
     return report
+
+
+def _print_start(config: RunConfig, store_root: str, info: Any, log: str, out: TextIO,
+                 command: str = "kiln run") -> None:
+    out.write(f"{command} {config.name}: {len(config.models)} model(s) -> store "
+              f"{store_root}; {info.cpu_workers} CPU + {info.gpu_workers} GPU "
+              f"worker(s) at {info.address}\n")
+    if info.dashboard:
+        out.write(f"  dashboard: {info.dashboard}\n")
+    out.write(f"  log: {log} (worker output and distributed's log)\n")
+    for note in info.notes:
+        out.write(f"  note: {note}\n")
+    if config.tuning.enabled and not info.gpu_workers:
+        out.write("  note: tuning.enabled = true but no GPU workers: kernels are "
+                  "built for every candidate config, none is timed\n")
+    out.flush()
+
+
+def save_timeline_of(report: RunReport, log: str) -> None:
+    """The run's task spans beside its log, and their chart when matplotlib is there (a
+    run never fails for want of a picture)."""
+    timeline = RunTimeline(report.config.name, report.wall_s, tuple(report.spans))
+    path = save_timeline(timeline, log.removesuffix(".log") + TIMELINE_SUFFIX)
+    report.timeline_path = path
+    if report.spans and importlib.util.find_spec("matplotlib"):
+        try:
+            plot_timeline(timeline, png_path(path))
+            report.chart_path = png_path(path)
+        except Exception as exc:   # a broken font cache, a full disk: say so, carry on
+            report.chart_note = f"no chart ({type(exc).__name__}: {exc})"
 
 
 def run_log_path(store_root: str) -> str:

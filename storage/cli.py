@@ -1,10 +1,12 @@
-"""``kiln store ls|show KEY|stats|verify|repair|compact|best|gains|plot-tuning``: look at a
-store, or mend it (``repair``: see ``storage.repair``).
+"""``kiln store ls|show KEY|stats|verify|repair|compact|best|gains|plot-tuning|plot-run|sql``:
+look at a store, or mend it (``repair``: see ``storage.repair``).
 
 ``best KERNEL`` prints the best config of a kernel (key or unique prefix) per size and GPU;
 ``gains`` what tuning gained per kernel (default vs best median); ``plot-tuning --out PNG``
-draws that as a bar chart (needs matplotlib: ``pip install 'kiln[plot]'``). See
-``storage.tuning``.
+draws that as a bar chart, ``plot-run`` a run's time per model (``storage.timeline``; both
+need matplotlib: ``pip install 'kiln[plot]'``). See ``storage.tuning``. ``sql QUERY`` runs
+SQL over views named after the record kinds (``storage.sql``; needs DuckDB:
+``pip install 'kiln[query]'``).
 
 Exit status: 0 on success; 1 when the command ran but found something wrong (verify found a
 problem, repair left one, show found no such key, compact left corrupt files in place, a
@@ -20,6 +22,7 @@ Example:
 from __future__ import annotations
 
 import argparse
+import csv
 import json
 import math
 import sys
@@ -79,6 +82,19 @@ def _parser() -> argparse.ArgumentParser:
     plot = command("plot-tuning", help="PNG bar chart of per-kernel speedup from tuning")
     plot.add_argument("--out", default="tuning.png", help="PNG path (default: tuning.png)")
     plot.add_argument("--device", help="GPU device name (default: every GPU)")
+    run = command("plot-run", help="PNG of a run's time per model: when each stage's tasks "
+                                   "ran, and their seconds per stage")
+    run.add_argument("--run", help="a run's STORE/logs/run-*.tasks.json (default: the newest)")
+    run.add_argument("--out", help="PNG path (default: beside the run's log, run-*.times.png)")
+    query = command("sql", help="SQL over views named after the record kinds (graphs, "
+                                "modules, kernels, binaries, trials, failures), by DuckDB")
+    query.add_argument("query", help='e.g. "SELECT model, target FROM modules"')
+    query.add_argument("--format", choices=("table", "csv", "json"), default="table",
+                       help="table (DuckDB's, long results elided), or every row as CSV or "
+                            "JSON lines")
+    query.add_argument("--raw", action="store_true",
+                       help="read the Parquet files as they are: faster, but unverified and "
+                            "not deduplicated (see storage/sql.py)")
     return parser
 
 
@@ -283,8 +299,53 @@ def _plot_tuning(store: Store, args: argparse.Namespace, out: TextIO) -> int:
     return 0
 
 
+def _plot_run(store: Store, args: argparse.Namespace, out: TextIO) -> int:
+    from .timeline import latest_timeline, load_timeline, plot_timeline, png_path
+    path = args.run or latest_timeline(store.root)
+    if path is None:
+        sys.stderr.write(f"kiln store: plot-run: no run timeline in {store.root}/logs (kiln "
+                         f"run writes one per run)\n")
+        return 1
+    target = args.out or png_path(path)
+    try:
+        models = plot_timeline(load_timeline(path), target)
+    except (ImportError, ValueError, OSError) as err:
+        sys.stderr.write(f"kiln store: plot-run: {err}\n")
+        return 1
+    out.write(f"plot-run: {models} model(s) -> {target}\n")
+    return 0
+
+
+def _sql(store: Store, args: argparse.Namespace, out: TextIO) -> int:
+    try:
+        import duckdb
+    except ImportError:
+        sys.stderr.write("kiln store: sql needs DuckDB: pip install 'kiln[query]'\n")
+        return 2
+    from .sql import connect, kinds_in
+    try:
+        relation = connect(store, kinds_in(args.query), raw=args.raw).sql(args.query)
+    except (duckdb.Error, ValueError) as err:
+        sys.stderr.write(f"kiln store: sql: {err}\n")
+        return 1
+    if relation is None:            # a statement without rows
+        return 0
+    if args.format == "table":
+        out.write(f"{relation}\n")
+        return 0
+    columns, rows = relation.columns, relation.fetchall()
+    if args.format == "json":
+        out.writelines(json.dumps(dict(zip(columns, row)), default=str) + "\n" for row in rows)
+    else:
+        writer = csv.writer(out, lineterminator="\n")
+        writer.writerow(columns)
+        writer.writerows(rows)
+    return 0
+
+
 _COMMANDS = {"ls": _ls, "show": _show, "stats": _stats, "verify": _verify, "repair": _repair,
-             "compact": _compact, "best": _best, "gains": _gains, "plot-tuning": _plot_tuning}
+             "compact": _compact, "best": _best, "gains": _gains, "plot-tuning": _plot_tuning,
+             "plot-run": _plot_run, "sql": _sql}
 
 
 def store_main(argv: list[str], out: TextIO | None = None) -> int:
