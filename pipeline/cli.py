@@ -156,7 +156,7 @@ commands:
   run [CONFIG]   capture, lower, build and tune every model of a zoo into a store
                  (default config: configs/zoo-tiny.toml; --dry-run checks it and prints the plan)
   store CMD      look at or maintain a store: ls, show, stats, verify, repair, compact,
-                 best, gains, plot-tuning
+                 best, gains, plot-tuning; why (does a model serve here), export (for a server)
 
 Run `kiln run --help` or `kiln store --help` for a command's options.
 """
