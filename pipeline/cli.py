@@ -97,7 +97,17 @@ def store_problem(root: str) -> str | None:
         os.remove(probe)
     except OSError as exc:
         return f"store {root}: cannot write in {existing}: {exc.strerror or exc}"
-    return None
+    return _signing_problem(root)
+
+
+def _signing_problem(root: str) -> str | None:
+    """A signed store and no key or another key (or a misconfigured key): every task's
+    write would be refused, so the run is refused up front."""
+    from storage import Store
+    try:
+        return Store(root).signing_problem()
+    except ValueError as exc:        # compiler.config's OptionsError, a too-short key
+        return str(exc)
 
 
 def _check_models(config, out: TextIO, err: TextIO) -> int:

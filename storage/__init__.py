@@ -16,13 +16,14 @@ from .reader import CorruptFileWarning, CorruptStoreError, Issue, TamperedRowWar
 from .records import (BinaryRecord, FailureRecord, GraphRecord, KernelRecord, ModuleRecord,
                       TrialRecord, canonical_json, derived_key)
 from .schema import (KEY_COLUMN, KINDS, SCHEMA_VERSION, StoreVersionError, schema_for)
+from .signing import StoreKey, StoreKeyError
 from .store import KindStats, Store, StoreMissError, StoreStats
 from .verify import VerifyReport
 
 __all__ = [
     "BinaryRecord", "CompactOptions", "CompactReport", "CorruptFileWarning",
     "CorruptStoreError", "FailureRecord", "GraphRecord", "Issue", "KEY_COLUMN", "KINDS",
-    "KernelRecord", "KindStats", "ModuleRecord", "SCHEMA_VERSION", "Store", "StoreMissError",
-    "StoreStats", "StoreVersionError", "TamperedRowWarning", "TrialRecord", "VerifyReport",
-    "canonical_json", "derived_key", "schema_for",
+    "KernelRecord", "KindStats", "ModuleRecord", "SCHEMA_VERSION", "Store", "StoreKey",
+    "StoreKeyError", "StoreMissError", "StoreStats", "StoreVersionError", "TamperedRowWarning",
+    "TrialRecord", "VerifyReport", "canonical_json", "derived_key", "schema_for",
 ]

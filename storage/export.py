@@ -15,7 +15,7 @@ hash-checked.
 
 Example:
     >>> import tempfile
-    >>> from storage import Store, GraphRecord
+    >>> from storage import Store
     >>> store = Store(tempfile.mkdtemp(), key=None)
     >>> try:
     ...     export_models(store, ["mlp"], "sm_90", tempfile.mkdtemp() + "/out")

@@ -159,26 +159,32 @@ class Store:
             raise StoreKeyError(refusal(self.root, marker))
         return None
 
+    def signing_problem(self) -> str | None:
+        """Why readers of this store would refuse what this ``Store`` writes (the store is
+        signed, and this has no key or another key), or None. ``kiln run`` asks before any
+        task runs; every write checks it again."""
+        marker = read_marker(self.fs, self.root)   # afresh: another writer may have signed
+        if marker is None:
+            return None
+        if self.key is None:
+            return (f"{refusal(self.root, marker)}: rows written without the key would be "
+                    f"refused by every reader")
+        if marker.fingerprint != self.key.fingerprint:
+            return (f"store {self.root} is signed with key {marker.fingerprint}, not with "
+                    f"the configured key {self.key.fingerprint}")
+        return None
+
     def _signed(self, kind: str, table: pa.Table) -> pa.Table:
         """``table`` signed with the store's key (the marker written on the first signed
         write); a keyless or wrong-key write to a signed store is a ``StoreKeyError``."""
         if not is_hashed(kind):
             return table
-        marker = read_marker(self.fs, self.root)   # afresh: another writer may have signed
-        if self.key is None:
-            if marker is not None:
-                raise StoreKeyError(f"{refusal(self.root, marker)}: rows written without "
-                                    f"the key would be refused by every reader")
-            return table
-        if marker is None:
-            write_marker(self.fs, self.root, self.key)
-            marker = read_marker(self.fs, self.root)
-        if marker is None or marker.fingerprint != self.key.fingerprint:
-            raise StoreKeyError(f"store {self.root} is signed with key "
-                                f"{marker.fingerprint if marker else '?'}, not with the "
-                                f"configured key {self.key.fingerprint}")
-        self._marker = marker
-        return with_signatures(kind, table, self.key)
+        if self.key is not None and read_marker(self.fs, self.root) is None:
+            write_marker(self.fs, self.root, self.key)     # the first signed write
+        problem = self.signing_problem()
+        if problem is not None:
+            raise StoreKeyError(problem)
+        return table if self.key is None else with_signatures(kind, table, self.key)
 
     # --- writing ---------------------------------------------------------------------------
 

@@ -138,3 +138,19 @@ def test_the_key_comes_from_the_environment_through_the_config_module(tmp_path, 
 def test_a_short_key_is_refused():
     with pytest.raises(ValueError, match="at least 16 bytes"):
         StoreKey(b"short")
+
+
+def test_kiln_run_refuses_a_signed_store_without_its_key_before_any_task(tmp_path,
+                                                                         monkeypatch):
+    from pipeline.cli import store_problem
+    monkeypatch.delenv("KILN_STORE_KEY_FILE", raising=False)
+    monkeypatch.delenv("KILN_STORE_KEY", raising=False)
+    assert store_problem(str(tmp_path)) is None
+    Store(tmp_path, key=KEY).write("kernels", [kernel(1)])
+    assert "is signed (key" in store_problem(str(tmp_path))
+    monkeypatch.setenv("KILN_STORE_KEY", OTHER.decode())
+    assert "not with the configured key" in store_problem(str(tmp_path))
+    monkeypatch.setenv("KILN_STORE_KEY", KEY.decode())
+    assert store_problem(str(tmp_path)) is None
+    monkeypatch.setenv("KILN_STORE_KEY", "short")
+    assert "at least 16 bytes" in store_problem(str(tmp_path))
