@@ -135,7 +135,7 @@ def bad_signatures(kind: str, table: pa.Table, key: StoreKey) -> list[tuple[int,
     bad = []
     for i, (message, got) in enumerate(zip(_messages(kind, table), stored)):
         if got is None:
-            bad.append((i, f"unsigned row in a store signed with key {key.fingerprint}"))
+            bad.append((i, f"unsigned row (rows must be signed with key {key.fingerprint})"))
         elif not hmac.compare_digest(key.sign(message), got):
             bad.append((i, f"signature does not verify with key {key.fingerprint}: signed "
                            f"with another key, or edited after signing"))

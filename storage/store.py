@@ -228,20 +228,22 @@ class Store:
         return self._query(kind, filter, columns, verify, dedup, keys=None)
 
     def query_with_refusals(self, kind: str, filter: ds.Expression | None = None,
-                 columns: list[str] | None = None) -> tuple[pa.Table, list[Issue]]:
+                            columns: list[str] | None = None) -> tuple[pa.Table, list[Issue]]:
         """``query``, and the rows it refused (tampered, unsigned...) as ``Issue``s naming
         file and key, so that a caller can say what it refused, not only that it missed."""
-        result = self._read(kind, filter, columns, True, True)
-        report(result.issues, self.strict)
-        table = result.table.drop_columns([FILENAME])
-        return (table.select(columns) if columns is not None else table), result.issues
+        return self._query_issues(kind, filter, columns, True, True, None)
 
     def _query(self, kind: str, filter: ds.Expression | None, columns: list[str] | None,
                verify: bool, dedup: bool, keys: list[str] | None) -> pa.Table:
+        return self._query_issues(kind, filter, columns, verify, dedup, keys)[0]
+
+    def _query_issues(self, kind: str, filter: ds.Expression | None,
+                      columns: list[str] | None, verify: bool, dedup: bool,
+                      keys: list[str] | None) -> tuple[pa.Table, list[Issue]]:
         result = self._read(kind, filter, columns, verify, dedup, keys)
         report(result.issues, self.strict)
         table = result.table.drop_columns([FILENAME])
-        return table.select(columns) if columns is not None else table
+        return (table.select(columns) if columns is not None else table), result.issues
 
     def _read(self, kind: str, filter: ds.Expression | None, columns: list[str] | None,
               verify: bool, dedup: bool, keys: list[str] | None = None) -> ReadResult:

@@ -178,14 +178,15 @@ def inspect_file(store: "Store", kind: str, file: StoreFile) -> FileCheck:
 
 
 def _check_signatures(store: "Store", check: FileCheck, file: StoreFile) -> None:
-    """Add the rows whose signature fails to ``check``'s problems and bad rows (so that
-    ``repair`` never rewrites, and re-signs, a row the key did not sign)."""
+    """In a signed store, add the rows whose signature fails to ``check``'s problems and
+    bad rows (so that ``repair`` never rewrites, and re-signs, a row the key did not sign).
+    An unsigned store's rows are not each a problem: ``_check_marker`` says it once."""
     try:
         key = store.checking_key(check.kind)
+        if key is None or check.table is None or store.marker() is None:
+            return
     except StoreKeyError:
         return      # reported once for the whole store by ``_check_marker``
-    if key is None or check.table is None:
-        return
     keys = check.keys
     hashed_bad = set(check.bad)
     unsigned = [(i, why) for i, why in bad_signatures(check.kind, check.table, key)
@@ -201,7 +202,11 @@ def _check_marker(store: "Store") -> list[Issue]:
     except StoreKeyError as err:
         return [Issue(marker_path(store.root), str(err))]
     if marker is None:
-        return []
+        return [] if store.key is None else [Issue(
+            marker_path(store.root), f"the store is not signed, and a key is configured "
+                                     f"({store.key.fingerprint}): readers with it refuse "
+                                     f"every row (`kiln store export` with the key makes a "
+                                     f"signed copy)")]
     if store.key is None:
         return [Issue(marker_path(store.root), f"the store is signed (key "
                                                f"{marker.fingerprint}) and no key is "

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import warnings
+from pathlib import Path
 
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -68,7 +69,7 @@ def test_an_unsigned_row_in_a_signed_store_is_refused(tmp_path):
     unsigned_path = Store(tmp_path, key=None).write("kernels", [kernel(1)])
     Store(tmp_path, key=KEY).write("kernels", [kernel(2)])
     store = Store(tmp_path, key=KEY)
-    with pytest.warns(TamperedRowWarning, match=r"kern0001.*unsigned row in a store signed"):
+    with pytest.warns(TamperedRowWarning, match=r"kern0001.*unsigned row \(rows must be signed"):
         assert keys(store.query("kernels")) == ["kern0002"]
     with pytest.warns(TamperedRowWarning):
         assert store.get("kernels", "kern0001") is None
@@ -154,3 +155,13 @@ def test_kiln_run_refuses_a_signed_store_without_its_key_before_any_task(tmp_pat
     assert store_problem(str(tmp_path)) is None
     monkeypatch.setenv("KILN_STORE_KEY", "short")
     assert "at least 16 bytes" in store_problem(str(tmp_path))
+
+
+def test_a_key_set_by_mistake_never_makes_repair_quarantine_an_unsigned_store(tmp_path):
+    path = Store(tmp_path, key=None).write("kernels", [kernel(1)])
+    store = Store(tmp_path, key=KEY)
+    report = store.verify()
+    assert [p.path for p in report.problems] == [str(tmp_path / MARKER)]
+    assert "the store is not signed, and a key is configured" in report.problems[0].reason
+    assert store.repair().actions == []
+    assert Store(tmp_path, key=None).query("kernels").num_rows == 1 and Path(path).exists()
