@@ -11,7 +11,8 @@ same way.
 Rows are read through the source store's checks (content hash; signature when the source
 is signed) and written with the store's key when it has one: exporting an unsigned store
 with a key configured signs what it ships, the exporter vouching for rows that were only
-hash-checked.
+hash-checked (the report says so). A store counts as signed if it has the marker or any
+signed row, so deleting a signed store's marker does not get unsigned rows signed.
 
 Example:
     >>> import tempfile
@@ -90,9 +91,13 @@ def export_models(store: "Store", names: Iterable[str], arch: str, out: str) -> 
     modules = _modules(source, names)
     tables = rows_to_copy(source, modules, arch)
     copied = tuple(_write(target, kind, tables[kind]) for kind in ORDER)
+    notes = _unserved(modules, tables["binaries"], arch)
+    if target.key is not None and not source.require_signatures:
+        notes.append(f"{store.root} is not signed: its rows (content hashes checked) are "
+                     f"signed with key {target.key.fingerprint} by this export")
     return ExportReport(root=target.root, models=names, arch=arch, copied=copied,
                         signed_with=target.key.fingerprint if target.key else None,
-                        notes=tuple(_unserved(modules, tables["binaries"], arch)))
+                        notes=tuple(notes))
 
 
 def _require_empty(target: "Store") -> None:
@@ -107,10 +112,19 @@ def _source(store: "Store") -> "Store":
     store's rows are hash-checked only, even with a key configured (the key then signs
     the copy)."""
     from .store import Store
-    if store.key is None or store.marker() is not None:
+    if store.key is None or store.marker() is not None or _any_signed(store):
         return store
     return Store(store.root, filesystem=store.fs, migrations=store.migrations,
                  strict=store.strict, key=store.key, require_signatures=False)
+
+
+def _any_signed(store: "Store") -> bool:
+    """Whether any row of ``store`` carries a signature (read without checking anything)."""
+    for kind in ("modules", "kernels", "binaries", "graphs"):
+        signatures = store.query(kind, columns=["signature"], verify=False)["signature"]
+        if signatures.null_count < len(signatures):
+            return True
+    return False
 
 
 def _modules(source: "Store", names: tuple[str, ...]) -> pa.Table:

@@ -238,3 +238,39 @@ def test_a_file_left_in_the_code_dir_is_not_imported_for_the_verified_source(tmp
     source = "VALUE = 1\n"
     (tmp_path / f"kiln_{content_hash(source)[:24]}.py").write_text("VALUE = 666\n")
     assert load_module(source, "cpu", tmp_path).VALUE == 1
+
+
+def _strip_signatures(root: Path) -> None:
+    """``root`` as an unsigned store: no marker, every signature column null."""
+    (root / MARKER).unlink()
+    for path in root.glob("*/*.parquet"):
+        table = pq.read_table(path)
+        if "signature" in table.column_names:
+            index = table.schema.get_field_index("signature")
+            table = table.set_column(index, table.schema.field(index),
+                                     pa.nulls(table.num_rows, pa.string()))
+            pq.write_table(table, path)
+
+
+def test_exporting_an_unsigned_store_with_a_key_signs_the_copy(deployed, tmp_path):
+    shutil.copytree(deployed.zoo, tmp_path / "unsigned")
+    _strip_signatures(tmp_path / "unsigned")
+    from storage.export import export_models
+    report = export_models(Store(tmp_path / "unsigned", key=deployed.key), ["mlp"], "sm_90",
+                           str(tmp_path / "out"))
+    assert report.signed_with == StoreKey(deployed.key).fingerprint
+    assert any("is not signed" in note for note in report.notes)
+    module, args = tiny.mlp()
+    _matches_eager(Store(tmp_path / "out", key=deployed.key).load_model("mlp", module),
+                   module, args)
+
+
+def test_deleting_the_marker_does_not_get_an_unsigned_row_signed_by_export(copy, tmp_path):
+    key = _module_key(copy, "cpu")
+    _edit_row(Path(copy.root), "modules", key, _unsign, rehash=False)
+    (Path(copy.root) / MARKER).unlink()
+    from storage.export import export_models
+    with pytest.warns(TamperedRowWarning, match=key):
+        export_models(copy, ["mlp"], "sm_90", str(tmp_path / "out"))
+    exported = Store(tmp_path / "out", key=copy.key).keys("modules")
+    assert exported and key not in exported
