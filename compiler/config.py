@@ -2,7 +2,9 @@
 
 This is the only module of the compiler that reads the environment (DESIGN.md conventions):
 ``KILN_DEBUG_DIR`` makes every compile dump its generated code there, ``KILN_CACHE_DIR`` moves
-the directory generated modules are written to before import. It is also the one place that
+the directory generated modules are written to before import, and ``KILN_STORE_KEY_FILE`` /
+``KILN_STORE_KEY`` give the key that signs store rows (``store_signing_key``; the store
+reads it through here). It is also the one place that
 finds kiln's shipped TOML files (``config_file``): package data of the installed
 distribution (``kiln_configs``, the repo's ``configs/``), read through importlib.resources.
 
@@ -167,6 +169,41 @@ def load_options(overrides: Mapping[str, Any] | CompilerOptions | None = None,
     values.update(_from_env())
     values.update(_validated(dict(overrides or {}), "options"))
     return CompilerOptions(**values)
+
+
+def store_signing_key(environ: Mapping[str, str] | None = None) -> bytes | None:
+    """The key that signs and verifies store rows (``storage.signing``), or None.
+
+    ``KILN_STORE_KEY_FILE`` names a file holding it (its bytes, less a trailing newline, so
+    ``openssl rand -hex 32 > FILE`` makes one); ``KILN_STORE_KEY`` holds it inline (UTF-8).
+    Read per store opened, never at import, and never sent to pipeline workers: each
+    process reads its own. Both set, a file that cannot be read or an empty key is an
+    ``OptionsError``: a misconfigured key must not pass for no key.
+
+    Example:
+        >>> store_signing_key({"KILN_STORE_KEY": "correct horse battery staple"})
+        b'correct horse battery staple'
+        >>> store_signing_key({}) is None
+        True
+    """
+    env = os.environ if environ is None else environ
+    path, inline = env.get("KILN_STORE_KEY_FILE"), env.get("KILN_STORE_KEY")
+    if path and inline:
+        raise OptionsError("both KILN_STORE_KEY_FILE and KILN_STORE_KEY are set; set one")
+    if path:
+        try:
+            key = Path(path).read_bytes().rstrip(b"\r\n")
+        except OSError as err:
+            raise OptionsError(f"KILN_STORE_KEY_FILE={path}: cannot read the store key: "
+                               f"{err.strerror or err}") from None
+        source = f"KILN_STORE_KEY_FILE={path}"
+    elif inline:
+        key, source = inline.encode(), "KILN_STORE_KEY"
+    else:
+        return None
+    if not key:
+        raise OptionsError(f"{source}: the store key is empty")
+    return key
 
 
 def options_from_json(text: str) -> CompilerOptions:

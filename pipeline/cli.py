@@ -104,7 +104,17 @@ def store_problem(root: str) -> str | None:
         os.remove(probe)
     except OSError as exc:
         return f"store {root}: cannot write in {existing}: {exc.strerror or exc}"
-    return None
+    return _signing_problem(root)
+
+
+def _signing_problem(root: str) -> str | None:
+    """A signed store and no key or another key (or a misconfigured key): every task's
+    write would be refused, so the run is refused up front."""
+    from storage import Store
+    try:
+        return Store(root).signing_problem()
+    except ValueError as exc:        # compiler.config's OptionsError, a too-short key
+        return str(exc)
 
 
 def _check_models(config, out: TextIO, err: TextIO) -> int:
@@ -165,7 +175,7 @@ commands:
   relower        lower, build and tune the store's graphs again with the installed kiln,
                  torch and Triton (no config, no model code): --target, --models, --option
   store CMD      look at or maintain a store: ls, show, stats, verify, repair, compact,
-                 best, gains, plot-tuning
+                 best, gains, plot-tuning; why (does a model serve here), export (for a server)
   config CMD     the zoo config schema: schema (JSON Schema), docs (reference), check CONFIG
 
 Run `kiln run --help`, `kiln store --help` or `kiln config --help` for a command's options.

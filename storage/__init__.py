@@ -25,6 +25,7 @@ _PUBLIC = {
     **dict.fromkeys(("KEY_COLUMN", "KINDS", "SCHEMA_VERSION", "StoreVersionError",
                      "schema_for"), ".schema"),
     **dict.fromkeys(("KindStats", "Store", "StoreMissError", "StoreStats"), ".store"),
+    **dict.fromkeys(("StoreKey", "StoreKeyError"), ".signing"),
     "ModelMissError": ".deploy", "VerifyReport": ".verify",
 }
 __all__ = sorted(_PUBLIC)

@@ -1,4 +1,5 @@
-"""``kiln store ls|show KEY|stats|verify|repair|compact|best|gains|plot-tuning|plot-run|sql``:
+"""``kiln store ls|show KEY|stats|verify|repair|compact|best|gains|plot-tuning|plot-run|sql|why|
+export``:
 look at a store, or mend it (``repair``: see ``storage.repair``).
 
 ``best KERNEL`` prints the best config of a kernel (key or unique prefix) per size and GPU;
@@ -7,11 +8,15 @@ draws that as a bar chart, ``plot-run`` a run's time per model (``storage.timeli
 need matplotlib: ``pip install 'kiln[plot]'``). See ``storage.tuning``. ``sql QUERY`` runs
 SQL over views named after the record kinds (``storage.sql``; needs DuckDB:
 ``pip install 'kiln[query]'``).
+``why NAME`` says whether the model's stored module serves this machine, or what differs
+(``storage.deploy.explain``); ``export NAME... --arch sm_90 --out DIR`` copies what serving
+those models needs into a new store (``storage.export``).
 
 Exit status: 0 on success; 1 when the command ran but found something wrong (verify found a
 problem, repair left one, show found no such key, compact left corrupt files in place, a
-file's schema version is unreadable); 2 for a usage error or a missing store; 130 when
-interrupted (Ctrl-C: nothing is lost).
+file's schema version is unreadable, why found the model does not serve, export refused);
+2 for a usage error, a missing store, or a signed store without its key (``KILN_STORE_KEY_FILE``);
+130 when interrupted (Ctrl-C: nothing is lost).
 
 Example:
     >>> import tempfile
@@ -32,6 +37,7 @@ import pyarrow.compute as pc
 
 from .compact import CompactReport
 from .schema import KEY_COLUMN, KINDS, StoreVersionError
+from .signing import StoreKeyError
 from .store import Store, StoreStats
 
 DEFAULT_STORE = "./kiln-store"
@@ -95,6 +101,18 @@ def _parser() -> argparse.ArgumentParser:
     query.add_argument("--raw", action="store_true",
                        help="read the Parquet files as they are: faster, but unverified and "
                             "not deduplicated (see storage/sql.py)")
+    why = command("why", help="whether a model's stored module serves this machine, or what "
+                              "differs from the nearest record")
+    why.add_argument("name", help="the model's name in its zoo config")
+    why.add_argument("--device", choices=("cpu", "cuda"),
+                     help="where it would run (default: cuda when there is a GPU, else cpu)")
+    export = command("export", help="copy what serving some models needs (modules, kernels, "
+                                    "one architecture's binaries, graphs, best trials) into a "
+                                    "new store")
+    export.add_argument("names", nargs="+", metavar="NAME", help="model names")
+    export.add_argument("--arch", required=True, help="GPU architecture of the binaries to "
+                                                      "copy, e.g. sm_90")
+    export.add_argument("--out", required=True, help="root of the new store (absent or empty)")
     return parser
 
 
@@ -340,12 +358,43 @@ def _sql(store: Store, args: argparse.Namespace, out: TextIO) -> int:
         writer = csv.writer(out, lineterminator="\n")
         writer.writerow(columns)
         writer.writerows(rows)
+def _why(store: Store, args: argparse.Namespace, out: TextIO) -> int:
+    import torch
+
+    from .deploy import Wanted, choose, explain, miss_message
+    device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
+    if device == "cuda" and not torch.cuda.is_available():
+        sys.stderr.write("kiln store why: --device cuda, but this machine has no CUDA GPU\n")
+        return 2
+    wanted = Wanted.here(device)
+    row, rows = choose(store, args.name, wanted)
+    if row is not None:
+        out.write(explain(store, args.name, wanted, rows) + "\n")
+        return 0
+    out.write(miss_message(store, args.name, wanted, rows) + "\n")
+    return 1
+
+
+def _export(store: Store, args: argparse.Namespace, out: TextIO) -> int:
+    from .export import ExportError, export_models
+    try:
+        report = export_models(store, args.names, args.arch, args.out)
+    except ExportError as err:
+        sys.stderr.write(f"kiln store export: {err}\n")
+        return 1
+    signed = (f"signed with key {report.signed_with}" if report.signed_with
+              else "unsigned (no key configured)")
+    out.write(f"export: {', '.join(report.models)} for {report.arch} -> {report.root} "
+              f"({signed})\n")
+    out.writelines(f"{c.kind:<9} {c.rows:>6} rows {c.bytes:>12,} bytes\n" for c in report.copied)
+    out.write(f"total     {report.rows:>6} rows {report.bytes:>12,} bytes\n")
+    out.writelines(f"note: {note}\n" for note in report.notes)
     return 0
 
 
 _COMMANDS = {"ls": _ls, "show": _show, "stats": _stats, "verify": _verify, "repair": _repair,
              "compact": _compact, "best": _best, "gains": _gains, "plot-tuning": _plot_tuning,
-             "plot-run": _plot_run, "sql": _sql}
+             "plot-run": _plot_run, "sql": _sql, "why": _why, "export": _export}
 
 
 def store_main(argv: list[str], out: TextIO | None = None) -> int:
@@ -355,7 +404,11 @@ def store_main(argv: list[str], out: TextIO | None = None) -> int:
     except SystemExit as exit_:     # argparse exits on --help and on usage errors
         return int(exit_.code or 0)
     out = out or sys.stdout
-    store = Store(args.store)
+    try:
+        store = Store(args.store)
+    except ValueError as err:       # a misconfigured signing key (compiler.config)
+        sys.stderr.write(f"kiln store: {err}\n")
+        return 2
     if not store.exists():
         sys.stderr.write(f"kiln store: no store at {store.root}\n")
         return 2
@@ -364,6 +417,9 @@ def store_main(argv: list[str], out: TextIO | None = None) -> int:
     except StoreVersionError as err:
         sys.stderr.write(f"kiln store: {err}\n")
         return 1
+    except StoreKeyError as err:
+        sys.stderr.write(f"kiln store {args.command}: {err}\n")
+        return 2
     except KeyboardInterrupt:
         # Every store write is atomic and compaction deletes its inputs only after its
         # output is in place, so stopping anywhere loses nothing (see storage.compact).

@@ -11,7 +11,9 @@ pool, no gcc: on CUDA Triton is not even imported.
 
 A miss is ``ModelMissError``, whose message names what differs from the nearest record
 (``explain``): no such name, or the name stored for another target, GPU architecture,
-torch, Triton or kiln version, or parameter dtype.
+torch, Triton or kiln version, or parameter dtype; and every row of the model the store
+refused to use (a content hash or, in a signed store, a signature that fails), by file and
+key. Nothing of a refused row is imported or launched.
 
 Example:
     >>> import tempfile, torch
@@ -25,6 +27,7 @@ Example:
 from __future__ import annotations
 
 import json
+import warnings
 from dataclasses import dataclass
 from importlib import metadata
 from pathlib import Path
@@ -35,6 +38,7 @@ from .store import StoreMissError
 if TYPE_CHECKING:
     import torch
 
+    from .reader import Issue
     from .store import Store
 
 MODULE_COLUMNS = ["module_key", "graph_key", "model", "target", "torch_version",
@@ -176,20 +180,45 @@ def explain(store: "Store", name: str, wanted: Wanted, rows: list | None = None)
             + f" (nearest: module {row['module_key'][:12]})")
 
 
+def refusals(store: "Store", name: str) -> list["Issue"]:
+    """The rows of model ``name`` the store refuses to use (tampered, or unsigned or signed
+    with another key in a signed store): its modules rows and its kernels' binaries, each
+    naming file and key. Read again on a miss only, quietly: the reads that missed warned."""
+    import pyarrow.compute as pc
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        rows, refused = store.query_with_refusals("modules", pc.field("model") == name,
+                                                  ["kernel_keys"])
+        kernels = sorted({k for row in rows.to_pylist() for k in row["kernel_keys"]})
+        if kernels:
+            refused += store.query_with_refusals(
+                "binaries", pc.field("kernel_key").isin(kernels), ["binary_key"])[1]
+    return refused
+
+
+def miss_message(store: "Store", name: str, wanted: Wanted, rows: list | None = None) -> str:
+    """``explain``, followed by the rows of ``name`` the store refused (``refusals``)."""
+    refused = refusals(store, name)
+    text = explain(store, name, wanted, rows)
+    return text + "".join(f"; refused {issue}" for issue in refused)
+
+
 def load_model(store: "Store", name: str, module: "torch.nn.Module", *, device: Any = None,
                tuned: bool = True) -> Any:
     """The stored module of ``name`` as a callable used like ``module`` (see the module doc).
-    Strict: a miss raises ``ModelMissError`` saying what differs from the nearest record."""
+    Strict: a miss raises ``ModelMissError`` saying what differs from the nearest record and
+    naming each refused row."""
     from compiler.convention import CallConvention
     from compiler.runtime import CompiledModel
     wanted = Wanted.here(device, module)
     row, rows = choose(store, name, wanted, tuned, check_archs=False)
     if row is None:
-        raise ModelMissError(explain(store, name, wanted, rows))
+        raise ModelMissError(miss_message(store, name, wanted, rows))
     artifact = store.get_artifact(row["module_key"])
     if artifact is None:     # vanished or tampered since the query: say so, never compile
+        refused = "".join(f"; refused {issue}" for issue in refusals(store, name))
         raise ModelMissError(f"module {row['module_key']} of {name!r} is not intact in "
-                             f"store {store.root}")
+                             f"store {store.root}{refused}")
     convention = CallConvention.from_json(artifact.meta["call"], module)
     bind_state(convention, module, name)
     compiled = compiled_module(store, artifact, wanted)

@@ -5,7 +5,9 @@ pushed down, row groups pruned by their key statistics). A file that fails to de
 isolated by rescanning fragment by fragment and skipped with a ``CorruptFileWarning`` that
 names it; the rest of the store is still served. Older-version files are read one by one and
 migrated. Then rows whose content hash fails are dropped with a warning naming file and key,
-and duplicate keys are collapsed to the first row in file order.
+and so are, when a signing key is given, rows whose signature does not verify with it
+(``storage.signing``); duplicate keys are collapsed to the first row in file order, so an
+unsigned duplicate never shadows a signed row.
 
 Example:
     >>> import pyarrow.fs as pafs
@@ -27,6 +29,7 @@ import pyarrow.parquet as pq
 
 from .files import StoreFile
 from .integrity import bad_rows, hash_values, is_hashed
+from .signing import SIGNED_LABELS, StoreKey, bad_signatures, row_signature_problem
 from .schema import (HASHED_COLUMNS, KEY_COLUMN, SCHEMA_VERSION, Migrations, migrate,
                      require_readable, schema_for)
 
@@ -89,13 +92,18 @@ def read_file(fs: pafs.FileSystem, kind: str, file: StoreFile,
     return table
 
 
-def needed_columns(kind: str, columns: Iterable[str] | None, verify: bool) -> list[str] | None:
-    """Columns to read: the asked ones plus the key and whatever the hash check needs."""
+def needed_columns(kind: str, columns: Iterable[str] | None, verify: bool,
+                   signed: bool = False) -> list[str] | None:
+    """Columns to read: the asked ones plus the key and whatever the hash check (and with
+    ``signed``, the signature check) needs."""
     if columns is None:
         return None
     wanted = list(dict.fromkeys([*columns, KEY_COLUMN[kind]]))
     if verify and is_hashed(kind):
-        wanted += [c for c in (*HASHED_COLUMNS[kind], "content_hash") if c not in wanted]
+        checked = (*HASHED_COLUMNS[kind], "content_hash")
+        if signed:
+            checked += (*SIGNED_LABELS[kind], "signature")
+        wanted += [c for c in checked if c not in wanted]
     return wanted
 
 
@@ -167,6 +175,20 @@ def drop_tampered(kind: str, table: pa.Table, issues: list[Issue]) -> pa.Table:
     return table.filter(pa.array(mask))
 
 
+def drop_unsigned(kind: str, table: pa.Table, key: StoreKey, issues: list[Issue]) -> pa.Table:
+    """``table`` without the rows whose signature does not verify with ``key`` (missing, or
+    made by another key, or over edited labels), each one reported with its file and key."""
+    bad = bad_signatures(kind, table, key)
+    if not bad:
+        return table
+    keys = table.column(KEY_COLUMN[kind]).to_pylist()
+    paths = table.column(FILENAME).to_pylist()
+    issues += [Issue(paths[i], why, keys[i]) for i, why in bad]
+    mask = np.ones(table.num_rows, dtype=bool)
+    mask[[i for i, _ in bad]] = False
+    return table.filter(pa.array(mask))
+
+
 def _drop_incomplete(kind: str, table: pa.Table, issues: list[Issue]) -> pa.Table:
     """``table`` less rows with nulls in required columns, their files reported.
 
@@ -219,16 +241,19 @@ def _check_request(kind: str, filter: ds.Expression | None,
 def read_rows(fs: pafs.FileSystem, kind: str, files: list[StoreFile],
               migrations: Migrations, filter: ds.Expression | None = None,
               columns: list[str] | None = None, verify: bool = True,
-              deduplicate: bool = True) -> ReadResult:
+              deduplicate: bool = True, key: StoreKey | None = None) -> ReadResult:
     """Rows of ``kind`` from ``files`` matching ``filter``; see the module docstring.
 
-    The result keeps a ``__filename`` column naming each row's file (callers drop it).
-    Raises ``VanishedFileError`` if a file was deleted after it was listed.
+    With ``verify`` and a ``key``, rows of the hashed kinds must also carry a signature
+    that verifies with it. The result keeps a ``__filename`` column naming each row's file
+    (callers drop it). Raises ``VanishedFileError`` if a file was deleted after it was
+    listed.
     """
     check_versions(kind, files, migrations)
     _check_request(kind, filter, columns)
     issues: list[Issue] = []
-    read_cols = needed_columns(kind, columns, verify)
+    signed = verify and key is not None and is_hashed(kind)
+    read_cols = needed_columns(kind, columns, verify, signed)
     current = [f for f in files if f.version == SCHEMA_VERSION]
     tables = _scan_isolating(fs, kind, current, filter, read_cols, issues)
     for file in files:
@@ -241,6 +266,8 @@ def read_rows(fs: pafs.FileSystem, kind: str, files: list[StoreFile],
     table = pa.concat_tables(tables) if tables else schema.empty_table()
     if verify and is_hashed(kind):
         table = drop_tampered(kind, table, issues)
+    if signed:
+        table = drop_unsigned(kind, table, key, issues)
     if deduplicate:
         table = dedup(table, KEY_COLUMN[kind])
     return ReadResult(table=table, issues=issues)
@@ -248,18 +275,20 @@ def read_rows(fs: pafs.FileSystem, kind: str, files: list[StoreFile],
 
 def read_dicts(fs: pafs.FileSystem, kind: str, files: list[StoreFile],
                migrations: Migrations, keep: Callable[[dict[str, Any]], bool],
-               columns: list[str] | None = None, verify: bool = True
-               ) -> tuple[list[dict[str, Any]], list[Issue]]:
+               columns: list[str] | None = None, verify: bool = True,
+               key: StoreKey | None = None) -> tuple[list[dict[str, Any]], list[Issue]]:
     """The rows ``keep`` accepts, as dicts: ``read_rows``' checks (versions, undecodable
-    files, rows of another kind, content hashes, duplicates) done row by row, with
-    ``pyarrow.parquet`` alone. For the few rows a serving process reads (a model's module,
-    its kernels' binaries): no dataset scan, so no ``pyarrow.dataset``/``compute`` import.
-    Raises ``VanishedFileError`` if a file was deleted after it was listed.
+    files, rows of another kind, content hashes, with ``key`` signatures, duplicates) done
+    row by row, with ``pyarrow.parquet`` alone. For the few rows a serving process reads (a
+    model's module, its kernels' binaries): no dataset scan, so no ``pyarrow.dataset`` or
+    ``compute`` import. Raises ``VanishedFileError`` if a file was deleted after it was
+    listed.
     """
     check_versions(kind, files, migrations)
-    read_cols = needed_columns(kind, columns, verify)
+    signed = verify and key is not None and is_hashed(kind)
+    read_cols = needed_columns(kind, columns, verify, signed)
     required = [f.name for f in schema_for(kind) if not f.nullable]
-    key, issues, seen, out = KEY_COLUMN[kind], [], set(), []
+    name, issues, seen, out = KEY_COLUMN[kind], [], set(), []
     for file in files:
         try:
             table = pq.ParquetFile(file.path, filesystem=fs).read(columns=read_cols)
@@ -271,7 +300,7 @@ def read_dicts(fs: pafs.FileSystem, kind: str, files: list[StoreFile],
             issues.append(Issue(file.path, f"unreadable: {type(err).__name__}: {err}"))
             continue
         for row in table.to_pylist():
-            if row.get(key) in seen or not keep(row):
+            if row.get(name) in seen or not keep(row):
                 continue
             if any(row.get(c, "") is None for c in required):
                 issues.append(Issue(file.path, f"rows missing required columns: not a {kind} file"))
@@ -279,9 +308,13 @@ def read_dicts(fs: pafs.FileSystem, kind: str, files: list[StoreFile],
             if verify and is_hashed(kind) and hash_values(
                     [row[c] for c in HASHED_COLUMNS[kind]]) != row["content_hash"]:
                 issues.append(Issue(file.path, "content hash mismatch (tampered or corrupt row)",
-                                    row[key]))
+                                    row[name]))
                 continue
-            seen.add(row[key])
+            why = row_signature_problem(kind, row, key) if signed else None
+            if why:     # dropped before it can shadow a signed duplicate, as in read_rows
+                issues.append(Issue(file.path, why, row[name]))
+                continue
+            seen.add(row[name])
             out.append({c: row[c] for c in columns} if columns is not None else row)
     return out, issues
 

@@ -264,8 +264,8 @@ def _row(record: Record) -> dict[str, Any]:
 
 
 def records_to_table(kind: str, records: Iterable[Record]) -> pa.Table:
-    """Rows of ``kind`` as an Arrow table (no hashes or versions yet: ``Store.write`` adds
-    them). A record of another kind is a TypeError."""
+    """Rows of ``kind`` as an Arrow table (no hashes, signatures or versions yet:
+    ``Store.write`` adds them). A record of another kind is a TypeError."""
     check_kind(kind)
     rows = []
     for record in records:
@@ -273,5 +273,6 @@ def records_to_table(kind: str, records: Iterable[Record]) -> pa.Table:
             raise TypeError(f"cannot write {type(record).__name__} as {kind}")
         rows.append(_row(record))
     schema = schema_for(kind)
-    fields = [f for f in schema if f.name not in ("content_hash", "schema_version")]
+    fields = [f for f in schema
+              if f.name not in ("content_hash", "signature", "schema_version")]
     return pa.Table.from_pylist(rows, schema=pa.schema(fields))

@@ -62,7 +62,7 @@ HASHED_COLUMNS: Mapping[str, tuple[str, ...]] = MappingProxyType({
 PAYLOAD_COLUMNS = frozenset({"graph_text", "input_signature", "program", "call_json",
                              "constants", "source", "meta_json",
                              "kernel_keys", "kernels", "cubin", "metadata_json", "config_json",
-                             "error", "message", "traceback", "content_hash"})
+                             "error", "message", "traceback", "content_hash", "signature"})
 
 TRIAL_STATUSES = ("ok", "build_error", "resource_error", "launch_error", "wrong_result",
                   "timeout", "runtime_error")
@@ -108,6 +108,9 @@ _FIELDS: Mapping[str, list[pa.Field]] = MappingProxyType({
         _opt("constants", pa.list_(_CONSTANT_ENTRY)),
         _opt("graph_format", pa.string()),
         _req("content_hash", pa.string()),
+        # HMAC of the content hash and lookup labels, by the store's key (storage.signing);
+        # null in an unsigned store. Not hashed: it is made from the hash.
+        _opt("signature", pa.string()),
         _req("created_at", _TS),
         _req("schema_version", pa.int32()),
     ],
@@ -135,6 +138,7 @@ _FIELDS: Mapping[str, list[pa.Field]] = MappingProxyType({
         # lookup label like tuned_for, not hashed. Null in rows written before schema v4.
         _opt("model", pa.string()),
         _req("content_hash", pa.string()),
+        _opt("signature", pa.string()),          # storage.signing; null if unsigned
         _req("created_at", _TS),
         _req("schema_version", pa.int32()),
     ],
@@ -144,6 +148,7 @@ _FIELDS: Mapping[str, list[pa.Field]] = MappingProxyType({
         _req("source", pa.string()),
         _req("meta_json", pa.string()),
         _req("content_hash", pa.string()),
+        _opt("signature", pa.string()),          # storage.signing; null if unsigned
         _req("created_at", _TS),
         _req("schema_version", pa.int32()),
     ],
@@ -162,6 +167,7 @@ _FIELDS: Mapping[str, list[pa.Field]] = MappingProxyType({
         _opt("status", pa.string()),
         _opt("error", pa.string()),
         _req("content_hash", pa.string()),
+        _opt("signature", pa.string()),          # storage.signing; null if unsigned
         _req("created_at", _TS),
         _req("schema_version", pa.int32()),
     ],
@@ -273,13 +279,16 @@ def _binary_status(table: pa.Table) -> pa.Table:
 
 # Version 1 is the first released schema. Version 2 added graphs.source_key; version 3
 # added modules.tuned_for and trials.is_default; version 4 modules.model, binaries'
-# status and error (moved out of metadata_json) and the graphs' loadable graph.
+# status and error (moved out of metadata_json), the graphs' loadable graph, and the
+# signature of every hashed kind.
 _ADDED: Mapping[int, Mapping[str, tuple[tuple[str, pa.DataType], ...]]] = {
     1: {"graphs": (("source_key", pa.string()),)},
     2: {"modules": (("tuned_for", pa.string()),), "trials": (("is_default", pa.bool_()),)},
-    3: {"modules": (("model", pa.string()),),
+    3: {"modules": (("model", pa.string()), ("signature", pa.string())),
         "graphs": (("program", pa.string()), ("call_json", pa.string()),
-                   ("constants", pa.list_(_CONSTANT_ENTRY)), ("graph_format", pa.string()))},
+                   ("constants", pa.list_(_CONSTANT_ENTRY)), ("graph_format", pa.string()),
+                   ("signature", pa.string())),
+        "kernels": (("signature", pa.string()),), "binaries": (("signature", pa.string()),)},
 }
 # Steps that do more than add null columns (kind -> function), applied after those.
 _CUSTOM: Mapping[int, Mapping[str, Migration]] = {3: {"binaries": _binary_status}}

@@ -3,8 +3,10 @@
 ``root/<kind>/`` holds one dataset per record kind (graphs, modules, kernels, binaries,
 trials, failures). Writers only ever add whole files (see ``storage.files``); readers scan
 whatever finished files exist, skip corrupt ones with a warning, drop rows whose content hash
-fails, and collapse duplicate keys. The store also implements the compiler's
-``ArtifactCache`` protocol, so ``compile_module(..., cache=store)`` reads and fills it.
+fails, and collapse duplicate keys. With a signing key (``storage.signing``), the rows that
+hold code or binaries are signed when written and used only where their signature verifies.
+The store also implements the compiler's ``ArtifactCache`` protocol, so
+``compile_module(..., cache=store)`` reads and fills it.
 
 Example:
     >>> import tempfile, pyarrow.compute as pc
@@ -30,11 +32,14 @@ import pyarrow.parquet as pq
 
 from .files import (StoreFile, files_for_keys, key_range, list_files, new_file_name, resolve_root,
                     temp_files, write_atomic)
-from .integrity import with_hashes
-from .reader import FILENAME, ReadResult, VanishedFileError, read_dicts, read_rows, report
+from .integrity import is_hashed, with_hashes
+from .reader import (FILENAME, Issue, ReadResult, VanishedFileError, read_dicts, read_rows,
+                     report)
 from .records import Record, TrialRecord, records_to_table  # noqa: F401 (doctest)
 from .schema import (DEFAULT_MIGRATIONS, KEY_COLUMN, KINDS, SCHEMA_VERSION, Migrations,
                      StoreVersionError, check_kind, conform, require_readable)
+from .signing import (KeyFrom, Marker, StoreKey, StoreKeyError, read_marker, refusal,
+                      resolve_key, with_signatures, write_marker)
 
 if TYPE_CHECKING:
     import pyarrow.dataset as ds
@@ -93,18 +98,29 @@ class Store:
 
     ``filesystem`` gives an explicit pyarrow filesystem (``root`` is then a path inside it);
     ``migrations`` upgrades older schema versions (``{kind: {N: fn}}``); ``strict`` raises
-    ``CorruptStoreError`` where the default warns and skips (a corrupt file, a tampered row);
-    ``durable`` fsyncs local files before they are renamed into place.
+    ``CorruptStoreError`` where the default warns and skips (a corrupt file, a tampered or
+    unsigned row); ``durable`` fsyncs local files before they are renamed into place.
+
+    ``key`` signs what is written and is required of what is read (``storage.signing``):
+    bytes, a ``StoreKey``, None for none, or by default kiln's configured key
+    (``KILN_STORE_KEY_FILE`` / ``KILN_STORE_KEY``). ``require_signatures=False`` reads
+    without checking signatures although a key is given (``export`` signing an unsigned
+    store's rows); by default they are required whenever there is a key.
     """
 
     def __init__(self, root: str | os.PathLike = "kiln-store", *,
                  filesystem: pafs.FileSystem | None = None,
                  migrations: Migrations = DEFAULT_MIGRATIONS, strict: bool = False,
-                 durable: bool = True) -> None:
+                 durable: bool = True, key: bytes | StoreKey | KeyFrom | None = KeyFrom.CONFIG,
+                 require_signatures: bool | None = None) -> None:
         self.fs, self.root = resolve_root(root, filesystem)
         self.migrations = migrations
         self.strict = strict
         self.durable = durable
+        self.key = resolve_key(key)
+        self.require_signatures = (self.key is not None if require_signatures is None
+                                   else require_signatures)
+        self._marker: Marker | None = None     # once seen, a store stays signed
 
     def __repr__(self) -> str:
         return f"Store({self.root!r})"
@@ -122,18 +138,69 @@ class Store:
         """Whether the root directory exists (a store with no records yet may not)."""
         return self.fs.get_file_info(self.root).type == pafs.FileType.Directory
 
+    # --- signing ---------------------------------------------------------------------------
+
+    def marker(self) -> Marker | None:
+        """The signing marker at the root (the key fingerprint a signed store was written
+        with), or None for an unsigned store."""
+        if self._marker is None:
+            self._marker = read_marker(self.fs, self.root)
+        return self._marker
+
+    def checking_key(self, kind: str) -> StoreKey | None:
+        """The key ``kind``'s rows must be signed with when read, or None (not a hashed
+        kind, or an unsigned store read without a key). Raises ``StoreKeyError`` for a
+        signed store read without a key: its rows are never used unchecked."""
+        if not is_hashed(kind):
+            return None
+        if self.key is not None:
+            return self.key if self.require_signatures else None
+        marker = self.marker()
+        if marker is not None:
+            raise StoreKeyError(refusal(self.root, marker))
+        return None
+
+    def signing_problem(self) -> str | None:
+        """Why readers of this store would refuse what this ``Store`` writes (the store is
+        signed, and this has no key or another key), or None. ``kiln run`` asks before any
+        task runs; every write checks it again."""
+        marker = read_marker(self.fs, self.root)   # afresh: another writer may have signed
+        if marker is None:
+            return None
+        if self.key is None:
+            return (f"{refusal(self.root, marker)}: rows written without the key would be "
+                    f"refused by every reader")
+        if marker.fingerprint != self.key.fingerprint:
+            return (f"store {self.root} is signed with key {marker.fingerprint}, not with "
+                    f"the configured key {self.key.fingerprint}")
+        return None
+
+    def _signed(self, kind: str, table: pa.Table) -> pa.Table:
+        """``table`` signed with the store's key (the marker written on the first signed
+        write); a keyless or wrong-key write to a signed store is a ``StoreKeyError``."""
+        if not is_hashed(kind):
+            return table
+        if self.key is not None and read_marker(self.fs, self.root) is None:
+            write_marker(self.fs, self.root, self.key)     # the first signed write
+        problem = self.signing_problem()
+        if problem is not None:
+            raise StoreKeyError(problem)
+        return table if self.key is None else with_signatures(kind, table, self.key)
+
     # --- writing ---------------------------------------------------------------------------
 
     def write(self, kind: str, data: pa.Table | pa.RecordBatch | Iterable[Record]) -> str | None:
         """Write one batch of ``kind`` rows as one new file; returns its path (None if empty).
 
         ``data`` is a list of records (``TrialRecord``...) or an Arrow table/batch with the
-        kind's columns (``schema_version`` and ``content_hash`` may be left out: they are
-        filled in; a given hash is checked).
+        kind's columns (``schema_version``, ``content_hash`` and ``signature`` may be left
+        out: they are filled in; a given hash is checked, a given signature replaced when the
+        store has a key and kept as it is otherwise).
         """
         table = self._prepare(kind, data)
         if table.num_rows == 0:
             return None
+        table = self._signed(kind, table)
         name = new_file_name("part", SCHEMA_VERSION, key_range(table, KEY_COLUMN[kind]))
         return write_atomic(self.fs, self.dataset_dir(kind), name, table, durable=self.durable)
 
@@ -161,12 +228,23 @@ class Store:
         """
         return self._query(kind, filter, columns, verify, dedup, keys=None)
 
+    def query_with_refusals(self, kind: str, filter: ds.Expression | None = None,
+                            columns: list[str] | None = None) -> tuple[pa.Table, list[Issue]]:
+        """``query``, and the rows it refused (tampered, unsigned...) as ``Issue``s naming
+        file and key, so that a caller can say what it refused, not only that it missed."""
+        return self._query_issues(kind, filter, columns, True, True, None)
+
     def _query(self, kind: str, filter: ds.Expression | None, columns: list[str] | None,
                verify: bool, dedup: bool, keys: list[str] | None) -> pa.Table:
+        return self._query_issues(kind, filter, columns, verify, dedup, keys)[0]
+
+    def _query_issues(self, kind: str, filter: ds.Expression | None,
+                      columns: list[str] | None, verify: bool, dedup: bool,
+                      keys: list[str] | None) -> tuple[pa.Table, list[Issue]]:
         result = self._read(kind, filter, columns, verify, dedup, keys)
         report(result.issues, self.strict)
         table = result.table.drop_columns([FILENAME])
-        return table.select(columns) if columns is not None else table
+        return (table.select(columns) if columns is not None else table), result.issues
 
     def _read(self, kind: str, filter: ds.Expression | None, columns: list[str] | None,
               verify: bool, dedup: bool, keys: list[str] | None = None) -> ReadResult:
@@ -176,13 +254,14 @@ class Store:
         file can vanish only because a compaction merged it, and a compaction writes its
         output before deleting its inputs: the next listing has those rows.
         """
+        key = self.checking_key(kind) if verify else None
         for attempt in range(_READ_TRIES):
             files = self.files(kind)
             if keys is not None:
                 files = files_for_keys(files, keys)
             try:
                 return read_rows(self.fs, kind, files, self.migrations, filter, columns,
-                                 verify, dedup)
+                                 verify, dedup, key)
             except VanishedFileError:
                 if attempt == _READ_TRIES - 1:
                     raise
@@ -196,6 +275,7 @@ class Store:
         serving process reads, without importing ``pyarrow.dataset``."""
         wanted = None if keys is None else set(keys)
         key = KEY_COLUMN[check_kind(kind)]
+        signing = self.checking_key(kind) if verify else None
 
         def accept(row: dict[str, Any]) -> bool:
             return (wanted is None or row[key] in wanted) and (keep is None or keep(row))
@@ -206,7 +286,7 @@ class Store:
                 files = files_for_keys(files, sorted(wanted))
             try:
                 found, issues = read_dicts(self.fs, kind, files, self.migrations, accept,
-                                           columns, verify)
+                                           columns, verify, signing)
             except VanishedFileError:
                 if attempt == _READ_TRIES - 1:
                     raise
@@ -264,8 +344,9 @@ class Store:
     def get_artifact(self, module_key: str) -> CompiledArtifact | None:
         """The compiled module under ``module_key``, or None on a miss.
 
-        A row whose content hash fails is a miss with a ``TamperedRowWarning`` (the caller
-        recompiles) or, on a ``strict`` store, a ``CorruptStoreError``.
+        A row whose content hash (or, with a key, signature) fails is a miss with a
+        ``TamperedRowWarning`` (the caller recompiles) or, on a ``strict`` store, a
+        ``CorruptStoreError``: nothing of it is imported.
         """
         from .artifacts import artifact_from_row   # the compiler is imported only when used
         rows = self.rows("modules", keys=[module_key])

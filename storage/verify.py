@@ -5,7 +5,9 @@ by a page checksum or the decoder), a footer that disagrees with the file's name
 row-group statistics that disagree with the data, keys outside the range the file's name
 promises, a schema that is not the one its version promises, a version this kiln cannot
 read, a row whose content hash does not match (reported with its key), a module naming
-kernels that no kernels row holds (``storage.references``). A *note* does not: leftover
+kernels that no kernels row holds (``storage.references``); with a signing key, a row whose
+signature is missing or does not verify, and a marker naming another key; without one, a
+signed store (whose signatures then go unchecked). A *note* does not: leftover
 temporary files of killed writers, unrecognized files, duplicate keys awaiting compaction,
 binaries and trials of kernels the store no longer holds, modules without a graph row.
 ``kiln store repair`` (``storage.repair``) fixes what verify reports.
@@ -30,6 +32,7 @@ from .files import StoreFile, list_files, temp_files
 from .integrity import bad_rows
 from .reader import Issue
 from .references import REF_COLUMNS, References, describe
+from .signing import KEY_HELP, StoreKeyError, bad_signatures, marker_path
 from .schema import (KEY_COLUMN, KINDS, SCHEMA_VERSION, StoreVersionError, metadata_version,
                      migrate, require_readable, schema_for)
 
@@ -164,6 +167,7 @@ def inspect_file(store: "Store", kind: str, file: StoreFile) -> FileCheck:
     bad = bad_rows(kind, table)
     check = FileCheck(kind, [Issue(file.path, "content hash mismatch (tampered or corrupt "
                                               "row)", keys[i]) for i in bad], table, bad)
+    _check_signatures(store, check, file)
     outside = [key for key in keys if not file.may_contain(key)]
     if outside:
         # Lookups trust the name's key range and would never open this file for these keys.
@@ -171,6 +175,48 @@ def inspect_file(store: "Store", kind: str, file: StoreFile) -> FileCheck:
                                                f"in the file name, e.g. {outside[0]}"))
         check.whole = True
     return check
+
+
+def _check_signatures(store: "Store", check: FileCheck, file: StoreFile) -> None:
+    """In a signed store, add the rows whose signature fails to ``check``'s problems and
+    bad rows (so that ``repair`` never rewrites, and re-signs, a row the key did not sign).
+    An unsigned store's rows are not each a problem: ``_check_marker`` says it once."""
+    try:
+        key = store.checking_key(check.kind)
+        if key is None or check.table is None or store.marker() is None:
+            return
+    except StoreKeyError:
+        return      # reported once for the whole store by ``_check_marker``
+    keys = check.keys
+    hashed_bad = set(check.bad)
+    unsigned = [(i, why) for i, why in bad_signatures(check.kind, check.table, key)
+                if i not in hashed_bad]
+    check.problems += [Issue(file.path, why, keys[i]) for i, why in unsigned]
+    check.bad = sorted(hashed_bad | {i for i, _ in unsigned})
+
+
+def _check_marker(store: "Store") -> list[Issue]:
+    """A signed store checked without its key, or a marker naming another key."""
+    try:
+        marker = store.marker()
+    except StoreKeyError as err:
+        return [Issue(marker_path(store.root), str(err))]
+    if marker is None:
+        return [] if store.key is None else [Issue(
+            marker_path(store.root), f"the store is not signed, and a key is configured "
+                                     f"({store.key.fingerprint}): readers with it refuse "
+                                     f"every row (`kiln store export` with the key makes a "
+                                     f"signed copy)")]
+    if store.key is None:
+        return [Issue(marker_path(store.root), f"the store is signed (key "
+                                               f"{marker.fingerprint}) and no key is "
+                                               f"configured, so no signature was checked; "
+                                               f"{KEY_HELP}")]
+    if marker.fingerprint != store.key.fingerprint:
+        return [Issue(marker_path(store.root), f"the store is signed with key "
+                                               f"{marker.fingerprint}, the configured key "
+                                               f"is {store.key.fingerprint}")]
+    return []
 
 
 def check_file(store: "Store", kind: str, file: StoreFile) -> tuple[list[Issue], list[str]]:
@@ -189,7 +235,7 @@ def _duplicate_note(kind: str, keys: list[str]) -> str | None:
 def verify_store(store: "Store", kinds: Iterable[str] = ()) -> VerifyReport:
     """Check every file of ``kinds`` (all kinds if empty), then the references between
     records (``storage.references``); never raises on bad data."""
-    report = VerifyReport()
+    report = VerifyReport(problems=_check_marker(store))
     refs: dict[str, list[pa.Table]] = {}
     for kind in kinds or KINDS:
         files, unknown = list_files(store.fs, store.dataset_dir(kind), kind)
@@ -211,7 +257,11 @@ def verify_store(store: "Store", kinds: Iterable[str] = ()) -> VerifyReport:
         if note:
             report.notes.append(note)
     tables = {kind: pa.concat_tables(parts) for kind, parts in refs.items()}
-    problems, notes = describe(References.read(store, tables), store.root)
+    try:
+        references = References.read(store, tables)
+    except StoreKeyError:      # a signed store without its key: reported by _check_marker
+        return report
+    problems, notes = describe(references, store.root)
     report.problems += problems
     report.notes += notes
     return report

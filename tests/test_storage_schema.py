@@ -159,7 +159,7 @@ def _write_graphs_v1(store: Store, records: list) -> str:
     table = records_to_table("graphs", records).drop_columns(["source_key"])
     table = with_hashes("graphs", table)
     table = table.append_column("schema_version", pa.array([1] * table.num_rows, pa.int32()))
-    v1_fields = [f for f in schema_for("graphs") if f.name != "source_key"]
+    v1_fields = [f for f in schema_for("graphs") if f.name not in ("source_key", "signature")]
     table = table.select([f.name for f in v1_fields]).cast(
         pa.schema(v1_fields, metadata=file_metadata("graphs", 1)))
     directory = store.dataset_dir("graphs")
@@ -209,7 +209,8 @@ def test_graph_for_source_dedups_and_ignores_other_sources(tmp_path):
     assert store.graph_for_source("sc") is None
 
 
-# -- binaries v3 kept status and error inside metadata_json (columns of their own in v4).
+# -- binaries v3 kept status and error inside metadata_json (columns of their own in v4,
+# which also added the signature).
 
 def test_binaries_v3_status_inside_metadata_is_migrated_to_columns(tmp_path):
     from storage import BinaryRecord
@@ -224,7 +225,7 @@ def test_binaries_v3_status_inside_metadata_is_migrated_to_columns(tmp_path):
     table = records_to_table("binaries", old).drop_columns(["status", "error"])
     table = with_hashes("binaries", table)
     table = table.append_column("schema_version", pa.array([3] * table.num_rows, pa.int32()))
-    v3 = [f for f in schema_for("binaries") if f.name not in ("status", "error")]
+    v3 = [f for f in schema_for("binaries") if f.name not in ("status", "error", "signature")]
     table = table.select([f.name for f in v3]).cast(
         pa.schema(v3, metadata=file_metadata("binaries", 3)))
     store.fs.create_dir(store.dataset_dir("binaries"))

@@ -118,7 +118,9 @@ def _plan(kernel: KernelArtifact, binary: StoredBinary, scratch: Path,
     meta = json.loads(binary.metadata["triton_metadata"])
     digest = hashlib.sha256(binary.cubin).hexdigest()
     path = Path(scratch) / f"{digest[:32]}.cubin"
-    if not path.exists():
+    # Launched from this file: reuse one left by an earlier load only if it holds exactly
+    # the verified cubin.
+    if not path.exists() or path.read_bytes() != binary.cubin:
         path.parent.mkdir(parents=True, exist_ok=True)
         tmp = path.with_suffix(f".{id(path)}.tmp")
         tmp.write_bytes(binary.cubin)

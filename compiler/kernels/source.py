@@ -52,7 +52,9 @@ def load_module(source: str, device_type: str, code_dir: Path,
     """
     key = content_hash(source)[:24]
     path = Path(code_dir) / f"kiln_{key}.py"
-    if not path.exists():
+    # A file already there is imported only if it holds exactly ``source`` (which the store
+    # verified): its name alone proves nothing about what an earlier process left in it.
+    if not path.exists() or path.read_text() != source:
         tmp = path.with_suffix(f".{id(source)}.tmp")
         tmp.write_text(source)
         tmp.replace(path)   # atomic: concurrent loaders never import a half-written file
