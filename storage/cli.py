@@ -358,6 +358,9 @@ def _sql(store: Store, args: argparse.Namespace, out: TextIO) -> int:
         writer = csv.writer(out, lineterminator="\n")
         writer.writerow(columns)
         writer.writerows(rows)
+    return 0
+
+
 def _why(store: Store, args: argparse.Namespace, out: TextIO) -> int:
     import torch
 

@@ -275,7 +275,7 @@ class Store:
         serving process reads, without importing ``pyarrow.dataset``."""
         wanted = None if keys is None else set(keys)
         key = KEY_COLUMN[check_kind(kind)]
-        signing = self.checking_key(kind) if verify else None
+        signing = self.checking_key(kind)   # a signed store without its key: refused
 
         def accept(row: dict[str, Any]) -> bool:
             return (wanted is None or row[key] in wanted) and (keep is None or keep(row))
@@ -286,7 +286,7 @@ class Store:
                 files = files_for_keys(files, sorted(wanted))
             try:
                 found, issues = read_dicts(self.fs, kind, files, self.migrations, accept,
-                                           columns, verify, signing)
+                                           columns, verify, signing if verify else None)
             except VanishedFileError:
                 if attempt == _READ_TRIES - 1:
                     raise
