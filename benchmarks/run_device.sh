@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# One call on the GPU machine: install the Dask wheels it lacks (.whl, carried), then run the
-# steps named on the command line, each writing its output under $OUT:
+# One call on the GPU machine: install the wheels it lacks (.whl, carried: Dask's from
+# ../shared/tools/device-wheels.sh, and pydantic's, which pipeline/config_schema.py needs),
+# then run the steps named on the command line, each writing its output under $OUT:
 #   bash benchmarks/run_device.sh deploy      # kiln run configs/zoo-deploy.toml + bench_deploy
 #   bash benchmarks/run_device.sh gpu-tests   # the GPU tests of the new features
 #   bash benchmarks/run_device.sh gpu-suite   # every test marked gpu
@@ -20,11 +21,11 @@ for step in "$@"; do
           > "$OUT/deploy_bake.txt" 2>&1
       python3 benchmarks/bench_deploy.py --store /tmp/deploy-store --json "$OUT/deploy.json" \
           2>&1 | tee "$OUT/deploy.txt" | tail -40 ;;
-    deploy-load)    # the kiln systems and eager only, with load_model's phases
+    deploy-load)    # $SYSTEMS (default: eager and kiln's), with load_model's phases
       [ -d /tmp/deploy-store ] || python3 -m pipeline.cli run configs/zoo-deploy.toml \
           --store /tmp/deploy-store > "$OUT/deploy_bake.txt" 2>&1
-      python3 benchmarks/bench_deploy.py --store /tmp/deploy-store --systems eager kiln_cold \
-          kiln_load --json "$OUT/deploy_load.json" 2>&1 | tee "$OUT/deploy_load.txt" \
+      python3 benchmarks/bench_deploy.py --store /tmp/deploy-store --systems \
+          ${SYSTEMS:-eager kiln_cold kiln_load} --json "$OUT/deploy_load.json" 2>&1 | tee "$OUT/deploy_load.txt" \
           | tail -16 ;;
     gpu-tests)
       python3 -m pytest -q -m gpu -p no:cacheprovider tests/test_deploy.py \

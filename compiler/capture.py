@@ -27,7 +27,7 @@ private API in the code is listed here or there):
 | ``torch._subclasses`` (``FakeTensorMode``) | capture_device | capture traces the real tensors on their own device, with a warning that the key may differ |
 | ``torch._ops`` (``OpOverload``, ``OpOverloadPacket``, ``HigherOrderOperator``) | capture, graph, lowering | none: the types every FX node target has |
 | ``torch._prims_common`` (type promotion, ``suggest_memory_format``) | lowering | promotion: none; ``suggest_memory_format``: the plain channels-last stride test |
-| ``torch._C`` (``_cuda_getDriverVersion``) | autotune.measure | the driver nvidia-smi reports, read first |
+| ``torch._C`` (``_cuda_getDriverVersion``) | autotune.measurement | the driver nvidia-smi reports, read first |
 | ``torch._export.serde`` (``serialize``, ``deserialize``, ``SerializedArtifact``, ``schema.SCHEMA_VERSION``) | capture_serde | ``torch.export.save`` / ``load``: the ``.pt2`` archive, stored in base64 (``GraphFormat.writer`` says which); a graph written as JSON is refused, naming both torch releases, where the reader is missing |
 | ``torch.utils._sympy`` (``ValueRanges``, ``int_oo``) | capture_serde | the program is written without range constraints; kiln keeps the ranges in the convention either way |
 

@@ -7,8 +7,12 @@ body is still a cycle.
 from __future__ import annotations
 
 import ast
+import importlib
+import pkgutil
 import re
 from pathlib import Path
+
+import pytest
 
 import compiler.capture
 import compiler.kernels
@@ -159,3 +163,12 @@ def test_an_unknown_op_name_fails_where_the_ir_is_built():
     assert Op("relu", (Const(1.0, torch.float32),), torch.float32).op is OpName.RELU
     with pytest.raises(ValueError, match="relux"):
         Op("relux", (Const(1.0, torch.float32),), torch.float32)
+
+
+@pytest.mark.parametrize("package", ["compiler", "compiler.autotune", "storage"])
+def test_no_lazy_public_name_is_shadowed_by_a_submodule(package):
+    # A package's __getattr__ only runs for names it lacks; importing a submodule of the same
+    # name sets that attribute to the module, and the public function is never reached again.
+    mod = importlib.import_module(package)
+    submodules = {info.name for info in pkgutil.iter_modules(mod.__path__)}
+    assert not submodules & set(mod._PUBLIC), submodules & set(mod._PUBLIC)

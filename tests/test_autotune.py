@@ -256,7 +256,7 @@ def test_measure_on_cpu_verifies_outputs_but_never_times(mlp_launch):
 def test_tune_gates_build_failures_and_descends_on_cpu(mlp_launch):
     launch = mlp_launch
     cands = candidates(SPACES[launch.kind], launch.numels)
-    from compiler.autotune.measure import Measurement
+    from compiler.autotune.measurement import Measurement
     failed = cands[0]
     gate = lambda c: Measurement(c, "build_error", error="boom") if c == failed else None
     tuner = Tuner(launch, "cpu")

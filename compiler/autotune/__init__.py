@@ -3,7 +3,7 @@
     spaces   search spaces from configs/autotune/*.toml, pruning, the default config
              (``Config`` itself is the kernel contract's: ``compiler.kernels.spec``)
     build    re-exported from ``compiler.kernels.build`` (the back end builds): cubins on a CPU
-    measure  KernelLaunch (how a kernel is called), Tuner / measure / tune: every candidate's
+    measurement  KernelLaunch (how a kernel is called), Tuner / measure / tune: every candidate's
              output checked against the default's, timed on a GPU (on CPU: "not_timed")
     search   plan_trials (skip what was timed), coordinate_descent (budgeted search)
 
@@ -18,7 +18,7 @@ _PUBLIC = {
     "Target": "..kernels.spec", "load_kernel": "..kernels.load",
     **dict.fromkeys(("DeviceInfo", "KernelLaunch", "Measurement", "TensorArg", "TuneResult",
                      "Tuner", "device_info", "launch_from_meta", "make_inputs", "measure",
-                     "outputs_match", "record_launches", "tune"), ".measure"),
+                     "outputs_match", "record_launches", "tune"), ".measurement"),
     **dict.fromkeys(("SearchResult", "coordinate_descent", "plan_trials"), ".search"),
     **dict.fromkeys(("Config", "Space", "TuningSpaces", "candidates", "config_key",
                      "default_config", "grid", "load_spaces", "neighbours", "next_pow2"),
