@@ -111,8 +111,8 @@ def kernel_binaries(store: Any, artifact: Any, arch: int) -> dict[str, Any]:
     rows = store.rows("binaries", keys=wanted)
     found = {}
     for row in rows:
-        meta = json.loads(row["metadata_json"])
         if row["cubin"] and (row["status"] or "ok") == "ok":
-            for name in wanted[row["binary_key"]]:
-                found[name] = StoredBinary(row["cubin"], meta)
+            binary = StoredBinary(row["cubin"], json.loads(row["metadata_json"]))
+            for name in wanted[row["binary_key"]]:   # one object: loaded once when served
+                found[name] = binary
     return found

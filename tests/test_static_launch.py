@@ -168,7 +168,7 @@ def test_serving_plans_from_stored_binaries_match_tritons_own(name, tmp_path, mo
         result = build(kernel, kernel.spec.launch.config(), H100)
         assert result.ok, result.error
         binary = serve.StoredBinary(result.cubin, result.metadata)
-        served = serve._plan(kernel, binary, tmp_path / "scratch", triton.__version__)
+        served = serve._plan(kernel, binary, {}, tmp_path / "scratch", triton.__version__)
         (compiled,) = launcher._compiled.values()
         own = static_launch.plan(compiled, launcher.fn)
         assert dataclasses.replace(served, cubin_path="") == \

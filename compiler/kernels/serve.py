@@ -109,23 +109,28 @@ class ServedKernel:
         return lambda *args, **_: self.static.run(grid, args)
 
 
-def _plan(kernel: KernelArtifact, binary: StoredBinary, scratch: Path,
-          version: str) -> LaunchPlan | str:
+def _plan(kernel: KernelArtifact, binary: StoredBinary, files: dict[int, Path],
+          scratch: Path, version: str) -> LaunchPlan | str:
     job, positional = kernel_job(kernel)
     why = binary_mismatch(job, binary, version)
     if why:
         return why
     meta = json.loads(binary.metadata["triton_metadata"])
-    digest = hashlib.sha256(binary.cubin).hexdigest()
-    path = Path(scratch) / f"{digest[:32]}.cubin"
-    # Launched from this file: reuse one left by an earlier load only if it holds exactly
-    # the verified cubin.
-    if not path.exists() or path.read_bytes() != binary.cubin:
+    if id(binary) not in files:     # kernels sharing one stored binary share its file
+        files[id(binary)] = _cubin_file(binary.cubin, scratch)
+    return plan_for(meta, job.types, positional, str(files[id(binary)]))
+
+
+def _cubin_file(cubin: bytes, scratch: Path) -> Path:
+    """The file a cubin is launched from, named by its digest. One left by an earlier load
+    is reused only if it holds exactly the verified cubin."""
+    path = Path(scratch) / f"{hashlib.sha256(cubin).hexdigest()[:32]}.cubin"
+    if not path.exists() or path.read_bytes() != cubin:
         path.parent.mkdir(parents=True, exist_ok=True)
         tmp = path.with_suffix(f".{id(path)}.tmp")
-        tmp.write_bytes(binary.cubin)
+        tmp.write_bytes(cubin)
         tmp.replace(path)
-    return plan_for(meta, job.types, positional, str(path))
+    return path
 
 
 def serve_module(artifact: CompiledArtifact, binaries: Mapping[str, StoredBinary],
@@ -141,16 +146,23 @@ def serve_module(artifact: CompiledArtifact, binaries: Mapping[str, StoredBinary
     version = triton_version()
     namespace: dict[str, Any] = {}
     problems = []
+    files: dict[int, Path] = {}
+    # A model repeats kernels (one per layer: BERT-base launches 98 kernels of 8 sources), and
+    # equal plans name the same cubin file, symbol and launch: each is loaded into the
+    # context once, since a module load costs far more than the launch it serves.
+    loaded: dict[LaunchPlan, ServedKernel] = {}
     for kernel in artifact.kernels:
         if kernel.spec.candidate:    # a GEMM template kept only to be tuned: never launched
             continue
         binary = binaries.get(kernel.name)
-        plan = (_plan(kernel, binary, Path(scratch), version) if binary is not None
+        plan = (_plan(kernel, binary, files, Path(scratch), version) if binary is not None
                 else "no stored binary for this GPU's architecture")
         if isinstance(plan, str):
             problems.append(f"{kernel.name}: {plan}")
             continue
-        namespace[kernel.name] = ServedKernel(StaticKernel(None, plan, device))
+        if plan not in loaded:
+            loaded[plan] = ServedKernel(StaticKernel(None, plan, device))
+        namespace[kernel.name] = loaded[plan]
     if problems:
         raise ServeError("kernels without a servable binary: " + "; ".join(problems))
     module = types.ModuleType(f"kiln_served_{artifact.module_key[:24]}")
