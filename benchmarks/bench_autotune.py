@@ -99,7 +99,7 @@ def select(launches: list[tuple[str, KernelLaunch]], limit: int) -> list[tuple[s
 def done_trials(store: Store, launch: KernelLaunch, info) -> dict[str, tuple[Config, float | None]]:
     """Config key -> (config, median or None) of trials already stored for this kernel, these
     sizes and dtypes, this GPU kind, driver, clocks and versions (the pipeline's own query)."""
-    from pipeline.kernel_tasks import done_trials as stored
+    from pipeline.tune_tasks import done_trials as stored
     return {config.key: (config, median) for config, median in stored(store, launch, info).items()}
 
 
