@@ -222,9 +222,11 @@ def tune_kernel(job: TuneJob, store_root: str, device: str, timer: Any = None,
     # the cost model picks which candidates a large space times at all (descent did before)
     order = _order(shape, launch, todo, nearby, gbps)
     first, unplanned = order[:spaces.search.sweep_max], order[spaces.search.sweep_max:]
+    # a stored default is not timed again: the tuner runs it untimed for reference outputs
+    baseline = launch.default if launch.default in todo else None
     searched = successive_halving(
-        first, launch.default, measure, floor_ms=floor,
-        over_budget=lambda: launch.default in tuner.results and tuner.seconds > job.budget_s)
+        first, baseline, measure, floor_ms=floor,
+        over_budget=lambda: bool(tuner.results) and tuner.seconds > job.budget_s)
     best = searched.best
     previous = min((ms for ms in known.values() if ms is not None), default=None)
     mark = best if best and (previous is None or best.median_ms < previous) else None
@@ -232,9 +234,7 @@ def tune_kernel(job: TuneJob, store_root: str, device: str, timer: Any = None,
     rows = [] if not info.timed else [
         _row(launch, info, m, is_best=m is mark, origin="nearby" if m.config in nearby
              else "timed", gpu_s=tuner.config_seconds.get(m.config, 0.0), **common)
-        for m in searched.measurements.values()
-        # the default is re-run as the reference but was stored already: no second row
-        if m.status != "not_timed" and m.config not in known]
+        for m in searched.measurements.values() if m.status != "not_timed"]
     if info.timed:
         rows += [_row(launch, info, Measurement(p.config, "resource_error", error=p.reason),
                       origin="pruned", gpu_s=0.0, **common) for p in pruned]
@@ -242,8 +242,9 @@ def tune_kernel(job: TuneJob, store_root: str, device: str, timer: Any = None,
         store.write("trials", rows)
     timed = sum(r.status == "ok" for r in rows)
     default = searched.measurements.get(launch.default)
-    speedup = (default.median_ms / best.median_ms
-               if best and default and default.status == "ok" else None)
+    default_ms = default.median_ms if default and default.status == "ok" else known.get(
+        launch.default)
+    speedup = default_ms / best.median_ms if best and default_ms else None
     not_reached = len(searched.not_reached) + len(unplanned)
     deferred = not_reached if searched.stop_reason == "budget" else len(unplanned)
     note = (f"{describe}: {timed} timed, {len(pruned)} pruned"

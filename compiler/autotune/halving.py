@@ -62,12 +62,14 @@ class _Stop(Exception):
         self.reason = reason
 
 
-def successive_halving(configs: Sequence[Config], default: Config, measure: Measure, *,
+def successive_halving(configs: Sequence[Config], default: Config | None, measure: Measure, *,
                        first_reps: int = 3, growth: int = 2, max_reps: int = 100,
                        floor_ms: float | None = None, roofline: float = 0.9,
                        over_budget: Callable[[], bool] = lambda: False) -> HalvingResult:
-    """Search ``configs`` (default first, then in order) as the module doc says."""
-    order = [default] + [c for c in dict.fromkeys(configs) if c != default]
+    """Search ``configs`` (default first, then in order) as the module doc says. With
+    ``default`` None no config is kept as the baseline (its time is known already)."""
+    order = ([default] if default is not None else []) + [
+        c for c in dict.fromkeys(configs) if c != default]
     done: dict[Config, Measurement] = {}
     reached: set[Config] = set()
 
