@@ -126,10 +126,10 @@ def _numels(sizes: dict[str, Any]) -> dict[str, int]:
 
 
 def _distance(a: dict[str, Any], b: dict[str, Any], ratio: float) -> float | None:
-    """Sum of |log2| size ratios of two trial sizes, or None if they are not "nearby": other
-    numel names, dtypes or size arguments, or a numel more than ``ratio`` times apart."""
+    """Sum of |log2| size ratios of two trial sizes (0: the same), or None if they are not
+    "nearby": other numel names, dtypes or size arguments, or a numel ``ratio`` times apart."""
     na, nb = _numels(a), _numels(b)
-    if set(na) != set(nb) or a.get("dtypes") != b.get("dtypes") or na == nb:
+    if set(na) != set(nb) or a.get("dtypes") != b.get("dtypes"):
         return None
     if len(a.get("size_args", ())) != len(b.get("size_args", ())):
         return None
@@ -146,8 +146,9 @@ def nearby_winners(store: Any, kernel_key: str, sizes: dict[str, Any], device_na
     Configs of another kernel kind may come back; the caller keeps those its space fits."""
     found = []
     for (kernel, sizes_json, _), rows in _groups(store, _device_filter(device_name)).items():
-        distance = _distance(sizes, json.loads(sizes_json), ratio)
-        if distance is not None:
+        other = json.loads(sizes_json)
+        distance = _distance(sizes, other, ratio)
+        if distance is not None and (kernel, other) != (kernel_key, sizes):
             best = min(rows, key=lambda r: r["median_ms"])
             found.append((kernel != kernel_key, distance, best["config_json"]))
     configs = [config for *_, config in sorted(found)]
