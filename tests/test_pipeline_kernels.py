@@ -221,14 +221,15 @@ def test_summary_counts_builds_tuning_and_gpu_seconds():
         TaskResult("capture", "one", "ok", key="g1"),
         TaskResult("lower", "one", "ok", target="cuda", kernel_keys=("k1", "k2"),
                    new_kernel_keys=("k1", "k2")),
-        TaskResult("build", "one", "ok", target="sm_90", built=10, build_errors=2),
+        TaskResult("build", "one", "ok", target="sm_90", built=10, build_errors=2, pruned=4),
         TaskResult("build", "one", "skipped", target="sm_90"),
         TaskResult("build", "one", "ok", target="sm_80", built=12),
         TaskResult("build", "one", "ok", target="sm_80", built=9),
         TaskResult("tune", "one", "ok", target="sm_90", device="NVIDIA H100", timed=11,
                    trial_errors=1, gpu_seconds=3.25, speedup=1.5),
         TaskResult("tune", "one", "ok", target="sm_90", device="NVIDIA H100", timed=8,
-                   gpu_seconds=1.0, speedup=1.0),
+                   gpu_seconds=1.0, speedup=1.0, stop_reason="roofline", pruned=3,
+                   not_reached=5),
     ]
     report = RunReport(config=cfg, store="s", results=results, wall_s=9.0,
                        gpu_s=sum(r.gpu_seconds for r in results))
@@ -237,7 +238,10 @@ def test_summary_counts_builds_tuning_and_gpu_seconds():
     totals = lines[lines.index(next(x for x in lines if x.startswith("models"))) + 2].split()
     # built: 3 of the 4 builds built binaries (the skipped one found its binaries stored)
     assert totals[:6] == ["1/1", "2", "3/4", "2/2", "0", "0"] and totals[-1] == "4.2"
-    assert "build (sm_90, sm_80): 31 binaries built, 2 config(s) did not build" in text
+    assert ("build (sm_90, sm_80): 31 binaries built, 2 config(s) did not build, 4 pruned "
+            "before building") in text
+    assert ("tune: 1 kernel search(es), 1.00 GPU-s each; stopped by roofline 1; 3 config(s) "
+            "pruned, 5 never reached") in text
     assert "tune: 19 configs timed, 1 failed trials, on NVIDIA H100 (sm_90); 4.2 GPU-s" in text
     assert "1.22x geomean over 2 kernel(s)" in text
     assert "tune: sm_80: not tuned: no GPU of this architecture" in text
