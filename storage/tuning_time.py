@@ -144,3 +144,50 @@ def model_gains(store: Any, gains: list[KernelGain], time: TuningTime) -> list[M
                                      sum(g.best_ms for g in mine),
                                      sum(spent[(k, device)] for k in keys)))
     return sorted(out, key=lambda m: -m.speedup)
+
+
+def describe_time(time: TuningTime) -> str:
+    """One line: where the tuning GPU time went."""
+    rate = time.kernels_per_minute
+    per_kernel = time.gpu_s / time.kernels if time.kernels else 0.0
+    return (f"tuning time: {time.gpu_s:.1f} GPU-s over {time.kernels} kernel sizes "
+            f"({per_kernel:.2f} GPU-s each"
+            + (f", {rate:.1f} kernels per GPU-minute" if rate else "") + f"); "
+            f"{time.timed} configs timed, {time.pruned} pruned before building, "
+            f"{time.nearby} tried first from nearby sizes; {time.roofline} kernel sizes "
+            f"stopped at the roofline")
+
+
+def describe_models(models: list[ModelGain]) -> list[str]:
+    """A table of per-model gains (see ``ModelGain``)."""
+    if not models:
+        return []
+    lines = [f"{'model':<28} {'kernels':>7} {'default ms':>10} {'best ms':>9} {'speedup':>7} "
+             f"{'GPU-s':>7}  device"]
+    lines += [f"{m.model[:28]:<28} {m.kernels:>7} {m.default_ms:>10.4f} {m.best_ms:>9.4f} "
+              f"{m.speedup:>6.2f}x {m.gpu_s:>7.1f}  {m.device_name}" for m in models]
+    return lines
+
+
+def plot_time(time: TuningTime, path: str, limit: int = 60) -> int:
+    """A bar chart (PNG) of GPU seconds per kernel size, coloured by why its search stopped;
+    returns the bars drawn (the ``limit`` costliest). Needs matplotlib."""
+    rows = [k for k in time.per_kernel if k.gpu_s][:limit]
+    if not rows:
+        raise ValueError("no trial records its GPU seconds (schema v5): nothing to plot")
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    colours = {"roofline": "tab:green", "budget": "tab:red", "halving": "tab:blue"}
+    fig, ax = plt.subplots(figsize=(max(6.0, 0.3 * len(rows)), 4.5))
+    ax.bar(range(len(rows)), [k.gpu_s for k in rows],
+           color=[colours.get(k.stop_reason, "tab:gray") for k in rows])
+    ax.set_xticks(range(len(rows)), [k.kernel_key[:10] for k in rows], rotation=70,
+                  fontsize=6)
+    ax.set_ylabel("GPU-s spent tuning")
+    ax.set_title("kiln: tuning time per kernel size (green: roofline stop, blue: halving, "
+                 "red: budget)", fontsize=9)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return len(rows)

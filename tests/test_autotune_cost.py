@@ -285,3 +285,27 @@ def test_trials_v4_files_migrate_to_v5_with_null_tuning_columns(tmp_path):
         TrialRecord.timed(kernel_key="k", sizes={}, config={}, device_name="H200",
                           arch="sm_90", driver="d", triton_version="3", torch_version="2",
                           times_ms=[1.0], origin="guessed")
+
+
+# ----------------------------------------------------------------------------- kiln store gains
+def test_store_gains_show_per_model_gains_and_where_tuning_time_went(store, monkeypatch, capsys):
+    from storage.cli import store_main
+    root, shape = store
+    with_space(monkeypatch, [A, B, C, Config(XBLOCK=8, RBLOCK=128, num_warps=64)])
+    result = tune_kernel(TuneJob(model="mlp", shape=shape, targets=("sm_90",)), root, "cpu",
+                         timer=GivenTimer(speed_of), gbps=4000.0)
+    assert (result.pruned, result.stop_reason) == (1, "halving")
+    assert store_main(["--store", root, "gains"]) == 0
+    out = capsys.readouterr().out
+    time_line = next(line for line in out.splitlines() if line.startswith("tuning time:"))
+    assert "over 1 kernel sizes" in time_line and "4 configs timed, 1 pruned" in time_line
+    assert "0 kernel sizes stopped at the roofline" in time_line
+    model = next(line for line in out.splitlines() if line.startswith("mlp "))
+    default_ms, best_ms = speed_of(shape_default(shape)), speed_of(A)
+    assert f"{default_ms / best_ms:.2f}x" in model and "Fake GPU" in model
+    assert " halving " in out                       # the per-kernel stop reason column
+    pytest.importorskip("matplotlib")
+    png = Path(root).parent / "tuning.png"
+    assert store_main(["--store", root, "plot-tuning", "--out", str(png)]) == 0
+    assert "GPU-s of 1 kernel size(s)" in capsys.readouterr().out
+    assert (png.parent / "tuning-time.png").read_bytes()[:4] == b"\x89PNG"
