@@ -116,16 +116,15 @@ def _nearby(store: Any, launch: Any, info: Any, space: Any) -> list[Any]:
     return found
 
 
-def _order(shape: KernelShape, launch: Any, configs: list[Any], nearby: list[Any],
-           gbps: float | None) -> list[Any]:
-    """The default, the nearby winners, then the rest by the cost model."""
+def _order(shape: KernelShape, launch: Any, configs: list[Any], nearby: list[Any]) -> list[Any]:
+    """The default, the nearby winners, then the rest by the cost model (on the card's SM
+    count; the model's bandwidth is fixed, so the order does not move with a measurement)."""
     import torch
     from compiler.autotune.cost import Machine, rank
     from compiler.autotune.prune import dtype_bytes, operand_bytes
-    machine = Machine(gbps=gbps) if gbps else Machine()
+    machine = Machine()
     if torch.cuda.is_available():
-        machine = Machine(sms=torch.cuda.get_device_properties(0).multi_processor_count,
-                          gbps=machine.gbps)
+        machine = Machine(sms=torch.cuda.get_device_properties(0).multi_processor_count)
     rest = [c for c in configs if c != launch.default and c not in nearby]
     moved = sum(a.numel * dtype_bytes(a.dtype) for a in launch.args)
     ranked = rank(shape.kind, launch.numels, rest, moved, machine, operand_bytes(shape.dtypes))
@@ -198,13 +197,21 @@ def tune_kernel(job: TuneJob, store_root: str, device: str, timer: Any = None,
     if at_roofline:
         return result(SKIPPED, info, note=f"{describe}: reached the roofline before")
     nearby = _nearby(store, launch, info, spaces[shape.kind]) if info.timed else []
-    todo = plan_trials([launch.default, *nearby, *_candidates(shape, spaces)],
-                       {c.key for c in known})
-    if not todo:
-        return result(SKIPPED, info, note=f"{describe}: every config already timed")
     arch = cuda_arch(info.arch) if info.arch.startswith("sm_") else None
-    todo, pruned = prune(shape.kind, todo, spaces.targets.get(arch), shape.dtypes,
-                         launch.default)
+    kept, pruned = prune(shape.kind, list(dict.fromkeys(
+        [launch.default, *nearby, *_candidates(shape, spaces)])), spaces.targets.get(arch),
+        shape.dtypes, launch.default)
+    # The search covers the default, the nearby winners and the cost model's first
+    # ``descent_budget`` candidates; the order is a pure function of the space and the
+    # sizes, so a rerun plans only what a grown space added to that cover.
+    cover = _order(shape, launch, kept, nearby)
+    cap = 1 + len([c for c in nearby if c in kept]) + spaces.search.descent_budget
+    done_keys = {c.key for c in known}
+    todo = plan_trials(cover[:cap], done_keys)
+    pruned = [p for p in pruned if p.config.key not in done_keys]
+    beyond = len(plan_trials(cover[cap:], done_keys))
+    if not todo and not pruned:
+        return result(SKIPPED, info, note=f"{describe}: every config already timed")
     on_gpu = device.startswith("cuda")
     timer = timer or (EventTimer(device) if on_gpu else None)
     gbps = gbps or (copy_gbps_of(device) if on_gpu else None)
@@ -219,13 +226,10 @@ def tune_kernel(job: TuneJob, store_root: str, device: str, timer: Any = None,
             return Measurement(config, status, error=f"build for {info.arch}: {error}")
         return tuner.more(config, reps)
 
-    # the cost model picks which candidates a large space times at all (descent did before)
-    order = _order(shape, launch, todo, nearby, gbps)
-    first, unplanned = order[:spaces.search.sweep_max], order[spaces.search.sweep_max:]
     # a stored default is not timed again: the tuner runs it untimed for reference outputs
     baseline = launch.default if launch.default in todo else None
     searched = successive_halving(
-        first, baseline, measure, floor_ms=floor,
+        todo, baseline, measure, floor_ms=floor,
         over_budget=lambda: bool(tuner.results) and tuner.seconds > job.budget_s)
     best = searched.best
     previous = min((ms for ms in known.values() if ms is not None), default=None)
@@ -245,14 +249,15 @@ def tune_kernel(job: TuneJob, store_root: str, device: str, timer: Any = None,
     default_ms = default.median_ms if default and default.status == "ok" else known.get(
         launch.default)
     speedup = default_ms / best.median_ms if best and default_ms else None
-    not_reached = len(searched.not_reached) + len(unplanned)
-    deferred = not_reached if searched.stop_reason == "budget" else len(unplanned)
+    not_reached = len(searched.not_reached) + beyond
+    deferred = len(searched.not_reached) if searched.stop_reason == "budget" else 0
     note = (f"{describe}: {timed} timed, {len(pruned)} pruned"
             + (f", best {best.config} {best.median_ms:.4f} ms" if best else "")
             + (f" ({speedup:.2f}x the default)" if speedup else "")
             + f"; stopped by {searched.stop_reason}"
-            + (f"; {deferred} left for the next run"
-               + (" (budget)" if searched.stop_reason == "budget" else "") if deferred else ""))
+            + (f"; {beyond} beyond the cost model's first {spaces.search.descent_budget}"
+               if beyond else "")
+            + (f"; {deferred} left for the next run (budget)" if deferred else ""))
     return result(OK if rows else SKIPPED, info, timed=timed,
                   trial_errors=len(rows) - timed - len(pruned) if rows else 0,
                   gpu_seconds=tuner.seconds, speedup=speedup, note=note, pruned=len(pruned),

@@ -309,3 +309,20 @@ def test_store_gains_show_per_model_gains_and_where_tuning_time_went(store, monk
     assert store_main(["--store", root, "plot-tuning", "--out", str(png)]) == 0
     assert "GPU-s of 1 kernel size(s)" in capsys.readouterr().out
     assert (png.parent / "tuning-time.png").read_bytes()[:4] == b"\x89PNG"
+
+
+def test_the_search_covers_the_cost_models_first_candidates_and_a_rerun_times_nothing(
+        store, monkeypatch, tmp_path):
+    root, shape = store
+    from compiler.autotune.spaces import spaces_path
+    text = spaces_path("default").read_text().replace("descent_budget = 40",
+                                                      "descent_budget = 2")
+    (tmp_path / "small.toml").write_text(text)
+    job = TuneJob(model="mlp", shape=shape, targets=("sm_90",), space=str(tmp_path / "small.toml"))
+    with_space(monkeypatch, [A, B, C])
+    timer = GivenTimer(speed_of)
+    result = tune_kernel(job, root, "cpu", timer=timer)
+    assert len(timer.reps) == 3 and result.not_reached == 1          # the default and two
+    assert "1 beyond the cost model's first 2" in result.note
+    again = tune_kernel(job, root, "cpu", timer=GivenTimer(speed_of))
+    assert again.status == "skipped"
