@@ -326,3 +326,35 @@ def test_the_search_covers_the_cost_models_first_candidates_and_a_rerun_times_no
     assert "1 beyond the cost model's first 2" in result.note
     again = tune_kernel(job, root, "cpu", timer=GivenTimer(speed_of))
     assert again.status == "skipped"
+
+
+# ----------------------------------------------------------------------------- on a GPU
+@pytest.mark.gpu
+def test_the_copy_bandwidth_is_measured_once_and_events_time_each_repetition():
+    import torch
+    from compiler.autotune.timing import EventTimer, copy_gbps_of
+    gbps = copy_gbps_of("cuda")
+    assert 200 < gbps < 20_000 and copy_gbps_of("cuda") == gbps     # an H200: about 4300
+    x = torch.randn(1 << 24, device="cuda")
+    times = EventTimer()(lambda: x.mul_(1.0), 5, None)
+    assert len(times) == 5 and all(t > 0 for t in times)
+
+
+@pytest.mark.gpu
+def test_the_tune_task_on_the_gpu_records_gpu_seconds_stop_reason_and_bandwidth(tmp_path,
+                                                                                lowered):
+    import torch
+    from compiler.autotune.halving import STOP_REASONS
+    from pipeline.tune_tasks import tune_task
+    root, shape = lowered
+    shutil.copytree(root, tmp_path / "store")
+    major, minor = torch.cuda.get_device_capability()
+    job = TuneJob(model="mlp", shape=shape, targets=(f"sm_{major}{minor}",))
+    result = tune_task(job, str(tmp_path / "store"))
+    assert result.status == "ok", result.traceback
+    assert result.stop_reason in STOP_REASONS and result.timed >= 1
+    rows = Store(str(tmp_path / "store")).query("trials").to_pylist()
+    timed = [r for r in rows if r["status"] == "ok"]
+    assert all(r["gpu_s"] > 0 and r["copy_gbps"] > 200 for r in timed)
+    assert {r["stop_reason"] for r in rows} == {result.stop_reason}
+    assert abs(sum(r["gpu_s"] for r in rows) - result.gpu_seconds) < 0.05 * result.gpu_seconds
