@@ -27,7 +27,7 @@ from pipeline.tasks import LowerJob, TaskResult, capture_task, lower_task
 
 storage = pytest.importorskip("storage", exc_type=ImportError)
 autotune = pytest.importorskip("compiler.autotune", exc_type=ImportError)
-from compiler.autotune import Config, DeviceInfo, Measurement  # noqa: E402
+from compiler.autotune import Config, DeviceInfo  # noqa: E402
 from storage import Store  # noqa: E402
 from tests.given_timer import GivenTimer  # noqa: E402
 
