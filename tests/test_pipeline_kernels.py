@@ -3,8 +3,8 @@ configs that do not build, and the tune path with faked GPU timings.
 
 The tune path runs for real up to the clock: the kernel is loaded from the store, launched
 under Triton's CPU interpreter at its real sizes for every planned config, its outputs are
-checked against the default config's; only ``do_bench`` (which needs a GPU) is replaced by
-made-up times, and the device is announced as an sm_90 card. The same task on a GPU worker
+checked against the default config's; only the clock (which needs a GPU) is a given timer
+(``tests/given_timer.py``) with made-up times, and the device is announced as an sm_90 card. The same task on a GPU worker
 is what the lead checks on the GPU machine (see the report).
 """
 from __future__ import annotations
