@@ -35,10 +35,13 @@ import triton
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 import compiler  # noqa: E402
 from compiler.autotune import (BuildResult, Config, KernelLaunch, Measurement, Target,  # noqa: E402
-                               Tuner, build, candidates, device_info, load_spaces,
+                               Tuner, build, candidates, device_info, load_spaces, measure,
                                plan_trials, record_launches, tune)
 from compiler.autotune.spaces import canonical_json  # noqa: E402
+from pipeline.shapes import KernelShape  # noqa: E402
+from pipeline.tune_tasks import TuneJob, tune_kernel  # noqa: E402
 from storage import BinaryRecord, Store, TrialRecord  # noqa: E402
+from storage.tuning import best_config  # noqa: E402
 
 MODELS = ("pipeline.zoo.blocks:vit_block", "pipeline.zoo.blocks:convnext_block",
           "pipeline.zoo.blocks:resnet_bottleneck", "pipeline.zoo.blocks:bert_layer",
@@ -99,7 +102,7 @@ def select(launches: list[tuple[str, KernelLaunch]], limit: int) -> list[tuple[s
 def done_trials(store: Store, launch: KernelLaunch, info) -> dict[str, tuple[Config, float | None]]:
     """Config key -> (config, median or None) of trials already stored for this kernel, these
     sizes and dtypes, this GPU kind, driver, clocks and versions (the pipeline's own query)."""
-    from pipeline.kernel_tasks import done_trials as stored
+    from pipeline.tune_tasks import done_trials as stored
     return {config.key: (config, median) for config, median in stored(store, launch, info).items()}
 
 
@@ -221,6 +224,43 @@ def sweep_kernel(model: str, launch: KernelLaunch, store: Store, spaces, target:
     return report
 
 
+def shape_of(launch: KernelLaunch) -> KernelShape:
+    """The pipeline's view of a recorded launch: what a tune task is given."""
+    return KernelShape(launch.kernel.kernel_key, launch.kind, launch.dtypes,
+                       tuple(a.numel for a in launch.args), launch.numels, launch.size_args)
+
+
+def tune_pipeline_kernel(model: str, launch: KernelLaunch, store: Store, info, args,
+                         timer=None) -> KernelReport:
+    """One kernel through the pipeline's tune path (``pipeline.tune_tasks.tune_kernel``:
+    pruning, nearby winners, cost order, successive halving, roofline stop)."""
+    shape = shape_of(launch)
+    job = TuneJob(model=model, shape=shape, targets=(info.arch,), space=args.spaces,
+                  budget_s=args.budget_s)
+    result = tune_kernel(job, str(store.root), args.device, timer=timer)
+    if result.failed:
+        raise RuntimeError(f"{launch.kernel.name}: {result.error_type}: {result.message}")
+    report = KernelReport(model, launch.kernel.name, launch.kind, launch.sizes(),
+                          result.timed + result.pruned + result.not_reached, result.timed,
+                          timed=result.timed, searched=result.stop_reason or "none",
+                          speedup=result.speedup, gpu_s=result.gpu_seconds)
+    report.statuses = {"pruned": result.pruned, "not_reached": result.not_reached}
+    best = best_config(store, launch.kernel.kernel_key, info.name, launch.sizes())
+    if best is not None:
+        report.best_ms, report.best_config = best.median_ms, json.dumps(best.config)
+    return report
+
+
+def retime_winners(launch: KernelLaunch, configs: list[Config | None], args) -> list[float | None]:
+    """The default and each given winner timed again in one Tuner (same inputs, same
+    process): what each search *found*, free of the noise of each search's own timings."""
+    wanted = [launch.default] + [c for c in configs if c is not None]
+    result = measure(launch, wanted[1:], args.device, warmup_ms=args.warmup_ms,
+                     rep_ms=args.rep_ms)
+    by_config = {m.config: m.median_ms for m in result.measurements}
+    return [by_config.get(c) if c is not None else None for c in [launch.default, *configs]]
+
+
 def _cubin_check(measurements: list[Measurement], builder: Builder) -> str:
     """How many GPU-run binaries are byte-identical to the CPU-built ones."""
     pairs = [(m.cubin_sha256, builder.futures[m.config].result().metadata.get("cubin_sha256"))
@@ -285,6 +325,10 @@ def main(argv=None) -> int:
     parser.add_argument("--workers", type=int, default=min(16, os.cpu_count() or 1))
     parser.add_argument("--warmup-ms", type=int, default=25)
     parser.add_argument("--rep-ms", type=int, default=100)
+    parser.add_argument("--budget-s", type=float, default=20.0, help="GPU-s per kernel")
+    parser.add_argument("--baseline", action="store_true",
+                        help="also run the old exhaustive sweep (equal repeats, its own store) "
+                             "and time both winners again against the default")
     args = parser.parse_args(argv)
     args.out.mkdir(parents=True, exist_ok=True)
     cuda = torch.cuda.is_available()
@@ -315,45 +359,85 @@ def main(argv=None) -> int:
     chosen = select(recorded, args.max_kernels)
     compile_s = time.perf_counter() - t0
 
-    ctx = multiprocessing.get_context("spawn")   # never fork a process that holds CUDA
-    sweeps = []
-    with cf.ProcessPoolExecutor(args.workers, mp_context=ctx) as pool:
-        for n in ((1, 2) if info.timed else (1,)):
-            start = time.perf_counter()
+    if not info.timed:   # no GPU: build candidates only, as a smoke of the build path
+        ctx = multiprocessing.get_context("spawn")
+        with cf.ProcessPoolExecutor(args.workers, mp_context=ctx) as pool:
             reports = [sweep_kernel(m, launch, store, spaces, target, info, pool, args)
                        for m, launch in chosen]
-            sweeps.append((reports, time.perf_counter() - start))
-            print_table(reports, f"sweep {n} ({time.perf_counter() - start:.1f} s)")
+        print_table(reports, "build only")
+        print(f"tuning skipped (no GPU): 0 configs timed, "
+              f"{store.stats().kinds['binaries'].unique_keys} binaries built for "
+              f"{target.arch_name}")
+        return 0
 
-    sweeps += [([], 0.0)] * (2 - len(sweeps))
-    first, second = sweeps[0][0], sweeps[1][0]
-    summary = {
+    sweeps, summary = [], {
         "device": info.name, "arch": info.arch, "driver": info.driver, "clocks": info.clocks,
-        "clock_readings": info.readings, "timed": info.timed, "triton": triton.__version__,
+        "clock_readings": info.readings, "triton": triton.__version__,
         "torch": torch.__version__, "size": size, "dtype": args.dtype, "store": str(store.root),
-        "kernels": len(first), "record_and_compile_s": compile_s,
-        "sweep1_wall_s": sweeps[0][1], "sweep1_gpu_s": sum(r.gpu_s for r in first),
-        "sweep1_build_cpu_s": sum(r.build_cpu_s for r in first),
-        "sweep1_timed": sum(r.timed for r in first),
-        "sweep2_wall_s": sweeps[1][1], "sweep2_timed": sum(r.timed for r in second),
-        "sweep2_planned": sum(r.planned for r in second),
-        "geomean_speedup": geomean(r.speedup for r in first),
-        "binaries": store.stats().kinds["binaries"].unique_keys,
-        "trials": store.stats().kinds["trials"].unique_keys,
-    }
-    (args.out / "bench_autotune.json").write_text(json.dumps(
-        {"summary": summary, "sweep1": [vars(r) for r in first],
-         "sweep2": [vars(r) for r in second]}, indent=2, default=str))
+        "kernels": len(chosen), "record_and_compile_s": compile_s}
+    for n in (1, 2):
+        start = time.perf_counter()
+        reports = [tune_pipeline_kernel(m, launch, store, info, args) for m, launch in chosen]
+        sweeps.append(reports)
+        wall = time.perf_counter() - start
+        print_table(reports, f"pipeline tune path, run {n} ({wall:.1f} s)")
+        summary[f"run{n}"] = _totals(reports, wall)
+    out = {"summary": summary, "run1": [vars(r) for r in sweeps[0]]}
+    if args.baseline:
+        base_store = Store(str(store.root) + "-baseline")
+        start = time.perf_counter()
+        ctx = multiprocessing.get_context("spawn")   # never fork a process that holds CUDA
+        with cf.ProcessPoolExecutor(args.workers, mp_context=ctx) as pool:
+            base = [sweep_kernel(m, launch, base_store, spaces, target, info, pool, args)
+                    for m, launch in chosen]
+        wall = time.perf_counter() - start
+        print_table(base, f"baseline: the exhaustive sweep, equal repeats ({wall:.1f} s)")
+        summary["baseline"] = _totals(base, wall)
+        summary["found"] = _found(chosen, sweeps[0], base, args)
+        out["baseline"] = [vars(r) for r in base]
+    (args.out / "bench_autotune.json").write_text(json.dumps(out, indent=2, default=str))
     print("\n" + json.dumps(summary, indent=2, default=str))
-    if info.timed:
-        print(plot(first, args.out / "autotune_speedup.png", info.name))
-        ok = summary["sweep2_timed"] == 0
-        print(f"second sweep re-timed {summary['sweep2_timed']} configs "
-              f"({summary['sweep2_planned']} planned): {'OK' if ok else 'UNEXPECTED'}")
-        return 0 if ok else 1
-    print("tuning skipped (no GPU): 0 configs timed, "
-          f"{summary['binaries']} binaries built for {target.arch_name}")
-    return 0
+    print(plot(sweeps[0], args.out / "autotune_speedup.png", info.name))
+    ok = summary["run2"]["timed"] == 0
+    print(f"second run re-timed {summary['run2']['timed']} configs: "
+          f"{'OK' if ok else 'UNEXPECTED'}")
+    return 0 if ok else 1
+
+
+def _totals(reports: list[KernelReport], wall_s: float) -> dict:
+    gpu_s = sum(r.gpu_s for r in reports)
+    stops: dict[str, int] = {}
+    for r in reports:
+        stops[r.searched] = stops.get(r.searched, 0) + 1
+    return {"wall_s": wall_s, "gpu_s": gpu_s, "timed": sum(r.timed for r in reports),
+            "gpu_s_per_kernel": gpu_s / len(reports) if reports else None,
+            "kernels_per_gpu_minute": 60 * len(reports) / gpu_s if gpu_s else None,
+            "geomean_speedup": geomean(r.speedup for r in reports), "stops": stops}
+
+
+def _found(chosen, new: list[KernelReport], base: list[KernelReport], args) -> dict:
+    """Each kernel's default, the baseline's best and the new best, timed again together."""
+    rows = []
+    for (_, launch), a, b in zip(chosen, new, base):
+        configs = [Config.from_dict(json.loads(a.best_config)) if a.best_config else None,
+                   _config_of(b.best_config)]
+        default_ms, new_ms, base_ms = retime_winners(launch, configs, args)
+        rows.append({"kernel": a.kernel, "default_ms": default_ms, "new_best_ms": new_ms,
+                     "baseline_best_ms": base_ms})
+    return {"per_kernel": rows,
+            "geomean_default_over_new": geomean(r["default_ms"] / r["new_best_ms"] for r in rows
+                                                if r["default_ms"] and r["new_best_ms"]),
+            "geomean_default_over_baseline": geomean(
+                r["default_ms"] / r["baseline_best_ms"] for r in rows
+                if r["default_ms"] and r["baseline_best_ms"])}
+
+
+def _config_of(text: str | None) -> Config | None:
+    """A ``KernelReport.best_config`` of the baseline (``str(Config)``) read back."""
+    if not text:
+        return None
+    values = dict(item.split("=") for item in text.split())
+    return Config.from_dict(values)
 
 
 if __name__ == "__main__":

@@ -2,8 +2,10 @@
 
 Every model of the zoo is compiled with kiln's heuristic launch configs and timed; each
 distinct kernel (kernel key and sizes: a kernel met in several models is tuned once) is then
-swept over its search space with ``benchmarks/bench_autotune.sweep_kernel`` (builds on CPU
-worker processes, timing on the GPU, every trial written to a store); each model is compiled
+tuned by the pipeline's tune path (``--search pipeline``, the default: pruning, cost order,
+successive halving, roofline stop) or swept over its search space with
+``benchmarks/bench_autotune.sweep_kernel`` (``--search sweep``: builds on CPU worker
+processes, equal repeats; every trial written to a store); each model is compiled
 again with the best stored config per kernel and timed; finally Inductor's max-autotune
 compiles each model (fresh caches) and is timed. All in one process, on one card. Reports
 runtime ratios over eager, the GPU-seconds the sweep spent, Inductor's compile-and-tune wall
@@ -38,7 +40,7 @@ import triton
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import compiler  # noqa: E402
-from bench_autotune import plot, sweep_kernel  # noqa: E402
+from bench_autotune import plot, sweep_kernel, tune_pipeline_kernel  # noqa: E402
 from bench_models import fresh_cache_dirs, forget_inductor_memory  # noqa: E402
 from compiler.autotune import Target, device_info, load_spaces, record_launches  # noqa: E402
 from compiler.autotune.spaces import canonical_json  # noqa: E402
@@ -102,6 +104,11 @@ def sweep(launches: dict, store: Store, info, workers: int, ns) -> tuple[list, f
         spaces = dataclasses.replace(spaces, search=search)
     ns.device, ns.max_builds, ns.warmup_ms = "cuda", 0, 25
     start = time.perf_counter()
+    if ns.search == "pipeline":   # the tune stage's own path: pruning, halving, roofline stop
+        ns.spaces, ns.budget_s = "default", 20.0
+        reports = [tune_pipeline_kernel(name, launch, store, info, ns)
+                   for name, launch in distinct.values()]
+        return reports, time.perf_counter() - start
     with cf.ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn")) as pool:
         reports = [sweep_kernel(name, launch, store, spaces, target, info, pool, ns)
                    for name, launch in distinct.values()]
@@ -192,8 +199,11 @@ def main(argv=None) -> int:
     p.add_argument("--json", type=Path, default=None)
     p.add_argument("--rep-ms", type=int, default=100)
     p.add_argument("--max-configs", type=int, default=0,
-                   help="per kernel: sweep at most N candidates, else coordinate descent of "
+                   help="--search sweep, per kernel: sweep at most N candidates, else coordinate descent of "
                         "N timings (default: the space's own [search] limits)")
+    p.add_argument("--search", choices=["pipeline", "sweep"], default="pipeline",
+                   help="pipeline: the tune stage's path (pipeline/tune_tasks.py); sweep: "
+                        "the exhaustive equal-repeats sweep of bench_autotune.sweep_kernel")
     p.add_argument("--max-autotune-budget-s", type=float, default=420,
                    help="start no max-autotune compile after this many seconds")
     p.add_argument("--workers", type=int, default=min(16, os.cpu_count() or 1))

@@ -13,6 +13,7 @@ Example:
 from __future__ import annotations
 
 import math
+from collections import Counter
 from dataclasses import dataclass, field
 from typing import TextIO
 
@@ -342,8 +343,10 @@ def _build_lines(report: RunReport) -> list[str]:
     archs = ", ".join(gpu_targets(report.config))
     stored = sum(r.status == SKIPPED for r in builds)
     return [f"build ({archs}): {sum(r.built for r in builds)} binaries built, "
-            f"{sum(r.build_errors for r in builds)} config(s) did not build; {stored}/"
-            f"{len(builds)} kernel x architecture builds were already stored"]
+            f"{sum(r.build_errors for r in builds)} config(s) did not build"
+            + (f", {pruned} pruned before building (past the target's limits)"
+               if (pruned := sum(r.pruned for r in builds)) else "")
+            + f"; {stored}/{len(builds)} kernel x architecture builds were already stored"]
 
 
 def _tune_lines(report: RunReport) -> list[str]:
@@ -366,12 +369,26 @@ def _tune_lines(report: RunReport) -> list[str]:
              f"{', '.join(devices) or 'no device'}; {report.gpu_s:.1f} GPU-s"
              + (f"; best vs default: {geomean:.2f}x geomean over {len(speedups)} kernel(s)"
                 if geomean else "")]
+    lines += _tune_stops(tunes)
     tuned_archs = {cuda_arch(r.target) for r in tunes if r.target.startswith("sm_")}
     for target in gpu_targets(report.config):
         if cuda_arch(target) not in tuned_archs:
             lines.append(f"tune: {target}: not tuned: no GPU of this architecture among the "
                          f"workers")
     return lines
+
+
+def _tune_stops(tunes: list[TaskResult]) -> list[str]:
+    """Where the tune stage saved time: searches stopped early, configs never built or run."""
+    searched = [r for r in tunes if r.stop_reason]
+    if not searched:
+        return []
+    reasons = Counter(r.stop_reason for r in searched)
+    per_kernel = sum(r.gpu_seconds for r in searched) / len(searched)
+    return [f"tune: {len(searched)} kernel search(es), {per_kernel:.2f} GPU-s each; stopped by "
+            + ", ".join(f"{reason} {n}" for reason, n in sorted(reasons.items()))
+            + f"; {sum(r.pruned for r in searched)} config(s) pruned, "
+            f"{sum(r.not_reached for r in searched)} never reached"]
 
 
 def _relower_lines(report: RunReport) -> list[str]:

@@ -57,7 +57,7 @@ from typing import Any, TextIO
 
 from pipeline.cluster import Cluster
 from pipeline.config import RunConfig, cuda_arch, gpu_targets
-from pipeline.kernel_tasks import BuildJob, TuneJob, build_task, tune_task
+from pipeline.kernel_tasks import BuildJob, build_task
 from pipeline.progress import Progress
 from pipeline.report import RunReport, lower_targets
 from pipeline.sandbox import run_isolated
@@ -65,6 +65,7 @@ from pipeline.shapes import KernelShape
 from pipeline.tasks import (FAILED, SKIPPED, LowerJob, TaskResult, capture_task, lower_task,
                             restore_task, source_key)
 from pipeline.tuned_tasks import RelowerJob, relower_task
+from pipeline.tune_tasks import TuneJob, tune_task
 from storage.timeline import SUFFIX as TIMELINE_SUFFIX
 from storage.timeline import RunTimeline, TaskSpan, plot_timeline, png_path, save_timeline
 

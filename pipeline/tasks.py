@@ -66,6 +66,10 @@ class TaskResult:
     ``gpu_seconds`` spent launching and timing; ``speedup`` of the best config over the
     default; ``note`` one line for the log; ``warning`` what the user should know although
     the task succeeded (printed and listed in the summary).
+
+    Issue 16's counts: ``pruned`` configs never built (they exceed the target's limits for
+    sure); a tune's ``stop_reason`` ("roofline", "budget", "halving") and the configs it
+    left ``not_reached`` because of it.
     """
     stage: str
     model: str
@@ -91,6 +95,9 @@ class TaskResult:
     note: str = ""
     warning: str = ""
     repaired: str = ""
+    pruned: int = 0
+    not_reached: int = 0
+    stop_reason: str = ""
 
     @property
     def failed(self) -> bool:

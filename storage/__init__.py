@@ -7,7 +7,7 @@ Example:
     >>> store.write("failures", [FailureRecord.build(stage="lower", key="g1", model="m",
     ...                                             error_type="KeyError", message="aten.foo")])
     ... # doctest: +ELLIPSIS
-    '.../failures/part-v4-...parquet'
+    '.../failures/part-v5-...parquet'
     >>> store.keys("failures") == [FailureRecord.build(stage="lower", key="g1", model="m",
     ...     error_type="KeyError", message="aten.foo").failure_key]
     True

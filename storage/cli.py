@@ -31,11 +31,13 @@ import csv
 import json
 import math
 import sys
+from pathlib import Path
 from typing import Any, TextIO
 
 import pyarrow.compute as pc
 
 from .compact import CompactReport
+from .records import canonical_json
 from .schema import KEY_COLUMN, KINDS, StoreVersionError
 from .signing import StoreKeyError
 from .store import Store, StoreStats
@@ -288,32 +290,50 @@ def _best(store: Store, args: argparse.Namespace, out: TextIO) -> int:
 
 def _gains(store: Store, args: argparse.Namespace, out: TextIO) -> int:
     from .tuning import tuning_gains
+    from .tuning_time import describe_models, describe_time, model_gains, tuning_time
     gains = tuning_gains(store, args.device)
+    time = tuning_time(store, args.device)
+    spent = {(k.kernel_key, k.sizes_json, k.device_name): k for k in time.per_kernel}
     shown = gains if args.limit <= 0 else gains[:args.limit]
     out.write(f"{'kernel':<34} {'kind':<20} {'sizes':<26} {'default ms':>10} {'best ms':>9} "
-              f"{'speedup':>7} {'timed':>5}  device / best config\n")
+              f"{'speedup':>7} {'timed':>5} {'GPU-s':>6} {'stop':<8}  device / best config\n")
     for g in shown:
         default = f"{g.default_ms:.4f}" if g.default_ms else "-"
         speedup = f"{g.speedup:.2f}x" if g.speedup else "-"
+        cost = spent.get((g.kernel_key, canonical_json(g.sizes), g.device_name))
+        gpu_s = f"{cost.gpu_s:.2f}" if cost and cost.gpu_s is not None else "-"
+        stop = (cost.stop_reason if cost else "") or "-"
         out.write(f"{(g.name or g.kernel_key[:16])[:34]:<34} {g.kind[:20]:<20} "
                   f"{_sizes(g.sizes)[:26]:<26} {default:>10} {g.best_ms:>9.4f} {speedup:>7} "
-                  f"{g.timed:>5}  {g.device_name} {json.dumps(g.best_config)}\n")
+                  f"{g.timed:>5} {gpu_s:>6} {stop[:8]:<8}  {g.device_name} "
+                  f"{json.dumps(g.best_config)}\n")
     known = [g.speedup for g in gains if g.speedup]
     geomean = math.exp(sum(map(math.log, known)) / len(known)) if known else None
     out.write(f"{len(gains)} tuned kernel sizes"
               + (f"; {geomean:.3f}x geomean speedup over {len(known)} with a known default"
                  if geomean else "; no default timing known") + "\n")
+    out.write(describe_time(time) + "\n")
+    for line in describe_models(model_gains(store, gains, time)):
+        out.write(line + "\n")
     return 0
 
 
 def _plot_tuning(store: Store, args: argparse.Namespace, out: TextIO) -> int:
     from .tuning import plot_gains, tuning_gains
+    from .tuning_time import plot_time, tuning_time
     try:
         bars = plot_gains(tuning_gains(store, args.device), args.out)
     except (ImportError, ValueError) as err:
         sys.stderr.write(f"kiln store: plot-tuning: {err}\n")
         return 1
     out.write(f"plot-tuning: {bars} kernel(s) -> {args.out}\n")
+    # where the time went, beside it; trials from before schema v5 have no GPU seconds
+    time_path = str(Path(args.out).with_suffix("")) + "-time.png"
+    try:
+        drawn = plot_time(tuning_time(store, args.device), time_path)
+        out.write(f"plot-tuning: GPU-s of {drawn} kernel size(s) -> {time_path}\n")
+    except ValueError as err:
+        out.write(f"plot-tuning: {err}\n")
     return 0
 
 

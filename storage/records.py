@@ -29,7 +29,7 @@ from typing import Any, ClassVar, Iterable, Sequence
 import pyarrow as pa
 
 from .integrity import hash_values
-from .schema import TRIAL_STATUSES, check_kind, schema_for
+from .schema import TRIAL_ORIGINS, TRIAL_STATUSES, check_kind, schema_for
 
 
 def canonical_json(value: Any) -> str:
@@ -183,10 +183,16 @@ class TrialRecord:
     worker: str = ""
     host: str = field(default_factory=socket.gethostname)
     is_default: bool | None = None    # the heuristic config the untuned module launches
+    origin: str | None = None         # "timed", "nearby" or "pruned" (schema v5)
+    gpu_s: float | None = None        # GPU seconds spent on this config
+    stop_reason: str | None = None    # why the kernel's search stopped
+    copy_gbps: float | None = None    # the card's measured copy bandwidth
 
     def __post_init__(self) -> None:
         if self.status not in TRIAL_STATUSES:
             raise ValueError(f"trial status {self.status!r} is not one of {TRIAL_STATUSES}")
+        if self.origin is not None and self.origin not in TRIAL_ORIGINS:
+            raise ValueError(f"trial origin {self.origin!r} is not one of {TRIAL_ORIGINS}")
 
     @staticmethod
     def make_key(kernel_key: str, sizes: Any, config_key: str, device_name: str, arch: str,

@@ -26,7 +26,7 @@ import pyarrow as pa
 
 # Bump when a schema changes, and register a migration from the previous version in the
 # caller's migration table (see ``migrate``).
-SCHEMA_VERSION = 4
+SCHEMA_VERSION = 5
 
 KINDS = ("graphs", "modules", "kernels", "binaries", "trials", "failures")
 
@@ -64,6 +64,7 @@ PAYLOAD_COLUMNS = frozenset({"graph_text", "input_signature", "program", "call_j
                              "kernel_keys", "kernels", "cubin", "metadata_json", "config_json",
                              "error", "message", "traceback", "content_hash", "signature"})
 
+TRIAL_ORIGINS = ("timed", "nearby", "pruned")
 TRIAL_STATUSES = ("ok", "build_error", "resource_error", "launch_error", "wrong_result",
                   "timeout", "runtime_error")
 
@@ -195,6 +196,15 @@ _FIELDS: Mapping[str, list[pa.Field]] = MappingProxyType({
         # Whether this config is the heuristic default the untuned module launches (the
         # baseline of "how much did tuning gain"); null in rows written before schema v3.
         _opt("is_default", pa.bool_()),
+        # Schema v5 (null in older rows): why the config is in the trials ("timed": a
+        # candidate; "nearby": a winner at a nearby size of the kernel, tried first;
+        # "pruned": never built or run, a limit it exceeds for sure, see error), the GPU
+        # seconds spent on it, why its kernel's search stopped ("roofline", "budget",
+        # "halving") and the card's copy bandwidth (GB/s) the roofline was judged by.
+        _opt("origin", pa.string()),
+        _opt("gpu_s", pa.float64()),
+        _opt("stop_reason", pa.string()),
+        _opt("copy_gbps", pa.float64()),
         _req("timestamp", _TS),
         _req("worker", pa.string()),
         _req("host", pa.string()),
@@ -280,7 +290,8 @@ def _binary_status(table: pa.Table) -> pa.Table:
 # Version 1 is the first released schema. Version 2 added graphs.source_key; version 3
 # added modules.tuned_for and trials.is_default; version 4 modules.model, binaries'
 # status and error (moved out of metadata_json), the graphs' loadable graph, and the
-# signature of every hashed kind.
+# signature of every hashed kind; version 5 the trials' origin, gpu_s, stop_reason and
+# copy_gbps (issue 16: where tuning time went).
 _ADDED: Mapping[int, Mapping[str, tuple[tuple[str, pa.DataType], ...]]] = {
     1: {"graphs": (("source_key", pa.string()),)},
     2: {"modules": (("tuned_for", pa.string()),), "trials": (("is_default", pa.bool_()),)},
@@ -289,6 +300,8 @@ _ADDED: Mapping[int, Mapping[str, tuple[tuple[str, pa.DataType], ...]]] = {
                    ("constants", pa.list_(_CONSTANT_ENTRY)), ("graph_format", pa.string()),
                    ("signature", pa.string())),
         "kernels": (("signature", pa.string()),), "binaries": (("signature", pa.string()),)},
+    4: {"trials": (("origin", pa.string()), ("gpu_s", pa.float64()),
+                   ("stop_reason", pa.string()), ("copy_gbps", pa.float64()))},
 }
 # Steps that do more than add null columns (kind -> function), applied after those.
 _CUSTOM: Mapping[int, Mapping[str, Migration]] = {3: {"binaries": _binary_status}}

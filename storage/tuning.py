@@ -25,6 +25,7 @@ Example:
 from __future__ import annotations
 
 import json
+import math
 from collections import defaultdict
 from dataclasses import dataclass
 from typing import Any, Iterable
@@ -118,6 +119,40 @@ def tuning_gains(store: Any, device_name: str | None = None) -> list[KernelGain]
     names = _kernel_names(store, {g.kernel_key for g in gains})
     gains = [_named(g, names.get(g.kernel_key)) for g in gains]
     return sorted(gains, key=lambda g: (g.speedup is None, -(g.speedup or 0), g.kernel_key))
+
+
+def _numels(sizes: dict[str, Any]) -> dict[str, int]:
+    return {k: int(v) for k, v in sizes.items() if k.endswith("numel")}
+
+
+def _distance(a: dict[str, Any], b: dict[str, Any], ratio: float) -> float | None:
+    """Sum of |log2| size ratios of two trial sizes (0: the same), or None if they are not
+    "nearby": other numel names, dtypes or size arguments, or a numel ``ratio`` times apart."""
+    na, nb = _numels(a), _numels(b)
+    if set(na) != set(nb) or a.get("dtypes") != b.get("dtypes"):
+        return None
+    if len(a.get("size_args", ())) != len(b.get("size_args", ())):
+        return None
+    logs = [abs(math.log2(max(1, na[k]) / max(1, nb[k]))) for k in na]
+    return sum(logs) if max(logs) <= math.log2(ratio) else None
+
+
+def nearby_winners(store: Any, kernel_key: str, sizes: dict[str, Any], device_name: str,
+                   ratio: float = 4.0, limit: int = 3) -> list[dict[str, Any]]:
+    """Best configs of kernels like this one (the same numel names and dtypes) at sizes
+    within ``ratio`` of ``sizes`` on ``device_name``: this kernel's own first, then the
+    nearest; at most ``limit``, without repeats. A search starts from them (origin "nearby"):
+    what won at a nearby size often wins here, and the roofline stop then ends it early.
+    Configs of another kernel kind may come back; the caller keeps those its space fits."""
+    found = []
+    for (kernel, sizes_json, _), rows in _groups(store, _device_filter(device_name)).items():
+        other = json.loads(sizes_json)
+        distance = _distance(sizes, other, ratio)
+        if distance is not None and (kernel, other) != (kernel_key, sizes):
+            best = min(rows, key=lambda r: r["median_ms"])
+            found.append((kernel != kernel_key, distance, best["config_json"]))
+    configs = [config for *_, config in sorted(found)]
+    return [json.loads(c) for c in dict.fromkeys(configs)][:limit]
 
 
 def _kernel_names(store: Any, keys: set[str]) -> dict[str, tuple[str, str]]:

@@ -3,8 +3,8 @@ configs that do not build, and the tune path with faked GPU timings.
 
 The tune path runs for real up to the clock: the kernel is loaded from the store, launched
 under Triton's CPU interpreter at its real sizes for every planned config, its outputs are
-checked against the default config's; only ``do_bench`` (which needs a GPU) is replaced by
-made-up times, and the device is announced as an sm_90 card. The same task on a GPU worker
+checked against the default config's; only the clock (which needs a GPU) is a given timer
+(``tests/given_timer.py``) with made-up times, and the device is announced as an sm_90 card. The same task on a GPU worker
 is what the lead checks on the GPU machine (see the report).
 """
 from __future__ import annotations
@@ -19,15 +19,17 @@ import torch
 
 from compiler.kernels.spec import KernelKind, KernelSpec, LaunchConfig
 from pipeline.config import ModelSpec, parse_config
-from pipeline.kernel_tasks import BuildJob, TuneJob, build_task, tune_kernel, tune_task
+from pipeline.kernel_tasks import BuildJob, build_task
+from pipeline.tune_tasks import TuneJob, tune_kernel, tune_task
 from pipeline.report import RunReport, format_summary
 from pipeline.shapes import KernelShape, kernel_shapes
 from pipeline.tasks import LowerJob, TaskResult, capture_task, lower_task
 
 storage = pytest.importorskip("storage", exc_type=ImportError)
 autotune = pytest.importorskip("compiler.autotune", exc_type=ImportError)
-from compiler.autotune import Config, DeviceInfo, Measurement  # noqa: E402
+from compiler.autotune import Config, DeviceInfo  # noqa: E402
 from storage import Store  # noqa: E402
+from tests.given_timer import GivenTimer  # noqa: E402
 
 ELF_MAGIC = b"\x7fELF"
 ABSURD = Config(XBLOCK=8, RBLOCK=128, num_warps=64)     # 2048 threads: no GPU runs that
@@ -95,6 +97,8 @@ def test_build_task_stores_the_default_config_for_sm90_then_builds_nothing(tmp_p
 def test_a_config_that_does_not_build_is_a_row_with_its_status(tmp_path, lowered, monkeypatch):
     root, shape = fresh(tmp_path, lowered)
     monkeypatch.setattr("pipeline.kernel_tasks._candidates", lambda shape, spaces: [ABSURD])
+    # with pruning off, as for a config whose excess only its build can see
+    monkeypatch.setattr("compiler.autotune.prune.why_unbuildable", lambda *args: None)
     job = BuildJob(model="mlp", shape=shape, target="sm_90", tuning=True)
     result = build_task(job, root)
     assert (result.status, result.built, result.build_errors) == ("ok", 1, 1)
@@ -129,16 +133,9 @@ def test_build_task_failures_are_results(tmp_path):
 FAKE_GPU = DeviceInfo("Fake GPU", "sm_90", "555.42", "default", True)
 
 
-class FakeTimingTuner(autotune.Tuner):
-    """The real Tuner under the interpreter (outputs checked), with made-up timings: the
-    fastest config is XBLOCK=4."""
-
-    def _run(self, config: Config) -> Measurement:
-        m = super()._run(config)
-        if m.status != "not_timed":
-            return m
-        ms = 0.01 * (1 + abs(math.log2(config.XBLOCK) - 2))
-        return Measurement(config, "ok", (ms, ms * 1.1, ms * 0.9), max_abs_error=m.max_abs_error)
+def xblock_timer() -> GivenTimer:
+    """Made-up timings: the fastest config is XBLOCK=4."""
+    return GivenTimer(lambda config: 0.01 * (1 + abs(math.log2(config.XBLOCK) - 2)))
 
 
 def test_tune_path_writes_every_trial_marks_the_best_and_resumes(tmp_path, lowered,
@@ -146,34 +143,38 @@ def test_tune_path_writes_every_trial_marks_the_best_and_resumes(tmp_path, lower
     root, shape = fresh(tmp_path, lowered)
     fast = Config(XBLOCK=4, RBLOCK=128, num_warps=4)
     slow = Config(XBLOCK=2, RBLOCK=128, num_warps=2)
-    monkeypatch.setattr("pipeline.kernel_tasks._candidates",
-                        lambda shape, spaces: [fast, slow, ABSURD])
-    assert build_task(BuildJob(model="mlp", shape=shape, target="sm_90", tuning=True),
-                      root).build_errors == 1
+    for where in ("pipeline.kernel_tasks._candidates", "pipeline.tune_tasks._candidates"):
+        monkeypatch.setattr(where, lambda shape, spaces: [fast, slow, ABSURD])
+    built = build_task(BuildJob(model="mlp", shape=shape, target="sm_90", tuning=True), root)
+    assert (built.build_errors, built.pruned) == (0, 1)         # ABSURD: never built
+    assert ABSURD not in binaries(root) and "1 pruned" in built.note
     monkeypatch.setattr(autotune, "device_info", lambda device: FAKE_GPU)
-    monkeypatch.setattr(autotune, "Tuner", FakeTimingTuner)
     job = TuneJob(model="mlp", shape=shape, targets=("sm_90",), budget_s=0.0)
 
-    first = tune_kernel(job, root, "cpu")        # budget spent by the default: the rest wait
+    timer = xblock_timer()
+    first = tune_kernel(job, root, "cpu", timer=timer)   # budget spent by the default
     assert (first.status, first.timed, first.device) == ("ok", 1, "Fake GPU"), first
-    assert first.trial_errors == 1                  # ABSURD: its build failed, never launched
+    assert (first.pruned, first.trial_errors, first.stop_reason) == (1, 0, "budget")
     assert "left for the next run (budget)" in first.note
-    second = tune_kernel(TuneJob(model="mlp", shape=shape, targets=("sm_90",)), root, "cpu")
+    second = tune_kernel(TuneJob(model="mlp", shape=shape, targets=("sm_90",)), root, "cpu",
+                         timer=xblock_timer())
+    # the default was stored by the first run: it is not timed again
     assert (second.status, second.timed, second.trial_errors) == ("ok", 2, 0)
     assert second.gpu_seconds > 0 and "best RBLOCK=128 XBLOCK=4" in second.note
     trials = Store(root).query("trials").to_pylist()
     by_config = {Config.from_dict(json.loads(t["config_json"])): t for t in trials}
     default = autotune.default_config(shape.kind, shape.numels, "cuda")
-    assert set(by_config) == {default, fast, slow, ABSURD}
-    assert by_config[ABSURD]["status"] == "resource_error"       # gated by its failed build
-    assert "build for sm_90" in by_config[ABSURD]["error"]
-    assert all(by_config[c]["status"] == "ok" and by_config[c]["n_repeats"] == 3
-               for c in (default, fast, slow))
+    assert len(trials) == 4 and set(by_config) == {default, fast, slow, ABSURD}
+    assert by_config[ABSURD]["status"] == "resource_error"
+    assert by_config[ABSURD]["origin"] == "pruned" and "2048 threads" in by_config[ABSURD]["error"]
+    assert all(by_config[c]["status"] == "ok" and by_config[c]["origin"] == "timed"
+               and by_config[c]["gpu_s"] > 0 for c in (default, fast, slow))
     best = min((t for t in trials if t["is_best"]), key=lambda t: t["median_ms"])
     assert Config.from_dict(json.loads(best["config_json"])) == fast
     assert {t["device_name"] for t in trials} == {"Fake GPU"}
     assert json.loads(trials[0]["sizes_json"])["rnumel"] == 128
-    third = tune_kernel(TuneJob(model="mlp", shape=shape, targets=("sm_90",)), root, "cpu")
+    third = tune_kernel(TuneJob(model="mlp", shape=shape, targets=("sm_90",)), root, "cpu",
+                        timer=xblock_timer())
     assert (third.status, third.timed) == ("skipped", 0)          # nothing re-timed
 
     other = tune_kernel(TuneJob(model="mlp", shape=shape, targets=("sm_80",)), root, "cpu")
@@ -220,14 +221,15 @@ def test_summary_counts_builds_tuning_and_gpu_seconds():
         TaskResult("capture", "one", "ok", key="g1"),
         TaskResult("lower", "one", "ok", target="cuda", kernel_keys=("k1", "k2"),
                    new_kernel_keys=("k1", "k2")),
-        TaskResult("build", "one", "ok", target="sm_90", built=10, build_errors=2),
+        TaskResult("build", "one", "ok", target="sm_90", built=10, build_errors=2, pruned=4),
         TaskResult("build", "one", "skipped", target="sm_90"),
         TaskResult("build", "one", "ok", target="sm_80", built=12),
         TaskResult("build", "one", "ok", target="sm_80", built=9),
         TaskResult("tune", "one", "ok", target="sm_90", device="NVIDIA H100", timed=11,
                    trial_errors=1, gpu_seconds=3.25, speedup=1.5),
         TaskResult("tune", "one", "ok", target="sm_90", device="NVIDIA H100", timed=8,
-                   gpu_seconds=1.0, speedup=1.0),
+                   gpu_seconds=1.0, speedup=1.0, stop_reason="roofline", pruned=3,
+                   not_reached=5),
     ]
     report = RunReport(config=cfg, store="s", results=results, wall_s=9.0,
                        gpu_s=sum(r.gpu_seconds for r in results))
@@ -236,7 +238,10 @@ def test_summary_counts_builds_tuning_and_gpu_seconds():
     totals = lines[lines.index(next(x for x in lines if x.startswith("models"))) + 2].split()
     # built: 3 of the 4 builds built binaries (the skipped one found its binaries stored)
     assert totals[:6] == ["1/1", "2", "3/4", "2/2", "0", "0"] and totals[-1] == "4.2"
-    assert "build (sm_90, sm_80): 31 binaries built, 2 config(s) did not build" in text
+    assert ("build (sm_90, sm_80): 31 binaries built, 2 config(s) did not build, 4 pruned "
+            "before building") in text
+    assert ("tune: 1 kernel search(es), 1.00 GPU-s each; stopped by roofline 1; 3 config(s) "
+            "pruned, 5 never reached") in text
     assert "tune: 19 configs timed, 1 failed trials, on NVIDIA H100 (sm_90); 4.2 GPU-s" in text
     assert "1.22x geomean over 2 kernel(s)" in text
     assert "tune: sm_80: not tuned: no GPU of this architecture" in text

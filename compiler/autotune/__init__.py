@@ -6,6 +6,10 @@
     measurement  KernelLaunch (how a kernel is called), Tuner / measure / tune: every candidate's
              output checked against the default's, timed on a GPU (on CPU: "not_timed")
     search   plan_trials (skip what was timed), coordinate_descent (budgeted search)
+    prune    configs that cannot build for a target, found before building (lower bounds)
+    cost     a cost model that orders candidates before any is timed
+    timing   timers (CUDA events; tests give their own) and the card's copy bandwidth
+    halving  successive halving with a roofline stop (the pipeline's tune stage)
 
 The store is not imported here (the compiler knows nothing of Parquet): callers turn
 ``BuildResult`` and ``Measurement`` into ``storage`` records (see benchmarks/bench_autotune.py).

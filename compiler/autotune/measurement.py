@@ -24,6 +24,7 @@ Example:
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import math
 import statistics
 import subprocess
@@ -39,6 +40,7 @@ from ..kernels.signature import dtype_name
 from ..kernels.load import load_kernel
 from .baseline import extern_launcher
 from .search import coordinate_descent
+from .timing import Timer
 from .spaces import (Config, SearchSettings, Space, TRITON_DEFAULT_NUM_STAGES, candidates,
                      default_config, grid)
 
@@ -290,12 +292,16 @@ class Tuner:
     """
 
     def __init__(self, launch: KernelLaunch, device: str = "cuda", *, warmup_ms: int = 25,
-                 rep_ms: int = 100, seed: int = 0, code_dir: Path | None = None):
+                 rep_ms: int = 100, seed: int = 0, code_dir: Path | None = None,
+                 timer: Timer | None = None):
         self.launch, self.device = launch, device
         self.device_type = torch.device(device).type
-        self.timed = self.device_type == "cuda"
+        # a given timer (``timing``) times on any device: tests give made-up times on CPU
+        self.timer = timer
+        self.timed = self.device_type == "cuda" or timer is not None
         self.warmup_ms, self.rep_ms = warmup_ms, rep_ms
         self.seconds = 0.0
+        self.config_seconds: dict[Config, float] = {}   # wall time spent per config
         self.code_dir = code_dir
         self.fn = load_kernel(launch.kernel.name, launch.kernel.source, self.device_type,
                               code_dir)
@@ -306,7 +312,7 @@ class Tuner:
         self.results: dict[Config, Measurement] = {}
 
     def _sync(self) -> None:
-        if self.timed:
+        if self.device_type == "cuda":
             torch.cuda.synchronize(self.device)
 
     def _launcher(self, config: Config, args: list[torch.Tensor]):
@@ -334,17 +340,44 @@ class Tuner:
                 self.reference_error = f"{type(e).__name__}: {e}"[:2000]
         return self.reference
 
-    def run(self, config: Config) -> Measurement:
-        """Launch, verify and (on a GPU) time ``config``; each config runs once per Tuner."""
+    def run(self, config: Config, reps: int | None = None) -> Measurement:
+        """Launch, verify and (on a GPU) time ``config``; each config runs once per Tuner.
+        ``reps``: how many timings a ``timer`` takes (without one, do_bench's ``rep_ms``)."""
         if config not in self.results:
-            start = time.perf_counter()
-            try:
-                self.results[config] = self._run(config)
-            finally:
-                self.seconds += time.perf_counter() - start
+            with self._clock(config):
+                self.results[config] = self._run(config, reps)
         return self.results[config]
 
-    def _run(self, config: Config) -> Measurement:
+    def more(self, config: Config, reps: int) -> Measurement:
+        """``reps`` more timings of ``config`` (run first if it was not): successive
+        halving's later rounds. A failed config stays as it was."""
+        if config not in self.results:
+            return self.run(config, reps)
+        m = self.results[config]
+        if m.status != "ok":
+            return m
+        with self._clock(config):
+            args = [t.clone() for t in self.initial]
+            times = self._time(self._launcher(config, args), reps, config)
+            self.results[config] = dataclasses.replace(m, times_ms=m.times_ms + tuple(times))
+        return self.results[config]
+
+    @contextlib.contextmanager
+    def _clock(self, config: Config) -> Iterator[None]:
+        start = time.perf_counter()
+        try:
+            yield
+        finally:
+            spent = time.perf_counter() - start
+            self.seconds += spent
+            self.config_seconds[config] = self.config_seconds.get(config, 0.0) + spent
+
+    def _time(self, launch: Callable[[], Any], reps: int | None, config: Config) -> list[float]:
+        if self.timer is not None:
+            return [float(t) for t in self.timer(launch, reps or 3, config)]
+        return _do_bench(launch, self.warmup_ms, self.rep_ms)
+
+    def _run(self, config: Config, reps: int | None = None) -> Measurement:
         is_default = config == self.launch.default
         reference = None if is_default else self._reference()
         if reference is None and not is_default:
@@ -373,7 +406,7 @@ class Tuner:
         if not self.timed:
             return Measurement(config, "not_timed", max_abs_error=worst, **extra)
         try:
-            times = _do_bench(launch, self.warmup_ms, self.rep_ms)
+            times = self._time(launch, reps, config)
         except Exception as e:   # noqa: BLE001
             return Measurement(config, "runtime_error", error=f"{type(e).__name__}: {e}"[:4000],
                                max_abs_error=worst, **extra)
