@@ -82,7 +82,7 @@ def _model_table(rows: list[dict[str, Any]], model: str,
         bw_text = "-" if bw is None else f"{bw:.2f} over {r.get('membound_kernels')} kernels"
         base_text = "-" if vs_base is None else f"{vs_base:.2f} ({base})"
         lines.append(
-            f"| {r['system']} | {r['median_ms']:.3f} | {r['q1_ms']:.3f}-{r['q3_ms']:.3f} | "
+            f"| {r['system']} | {r['median_ms']:.3f} | {_f(r.get('q1_ms'))}-{_f(r.get('q3_ms'))} | "
             f"{_f(ratio(rows, model, r['system'], 'eager'), '.2f')} | {base_text} | "
             f"{_f(r.get('cold_s'), '.1f')} | {_f(r.get('kernel_count'), 'd')} | {bw_text} |")
     return lines + [""]
