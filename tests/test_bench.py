@@ -119,6 +119,14 @@ def test_a_failing_system_and_a_crashing_model_are_error_rows_and_the_rest_goes_
     assert "2 failed" in out or "3 failed" in out
 
 
+def test_a_hanging_child_is_killed_at_its_timeout(tmp_path):
+    zoo = _zoo(tmp_path, "pipeline.zoo.faults:hang")
+    status, _, _ = _bench([zoo, "--store", str(tmp_path / "s"), "--out", str(tmp_path / "r"),
+                           "--systems", "eager", "--timeout-s", "10", "--device", "cpu"])
+    assert status == 1
+    assert _rows(tmp_path / "s")[("hang", "eager")]["error"] == "timed out after 10 s"
+
+
 def test_past_the_budget_nothing_starts(tmp_path):
     status, out, _ = _bench([TINY, "--store", str(tmp_path / "s"), "--out", str(tmp_path / "r"),
                              "--quick", "--budget-s", "0", "--device", "cpu"])

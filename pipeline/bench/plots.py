@@ -13,7 +13,7 @@ def _bars(ax, models: Sequence[str], systems: Sequence[str], value) -> None:
     width = 0.8 / max(len(systems), 1)
     for k, system in enumerate(systems):
         xs = [i + k * width for i in range(len(models))]
-        ax.bar(xs, [value(m, system) or 0.0 for m in models], width, label=system)
+        ax.bar(xs, [value(m, system) or float("nan") for m in models], width, label=system)
     ax.set_xticks([i + 0.4 - width / 2 for i in range(len(models))])
     ax.set_xticklabels(models, rotation=30, ha="right")
     ax.legend(fontsize=7)
@@ -39,7 +39,7 @@ def write_plots(rows: list[dict[str, Any]], out: Path, title: str) -> tuple[list
         return eager["median_ms"] / row["median_ms"] if eager and row else None
 
     for name, value, label, log in (
-            ("speedup.png", speedup, "speed over eager (x)", False),
+            ("speedup.png", speedup, "speed over eager (x, log scale)", True),
             ("cold_start.png", lambda m, s: (ok.get((m, s)) or {}).get("cold_s"),
              "cold start: built model to first result (s)", True)):
         fig, ax = plt.subplots(figsize=(max(6, 1.2 * len(models) + 3), 4))
@@ -47,6 +47,8 @@ def write_plots(rows: list[dict[str, Any]], out: Path, title: str) -> tuple[list
         ax.set_ylabel(label)
         if log:
             ax.set_yscale("log")
+        if name == "speedup.png":
+            ax.axhline(1.0, color="grey", linewidth=0.8)
         ax.set_title(title, fontsize=9)
         fig.tight_layout()
         fig.savefig(out / name, dpi=110)

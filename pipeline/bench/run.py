@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import subprocess
 import sys
 import tempfile
@@ -42,6 +43,10 @@ class BenchPlan:
     timeout_s: float             # one child's limit
     tune_budget_s: float
 
+    def child_timeout(self, elapsed_s: float) -> float:
+        """A child's limit: ``timeout_s``, and at most a minute past the time budget."""
+        return min(self.timeout_s, max(30.0, self.budget_s + 60.0 - elapsed_s))
+
     def job(self, model: str, system: System) -> Job:
         return Job(self.config, model, system, self.device, self.quick, self.repeats,
                    self.warmup, self.tune_budget_s)
@@ -67,15 +72,20 @@ def run_child(job: Job, cache_root: Path, timeout_s: float,
               environ: dict[str, str]) -> dict[str, Any]:
     """The child's result, or an "error" result saying how it died."""
     cmd = [sys.executable, "-m", "pipeline.bench.child"]
+    # A session of its own, so a timeout ends the child's compile workers with it.
+    proc = subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True, start_new_session=True,
+                            env=child_env(cache_root, environ))
     try:
-        proc = subprocess.run(cmd, input=job.to_json(), capture_output=True, text=True,
-                              env=child_env(cache_root, environ), timeout=timeout_s)
+        stdout, stderr = proc.communicate(job.to_json(), timeout=timeout_s)
     except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.communicate()
         return {"status": "error", "error": f"timed out after {timeout_s:.0f} s"}
-    for line in reversed(proc.stdout.splitlines()):
+    for line in reversed(stdout.splitlines()):
         if line.startswith(RESULT_PREFIX):
             return json.loads(line[len(RESULT_PREFIX):])
-    tail = (proc.stderr.strip().splitlines() or ["no output"])[-1][:300]
+    tail = (stderr.strip().splitlines() or ["no output"])[-1][:300]
     return {"status": "error",
             "error": f"child exited with status {proc.returncode} and no result: {tail}"}
 
@@ -112,8 +122,8 @@ def run_bench(plan: BenchPlan, store: Any, run_id: str, progress: TextIO,
                     result = {"status": "skipped", "error": reason}
                 else:
                     t0 = time.perf_counter()
-                    result = run_child(plan.job(model, system),
-                                       Path(scratch) / f"{model}-{n}", plan.timeout_s, environ)
+                    result = run_child(plan.job(model, system), Path(scratch) / f"{model}-{n}",
+                                       plan.child_timeout(t0 - started), environ)
                     progress.write(f"{model} {system.name}: {_line(result)} "
                                    f"({time.perf_counter() - t0:.1f} s)\n")
                     progress.flush()
