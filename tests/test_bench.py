@@ -101,6 +101,19 @@ def test_report_and_plots_are_written(quick_run):
         assert f"]({name})" in text
 
 
+def test_the_readme_query_reads_the_run(quick_run):
+    pytest.importorskip("duckdb")
+    import re
+    from storage.sql import sql
+    text = (ROOT / "README.md").read_text()
+    section = text[text.index("## Benchmarking: `kiln bench`"):text.index("## Layout")]
+    (query,) = re.findall(r"```sql\n(.*?)```", section, re.S)
+    rows = {(r["model"], r["system"]): r for r in sql(quick_run[1], query).to_pylist()}
+    assert rows[("mlp", "eager")]["vs_eager"] == 1.0
+    assert rows[("mlp", "kiln_nographs")]["status"] == "ok"
+    assert rows[("mlp", "kiln_graphs")]["ms"] is None
+
+
 def test_a_failing_system_and_a_crashing_model_are_error_rows_and_the_rest_goes_on(tmp_path):
     broken = System("broken", "pipeline.bench.systems:kiln", "kiln with an unknown option",
                     '{"no_such_option": 1}')
