@@ -172,6 +172,22 @@ def test_bad_command_lines_are_refused(tmp_path):
     assert status == 2 and "unknown models ['nope']" in err
 
 
+def test_tuning_wires_through_on_cpu():
+    """The tuned system's search runs each kernel's candidates (checked against the default
+    under the interpreter); off a GPU nothing is timed, so every kernel keeps its default."""
+    import compiler
+    from pipeline.bench.tuned import tune_module
+    from pipeline.zoo import tiny
+    module, args = tiny.mlp()
+    untuned = compiler.compile_module(module, args)
+    with torch.no_grad():
+        summary = tune_module(untuned, args, "cpu", quick=True, budget_s=60)
+    assert summary.kernels == untuned.kernel_count == summary.tuned
+    assert summary.configs == {}
+    with torch.no_grad():
+        assert tune_module(untuned, args, "cpu", quick=True, budget_s=-1).tuned == 0
+
+
 def test_bandwidth_fractions_count_memory_bound_kernels_only():
     times = [bandwidth.KernelTime("pw", 0.02, 2), bandwidth.KernelTime("mm", 0.5, 1),
              bandwidth.KernelTime("aten_kernel", 0.1, 1)]

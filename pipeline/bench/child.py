@@ -65,10 +65,10 @@ def _kernels(job: Job, built, call, copy_gbps: float | None) -> dict[str, Any]:
     if built.inductor:
         details["inductor_generated_kernels"] = generated_kernels()
     times = bandwidth.kernel_times(call, job.device)
-    if times is not None:
+    if times:
         out["kernel_count"] = sum(k.launches for k in times)
         details["kernels"] = [dataclasses.asdict(k) for k in times[:40]]
-    elif built.kiln is not None:
+    elif built.kiln is not None:    # off CUDA, or a profiler that saw no kernel
         out["kernel_count"] = built.kiln.kernel_count
     if times and built.kiln is not None and copy_gbps:
         rows = bandwidth.fractions(times, bandwidth.kiln_kernel_facts(built.kiln), copy_gbps)

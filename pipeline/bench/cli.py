@@ -110,10 +110,9 @@ def bench_main(argv: Sequence[str], out: TextIO, err: TextIO,
     rows = [{k: v for k, v in vars(r).items() if k not in ("timestamp",)} for r in records]
     report_dir = args.out or Path(store) / "reports" / f"bench-{run_id}"
     report_dir.mkdir(parents=True, exist_ok=True)
-    plots, note = write_plots(rows, report_dir, f"{plan.config_name} on "
-                                                f"{_header(plan, run_id, store)['card']}")
-    text = markdown(rows, _header(plan, run_id, store),
-                    {s.name: s.baseline for s in registry.values()}, plots, note)
+    header = _header(plan, run_id, store)
+    plots, note = write_plots(rows, report_dir, f"{plan.config_name} on {header['card']}")
+    text = markdown(rows, header, {s.name: s.baseline for s in registry.values()}, plots, note)
     (report_dir / "report.md").write_text(text)
     (report_dir / "rows.json").write_text(json.dumps(rows, indent=1, default=str))
     failed = [r for r in records if r.status == "error"]

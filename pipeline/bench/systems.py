@@ -78,7 +78,8 @@ def kiln(module: Any, args: tuple, dynamic_shapes: Any, context: Context,
     from .tuned import tune_module
     untuned = compiler.compile_module(module, args, {**options, "cuda_graphs": False},
                                       dynamic_shapes=dynamic_shapes)
-    summary = tune_module(untuned, args, context.quick, context.tune_budget_s)
+    summary = tune_module(untuned, args, context.device, context.quick,
+                          context.tune_budget_s)
     fn = compiler.compile_module(module, args, options, dynamic_shapes=dynamic_shapes,
                                  configs=summary.configs)
     note = (f"tuned {summary.tuned} of {summary.kernels} kernels in {summary.seconds:.1f} s; "
