@@ -33,9 +33,10 @@ for step in "$@"; do
           tests/test_capture_keys.py tests/test_static_launch.py tests/test_binaries.py \
           tests/test_precompile.py tests/test_zoo_real_gpu.py 2>&1 | tee "$OUT/gpu_tests.txt" \
           | tail -30 ;;
-    bench)          # report.md, its PNGs and rows.json under $OUT/bench/
+    bench)          # report.md, its PNGs and rows.json under $OUT/bench/; $BENCH_ARGS adds
+                    # options, e.g. BENCH_ARGS="--models resnet50,bert_4layer"
       python3 -m pipeline.cli bench configs/zoo-heldout.toml --quick --store /tmp/bench-store \
-          --out "$OUT/bench" 2>&1 | tee "$OUT/bench.txt" | tail -30 ;;
+          --out "$OUT/bench" ${BENCH_ARGS:-} 2>&1 | tee "$OUT/bench.txt" | tail -30 ;;
     gpu-suite)
       python3 -m pytest -q -m gpu -p no:cacheprovider -x --timeout 900 tests 2>&1 \
           | tee "$OUT/gpu_suite.txt" | tail -30 ;;

@@ -64,6 +64,8 @@ def _kernels(job: Job, built, call, copy_gbps: float | None) -> dict[str, Any]:
     details: dict[str, Any] = {"notes": list(built.notes)}
     if built.inductor:
         details["inductor_generated_kernels"] = generated_kernels()
+    if built.kiln is not None:
+        details["kiln_fallbacks"] = list(built.kiln.fallback_ops)
     times = bandwidth.kernel_times(call, job.device)
     if times:
         out["kernel_count"] = sum(k.launches for k in times)
@@ -92,7 +94,9 @@ def run_job(job: Job) -> dict[str, Any]:
                               "device_name": torch.cuda.get_device_name()
                               if job.device == "cuda" else "cpu"}
     context = Context(job.device, job.quick, job.tune_budget_s)
-    with torch.inference_mode():
+    # no_grad, not inference_mode: torch.compile's CUDA graphs (reduce-overhead) are
+    # benchmarked under no_grad everywhere else in this repo (benchmarks/bench_models.py).
+    with torch.no_grad():
         result["copy_gbps"] = copy_gbps(job.device)
         start = time.perf_counter()
         built = maker(job.system)(module, args, dynamic, context, **job.system.options)
