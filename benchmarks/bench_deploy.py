@@ -30,7 +30,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import statistics
 import subprocess
 import sys
 import tempfile
@@ -97,22 +96,9 @@ def _sync() -> None:
 
 
 def _steady_ms(fn, args, n: int = 50) -> float:
-    import torch
-    times = []
-    for _ in range(5):
-        fn(*args)
-    if DEVICE != "cuda":
-        start = time.perf_counter()
-        fn(*args)
-        return (time.perf_counter() - start) * 1e3
-    for _ in range(n):
-        start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-        start.record()
-        fn(*args)
-        end.record()
-        end.synchronize()
-        times.append(start.elapsed_time(end))
-    return statistics.median(times)
+    """Median ms per call after 5 warm-up calls (``kiln bench``'s timing: CUDA events)."""
+    from pipeline.bench.timing import time_calls
+    return time_calls(lambda: fn(*args), DEVICE, n if DEVICE == "cuda" else 1, 5).median_ms
 
 
 def child(ns) -> dict:

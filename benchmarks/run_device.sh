@@ -5,6 +5,7 @@
 #   bash benchmarks/run_device.sh deploy      # kiln run configs/zoo-deploy.toml + bench_deploy
 #   bash benchmarks/run_device.sh gpu-tests   # the GPU tests of the new features
 #   bash benchmarks/run_device.sh gpu-suite   # every test marked gpu
+#   bash benchmarks/run_device.sh bench       # kiln bench configs/zoo-heldout.toml --quick
 set -uo pipefail
 python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade \
     --target /tmp/site .whl/*.whl || exit 1
@@ -35,6 +36,10 @@ for step in "$@"; do
           tests/test_capture_keys.py tests/test_static_launch.py tests/test_binaries.py \
           tests/test_precompile.py tests/test_zoo_real_gpu.py 2>&1 | tee "$OUT/gpu_tests.txt" \
           | tail -30 ;;
+    bench)          # report.md, its PNGs and rows.json under $OUT/bench/; $BENCH_ARGS adds
+                    # options, e.g. BENCH_ARGS="--models resnet50,bert_4layer"
+      python3 -m pipeline.cli bench configs/zoo-heldout.toml --quick --store /tmp/bench-store \
+          --out "$OUT/bench" ${BENCH_ARGS:-} 2>&1 | tee "$OUT/bench.txt" | tail -30 ;;
     gpu-suite)
       python3 -m pytest -q -m gpu -p no:cacheprovider -x --timeout 900 tests 2>&1 \
           | tee "$OUT/gpu_suite.txt" | tail -30 ;;

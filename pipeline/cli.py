@@ -6,6 +6,7 @@ looks at one.
     kiln capture CONFIG [--store PATH] ...      (pipeline.commands)
     kiln relower [--store PATH] [--target sm_90] [--models NAME...] ...
     kiln store {ls,show,stats,verify,compact} [--store PATH] ...
+    kiln bench CONFIG [--quick] [--systems ...] ...   (pipeline.bench)
     kiln config {schema,docs,check}
 
 CONFIG defaults to ``configs/zoo-tiny.toml``. The store is ``--store``, else the config's
@@ -164,7 +165,7 @@ def run_main(argv: Sequence[str], out: TextIO, err: TextIO) -> int:
     return report.exit_code
 
 
-USAGE = """usage: kiln [--version] [--help] {run,capture,relower,store,config} ...
+USAGE = """usage: kiln [--version] [--help] {run,capture,relower,store,bench,config} ...
 
 kiln bakes a PyTorch model zoo into a store of compiled modules.
 
@@ -176,6 +177,8 @@ commands:
                  torch and Triton (no config, no model code): --target, --models, --option
   store CMD      look at or maintain a store: ls, show, stats, verify, repair, compact,
                  best, gains, plot-tuning; why (does a model serve here), export (for a server)
+  bench CONFIG   time every model of a zoo under eager, torch.compile and kiln, each in a
+                 fresh process: rows in the store, a markdown report with plots (--quick)
   config CMD     the zoo config schema: schema (JSON Schema), docs (reference), check CONFIG
 
 Run `kiln run --help`, `kiln store --help` or `kiln config --help` for a command's options.
@@ -215,6 +218,9 @@ def _dispatch(argv: list[str]) -> int:
     if command == "store":
         from storage.cli import store_main   # lazy: only this command needs it
         return store_main(rest)
+    if command == "bench":
+        from pipeline.bench.cli import bench_main   # lazy: only this command needs it
+        return bench_main(rest, sys.stdout, sys.stderr)
     if command == "config":
         from pipeline.config_docs import config_main
         return config_main(rest)

@@ -1,4 +1,5 @@
-"""kiln's store: graphs, modules, kernels, binaries, trials and failures as Parquet datasets.
+"""kiln's store: graphs, modules, kernels, binaries, trials, failures and bench rows as
+Parquet datasets.
 
 Example:
     >>> import tempfile
@@ -19,7 +20,7 @@ _PUBLIC = {
     **dict.fromkeys(("CompactOptions", "CompactReport"), ".compact"),
     **dict.fromkeys(("CorruptFileWarning", "CorruptStoreError", "Issue", "TamperedRowWarning"),
                     ".reader"),
-    **dict.fromkeys(("BinaryRecord", "FailureRecord", "GraphRecord", "KernelRecord",
+    **dict.fromkeys(("BenchRecord", "BinaryRecord", "FailureRecord", "GraphRecord", "KernelRecord",
                      "ModuleRecord", "TrialRecord", "canonical_json", "derived_key"),
                     ".records"),
     **dict.fromkeys(("KEY_COLUMN", "KINDS", "SCHEMA_VERSION", "StoreVersionError",

@@ -29,7 +29,7 @@ from typing import Any, ClassVar, Iterable, Sequence
 import pyarrow as pa
 
 from .integrity import hash_values
-from .schema import TRIAL_ORIGINS, TRIAL_STATUSES, check_kind, schema_for
+from .schema import BENCH_STATUSES, TRIAL_ORIGINS, TRIAL_STATUSES, check_kind, schema_for
 
 
 def canonical_json(value: Any) -> str:
@@ -258,7 +258,57 @@ class FailureRecord:
                    traceback=traceback, attempts=attempts, worker=worker)
 
 
-Record = GraphRecord | KernelRecord | ModuleRecord | BinaryRecord | TrialRecord | FailureRecord
+@dataclass(frozen=True)
+class BenchRecord:
+    """One system on one model in one ``kiln bench`` run (``pipeline.bench``).
+
+    >>> r = BenchRecord.build(run_id="r1", config="zoo-tiny", model="mlp", system="eager",
+    ...                       status="ok", device_name="cpu", torch_version="2.13.0",
+    ...                       triton_version="3.9.0", compiler_version="0.1.0",
+    ...                       median_ms=1.5, q1_ms=1.4, q3_ms=1.7, n_repeats=9)
+    >>> r.bench_key == derived_key("r1", "mlp", "eager"), r.median_ms
+    (True, 1.5)
+    """
+    KIND: ClassVar[str] = "bench"
+    bench_key: str
+    run_id: str
+    config: str
+    model: str
+    system: str
+    status: str
+    device_name: str
+    torch_version: str
+    triton_version: str
+    compiler_version: str
+    error: str | None = None
+    dtype: str | None = None
+    median_ms: float | None = None
+    q1_ms: float | None = None
+    q3_ms: float | None = None
+    n_repeats: int | None = None
+    cold_s: float | None = None
+    kernel_count: int | None = None
+    copy_gbps: float | None = None
+    membound_kernels: int | None = None
+    bandwidth_fraction: float | None = None
+    details_json: str | None = None
+    quick: bool = False
+    timestamp: datetime = field(default_factory=_now)
+    host: str = field(default_factory=socket.gethostname)
+
+    def __post_init__(self) -> None:
+        if self.status not in BENCH_STATUSES:
+            raise ValueError(f"bench status {self.status!r} is not one of {BENCH_STATUSES}")
+
+    @classmethod
+    def build(cls, *, run_id: str, model: str, system: str, **columns: Any) -> "BenchRecord":
+        """A record keyed by (run, model, system): one row per system and model per run."""
+        return cls(bench_key=derived_key(run_id, model, system), run_id=run_id, model=model,
+                   system=system, **columns)
+
+
+Record = (GraphRecord | KernelRecord | ModuleRecord | BinaryRecord | TrialRecord
+          | FailureRecord | BenchRecord)
 
 
 def _row(record: Record) -> dict[str, Any]:

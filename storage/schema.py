@@ -1,4 +1,4 @@
-"""Versioned Arrow schemas of kiln's six record kinds, and the migrations between versions.
+"""Versioned Arrow schemas of kiln's record kinds, and the migrations between versions.
 
 Every dataset under a store root holds one record kind. Each row carries ``schema_version``
 and each file carries ``kiln.kind`` / ``kiln.schema_version`` in its footer (and ``-vN-`` in
@@ -28,7 +28,7 @@ import pyarrow as pa
 # caller's migration table (see ``migrate``).
 SCHEMA_VERSION = 5
 
-KINDS = ("graphs", "modules", "kernels", "binaries", "trials", "failures")
+KINDS = ("graphs", "modules", "kernels", "binaries", "trials", "failures", "bench")
 
 # The one column that identifies a record; duplicates of it are the same record.
 KEY_COLUMN: Mapping[str, str] = MappingProxyType({
@@ -38,6 +38,7 @@ KEY_COLUMN: Mapping[str, str] = MappingProxyType({
     "binaries": "binary_key",
     "trials": "trial_key",
     "failures": "failure_key",
+    "bench": "bench_key",
 })
 
 # Columns covered by the per-row ``content_hash`` (kinds that hold code or binaries). The key
@@ -62,9 +63,11 @@ HASHED_COLUMNS: Mapping[str, tuple[str, ...]] = MappingProxyType({
 PAYLOAD_COLUMNS = frozenset({"graph_text", "input_signature", "program", "call_json",
                              "constants", "source", "meta_json",
                              "kernel_keys", "kernels", "cubin", "metadata_json", "config_json",
-                             "error", "message", "traceback", "content_hash", "signature"})
+                             "error", "message", "traceback", "content_hash", "signature",
+                             "details_json"})
 
 TRIAL_ORIGINS = ("timed", "nearby", "pruned")
+BENCH_STATUSES = ("ok", "error", "skipped")
 TRIAL_STATUSES = ("ok", "build_error", "resource_error", "launch_error", "wrong_result",
                   "timeout", "runtime_error")
 
@@ -221,6 +224,37 @@ _FIELDS: Mapping[str, list[pa.Field]] = MappingProxyType({
         _req("attempts", pa.int32()),
         _req("timestamp", _TS),
         _req("worker", pa.string()),
+        _req("host", pa.string()),
+        _req("schema_version", pa.int32()),
+    ],
+    # One system (eager, torch.compile's modes, kiln's variants) on one model in one
+    # ``kiln bench`` run (``pipeline.bench``): its steady time, cold start, kernels and the
+    # bandwidth its memory-bound kernels reach. Measurements, not code: not hashed.
+    "bench": [
+        _req("bench_key", pa.string()),           # hash(run_id, model, system)
+        _req("run_id", pa.string()),
+        _req("config", pa.string()),              # the zoo's run.name
+        _req("model", pa.string()),
+        _req("system", pa.string()),              # pipeline.bench.systems.SYSTEMS
+        _req("status", pa.string()),              # "ok", "error" or "skipped"
+        _opt("error", pa.string()),               # why not ok
+        _req("device_name", pa.string()),
+        _opt("dtype", pa.string()),
+        _opt("median_ms", pa.float64()),          # steady time per call
+        _opt("q1_ms", pa.float64()),              # spread: the interquartile range
+        _opt("q3_ms", pa.float64()),
+        _opt("n_repeats", pa.int32()),
+        _opt("cold_s", pa.float64()),             # built model -> first result, fresh caches
+        _opt("kernel_count", pa.int32()),         # GPU kernels per call (profiler)
+        _opt("copy_gbps", pa.float64()),          # device-to-device copy, same process
+        _opt("membound_kernels", pa.int32()),
+        _opt("bandwidth_fraction", pa.float64()), # median over memory-bound kernels
+        _opt("details_json", pa.string()),        # per kernel ms, bytes, fraction; notes
+        _req("quick", pa.bool_()),
+        _req("torch_version", pa.string()),
+        _req("triton_version", pa.string()),
+        _req("compiler_version", pa.string()),
+        _req("timestamp", _TS),
         _req("host", pa.string()),
         _req("schema_version", pa.int32()),
     ],

@@ -119,7 +119,7 @@ def test_views_hold_verified_rows_once_raw_views_the_files(tuned):
     assert sql(tuned, count, raw=True).to_pylist() == [{"n": 2}]
     con = connect(tuned)          # every kind, for a notebook
     assert {r[0] for r in con.sql("SHOW TABLES").fetchall()} == {
-        "graphs", "modules", "kernels", "binaries", "trials", "failures"}
+        "graphs", "modules", "kernels", "binaries", "trials", "failures", "bench"}
 
 
 def test_readme_python_block_runs(baked, monkeypatch):

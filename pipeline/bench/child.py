@@ -1,0 +1,133 @@
+"""One system on one model, in a process of its own: ``python -m pipeline.bench.child``
+reads a ``Job`` as JSON on stdin and prints one ``RESULT_PREFIX`` line of JSON on stdout.
+
+The parent gives the process empty Inductor, Triton and kiln cache directories, so the cold
+start (built model on the device -> first synchronized result, compiling included) is what a
+fresh deployment pays. Then the steady time per call, the kernels per call and, for kiln,
+how close its memory-bound kernels come to a device-to-device copy timed in this process.
+A failure is a result (status "error"); a model whose library is not installed is
+"skipped", with the reason.
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+import sys
+import time
+import traceback
+from dataclasses import dataclass
+from typing import Any
+
+from .systems import Context, System, maker
+
+RESULT_PREFIX = "kiln-bench-result: "
+
+
+@dataclass(frozen=True)
+class Job:
+    config: str
+    model: str
+    system: System
+    device: str
+    quick: bool
+    repeats: int
+    warmup: int
+    tune_budget_s: float
+
+    def to_json(self) -> str:
+        return json.dumps(dataclasses.asdict(self))
+
+    @classmethod
+    def from_json(cls, text: str) -> "Job":
+        data = json.loads(text)
+        return cls(**{**data, "system": System(**data["system"])})
+
+
+def _model(job: Job):
+    """``(module, args, dynamic_shapes, dtype)`` on the job's device, as ``kiln run`` builds it."""
+    import torch
+    from pipeline.config import load_config
+    from pipeline.tasks import build_model
+    spec = next((m for m in load_config(job.config).models if m.name == job.model), None)
+    if spec is None or spec.factory is None:
+        raise ValueError(f"model {job.model!r}: not a factory model of {job.config}")
+    module, args, dynamic = build_model(spec)
+    torch.manual_seed(1)     # fresh inputs, never zeros
+    args = tuple(torch.randn_like(a) if a.is_floating_point() else a for a in args)
+    return module.to(job.device), tuple(a.to(job.device) for a in args), dynamic, spec.dtype
+
+
+def _kernels(job: Job, built, call, copy_gbps: float | None) -> dict[str, Any]:
+    from . import bandwidth
+    from .inductor import generated_kernels
+    out: dict[str, Any] = {}
+    details: dict[str, Any] = {"notes": list(built.notes)}
+    if built.inductor:
+        details["inductor_generated_kernels"] = generated_kernels()
+    if built.kiln is not None:
+        details["kiln_fallbacks"] = list(built.kiln.fallback_ops)
+    times = bandwidth.kernel_times(call, job.device)
+    if times:
+        out["kernel_count"] = sum(k.launches for k in times)
+        details["kernels"] = [dataclasses.asdict(k) for k in times[:40]]
+    elif built.kiln is not None:    # off CUDA, or a profiler that saw no kernel
+        out["kernel_count"] = built.kiln.kernel_count
+    if times and built.kiln is not None and copy_gbps:
+        rows = bandwidth.fractions(times, bandwidth.kiln_kernel_facts(built.kiln), copy_gbps)
+        out["membound_kernels"] = len(rows)
+        out["bandwidth_fraction"] = bandwidth.overall_fraction(rows, copy_gbps)
+        details["membound"] = rows
+    out["details_json"] = json.dumps(details)
+    return out
+
+
+def run_job(job: Job) -> dict[str, Any]:
+    """The measurements of ``job``: a dict of ``storage.BenchRecord`` columns."""
+    import torch
+    from .bandwidth import copy_gbps
+    from .timing import sync, time_calls
+    try:
+        module, args, dynamic, dtype = _model(job)
+    except ImportError as exc:       # timm or transformers missing on this machine
+        return {"status": "skipped", "error": f"{type(exc).__name__}: {exc}"}
+    result: dict[str, Any] = {"status": "ok", "dtype": dtype,
+                              "device_name": torch.cuda.get_device_name()
+                              if job.device == "cuda" else "cpu"}
+    context = Context(job.device, job.quick, job.tune_budget_s)
+    # no_grad, not inference_mode: torch.compile's CUDA graphs (reduce-overhead) are
+    # benchmarked under no_grad everywhere else in this repo (benchmarks/bench_models.py).
+    with torch.no_grad():
+        result["copy_gbps"] = copy_gbps(job.device)
+        start = time.perf_counter()
+        built = maker(job.system)(module, args, dynamic, context, **job.system.options)
+        built.fn(*args)
+        sync(job.device)
+        result["cold_s"] = time.perf_counter() - start
+        timing = time_calls(lambda: built.fn(*args), job.device, job.repeats, job.warmup)
+        result.update(median_ms=timing.median_ms, q1_ms=timing.q1_ms, q3_ms=timing.q3_ms,
+                      n_repeats=timing.n)
+        try:      # the profiler's view is extra: its failure leaves the timings standing
+            result.update(_kernels(job, built, lambda: built.fn(*args), result["copy_gbps"]))
+        except Exception as exc:  # noqa: BLE001
+            traceback.print_exc()
+            result["details_json"] = json.dumps(
+                {"notes": [f"kernels not measured: {type(exc).__name__}: {exc}"[:500]]})
+    return result
+
+
+def main() -> int:
+    job = Job.from_json(sys.stdin.read())
+    try:
+        result = run_job(job)
+    except Exception as exc:  # noqa: BLE001 -- any failure of a system is a result
+        traceback.print_exc()
+        lines = [line for line in str(exc).splitlines() if line.strip()]
+        result = {"status": "error",
+                  "error": f"{type(exc).__name__}: {lines[0][:500] if lines else ''}"}
+    sys.stdout.write("\n" + RESULT_PREFIX + json.dumps(result) + "\n")
+    sys.stdout.flush()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

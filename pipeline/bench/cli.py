@@ -1,0 +1,126 @@
+"""``kiln bench CONFIG``: every model of a zoo under eager, torch.compile's modes and kiln's
+variants, each in a fresh process with fresh caches; rows into the store (kind "bench"),
+a markdown report with PNG plots into ``--out``.
+
+    kiln bench CONFIG [--store PATH] [--out DIR] [--systems a,b] [--models a,b] [--quick]
+                      [--max-autotune] [--device cuda|cpu] [--repeats N] [--budget-s S]
+                      [--timeout-s S]
+
+Without CUDA it runs on the CPU (eager against kiln; kiln's kernels under Triton's
+interpreter: the numbers check the path, not speed) and reports the GPU-only systems as
+skipped. Exit status: 0 when every system that ran succeeded, 1 when one failed, 2 for a
+bad command line or config.
+
+Example:
+    >>> from pipeline.bench.cli import parse
+    >>> parse(["configs/zoo-tiny.toml", "--quick"]).repeats is None
+    True
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import sys
+from pathlib import Path
+from typing import Mapping, Sequence, TextIO
+
+from .systems import SYSTEMS, System, select
+
+DEFAULT_STORE = "./kiln-store"
+# --quick: fewer timed calls, a smaller tuning budget, no child started after the budget and
+# none running past it by more than a minute (``BenchPlan.child_timeout``), so a run ends
+# within 8 minutes; on a large zoo what did not fit is listed as skipped.
+QUICK = {"repeats": 20, "warmup": 3, "budget_s": 390.0, "tune_budget_s": 30.0}
+FULL = {"repeats": 100, "warmup": 10, "budget_s": float("inf"), "tune_budget_s": 300.0}
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="kiln bench", description=__doc__.split("\n\n")[0])
+    p.add_argument("config", help="zoo TOML file")
+    p.add_argument("--store", help=f"store for the rows (default: the config's, else "
+                                   f"{DEFAULT_STORE})")
+    p.add_argument("--out", type=Path, help="report directory (default: "
+                                            "STORE/reports/bench-RUN_ID)")
+    p.add_argument("--systems", help=f"comma-separated, of: {', '.join(SYSTEMS)}")
+    p.add_argument("--models", help="comma-separated subset of the zoo's models")
+    p.add_argument("--quick", action="store_true", help="the quick system set, fewer repeats, "
+                   f"and no new child after {QUICK['budget_s']:.0f} s")
+    p.add_argument("--max-autotune", action="store_true",
+                   help="also torch.compile mode=max-autotune")
+    p.add_argument("--device", choices=("cuda", "cpu"),
+                   help="default: cuda when available, else cpu")
+    p.add_argument("--repeats", type=int, help="timed calls per system")
+    p.add_argument("--budget-s", type=float, help="start no child after this many seconds")
+    p.add_argument("--timeout-s", type=float, default=900.0, help="one child's limit")
+    return p
+
+
+def parse(argv: Sequence[str]) -> argparse.Namespace:
+    return _parser().parse_args(list(argv))
+
+
+def _header(plan, run_id: str, store: str) -> dict[str, str]:
+    from .run import _device_name, _versions
+    v = _versions()
+    return {"config": plan.config_name, "run": run_id, "card": _device_name(plan.device),
+            "versions": f"kiln {v['compiler_version']}, torch {v['torch_version']}, triton "
+                        f"{v['triton_version']}, python {platform.python_version()}",
+            "mode": "quick" if plan.quick else "full",
+            "timing": f"{plan.repeats} calls after {plan.warmup} warm-up calls",
+            "systems": ", ".join(s.name for s in plan.systems), "store": store}
+
+
+def bench_main(argv: Sequence[str], out: TextIO, err: TextIO,
+               registry: Mapping[str, System] = SYSTEMS) -> int:
+    """``kiln bench``; returns the exit status. ``registry``: the systems to choose from."""
+    from pipeline.cli import store_problem
+    from pipeline.config import ConfigError, load_config
+    from storage import Store
+
+    from .plots import write_plots
+    from .report import markdown
+    from .run import BenchPlan, new_run_id, plan_models, run_bench
+    args = parse(argv)
+    try:
+        config = load_config(args.config)
+        systems = select(args.systems.split(",") if args.systems else None, args.quick,
+                         args.max_autotune, registry)
+        models = plan_models(config, args.models.split(",") if args.models else None)
+    except (ConfigError, ValueError) as exc:
+        err.write(f"kiln bench: error: {exc}\n")
+        return 2
+    store = args.store or config.store or DEFAULT_STORE
+    problem = store_problem(store)
+    if problem:
+        err.write(f"kiln bench: error: {problem}\n")
+        return 2
+    import torch
+    device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
+    if device == "cuda" and not torch.cuda.is_available():
+        err.write("kiln bench: error: --device cuda, and CUDA is not available\n")
+        return 2
+    knobs = QUICK if args.quick else FULL
+    plan = BenchPlan(str(args.config), config.name, models, tuple(systems), device, args.quick,
+                     args.repeats or knobs["repeats"], knobs["warmup"],
+                     args.budget_s if args.budget_s is not None else knobs["budget_s"],
+                     args.timeout_s, knobs["tune_budget_s"])
+    run_id = new_run_id()
+    records = run_bench(plan, Store(store), run_id, err)
+    rows = [{k: v for k, v in vars(r).items() if k not in ("timestamp",)} for r in records]
+    report_dir = args.out or Path(store) / "reports" / f"bench-{run_id}"
+    report_dir.mkdir(parents=True, exist_ok=True)
+    header = _header(plan, run_id, store)
+    plots, note = write_plots(rows, report_dir, f"{plan.config_name} on {header['card']}")
+    text = markdown(rows, header, {s.name: s.baseline for s in registry.values()}, plots, note)
+    (report_dir / "report.md").write_text(text)
+    (report_dir / "rows.json").write_text(json.dumps(rows, indent=1, default=str))
+    failed = [r for r in records if r.status == "error"]
+    out.write(f"kiln bench: {len(records)} rows ({sum(r.status == 'ok' for r in records)} ok, "
+              f"{len(failed)} failed, {sum(r.status == 'skipped' for r in records)} skipped) "
+              f"in {store} (run {run_id}); report: {report_dir / 'report.md'}\n")
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(bench_main(sys.argv[1:], sys.stdout, sys.stderr))
