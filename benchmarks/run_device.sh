@@ -4,6 +4,7 @@
 # then run the steps named on the command line, each writing its output under $OUT:
 #   bash benchmarks/run_device.sh deploy      # kiln run configs/zoo-deploy.toml + bench_deploy
 #   bash benchmarks/run_device.sh gpu-tests   # the GPU tests of the new features
+#   bash benchmarks/run_device.sh profile-load  # where load_model's time goes (after deploy*)
 #   bash benchmarks/run_device.sh gpu-suite   # every test marked gpu
 #   bash benchmarks/run_device.sh bench       # kiln bench configs/zoo-heldout.toml --quick
 set -uo pipefail
@@ -31,6 +32,10 @@ for step in "$@"; do
       python3 benchmarks/bench_deploy.py --store /tmp/deploy-store --systems \
           ${SYSTEMS:-eager kiln_cold kiln_load} --json "$OUT/deploy_load.json" 2>&1 | tee "$OUT/deploy_load.txt" \
           | tail -16 ;;
+    profile-load)   # cProfile of load_model and the first call, per deploy model
+      for m in ${PROFILE_MODELS:-bert_base resnet50}; do
+        python3 benchmarks/profile_load.py --store /tmp/deploy-store --model "$m" \
+            > "$OUT/profile_load_$m.txt" 2>&1; head -1 "$OUT/profile_load_$m.txt"; done ;;
     gpu-tests)
       python3 -m pytest -q -m gpu -p no:cacheprovider tests/test_deploy.py \
           tests/test_capture_keys.py tests/test_static_launch.py tests/test_binaries.py \
