@@ -291,9 +291,11 @@ def read_dicts(fs: pafs.FileSystem, kind: str, files: list[StoreFile],
     name, issues, seen, out = KEY_COLUMN[kind], [], set(), []
     for file in files:
         try:
-            table = pq.ParquetFile(file.path, filesystem=fs).read(columns=read_cols)
-            if file.version != SCHEMA_VERSION:
-                table = migrate(kind, table, file.version, migrations, file.path)
+            if file.version == SCHEMA_VERSION:
+                table = pq.ParquetFile(file.path, filesystem=fs).read(columns=read_cols)
+            else:   # a migration works on whole rows (conform requires every column)
+                table = migrate(kind, pq.ParquetFile(file.path, filesystem=fs).read(),
+                                file.version, migrations, file.path)
         except FileNotFoundError as err:
             raise VanishedFileError(file.path) from err
         except _DECODE_ERRORS as err:

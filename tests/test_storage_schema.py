@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import warnings
 
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -126,6 +127,22 @@ def test_older_version_is_migrated_on_read_and_by_compaction(tmp_path):
     # After compaction even a kiln without the migration reads everything.
     plain = Store(tmp_path / "s")
     assert plain.query("trials", pc.field("n_repeats") == 1).num_rows == 5
+
+
+def test_light_reads_of_a_few_columns_migrate_older_files_too(tmp_path):
+    """Store.rows (load_model's reader) with a column subset: an older file is migrated
+    whole, then projected; migrating the projection alone lacked required columns, so every
+    row of an upgraded store was skipped as unreadable."""
+    store = Store(tmp_path / "s", migrations=MIGRATIONS)
+    store.write("trials", trials(100, 110))
+    _, old = _write_v0(store, 5)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        rows = store.rows("trials", keys=old["trial_key"].to_pylist(),
+                          columns=["trial_key", "median_ms"])
+    got = sorted((r["trial_key"], r["median_ms"]) for r in rows)
+    want = sorted(zip(old["trial_key"].to_pylist(), old["time_ms"].to_pylist()))
+    assert got == want and len(store.rows("trials", columns=["trial_key"])) == 15
 
 
 def test_newer_version_is_refused_with_upgrade_hint(tmp_path):
