@@ -32,6 +32,12 @@ for step in "$@"; do
       python3 benchmarks/bench_deploy.py --store /tmp/deploy-store --systems \
           ${SYSTEMS:-eager kiln_cold kiln_load} --json "$OUT/deploy_load.json" 2>&1 | tee "$OUT/deploy_load.txt" \
           | tail -16 ;;
+    thirdparty)     # issue 13: kiln run of timm/transformers models, then eager vs load_model
+      python3 -m pipeline.cli run configs/zoo-thirdparty.toml --store /tmp/tp-store \
+          > "$OUT/thirdparty_run.txt" 2>&1; tail -22 "$OUT/thirdparty_run.txt"
+      python3 benchmarks/bench_deploy.py --config configs/zoo-thirdparty.toml \
+          --store /tmp/tp-store --systems eager kiln_load --json "$OUT/thirdparty.json" \
+          2>&1 | tee "$OUT/thirdparty.txt" | tail -24 ;;
     profile-load)   # cProfile of load_model and the first call, per deploy model
       for m in ${PROFILE_MODELS:-bert_base resnet50}; do
         python3 benchmarks/profile_load.py --store /tmp/deploy-store --model "$m" \

@@ -15,6 +15,12 @@ library is missing raises ``MissingLibrary`` (an ImportError naming the package)
 | convnext_tiny     | timm         | ``convnext_tiny``                   | b32, 224x224     |
 | bert_4layer       | transformers | ``BertModel``, 4 layers, base width | 16 x 256 tokens  |
 | t5_encoder        | transformers | ``T5EncoderModel``, 6 layers (small) | 16 x 256 tokens |
+| swin_tiny         | timm         | ``swin_tiny_patch4_window7_224``    | b32, 224x224     |
+| gpt2_lm           | transformers | ``GPT2LMHeadModel`` (small), KV cache out | 16 x 256 tokens |
+| llama_lm          | transformers | ``LlamaForCausalLM``, 4 layers, 2048 wide, GQA, cache out | 4 x 256 |
+
+The last three are issue 13's: Swin's shifted windows, and decoders whose output holds
+transformers' ``DynamicCache`` (``configs/zoo-thirdparty.toml`` runs all eleven).
 
 Example:
     >>> try:
@@ -95,3 +101,21 @@ def t5_encoder(batch: int = 16, seq: int = 256, layers: int = 6) -> Example:
     """transformers' T5EncoderModel at t5-small size (``layers`` layers)."""
     return _transformers("T5EncoderModel", "T5Config", "t5_encoder", batch, seq,
                          num_layers=layers)
+
+
+def swin_tiny(batch: int = 32, image: int = 224) -> Example:
+    return _timm("swin_tiny_patch4_window7_224", batch, image)
+
+
+def gpt2_lm(batch: int = 16, seq: int = 256) -> Example:
+    """transformers' GPT2LMHeadModel at GPT-2 small size; its output holds the KV cache."""
+    return _transformers("GPT2LMHeadModel", "GPT2Config", "gpt2_lm", batch, seq)
+
+
+def llama_lm(batch: int = 4, seq: int = 256, layers: int = 4) -> Example:
+    """transformers' LlamaForCausalLM, 2048 wide with grouped-query attention (32 heads,
+    4 KV heads), ``layers`` layers; its output holds the KV cache."""
+    return _transformers("LlamaForCausalLM", "LlamaConfig", "llama_lm", batch, seq,
+                         vocab_size=32000, hidden_size=2048, intermediate_size=5632,
+                         num_hidden_layers=layers, num_attention_heads=32,
+                         num_key_value_heads=4)
