@@ -104,10 +104,8 @@ class BoundLaunch:
     def __init__(self, kernel, grid, meta: dict, check: tuple, n_args: int | None):
         self.kernel, self.meta, self.check, self.n_args = kernel, meta, check, n_args
         self.grid = None if grid is None else tuple(grid) + (1,) * (3 - len(grid))
-        if isinstance(kernel, ServedKernel):
-            kernel = kernel.static
-        if isinstance(kernel, StaticKernel):
-            self.run = _static_run(kernel, self.grid, n_args)   # served: nothing to compile
+        if isinstance(kernel, (ServedKernel, StaticKernel)):    # nothing to compile
+            self.run = _static_run(getattr(kernel, "static", kernel), self.grid, n_args)
         elif isinstance(kernel, Launcher) and self.grid is not None:
             self.run = self._first_launch
         else:                     # JIT or interpreted function: Triton binds every launch
@@ -150,7 +148,7 @@ def _checked(direct: Callable, check: tuple, slow: Callable) -> Callable:
     return run
 
 
-def _static_run(kernel: StaticKernel, grid, n_args: int | None) -> Callable:
+def _static_run(kernel, grid, n_args: int | None) -> Callable:
     """``run(*args, stream)`` as one call of torch's generic launcher. The binary's argument
     tuple is the passed one less the stream, except where the binary dropped arguments
     (specialized to constants) or takes null scratch pointers: then it is picked."""
