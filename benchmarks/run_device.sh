@@ -3,6 +3,7 @@
 # ../shared/tools/device-wheels.sh, and pydantic's, which pipeline/config_schema.py needs),
 # then run the steps named on the command line, each writing its output under $OUT:
 #   bash benchmarks/run_device.sh deploy      # kiln run configs/zoo-deploy.toml + bench_deploy
+#   bash benchmarks/run_device.sh launch      # bench_launch: host us per launch, kiln vs Inductor
 #   bash benchmarks/run_device.sh gpu-tests   # the GPU tests of the new features
 #   bash benchmarks/run_device.sh gpu-suite   # every test marked gpu
 set -uo pipefail
@@ -27,9 +28,12 @@ for step in "$@"; do
       python3 benchmarks/bench_deploy.py --store /tmp/deploy-store --systems \
           ${SYSTEMS:-eager kiln_cold kiln_load} --json "$OUT/deploy_load.json" 2>&1 | tee "$OUT/deploy_load.txt" \
           | tail -16 ;;
+    launch)         # host cost per kernel launch without CUDA graphs, vs Inductor
+      python3 benchmarks/bench_launch.py --json "$OUT/bench_launch.json" 2>&1 \
+          | tee "$OUT/bench_launch.txt" | tail -12 ;;
     gpu-tests)
       python3 -m pytest -q -m gpu -p no:cacheprovider tests/test_deploy.py \
-          tests/test_capture_keys.py tests/test_static_launch.py tests/test_binaries.py \
+          tests/test_capture_keys.py tests/test_static_launch.py tests/test_bound_launch.py tests/test_binaries.py \
           tests/test_precompile.py tests/test_zoo_real_gpu.py 2>&1 | tee "$OUT/gpu_tests.txt" \
           | tail -30 ;;
     gpu-suite)

@@ -146,7 +146,7 @@ def _emit_body(code, lowered, steps, kernels, layouts, bound: _Bound):
     for k, step in enumerate(steps):
         if isinstance(step, FusedKernel):
             spec, launch = kernels[id(step)]
-            _emit_kernel_call(code, step, spec, launch, memory.reuse, bound)
+            _emit_kernel_call(code, step, spec, launch, memory.reuse, bound, layouts)
         elif isinstance(step, MatmulTemplate):
             spec, launch = kernels[id(step)]
             code.line(_alloc(step.name, step.layout, bound))
@@ -181,18 +181,24 @@ def _alloc(name: str, layout: Layout, bound: _Bound) -> str:
     return f"{name} = alloc({_ints(layout.size)}, {_ints(layout.stride)}, {layout.dtype})"
 
 
-def _emit_kernel_call(code, step, spec: GeneratedKernel, cfg: LaunchConfig, reuse, bound):
+def _emit_kernel_call(code, step, spec: GeneratedKernel, cfg: LaunchConfig, reuse, bound,
+                      all_layouts: Mapping[str, Layout]):
     layouts = {n.name: n.layout for n in step.nodes}
     in_place = {n.name for n in step.nodes if isinstance(n, MutationBuffer)}
     for name in spec.buffers[len(spec.buffers) - spec.n_outputs:]:
         if name in in_place:
             continue   # writes into the caller's tensor
         if name in reuse:
-            lay = layouts[name]
-            if reuse[name] in bound.fresh:
+            lay, dead = layouts[name], reuse[name]
+            if dead in bound.fresh:
                 bound.fresh.add(name)
-            code.line(f"{name} = {reuse[name]}.as_strided({_ints(lay.size)}, {_ints(lay.stride)})"
-                      f"; del {reuse[name]}  # reuses dead storage")
+            old = all_layouts.get(dead)
+            # The dead buffer itself where the layout is the same; else an alias of its
+            # storage (torch's, without view tracking: a tensor less to dispatch per call).
+            same = old is not None and (old.size, old.stride) == (lay.size, lay.stride)
+            view = dead if same else \
+                f"reinterpret_tensor({dead}, {_ints(lay.size)}, {_ints(lay.stride)}, 0)"
+            code.line(f"{name} = {view}; del {dead}  # reuses dead storage")
         else:
             code.line(_alloc(name, layouts[name], bound))
     _emit_launch(code, spec, cfg, bound)
