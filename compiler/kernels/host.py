@@ -124,66 +124,68 @@ class BoundLaunch:
         launcher: Launcher = self.kernel
         launcher.launch(self.grid, args[:-1], self.meta)
         compiled = launcher._compiled.get(Launcher._key(self.meta))
-        if compiled is not None and launcher._direct:
+        if compiled is None or not launcher._direct:
+            return
+        if isinstance(compiled, StaticKernel):
+            self.run = _static_run(compiled, self.grid, self.n_args, self.check, self._slow)
+        else:
             consts = tuple(self.meta[name] for name in launcher._constexprs)
-            direct = (_static_run(compiled, self.grid, self.n_args) if isinstance(
-                compiled, StaticKernel) else _compiled_run(compiled, self.grid, consts))
-            self.run = _checked(direct, self.check, self._slow)
+            self.run = _compiled_run(compiled, self.grid, consts, self.check, self._slow)
 
     def _slow(self, *args):
+        """Triton's launch, for a pointer the compiled kernel may not assume aligned."""
         self.kernel.launch(self.grid, args[:-1], self.meta)
 
 
-def _checked(direct: Callable, check: tuple, slow: Callable) -> Callable:
-    """``direct`` where every pointer at ``check`` is 16-byte aligned (as the binary may
-    assume), else ``slow`` (Triton specializes for the misaligned pointer)."""
-    if not check:
-        return direct
+def _picker(plan, n_args: int | None) -> Callable | None:
+    """How the binary's argument tuple is made from the passed one (stream last): None where
+    it is that tuple less the stream; else a function picking the arguments the binary
+    kept (it drops those specialized to constants) and adding its null scratch pointers."""
+    nulls = (None,) * plan.scratch
+    if not nulls and plan.keep and n_args is not None and plan.keep == tuple(range(n_args)):
+        return None
+    if len(plan.keep) == 1:
+        k = plan.keep[0]
+        return lambda args: (args[k],) + nulls
+    get = itemgetter(*plan.keep) if plan.keep else (lambda _: ())
+    return lambda args: get(args) + nulls
+
+
+def _static_run(kernel, grid, n_args: int | None, check: tuple = (), slow=None) -> Callable:
+    """``run(*args, stream)`` as one call of torch's generic launcher (``run(grid, *args,
+    stream)`` for a grid of None). A pointer at a ``check`` position that is not 16-byte
+    aligned, as the binary may assume, goes to ``slow`` instead."""
+    p, function, launch = kernel.plan, kernel.function, kernel._launch
+    warps, shared, types, device = p.num_warps, p.shared, p.arg_types, kernel.device
+    stream_of, pick = kernel._stream, _picker(p, n_args)
+    if grid is None:                 # served with run-time sizes: never checked
+        def run_at(grid, *args):
+            grid = tuple(grid) + (1,) * (3 - len(grid))
+            stream = args[-1]
+            launch(function, grid[0], grid[1], grid[2], warps, shared, types,
+                   args[:-1] if pick is None else pick(args),
+                   stream_of(device) if stream is None else stream)
+        return run_at
+    gx, gy, gz = grid
 
     def run(*args):
         for k in check:
             if args[k].data_ptr() & 15:
                 return slow(*args)
-        return direct(*args)
-    return run
-
-
-def _static_run(kernel, grid, n_args: int | None) -> Callable:
-    """``run(*args, stream)`` as one call of torch's generic launcher. The binary's argument
-    tuple is the passed one less the stream, except where the binary dropped arguments
-    (specialized to constants) or takes null scratch pointers: then it is picked."""
-    p, function, launch = kernel.plan, kernel.function, kernel._launch
-    warps, shared, types, device = p.num_warps, p.shared, p.arg_types, kernel.device
-    stream_of = kernel._stream
-    nulls = (None,) * p.scratch
-
-    def pick(args):
-        return args[:-1]
-    if nulls or n_args is None or p.keep != tuple(range(n_args)) or not p.keep:
-        get = itemgetter(*p.keep) if p.keep else (lambda _: ())
-        if len(p.keep) == 1:
-            def pick(args):
-                return (get(args),) + nulls
-        else:
-            def pick(args):
-                return get(args) + nulls
-    if grid is None:
-        def run(grid, *args):
-            grid = tuple(grid) + (1,) * (3 - len(grid))
-            stream = args[-1]
-            launch(function, grid[0], grid[1], grid[2], warps, shared, types, pick(args),
-                   stream_of(device) if stream is None else stream)
-        return run
-    gx, gy, gz = grid
-
-    def run(*args):
         stream = args[-1]
-        launch(function, gx, gy, gz, warps, shared, types, pick(args),
+        launch(function, gx, gy, gz, warps, shared, types,
+               args[:-1] if pick is None else pick(args),
                stream_of(device) if stream is None else stream)
     return run
 
 
-def _compiled_run(compiled, grid, consts: tuple) -> Callable:
+def _compiled_run(compiled, grid, consts: tuple, check: tuple, slow) -> Callable:
     """Triton's own launcher for a compiled kernel the generic one cannot run."""
     runner = compiled[grid]
-    return lambda *args: runner(*args[:-1], *consts)
+
+    def run(*args):
+        for k in check:
+            if args[k].data_ptr() & 15:
+                return slow(*args)
+        runner(*args[:-1], *consts)
+    return run
