@@ -19,7 +19,8 @@ import torch
 import compiler
 from compiler.api import lower
 from compiler.capture import capture_module
-from compiler.kernels import host, launch
+from compiler.codegen import wrapper
+from compiler.kernels import host, launch, serve
 from compiler.kernels.load import load_module
 from compiler.runtime import load_artifact
 from pipeline.zoo import blocks
@@ -301,3 +302,45 @@ def test_bound_launch_is_bit_exact_with_tritons_launch_on_cuda(name):
                for k in b.kernel._compiled.values())
     with torch.no_grad():
         torch.testing.assert_close(compiled(*args), model(*args), rtol=2e-3, atol=2e-3)
+
+
+# ------------------------------------------------------------- modules generated before
+OLD_MODULE = '''
+import torch
+import triton
+import triton.language as tl
+from compiler.runtime import ensure_strides, reinterpret
+
+@jit
+def kiln_pw_add_0(in_ptr0, out_ptr0, xnumel, XBLOCK: tl.constexpr):
+    x = tl.program_id(0) * XBLOCK + tl.arange(0, XBLOCK)
+    tl.store(out_ptr0 + x, tl.load(in_ptr0 + x, mask=x < xnumel) + 1.0, mask=x < xnumel)
+
+
+def call(args):
+    arg0, = args
+    args.clear()
+    device = arg0.device
+    buf0 = torch.empty_strided((8, ), (1, ), dtype=torch.float32, device=device)
+    kiln_pw_add_0[(1, )](arg0, buf0, 8, XBLOCK=8, num_warps=1)
+    buf1 = torch.ops.aten.mul.Tensor(buf0, reinterpret(arg0, (8, ), (1, ), 0))
+    return (buf1, )
+'''
+
+
+def test_a_module_generated_before_bound_launches_still_runs(tmp_path):
+    """Stored modules keep their keys, so a store may hold wrappers of the old form."""
+    x = torch.arange(8.0)
+    (out,) = load_module(OLD_MODULE, "cpu", tmp_path).call([x])
+    assert torch.equal(out, (x + 1) * x)
+    static = load_module(OLD_MODULE, "cuda", tmp_path, static_shapes=True)
+    assert isinstance(static.kiln_pw_add_0, launch.Launcher)
+    assert serve.wrapper_source(OLD_MODULE).endswith(OLD_MODULE[OLD_MODULE.index("\n\n\ndef call"):])
+
+
+def test_serving_keeps_the_bound_section():
+    source = _artifact("bert_layer", "cuda")[0].source
+    served = serve.wrapper_source(source)
+    assert serve._BOUND.strip() == wrapper.BOUND
+    assert wrapper.BOUND_IMPORT in served and " = bind_launch(" in served
+    assert "@jit" not in served and "def call(args):" in served
