@@ -3,6 +3,7 @@
 # ../shared/tools/device-wheels.sh, and pydantic's, which pipeline/config_schema.py needs),
 # then run the steps named on the command line, each writing its output under $OUT:
 #   bash benchmarks/run_device.sh deploy      # kiln run configs/zoo-deploy.toml + bench_deploy
+#   bash benchmarks/run_device.sh launch      # bench_launch: host us per launch, kiln vs Inductor
 #   bash benchmarks/run_device.sh gpu-tests   # the GPU tests of the new features
 #   bash benchmarks/run_device.sh profile-load  # where load_model's time goes (after deploy*)
 #   bash benchmarks/run_device.sh gpu-suite   # every test marked gpu
@@ -42,9 +43,12 @@ for step in "$@"; do
       for m in ${PROFILE_MODELS:-bert_base resnet50}; do
         python3 benchmarks/profile_load.py --store /tmp/deploy-store --model "$m" \
             > "$OUT/profile_load_$m.txt" 2>&1; head -1 "$OUT/profile_load_$m.txt"; done ;;
+    launch)         # host cost per kernel launch without CUDA graphs, vs Inductor
+      python3 benchmarks/bench_launch.py --json "$OUT/bench_launch.json" 2>&1 \
+          | tee "$OUT/bench_launch.txt" | tail -12 ;;
     gpu-tests)
       python3 -m pytest -q -m gpu -p no:cacheprovider tests/test_deploy.py \
-          tests/test_capture_keys.py tests/test_static_launch.py tests/test_binaries.py \
+          tests/test_capture_keys.py tests/test_static_launch.py tests/test_bound_launch.py tests/test_binaries.py \
           tests/test_precompile.py tests/test_zoo_real_gpu.py 2>&1 | tee "$OUT/gpu_tests.txt" \
           | tail -30 ;;
     bench)          # report.md, its PNGs and rows.json under $OUT/bench/; $BENCH_ARGS adds

@@ -73,7 +73,7 @@ def test_symbolic_sizes_keep_the_graph_strides():
 def _conv_lines(source: str) -> list[tuple[str, str]]:
     lines = source.splitlines()
     return [(line, lines[k + 1]) for k, line in enumerate(lines)
-            if "aten.convolution.default(" in line]
+            if "aten_convolution_default(" in line]
 
 
 def test_bias_is_added_by_the_next_kernel():

@@ -98,9 +98,9 @@ def test_relower_stores_a_module_that_launches_the_best_stored_configs(tmp_path,
         assert launch["tuned"] and launch["num_warps"] == want.num_warps
         assert {k: v for k, v in launch.items() if k.endswith("BLOCK")} == {
             k: v for k, v in want.as_dict().items() if k.endswith("BLOCK")}
-        (call,) = [line for line in artifact.source.splitlines()
-                   if line.strip().startswith(f"{kernel.name}[")]
-        assert all(f"{k}={v}," in call for k, v in want.as_dict().items() if k != "num_stages")
+        (bound,) = [line for line in artifact.source.splitlines()
+                    if line.startswith(f"{kernel.name}_launch = bind_launch(")]
+        assert all(f"'{k}': {v}" in bound for k, v in want.as_dict().items() if k != "num_stages")
     untuned = [m for m in store.query("modules").to_pylist() if m["tuned_for"] is None]
     assert len(untuned) == 1 and untuned[0]["module_key"] != result.key
 

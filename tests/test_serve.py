@@ -37,15 +37,58 @@ class _Stack(nn.Module):
 
 
 class _Recorder:
-    """Stands in for the generic launcher's kernel: records each load."""
+    """Stands in for the generic launcher's kernel: records each load, and each launch the
+    wrapper's bound launches make of it (the generic launcher's call)."""
     loads: list = []
+    launches: list = []
 
     def __init__(self, compiled, plan, device):
-        self.plan = plan
+        self.plan, self.device, self.function = plan, device, f"loaded {len(self.loads)}"
         _Recorder.loads.append(plan)
+
+    @staticmethod
+    def _launch(*launch):
+        _Recorder.launches.append(launch)
+
+    @staticmethod
+    def _stream(device):
+        return 1000 + device
 
 
 def test_each_distinct_binary_is_loaded_once(monkeypatch, tmp_path):
+    module, artifact, binaries, by_key = _served(monkeypatch, tmp_path)
+    assert len(_Recorder.loads) == len(set(_Recorder.loads)) == len(by_key)
+    launched = [k for k in artifact.kernels if not k.spec.candidate]
+    for kernel in launched:     # every launch is bound, to the load of its own binary
+        served = getattr(module, kernel.name)
+        assert served.static.plan.cubin_path.endswith(".cubin")
+    names = {getattr(module, k.name).static.plan.name for k in launched}
+    assert len(names) == len(by_key)
+    assert len(list((tmp_path / "scratch").glob("*.cubin"))) == len(by_key)
+
+
+def test_served_call_launches_each_kernel_through_its_bound_launch(monkeypatch, tmp_path):
+    """The served wrapper's bound section runs: ``call`` launches every kernel in order,
+    each with its own loaded function, its grid, and the pointers it is passed."""
+    module, artifact, _, _ = _served(monkeypatch, tmp_path)
+    _Recorder.launches = []
+    x = torch.randn(8, 64)
+    module.call([*(p.detach() for p in _Stack().parameters()), x])   # weights, then x
+    # (CPU tensors: the stand-in launches nothing)
+    launched = [k for k in artifact.kernels if not k.spec.candidate]
+    assert len(_Recorder.launches) == len(launched)
+    for kernel, launch in zip(launched, _Recorder.launches):
+        function, gx, gy, gz, warps, shared, types, args, stream = launch
+        static = getattr(module, kernel.name).static
+        assert function == static.function and stream == 1000   # device 0's stream
+        grid = kernel.spec.launch.grid
+        assert (gx, gy, gz) == tuple(grid) + (1,) * (3 - len(grid))
+        assert (warps, types) == (static.plan.num_warps, static.plan.arg_types)
+        assert len(args) == len(types) and all(
+            isinstance(a, torch.Tensor) for a in args[:len(kernel.spec.buffers)])
+
+
+def _served(monkeypatch, tmp_path):
     captured = capture_module(_Stack().eval(), (torch.randn(8, 64),))
     artifact = lower(captured, None, target="cuda")
     launched = [k for k in artifact.kernels if not k.spec.candidate]
@@ -62,11 +105,4 @@ def test_each_distinct_binary_is_loaded_once(monkeypatch, tmp_path):
     monkeypatch.setattr(serve, "available", lambda: True)
     monkeypatch.setattr(serve, "StaticKernel", _Recorder)
     module = serve.serve_module(artifact, binaries, tmp_path / "scratch", device=0)
-
-    assert len(_Recorder.loads) == len(set(_Recorder.loads)) == len(by_key)
-    for kernel in launched:     # every launch is bound, to the load of its own binary
-        served = getattr(module, kernel.name)
-        assert served.static.plan.cubin_path.endswith(".cubin")
-    names = {getattr(module, k.name).static.plan.name for k in launched}
-    assert len(names) == len(by_key)
-    assert len(list((tmp_path / "scratch").glob("*.cubin"))) == len(by_key)
+    return module, artifact, binaries, by_key

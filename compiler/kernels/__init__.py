@@ -5,6 +5,8 @@
     build        every triton.compile and private Triton call for building: signatures,
                  cross-compiling cubins on a CPU, backend warm-up, host launchers
     launch       Launcher (the wrapper's kernel handle) and torch's generic launcher
+    host         what a generated wrapper binds once per module load: launch sites, ATen
+                 ops, allocation and aliasing, so its call passes positional arguments only
     interpreter  the CPU shim generated kernels need under Triton's interpreter
     load         generated source -> module; one kernel alone; stored cubins -> kernels
     precompile   a static-shape module's kernels compiled ahead of its first call, in a pool
@@ -29,6 +31,9 @@ or changes:
 | ``triton.runtime.interpreter.TensorHandle`` | interpreter | none: the CPU path needs it |
 | ``triton.knobs.runtime.launch_enter_hook`` / ``exit_hook`` | launch | read only: with a hook set Triton's own launcher runs |
 | ``torch._C._StaticCudaLauncher`` | launch | Triton's own launcher (CPU builds, torch < 2.8, kernels it cannot run) |
-| ``torch._C._cuda_getCurrentRawStream`` | launch | as above |
+| ``torch._C._cuda_getCurrentRawStream`` | launch, host | as above; host: None, each launch finds its stream |
+| ``torch._C._dynamo.guards._empty_strided_cpu`` / ``_cuda`` | host | ``torch.empty_strided`` |
+| ``torch._C._dynamo.guards._reinterpret_tensor`` | host | ``Tensor.as_strided`` |
+| ``OpOverload._op`` | host | the ``OpOverload`` itself |
 | a compiled kernel's direct ``kernel[grid](*args)`` runner | launch | ``fn[grid](...)`` through Triton's JIT |
 """

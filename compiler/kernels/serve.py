@@ -5,7 +5,8 @@ cubin built for this GPU's architecture with Triton's metadata. Each kernel is l
 the CUDA context and launched through torch's generic launcher (``kernels.launch``); the
 wrapper's ``call`` runs with those launchers bound where its source names the kernels. No
 JIT function is made, nothing compiles, no host launcher is built, and Triton itself is not
-imported (a tenth of a second a process saves).
+imported (a tenth of a second a process saves). The wrapper's bound section
+(``codegen.wrapper.BOUND``) runs too, so each launch site binds its served kernel once.
 
 A kernel is served only where its stored binary was built for exactly this launch: the same
 argument types, specializations (an integer equal to 1, 16-divisibility) and Triton
@@ -35,6 +36,7 @@ from .signature import KernelJob, params, signature
 # imports Triton for the kernels' own definitions, which serving does not run).
 _SERVING_HEADER = "import torch\nfrom compiler.runtime import ensure_strides, reinterpret"
 _CALL = "\n\n\ndef call(args):\n"
+_BOUND = "\n\n\n# Bound once, when the module loads.\n"    # codegen.wrapper.BOUND
 
 
 class ServeError(RuntimeError):
@@ -79,8 +81,10 @@ def binary_mismatch(job: KernelJob, binary: StoredBinary, version: str | None = 
 
 
 def wrapper_source(source: str) -> str:
-    """The wrapper's ``call`` of a generated module, without the kernels' definitions."""
-    at = source.find(_CALL)
+    """The wrapper's bound section and ``call`` of a generated module, without the kernels'
+    definitions (a module generated before the bound section: its ``call`` alone)."""
+    at = source.find(_BOUND)
+    at = source.find(_CALL) if at < 0 else at
     if at < 0:
         raise ServeError("the module source has no call(args)")
     return _SERVING_HEADER + source[at:]

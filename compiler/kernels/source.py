@@ -49,6 +49,8 @@ def load_module(source: str, device_type: str, code_dir: Path,
     With ``static_shapes`` on CUDA, each kernel (the names in ``kernels``; every JIT function
     when None) is wrapped in a ``Launcher``. Helper JIT functions the kernels call (a scan's
     combine function) must stay JIT functions: name only the kernels where there are any.
+    The wrapping happens as each kernel is defined, so the module's bound launches (made
+    below the kernels, see ``codegen.wrapper``) bind the ``Launcher``.
     """
     key = content_hash(source)[:24]
     path = Path(code_dir) / f"kiln_{key}.py"
@@ -61,14 +63,19 @@ def load_module(source: str, device_type: str, code_dir: Path,
     spec = importlib.util.spec_from_file_location(f"kiln_generated_{key}", path)
     module = importlib.util.module_from_spec(spec)
     module.__dict__.update(bindings(device_type))
+    if device_type == "cuda" and static_shapes:
+        module.jit = _launcher_jit(module.jit, None if kernels is None else frozenset(kernels))
     module.__dict__.update(constants or {})
     spec.loader.exec_module(module)
-    if device_type == "cuda" and static_shapes:
-        for name, value in list(module.__dict__.items()):
-            if (isinstance(value, triton.runtime.jit.JITFunction)
-                    and (kernels is None or name in kernels)):
-                setattr(module, name, Launcher(value))
     return module
+
+
+def _launcher_jit(jit, kernels: frozenset | None):
+    """``jit`` that wraps the named kernels (all when None) in a ``Launcher``."""
+    def launcher_jit(fn):
+        compiled = jit(fn)
+        return Launcher(compiled) if kernels is None or fn.__name__ in kernels else compiled
+    return launcher_jit
 
 
 @functools.lru_cache(maxsize=64)
