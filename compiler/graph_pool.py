@@ -215,7 +215,7 @@ class DynamicGraphedCall:
         state = {t.data_ptr() for k, t in enumerate(flat)
                  if k not in self.inputs and isinstance(t, torch.Tensor)}
         try:
-            return self.pool.capture(key, lambda: self.compiled.run_unchecked(captured),
+            return self.pool.capture(key, lambda: self.compiled.run_unchecked(list(captured)),
                                      static, state)
         except Exception as err:     # noqa: BLE001 - any capture failure falls back
             self.failed.add(key)
