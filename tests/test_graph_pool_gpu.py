@@ -102,10 +102,10 @@ def test_graphs_share_one_memory_pool():
 def test_static_cache_decode_replays_one_graph():
     pytest.importorskip("transformers")
     from test_llm_decode import _llama, _static_cache_module
-    module = _static_cache_module(_llama(), batch_size=2, max_cache_len=64)
+    # the model on the GPU first: the recipe makes its cache where the model is
+    module = _static_cache_module(_llama().cuda(), batch_size=2, max_cache_len=64)
     if module is None:
         pytest.skip("this transformers has no TorchExportableModuleWithStaticCache")
-    module = module.cuda()
     for buf in module.buffers():                     # a non-trivial starting cache
         if buf.is_floating_point():
             buf.normal_()
