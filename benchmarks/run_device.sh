@@ -5,6 +5,7 @@
 #   bash benchmarks/run_device.sh deploy      # kiln run configs/zoo-deploy.toml + bench_deploy
 #   bash benchmarks/run_device.sh gpu-tests   # the GPU tests of the new features
 #   bash benchmarks/run_device.sh gpu-suite   # every test marked gpu
+#   bash benchmarks/run_device.sh decode      # bench_decode: ms/token, kiln vs reduce-overhead
 set -uo pipefail
 python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade \
     --target /tmp/site .whl/*.whl || exit 1
@@ -30,8 +31,11 @@ for step in "$@"; do
     gpu-tests)
       python3 -m pytest -q -m gpu -p no:cacheprovider tests/test_deploy.py \
           tests/test_capture_keys.py tests/test_static_launch.py tests/test_binaries.py \
-          tests/test_precompile.py tests/test_zoo_real_gpu.py 2>&1 | tee "$OUT/gpu_tests.txt" \
+          tests/test_precompile.py tests/test_zoo_real_gpu.py tests/test_graph_pool_gpu.py 2>&1 | tee "$OUT/gpu_tests.txt" \
           | tail -30 ;;
+    decode)
+      python3 benchmarks/bench_decode.py --json "$OUT/bench_decode.json" \
+          2>&1 | tee "$OUT/bench_decode.txt" | tail -30 ;;
     gpu-suite)
       python3 -m pytest -q -m gpu -p no:cacheprovider -x --timeout 900 tests 2>&1 \
           | tee "$OUT/gpu_suite.txt" | tail -30 ;;
