@@ -185,7 +185,7 @@ class DynamicGraphedCall:
             if key in self.failed or key not in self._seen:
                 self._remember(key)
                 return self._direct(flat, sizes, padded)
-            entry = self._capture(key, flat, padded)
+            entry = self._capture(key, flat, sizes, padded)
             if entry is None:
                 return self._direct(flat, sizes, padded)
         for k, static in zip(self.inputs, entry.static):
@@ -206,12 +206,14 @@ class DynamicGraphedCall:
         while len(self._seen) > 64 * max(1, self.policy.max_graphs):   # a growing size
             self._seen.popitem(last=False)
 
-    def _capture(self, key, flat: list, padded: dict) -> _Entry | None:
-        static = [self._buffer(k, padded) for k in self.inputs]
+    def _capture(self, key, flat: list, sizes: dict, padded: dict) -> _Entry | None:
+        # the buffers hold this call's inputs (padding rows zero): a backend that runs
+        # while capturing then computes what the replay will
+        static = [self._buffer(k, padded).zero_() for k in self.inputs]
         captured = list(flat)
         for k, buf in zip(self.inputs, static):
             captured[k] = buf
-            buf.zero_()
+            self._fill(buf, flat[k], k, sizes, padded)
         state = {t.data_ptr() for k, t in enumerate(flat)
                  if k not in self.inputs and isinstance(t, torch.Tensor)}
         try:

@@ -33,7 +33,9 @@ class _Graph:
 
 
 class _Graphs:
-    """A CudaGraphBackend without CUDA; ``fail_at``: batch sizes whose capture raises."""
+    """A CudaGraphBackend without CUDA; ``fail_at``: batch sizes whose capture raises.
+    Unlike CUDA, its capture runs the work once (in-place writes then happen twice, which
+    the static-cache test's writes at fixed positions tolerate)."""
 
     def __init__(self, fail_at=()):
         self.handles, self.pools, self.fail_at = [], [], set(fail_at)
@@ -45,7 +47,7 @@ class _Graphs:
     def capture(self, run, pool):
         self.pools.append(pool)
         outputs = tuple(run())
-        if outputs[0].shape[0] in self.fail_at:
+        if outputs[0].dim() and outputs[0].shape[0] in self.fail_at:
             raise RuntimeError("operation not permitted when stream is capturing")
         return _Graph(run, outputs), outputs
 
@@ -242,3 +244,41 @@ def test_options_and_policy():
         GraphPolicy(3, (32, 8))
     with pytest.raises(OptionsError, match="cuda_graph_max_graphs"):
         load_options({"cuda_graph_max_graphs": "many"})
+
+
+def test_static_cache_decode_replays_one_graph_through_the_module():
+    """A decode loop with transformers' static cache (buffers written in place at
+    ``cache_position``): every single-token step shares chunk size 1, so it is captured
+    once and replayed, and the replays write the module's own cache buffers like eager."""
+    pytest.importorskip("transformers")
+    import copy
+
+    from test_llm_decode import _llama, _static_cache_module
+    module = _static_cache_module(_llama(layers=1), batch_size=1, max_cache_len=16)
+    if module is None:
+        pytest.skip("this transformers has no TorchExportableModuleWithStaticCache")
+    for buf in module.buffers():
+        if buf.is_floating_point():
+            buf.normal_()
+    eager = copy.deepcopy(module)
+    chunk = Dim("chunk", min=1, max=8)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        compiled = compiler.compile_module(
+            module, (), example_kwargs={"input_ids": torch.randint(3, 96, (1, 3)),
+                                        "cache_position": torch.arange(3)},
+            dynamic_shapes={"input_ids": {1: chunk}, "cache_position": {0: chunk}})
+    compiled._graph = DynamicGraphedCall(compiled.compiled, compiled._user, GraphPolicy(4),
+                                         (), _Graphs())
+    start = 0
+    for n in (3, 1, 1, 1, 1):                        # a prefill, then decode steps
+        ids, pos = torch.randint(3, 96, (1, n)), torch.arange(start, start + n)
+        with torch.no_grad():
+            torch.testing.assert_close(compiled(input_ids=ids, cache_position=pos),
+                                       eager(input_ids=ids, cache_position=pos),
+                                       rtol=1e-4, atol=1e-4)
+        for (name, got), want in zip(module.named_buffers(), eager.buffers()):
+            torch.testing.assert_close(got, want, rtol=1e-4, atol=1e-4, msg=name)
+        start += n
+    (entry,) = compiled._graph.pool._entries.values()   # chunk 1: seen, captured, replayed
+    assert compiled._graph.pool.captures == 1 and entry.graph.replays == 3
