@@ -57,10 +57,11 @@ class _Block(torch.nn.Module):
     def __init__(self, vocab: int, hidden: int, heads: int, layers: int):
         super().__init__()
         self.heads, self.embed = heads, torch.nn.Embedding(vocab, hidden)
-        self.qkv = torch.nn.ModuleList(torch.nn.Linear(hidden, 3 * hidden) for _ in range(layers))
+        self.qkv = torch.nn.ModuleList(
+            torch.nn.Linear(hidden, 3 * hidden) for _ in range(layers))
         self.mlp = torch.nn.ModuleList(torch.nn.Sequential(
-            torch.nn.Linear(hidden, 4 * hidden), torch.nn.SiLU(), torch.nn.Linear(4 * hidden, hidden))
-            for _ in range(layers))
+            torch.nn.Linear(hidden, 4 * hidden), torch.nn.SiLU(),
+            torch.nn.Linear(4 * hidden, hidden)) for _ in range(layers))
         self.head = torch.nn.Linear(hidden, vocab)
 
     def forward(self, ids, k, v):
@@ -201,7 +202,8 @@ def _run_systems(cache: str, systems: dict, loop, args, device) -> list[dict]:
                                args.repeats, args.steps, device)
                 rows.append(_row(cache, name, length, ms, fn))
         except Exception as err:     # noqa: BLE001 - a failing system is reported, run goes on
-            rows.append({"cache": cache, "system": name, "error": f"{type(err).__name__}: {err}"[:300]})
+            rows.append({"cache": cache, "system": name,
+                         "error": f"{type(err).__name__}: {err}"[:300]})
         _print(rows[-1])
     return rows
 

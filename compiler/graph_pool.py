@@ -128,6 +128,16 @@ class GraphPool:
         self._entries.clear()
 
 
+def size_positions(specs: Sequence) -> dict[str, tuple[int, int]]:
+    """Where each size symbol can be read: the first (flat input, dim) it names bare."""
+    where: dict[str, tuple[int, int]] = {}
+    for k, spec in enumerate(specs):
+        for d, want in enumerate(spec.size):
+            if isinstance(want, str) and want.isidentifier():
+                where.setdefault(want, (k, d))
+    return where
+
+
 def sizes_from_data(specs: Sequence, flat: Sequence) -> dict[str, int]:
     """Each size symbol's value, read off the inputs' dims named by a bare symbol.
 
@@ -137,12 +147,7 @@ def sizes_from_data(specs: Sequence, flat: Sequence) -> dict[str, int]:
         ...                 [torch.ones(3, 4)])
         {'s0': 3}
     """
-    sizes = {}
-    for spec, t in zip(specs, flat):
-        for d, want in enumerate(spec.size):
-            if isinstance(want, str) and want.isidentifier() and isinstance(t, torch.Tensor):
-                sizes[want] = t.shape[d]
-    return sizes
+    return {s: flat[k].shape[d] for s, (k, d) in size_positions(specs).items()}
 
 
 def _evaluate(expr, sizes: dict) -> int:
@@ -163,15 +168,16 @@ class DynamicGraphedCall:
         self.compiled, self.inputs, self.policy = compiled, list(inputs), policy
         self.plans = tuple(plans) if policy.buckets else ()
         self.pool = GraphPool(policy.max_graphs, backend or TorchCudaGraphs())
-        self._symbols = set(compiled.size_ranges)
+        self._where = size_positions(compiled.input_specs)    # read per call: kept
+        self._keyed = set(self._where) == set(compiled.size_ranges)
         self._seen: OrderedDict[tuple, None] = OrderedDict()   # run once, not captured
         self.failed: set[tuple] = set()
         self._state_key = None
 
     def __call__(self, flat: list):
-        sizes = sizes_from_data(self.compiled.input_specs, flat)
-        if set(sizes) != self._symbols or self.policy.max_graphs == 0:
+        if not self._keyed or self.policy.max_graphs == 0:
             return self.compiled.run_unchecked(list(flat))   # a size no input shows: no key
+        sizes = {s: flat[k].shape[d] for s, (k, d) in self._where.items()}
         state = [t.data_ptr() for k, t in enumerate(flat)
                  if k not in self.inputs and isinstance(t, torch.Tensor)]
         if state != self._state_key:

@@ -223,7 +223,7 @@ def test_a_refused_symbol_warns_and_is_not_padded():
                                               ns.update(forward=lambda self, x: x.softmax(0)))(),
                               (torch.randn(5, 4),), None,
                               dynamic_shapes=({0: Dim("n", min=2, max=64)},))
-    compiled = types.SimpleNamespace(static_cuda=False, size_ranges={"s0": (2, 64)},
+    compiled = types.SimpleNamespace(static_cuda=False, size_ranges={"s0": (2, 64)}, input_specs=(),
                                      artifact=types.SimpleNamespace(meta={"device": "cuda"}))
     symbol = str(next(s for n in captured.gm.graph.nodes if n.op == "placeholder"
                       for s in n.meta["val"].shape).node.expr)
