@@ -20,9 +20,9 @@ the median is printed as ms/token. Compile and warm-up (a decode loop at the fir
 length, untimed) come first, so the table shows steady state after the first few sizes.
 
     python benchmarks/bench_decode.py [--lengths 128,512,2048] [--steps 32] [--layers 4]
-        [--hidden 1024] [--caches dynamic,static] [--json out.json]
+        [--hidden 1024] [--caches dynamic,static] [--model llama|block] [--json out.json]
 
-Without transformers, a hand-written Llama-style block (RoPE-free attention with a KV cache
+Without transformers (or with ``--model block``), a hand-written Llama-style block (RoPE-free attention with a KV cache
 of tensors, MLP) stands in. ``--device cpu`` (tiny sizes, Triton's interpreter, no
 torch.compile) only checks this script's logic; its numbers mean nothing.
 """
@@ -79,7 +79,7 @@ class _Block(torch.nn.Module):
 
 def build(args, device: str, dtype: torch.dtype):
     torch.manual_seed(0)
-    if transformers is None:
+    if args.model == "block":
         return _Block(args.vocab, args.hidden, args.heads, args.layers).to(device, dtype).eval()
     config = transformers.LlamaConfig(
         vocab_size=args.vocab, hidden_size=args.hidden, intermediate_size=args.hidden * 8 // 3,
@@ -93,7 +93,7 @@ class DynamicLoop:
 
     def __init__(self, model, args, device):
         self.model, self.args, self.device = model, args, device
-        self.hf = transformers is not None
+        self.hf = args.model == "llama"
 
     def prefill(self, length: int):
         ids = torch.randint(3, self.args.vocab, (self.args.batch, length), device=self.device)
@@ -293,6 +293,9 @@ def parse_args(argv=None):
     p.add_argument("--heads", type=int, default=16)
     p.add_argument("--vocab", type=int, default=32000)
     p.add_argument("--caches", default="dynamic,static")
+    p.add_argument("--model", choices=("llama", "block"),
+                   default="llama" if transformers is not None else "block",
+                   help="transformers' LlamaForCausalLM, or the hand-written block")
     p.add_argument("--no-inductor", action="store_true")
     p.add_argument("--json")
     args = p.parse_args(argv)
@@ -314,7 +317,7 @@ def main(argv=None) -> int:
     rows = []
     if "dynamic" in args.caches:
         rows += bench_dynamic(model, args, args.device)
-    if "static" in args.caches and transformers is not None:
+    if "static" in args.caches and args.model == "llama":
         rows += bench_static(model, args, args.device)
     print_table(rows)
     if args.json:
