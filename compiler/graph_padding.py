@@ -97,7 +97,9 @@ def _first_symbol(gm: GraphModule) -> str:
 
 class RowCheck(Interpreter):
     """Abstract run of an exported graph: each tensor's value is the frozenset of its dims of
-    size exactly ``symbol`` (its rows); each op is checked to keep rows independent.
+    size ``k * symbol`` (its rows; ``k`` a constant, as when a view flattens batch and
+    sequence for a matmul: real data is then still the leading ``k * s`` entries, which the
+    views' prefix check keeps true); each op is checked to keep rows independent.
     ``run()`` returns the row dims of each flat output, or raises PaddingRefusedError."""
 
     def __init__(self, gm: GraphModule, symbol: str):
@@ -107,6 +109,7 @@ class RowCheck(Interpreter):
         self.inputs: list[tuple[int, tuple[int, ...]]] = []
         self._node: Node | None = None
         self._position = -1           # flat input position of the current placeholder
+        self._iota: set[Node] = set()   # values that are arange(s) along their row dim
 
     def run_node(self, n: Node):
         self._node = n
@@ -125,9 +128,12 @@ class RowCheck(Interpreter):
         for d, size in enumerate(shape):
             if not self._involves(size):
                 continue
-            if _expr(size) != self.symbol and str(_expr(size)) != str(self.symbol):
-                self._refuse(f"{what} has a dim of size {size}: only dims of exactly "
-                             f"{self.symbol} can be padded")
+            expr = _expr(size)
+            symbol = next(s for s in expr.free_symbols if str(s) in self._names)
+            ratio = sympy.simplify(expr / symbol)
+            if not (ratio.is_Integer and ratio > 0):
+                self._refuse(f"{what} has a dim of size {size}: only dims of {self.symbol} "
+                             f"or a constant times it can be padded")
             rows.add(d)
         return frozenset(rows)
 
@@ -164,7 +170,21 @@ class RowCheck(Interpreter):
                 target.overloadpacket in _SHAPE_QUERIES:
             return self._node.meta.get("val")          # sym arithmetic: a shape, not data
         self._check(target, args, kwargs)
-        return self._out_rows()
+        rows = self._out_rows()
+        if self._is_iota(target, rows):
+            self._iota.add(self._node)
+        return rows
+
+    def _is_iota(self, op, rows) -> bool:
+        """Whether this value is ``arange(s)`` along its one row dim (index ``i`` holds
+        ``i``), so indexing rows with it reads real rows only at real positions."""
+        if not isinstance(rows, frozenset) or len(rows) != 1:
+            return False
+        packet, args = op.overloadpacket, self._node.args
+        if packet is aten.arange:
+            return (len(args) == 1 or args[0] == 0) and (len(args) < 3 or args[2] == 1)
+        return (packet in _VIEWS or packet in _PASS or packet is aten.expand) and \
+            args[0] in self._iota and len(self._rows_of(_shape(args[0]), "")) == 1
 
     def output(self, target, args, kwargs):
         outs = args[0] if isinstance(args[0], (tuple, list)) else (args[0],)
@@ -195,6 +215,8 @@ class RowCheck(Interpreter):
             if args[0]:
                 self._refuse(f"{self._node.name} looks up rows of a padded table")
             return
+        if packet is aten.index:
+            return self._check_index(args)
         if op in _ATTENTION or packet in _ATTENTION:
             return self._check_attention(args, kwargs)
         self._refuse(f"{self._node.name} ({op}) is not known to keep rows independent")
@@ -257,6 +279,14 @@ class RowCheck(Interpreter):
             _rank(self._node.args[2 if packet in (aten.addmm, aten.baddbmm) else 1])
         if (ra - 1) in a or (rb - 2) in b:
             self._refuse(f"{self._node.name} ({packet}) contracts over the padded dim")
+
+    def _check_index(self, args) -> None:
+        """``x[i0, i1, ...]``: a row dim of ``x`` may be indexed only by ``arange(s)``
+        (transformers' masks do ``mask[batch_idx, kv_idx]``); rows of the indices may
+        pick along other dims."""
+        for d, index in enumerate(self._node.args[1]):
+            if d in args[0] and index is not None and index not in self._iota:
+                self._refuse(f"{self._node.name} (aten.index) indexes along the padded dim")
 
     def _check_attention(self, args, kwargs) -> None:
         q, k, v = args[:3]

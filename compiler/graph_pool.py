@@ -150,6 +150,11 @@ def sizes_from_data(specs: Sequence, flat: Sequence) -> dict[str, int]:
     return {s: flat[k].shape[d] for s, (k, d) in size_positions(specs).items()}
 
 
+def _real(length: int, symbol: str, sizes: dict, padded: dict) -> int:
+    """The real part of a padded dim of ``k * symbol`` entries."""
+    return length // padded[symbol] * sizes[symbol]
+
+
 def _evaluate(expr, sizes: dict) -> int:
     return expr if isinstance(expr, int) else int(eval(expr, {"__builtins__": {}}, sizes))
 
@@ -248,8 +253,9 @@ class DynamicGraphedCall:
             if sizes[plan.symbol] != padded[plan.symbol]:
                 for pos, dims in plan.inputs:
                     if pos == k:
-                        for d in dims:
-                            view = view.narrow(d, 0, sizes[plan.symbol])
+                        for d in dims:        # a dim of k * s keeps its leading k * s
+                            view = view.narrow(d, 0, _real(buf.shape[d], plan.symbol,
+                                                           sizes, padded))
         view.copy_(t)
 
     def _direct(self, flat: list, sizes: dict, padded: dict):
@@ -274,7 +280,7 @@ class DynamicGraphedCall:
             for plan in self.plans:
                 if sizes[plan.symbol] != padded[plan.symbol]:
                     for d in plan.outputs[i]:
-                        o = o.narrow(d, 0, sizes[plan.symbol])
+                        o = o.narrow(d, 0, _real(o.shape[d], plan.symbol, sizes, padded))
             out.append(o.clone() if clone else o)
         return tuple(out)
 

@@ -197,6 +197,10 @@ def test_row_independent_graphs_are_planned():
     plan = _plan(lambda x: x[:, :, :8] + torch.arange(x.shape[1])[None, :, None],
                  (2, 5, 16), 1)
     assert plan.outputs == ((1,),)
+    # flattened with a constant inner dim (a matmul's M), then split back: k * s rows
+    plan = _plan(lambda x: (x.reshape(-1, 4) @ torch.ones(4, 3)).view(x.shape[0], 4, 3),
+                 (5, 16), 0)
+    assert plan.outputs == ((0,),)
 
 
 @pytest.mark.parametrize("forward, shape, dim, why", [
@@ -209,7 +213,8 @@ def test_row_independent_graphs_are_planned():
     (lambda x: x.T @ x, (5, 16), 0, "contracts over the padded dim"),
     (lambda x: torch.cat([x, x]), (5, 16), 0, "concatenates along the padded dim"),
     (lambda x: x[1:], (5, 16), 0, "indexes along the padded dim"),
-    (lambda x: x.reshape(-1), (5, 16), 0, "only dims of exactly"),
+    (lambda x: x.t().reshape(-1), (5, 16), 0, "reshapes across the padded dim"),
+    (lambda x: x.new_zeros(x.shape[0] + 1), (5, 16), 0, "or a constant times it"),
     (lambda x: torch.nn.functional.scaled_dot_product_attention(
         x.new_ones(1, 2, 1, 8), x, x), (1, 2, 5, 8), 2, "attends over the padded dim"),
 ])
@@ -282,3 +287,37 @@ def test_static_cache_decode_replays_one_graph_through_the_module():
         start += n
     (entry,) = compiled._graph.pool._entries.values()   # chunk 1: seen, captured, replayed
     assert compiled._graph.pool.captures == 1 and entry.graph.replays == 3
+
+
+def test_llama_prefill_pads_its_batch_like_eager():
+    """transformers' Llama (no cache), batch dynamic: its mask code indexes rows with
+    ``arange(batch)`` and its matmuls flatten batch with sequence; RowCheck accepts both,
+    and padded batches (3 and 5 run as 8) give eager's logits, sliced back."""
+    transformers = pytest.importorskip("transformers")
+    config = transformers.LlamaConfig(vocab_size=96, hidden_size=32, intermediate_size=64,
+                                      num_hidden_layers=1, num_attention_heads=4,
+                                      num_key_value_heads=2, max_position_embeddings=64)
+    torch.manual_seed(0)
+    llama = transformers.LlamaForCausalLM(config).eval()
+
+    class Logits(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.llama = llama
+
+        def forward(self, ids):
+            return self.llama(ids, use_cache=False).logits
+    model = Logits().eval()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        compiled = compiler.compile_module(model, (torch.randint(3, 96, (3, 6)),),
+                                           dynamic_shapes=({0: Dim("b", min=1, max=16)},))
+    (symbol,) = compiled.compiled.size_ranges
+    call = DynamicGraphedCall(compiled.compiled, compiled._user, GraphPolicy(4, (8, 16)),
+                              [plan_padding(compiled.captured.gm, symbol)], _Graphs())
+    for batch in (3, 5, 5, 3):
+        ids = torch.randint(3, 96, (batch, 6))
+        (got,) = call(compiled.captured.flatten_call(model, (ids,), {}))
+        with torch.no_grad():
+            torch.testing.assert_close(got, model(ids), rtol=1e-4, atol=1e-4)
+    assert [dict(k) for k in call.pool._entries] == [{symbol: 8}]
