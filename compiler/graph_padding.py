@@ -230,8 +230,9 @@ class RowCheck(Interpreter):
                 continue
             if packet is aten.arange and i == (0 if len(args) == 1 else 1):
                 continue                   # arange(end) / arange(start, end): the end only
-            if packet is aten.slice and i == 3:
-                continue                   # _check_along allows only the whole dim
+            if packet is aten.slice and i == 3 and self._dims(args[1], _rank(
+                    self._node.args[0])) <= args[0]:
+                continue                   # a row dim: _check_along allows only all of it
             self._refuse(f"{self._node.name} ({op}) computes with the size as a value")
 
     def _check_view(self, rows: frozenset) -> None:

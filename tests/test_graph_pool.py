@@ -215,6 +215,8 @@ def test_row_independent_graphs_are_planned():
     (lambda x: x[1:], (5, 16), 0, "indexes along the padded dim"),
     (lambda x: x.t().reshape(-1), (5, 16), 0, "reshapes across the padded dim"),
     (lambda x: x.new_zeros(x.shape[0] + 1), (5, 16), 0, "or a constant times it"),
+    (lambda x: x + torch.ones(64, 16)[:x.shape[0]], (5, 16), 0,
+     "computes with the size as a value"),      # a fixed dim cut to s: past 64 it clamps
     (lambda x: torch.nn.functional.scaled_dot_product_attention(
         x.new_ones(1, 2, 1, 8), x, x), (1, 2, 5, 8), 2, "attends over the padded dim"),
 ])
