@@ -260,7 +260,7 @@ def test_static_cache_decode_replays_one_graph_through_the_module():
     pytest.importorskip("transformers")
     import copy
 
-    from test_llm_decode import _llama, _static_cache_module
+    from test_llm_decode import _llama, _static_cache_module, static_steps_like_eager
     module = _static_cache_module(_llama(layers=1), batch_size=1, max_cache_len=16)
     if module is None:
         pytest.skip("this transformers has no TorchExportableModuleWithStaticCache")
@@ -277,16 +277,8 @@ def test_static_cache_decode_replays_one_graph_through_the_module():
             dynamic_shapes={"input_ids": {1: chunk}, "cache_position": {0: chunk}})
     compiled._graph = DynamicGraphedCall(compiled.compiled, compiled._user, GraphPolicy(4),
                                          (), _Graphs())
-    start = 0
-    for n in (3, 1, 1, 1, 1):                        # a prefill, then decode steps
-        ids, pos = torch.randint(3, 96, (1, n)), torch.arange(start, start + n)
-        with torch.no_grad():
-            torch.testing.assert_close(compiled(input_ids=ids, cache_position=pos),
-                                       eager(input_ids=ids, cache_position=pos),
-                                       rtol=1e-4, atol=1e-4)
-        for (name, got), want in zip(module.named_buffers(), eager.buffers()):
-            torch.testing.assert_close(got, want, rtol=1e-4, atol=1e-4, msg=name)
-        start += n
+    static_steps_like_eager(compiled, module, eager, (3, 1, 1, 1, 1),   # prefill, steps
+                            lambda n: torch.randint(3, 96, (1, n)))
     (entry,) = compiled._graph.pool._entries.values()   # chunk 1: seen, captured, replayed
     assert compiled._graph.pool.captures == 1 and entry.graph.replays == 3
 
