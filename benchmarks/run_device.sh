@@ -8,6 +8,7 @@
 #   bash benchmarks/run_device.sh profile-load  # where load_model's time goes (after deploy*)
 #   bash benchmarks/run_device.sh gpu-suite   # every test marked gpu
 #   bash benchmarks/run_device.sh bench       # kiln bench configs/zoo-heldout.toml --quick
+#   bash benchmarks/run_device.sh decode      # bench_decode: ms/token, kiln vs reduce-overhead
 set -uo pipefail
 python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade \
     --target /tmp/site .whl/*.whl || exit 1
@@ -47,14 +48,18 @@ for step in "$@"; do
       python3 benchmarks/bench_launch.py --json "$OUT/bench_launch.json" 2>&1 \
           | tee "$OUT/bench_launch.txt" | tail -12 ;;
     gpu-tests)
-      python3 -m pytest -q -m gpu -p no:cacheprovider tests/test_deploy.py \
-          tests/test_capture_keys.py tests/test_static_launch.py tests/test_bound_launch.py tests/test_binaries.py \
-          tests/test_precompile.py tests/test_zoo_real_gpu.py 2>&1 | tee "$OUT/gpu_tests.txt" \
+      python3 -m pytest -q -m gpu -p no:cacheprovider \
+          ${GPU_TESTS:-tests/test_bound_launch.py tests/test_graph_pool_gpu.py tests/test_deploy.py \
+          tests/test_capture_keys.py tests/test_static_launch.py tests/test_binaries.py \
+          tests/test_precompile.py tests/test_zoo_real_gpu.py} 2>&1 | tee "$OUT/gpu_tests.txt" \
           | tail -30 ;;
     bench)          # report.md, its PNGs and rows.json under $OUT/bench/; $BENCH_ARGS adds
                     # options, e.g. BENCH_ARGS="--models resnet50,bert_4layer"
       python3 -m pipeline.cli bench configs/zoo-heldout.toml --quick --store /tmp/bench-store \
           --out "$OUT/bench" ${BENCH_ARGS:-} 2>&1 | tee "$OUT/bench.txt" | tail -30 ;;
+    decode)         # ms per token at several KV lengths, kiln vs reduce-overhead dynamic
+      python3 benchmarks/bench_decode.py --json "$OUT/bench_decode.json" \
+          2>&1 | tee "$OUT/bench_decode.txt" | tail -30 ;;
     gpu-suite)
       python3 -m pytest -q -m gpu -p no:cacheprovider -x --timeout 900 tests 2>&1 \
           | tee "$OUT/gpu_suite.txt" | tail -30 ;;

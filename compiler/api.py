@@ -27,6 +27,7 @@ from . import guards
 from .artifact import ArtifactCache, CompiledArtifact
 from .capture import CapturedGraph, InputSpec, capture_module, compute_graph_key
 from .config import CompilerOptions, load_options
+from .graph_pool import GraphPolicy
 from .passes import compile_captured, compile_graph, module_key, trace_fx
 from .runtime import CompiledModel, CompiledModule, load_artifact
 from .size_inputs import SizedCall, SizeInputs, size_hint
@@ -133,7 +134,8 @@ def compile_module(module: torch.nn.Module, example_args: Sequence[Any],
                                  options.compile_workers)
     names = guards.dim_names(module, example_args, dynamic_shapes, captured) \
         if dynamic_shapes is not None else {}
-    return CompiledModel(module, captured, compiled, hit, options.cuda_graphs, names)
+    return CompiledModel(module, captured, compiled, hit,
+                         options.cuda_graphs and GraphPolicy.of(options), names)
 
 
 def _served(cache: ArtifactCache, artifact: CompiledArtifact) -> CompiledModule | None:

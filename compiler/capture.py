@@ -149,8 +149,32 @@ def capture_module(module: torch.nn.Module, example_args: Any, example_kwargs: A
     kwargs = dict(example_kwargs or {})
     register_library_pytrees(module, args, kwargs)     # e.g. transformers' KV caches
     _check_example_dtypes(name, args, kwargs)
+    if dynamic_shapes is not None:
+        args, kwargs = _dense_examples(args, kwargs)
     return capture_on_cpu(functools.partial(_trace_module, module, dynamic_shapes, name),
                           module, args, kwargs, name)
+
+
+def _dense_examples(args: tuple, kwargs: dict) -> tuple[tuple, dict]:
+    """Example tensors with gaps (a slice such as ``ids[:, -1:]`` keeps its parent's
+    strides) as dense copies. With dynamic dims export would keep such a stride as a
+    constant or a fresh symbol no input size gives, so calls at other sizes could not be
+    laid out as compiled; a dense example compiles a layout every size has (inputs laid
+    out otherwise are copied into it at call time)."""
+    def dense(t):
+        return t.contiguous() if isinstance(t, torch.Tensor) and not _is_dense(t) else t
+    return pytree.tree_map(dense, (args, kwargs))
+
+
+def _is_dense(t: torch.Tensor) -> bool:
+    """No gaps between elements, in any dim order; size-1 dims' strides do not matter."""
+    expected = 1
+    for size, stride in sorted(((n, s) for n, s in zip(t.shape, t.stride()) if n != 1),
+                               key=lambda p: p[1]):
+        if stride != expected:
+            return False
+        expected *= size
+    return True
 
 
 def _trace_module(module: torch.nn.Module, dynamic_shapes: Any, name: str, args: tuple,

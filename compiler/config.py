@@ -78,6 +78,13 @@ class CompilerOptions:
     # instead of one Python launch per kernel. Inputs are copied into the graph's own
     # buffers and outputs cloned out of them, so callers see ordinary fresh tensors.
     cuda_graphs: bool = True
+    # Dynamic-shape CUDA modules keep one CUDA graph per size seen twice, at most this many
+    # (least recently used evicted), all in one shared memory pool; 0 turns them off
+    # (compiler/graph_pool.py, docs/cuda-graphs.md).
+    cuda_graph_max_graphs: int = 8
+    # Sizes a dynamic dim is padded up to (ascending), so nearby sizes share a graph; only
+    # dims the graph treats row by row are padded (compiler/graph_padding.py), e.g. a batch.
+    cuda_graph_buckets: tuple = ()
     # Compile a static-shape CUDA module's kernels before its first call, in this many
     # worker processes (-1: one per core, up to 16; 0: in the calling process), rather
     # than one by one as each is first launched.
@@ -150,6 +157,8 @@ def _validated(values: Mapping[str, Any], source: str) -> dict[str, Any]:
             raise OptionsError(f"{source}: unknown compiler option {key!r}; "
                                f"known: {', '.join(sorted(fields))}")
         default = fields[key].default
+        if isinstance(default, tuple) and isinstance(value, list):   # TOML and JSON arrays
+            value = tuple(value)
         if default is not None and value is not None and type(value) is not type(default):
             raise OptionsError(f"{source}: option {key!r} must be {type(default).__name__}, "
                                f"got {type(value).__name__} ({value!r})")

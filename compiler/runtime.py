@@ -264,8 +264,10 @@ class CompiledModel:
         self._template = [self._state.get(k) for k in range(len(captured.inputs))]
         self._simple = _plain_positional(captured, len(self._user))
         self._checked_state: list | None = None
-        self._graph = (GraphedCall(compiled, self._user)
-                       if cuda_graphs and compiled.static_cuda else None)
+        # cuda_graphs: a bool, or a graph_pool.GraphPolicy for dynamic-shape modules
+        from .graph_pool import dynamic_graphed_call
+        self._graph = (GraphedCall(compiled, self._user) if cuda_graphs and compiled.static_cuda
+                       else dynamic_graphed_call(compiled, self._user, cuda_graphs, captured))
         self._training = module.training
         self._dim_names = dim_names or {}
         self._grad_warned = False

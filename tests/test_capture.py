@@ -450,3 +450,28 @@ def test_kiln_backend_end_to_end_matches_eager():
     torch.testing.assert_close(out, expected, rtol=1e-4, atol=1e-5)
     assert not [w for w in caught if "boxed" in str(w.message)]  # calling convention right
     torch._dynamo.reset()
+
+
+@pytest.mark.parametrize("parent, index, dim", [
+    ((2, 8, 16), (slice(None), slice(-1, None)), 2),   # the last position, a dynamic length
+    ((4, 8), (slice(None), slice(-1, None)), 0),        # ids[:, -1:] with a dynamic batch
+])
+def test_a_sliced_example_with_dynamic_dims_compiles_a_dense_layout(parent, index, dim):
+    """A slice keeps its parent's strides (a gap, or a stride no input size gives); with
+    dynamic dims the compiled layout must be one every size has, so calls at other sizes
+    (contiguous) run without a layout mismatch."""
+    from torch.export import Dim
+
+    import compiler
+
+    class Twice(torch.nn.Module):
+        def forward(self, x):
+            return x * 2
+    example = torch.randn(*parent)[index]
+    compiled = compiler.compile_module(Twice().eval(), (example,),
+                                       dynamic_shapes=({dim: Dim("n", min=2, max=64)},))
+    for n in (3, 16):
+        shape = list(example.shape)
+        shape[dim] = n
+        x = torch.randn(*shape)
+        torch.testing.assert_close(compiled(x), x * 2)

@@ -156,9 +156,16 @@ def test_decode_with_static_cache_buffers_written_in_place_at_every_length():
                         dynamic_shapes={"input_ids": {1: chunk}, "cache_position": {0: chunk}})
     assert {n for n in compiled.captured.mutated_buffers if n.startswith("key_cache")} == \
         {"key_cache_0", "key_cache_1"}
+    static_steps_like_eager(compiled, module, eager, (5, 1, 1, 3, 1),   # prefill, steps, chunk
+                            lambda n: _tokens(gen, 2, n))
+
+
+def static_steps_like_eager(compiled, module, eager, chunks, tokens) -> None:
+    """Feed ``chunks`` (lengths) at consecutive positions to ``compiled`` and ``eager``:
+    logits and every cache buffer of ``module`` (the compiled one's) match eager's."""
     start = 0
-    for n in (5, 1, 1, 3, 1):        # a prefill, decode steps, a chunk
-        ids, pos = _tokens(gen, 2, n), torch.arange(start, start + n)
+    for n in chunks:
+        ids, pos = tokens(n), torch.arange(start, start + n)
         with torch.no_grad():
             torch.testing.assert_close(compiled(input_ids=ids, cache_position=pos),
                                        eager(input_ids=ids, cache_position=pos),

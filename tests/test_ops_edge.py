@@ -166,6 +166,25 @@ def test_arange_of_an_int_dtype_casts_its_bounds_first():
     _check(fn, [((5,), I64)])
 
 
+def test_arange_from_a_dynamic_size():
+    """``arange(s, 2 * s)`` with ``s`` a dynamic dim: the start is a size expression (it
+    raised IndexError in lowering); a float one from a size falls back, still like eager."""
+    from torch.export import Dim
+
+    class Positions(torch.nn.Module):
+        def forward(self, x):
+            n = x.shape[0]
+            return (x + torch.arange(n, 2 * n)[:, None], torch.arange(n, 3 * n, 2),
+                    torch.arange(n, 2 * n, dtype=torch.float32) / 3)
+    module = Positions()
+    compiled = compiler.compile_module(module, (torch.randn(5, 3),),
+                                       dynamic_shapes=({0: Dim("n", min=2, max=64)},))
+    for n in (2, 7, 12):
+        x = torch.randn(n, 3)
+        for got, want in zip(compiled(x), module(x)):
+            torch.testing.assert_close(got, want)
+
+
 def test_hardtanh_of_integers_truncates_its_bounds():
     _check(lambda x: (torch.nn.functional.hardtanh(x, -2.5, 3.5),
                       torch.ops.aten.hardtanh(x)), [((9,), I64)])

@@ -357,23 +357,37 @@ def lower_ones(ctx, *args, **kwargs):
     return _filled(ctx, 1)
 
 
+def _arange_supported(n) -> bool:
+    """Integer aranges may start or step at a size expression (``arange(s, 2 * s)``); a
+    floating one computes in double from literal bounds only (eager's rounding)."""
+    if not _supported_dtypes(n) or n.kwargs.get("dtype") in (torch.bool,):
+        return False
+    symbolic = any(isinstance(a, torch.fx.Node) for a in _arange_start_step(n.args))
+    return not (symbolic and n.meta["val"].dtype.is_floating_point)
+
+
+def _arange_start_step(args) -> tuple:
+    """(start, step) of ``arange.default(end)``, ``.start(start, end)``,
+    ``.start_step(start, end, step)``: positions, not types, since a bound may be a size."""
+    return (0, 1) if len(args) == 1 else (args[0], args[2] if len(args) > 2 else 1)
+
+
 @REGISTRY.register(aten.arange.start_step, aten.arange.start, aten.arange.default,
-                   supports=lambda n: _supported_dtypes(n) and not n.kwargs.get("dtype") in (torch.bool,))
+                   supports=_arange_supported)
 def lower_arange(ctx, *args, **kwargs):
     val = ctx.meta_val()
-    nums = [a for a in args if isinstance(a, (int, float))]
-    start, step = (0, 1) if len(nums) == 1 else (nums[0], nums[2] if len(nums) > 2 else 1)
+    start, step = _arange_start_step(args)
     i0 = ctx.index_symbols(1)[0]
     if not val.dtype.is_floating_point:   # eager casts the bounds to the int dtype first
-        start, step = int(start), int(step)
+        start, step = (b if isinstance(b, sympy.Expr) else int(b) for b in (start, step))
     if val.dtype.is_floating_point or isinstance(start, float) or isinstance(step, float):
         # eager computes start + i * step in double, then casts
         idx = Op("to_dtype", (IndexExpr(i0),), torch.float64, (True,))
         body = make_op("add", (make_op("mul", (idx, Const(float(step), torch.float64)), torch.float64),
                                Const(float(start), torch.float64)), torch.float64)
         body = cast_expr(body, val.dtype, rounds=True)
-    else:
-        body = cast_expr(IndexExpr(int(step) * i0 + int(start)), val.dtype)
+    else:   # a size expression (sympy) is an int index expression as it is
+        body = cast_expr(IndexExpr(step * i0 + start), val.dtype)
     return TensorValue(val.dtype, val.device.type, ctx.meta_size(), body)
 
 
