@@ -10,8 +10,9 @@
 #   bash benchmarks/run_device.sh bench       # kiln bench configs/zoo-heldout.toml --quick
 #   bash benchmarks/run_device.sh decode      # bench_decode: ms/token, kiln vs reduce-overhead
 set -uo pipefail
-python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade \
-    --target /tmp/site .whl/*.whl || exit 1
+[ -f /tmp/site/.kiln-wheels ] || { python3 -m pip install -q --no-index --no-deps --no-compile \
+    --no-cache-dir --upgrade --target /tmp/site .whl/*.whl && touch /tmp/site/.kiln-wheels; } \
+    || exit 1     # once per machine: later calls of this script in the same call skip it
 export PYTHONPATH=/tmp/site:$PWD PYTHONUNBUFFERED=1
 # Byte-compile the project as pip install does, so a fresh process (load_model's timing
 # above all) does not pay for compiling kiln's own sources.
