@@ -68,8 +68,10 @@ class TaskResult:
     the task succeeded (printed and listed in the summary).
 
     Issue 16's counts: ``pruned`` configs never built (they exceed the target's limits for
-    sure); a tune's ``stop_reason`` ("roofline", "budget", "halving") and the configs it
-    left ``not_reached`` because of it.
+    sure); a tune's ``stop_reason`` ("roofline", "launch_bound", "budget", "halving") and
+    the configs it left ``not_reached`` because of it; the configs it launched
+    ``from_binary`` (stored by the build stage) and those it ``jit_compiled``, and the
+    ``load_seconds`` that took (CPU time, not in ``gpu_seconds``).
     """
     stage: str
     model: str
@@ -98,6 +100,9 @@ class TaskResult:
     pruned: int = 0
     not_reached: int = 0
     stop_reason: str = ""
+    from_binary: int = 0
+    jit_compiled: int = 0
+    load_seconds: float = 0.0
 
     @property
     def failed(self) -> bool:

@@ -12,7 +12,14 @@ space times only its new configs), then, cheapest first:
   3. searches by successive halving (``compiler.autotune.halving``): a few repetitions for
      all, more for the faster half, the default kept every round; a memory-bound kernel
      stops as soon as a config runs within 90% of the card's measured copy bandwidth
-     (``stop_reason`` "roofline"); a kernel that stopped so is not tuned again.
+     (``stop_reason`` "roofline"), and a launch-bound one as soon as its default runs
+     within 10% of the card's measured empty-kernel launch latency ("launch_bound"); a
+     kernel that stopped either way is not tuned again.
+
+Each candidate launches from the binary the build stage stored for this card's architecture
+and Triton version (``compiler.kernels.stored``: loaded, not compiled); only configs without
+a usable one are JIT compiled, and the result counts both. Loading and compiling are CPU
+time: ``gpu_seconds`` and each row's ``gpu_s`` are the time spent running and timing.
 
 Configs whose build failed for the card's architecture are gated (a row with the build's
 status, never launched); once ``budget_s`` GPU seconds are spent, the rest wait for the next
@@ -29,8 +36,10 @@ from __future__ import annotations
 
 import json
 import time
+import tempfile
 from dataclasses import dataclass
-from typing import Any
+from pathlib import Path
+from typing import Any, Callable
 
 from pipeline.config import cuda_arch
 from pipeline.kernel_tasks import _candidates, _worker_name, load_stored_kernel
@@ -56,9 +65,12 @@ class TuneJob:
         return f"{self.shape.kernel_key}:{self.shape.digest}"
 
 
-def _stored(store: Any, launch: Any, info: Any) -> tuple[dict[Any, float | None], bool]:
+FINAL_STOPS = ("roofline", "launch_bound")   # a search stopped so is never run again
+
+
+def _stored(store: Any, launch: Any, info: Any) -> tuple[dict[Any, float | None], str | None]:
     """(``{config: median ms, or None for a failed trial}`` stored for this kernel, sizes,
-    GPU kind, driver, clocks and versions; whether one of its searches met the roofline)."""
+    GPU kind, driver, clocks and versions; the ``FINAL_STOPS`` reason one search met)."""
     import pyarrow.compute as pc
     import torch
     import triton
@@ -71,7 +83,7 @@ def _stored(store: Any, launch: Any, info: Any) -> tuple[dict[Any, float | None]
             & (pc.field("device_name") == info.name))
     table = store.query("trials", expr, columns=["trial_key", "config_json", "status",
                                                  "median_ms", "stop_reason"])
-    done, roofline = {}, False
+    done, final = {}, None
     for row in table.to_pylist():
         config = Config.from_dict(json.loads(row["config_json"]))
         key = TrialRecord.make_key(launch.kernel.kernel_key, sizes, config.key, info.name,
@@ -79,8 +91,8 @@ def _stored(store: Any, launch: Any, info: Any) -> tuple[dict[Any, float | None]
                                    torch.__version__)
         if key == row["trial_key"]:
             done[config] = row["median_ms"] if row["status"] == "ok" else None
-            roofline |= row["stop_reason"] == "roofline"
-    return done, roofline
+            final = row["stop_reason"] if row["stop_reason"] in FINAL_STOPS else final
+    return done, final
 
 
 def done_trials(store: Any, launch: Any, info: Any) -> dict[Any, float | None]:
@@ -88,16 +100,44 @@ def done_trials(store: Any, launch: Any, info: Any) -> dict[Any, float | None]:
     return _stored(store, launch, info)[0]
 
 
-def _failed_builds(store: Any, kernel_key: str, arch: str) -> dict[Any, tuple[str, str]]:
+def _builds(store: Any, kernel_key: str, arch: str) -> tuple[dict[Any, tuple[str, str]],
+                                                              dict[Any, Any]]:
+    """The build stage's rows for ``arch`` and the installed Triton: (``{config: (status,
+    error)}`` of failed builds, ``{config: StoredBinary}`` of the built ones)."""
     import pyarrow.compute as pc
     import triton
     from compiler.autotune import Config
+    from compiler.kernels.serve import StoredBinary
     table = store.query("binaries", (pc.field("kernel_key") == kernel_key)
                         & (pc.field("arch") == arch)
                         & (pc.field("triton_version") == triton.__version__),
-                        columns=["config_json", "status", "error"])
-    return {Config.from_dict(json.loads(row["config_json"])): (row["status"], row["error"])
-            for row in table.to_pylist() if (row["status"] or "ok") != "ok"}
+                        columns=["config_json", "status", "error", "cubin", "metadata_json"])
+    failed, built = {}, {}
+    for row in table.to_pylist():
+        config = Config.from_dict(json.loads(row["config_json"]))
+        if (row["status"] or "ok") != "ok":
+            failed[config] = (row["status"], row["error"])
+        elif row["cubin"]:
+            built[config] = StoredBinary(row["cubin"], json.loads(row["metadata_json"]))
+    return failed, built
+
+
+LoadBinary = Callable[[Any, Any, Any], Any]   # (KernelLaunch, Config, StoredBinary) -> kernel
+
+
+def load_binary(device: str) -> LoadBinary:
+    """Loads a stored binary on ``device`` for a launch at a config (``kernels.stored``), or
+    says why it cannot run there; cubin files go to one scratch folder per machine."""
+    import torch
+    from compiler.kernels.stored import load_stored
+    index = torch.device(device).index
+    scratch = Path(tempfile.gettempdir()) / "kiln-tune-cubins"
+
+    def load(launch: Any, config: Any, binary: Any) -> Any:
+        at = index if index is not None else torch.cuda.current_device()
+        return load_stored(launch.kernel, config, launch.dtypes, launch.int_args, binary,
+                           scratch, at)
+    return load
 
 
 def _nearby(store: Any, launch: Any, info: Any, space: Any) -> list[Any]:
@@ -158,15 +198,17 @@ def tune_task(job: TuneJob, store_root: str) -> TaskResult:
 
 
 def tune_kernel(job: TuneJob, store_root: str, device: str, timer: Any = None,
-                gbps: float | None = None) -> TaskResult:
-    """``tune_task``'s work on ``device``; raises on errors. ``timer`` (``autotune.timing``)
-    and ``gbps`` (the copy bandwidth) default to the card's; on ``"cpu"`` without a timer
-    (tests) the interpreter verifies candidates and times none, so no trial row is written."""
+                gbps: float | None = None, launch_ms: float | None = None,
+                load: LoadBinary | None = None) -> TaskResult:
+    """``tune_task``'s work on ``device``; raises on errors. ``timer`` (``autotune.timing``),
+    ``gbps`` (the copy bandwidth), ``launch_ms`` (an empty kernel's time) and ``load`` (of
+    stored binaries) default to the card's; on ``"cpu"`` without a timer (tests) the
+    interpreter verifies candidates and times none, so no trial row is written."""
     from compiler.autotune import Measurement, Tuner, device_info, launch_from_meta, load_spaces
     from compiler.autotune import plan_trials
     from compiler.autotune.halving import successive_halving
     from compiler.autotune.prune import dtype_bytes, prune
-    from compiler.autotune.timing import EventTimer, copy_gbps_of, roofline_ms
+    from compiler.autotune.timing import EventTimer, copy_gbps_of, launch_ms_of, roofline_ms
     from compiler.config import options_from_json
     from storage import Store
     start = time.perf_counter()
@@ -192,10 +234,10 @@ def tune_kernel(job: TuneJob, store_root: str, device: str, timer: Any = None,
                               device_type="cuda", options=options_from_json(job.options_json),
                               size_args=shape.size_args)
     spaces = load_spaces(job.space)
-    known, at_roofline = _stored(store, launch, info)
+    known, final = _stored(store, launch, info)
     describe = f"{kernel.name} {shape.describe()} on {info.name}"
-    if at_roofline:
-        return result(SKIPPED, info, note=f"{describe}: reached the roofline before")
+    if final:
+        return result(SKIPPED, info, note=f"{describe}: stopped by {final} before")
     nearby = _nearby(store, launch, info, spaces[shape.kind]) if info.timed else []
     arch = cuda_arch(info.arch) if info.arch.startswith("sm_") else None
     kept, pruned = prune(shape.kind, list(dict.fromkeys(
@@ -217,8 +259,11 @@ def tune_kernel(job: TuneJob, store_root: str, device: str, timer: Any = None,
     gbps = gbps or (copy_gbps_of(device) if on_gpu else None)
     floor = (roofline_ms([a.numel * dtype_bytes(a.dtype) for a in launch.args], gbps)
              if gbps and shape.kind in MEMORY_BOUND_KINDS else None)
-    tuner = Tuner(launch, device, timer=timer)
-    failed = _failed_builds(store, kernel.kernel_key, info.arch)
+    launch_ms = launch_ms or (launch_ms_of(device) if on_gpu else None)
+    failed, built = _builds(store, kernel.kernel_key, info.arch)
+    load = load or load_binary(device)
+    tuner = Tuner(launch, device, timer=timer, stored=lambda config: (
+        load(launch, config, built[config]) if config in built else None))
 
     def measure(config: Any, reps: int) -> Any:
         if config in failed:
@@ -229,8 +274,8 @@ def tune_kernel(job: TuneJob, store_root: str, device: str, timer: Any = None,
     # a stored default is not timed again: the tuner runs it untimed for reference outputs
     baseline = launch.default if launch.default in todo else None
     searched = successive_halving(
-        todo, baseline, measure, floor_ms=floor,
-        over_budget=lambda: bool(tuner.results) and tuner.seconds > job.budget_s)
+        todo, baseline, measure, floor_ms=floor, launch_ms=launch_ms,
+        default_ms=known.get(launch.default), over_budget=lambda: bool(tuner.results) and tuner.seconds > job.budget_s)
     best = searched.best
     previous = min((ms for ms in known.values() if ms is not None), default=None)
     mark = best if best and (previous is None or best.median_ms < previous) else None
@@ -251,14 +296,19 @@ def tune_kernel(job: TuneJob, store_root: str, device: str, timer: Any = None,
     speedup = default_ms / best.median_ms if best and default_ms else None
     not_reached = len(searched.not_reached) + beyond
     deferred = len(searched.not_reached) if searched.stop_reason == "budget" else 0
+    origins = list(tuner.origins.values())
     note = (f"{describe}: {timed} timed, {len(pruned)} pruned"
             + (f", best {best.config} {best.median_ms:.4f} ms" if best else "")
             + (f" ({speedup:.2f}x the default)" if speedup else "")
             + f"; stopped by {searched.stop_reason}"
             + (f"; {beyond} beyond the cost model's first {spaces.search.descent_budget}"
                if beyond else "")
-            + (f"; {deferred} left for the next run (budget)" if deferred else ""))
+            + (f"; {deferred} left for the next run (budget)" if deferred else "")
+            + f"; {origins.count('binary')} launched from stored binaries, "
+            f"{origins.count('jit')} compiled ({tuner.load_seconds:.2f} s loading)")
     return result(OK if rows else SKIPPED, info, timed=timed,
                   trial_errors=len(rows) - timed - len(pruned) if rows else 0,
                   gpu_seconds=tuner.seconds, speedup=speedup, note=note, pruned=len(pruned),
-                  not_reached=not_reached, stop_reason=searched.stop_reason)
+                  not_reached=not_reached, stop_reason=searched.stop_reason,
+                  from_binary=origins.count("binary"), jit_compiled=origins.count("jit"),
+                  load_seconds=tuner.load_seconds)

@@ -11,6 +11,10 @@ Stops, and why (``stop_reason``):
   * ``"roofline"``: a candidate ran within ``roofline`` (0.9) of ``floor_ms``, the time a
     memory-bound kernel's bytes take at the card's measured copy bandwidth; nothing can be
     much faster, so nothing more is timed (the rest are ``not_reached``);
+  * ``"launch_bound"``: the default ran within ``launch_bound`` (1.1x) of ``launch_ms``, the
+    card's measured launch latency of an empty kernel; no config can run faster than a
+    launch, so none can gain more than that margin, and nothing else is timed (a default
+    timed before, ``default_ms``, is judged the same way before anything runs);
   * ``"budget"``: ``over_budget()`` said so before a measurement;
   * ``"halving"``: the rounds ended with one candidate left (or none timed).
 
@@ -40,7 +44,7 @@ from ..kernels.spec import Config
 from .measurement import Measurement
 
 Measure = Callable[[Config, int], Measurement]
-STOP_REASONS = ("roofline", "budget", "halving")
+STOP_REASONS = ("roofline", "launch_bound", "budget", "halving")
 
 
 @dataclass
@@ -65,13 +69,22 @@ class _Stop(Exception):
 def successive_halving(configs: Sequence[Config], default: Config | None, measure: Measure, *,
                        first_reps: int = 3, growth: int = 2, max_reps: int = 100,
                        floor_ms: float | None = None, roofline: float = 0.9,
+                       launch_ms: float | None = None, launch_bound: float = 1.1,
+                       default_ms: float | None = None,
                        over_budget: Callable[[], bool] = lambda: False) -> HalvingResult:
     """Search ``configs`` (default first, then in order) as the module doc says. With
-    ``default`` None no config is kept as the baseline (its time is known already)."""
+    ``default`` None no config is kept as the baseline (its time is known already:
+    ``default_ms``, if given, is checked against the launch latency)."""
     order = ([default] if default is not None else []) + [
         c for c in dict.fromkeys(configs) if c != default]
     done: dict[Config, Measurement] = {}
     reached: set[Config] = set()
+
+    def near_launch(ms: float | None) -> bool:
+        return launch_ms is not None and ms is not None and ms <= launch_ms * launch_bound
+
+    if default is None and near_launch(default_ms):
+        return HalvingResult(done, "launch_bound", order, 0)
 
     def run(config: Config, reps: int) -> None:
         if over_budget():
@@ -81,6 +94,8 @@ def successive_halving(configs: Sequence[Config], default: Config | None, measur
         if (floor_ms is not None and m.status == "ok"
                 and m.median_ms * roofline <= floor_ms):
             raise _Stop("roofline")
+        if config == default and m.status == "ok" and near_launch(m.median_ms):
+            raise _Stop("launch_bound")
 
     reason, rounds, reps, alive = "halving", 0, first_reps, order
     try:

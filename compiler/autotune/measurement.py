@@ -289,11 +289,18 @@ class Tuner:
     the same data. Nothing runs until asked: the default config runs (untimed) for reference
     outputs the first time another config needs them, and is timed only when asked for
     itself. ``seconds`` accumulates the wall time spent launching and timing.
+
+    ``stored(config)`` gives the config's kernel loaded from the binary the build stage
+    stored (``kernels.stored``), a string saying why that binary cannot run here, or None
+    when there is none: those configs are JIT compiled (``origins`` says which way each
+    config came, ``fallbacks`` why a stored one was not used). Getting a kernel, loaded or
+    compiled, is CPU work: it counts in ``load_seconds``, not in ``seconds``.
     """
 
     def __init__(self, launch: KernelLaunch, device: str = "cuda", *, warmup_ms: int = 25,
                  rep_ms: int = 100, seed: int = 0, code_dir: Path | None = None,
-                 timer: Timer | None = None):
+                 timer: Timer | None = None,
+                 stored: Callable[[Config], Any] | None = None):
         self.launch, self.device = launch, device
         self.device_type = torch.device(device).type
         # a given timer (``timing``) times on any device: tests give made-up times on CPU
@@ -303,13 +310,25 @@ class Tuner:
         self.seconds = 0.0
         self.config_seconds: dict[Config, float] = {}   # wall time spent per config
         self.code_dir = code_dir
-        self.fn = load_kernel(launch.kernel.name, launch.kernel.source, self.device_type,
-                              code_dir)
+        self.stored = stored
+        self.load_seconds = 0.0
+        self.origins: dict[Config, str] = {}       # "binary" or "jit"
+        self.fallbacks: dict[Config, str] = {}     # why a stored binary was not used
+        self._loaded: dict[Config, Any] = {}
+        self._fn = None
         self.initial = make_inputs(launch, device, seed)
         self.outputs = [k for k, a in enumerate(launch.args) if a.is_output]
         self.reference: list[torch.Tensor] | None = None
         self.reference_error: str | None = None
         self.results: dict[Config, Measurement] = {}
+
+    @property
+    def fn(self):
+        """The kernel's JIT function, made only when a config needs compiling."""
+        if self._fn is None:
+            self._fn = load_kernel(self.launch.kernel.name, self.launch.kernel.source,
+                                   self.device_type, self.code_dir)
+        return self._fn
 
     def _sync(self) -> None:
         if self.device_type == "cuda":
@@ -319,9 +338,34 @@ class Tuner:
         if config.extern:
             return extern_launcher(self.launch.kernel, args, self.device_type, self.code_dir)
         g = grid(self.launch.kind, self.launch.numels, config)
-        kernel = self.fn[g]
         ints, blocks, options = self.launch.int_args, config.blocks(), config.options()
+        loaded = self._kernel(config, g, args)
+        if loaded is not None:      # a stored binary takes the positional arguments only
+            kernel = loaded[tuple(g) + (1,) * (3 - len(g))]
+            return lambda: kernel(*args, *ints)
+        kernel = self.fn[g]
         return lambda: kernel(*args, *ints, **blocks, **options)
+
+    def _kernel(self, config: Config, g: tuple[int, ...], args: list[torch.Tensor]):
+        """The config's kernel from its stored binary, or None after compiling it (the JIT
+        function then launches it from its cache); once per config, timed apart."""
+        if config in self.origins:
+            return self._loaded.get(config)
+        start = time.perf_counter()
+        try:
+            found = self.stored(config) if self.stored is not None else None
+            if found is not None and not isinstance(found, str):
+                self.origins[config], self._loaded[config] = "binary", found
+                return found
+            if found is not None:
+                self.fallbacks[config] = found
+            self.origins[config] = "jit"
+            if self.device_type == "cuda":   # compile now, so the first launch only launches
+                self.fn.warmup(*args, *self.launch.int_args, grid=g, **config.blocks(),
+                               **config.options())
+            return None
+        finally:
+            self.load_seconds += time.perf_counter() - start
 
     def _execute(self, config: Config):
         """(outputs, compiled kernel) of one fresh run of ``config``; raises on failure."""
@@ -364,11 +408,11 @@ class Tuner:
 
     @contextlib.contextmanager
     def _clock(self, config: Config) -> Iterator[None]:
-        start = time.perf_counter()
+        start, loading = time.perf_counter(), self.load_seconds
         try:
             yield
         finally:
-            spent = time.perf_counter() - start
+            spent = time.perf_counter() - start - (self.load_seconds - loading)
             self.seconds += spent
             self.config_seconds[config] = self.config_seconds.get(config, 0.0) + spent
 

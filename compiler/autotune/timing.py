@@ -10,6 +10,8 @@ the clock runs for real.
 
 ``copy_gbps_of(device)`` measures a device-to-device copy once per device per process: the
 roofline a memory-bound kernel cannot beat (bytes read + written per second, GB/s).
+``launch_ms_of(device)`` measures, also once, the time an (almost) empty kernel takes under
+the same timer: no config of any kernel can run faster than that.
 
 Example:
     >>> fixed = lambda fn, reps, config: [0.5] * reps
@@ -72,6 +74,26 @@ def copy_gbps_of(device: str = "cuda") -> float:
     index = torch.device(device).index
     name = torch.cuda.get_device_name(index if index is not None else None)
     return _copy_gbps_of_name(name, device)
+
+
+def launch_ms(device: str = "cuda", reps: int = 50) -> float:
+    """Median ms of a one-element kernel timed as candidates are (``EventTimer``, cold L2):
+    the launch latency every kernel pays, whatever its config."""
+    one = torch.ones(1, dtype=torch.float32, device=device)
+    timer = EventTimer(device)
+    return statistics.median(timer(lambda: one.add_(1.0), reps, None))
+
+
+@functools.lru_cache(maxsize=None)
+def _launch_ms_of_name(name: str, device: str) -> float:
+    return launch_ms(device)
+
+
+def launch_ms_of(device: str = "cuda") -> float:
+    """``launch_ms`` measured once per GPU (by name) in this process."""
+    index = torch.device(device).index
+    return _launch_ms_of_name(torch.cuda.get_device_name(index if index is not None else None),
+                              device)
 
 
 def roofline_ms(arg_bytes: Sequence[int], gbps: float) -> float:
