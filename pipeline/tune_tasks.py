@@ -134,9 +134,8 @@ def load_binary(device: str) -> LoadBinary:
     scratch = Path(tempfile.gettempdir()) / "kiln-tune-cubins"
 
     def load(launch: Any, config: Any, binary: Any) -> Any:
-        at = index if index is not None else torch.cuda.current_device()
         return load_stored(launch.kernel, config, launch.dtypes, launch.int_args, binary,
-                           scratch, at)
+                           scratch, index)
     return load
 
 

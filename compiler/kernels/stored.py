@@ -29,6 +29,8 @@ import json
 from pathlib import Path
 from typing import Sequence
 
+import torch
+
 from ..artifact import KernelArtifact
 from .launch import StaticKernel, available, plan_for
 from .serve import StoredBinary, _cubin_file, binary_mismatch, triton_version
@@ -49,10 +51,11 @@ def config_job(kernel: KernelArtifact, config: Config, dtypes: Sequence[str],
 
 def load_stored(kernel: KernelArtifact, config: Config, dtypes: Sequence[str],
                 sizes: Sequence[int], binary: StoredBinary, scratch: Path,
-                device: int) -> StaticKernel | str:
+                device: int | None = None) -> StaticKernel | str:
     """``binary`` loaded on CUDA ``device`` for ``kernel`` at ``config`` (launch it as
-    ``kernel[grid](*pointers, *sizes)``), or why it cannot run this launch. ``scratch`` holds
-    the cubin files, named by digest (one is reused only if its bytes are the binary's)."""
+    ``kernel[grid](*pointers, *sizes)``; default: the current device), or why it cannot run
+    this launch. ``scratch`` holds the cubin files, named by digest (one is reused only if
+    its bytes are the binary's)."""
     if not available():
         return "torch's generic CUDA launcher is missing (a CPU build, or torch < 2.8)"
     try:
@@ -67,6 +70,7 @@ def load_stored(kernel: KernelArtifact, config: Config, dtypes: Sequence[str],
     if isinstance(plan, str):
         return plan
     try:
+        device = torch.cuda.current_device() if device is None else device
         return StaticKernel(None, plan, device)
     except RuntimeError as e:      # the driver refused the module: compile it instead
         return f"load failed: {e}"
