@@ -7,8 +7,17 @@ worker processes, then measured (outputs checked against the default config's; t
 do_bench). Binaries and trials are written to the store; a second sweep then plans again
 and must time nothing. Prints a table, writes JSON and (with matplotlib) a speedup plot.
 
+On a GPU the pipeline's tune path runs as ``kiln run`` does: the build stage first
+(``build_task`` on CPU worker processes: every candidate's cubin stored), then
+``tune_kernel``, which launches the stored cubins. Reported per run: GPU-s per kernel,
+kernels per minute (wall and per GPU minute), configs launched from stored binaries vs JIT
+compiled, and the seconds spent loading/compiling (not GPU-s). ``--compare-jit`` also tunes
+the same kernels into a store without binaries, with a fresh Triton cache (every config JIT
+compiled on the GPU worker: the cost before stored binaries were used).
+
     python benchmarks/bench_autotune.py [--models M ...] [--size bench] [--store DIR]
         [--out DIR] [--max-kernels 10] [--workers 16] [--rep-ms 100] [--dtype float32]
+        [--compare-jit]
 
 On a machine without CUDA, tuning is skipped and said so; candidates are still built for
 sm_90 (``--max-builds`` of them) and stored as binaries; nothing is timed, no trial is written.
@@ -145,6 +154,9 @@ class KernelReport:
     speedup: float | None = None
     gpu_s: float = 0.0
     build_cpu_s: float = 0.0
+    from_binary: int = 0
+    jit_compiled: int = 0
+    load_s: float = 0.0
     cubin_matches_jit: str = "n/a"
 
 
@@ -243,12 +255,34 @@ def tune_pipeline_kernel(model: str, launch: KernelLaunch, store: Store, info, a
     report = KernelReport(model, launch.kernel.name, launch.kind, launch.sizes(),
                           result.timed + result.pruned + result.not_reached, result.timed,
                           timed=result.timed, searched=result.stop_reason or "none",
-                          speedup=result.speedup, gpu_s=result.gpu_seconds)
+                          speedup=result.speedup, gpu_s=result.gpu_seconds,
+                          from_binary=result.from_binary, jit_compiled=result.jit_compiled,
+                          load_s=result.load_seconds)
     report.statuses = {"pruned": result.pruned, "not_reached": result.not_reached}
     best = best_config(store, launch.kernel.kernel_key, info.name, launch.sizes())
     if best is not None:
         report.best_ms, report.best_config = best.median_ms, json.dumps(best.config)
     return report
+
+
+def build_stage(chosen, store: Store, target: Target, args) -> float:
+    """The pipeline's build stage for the chosen kernels (every candidate of the space,
+    pruned first) on spawned CPU processes; returns its wall seconds."""
+    from pipeline.kernel_tasks import BuildJob, build_task
+    start = time.perf_counter()
+    jobs = {shape_of(launch).kernel_key + shape_of(launch).digest:
+            BuildJob(model=m, shape=shape_of(launch), target=target.arch_name, tuning=True,
+                     space=args.spaces) for m, launch in chosen}
+    ctx = multiprocessing.get_context("spawn")   # never fork a process that holds CUDA
+    with cf.ProcessPoolExecutor(args.workers, mp_context=ctx) as pool:
+        results = list(pool.map(build_task, jobs.values(), [str(store.root)] * len(jobs)))
+    failed = [r for r in results if r.failed]
+    if failed:
+        raise RuntimeError(f"build stage: {failed[0].error_type}: {failed[0].message}")
+    wall = time.perf_counter() - start
+    print(f"build stage: {len(jobs)} kernel shape(s), {sum(r.built for r in results)} "
+          f"binaries built, {sum(r.build_errors for r in results)} failed, {wall:.1f} s")
+    return wall
 
 
 def retime_winners(launch: KernelLaunch, configs: list[Config | None], args) -> list[float | None]:
@@ -326,6 +360,9 @@ def main(argv=None) -> int:
     parser.add_argument("--warmup-ms", type=int, default=25)
     parser.add_argument("--rep-ms", type=int, default=100)
     parser.add_argument("--budget-s", type=float, default=20.0, help="GPU-s per kernel")
+    parser.add_argument("--compare-jit", action="store_true",
+                        help="also tune into a store without binaries (every config JIT "
+                             "compiled on the GPU worker, fresh Triton cache)")
     parser.add_argument("--baseline", action="store_true",
                         help="also run the old exhaustive sweep (equal repeats, its own store) "
                              "and time both winners again against the default")
@@ -374,7 +411,8 @@ def main(argv=None) -> int:
         "device": info.name, "arch": info.arch, "driver": info.driver, "clocks": info.clocks,
         "clock_readings": info.readings, "triton": triton.__version__,
         "torch": torch.__version__, "size": size, "dtype": args.dtype, "store": str(store.root),
-        "kernels": len(chosen), "record_and_compile_s": compile_s}
+        "kernels": len(chosen), "record_and_compile_s": compile_s,
+        "build_stage_s": build_stage(chosen, store, target, args)}
     for n in (1, 2):
         start = time.perf_counter()
         reports = [tune_pipeline_kernel(m, launch, store, info, args) for m, launch in chosen]
@@ -382,7 +420,10 @@ def main(argv=None) -> int:
         wall = time.perf_counter() - start
         print_table(reports, f"pipeline tune path, run {n} ({wall:.1f} s)")
         summary[f"run{n}"] = _totals(reports, wall)
+        print(cost_line(summary[f"run{n}"]))
     out = {"summary": summary, "run1": [vars(r) for r in sweeps[0]]}
+    if args.compare_jit:
+        summary["jit"], out["jit"] = compare_jit(chosen, store, info, args)
     if args.baseline:
         base_store = Store(str(store.root) + "-baseline")
         start = time.perf_counter()
@@ -404,6 +445,42 @@ def main(argv=None) -> int:
     return 0 if ok else 1
 
 
+KERNEL_COLUMNS = ("kernel_key", "name", "source", "meta_json")
+
+
+def compare_jit(chosen, store: Store, info, args) -> tuple[dict, list]:
+    """The same kernels tuned into a store holding their modules but no binaries, with a
+    fresh Triton cache: every config JIT compiled on the GPU worker, as before issue 16."""
+    from compiler.kernels.build import cache_dir, use_cache_dir
+    from storage import KernelRecord
+    bare = Store(tempfile.mkdtemp(prefix="kiln-autotune-jit-"))
+    bare.write("kernels", [KernelRecord(**{k: row[k] for k in KERNEL_COLUMNS})
+                           for row in store.query("kernels").to_pylist()])
+    old = cache_dir()
+    use_cache_dir(tempfile.mkdtemp(prefix="kiln-triton-cache-"))
+    try:
+        start = time.perf_counter()
+        reports = [tune_pipeline_kernel(m, launch, bare, info, args) for m, launch in chosen]
+        wall = time.perf_counter() - start
+    finally:
+        use_cache_dir(old)
+    print_table(reports, f"pipeline tune path, no stored binaries: JIT ({wall:.1f} s)")
+    totals = _totals(reports, wall)
+    print(cost_line(totals))
+    return totals, [vars(r) for r in reports]
+
+
+def cost_line(totals: dict) -> str:
+    """What tuning cost, in the units issue 16 sets its target in."""
+    fmt = lambda v: f"{v:.2f}" if v is not None else "-"
+    return (f"cost: {fmt(totals['gpu_s_per_kernel'])} GPU-s per kernel, "
+            f"{fmt(totals['kernels_per_min'])} kernels/min wall, "
+            f"{fmt(totals['kernels_per_gpu_minute'])} kernels per GPU minute; "
+            f"{totals['from_binary']} configs launched from stored binaries, "
+            f"{totals['jit_compiled']} JIT compiled, {totals['load_s']:.1f} s loading "
+            f"(not GPU-s); stops {totals['stops']}")
+
+
 def _totals(reports: list[KernelReport], wall_s: float) -> dict:
     gpu_s = sum(r.gpu_s for r in reports)
     stops: dict[str, int] = {}
@@ -412,6 +489,10 @@ def _totals(reports: list[KernelReport], wall_s: float) -> dict:
     return {"wall_s": wall_s, "gpu_s": gpu_s, "timed": sum(r.timed for r in reports),
             "gpu_s_per_kernel": gpu_s / len(reports) if reports else None,
             "kernels_per_gpu_minute": 60 * len(reports) / gpu_s if gpu_s else None,
+            "kernels_per_min": 60 * len(reports) / wall_s if wall_s else None,
+            "from_binary": sum(r.from_binary for r in reports),
+            "jit_compiled": sum(r.jit_compiled for r in reports),
+            "load_s": sum(r.load_s for r in reports),
             "geomean_speedup": geomean(r.speedup for r in reports), "stops": stops}
 
 
