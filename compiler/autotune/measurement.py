@@ -37,6 +37,7 @@ import torch
 
 from ..artifact import KernelArtifact, content_hash
 from ..kernels.signature import dtype_name
+from ..kernels.host import BoundLaunch
 from ..kernels.load import load_kernel
 from .baseline import extern_launcher
 from .search import coordinate_descent
@@ -139,11 +140,32 @@ def record_launches(compiled) -> Iterator[dict[str, KernelLaunch]]:
     originals = {name: getattr(module, name) for name in kernels}
     for name, fn in originals.items():
         setattr(module, name, _Recorder(fn, kernels[name], launches))
+    # A wrapper binds each launch site once, when it loads (``kernels.host.bind_launch``):
+    # those sites hold the kernel itself, so each records through its ``run``.
+    names = {id(fn): name for name, fn in originals.items()}
+    sites = {site: site.run for site in vars(module).values()
+             if isinstance(site, BoundLaunch) and id(site.kernel) in names}
+    for site, run in sites.items():
+        site.run = _recording_run(site, run, _Recorder(site.kernel, kernels[
+            names[id(site.kernel)]], launches))
     try:
         yield launches
     finally:
         for name, fn in originals.items():
             setattr(module, name, fn)
+        for site, run in sites.items():
+            site.run = run
+
+
+def _recording_run(site, run, recorder: _Recorder):
+    """A bound launch site's ``run`` (arguments then the stream; a grid first where the
+    site has none bound) that records its kernel's first launch."""
+    def recording(*args):
+        if recorder.kernel.name not in recorder.launches:
+            passed = args[:-1] if site.grid is not None else args[1:-1]
+            recorder.launches[recorder.kernel.name] = recorder._record(passed, site.meta)
+        return run(*args)
+    return recording
 
 
 def launch_from_meta(kernel: KernelArtifact, dtypes: Sequence[str | torch.dtype],
