@@ -178,15 +178,16 @@ def plot_time(time: TuningTime, path: str, limit: int = 60) -> int:
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
-    colours = {"roofline": "tab:green", "budget": "tab:red", "halving": "tab:blue"}
+    colours = {"roofline": "tab:green", "launch_bound": "tab:olive", "budget": "tab:red",
+               "halving": "tab:blue"}
     fig, ax = plt.subplots(figsize=(max(6.0, 0.3 * len(rows)), 4.5))
     ax.bar(range(len(rows)), [k.gpu_s for k in rows],
            color=[colours.get(k.stop_reason, "tab:gray") for k in rows])
     ax.set_xticks(range(len(rows)), [k.kernel_key[:10] for k in rows], rotation=70,
                   fontsize=6)
     ax.set_ylabel("GPU-s spent tuning")
-    ax.set_title("kiln: tuning time per kernel size (green: roofline stop, blue: halving, "
-                 "red: budget)", fontsize=9)
+    ax.set_title("kiln: tuning time per kernel size (green: roofline stop, olive: launch "
+                 "bound, blue: halving, red: budget)", fontsize=9)
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)
