@@ -388,7 +388,10 @@ def _tune_stops(tunes: list[TaskResult]) -> list[str]:
     return [f"tune: {len(searched)} kernel search(es), {per_kernel:.2f} GPU-s each; stopped by "
             + ", ".join(f"{reason} {n}" for reason, n in sorted(reasons.items()))
             + f"; {sum(r.pruned for r in searched)} config(s) pruned, "
-            f"{sum(r.not_reached for r in searched)} never reached"]
+            f"{sum(r.not_reached for r in searched)} never reached; "
+            f"{sum(r.from_binary for r in searched)} launched from stored binaries, "
+            f"{sum(r.jit_compiled for r in searched)} JIT compiled "
+            f"({sum(r.load_seconds for r in searched):.1f} s loading, not GPU-s)"]
 
 
 def _relower_lines(report: RunReport) -> list[str]:

@@ -304,7 +304,9 @@ def tune_kernel(job: TuneJob, store_root: str, device: str, timer: Any = None,
                if beyond else "")
             + (f"; {deferred} left for the next run (budget)" if deferred else "")
             + f"; {origins.count('binary')} launched from stored binaries, "
-            f"{origins.count('jit')} compiled ({tuner.load_seconds:.2f} s loading)")
+            f"{origins.count('jit')} compiled ({tuner.load_seconds:.2f} s loading)"
+            + (f"; {len(tuner.fallbacks)} stored binaries unusable (first: "
+               f"{next(iter(tuner.fallbacks.values()))})" if tuner.fallbacks else ""))
     return result(OK if rows else SKIPPED, info, timed=timed,
                   trial_errors=len(rows) - timed - len(pruned) if rows else 0,
                   gpu_seconds=tuner.seconds, speedup=speedup, note=note, pruned=len(pruned),

@@ -114,6 +114,7 @@ def test_configs_without_a_usable_binary_are_compiled_and_counted(store, monkeyp
                          timer=GivenTimer(speed_of), load=loader)
     assert loader.loaded == [A]
     assert (result.from_binary, result.jit_compiled, result.timed) == (1, 3, 4)
+    assert "1 stored binaries unusable (first: built for divisible_by_16" in result.note
 
 
 def test_the_real_loader_falls_back_to_compiling_where_no_gpu_can_load_a_cubin(store,

@@ -229,7 +229,7 @@ def test_summary_counts_builds_tuning_and_gpu_seconds():
                    trial_errors=1, gpu_seconds=3.25, speedup=1.5),
         TaskResult("tune", "one", "ok", target="sm_90", device="NVIDIA H100", timed=8,
                    gpu_seconds=1.0, speedup=1.0, stop_reason="roofline", pruned=3,
-                   not_reached=5),
+                   not_reached=5, from_binary=6, jit_compiled=2, load_seconds=0.5),
     ]
     report = RunReport(config=cfg, store="s", results=results, wall_s=9.0,
                        gpu_s=sum(r.gpu_seconds for r in results))
@@ -241,7 +241,8 @@ def test_summary_counts_builds_tuning_and_gpu_seconds():
     assert ("build (sm_90, sm_80): 31 binaries built, 2 config(s) did not build, 4 pruned "
             "before building") in text
     assert ("tune: 1 kernel search(es), 1.00 GPU-s each; stopped by roofline 1; 3 config(s) "
-            "pruned, 5 never reached") in text
+            "pruned, 5 never reached; 6 launched from stored binaries, 2 JIT compiled (0.5 s "
+            "loading, not GPU-s)") in text
     assert "tune: 19 configs timed, 1 failed trials, on NVIDIA H100 (sm_90); 4.2 GPU-s" in text
     assert "1.22x geomean over 2 kernel(s)" in text
     assert "tune: sm_80: not tuned: no GPU of this architecture" in text
