@@ -114,6 +114,64 @@ def test_jobs_differing_in_more_than_their_names_do_not_share():
                              {"k0": "a", "k5": "a"}) == {"k0": (job, dataclasses.replace(job, name="k5"))}
 
 
+def test_workers_compile_without_importing_torch(tmp_path, monkeypatch):
+    """Workers import only the module's kernels (a scan's combine helper included): torch,
+    seconds per worker, stays out, and the caller's compile still hits their binaries."""
+    class Model(torch.nn.Module):
+        def forward(self, x):
+            return x.logcumsumexp(1).relu() + 1
+
+    x = torch.randn(4, 33)
+    artifact = lower(capture_module(Model(), (x,)), {}, "cuda")
+    monkeypatch.setattr(triton.knobs.cache, "dir", str(tmp_path / "triton"))
+    (tmp_path / "code").mkdir()
+    loaded = load_module(artifact.source, "cuda", tmp_path / "code", static_shapes=True,
+                         kernels={k.name for k in artifact.kernels})
+    _, jobs = launcher_jobs(artifact, loaded)
+    pool = pc.CompilePool(1)
+    try:
+        # The compiles alone: Triton's host launchers, built after them where torch has no
+        # generic launcher (as here, on a CPU), bring in Triton's driver and torch with it.
+        reply = pool.submit(pc.ModuleJob(artifact.source, str(tmp_path / "code"),
+                                         kb.cache_dir(), H100, jobs)).result()
+        (ping,) = pool.warm()
+    finally:
+        pool.close()
+    assert reply["errors"] == {} and len(jobs) == 2
+    assert ping["torch"] is False
+    result = pc.precompile(artifact, loaded, H100, tmp_path / "code", None)
+    assert result["errors"] == {}
+    # the caller's compiles of the full module found the worker's binaries
+    assert len(_cache_groups(tmp_path / "triton")) == len(jobs)
+
+
+_NEEDS_A_BLANKED_NAME = """import torch
+import triton
+import triton.language as tl
+SCALE = tl.constexpr(2)
+
+@jit
+def kiln_scale_0(x_ptr, XBLOCK: tl.constexpr):
+    i = tl.arange(0, XBLOCK)
+    tl.store(x_ptr + i, tl.load(x_ptr + i) * SCALE)
+"""
+
+
+def test_a_kernel_the_kernels_alone_cannot_compile_compiles_from_the_full_module(tmp_path):
+    from compiler.kernels import worker_build
+    assert not hasattr(worker_build.kernel_module(_NEEDS_A_BLANKED_NAME, str(tmp_path)), "SCALE")
+    kernel = {"name": "kiln_scale_0", "launch": {"XBLOCK": 64}, "constexprs": {"XBLOCK": 64},
+              "options": {"num_warps": 1}, "types": {"x_ptr": "*fp32"}, "divisible_by_16": [0]}
+    job = {"source": _NEEDS_A_BLANKED_NAME, "code_dir": str(tmp_path),
+           "cache_dir": str(tmp_path / "triton"), "target": list(H100), "kernels": [kernel]}
+    try:
+        reply = worker_build.compile_module_job(job)
+    finally:
+        worker_build.use_cache_dir(kb.cache_dir())
+    assert reply["errors"] == {}
+    assert [p.name for p in (tmp_path / "triton").rglob("*.cubin")] == ["kiln_scale_0.cubin"]
+
+
 def test_warming_compiles_in_a_throwaway_cache(tmp_path, monkeypatch):
     monkeypatch.setattr(triton.knobs.cache, "dir", str(tmp_path / "triton"))
     assert kb.warm_backend(H100) is None

@@ -8,9 +8,11 @@ cache; back in the caller, the same ``triton.compile`` call is then a cache hit 
 milliseconds) and its compiled kernel is handed to the module's ``Launcher``, so the first
 launch is already the direct one.
 
-Both sides build the kernel from the *same module source* loaded the same way, because Triton
-keys a kernel by its source text and its starting line number in the file: a kernel compiled
-from its own short file would never be found from the module's file.
+Both sides build the kernel from the *same module source*, because Triton keys a kernel by its
+source text and its starting line number in the file: a kernel compiled from its own short
+file would never be found from the module's file. Workers import only the module's kernels,
+on their original lines, and never torch (``worker_build``). Kernels that differ only in
+their names compile once (``share_compiles``).
 
 The pool is one per process, started on first use (``compile_pool``): worker processes import
 torch and Triton once (seconds) and are reused by every later compile.
@@ -35,9 +37,8 @@ from pathlib import Path
 from typing import Any
 
 from ..artifact import CompiledArtifact
-from .build import (KernelJob, Target, build_launcher, cache_dir, compile_kernel, launcher_key,
-                    use_cache_dir)
-from .load import launcher_jobs, load_module
+from .build import KernelJob, Target, cache_dir, compile_kernel, launcher_key
+from .load import launcher_jobs
 
 
 @dataclass(frozen=True)
@@ -49,30 +50,6 @@ class ModuleJob:
     target: tuple[str, int, int]         # ("cuda", 90, 32)
     kernels: tuple[KernelJob, ...] = field(default_factory=tuple)
     build_launchers: bool = False        # also build each kernel's host launcher
-
-
-def compile_module_job(job: ModuleJob) -> dict[str, Any]:
-    """Worker side: compile every kernel of ``job`` into its Triton cache (and with
-    ``build_launchers`` build their launchers); errors are kept per kernel (the caller's own
-    first launch will then compile and raise it properly)."""
-    use_cache_dir(job.cache_dir)       # the caller's cache, whatever our env said
-    module = _worker_module(job.source, job.code_dir)
-    errors, launchers, start = {}, 0, time.perf_counter()
-    for kernel in job.kernels:
-        try:
-            compiled = compile_kernel(getattr(module, kernel.name), kernel, job.target)
-        except Exception as err:  # noqa: BLE001 -- reported, and redone by the first launch
-            errors[kernel.name] = f"{type(err).__name__}: {err}"
-            continue
-        if job.build_launchers:
-            launchers += build_launcher(compiled)
-    return {"errors": errors, "launchers": launchers, "seconds": time.perf_counter() - start}
-
-
-@functools.lru_cache(maxsize=8)
-def _worker_module(source: str, code_dir: str):
-    """A worker's import of a module: once per module, however many of its kernels it gets."""
-    return load_module(source, "cuda", Path(code_dir))
 
 
 class CompilePool:
