@@ -24,8 +24,11 @@ the parallel part: ``compiled`` distinct Triton compiles (kernels equal but for 
 share one, ``precompile.share_compiles``) spread over the workers. ``compile s`` is their sum
 of worker seconds, ``max``/``median`` one compile's: the wall of precompile is at least
 max(compile sum / workers, slowest compile). ``--baseline`` times every model a second time,
-first, with each copy compiled on its own (``share=False``), so before and after come from
-one run on one machine state. ``export`` is timed for blocks only (for a whole model it
+first, as before: each copy compiled on its own (``share=False``) and capture recording
+every node's stack trace (``capture_trace.StackTraces``), so before and after come from one
+run on one machine state. Last, ``pool start``: the wall until ``--workers`` compile
+processes started at once are ready, kiln's (Triton only, ``kernels.worker_build``) against
+workers importing torch as they did before. ``export`` is timed for blocks only (for a whole model it
 would be a second capture of seconds).
 
 No GPU is needed: kiln lowers for "cuda" regardless, and Triton compiles for the target
@@ -43,14 +46,18 @@ process. A model that fails is reported with its error and the run goes on.
 from __future__ import annotations
 
 import argparse
+import contextlib
+import dataclasses
 import gc
 import json
 import os
 import statistics
+import subprocess
 import sys
 import tempfile
 import time
 import traceback
+import types
 import warnings
 from pathlib import Path
 
@@ -61,15 +68,16 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from bench_models import build, fresh_cache_dirs  # noqa: E402  (puts the repo on sys.path)
 import compiler  # noqa: E402
 from compiler.kernels import precompile as pc  # noqa: E402
-from compiler import capture  # noqa: E402
+from compiler import capture, capture_trace  # noqa: E402
 from compiler.kernels import launch as static_launch  # noqa: E402
-from compiler.kernels.build import current_target  # noqa: E402
+from compiler.kernels.build import Target, current_target  # noqa: E402
 from compiler.capture import capture_module  # noqa: E402
 from compiler.kernels.load import load_module  # noqa: E402
 from pipeline.config import load_config  # noqa: E402
 from pipeline.tasks import build_model  # noqa: E402
 from pipeline.zoo import blocks  # noqa: E402
 
+ROOT = Path(__file__).resolve().parent.parent
 SM90 = ("cuda", 90, 32)
 STAGES = ("capture_s", "lower_s", "load_s", "precompile_s")
 
@@ -134,6 +142,28 @@ def warm_up(target, pool, tmp: Path) -> None:
     time_model(torch.nn.GELU(), (x,), target, pool, code_dir)
 
 
+def time_pool_start(workers: int, target) -> dict:
+    """Wall seconds until ``workers`` compile processes, started at once as a cold compile
+    starts them, are ready: a real ``CompilePool`` (its workers import ``worker_build``:
+    Triton, no torch) and, for the baseline, as many processes doing what a worker did
+    before, importing ``build`` and ``precompile`` (torch with them); each warms Triton's
+    backend for ``target``."""
+    start = time.perf_counter()
+    pool = pc.CompilePool(workers)
+    pool.warm(target)
+    kiln_s = time.perf_counter() - start
+    pool.close()
+    code = (f"import sys; sys.path.insert(0, {str(ROOT)!r}); "
+            f"from compiler.kernels import build, precompile; "
+            f"build.warm_backend({tuple(target)!r})")
+    start = time.perf_counter()
+    procs = [subprocess.Popen([sys.executable, "-c", code], stderr=subprocess.DEVNULL)
+             for _ in range(workers)]
+    for proc in procs:
+        proc.wait()
+    return {"pool_start_s": kiln_s, "pool_start_with_torch_s": time.perf_counter() - start}
+
+
 def make_model(name: str, ns: argparse.Namespace, device: str):
     """``(module, args)`` of a block at ``--size``, or of a ``--zoo`` config's model."""
     if ns.zoo is None:
@@ -141,6 +171,20 @@ def make_model(name: str, ns: argparse.Namespace, device: str):
         return module, args
     module, args, _ = build_model(ns.specs[name])
     return module.to(device), tuple(a.to(device) for a in args)
+
+
+@contextlib.contextmanager
+def baseline_capture(baseline: bool):
+    """With ``baseline``, capture as before: torch.fx records every node's stack trace."""
+    if not baseline:
+        yield
+        return
+    saved = capture_trace.STACK_TRACES
+    capture_trace.STACK_TRACES = types.SimpleNamespace(off=contextlib.nullcontext)
+    try:
+        yield
+    finally:
+        capture_trace.STACK_TRACES = saved
 
 
 def run(ns: argparse.Namespace, tmp: Path) -> list[dict]:
@@ -157,7 +201,7 @@ def run(ns: argparse.Namespace, tmp: Path) -> list[dict]:
                 dirs = fresh_cache_dirs(tmp, f"{name}-{mode}")
                 code_dir = Path(dirs["KILN_CACHE_DIR"]) / "code"
                 code_dir.mkdir()
-                with torch.no_grad():
+                with torch.no_grad(), baseline_capture(not share):
                     row.update(time_model(module, args, target, pool, code_dir, share,
                                           export=ns.zoo is None))
             except Exception as err:  # noqa: BLE001 -- reported, and the run goes on
@@ -251,8 +295,13 @@ def main(argv=None) -> int:
             warnings.catch_warnings():
         warnings.simplefilter("ignore")
         rows = run(ns, Path(tmp))
+        target = tuple(dataclasses.astuple(Target.of(compile_target())))
+        starts = time_pool_start(ns.workers, target)
     total = totals(rows)
     print_table(rows, total)
+    print(f"\npool start, {ns.workers} workers at once, ready to compile: "
+          f"{starts['pool_start_s']:.2f} s (kiln's workers: Triton only); "
+          f"{starts['pool_start_with_torch_s']:.2f} s (baseline: workers importing torch)")
     if ns.json:
         ns.json.parent.mkdir(parents=True, exist_ok=True)
         ns.json.write_text(json.dumps({"machine": host, "target": compile_target(),
@@ -260,7 +309,7 @@ def main(argv=None) -> int:
                                        "size": ns.size, "dtype": ns.dtype,
                                        "workers": ns.workers,
                                        "static_launch": static_launch.available(),
-                                       "rows": rows, "totals": total},
+                                       "rows": rows, "totals": total, **starts},
                                       indent=2))
     return 0 if all("error" not in r for r in rows) else 1
 
