@@ -7,9 +7,11 @@ process with empty Triton and kiln caches, twice per model in one run:
 
     baseline  as before: every compile worker imports torch (as ``compile_worker`` did
               through ``build``/``precompile``), capture records each node's stack trace,
-              and kernels equal but for their names compile once each
-    kiln      workers import Triton only (``kernels.worker_build``), no stack traces, copies
-              share one compile (``precompile.share_compiles``)
+              lowering simplifies every index expression anew (no memo), and kernels
+              equal but for their names compile once each
+    kiln      workers import Triton only (``kernels.worker_build``), no stack traces,
+              ``sizevars.simplify`` memoized, copies share one compile
+              (``precompile.share_compiles``)
 
 Columns (seconds): ``imports`` (torch and kiln in the child, not part of the total),
 ``capture``, ``lower``, ``load`` and ``precompile`` as in ``compile_module``, the pool
@@ -55,7 +57,7 @@ def child(ns: argparse.Namespace) -> dict:
     sys.path.insert(0, str(ROOT / "benchmarks"))
     import torch
     import compiler
-    from bench_compile import baseline_capture
+    from bench_compile import baseline_paths
     from compiler.capture import capture_module
     from compiler.kernels import precompile as pc
     from compiler.kernels.load import load_module
@@ -72,7 +74,7 @@ def child(ns: argparse.Namespace) -> dict:
     t0 = time.perf_counter()
     pool = pc.compile_pool(ns.workers)
     pool.warm(SM90, wait=False)             # as compile_module starts it: before capture
-    with torch.no_grad(), baseline_capture(baseline):
+    with torch.no_grad(), baseline_paths(baseline):
         t1 = time.perf_counter()
         captured = capture_module(module, args)
         t2 = time.perf_counter()

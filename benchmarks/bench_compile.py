@@ -24,8 +24,9 @@ the parallel part: ``compiled`` distinct Triton compiles (kernels equal but for 
 share one, ``precompile.share_compiles``) spread over the workers. ``compile s`` is their sum
 of worker seconds, ``max``/``median`` one compile's: the wall of precompile is at least
 max(compile sum / workers, slowest compile). ``--baseline`` times every model a second time,
-first, as before: each copy compiled on its own (``share=False``) and capture recording
-every node's stack trace (``capture_trace.StackTraces``), so before and after come from one
+first, as before: each copy compiled on its own (``share=False``), capture recording
+every node's stack trace (``capture_trace.StackTraces``) and lowering simplifying every
+index expression anew (no ``sizevars.simplify`` memo), so before and after come from one
 run on one machine state. Last, ``pool start``: the wall until ``--workers`` compile
 processes started at once are ready, kiln's (Triton only, ``kernels.worker_build``) against
 workers importing torch as they did before. ``export`` is timed for blocks only (for a whole model it
@@ -68,7 +69,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from bench_models import build, fresh_cache_dirs  # noqa: E402  (puts the repo on sys.path)
 import compiler  # noqa: E402
 from compiler.kernels import precompile as pc  # noqa: E402
-from compiler import capture, capture_trace  # noqa: E402
+from compiler import capture, capture_trace, sizevars  # noqa: E402
 from compiler.kernels import launch as static_launch  # noqa: E402
 from compiler.kernels.build import Target, current_target  # noqa: E402
 from compiler.capture import capture_module  # noqa: E402
@@ -174,17 +175,19 @@ def make_model(name: str, ns: argparse.Namespace, device: str):
 
 
 @contextlib.contextmanager
-def baseline_capture(baseline: bool):
-    """With ``baseline``, capture as before: torch.fx records every node's stack trace."""
+def baseline_paths(baseline: bool):
+    """With ``baseline``, capture and lower as before: torch.fx records every node's stack
+    trace, and every index expression is simplified anew (no ``sizevars.simplify`` memo)."""
     if not baseline:
         yield
         return
-    saved = capture_trace.STACK_TRACES
+    saved = capture_trace.STACK_TRACES, sizevars._simplify_bounded
     capture_trace.STACK_TRACES = types.SimpleNamespace(off=contextlib.nullcontext)
+    sizevars._simplify_bounded = saved[1].__wrapped__
     try:
         yield
     finally:
-        capture_trace.STACK_TRACES = saved
+        capture_trace.STACK_TRACES, sizevars._simplify_bounded = saved
 
 
 def run(ns: argparse.Namespace, tmp: Path) -> list[dict]:
@@ -201,7 +204,7 @@ def run(ns: argparse.Namespace, tmp: Path) -> list[dict]:
                 dirs = fresh_cache_dirs(tmp, f"{name}-{mode}")
                 code_dir = Path(dirs["KILN_CACHE_DIR"]) / "code"
                 code_dir.mkdir()
-                with torch.no_grad(), baseline_capture(not share):
+                with torch.no_grad(), baseline_paths(not share):
                     row.update(time_model(module, args, target, pool, code_dir, share,
                                           export=ns.zoo is None))
             except Exception as err:  # noqa: BLE001 -- reported, and the run goes on
