@@ -37,15 +37,14 @@ from typing import Any, Sequence
 
 import torch
 import triton
-import triton.language as tl
 
 from ..artifact import KernelArtifact, content_hash
 from .signature import (KernelJob, MissingDtypesError, Signature, dtype_name,  # noqa: F401
                         kernel_jobs, launcher_key, signature)
 from .source import load_kernel
 from .spec import Config, Target, TargetLimits, parse_targets  # noqa: F401 (Target re-exported)
-from .worker_build import (build_launcher, compile_job, use_cache_dir,  # noqa: F401 (re-exported)
-                           warm_backend)
+from .worker_build import (build_launcher, compile_job, kernel_source,  # noqa: F401 (re-exported)
+                           use_cache_dir, warm_backend)
 
 BUILD_STATUSES = ("ok", "build_error", "resource_error")
 MAX_THREADS_PER_BLOCK = 1024
@@ -59,9 +58,7 @@ def current_target() -> Target:
 
 def ast_source(fn, job: KernelJob):
     """Triton's ``ASTSource`` of ``fn`` (a JITFunction) specialized as ``job`` launches it."""
-    from triton.compiler import ASTSource
-    attrs = {(k,): [["tt.divisibility", 16]] for k in job.divisible_by_16}
-    return ASTSource(fn, dict(job.types), dict(job.constexprs), attrs)
+    return kernel_source(fn, dataclasses.asdict(job))
 
 
 def compile_kernel(fn, job: KernelJob, target: Target):

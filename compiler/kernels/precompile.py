@@ -15,7 +15,7 @@ on their original lines, and never torch (``worker_build``). Kernels that differ
 their names compile once (``share_compiles``).
 
 The pool is one per process, started on first use (``compile_pool``): worker processes import
-torch and Triton once (seconds) and are reused by every later compile.
+Triton once and are reused by every later compile.
 
 Example:
     >>> default_workers() >= 1

@@ -84,13 +84,18 @@ def kernel_module(source: str, code_dir: str) -> types.ModuleType:
     return module
 
 
-def compile_job(fn, kernel: dict[str, Any], target: Target):
-    """``triton.compile`` of JIT function ``fn`` as a ``KernelJob`` (as a dict) launches it:
-    ``build.compile_kernel``'s compile, from plain data."""
+def kernel_source(fn, kernel: dict[str, Any]):
+    """Triton's ``ASTSource`` of ``fn`` (a JITFunction) specialized as ``kernel`` (a
+    ``KernelJob`` as a dict) launches it."""
     from triton.compiler import ASTSource
     attrs = {(k,): [["tt.divisibility", 16]] for k in kernel["divisible_by_16"]}
-    source = ASTSource(fn, dict(kernel["types"]), dict(kernel["constexprs"]), attrs)
-    return triton.compile(source, target=Target.of(target).triton(),
+    return ASTSource(fn, dict(kernel["types"]), dict(kernel["constexprs"]), attrs)
+
+
+def compile_job(fn, kernel: dict[str, Any], target: Target):
+    """``triton.compile`` of JIT function ``fn`` as ``kernel`` (a ``KernelJob`` as a dict)
+    launches it: the one compile call of workers and of ``build.compile_kernel``."""
+    return triton.compile(kernel_source(fn, kernel), target=Target.of(target).triton(),
                           options=dict(kernel["options"]))
 
 
