@@ -174,8 +174,20 @@ def _combine_digit_pairs(expr: sympy.Expr) -> sympy.Expr:
 
 
 def simplify(expr: sympy.Expr, ranges: Mapping[sympy.Symbol, sympy.Expr]) -> sympy.Expr:
-    """Range-aware simplification of an index expression (bottom-up, to a fixed point)."""
+    """Range-aware simplification of an index expression (bottom-up, to a fixed point).
+
+    Memoized: the result depends on ``expr`` and the ranges of its own symbols only, and a
+    model's repeated blocks ask for the same index expressions kernel after kernel.
+    """
     expr = sympy.sympify(expr)
+    bounds = tuple(sorted(((s, ranges[s]) for s in expr.free_symbols if s in ranges),
+                          key=lambda pair: str(pair[0])))
+    return _simplify_bounded(expr, bounds)
+
+
+@functools.lru_cache(maxsize=1 << 16)
+def _simplify_bounded(expr: sympy.Expr, bounds: tuple) -> sympy.Expr:
+    ranges = dict(bounds)
     for _ in range(8):
         new = _combine_digit_pairs(sympy.expand(_simplify_once(expr, ranges)))
         if new == expr:

@@ -3,6 +3,7 @@ replaces for static modules: the same graph, key, inputs, specs and mutations, a
 export path wherever the one-trace path does not apply."""
 from __future__ import annotations
 
+import contextlib
 import warnings
 
 import pytest
@@ -139,3 +140,39 @@ def test_a_failing_one_trace_path_warns_once_naming_torch(monkeypatch):
         second = capture_module(module, (x,))
     _assert_same(first, _by_export(module, (x,)))
     assert second.graph_key == first.graph_key
+
+
+def _stack_traces(captured) -> list:
+    return [n.stack_trace for n in captured.gm.graph.nodes if n.stack_trace]
+
+
+def test_the_one_trace_records_no_stack_traces_and_keeps_the_key(monkeypatch):
+    from compiler import capture_trace
+    config = capture_trace._fx_config()
+    if config is None:
+        pytest.skip("this torch has no torch.fx.config.do_not_emit_stack_traces")
+    module, args = blocks.bert_layer("tiny")
+    quiet = capture_module(module.eval(), args)
+    assert _stack_traces(quiet) == [] and config.do_not_emit_stack_traces is False
+
+    class Recording:       # the trace as before: stack traces on
+        off = staticmethod(contextlib.nullcontext)
+    monkeypatch.setattr(capture_trace, "STACK_TRACES", Recording())
+    recorded = capture_module(module, args)
+    assert _stack_traces(recorded)
+    assert recorded.graph_key == quiet.graph_key
+
+
+def test_overlapping_uses_restore_the_switch_when_the_last_ends():
+    from compiler.capture_trace import StackTraces, _fx_config
+    config = _fx_config()
+    if config is None:
+        pytest.skip("this torch has no torch.fx.config.do_not_emit_stack_traces")
+    switch = StackTraces()
+    first, second = switch.off(), switch.off()
+    first.__enter__()
+    second.__enter__()
+    first.__exit__(None, None, None)
+    assert config.do_not_emit_stack_traces is True      # the second capture still runs
+    second.__exit__(None, None, None)
+    assert config.do_not_emit_stack_traces is False

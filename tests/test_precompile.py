@@ -3,6 +3,7 @@ module's own launchers then find (a cache hit, not a second compile), for sm_90 
 from __future__ import annotations
 
 import copy
+import dataclasses
 
 import pytest
 import torch
@@ -51,9 +52,9 @@ def test_workers_fill_the_cache_the_launchers_hit(name, pool, tmp_path, monkeypa
 
     assert result["errors"] == {}
     assert result["kernels"] == len(artifact.kernels) > 0
-    # One cache entry per kernel: had the launchers' compile missed the workers' entries,
-    # it would have compiled again under a different key and left a second entry.
-    assert len(_cache_groups(tmp_path / "triton")) == len(artifact.kernels)
+    # One cache entry per distinct compile: had the launchers' compile missed the workers'
+    # entries, it would have compiled again under a different key and left a second entry.
+    assert len(_cache_groups(tmp_path / "triton")) == result["compiled"]
     for kernel in artifact.kernels:
         launcher = getattr(loaded, kernel.name)
         assert isinstance(launcher, Launcher)
@@ -67,6 +68,108 @@ def test_without_a_pool_kernels_compile_in_process(tmp_path, monkeypatch):
     result = pc.precompile(artifact, loaded, H100, tmp_path / "code", None)
     assert result["errors"] == {} and result["kernels"] == len(artifact.kernels)
     assert all(getattr(loaded, k.name)._compiled for k in artifact.kernels)
+
+
+@pytest.mark.parametrize("use_pool", [True, False])
+def test_kernels_equal_but_for_their_names_compile_once(use_pool, pool, tmp_path, monkeypatch):
+    """bert_layer's two LayerNorms are one kernel under two names: one compile, whose binary
+    both launchers get; ``share=False`` (the baseline) compiles each."""
+    artifact, loaded = _lowered("bert_layer", tmp_path, monkeypatch)
+    by_key: dict[str, list[str]] = {}
+    for kernel in artifact.kernels:
+        by_key.setdefault(kernel.kernel_key, []).append(kernel.name)
+    copies = [names for names in by_key.values() if len(names) > 1]
+    assert copies        # else this block no longer tests sharing
+
+    result = pc.precompile(artifact, loaded, H100, tmp_path / "code", pool if use_pool else None)
+
+    assert result["errors"] == {} and result["kernels"] == len(artifact.kernels)
+    assert result["compiled"] == len(by_key) == len(_cache_groups(tmp_path / "triton"))
+    for names in copies:
+        binaries = {id(c) for n in names for c in getattr(loaded, n)._compiled.values()}
+        assert len(binaries) == 1
+    if use_pool:
+        assert sorted(result["compile_seconds"]) == sorted(n[0] for n in by_key.values())
+        assert all(s > 0 for s in result["compile_seconds"].values())
+
+
+def test_without_sharing_every_kernel_compiles(tmp_path, monkeypatch):
+    artifact, loaded = _lowered("bert_layer", tmp_path, monkeypatch)
+    result = pc.precompile(artifact, loaded, H100, tmp_path / "code", None, share=False)
+    assert result["errors"] == {}
+    assert result["compiled"] == len(artifact.kernels) == len(_cache_groups(tmp_path / "triton"))
+
+
+def test_jobs_differing_in_more_than_their_names_do_not_share():
+    job = kb.KernelJob("k0", {"XBLOCK": 64}, {"XBLOCK": 64}, {"num_warps": 4, "num_stages": 3},
+                       {"in_ptr0": "*bf16", "xnumel": "i32"}, [0])
+    variants = [dataclasses.replace(job, name="k1", options={"num_warps": 8, "num_stages": 3}),
+                dataclasses.replace(job, name="k2", types={"in_ptr0": "*bf16", "xnumel": "i64"}),
+                dataclasses.replace(job, name="k3", divisible_by_16=[]),
+                dataclasses.replace(job, name="k4")]           # another kernel_key, below
+    keys = {"k0": "a", "k1": "a", "k2": "a", "k3": "a", "k4": "b"}
+    shared = pc.share_compiles((job, *variants), keys)
+    assert list(shared) == ["k0", "k1", "k2", "k3", "k4"]
+    assert pc.share_compiles((job, dataclasses.replace(job, name="k5")),
+                             {"k0": "a", "k5": "a"}) == {"k0": (job, dataclasses.replace(job, name="k5"))}
+
+
+def test_workers_compile_without_importing_torch(tmp_path, monkeypatch):
+    """Workers import only the module's kernels (a scan's combine helper included): torch,
+    seconds per worker, stays out, and the caller's compile still hits their binaries."""
+    class Model(torch.nn.Module):
+        def forward(self, x):
+            return x.logcumsumexp(1).relu() + 1
+
+    x = torch.randn(4, 33)
+    artifact = lower(capture_module(Model(), (x,)), {}, "cuda")
+    monkeypatch.setattr(triton.knobs.cache, "dir", str(tmp_path / "triton"))
+    (tmp_path / "code").mkdir()
+    loaded = load_module(artifact.source, "cuda", tmp_path / "code", static_shapes=True,
+                         kernels={k.name for k in artifact.kernels})
+    _, jobs = launcher_jobs(artifact, loaded)
+    pool = pc.CompilePool(1)
+    try:
+        # The compiles alone: Triton's host launchers, built after them where torch has no
+        # generic launcher (as here, on a CPU), bring in Triton's driver and torch with it.
+        reply = pool.submit(pc.ModuleJob(artifact.source, str(tmp_path / "code"),
+                                         kb.cache_dir(), H100, jobs)).result()
+        (ping,) = pool.warm()
+    finally:
+        pool.close()
+    assert reply["errors"] == {} and len(jobs) == 2
+    assert ping["torch"] is False
+    result = pc.precompile(artifact, loaded, H100, tmp_path / "code", None)
+    assert result["errors"] == {}
+    # the caller's compiles of the full module found the worker's binaries
+    assert len(_cache_groups(tmp_path / "triton")) == len(jobs)
+
+
+_NEEDS_A_BLANKED_NAME = """import torch
+import triton
+import triton.language as tl
+SCALE = tl.constexpr(2)
+
+@jit
+def kiln_scale_0(x_ptr, XBLOCK: tl.constexpr):
+    i = tl.arange(0, XBLOCK)
+    tl.store(x_ptr + i, tl.load(x_ptr + i) * SCALE)
+"""
+
+
+def test_a_kernel_the_kernels_alone_cannot_compile_compiles_from_the_full_module(tmp_path):
+    from compiler.kernels import worker_build
+    assert not hasattr(worker_build.kernel_module(_NEEDS_A_BLANKED_NAME, str(tmp_path)), "SCALE")
+    kernel = {"name": "kiln_scale_0", "launch": {"XBLOCK": 64}, "constexprs": {"XBLOCK": 64},
+              "options": {"num_warps": 1}, "types": {"x_ptr": "*fp32"}, "divisible_by_16": [0]}
+    job = {"source": _NEEDS_A_BLANKED_NAME, "code_dir": str(tmp_path),
+           "cache_dir": str(tmp_path / "triton"), "target": list(H100), "kernels": [kernel]}
+    try:
+        reply = worker_build.compile_module_job(job)
+    finally:
+        worker_build.use_cache_dir(kb.cache_dir())
+    assert reply["errors"] == {}
+    assert [p.name for p in (tmp_path / "triton").rglob("*.cubin")] == ["kiln_scale_0.cubin"]
 
 
 def test_warming_compiles_in_a_throwaway_cache(tmp_path, monkeypatch):
@@ -87,7 +190,7 @@ def test_a_warmed_worker_answers_then_compiles(tmp_path, monkeypatch):
         artifact, loaded = _lowered("gpt2_block", tmp_path, monkeypatch)
         result = pc.precompile(artifact, loaded, H100, tmp_path / "code", pool)
         assert result["errors"] == {} and result["kernels"] == len(artifact.kernels)
-        assert len(_cache_groups(tmp_path / "triton")) == len(artifact.kernels)
+        assert len(_cache_groups(tmp_path / "triton")) == result["compiled"]
     finally:
         pool.close()
 
@@ -127,14 +230,15 @@ def test_launchers_are_built_once_per_key_after_the_compiles(pool, tmp_path, mon
     assert result["errors"] == {}
     compiles = [j for j in submitted if not j.build_launchers]
     builds = [j for j in submitted if j.build_launchers]
-    assert sorted(k.name for j in compiles for k in j.kernels) == sorted(
-        k.name for k in artifact.kernels)
+    _, jobs = launcher_jobs(artifact, loaded)
+    distinct = pc.share_compiles(jobs, {k.name: k.kernel_key for k in artifact.kernels})
+    assert sorted(k.name for j in compiles for k in j.kernels) == sorted(distinct)
     assert submitted[:len(compiles)] == compiles            # no build before every compile
     keys = [kb.launcher_key(k) for j in builds for k in j.kernels]
     assert all(len(j.kernels) == 1 for j in submitted) and len(set(keys)) == len(keys)
     assert set(keys) == {kb.launcher_key(k) for j in compiles for k in j.kernels}
-    # The builds found the workers' binaries: still one cache entry per kernel.
-    assert len(_cache_groups(tmp_path / "triton")) == len(artifact.kernels)
+    # The builds found the workers' binaries: still one cache entry per distinct compile.
+    assert len(_cache_groups(tmp_path / "triton")) == len(distinct)
 
 
 @pytest.mark.gpu

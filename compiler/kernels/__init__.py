@@ -10,7 +10,8 @@
     interpreter  the CPU shim generated kernels need under Triton's interpreter
     load         generated source -> module; one kernel alone; stored cubins -> kernels
     precompile   a static-shape module's kernels compiled ahead of its first call, in a pool
-                 of worker processes (compile_worker)
+                 of worker processes (compile_worker); kernels equal but for their names once
+    worker_build what a compile worker runs: the module's kernels alone, Triton without torch
 
 Nothing here imports the rest of the compiler except ``compiler.artifact`` and
 ``compiler.config``; the rest of the compiler reaches Triton only through this package
@@ -21,12 +22,12 @@ or changes:
 
 | API | where | fallback |
 |---|---|---|
-| ``triton.compiler.ASTSource`` | build | none: kiln needs it to compile ahead of a launch (Triton >= 3.2) |
+| ``triton.compiler.ASTSource`` | build, worker_build | none: kiln needs it to compile ahead of a launch (Triton >= 3.2) |
 | ``triton.backends.compiler.GPUTarget`` | build | none, as above |
 | ``triton.runtime.driver.active.get_current_target`` | build | none (GPU only) |
 | ``triton.runtime.jit.mangle_type`` | build | a table of torch dtype -> Triton type |
-| ``triton.backends.nvidia.driver.CudaLauncher`` | build | skip: the first launch builds the host launcher |
-| ``triton.knobs.cache`` (dir, scope) | build | none (Triton >= 3.4) |
+| ``triton.backends.nvidia.driver.CudaLauncher`` | worker_build (re-exported by build) | skip: the first launch builds the host launcher |
+| ``triton.knobs.cache`` (dir, scope) | build, worker_build | none (Triton >= 3.4) |
 | ``triton.compiler.compiler.CompiledKernel(src, files, hash)`` | load | the stored binary is skipped: the kernel compiles at its first launch |
 | ``triton.runtime.interpreter.TensorHandle`` | interpreter | none: the CPU path needs it |
 | ``triton.knobs.runtime.launch_enter_hook`` / ``exit_hook`` | launch | read only: with a hook set Triton's own launcher runs |

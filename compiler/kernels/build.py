@@ -7,7 +7,8 @@
   (the pipeline's build stage): cubin plus metadata, failures as statuses, never raised.
   Too much shared memory, registers past what one block may hold, or spills past the
   target's limit are ``resource_error`` (limits: ``configs/autotune/default.toml``).
-* ``warm_backend`` and ``build_launcher``: start-up costs paid ahead of a first launch.
+* ``warm_backend`` and ``build_launcher``: start-up costs paid ahead of a first launch (in
+  ``worker_build``, with the compile call itself: what a compile worker runs without torch).
 
 The extern config of a GEMM template (``Config(extern=1)``) is "ok" with no cubin: its
 cuBLAS call needs no build, and tuning must still time it.
@@ -21,6 +22,7 @@ Example (needs Triton's CUDA backend, not a GPU):
 """
 from __future__ import annotations
 
+import dataclasses
 import functools
 import json
 import re
@@ -35,13 +37,14 @@ from typing import Any, Sequence
 
 import torch
 import triton
-import triton.language as tl
 
 from ..artifact import KernelArtifact, content_hash
 from .signature import (KernelJob, MissingDtypesError, Signature, dtype_name,  # noqa: F401
                         kernel_jobs, launcher_key, signature)
 from .source import load_kernel
 from .spec import Config, Target, TargetLimits, parse_targets  # noqa: F401 (Target re-exported)
+from .worker_build import (build_launcher, compile_job, kernel_source,  # noqa: F401 (re-exported)
+                           use_cache_dir, warm_backend)
 
 BUILD_STATUSES = ("ok", "build_error", "resource_error")
 MAX_THREADS_PER_BLOCK = 1024
@@ -55,66 +58,19 @@ def current_target() -> Target:
 
 def ast_source(fn, job: KernelJob):
     """Triton's ``ASTSource`` of ``fn`` (a JITFunction) specialized as ``job`` launches it."""
-    from triton.compiler import ASTSource
-    attrs = {(k,): [["tt.divisibility", 16]] for k in job.divisible_by_16}
-    return ASTSource(fn, dict(job.types), dict(job.constexprs), attrs)
+    return kernel_source(fn, dataclasses.asdict(job))
 
 
 def compile_kernel(fn, job: KernelJob, target: Target):
     """``triton.compile`` of ``fn`` (a JITFunction) for ``job``: a cache hit when a worker
-    (or an earlier run) compiled the same kernel into the same Triton cache."""
-    return triton.compile(ast_source(fn, job), target=Target.of(target).triton(),
-                          options=dict(job.options))
-
-
-def build_launcher(compiled) -> bool:
-    """Build the kernel's host launcher into Triton's cache, as its first launch would.
-
-    Triton 3.6 compiles a C launcher per kernel signature with gcc (~0.3 s each, one after
-    another, inside the first call); built here, the first call finds it cached. Newer
-    Tritons launch through one generic launcher and need an active driver here: nothing to
-    build, and any failure only means the first call builds it (False).
-    """
-    try:
-        from triton.backends.nvidia.driver import CudaLauncher
-        CudaLauncher(compiled.src, compiled.metadata)
-    except Exception:  # noqa: BLE001 -- an optimization only; the first launch does it anyway
-        return False
-    return True
-
-
-@triton.jit
-def _warm_up_kernel(x_ptr):
-    tl.store(x_ptr, tl.load(x_ptr) + 1.0)
-
-
-def warm_backend(target: Target) -> str | None:
-    """Compile a tiny kernel for ``target``: a process's first ``triton.compile`` pays the
-    backend's start-up (~0.4 s more than a small kernel's ~0.1 s), which would otherwise land
-    on a model's first kernel. A throwaway cache makes it a real compile every time and keeps
-    the user's cache clean. Returns None, or why it failed (harmless: the first real compile
-    pays the start-up instead).
-    """
-    from triton.compiler import ASTSource
-    try:
-        with tempfile.TemporaryDirectory(prefix="kiln-warm-") as scratch, \
-                triton.knobs.cache.scope():   # restores the cache dir (and its env variable)
-            triton.knobs.cache.dir = scratch
-            triton.compile(ASTSource(_warm_up_kernel, {"x_ptr": "*fp32"}),
-                           target=Target.of(target).triton())
-    except Exception as err:  # noqa: BLE001 -- an optimization only
-        return f"{type(err).__name__}: {err}"
-    return None
+    (or an earlier run) compiled the same kernel into the same Triton cache. The worker's
+    own compile call (``worker_build.compile_job``), so both sides key alike."""
+    return compile_job(fn, dataclasses.asdict(job), target)
 
 
 def cache_dir() -> str:
     """Triton's on-disk cache directory in this process."""
     return str(triton.knobs.cache.dir)
-
-
-def use_cache_dir(path: str) -> None:
-    """Point this process's Triton cache at ``path`` (a compile worker serving a caller)."""
-    triton.knobs.cache.dir = path
 
 
 # ----------------------------------------------------------------------------- cross-compiling

@@ -8,12 +8,14 @@ cache; back in the caller, the same ``triton.compile`` call is then a cache hit 
 milliseconds) and its compiled kernel is handed to the module's ``Launcher``, so the first
 launch is already the direct one.
 
-Both sides build the kernel from the *same module source* loaded the same way, because Triton
-keys a kernel by its source text and its starting line number in the file: a kernel compiled
-from its own short file would never be found from the module's file.
+Both sides build the kernel from the *same module source*, because Triton keys a kernel by its
+source text and its starting line number in the file: a kernel compiled from its own short
+file would never be found from the module's file. Workers import only the module's kernels,
+on their original lines, and never torch (``worker_build``). Kernels that differ only in
+their names compile once (``share_compiles``).
 
 The pool is one per process, started on first use (``compile_pool``): worker processes import
-torch and Triton once (seconds) and are reused by every later compile.
+Triton once and are reused by every later compile.
 
 Example:
     >>> default_workers() >= 1
@@ -35,9 +37,8 @@ from pathlib import Path
 from typing import Any
 
 from ..artifact import CompiledArtifact
-from .build import (KernelJob, Target, build_launcher, cache_dir, compile_kernel, launcher_key,
-                    use_cache_dir)
-from .load import launcher_jobs, load_module
+from .build import KernelJob, Target, cache_dir, compile_kernel, launcher_key
+from .load import launcher_jobs
 
 
 @dataclass(frozen=True)
@@ -49,30 +50,6 @@ class ModuleJob:
     target: tuple[str, int, int]         # ("cuda", 90, 32)
     kernels: tuple[KernelJob, ...] = field(default_factory=tuple)
     build_launchers: bool = False        # also build each kernel's host launcher
-
-
-def compile_module_job(job: ModuleJob) -> dict[str, Any]:
-    """Worker side: compile every kernel of ``job`` into its Triton cache (and with
-    ``build_launchers`` build their launchers); errors are kept per kernel (the caller's own
-    first launch will then compile and raise it properly)."""
-    use_cache_dir(job.cache_dir)       # the caller's cache, whatever our env said
-    module = _worker_module(job.source, job.code_dir)
-    errors, launchers, start = {}, 0, time.perf_counter()
-    for kernel in job.kernels:
-        try:
-            compiled = compile_kernel(getattr(module, kernel.name), kernel, job.target)
-        except Exception as err:  # noqa: BLE001 -- reported, and redone by the first launch
-            errors[kernel.name] = f"{type(err).__name__}: {err}"
-            continue
-        if job.build_launchers:
-            launchers += build_launcher(compiled)
-    return {"errors": errors, "launchers": launchers, "seconds": time.perf_counter() - start}
-
-
-@functools.lru_cache(maxsize=8)
-def _worker_module(source: str, code_dir: str):
-    """A worker's import of a module: once per module, however many of its kernels it gets."""
-    return load_module(source, "cuda", Path(code_dir))
 
 
 class CompilePool:
@@ -158,50 +135,92 @@ def default_workers() -> int:
 
 
 def precompile(artifact: CompiledArtifact, module, target: Target,
-               code_dir: Path, pool: CompilePool | None) -> dict[str, Any]:
+               code_dir: Path, pool: CompilePool | None, share: bool = True) -> dict[str, Any]:
     """Compile every kernel of the loaded static-shape ``module`` before its first call and
-    give each ``Launcher`` its compiled kernel. Returns ``{"kernels", "errors", "static",
-    "launchers_built", "seconds"}``: kernels torch's generic launcher runs
-    (``static_launch``), and host launchers the workers built for the others, one per
-    ``launcher_key`` (see ``build_launcher``).
+    give each ``Launcher`` its compiled kernel. Returns ``{"kernels", "compiled", "errors",
+    "static", "launchers_built", "seconds", "compile_seconds"}``: kernels given a binary,
+    distinct compiles (``share_compiles``), kernels torch's generic launcher runs
+    (``static_launch``), host launchers the workers built for the others, one per
+    ``launcher_key`` (see ``build_launcher``), and each compile's seconds in its worker.
 
-    With ``pool`` None the kernels are compiled here, one after another (still sparing the
-    first call, and the way to precompile where spawning processes is unwanted).
+    With ``share`` (the default) kernels that differ only in their names (a model's repeated
+    blocks) compile once and share the binary; False compiles every copy (the baseline
+    ``benchmarks/bench_compile.py`` measures against). With ``pool`` None the kernels are
+    compiled here, one after another (still sparing the first call, and the way to
+    precompile where spawning processes is unwanted).
     """
     start = time.perf_counter()
     launchers, jobs = launcher_jobs(artifact, module)
     jobs = tuple(j for j in jobs if not launchers[j.name].has(j.launch))   # stored binaries
+    keys = {k.name: k.kernel_key for k in artifact.kernels}
+    copies = share_compiles(jobs, keys) if share else {j.name: (j,) for j in jobs}
     errors: dict[str, str] = {}
     static: set[str] = set()
 
     def load(job: KernelJob) -> bool:
-        """Compile ``job`` here (a cache hit once a worker compiled it) for its Launcher;
-        whether it still needs Triton's host launcher."""
+        """Compile ``job`` here (a cache hit once a worker compiled it) and hand the binary
+        to its Launcher and its copies'; whether it still needs Triton's host launcher."""
         try:
             compiled = compile_kernel(launchers[job.name].fn, job, target)
         except Exception as err:  # noqa: BLE001 -- the first launch compiles it and raises
-            errors[job.name] = f"{type(err).__name__}: {err}"
+            errors.update({c.name: f"{type(err).__name__}: {err}" for c in copies[job.name]})
             return False
-        if launchers[job.name].preload(job.launch, compiled):
-            static.add(job.name)
-            return False
-        return True
+        for copy in copies[job.name]:
+            if launchers[copy.name].preload(copy.launch, compiled):
+                static.add(copy.name)
+        return job.name not in static
 
-    launchers_built = 0
+    launchers_built, seconds = 0, {}
+    distinct = tuple(shared[0] for shared in copies.values())
     if pool is None:
-        for job in jobs:
+        for job in distinct:
             load(job)
-    elif jobs:
+    elif distinct:
         whole = ModuleJob(artifact.source, str(code_dir), cache_dir(),
-                          dataclasses.astuple(Target.of(target)), jobs)
-        launchers_built = _compile_in_pool(pool, whole, load, errors)
-    return {"kernels": len(jobs), "errors": errors, "static": len(static),
-            "launchers_built": launchers_built, "seconds": time.perf_counter() - start}
+                          dataclasses.astuple(Target.of(target)), distinct)
+        launchers_built, seconds = _compile_in_pool(pool, whole, load, errors)
+        for name, shared in copies.items():     # a worker's error holds for every copy
+            if name in errors:
+                errors.update({c.name: errors[name] for c in shared})
+    return {"kernels": len(jobs), "compiled": len(copies), "errors": errors,
+            "static": len(static), "launchers_built": launchers_built,
+            "seconds": time.perf_counter() - start, "compile_seconds": seconds}
 
 
-def _compile_in_pool(pool: CompilePool, whole: ModuleJob, load, errors: dict[str, str]) -> int:
+def share_compiles(jobs: tuple[KernelJob, ...], keys: dict[str, str]
+                   ) -> dict[str, tuple[KernelJob, ...]]:
+    """The name of each distinct compile's job among ``jobs`` -> the jobs its binary serves
+    (that job first), in ``jobs``' order.
+
+    Triton keys a compile by the kernel's source text, name included, so a model's repeated
+    blocks (ResNet-50: 68 kernels, 24 distinct; BERT-base: 98, 8) would compile every copy.
+    Two jobs share a binary where their kernels' ``kernel_key`` (the source with the name
+    replaced, and pointer dtypes) and everything else Triton compiles them with are equal:
+    the binary then differs only in its symbol's name, which nothing but a profiler sees
+    (stored binaries are shared the same way, ``launch.plan``).
+
+    >>> job = KernelJob("k0", {"XBLOCK": 64}, {"XBLOCK": 64}, {"num_warps": 4},
+    ...                 {"in_ptr0": "*fp32", "xnumel": "i32"}, [0])
+    >>> other = dataclasses.replace(job, name="k1")
+    >>> wider = dataclasses.replace(job, name="k2", launch={"XBLOCK": 128},
+    ...                             constexprs={"XBLOCK": 128})
+    >>> shared = share_compiles((job, other, wider), {"k0": "a", "k1": "a", "k2": "a"})
+    >>> {name: [j.name for j in c] for name, c in shared.items()}
+    {'k0': ['k0', 'k1'], 'k2': ['k2']}
+    """
+    groups: dict[str, list[KernelJob]] = {}
+    for job in jobs:
+        same = json.dumps([keys[job.name], dataclasses.asdict(job) | {"name": None}],
+                          sort_keys=True)
+        groups.setdefault(same, []).append(job)
+    return {group[0].name: tuple(group) for group in groups.values()}
+
+
+def _compile_in_pool(pool: CompilePool, whole: ModuleJob, load, errors: dict[str, str]
+                     ) -> tuple[int, dict[str, float]]:
     """Compile ``whole``'s kernels in ``pool``, calling ``load`` on each as it is done (True:
-    it needs Triton's host launcher); returns the host launchers built.
+    it needs Triton's host launcher); returns the host launchers built and each kernel's
+    compile seconds in its worker.
 
     One job per kernel, each taken by the next free worker: kernels differ a lot in compile
     time, and equal shares would leave workers idle behind the slowest share. Launchers are
@@ -211,9 +230,10 @@ def _compile_in_pool(pool: CompilePool, whole: ModuleJob, load, errors: dict[str
     generic launcher runs the kernels, none is built.
     """
     compiles = {pool.submit(dataclasses.replace(whole, kernels=(k,))): k for k in whole.kernels}
-    builds, keys = [], set()
+    builds, keys, seconds = [], set(), {}
     for future in cf.as_completed(compiles):
         kernel = compiles[future]
+        seconds[kernel.name] = future.result().get("seconds", 0.0)
         error = future.result()["errors"].get(kernel.name)
         if error:        # a dead worker's "*" is not: its kernel compiles in ``load``
             errors[kernel.name] = error
@@ -222,6 +242,6 @@ def _compile_in_pool(pool: CompilePool, whole: ModuleJob, load, errors: dict[str
             keys.add(launcher_key(kernel))
             builds.append(pool.submit(dataclasses.replace(whole, kernels=(kernel,),
                                                           build_launchers=True)))
-    return sum(f.result().get("launchers", 0) for f in builds)
+    return sum(f.result().get("launchers", 0) for f in builds), seconds
 
 
