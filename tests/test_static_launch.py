@@ -171,8 +171,11 @@ def test_serving_plans_from_stored_binaries_match_tritons_own(name, tmp_path, mo
         served = serve._plan(kernel, binary, {}, tmp_path / "scratch", triton.__version__)
         (compiled,) = launcher._compiled.values()
         own = static_launch.plan(compiled, launcher.fn)
-        assert dataclasses.replace(served, cubin_path="") == \
-            dataclasses.replace(own, cubin_path="")
+        # precompile compiles kernels equal up to their name once (share_compiles), so the
+        # JIT launcher may hold a sibling's binary: the plans agree but for the symbol name
+        assert served.name == kernel.name
+        assert dataclasses.replace(served, cubin_path="", name="") == \
+            dataclasses.replace(own, cubin_path="", name="")
         assert Path(served.cubin_path).read_bytes() == result.cubin
     assert "def call(args):" in serve.wrapper_source(artifact.source)
     assert "@jit" not in serve.wrapper_source(artifact.source)
