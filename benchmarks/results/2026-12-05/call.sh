@@ -20,16 +20,18 @@ mark autotune $?; tail -20 "$OUT/bench_autotune.txt"
 wait
 tail -24 "$OUT/thirdparty_run.txt"
 t 40 launch
-timeout 60 python3 benchmarks/bench_decode.py --lengths 128,1024 --steps 8 --repeats 2 \
-    --json "$OUT/bench_decode.json" > "$OUT/bench_decode.txt" 2>&1
-mark decode $?; tail -16 "$OUT/bench_decode.txt"
+timeout 100 python3 benchmarks/bench_deploy.py --config configs/zoo-thirdparty.toml \
+    --store /tmp/tp-store --models swin_tiny gpt2_lm llama_lm t5_encoder densenet121 \
+    efficientnet_b0 deit_small mobilenetv3_large bert_4layer resnet50 convnext_tiny \
+    --systems eager kiln_load --json "$OUT/thirdparty.json" \
+    > "$OUT/thirdparty.txt" 2>&1; mark "thirdparty deploy" $?
+tail -26 "$OUT/thirdparty.txt"
 for m in bert_4layer; do
   timeout 15 python3 benchmarks/profile_load.py --store /tmp/tp-store --config \
       configs/zoo-thirdparty.toml --model $m > "$OUT/profile_load_$m.txt" 2>&1
   head -1 "$OUT/profile_load_$m.txt"; done
-timeout 90 python3 benchmarks/bench_deploy.py --config configs/zoo-thirdparty.toml \
-    --store /tmp/tp-store --systems eager kiln_load --json "$OUT/thirdparty.json" \
-    > "$OUT/thirdparty.txt" 2>&1; mark "thirdparty deploy" $?
-tail -26 "$OUT/thirdparty.txt"
+timeout 60 python3 benchmarks/bench_decode.py --lengths 128,1024 --steps 8 --repeats 2 \
+    --json "$OUT/bench_decode.json" > "$OUT/bench_decode.txt" 2>&1
+mark decode $?; tail -16 "$OUT/bench_decode.txt"
 BENCH_ARGS="--models t5_encoder --systems kiln_nographs,kiln_graphs,inductor,inductor_ro,eager --budget-s 50" \
     t 100 bench
