@@ -129,7 +129,8 @@ def _static_cache_module(model, **kwargs):
     class StaticCacheLM(TorchExportableModuleWithStaticCache):
         """The recipe's forward with the positions given to the model: a chunk of any
         length then writes at ``cache_position`` (the recipe derives them from the cache's
-        length counter instead; see the xfail below)."""
+        length counter instead, as ``test_transformers_static_cache_recipe_as_it_is``
+        checks too)."""
 
         def forward(self, input_ids, cache_position):
             for layer in self.static_cache.layers:
@@ -175,10 +176,6 @@ def static_steps_like_eager(compiled, module, eager, chunks, tokens) -> None:
         start += n
 
 
-@pytest.mark.xfail(strict=False, reason="kernel bug (codegen, branch ops): a 0-d tensor read "
-                   "inside a masked region (the cache's length counter + arange, in RoPE's cat) "
-                   "is emitted as tl.load(scalar_ptr, block_mask): 'Mask argument cannot be "
-                   "block type if pointer argument is not a block'")
 def test_transformers_static_cache_recipe_as_it_is():
     model = _llama(layers=1)
     model.generation_config.cache_implementation = "static"

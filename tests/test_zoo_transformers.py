@@ -8,8 +8,6 @@ hidden states, the caches transformers returns) is compared with eager's on fres
 each decoder also compiles a decode step with a dynamic-length cache and runs it at two
 lengths. Kept small for CI (hidden 32, 1-2 layers, 32x32 images). Needs the ``zoo`` extra
 (``pip install -e '.[zoo]'``); skipped without transformers.
-
-Known kernel bugs (fixed apart, on the op branch) are non-strict xfails in ``KERNEL_BUGS``.
 """
 from __future__ import annotations
 
@@ -123,14 +121,6 @@ ARCHS: dict[str, Arch] = {
                      _image),
 }
 
-# Kernel bugs these models hit, fixed on the op branch (lowering/codegen): non-strict xfails
-# so that the fix shows as XPASS and the entry can go.
-KERNEL_BUGS = {
-    "swin": "kernel bug: NameError '_ind0 is not defined' in a kernel mixing roll, the window "
-            "partition and a masked load (issue 13 item 3, branch ops)",
-}
-
-
 def _compile(model, kwargs: dict, **more):
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
@@ -145,14 +135,8 @@ def _assert_same(name: str, got: Any, want: Any) -> int:
     return len(got_leaves)
 
 
-def _xfail_known(name: str, request) -> None:
-    if name in KERNEL_BUGS:
-        request.applymarker(pytest.mark.xfail(strict=False, reason=KERNEL_BUGS[name]))
-
-
 @pytest.mark.parametrize("name", list(ARCHS))
-def test_compiles_like_eager(name, request):
-    _xfail_known(name, request)
+def test_compiles_like_eager(name):
     arch = ARCHS[name]
     model = arch.build()
     compiled = _compile(model, arch.inputs(torch.Generator().manual_seed(1)))
@@ -171,8 +155,7 @@ def _cache_name(model) -> str:
 
 
 @pytest.mark.parametrize("name", [n for n, a in ARCHS.items() if a.decoder])
-def test_decode_step_with_dynamic_cache_like_eager(name, request):
-    _xfail_known(name, request)
+def test_decode_step_with_dynamic_cache_like_eager(name):
     model = ARCHS[name].build()
     cache_name = _cache_name(model)
     gen = torch.Generator().manual_seed(3)
