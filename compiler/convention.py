@@ -28,6 +28,8 @@ from typing import Any, Sequence
 import torch
 import torch.utils._pytree as pytree
 
+from .capture_pytree import register_library_pytrees
+
 CONVENTION_VERSION = 1
 # Lifted constants up to this many bytes travel inside the convention's JSON; bigger ones
 # are looked up on the module by name where a serving process rebuilds the call.
@@ -179,6 +181,8 @@ class CallConvention:
                                     "dynamic_dims": tuple(s["dynamic_dims"])})
                        for s in data["inputs"])
         constants = {k: _load_tensor(k, v, module) for k, v in data["constants"].items()}
+        if module is not None:   # a stored call returning a library's type (a KV cache)
+            register_library_pytrees(module)
         return cls(name=data["name"], inputs=inputs,
                    mutated_buffers=tuple(data["mutated_buffers"]),
                    in_spec=_load_spec(data["in_spec"]), out_spec=_load_spec(data["out_spec"]),
@@ -214,7 +218,16 @@ def _dump_spec(spec: Any) -> str | None:
 
 
 def _load_spec(text: str | None) -> Any:
-    return None if text is None else pytree.treespec_loads(text)
+    if text is None:
+        return None
+    try:
+        return pytree.treespec_loads(text)
+    except NotImplementedError as err:   # torch: "Deserializing <type> ... is not registered"
+        raise ValueError(
+            f"the stored calling convention holds a type torch's pytree does not know in this "
+            f"process ({err}). Fix: import and register it before loading (kiln registers "
+            f"transformers' cache types itself when the module given holds transformers "
+            f"code)") from None
 
 
 def _dump_tensor(t: torch.Tensor) -> dict[str, Any]:

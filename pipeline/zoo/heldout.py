@@ -107,15 +107,17 @@ def swin_tiny(batch: int = 32, image: int = 224) -> Example:
     return _timm("swin_tiny_patch4_window7_224", batch, image)
 
 
-def gpt2_lm(batch: int = 16, seq: int = 256) -> Example:
-    """transformers' GPT2LMHeadModel at GPT-2 small size; its output holds the KV cache."""
-    return _transformers("GPT2LMHeadModel", "GPT2Config", "gpt2_lm", batch, seq)
+def gpt2_lm(batch: int = 16, seq: int = 256, **config: Any) -> Example:
+    """transformers' GPT2LMHeadModel at GPT-2 small size, or as ``config`` (GPT2Config
+    fields) says; its output holds the KV cache."""
+    return _transformers("GPT2LMHeadModel", "GPT2Config", "gpt2_lm", batch, seq, **config)
 
 
-def llama_lm(batch: int = 4, seq: int = 256, layers: int = 4) -> Example:
+def llama_lm(batch: int = 4, seq: int = 256, layers: int = 4, **config: Any) -> Example:
     """transformers' LlamaForCausalLM, 2048 wide with grouped-query attention (32 heads,
-    4 KV heads), ``layers`` layers; its output holds the KV cache."""
+    4 KV heads), ``layers`` layers, each overridable by ``config`` (LlamaConfig fields); its
+    output holds the KV cache."""
+    sizes = dict(vocab_size=32000, hidden_size=2048, intermediate_size=5632,
+                 num_attention_heads=32, num_key_value_heads=4)
     return _transformers("LlamaForCausalLM", "LlamaConfig", "llama_lm", batch, seq,
-                         vocab_size=32000, hidden_size=2048, intermediate_size=5632,
-                         num_hidden_layers=layers, num_attention_heads=32,
-                         num_key_value_heads=4)
+                         **{**sizes, "num_hidden_layers": layers, **config})
