@@ -8,6 +8,10 @@ S=benchmarks/run_device.sh
 bash $S > /dev/null
 python3 -m pipeline.cli run configs/zoo-thirdparty.toml --store /tmp/tp-store \
     > "$OUT/thirdparty_run.txt" 2>&1; echo "[run rc=$? at ${SECONDS}s]"; tail -16 "$OUT/thirdparty_run.txt"
+for m in convnext_tiny gpt2_lm; do     # where load_model's and the first call's time goes
+  (cd benchmarks && timeout 60 python3 profile_load.py --store /tmp/tp-store --model $m \
+      --config ../configs/zoo-thirdparty.toml --top 45 > "$OUT/profile_load_$m.txt" 2>&1)
+  head -1 "$OUT/profile_load_$m.txt"; done
 timeout $((560 - SECONDS)) python3 benchmarks/bench_deploy.py --config configs/zoo-thirdparty.toml \
     --store /tmp/tp-store --systems kiln_load eager --models gpt2_lm llama_lm resnet50 \
     convnext_tiny bert_4layer densenet121 efficientnet_b0 deit_small mobilenetv3_large \
