@@ -181,11 +181,10 @@ class CallConvention:
                                     "dynamic_dims": tuple(s["dynamic_dims"])})
                        for s in data["inputs"])
         constants = {k: _load_tensor(k, v, module) for k, v in data["constants"].items()}
-        if module is not None:   # a stored call returning a library's type (a KV cache)
-            register_library_pytrees(module)
+        in_spec, out_spec = _load_specs(data["in_spec"], data["out_spec"], module)
         return cls(name=data["name"], inputs=inputs,
                    mutated_buffers=tuple(data["mutated_buffers"]),
-                   in_spec=_load_spec(data["in_spec"]), out_spec=_load_spec(data["out_spec"]),
+                   in_spec=in_spec, out_spec=out_spec,
                    constants=constants,
                    scalar_inputs=tuple((k, v) for k, v in data["scalar_inputs"]),
                    size_ranges={k: tuple(v) for k, v in data["size_ranges"].items()})
@@ -217,17 +216,31 @@ def _dump_spec(spec: Any) -> str | None:
     return None if spec is None else pytree.treespec_dumps(spec)
 
 
-def _load_spec(text: str | None) -> Any:
-    if text is None:
-        return None
+def _load_specs(in_text: str | None, out_text: str | None, module) -> tuple[Any, Any]:
+    """The stored input and output specs. A spec naming a library's type (a decoder's KV
+    cache) needs that library's registration, which ``module`` (holding its code) triggers;
+    it is asked for only then, as transformers' costs 1.5-3 s to import on a serving
+    process's load path (its exporter pulls in torch._dynamo)."""
     try:
-        return pytree.treespec_loads(text)
+        return _load_spec(in_text), _load_spec(out_text)
     except NotImplementedError as err:   # torch: "Deserializing <type> ... is not registered"
-        raise ValueError(
-            f"the stored calling convention holds a type torch's pytree does not know in this "
-            f"process ({err}). Fix: import and register it before loading (kiln registers "
-            f"transformers' cache types itself when the module given holds transformers "
-            f"code)") from None
+        if module is None or not register_library_pytrees(module):
+            raise _unknown_type(err) from None
+    try:
+        return _load_spec(in_text), _load_spec(out_text)
+    except NotImplementedError as err:
+        raise _unknown_type(err) from None
+
+
+def _load_spec(text: str | None) -> Any:
+    return None if text is None else pytree.treespec_loads(text)
+
+
+def _unknown_type(err: Exception) -> ValueError:
+    return ValueError(
+        f"the stored calling convention holds a type torch's pytree does not know in this "
+        f"process ({err}). Fix: import and register it before loading (kiln registers "
+        f"transformers' cache types itself when the module given holds transformers code)")
 
 
 def _dump_tensor(t: torch.Tensor) -> dict[str, Any]:

@@ -25,11 +25,12 @@ from __future__ import annotations
 import warnings
 from collections import OrderedDict
 from dataclasses import dataclass, field
-from typing import Any, Callable, Protocol, Sequence
+from typing import TYPE_CHECKING, Any, Callable, Protocol, Sequence
 
 import torch
 
-from .graph_padding import PaddingPlan, PaddingRefusedError, plan_padding
+if TYPE_CHECKING:
+    from .graph_padding import PaddingPlan
 
 
 class GraphCaptureWarning(UserWarning):
@@ -295,6 +296,8 @@ def dynamic_graphed_call(compiled, inputs: Sequence[int], cuda_graphs,
     if not cuda_graphs or compiled.static_cuda or compiled.artifact.meta["device"] != "cuda":
         return None
     policy = cuda_graphs if isinstance(cuda_graphs, GraphPolicy) else GraphPolicy()
+    # graph_padding needs sympy (~0.35 s to import): only for a dynamic module with a graph
+    from .graph_padding import PaddingRefusedError, plan_padding
     plans, gm = [], getattr(captured, "gm", None)
     for symbol in sorted(compiled.size_ranges) if policy.buckets and gm is not None else ():
         try:

@@ -58,6 +58,14 @@ subprocess.Popen.__init__ = no_compiler
 """
 
 
+# Imports a load must not pay for (each costs 0.1-0.4 s): sympy (dynamic-shape padding
+# only), pandas (pyarrow converts timestamps with it where installed), pyarrow's dataset
+# scan and compute, torch.export's and dynamo's machinery.
+_HEAVY_MODULES = ("sympy", "pandas", "pyarrow.dataset", "pyarrow.compute", "torch._dynamo")
+_HEAVY = (f"heavy = [m for m in {_HEAVY_MODULES!r} if m in set(sys.modules) - before]; "
+          "assert not heavy, f'loading imported {heavy}'")
+
+
 @pytest.mark.parametrize("name", ["mlp", "convnet", "transformer_block"])
 def test_a_fresh_process_loads_by_name_and_matches_eager(baked, name):
     script = _FORBID + textwrap.dedent(f"""
@@ -77,6 +85,33 @@ def test_a_fresh_process_loads_by_name_and_matches_eager(baked, name):
                          text=True, timeout=300)
     assert out.returncode == 0, out.stderr[-3000:]
     assert out.stdout.split()[0] == "ok" and int(out.stdout.split()[1]) >= 1
+
+
+def test_loading_does_not_import_what_serving_does_not_need(baked):
+    """A spy on the import system records every attempt, so a lazy import counts even
+    where the package is not installed (pandas is not, in CI)."""
+    script = textwrap.dedent(f"""
+        import sys, torch, storage
+        from pipeline.zoo import tiny
+        HEAVY = {_HEAVY_MODULES!r}
+        tried = []
+        class Spy:
+            def find_spec(self, name, path=None, target=None):
+                if name in HEAVY:
+                    tried.append(name)
+                return None
+        module, args = tiny.convnet()
+        assert not [m for m in HEAVY if m in sys.modules], "imported before loading"
+        sys.meta_path.insert(0, Spy())
+        model = storage.Store({str(baked)!r}).load_model("convnet", module)
+        with torch.no_grad():
+            model(*args)
+        print("tried", sorted(set(tried)))
+        """)
+    out = subprocess.run([sys.executable, "-c", script], cwd=ROOT, capture_output=True,
+                         text=True, timeout=300)
+    assert out.returncode == 0, out.stderr[-3000:]
+    assert out.stdout.strip() == "tried []", out.stdout
 
 
 def test_the_loaded_model_uses_the_live_weights(baked):
@@ -230,9 +265,11 @@ def test_a_gpu_process_serves_stored_cubins_without_triton(tmp_path_factory, nam
         module, args = tiny.{name}()
         module = module.cuda()
         args = tuple(a.cuda() for a in args)
+        before = set(sys.modules)
         model = storage.Store({str(store)!r}).load_model({name!r}, module)
         with torch.no_grad():
             out = model(*args)
+            {_HEAVY}
             torch.testing.assert_close(out, module(*args), rtol=1e-3, atol=1e-4)
             torch.save(out.cpu(), {str(root / (name + '.pt'))!r})
         print("ok")

@@ -91,10 +91,11 @@ def _transformers(model: str, config: str, name: str, batch: int, seq: int,
     return module, (torch.randint(3, cfg.vocab_size, (batch, seq)),)
 
 
-def bert_4layer(batch: int = 16, seq: int = 256, layers: int = 4) -> Example:
-    """transformers' BertModel at BERT-base width with ``layers`` layers."""
+def bert_4layer(batch: int = 16, seq: int = 256, layers: int = 4, **config: Any) -> Example:
+    """transformers' BertModel at BERT-base width with ``layers`` layers, or as ``config``
+    (BertConfig fields) says."""
     return _transformers("BertModel", "BertConfig", "bert_4layer", batch, seq,
-                         num_hidden_layers=layers)
+                         **{"num_hidden_layers": layers, **config})
 
 
 def t5_encoder(batch: int = 16, seq: int = 256, layers: int = 6) -> Example:
