@@ -12,7 +12,6 @@ calls and every kernel launch is bracketed by ``torch.cuda.synchronize``, so wha
 call pays for library initialisation (cuDNN, cuBLAS) shows against the same op in a second,
 direct (not graphed) run. ``--prewarm`` first runs one tiny convolution and matmul in the
 module's dtype (timed): what of the first call is library start-up, not per-shape work.
-``--serial`` turns off load_model's library start-up thread, to see what it saves.
 """
 from __future__ import annotations
 
@@ -78,12 +77,6 @@ def _prewarm(module) -> float:
     return time.perf_counter() - start
 
 
-def _serial() -> None:
-    """load_model without its library start-up thread (``storage.deploy._start_libraries``)."""
-    import storage.deploy
-    storage.deploy._start_libraries = lambda *args: None
-
-
 def by_phase(ns) -> None:
     """Wall time of each phase, nothing instrumented: what bench_deploy's kiln_load sees."""
     module, args = _model(ns.config, ns.model)
@@ -92,8 +85,6 @@ def by_phase(ns) -> None:
     marks = [time.perf_counter()]
     import storage
     import storage.deploy    # noqa: F401 -- as bench_deploy times it
-    if ns.serial:
-        _serial()
     marks.append(time.perf_counter())
     with torch.inference_mode():
         fn = storage.Store(ns.store).load_model(ns.model, module)
@@ -103,7 +94,7 @@ def by_phase(ns) -> None:
             _sync()
             marks.append(time.perf_counter())
     took = [b - a for a, b in zip(marks, marks[1:])]
-    print(f"{ns.model} on {DEVICE}{' serial' if ns.serial else ''}: "
+    print(f"{ns.model} on {DEVICE}: "
           + (f"prewarm {warm:.3f} s, " if warm is not None else "")
           + f"import {took[0]:.3f} s, load_model {took[1]:.3f} s, first call {took[2]:.3f} s, "
           f"first result {sum(took[:3]):.3f} s; second call {took[3]:.3f} s")
@@ -116,8 +107,6 @@ def by_op(ns) -> None:
     clock = _OpClock()
     clock.install()
     import storage
-    if ns.serial:
-        _serial()
     with torch.inference_mode():
         start = time.perf_counter()
         fn = storage.Store(ns.store).load_model(ns.model, module)
@@ -146,8 +135,6 @@ def main() -> None:
                         help="wall time per phase only, nothing instrumented")
     parser.add_argument("--prewarm", action="store_true",
                         help="with --ops or --phases: start cuDNN and cuBLAS first")
-    parser.add_argument("--serial", action="store_true",
-                        help="with --ops or --phases: no library start-up thread in load_model")
     ns = parser.parse_args()
     if ns.ops or ns.phases:
         return (by_op if ns.ops else by_phase)(ns)

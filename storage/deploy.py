@@ -219,26 +219,10 @@ def load_model(store: "Store", name: str, module: "torch.nn.Module", *, device: 
         refused = "".join(f"; refused {issue}" for issue in refusals(store, name))
         raise ModelMissError(f"module {row['module_key']} of {name!r} is not intact in "
                              f"store {store.root}{refused}")
-    starting = _start_libraries(artifact, module, device)
-    try:
-        convention = CallConvention.from_json(artifact.meta["call"], module)
-        bind_state(convention, module, name)
-        compiled = compiled_module(store, artifact, wanted)
-    finally:
-        if starting is not None:    # done before anything can capture a CUDA graph
-            starting.join()
+    convention = CallConvention.from_json(artifact.meta["call"], module)
+    bind_state(convention, module, name)
+    compiled = compiled_module(store, artifact, wanted)
     return CompiledModel(module, convention, compiled, cache_hit=True)
-
-
-def _start_libraries(artifact: Any, module: "torch.nn.Module", device: Any):
-    """cuDNN's and cuBLAS's start-up, on a thread, while the module loads (its first call
-    would pay it): ``compiler.kernels.libraries``."""
-    import torch
-    from compiler.kernels.libraries import start_libraries
-    device = torch.device(device) if device is not None else _device_of(module)
-    floats = [p.dtype for p in module.parameters() if p.is_floating_point()]
-    return start_libraries(artifact.meta.get("extern_ops", ()), device,
-                           floats[0] if floats else torch.float32)
 
 
 def bind_state(convention: Any, module: "torch.nn.Module", name: str) -> None:
