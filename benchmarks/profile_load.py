@@ -7,10 +7,11 @@ child; then ``import storage``, ``Store(S).load_model`` and the first synchroniz
 profiled together and the functions with the most cumulative and own time are printed, with
 the wall time of each phase.
 
-``--phases`` prints each phase's wall time, nothing instrumented. ``--ops`` times the first call op by op instead (no cProfile): every ATen op the wrapper
-calls and every kernel launch is bracketed by ``torch.cuda.synchronize``, so what the first
-call pays for library initialisation (cuDNN, cuBLAS) shows against the same op in a second,
-direct (not graphed) run. ``--prewarm`` first runs one tiny convolution and matmul in the
+``--phases`` prints each phase's wall time, nothing instrumented. ``--ops`` times the first
+call op by op instead (no cProfile): every ATen op the wrapper calls and every kernel launch
+is bracketed by ``torch.cuda.synchronize``, so what the first call pays for library
+initialisation (cuDNN, cuBLAS) shows against the same op in a second, direct (not graphed)
+run. ``--prewarm`` first runs one tiny convolution and matmul in the
 module's dtype (timed): what of the first call is library start-up, not per-shape work.
 """
 from __future__ import annotations
@@ -77,11 +78,17 @@ def _prewarm(module) -> float:
     return time.perf_counter() - start
 
 
-def by_phase(ns) -> None:
-    """Wall time of each phase, nothing instrumented: what bench_deploy's kiln_load sees."""
+def _built(ns) -> tuple:
+    """(module, args, prewarm seconds or None): the model on the GPU, as bench_deploy builds
+    it, with cuDNN and cuBLAS started first under ``--prewarm``."""
     module, args = _model(ns.config, ns.model)
     _sync()
-    warm = _prewarm(module) if ns.prewarm else None
+    return module, args, _prewarm(module) if ns.prewarm else None
+
+
+def by_phase(ns) -> None:
+    """Wall time of each phase, nothing instrumented: what bench_deploy's kiln_load sees."""
+    module, args, warm = _built(ns)
     marks = [time.perf_counter()]
     import storage
     import storage.deploy    # noqa: F401 -- as bench_deploy times it
@@ -101,9 +108,7 @@ def by_phase(ns) -> None:
 
 
 def by_op(ns) -> None:
-    module, args = _model(ns.config, ns.model)
-    _sync()
-    warm = _prewarm(module) if ns.prewarm else None
+    module, args, warm = _built(ns)
     clock = _OpClock()
     clock.install()
     import storage

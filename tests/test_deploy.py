@@ -271,7 +271,7 @@ def test_a_gpu_process_serves_stored_cubins_without_triton(tmp_path_factory, nam
             out = model(*args)
             {_HEAVY}
             torch.testing.assert_close(out, module(*args), rtol=1e-3, atol=1e-4)
-            # the second call captures the CUDA graph (no thread of load_model's still runs)
+            # the second call captures the CUDA graph, the third replays it
             assert torch.equal(model(*args), out) and torch.equal(model(*args), out)
             torch.save(out.cpu(), {str(root / (name + '.pt'))!r})
         print("ok")
