@@ -143,6 +143,7 @@ class Tap:
     value: Expr          # the input element (masked loads read ``other`` outside the input)
     flat: Expr           # its flat index in the input plane (h * W + w), as eager reports it
     valid: Expr | None   # where it lies inside the input (None: always)
+    ks: tuple = ()       # its position in the window, one tap number per axis
 
 
 def window_taps(x: TensorValue, axes: list[Axis], out_syms, other) -> list[Tap]:
@@ -157,7 +158,7 @@ def window_taps(x: TensorValue, axes: list[Axis], out_syms, other) -> list[Tap]:
         if valid is not None:
             value = masked(valid, value, other)
         flat = _i(sum((i * p for i, p in zip(idx, plane)), sympy.Integer(0)))
-        taps.append(Tap(value, flat, valid))
+        taps.append(Tap(value, flat, valid, ks))
     return taps
 
 
