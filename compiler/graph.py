@@ -271,6 +271,11 @@ class GraphLowering(torch.fx.Interpreter):
                 self.env[node] = realized   # later consumers load it instead of recomputing
         return ref
 
+    def strided_view(self, value: TensorValue) -> BufferRef | None:
+        """``value`` as a strided view of a buffer; None where it is computed (nothing is
+        realized: a lowering asks how its operand is laid out before choosing a form)."""
+        return self._as_ref(value)
+
     def _as_ref(self, value: TensorValue) -> BufferRef | None:
         body = value.body
         if not isinstance(body, Load) or body.dtype != value.dtype:
@@ -318,6 +323,15 @@ class GraphLowering(torch.fx.Interpreter):
         results = [self._load_buffer(n, l) if n is not None else None
                    for n, l in zip(names, layouts)]
         return tuple(results) if isinstance(val, (tuple, list)) else results[0]
+
+    def call_library(self, target, refs: tuple, layout: Layout) -> TensorValue:
+        """Run ATen's ``target`` from the wrapper on ``refs`` (views of realized buffers),
+        for an op the graph does not name: a lowering computing its node another way (a
+        1x1 conv as ``aten.mm``). Its one result has ``layout``."""
+        name = self.new_name("buf")
+        self.operations.append(ExternKernel((name,), (layout,), _op_path(target), tuple(refs),
+                                            (), False, False))
+        return self._load_buffer(name, layout)
 
     def _refs(self, node_arg, value):
         if isinstance(value, BufferRef):

@@ -18,6 +18,7 @@ import torch
 from .registry import Registry
 from ..ir import contiguous_strides
 from .common import channels_last_strides
+from .conv_gemm import is_gemm_conv, lower_gemm_conv
 from .depthwise import is_depthwise, lower_depthwise
 from .pointwise import pointwise
 
@@ -51,8 +52,11 @@ def lower_convolution(ctx, x, weight, bias, *rest):
     kernel that reads the output next (a norm, an activation, a residual add), as in
     Inductor.
     """
-    if is_depthwise(ctx.node.args[0].meta["val"], ctx.node.args[1].meta["val"], rest):
+    x_val, w_val = ctx.node.args[0].meta["val"], ctx.node.args[1].meta["val"]
+    if is_depthwise(x_val, w_val, rest):
         out = lower_depthwise(ctx, x, weight, rest)    # a kiln kernel: see .depthwise
+    elif is_gemm_conv(x_val, w_val, rest):
+        out = lower_gemm_conv(ctx, x, weight, rest)    # one mm: see .conv_gemm
     else:
         out = _library_conv(ctx, x, weight, rest)
     if bias is None:
