@@ -117,6 +117,32 @@ def test_prologue_fuses_in_registers_but_not_where_a_loop_would_reread_its_input
     assert compiled.kernel_count == kernels
 
 
+def _excite_nine_taps(x, w):
+    """A 3x3 stencil over channels-last ``x`` (NHWC storage read as NCHW), activated, then
+    squeeze-excite: the mean over H and W reads its rows with stride C."""
+    y = F.pad(x.permute(0, 3, 1, 2), (1, 1, 1, 1))
+    h, wd = x.shape[1], x.shape[2]
+    s = F.silu(sum(y[:, :, i:i + h, j:j + wd] * w[i, j] for i in range(3) for j in range(3)))
+    return (s * torch.sigmoid(s.mean((2, 3), keepdim=True)),)
+
+
+@pytest.mark.parametrize("side, kernels", [(8, 1), (48, 2)])
+def test_many_loads_stay_out_of_a_row_kernel_reading_across_rows(side, kernels):
+    """Rows of 64 run 64 a program, so adjacent channels fill a sector: the stencil joins the
+    mean's kernel. Rows of 2304 run 4 a program, where each of the nine taps would load one
+    element per sector: the stencil gets its own kernel and the mean reads its result (the
+    excitation, one load a row, still joins the mean)."""
+    x, w = torch.randn(2, side, side, 16), torch.randn(3, 3)
+    compiled = _compile(_excite_nine_taps, x, w)
+    assert compiled.kernel_count == kernels
+    fresh = torch.randn_like(x)
+    torch.testing.assert_close(compiled(fresh, w)[0], _excite_nine_taps(fresh, w)[0],
+                               rtol=1e-4, atol=1e-5)
+    lowered, ops = _ops(_excite_nine_taps, x, w)
+    steps = schedule(lowered, FusionLimits(), TritonPlanner())
+    assert [len(s.nodes) for s in steps] == ([1, 2] if side == 48 else [3])
+
+
 def test_same_shaped_buffers_sharing_an_input_save_its_second_read():
     a, b = torch.randn(33, 17), torch.randn(33, 17)
 

@@ -74,17 +74,21 @@ def launch_config(kind: KernelKind, numels: Sequence, options: CompilerOptions,
     return LaunchConfig((("XBLOCK", x), ("num_warps", warps)), (grid_axis(xnumel, x),))
 
 
-def _reduction_config(kind: KernelKind, numels, device_type: str) -> LaunchConfig:
+def rows_per_program(kind: KernelKind, numels, device_type: str = "cuda") -> tuple[int, int]:
+    """(XBLOCK, RBLOCK) of a row kernel's heuristic config: rows a program reduces at once."""
     xnumel, rnumel = numels
     if kind == KernelKind.REDUCTION_PERSISTENT:
         r = next_pow2(rnumel)
         # long rows: several rows a program and many warps (swept on an H100: XBLOCK=4 with
         # 16-32 warps beat one row with 8 warps by 2.7-3.2x for rows of 3136)
         budget = INTERPRETER_MAX_BLOCK if device_type == "cpu" else (16384 if r >= 2048 else 4096)
-        x = _block(xnumel, max(1, budget // r))
-    else:
-        r = 4096 if device_type == "cpu" else 2048
-        x = 1
+        return _block(xnumel, max(1, budget // r)), r
+    return 1, (4096 if device_type == "cpu" else 2048)
+
+
+def _reduction_config(kind: KernelKind, numels, device_type: str) -> LaunchConfig:
+    x, r = rows_per_program(kind, numels, device_type)
+    xnumel = numels[0]
     warps = max(1, min(16 if x * r >= 8192 else 8, x * r // 256))
     return LaunchConfig((("XBLOCK", x), ("RBLOCK", r), ("num_warps", warps)),
                         (grid_axis(xnumel, x),))

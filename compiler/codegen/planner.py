@@ -3,8 +3,9 @@
 The scheduler decides fusion by traffic: it asks a ``scheduler.FusionPlanner`` what one
 kernel of some nodes would move, or whether no kernel can hold them. This answers for the
 emitters here: plain pointwise buffers share a 1-D kernel when ``pointwise_group_fits``;
-anything with a reduction shares a row kernel when ``plan_row_group`` finds one. Inductor's
-``BaseScheduling.can_fuse`` plays this part there.
+anything with a reduction shares a row kernel when ``plan_row_group`` finds one, unless
+it would compute a many-load pointwise value across its rows (``computes_strided_work``).
+Inductor's ``BaseScheduling.can_fuse`` plays this part there.
 
 Example:
     >>> TritonPlanner().kernel_traffic((), frozenset()) is None
@@ -12,9 +13,13 @@ Example:
 """
 from __future__ import annotations
 
-from ..ir import ComputedBuffer
+import sympy
+
+from ..ir import ComputedBuffer, Load, walk
+from ..kernels.spec import KernelKind
 from ..traffic import Traffic, pointwise_traffic, row_traffic
-from .reduction import plan_row_group
+from .heuristics import rows_per_program
+from .reduction import RowPlan, plan_row_group
 from .triton import pointwise_group_fits
 
 
@@ -40,4 +45,49 @@ class TritonPlanner:
         if key not in self._plans:
             self._plans[key] = plan_row_group(nodes)
         plan = self._plans[key]
-        return None if plan is None else row_traffic(plan, stores, hint)
+        if plan is None or computes_strided_work(plan):
+            return None
+        return row_traffic(plan, stores, hint)
+
+
+# A row kernel reading its rows across memory (a channels-last mean over H and W) with less
+# than a sector's worth of rows a program sends each warp's 32 lanes to 32 different sectors
+# at every load. A few such loads (BatchNorm, an activation) cost little next to writing the
+# value and reading it back; a depthwise conv's 9-49 taps computed there were 8x slower than
+# on their own (EfficientNet's squeeze-excite mean, H200), so such a value gets its own,
+# coalesced kernel.
+MAX_SCATTERED_LOADS = 4
+SECTOR_ROWS = 16     # rows a program must hold for adjacent rows to fill a 32-byte sector
+
+
+def computes_strided_work(plan: RowPlan) -> bool:
+    """Whether a pointwise node of the plan (kind "full") reads more than
+    ``MAX_SCATTERED_LOADS`` elements of other buffers that no two lanes read adjacently."""
+    if not plan.rdims:
+        return False
+    kind = KernelKind.REDUCTION_PERSISTENT if plan.persistent else KernelKind.REDUCTION_LOOPED
+    numels = [sympy.Mul(*[n for _, n in dims]) for dims in (plan.xdims, plan.rdims)]
+    rows, _ = rows_per_program(kind, numels)
+    inner_x = plan.xdims[-1][0] if plan.xdims and rows >= SECTOR_ROWS else None
+    zero = {s: 0 for s, _ in plan.xdims + plan.rdims}
+    own = {n.name for n in plan.nodes}
+    for node_kind, body in zip(plan.kinds, plan.bodies):
+        if node_kind != "full":
+            continue
+        scattered = sum(1 for load in walk(body) if isinstance(load, Load)
+                        and load.buffer not in own
+                        and _step(load, plan.rdims[-1][0], zero) not in (0, 1)
+                        and (inner_x is None or _step(load, inner_x, zero) != 1))
+        if scattered > MAX_SCATTERED_LOADS:
+            return True
+    return False
+
+
+def _step(load: Load, symbol: sympy.Symbol, zero: dict):
+    """How far apart in memory ``load`` reads the first two elements along ``symbol`` (enough
+    for the affine and floor/mod indexing of views); None where the data decides."""
+    if load.indirect:
+        return None
+    index = sympy.sympify(load.index)
+    step = sympy.simplify(index.xreplace({**zero, symbol: 1}) - index.xreplace(zero))
+    return int(step) if step.is_Integer else None
