@@ -143,6 +143,30 @@ def test_many_loads_stay_out_of_a_row_kernel_reading_across_rows(side, kernels):
     assert [len(s.nodes) for s in steps] == ([1, 2] if side == 48 else [3])
 
 
+class _MeanHW(torch.nn.Module):
+    def forward(self, x):
+        return x.mean((2, 3))
+
+
+@pytest.mark.parametrize("layout", ["channels_last", "contiguous"])
+def test_rows_across_memory_are_read_several_a_program(layout):
+    """A mean over H and W of a channels-last tensor reduces rows whose elements are C apart
+    and whose neighbours are adjacent: its kernel is marked ``rows_across`` and, for CUDA,
+    walks 32 rows a program in a loop (one row a program reads one element per sector). The
+    same mean over a contiguous tensor reads along its rows: four rows of 2304 a program,
+    held whole."""
+    memory_format = torch.channels_last if layout == "channels_last" else torch.contiguous_format
+    x = torch.randn(2, 64, 48, 48).to(memory_format=memory_format)
+    (kernel,) = lower(capture_module(_MeanHW(), (x,)), target="cuda").kernels
+    across = layout == "channels_last"
+    assert kernel.spec.rows_across is across
+    assert dict(kernel.spec.launch.params)["XBLOCK"] == (32 if across else 4)
+    assert type(kernel.spec).from_json(kernel.spec.to_json()) == kernel.spec
+    compiled = _compile(lambda t: (t.mean((2, 3)),), x)
+    fresh = torch.randn_like(x)
+    torch.testing.assert_close(compiled(fresh)[0], fresh.mean((2, 3)), rtol=1e-4, atol=1e-5)
+
+
 def test_same_shaped_buffers_sharing_an_input_save_its_second_read():
     a, b = torch.randn(33, 17), torch.randn(33, 17)
 

@@ -18,8 +18,8 @@ import sympy
 from ..ir import ComputedBuffer, Load, walk
 from ..kernels.spec import KernelKind
 from ..traffic import Traffic, pointwise_traffic, row_traffic
-from .heuristics import rows_per_program
-from .reduction import RowPlan, plan_row_group
+from .heuristics import SECTOR_ROWS, rows_per_program
+from .reduction import RowPlan, load_step, plan_row_group
 from .triton import pointwise_group_fits
 
 
@@ -50,24 +50,26 @@ class TritonPlanner:
         return row_traffic(plan, stores, hint)
 
 
-# A row kernel reading its rows across memory (a channels-last mean over H and W) with less
-# than a sector's worth of rows a program sends each warp's 32 lanes to 32 different sectors
-# at every load. A few such loads (BatchNorm, an activation) cost little next to writing the
-# value and reading it back; a depthwise conv's 9-49 taps computed there were 8x slower than
-# on their own (EfficientNet's squeeze-excite mean, H200), so such a value gets its own,
-# coalesced kernel.
+# A row kernel whose rows lie across memory (a channels-last mean over H and W) reads them
+# coalesced only while it holds a sector's worth of adjacent rows a program; one row a
+# program sends each warp's 32 lanes to 32 different sectors at every load. A looped kernel
+# walking 32 rows together is coalesced but runs only rows/32 programs. A few loads there
+# (BatchNorm, an activation) cost little next to writing the value and reading it back; a
+# depthwise conv's 9-49 taps computed there were 8x slower than on their own (EfficientNet's
+# squeeze-excite mean, H200), so such a value gets its own kernel.
 MAX_SCATTERED_LOADS = 4
-SECTOR_ROWS = 16     # rows a program must hold for adjacent rows to fill a 32-byte sector
 
 
 def computes_strided_work(plan: RowPlan) -> bool:
     """Whether a pointwise node of the plan (kind "full") reads more than
-    ``MAX_SCATTERED_LOADS`` elements of other buffers that no two lanes read adjacently."""
+    ``MAX_SCATTERED_LOADS`` elements of other buffers across the rows where the kernel
+    cannot read them well: too few rows a program to coalesce, or too few programs."""
     if not plan.rdims:
         return False
     kind = KernelKind.REDUCTION_PERSISTENT if plan.persistent else KernelKind.REDUCTION_LOOPED
     numels = [sympy.Mul(*[n for _, n in dims]) for dims in (plan.xdims, plan.rdims)]
-    rows, _ = rows_per_program(kind, numels)
+    rows, _ = rows_per_program(kind, numels, rows_across=plan.across)
+    few_programs = plan.across and not plan.persistent
     inner_x = plan.xdims[-1][0] if plan.xdims and rows >= SECTOR_ROWS else None
     zero = {s: 0 for s, _ in plan.xdims + plan.rdims}
     own = {n.name for n in plan.nodes}
@@ -76,18 +78,9 @@ def computes_strided_work(plan: RowPlan) -> bool:
             continue
         scattered = sum(1 for load in walk(body) if isinstance(load, Load)
                         and load.buffer not in own
-                        and _step(load, plan.rdims[-1][0], zero) not in (0, 1)
-                        and (inner_x is None or _step(load, inner_x, zero) != 1))
+                        and load_step(load, plan.rdims[-1][0], zero) not in (0, 1)
+                        and (few_programs or inner_x is None
+                             or load_step(load, inner_x, zero) != 1))
         if scattered > MAX_SCATTERED_LOADS:
             return True
     return False
-
-
-def _step(load: Load, symbol: sympy.Symbol, zero: dict):
-    """How far apart in memory ``load`` reads the first two elements along ``symbol`` (enough
-    for the affine and floor/mod indexing of views); None where the data decides."""
-    if load.indirect:
-        return None
-    index = sympy.sympify(load.index)
-    step = sympy.simplify(index.xreplace({**zero, symbol: 1}) - index.xreplace(zero))
-    return int(step) if step.is_Integer else None
