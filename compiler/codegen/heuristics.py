@@ -77,8 +77,9 @@ def launch_config(kind: KernelKind, numels: Sequence, options: CompilerOptions,
 
 # Rows lying across memory (a channels-last mean over H and W) are read coalesced only by
 # several rows a program: adjacent rows are adjacent elements, and 16 bf16 fill a sector.
+# No more than that: rows/16 programs is already few where rows are few (2048 channels x
+# batch in EfficientNet's first squeeze-excite: 128 programs).
 SECTOR_ROWS = 16
-ACROSS_ROWS = 32       # rows a looped program walks together when they lie across memory
 
 
 def rows_per_program(kind: KernelKind, numels, device_type: str = "cuda",
@@ -95,7 +96,7 @@ def rows_per_program(kind: KernelKind, numels, device_type: str = "cuda",
         return _block(xnumel, max(1, budget // r)), r
     tile = 4096 if device_type == "cpu" else 2048
     if rows_across:
-        x = _block(xnumel, ACROSS_ROWS)
+        x = _block(xnumel, SECTOR_ROWS)
         return x, max(1, tile // x)
     return 1, tile
 

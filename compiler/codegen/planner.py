@@ -53,7 +53,7 @@ class TritonPlanner:
 # A row kernel whose rows lie across memory (a channels-last mean over H and W) reads them
 # coalesced only while it holds a sector's worth of adjacent rows a program; one row a
 # program sends each warp's 32 lanes to 32 different sectors at every load. A looped kernel
-# walking 32 rows together is coalesced but runs only rows/32 programs. A few loads there
+# walking 16 rows together is coalesced but runs only rows/16 programs. A few loads there
 # (BatchNorm, an activation) cost little next to writing the value and reading it back; a
 # depthwise conv's 9-49 taps computed there were 8x slower than on their own (EfficientNet's
 # squeeze-excite mean, H200), so such a value gets its own kernel.
