@@ -39,7 +39,7 @@ from .lowering import LoweringTable
 from .lowering.common import SUPPORTED_DTYPES, channels_last_strides, expand_to
 from .lowering.common import sym_size as sym
 from .mutation import apply_mutations
-from .sizevars import affine_coefficients
+from .sizevars import affine_coefficients, index_step
 
 MAX_INLINE_OPS = 256   # bodies past this are realized even with one user: keep kernels sane
 
@@ -188,7 +188,11 @@ class GraphLowering(torch.fx.Interpreter):
         size = value.size
         val = self.meta_val(node) if node is not None and stride is None else None
         if stride is None and self.channels_last and len(size) == 4:
-            stride = channels_last_strides(size)   # conv graph: keep activations NHWC
+            # conv graph: keep activations NHWC; a value already in NHWC order (a permute to
+            # (N, H, W, C)) row major. Eager's strides, from a capture of NCHW inputs, are not
+            # the storage order here.
+            stride = (contiguous_strides(size) if _reads_along_last_dim(value)
+                      else channels_last_strides(size))
             val = None
         if stride is None:
             stride = contiguous_strides(size)
@@ -564,3 +568,16 @@ def _check_dtype(node, val):
         raise LoweringError(
             f"node {node.name} ({node.format_node()}) has dtype {val.dtype}, which kiln does not "
             f"support; supported: {', '.join(sorted(str(d) for d in SUPPORTED_DTYPES))}")
+
+
+def _reads_along_last_dim(value: TensorValue) -> bool:
+    """Whether a 4-d value's loads are contiguous along its last dim and none along dim 1:
+    its dims are already in storage order (an NHWC activation permuted to (N, H, W, C) for a
+    LayerNorm, an attention tensor), where channels-last strides would put dim 1 innermost
+    and make every load of the kernel computing it a gather."""
+    i = index_symbols(4)
+    zero = dict.fromkeys(i, 0)
+    steps = [(index_step(ld.index, i[3], zero), index_step(ld.index, i[1], zero))
+             for ld in loads_of(value.body) if not ld.indirect]
+    return any(last == 1 for last, _ in steps) and not any(dim1 == 1 for _, dim1 in steps)
+

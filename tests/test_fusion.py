@@ -6,6 +6,7 @@ also checked against eager on fresh random inputs.
 """
 from __future__ import annotations
 
+import re
 import warnings
 
 import pytest
@@ -117,30 +118,31 @@ def test_prologue_fuses_in_registers_but_not_where_a_loop_would_reread_its_input
     assert compiled.kernel_count == kernels
 
 
-def _excite_nine_taps(x, w):
-    """A 3x3 stencil over channels-last ``x`` (NHWC storage read as NCHW), activated, then
-    squeeze-excite: the mean over H and W reads its rows with stride C."""
-    y = F.pad(x.permute(0, 3, 1, 2), (1, 1, 1, 1))
+def _excite(x, w):
+    """A KxK stencil (K from ``w``) over channels-last ``x`` (NHWC storage read as NCHW),
+    activated, then squeeze-excite: the mean over H and W reads its rows with stride C."""
+    k = w.shape[0]
+    y = F.pad(x.permute(0, 3, 1, 2), (k // 2,) * 4)
     h, wd = x.shape[1], x.shape[2]
-    s = F.silu(sum(y[:, :, i:i + h, j:j + wd] * w[i, j] for i in range(3) for j in range(3)))
+    s = F.silu(sum(y[:, :, i:i + h, j:j + wd] * w[i, j] for i in range(k) for j in range(k)))
     return (s * torch.sigmoid(s.mean((2, 3), keepdim=True)),)
 
 
-@pytest.mark.parametrize("side, kernels", [(8, 1), (48, 2)])
-def test_many_loads_stay_out_of_a_row_kernel_reading_across_rows(side, kernels):
-    """Rows of 64 run 64 a program, so adjacent channels fill a sector: the stencil joins the
-    mean's kernel. Rows of 2304 run 4 a program, where each of the nine taps would load one
-    element per sector: the stencil gets its own kernel and the mean reads its result (the
-    excitation, one load a row, still joins the mean)."""
-    x, w = torch.randn(2, side, side, 16), torch.randn(3, 3)
-    compiled = _compile(_excite_nine_taps, x, w)
-    assert compiled.kernel_count == kernels
+@pytest.mark.parametrize("side, taps, steps", [(8, 3, [3]), (48, 3, [1, 2]), (8, 5, [1, 2])])
+def test_many_loads_stay_out_of_a_row_kernel_reading_across_rows(side, taps, steps):
+    """Rows of 64 run 64 a program, so adjacent channels fill a sector: a 3x3 stencil joins
+    the mean's kernel. Rows of 2304 run 4 a program, where each of its nine loads would read
+    one element per sector: the stencil gets its own kernel and the mean reads its result
+    (the excitation, one load a row, still joins the mean). A 5x5 stencil (25 loads) always
+    gets its own kernel."""
+    x, w = torch.randn(2, side, side, 16), torch.randn(taps, taps)
+    compiled = _compile(_excite, x, w)
+    assert compiled.kernel_count == len(steps)
     fresh = torch.randn_like(x)
-    torch.testing.assert_close(compiled(fresh, w)[0], _excite_nine_taps(fresh, w)[0],
+    torch.testing.assert_close(compiled(fresh, w)[0], _excite(fresh, w)[0],
                                rtol=1e-4, atol=1e-5)
-    lowered, ops = _ops(_excite_nine_taps, x, w)
-    steps = schedule(lowered, FusionLimits(), TritonPlanner())
-    assert [len(s.nodes) for s in steps] == ([1, 2] if side == 48 else [3])
+    lowered, _ = _ops(_excite, x, w)
+    assert [len(s.nodes) for s in schedule(lowered, FusionLimits(), TritonPlanner())] == steps
 
 
 class _MeanHW(torch.nn.Module):
@@ -290,3 +292,15 @@ def test_swin_shifted_windows_are_one_kernel():
     fresh = torch.randn(2, 6, 6, 8)
     torch.testing.assert_close(compiled(fresh, bias)[0], shifted_windows(fresh, bias)[0],
                                rtol=0, atol=0)
+
+
+def test_a_padded_read_fills_the_lanes_it_skips_in_the_load_itself():
+    """A read under a mask (padding, a window tap) is one masked load with ``other``: no
+    select after it, which was one instruction per tap and element of a depthwise conv."""
+    x = torch.randn(4, 6)
+    compiled = _compile(lambda t: (F.pad(t, (1, 1, 1, 1)) * 2.0,), x)
+    (kernel,) = compiled.artifact.kernels
+    assert "other=0.0" in kernel.source
+    assert not re.search(r"tl\.where\(.*, 0\.0\)", kernel.source)   # no select of the fill
+    fresh = torch.randn_like(x)
+    torch.testing.assert_close(compiled(fresh)[0], F.pad(fresh, (1, 1, 1, 1)) * 2.0)

@@ -4,7 +4,7 @@ The scheduler decides fusion by traffic: it asks a ``scheduler.FusionPlanner`` w
 kernel of some nodes would move, or whether no kernel can hold them. This answers for the
 emitters here: plain pointwise buffers share a 1-D kernel when ``pointwise_group_fits``;
 anything with a reduction shares a row kernel when ``plan_row_group`` finds one, unless
-it would compute a many-load pointwise value across its rows (``computes_strided_work``).
+it would compute a many-load pointwise value poorly (``computes_heavy_work_poorly``).
 Inductor's ``BaseScheduling.can_fuse`` plays this part there.
 
 Example:
@@ -45,25 +45,30 @@ class TritonPlanner:
         if key not in self._plans:
             self._plans[key] = plan_row_group(nodes)
         plan = self._plans[key]
-        if plan is None or computes_strided_work(plan):
+        if plan is None or computes_heavy_work_poorly(plan):
             return None
         return row_traffic(plan, stores, hint)
 
 
-# A row kernel whose rows lie across memory (a channels-last mean over H and W) reads them
-# coalesced only while it holds a sector's worth of adjacent rows a program; one row a
-# program sends each warp's 32 lanes to 32 different sectors at every load. A looped kernel
-# walking 16 rows together is coalesced but runs only rows/16 programs. A few loads there
-# (BatchNorm, an activation) cost little next to writing the value and reading it back; a
-# depthwise conv's 9-49 taps computed there were 8x slower than on their own (EfficientNet's
-# squeeze-excite mean, H200), so such a value gets its own kernel.
+# A pointwise value with many loads joins a row kernel only where the kernel computes it as
+# well as a kernel of its own would. Not where the rows lie across memory and the kernel
+# holds less than a sector's worth of adjacent rows a program: each warp's 32 lanes then load
+# from 32 different sectors (EfficientNet's depthwise conv in its squeeze-excite mean ran 8x
+# slower than on its own, H200). Not in a looped kernel over such rows: it walks 16 rows
+# together, coalesced, but runs only rows/16 programs. A few such loads (BatchNorm, an
+# activation) cost little next to writing the value and reading it back, so those join.
+# And a value of more than 16 loads an element (a 3x3 depthwise conv reads 9 inputs and 9
+# weights) never joins: its arithmetic outweighs one read of it, a row kernel pads rows (96
+# channels in blocks of 128: a quarter of the lanes idle) and, holding it, can run out of
+# room for the LayerNorm it feeds (fusion limits), which then re-reads its statistics.
 MAX_SCATTERED_LOADS = 4
+MAX_ROW_KERNEL_LOADS = 16
 
 
-def computes_strided_work(plan: RowPlan) -> bool:
-    """Whether a pointwise node of the plan (kind "full") reads more than
-    ``MAX_SCATTERED_LOADS`` elements of other buffers across the rows where the kernel
-    cannot read them well: too few rows a program to coalesce, or too few programs."""
+def computes_heavy_work_poorly(plan: RowPlan) -> bool:
+    """Whether a pointwise node of the plan (kind "full") loads more than
+    ``MAX_ROW_KERNEL_LOADS`` elements of other buffers, or more than ``MAX_SCATTERED_LOADS``
+    that the row kernel reads scattered or with too few programs."""
     if not plan.rdims:
         return False
     kind = KernelKind.REDUCTION_PERSISTENT if plan.persistent else KernelKind.REDUCTION_LOOPED
@@ -71,16 +76,17 @@ def computes_strided_work(plan: RowPlan) -> bool:
     rows, _ = rows_per_program(kind, numels, rows_across=plan.across)
     few_programs = plan.across and not plan.persistent
     inner_x = plan.xdims[-1][0] if plan.xdims and rows >= SECTOR_ROWS else None
+    inner_r = plan.rdims[-1][0]
     zero = {s: 0 for s, _ in plan.xdims + plan.rdims}
     own = {n.name for n in plan.nodes}
     for node_kind, body in zip(plan.kinds, plan.bodies):
         if node_kind != "full":
             continue
-        scattered = sum(1 for load in walk(body) if isinstance(load, Load)
-                        and load.buffer not in own
-                        and load_step(load, plan.rdims[-1][0], zero) not in (0, 1)
-                        and (few_programs or inner_x is None
-                             or load_step(load, inner_x, zero) != 1))
-        if scattered > MAX_SCATTERED_LOADS:
+        moving = [(load_step(load, inner_r, zero), load) for load in walk(body)
+                  if isinstance(load, Load) and load.buffer not in own]
+        moving = [(step, load) for step, load in moving if step != 0]
+        scattered = [load for step, load in moving if step != 1 and (
+            few_programs or inner_x is None or load_step(load, inner_x, zero) != 1)]
+        if len(scattered) > MAX_SCATTERED_LOADS or len(moving) > MAX_ROW_KERNEL_LOADS:
             return True
     return False

@@ -33,7 +33,7 @@ import torch
 
 from ..ir import (ComputedBuffer, Expr, Load, Op, OpName, ReductionBuffer, contiguous_strides,
                   index_symbols, reduction_symbols, substitute, walk)
-from ..sizevars import affine_coefficients, simplify, size_hint, upper_bound
+from ..sizevars import affine_coefficients, index_step, simplify, size_hint, upper_bound
 from ..kernels.spec import PERSISTENT_MAX_RNUMEL, KernelKind
 from ..traffic import row_traffic
 from .builder import CodeBuilder
@@ -263,13 +263,9 @@ def rows_across(bodies, own: set, xdims, rdims) -> bool:
 
 
 def load_step(load: Load, symbol: sympy.Symbol, zero: dict) -> int | None:
-    """How far apart in memory ``load`` reads the first two elements along ``symbol`` (enough
-    for the affine and floor/mod indexing of views); None where the data decides."""
-    if load.indirect:
-        return None
-    index = sympy.sympify(load.index)
-    step = sympy.simplify(index.xreplace({**zero, symbol: 1}) - index.xreplace(zero))
-    return int(step) if step.is_Integer else None
+    """How far apart in memory ``load`` reads the first two elements along ``symbol``;
+    None where the data decides (``sizevars.index_step``)."""
+    return None if load.indirect else index_step(load.index, symbol, zero)
 
 
 def _ordered(dims, body):

@@ -24,7 +24,7 @@ import sympy
 import torch
 
 from ..ir import Const, TensorValue, index_symbols
-from .common import SUPPORTED_DTYPES, cast_expr
+from .common import SUPPORTED_DTYPES, cast_expr, to_dtype
 from .pooling import MAX_WINDOW, _acc_dtype, _materialized, _op, pool_axes, window_taps
 
 
@@ -50,8 +50,8 @@ def lower_depthwise(ctx, x: TensorValue, weight: TensorValue, rest) -> TensorVal
     kernel = tuple(int(k) for k in weight.size[2:])
     axes = pool_axes(x.size[-2:], size[-2:], kernel, stride, padding, dilation)
     x = _materialized(ctx, x)
-    weight = _taps_outermost(ctx, weight)
     acc = _acc_dtype(x.dtype)
+    weight = _taps_outermost(ctx, to_dtype(weight, acc))
     _n, c, oh, ow = index_symbols(4)
     total = None
     for tap in window_taps(x, axes, (oh, ow), 0):
@@ -64,12 +64,15 @@ def lower_depthwise(ctx, x: TensorValue, weight: TensorValue, rest) -> TensorVal
 
 
 def _taps_outermost(ctx, weight: TensorValue) -> TensorValue:
-    """The (C, 1, KH, KW) filter stored tap by tap with channels innermost (NHWC-like).
+    """The (C, 1, KH, KW) filter stored tap by tap with channels innermost (NHWC-like), in
+    the accumulation type.
 
     Neighbouring threads compute neighbouring channels (NHWC), so each tap's weight load is
     then one coalesced read; in the filter's own layout the 32 lanes of a warp read 32
-    addresses KH*KW elements apart for every tap, and that dominated the kernel's time
-    (measured: 5-8x slower than cuDNN in whole models). The copy is a few thousand elements.
+    addresses KH*KW elements apart for every tap. Stored in float32, a half filter is
+    converted once here rather than at every output element (in Hopper SASS of ConvNeXt's
+    7x7 kernel, those conversions were 392 of 2744 instructions). The copy is a few
+    thousand elements.
     """
     channels, _, kh, kw = (int(s) for s in weight.size)
     stride = (1, channels * kh * kw, kw * channels, channels)
