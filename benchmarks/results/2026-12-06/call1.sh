@@ -28,7 +28,7 @@ for v in new base; do tail -3 "$OUT/bake_$v.txt"; done
 for v in new base; do
   dir=$PWD; [ $v = base ] && dir=$PWD/.ab/base
   sys="kiln_load eager"; [ $v = base ] && sys=kiln_load
-  (cd $dir && PYTHONPATH=/tmp/site:$dir timeout $((585 - SECONDS)) python3 benchmarks/bench_deploy.py \
+  (cd $dir && PYTHONPATH=/tmp/site:$dir timeout $((${LIMIT:-585} - SECONDS)) python3 benchmarks/bench_deploy.py \
      --config /tmp/dw.toml --store /tmp/$v-store --systems $sys \
      --json "$OUT/deploy_$v.json" > "$OUT/deploy_$v.txt" 2>&1
    echo "[deploy $v rc=$? at ${SECONDS}s]"; grep "^| " "$OUT/deploy_$v.txt" | tail -14)
