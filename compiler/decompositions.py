@@ -97,4 +97,32 @@ def _built_table() -> dict:
         if op in table:
             table.pop(op)
     table.update(get_decompositions(_ops_decomposed()))
+    aten = torch.ops.aten
+    for op in (aten.linspace.default, aten.linspace.Tensor_Tensor, aten.linspace.Tensor_Scalar,
+               aten.linspace.Scalar_Tensor):
+        table[op] = _linspace
     return dict(table)
+
+
+def _linspace(start, end, steps, **kwargs):
+    """linspace as eager computes it for integer dtypes; torch's reference for the rest.
+
+    Eager casts the bounds to the integer dtype first, steps in double, and takes the second
+    half (from ``steps // 2``) back from the end; torch's reference steps from the uncast
+    bounds in float32, so ``linspace(4.3, -3, 50, dtype=int64)`` came out 4, 4, 4, 3, ...
+    where eager gives 4, 3, 3, ...
+
+    >>> int(_linspace(4.3, -3, 50, dtype=torch.int64)[1])
+    3
+    """
+    from torch._refs import linspace
+    dtype = kwargs.get("dtype")
+    if dtype is None or dtype.is_floating_point or dtype.is_complex or dtype == torch.bool \
+            or steps < 2:
+        return linspace(start, end, steps, **kwargs)
+    start, end = (v.to(dtype).double() if isinstance(v, torch.Tensor) else float(int(v))
+                  for v in (start, end))
+    step = (end - start) / (steps - 1)
+    rg = torch.arange(steps, dtype=torch.float64, device=kwargs.get("device"))
+    out = torch.where(rg < steps // 2, start + step * rg, end - step * (steps - 1 - rg))
+    return out.to(dtype)
