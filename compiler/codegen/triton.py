@@ -192,6 +192,8 @@ class BodyWriter:
             args = [self.value(a) for a in e.args]
             text = OP_CODE[e.op](args, e)
             is_block = any(a in self.block for a in args)
+            if not is_block and e.dtype in WIDE_SCALARS and e.op != OpName.TO_DTYPE:
+                text = f"tl.full([], {text}, {TL_DTYPES[e.dtype]})"
         return self._assign(key, text, is_block)
 
     def _assign(self, key, text: str, is_block: bool) -> str:
@@ -231,6 +233,12 @@ class BodyWriter:
         if e.dtype in HALF_TYPES:
             text += ".to(tl.float32)"
         return text, is_block or in_region
+
+
+# Triton types a Python number as int32 or float32 (the smallest that holds it), so an op of
+# scalars only (``where(c, 0, 1)`` of int64s) computed in 32 bits, and an int64 reduction's
+# identity, iinfo.max, then did not fit its type: such ops are typed explicitly.
+WIDE_SCALARS = (torch.int64, torch.float64)
 
 
 def store_index(index: sympy.Expr, shape: str) -> str:
