@@ -101,7 +101,18 @@ def _built_table() -> dict:
     for op in (aten.linspace.default, aten.linspace.Tensor_Tensor, aten.linspace.Tensor_Scalar,
                aten.linspace.Scalar_Tensor):
         table[op] = _linspace
+    table[aten.take.default] = _take
     return dict(table)
+
+
+def _take(x, index):
+    """take as one advanced index of the flattened input. torch's ``flat[index]`` read a 0-d
+    index as a Python int: a data-dependent guard that make_fx cannot trace.
+
+    >>> _take(torch.arange(6.).reshape(2, 3), torch.tensor(-2))
+    tensor(4.)
+    """
+    return torch.ops.aten.index.Tensor(x.reshape(-1), [index])
 
 
 def _linspace(start, end, steps, **kwargs):
