@@ -195,7 +195,7 @@ def check_samples(op, pairs) -> tuple[tuple, list[str]]:
     eager there; returns (fallback ops, fallback warnings). Raises on any difference."""
     fn = graph_fn(op, [a for a, _ in pairs])
     example = [t.clone() for a, _ in pairs for t in _tensors(a)]
-    gm = make_fx(fn)(*example)
+    gm = _trace(fn, example)
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always", KilnFallbackWarning)
         compiled = compiler.compile_fx(gm, example)
@@ -205,10 +205,23 @@ def check_samples(op, pairs) -> tuple[tuple, list[str]]:
                                    if issubclass(w.category, KilnFallbackWarning)]
 
 
+class Untraceable(Exception):
+    """make_fx refused the sample, before kiln saw it: the op reads a tensor as a Python
+    number (narrow's tensor start) or a Python bool (``equal``, ``allclose``, cov's weight
+    check), the tracer's limit, not kiln's."""
+
+
+def _trace(fn, example):
+    try:
+        return make_fx(fn)(*example)
+    except RuntimeError as exc:
+        if any(m in str(exc) for m in ("_local_scalar_dense", "get value out of a tracing")):
+            raise Untraceable(str(exc)) from exc
+        raise
+
+
 def _untraceable(exc: Exception) -> bool:
-    """make_fx refused the sample: the op reads a tensor as a Python number (narrow's
-    tensor start), the tracer's limit, not kiln's."""
-    return isinstance(exc, RuntimeError) and "_local_scalar_dense" in str(exc)
+    return isinstance(exc, Untraceable)
 
 
 @dataclass
