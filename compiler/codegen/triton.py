@@ -220,8 +220,9 @@ class BodyWriter:
     def _load(self, e: Load):
         idx = self.index(e.index)
         bound = {sym: sympy.Symbol(self.value(v), integer=True) for sym, v in e.indirect}
+        # an index into a dim of size 1 simplifies away: its address is a scalar then
         is_block = bool(idx.free_symbols & KERNEL_INDICES) or any(
-            str(v) in self.block for v in bound.values())
+            str(v) in self.block for sym, v in bound.items() if sym in idx.free_symbols)
         idx = idx.xreplace(bound)
         # inside a masked region even a scalar address may be invalid: always mask there
         in_region = self.mask != self.base_mask
