@@ -179,6 +179,20 @@ def lower_unbind(ctx, x, dim=0):
                  for k in range(int(x.size[dim])))
 
 
+@REGISTRY.register(aten.diagonal.default)
+def lower_diagonal(ctx, x, offset=0, dim1=0, dim2=1):
+    """The other dims in order, then the diagonal of ``dim1`` and ``dim2`` as the last dim
+    (``offset`` > 0 above it, as eager)."""
+    d1, d2 = normalize_dim(dim1, x.ndim), normalize_dim(dim2, x.ndim)
+    starts = {d1: max(-offset, 0), d2: max(offset, 0)}
+
+    def index(new_idx):
+        rest, k = iter(new_idx[:-1]), new_idx[-1]
+        return [k + starts[d] if d in starts else next(rest) for d in range(x.ndim)]
+
+    return x.reindex(ctx.meta_size(), index)
+
+
 def _slice_view(x, dim, start, step, new_size):
     def index(new_idx):
         return [start + step * i if k == dim else i for k, i in enumerate(new_idx)]
@@ -193,6 +207,7 @@ _COPY_VARIANTS = {
     "select_copy": lower_select, "squeeze_copy": lower_squeeze, "unsqueeze_copy": lower_squeeze,
     "detach_copy": lower_detach, "alias_copy": lower_detach,
     "split_with_sizes_copy": lower_split, "split_copy": lower_split, "unbind_copy": lower_unbind,
+    "diagonal_copy": lower_diagonal,
 }
 for _name, _fn in _COPY_VARIANTS.items():
     if hasattr(aten, _name):
