@@ -193,6 +193,32 @@ def lower_diagonal(ctx, x, offset=0, dim1=0, dim2=1):
     return x.reindex(ctx.meta_size(), index)
 
 
+# flip and repeat copy in eager, but each is only an index transform of its input: lowered
+# like the views, they fuse into the kernel that reads them instead of falling back.
+@REGISTRY.register(aten.flip.default)
+def lower_flip(ctx, x, dims):
+    flipped = {normalize_dim(d, x.ndim) for d in dims}
+
+    def index(new_idx):
+        return [x.size[k] - 1 - i if k in flipped else i for k, i in enumerate(new_idx)]
+
+    return x.reindex(x.size, index)
+
+
+@REGISTRY.register(aten.repeat.default)
+def lower_repeat(ctx, x, repeats):
+    """Output dim ``k + lead`` reads input dim ``k`` at its index modulo the input's size
+    (the ``lead`` new leading dims read nothing)."""
+    size = ctx.meta_size()
+    lead = len(size) - x.ndim
+
+    def index(new_idx):
+        return [sympy.Integer(0) if s == 1 else ModularIndexing(i, 1, s)
+                for i, s in zip(new_idx[lead:], x.size)]
+
+    return simplify_value(x.reindex(size, index))
+
+
 def _slice_view(x, dim, start, step, new_size):
     def index(new_idx):
         return [start + step * i if k == dim else i for k, i in enumerate(new_idx)]
