@@ -54,6 +54,12 @@ def _ops_decomposed() -> list[Any]:
         # compiler/lowering/norm.py) unless its saved statistics are read.
         aten._native_batch_norm_legit,
         aten._native_batch_norm_legit_functional,
+        # native_batch_norm is what batch_norm and instance_norm call in train mode: the
+        # same batch statistics as _legit, which fell back to ATen when not decomposed.
+        aten.native_batch_norm,
+        # Vector norms (norm, normalize, cosine_similarity, pairwise_distance, the triplet
+        # losses): abs/pow and a sum, amax or amin, which fuse with what reads them.
+        aten.linalg_vector_norm,
     ]
     # Left as core ATen decides, on purpose:
     # - mm / addmm / bmm / convolution: core ATen already keeps them; each is one extern call
