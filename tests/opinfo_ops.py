@@ -41,7 +41,8 @@ OPS = (
     "erfc", "erfinv", "exp", "exp2", "expm1", "floor", "frac", "log", "log10", "log1p", "log2",
     "neg", "reciprocal", "round", "rsqrt", "sigmoid", "sign", "sgn", "sin", "sinh", "sqrt",
     "square", "tan", "tanh", "trunc", "nan_to_num", "logit", "isnan", "isinf", "isfinite",
-    "signbit", "deg2rad", "rad2deg", "bitwise_not", "logical_not", "positive",
+    "signbit", "deg2rad", "rad2deg", "bitwise_not", "logical_not", "positive", "bfloat16",
+    "sinc", "special.ndtr",
     # binary and ternary pointwise
     "add", "sub", "rsub", "mul", "div.no_rounding_mode", "div.floor_rounding",
     "div.trunc_rounding", "true_divide", "floor_divide", "remainder", "fmod", "pow", "atan2",
@@ -62,23 +63,36 @@ OPS = (
     "var", "std", "var_mean", "max.reduction_with_dim", "min.reduction_with_dim",
     "max.reduction_no_dim", "min.reduction_no_dim", "nansum", "count_nonzero", "cumsum",
     "cumprod", "logcumsumexp", "softmax", "log_softmax", "nn.functional.layer_norm",
-    "nn.functional.group_norm", "nn.functional.rms_norm",
+    "nn.functional.group_norm", "nn.functional.rms_norm", "aminmax", "nanmean", "std_mean",
+    "quantile", "nanquantile", "norm", "nn.functional.normalize",
+    "nn.functional.cosine_similarity", "nn.functional.batch_norm",
+    "nn.functional.instance_norm",
     # views and shapes
     "view", "reshape", "permute", "transpose", "t", "squeeze", "unsqueeze", "expand",
     "flatten", "unflatten", "narrow", "select", "split", "chunk", "unbind", "movedim",
     "contiguous", "clone", "broadcast_to", "flip", "roll", "repeat", "tril", "triu", "cat",
-    "stack", "hstack", "vstack",
+    "stack", "hstack", "vstack", "diagonal", "trace", "diag_embed", "fliplr", "rot90", "tile",
+    "tensor_split", "column_stack", "diff",
     # creation
     "full_like", "zeros_like", "ones_like", "new_full", "new_zeros", "new_ones", "arange",
-    "fill",
+    "fill", "linspace", "logspace",
     # indexing: gathers and scatters
     "gather", "scatter", "scatter_add", "scatter_reduce.sum", "index_select", "index_add",
     "index_copy", "index_put", "index_fill", "take_along_dim", "nn.functional.embedding",
-    "select_scatter", "slice_scatter", "constant_pad_nd",
+    "select_scatter", "slice_scatter", "constant_pad_nd", "take", "nn.functional.embedding_bag",
+    "scatter_reduce.amax", "nn.functional.pad.reflect", "nn.functional.pad.replicate",
+    "nn.functional.pad.circular",
     # matmuls and pooling
     "mm", "bmm", "matmul", "addmm", "nn.functional.linear", "baddbmm", "mv",
     "nn.functional.max_pool2d", "nn.functional.avg_pool2d",
-    "nn.functional.adaptive_avg_pool2d",
+    "nn.functional.adaptive_avg_pool2d", "addmv", "addr", "einsum", "tensordot",
+    "nn.functional.max_pool1d", "nn.functional.adaptive_max_pool2d",
+    "nn.functional.interpolate.bilinear", "nn.functional.pixel_shuffle",
+    # sorting (ATen fallbacks), losses
+    "sort", "topk", "argsort", "cummax", "nn.functional.cross_entropy",
+    "nn.functional.nll_loss", "nn.functional.multilabel_margin_loss",
+    # complex values inside the graph (ATen fallbacks, float inputs and outputs around them)
+    "cfloat", "complex", "polar", "view_as_complex", "fft.fft", "fft.rfft", "fft.irfft",
     # output size depends on the data
     "masked_select", "nonzero", "unique", "argwhere",
 )
