@@ -72,7 +72,7 @@ OPS = (
     "flatten", "unflatten", "narrow", "select", "split", "chunk", "unbind", "movedim",
     "contiguous", "clone", "broadcast_to", "flip", "roll", "repeat", "tril", "triu", "cat",
     "stack", "hstack", "vstack", "diagonal", "trace", "diag_embed", "fliplr", "rot90", "tile",
-    "tensor_split", "column_stack", "diff",
+    "tensor_split", "column_stack", "diff", "unfold",
     # creation
     "full_like", "zeros_like", "ones_like", "new_full", "new_zeros", "new_ones", "arange",
     "fill", "linspace", "logspace",

@@ -468,6 +468,8 @@ case("diagonal", lambda a: torch.diagonal(a, 1) * 2, shapes=((S(4, 5),), (T(6, 5
      tol="exact")
 case("diagonal_copy", lambda a: torch.diagonal_copy(a, -1, 0, 2), shapes=((S(3, 4, 5),),),
      tol="exact")
+case("unfold", lambda a: (a.unfold(1, 2, 1) * 2, torch.ops.aten.unfold_copy(a, 0, 2, 2)),
+     shapes=((S(4, 5),), (T(6, 5),)), tol="exact")
 # decomposed (no ATen fallback): a norm is a sum of powers, batch statistics two reductions
 case("vector_norm", lambda a: a.norm(dim=1), shapes=((S(7, 9),),), tol="approx")
 case("batch_norm_train", lambda a: F.batch_norm(a, None, None, training=True),

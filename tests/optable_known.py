@@ -75,7 +75,6 @@ UNLOWERED: list[Unlowered] = [
     Unlowered("kthvalue", lambda a: a.kthvalue(2, 1)[0], (X,), (S(7, 9),),
               "aten.kthvalue.default"),
     Unlowered("median", lambda a: a.median(1)[0], (X,), (S(7, 9),), "aten.median.dim"),
-    Unlowered("unfold", lambda a: a.unfold(1, 2, 1) * 2, (X,), (S(4, 5),), "aten.unfold.default"),
     Unlowered("scatter_reduce_amax", lambda a, i: a.scatter_reduce(1, i, a, "amax"), (X, IDX4),
               (S(5, 4), S(5, 4)), "aten.scatter_reduce.two"),
     Unlowered("index_put_bool_mask", lambda a, v: a.index_put((a > 0,), v), (X, X),

@@ -193,6 +193,22 @@ def lower_diagonal(ctx, x, offset=0, dim1=0, dim2=1):
     return x.reindex(ctx.meta_size(), index)
 
 
+@REGISTRY.register(aten.unfold.default)
+def lower_unfold(ctx, x, dim, size, step):
+    """Windows of ``size`` every ``step`` along ``dim``: window ``w`` and position ``j`` in it
+    (a new last dim) read ``w * step + j``."""
+    dim = normalize_dim(dim, x.ndim) if x.ndim else 0
+
+    def index(new_idx):
+        if x.ndim == 0:
+            return []
+        old = list(new_idx[:-1])
+        old[dim] = old[dim] * step + new_idx[-1]
+        return old
+
+    return x.reindex(ctx.meta_size(), index)
+
+
 # flip and repeat copy in eager, but each is only an index transform of its input: lowered
 # like the views, they fuse into the kernel that reads them instead of falling back.
 @REGISTRY.register(aten.flip.default)
@@ -233,7 +249,7 @@ _COPY_VARIANTS = {
     "select_copy": lower_select, "squeeze_copy": lower_squeeze, "unsqueeze_copy": lower_squeeze,
     "detach_copy": lower_detach, "alias_copy": lower_detach,
     "split_with_sizes_copy": lower_split, "split_copy": lower_split, "unbind_copy": lower_unbind,
-    "diagonal_copy": lower_diagonal,
+    "diagonal_copy": lower_diagonal, "unfold_copy": lower_unfold,
 }
 for _name, _fn in _COPY_VARIANTS.items():
     if hasattr(aten, _name):
