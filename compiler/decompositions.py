@@ -106,7 +106,8 @@ def _built_table() -> dict:
     aten = torch.ops.aten
     for op in (aten.linspace.default, aten.linspace.Tensor_Tensor, aten.linspace.Tensor_Scalar,
                aten.linspace.Scalar_Tensor):
-        table[op] = _linspace
+        if op in table:     # torch's own stays for the float dtypes
+            table[op] = functools.partial(_linspace, table[op])
     table[aten.take.default] = _take
     return dict(table)
 
@@ -121,22 +122,21 @@ def _take(x, index):
     return torch.ops.aten.index.Tensor(x.reshape(-1), [index])
 
 
-def _linspace(start, end, steps, **kwargs):
-    """linspace as eager computes it for integer dtypes; torch's reference for the rest.
+def _linspace(reference, start, end, steps, **kwargs):
+    """linspace as eager computes it for integer dtypes; torch's ``reference`` for the rest.
 
     Eager casts the bounds to the integer dtype first, steps in double, and takes the second
     half (from ``steps // 2``) back from the end; torch's reference steps from the uncast
     bounds in float32, so ``linspace(4.3, -3, 50, dtype=int64)`` came out 4, 4, 4, 3, ...
     where eager gives 4, 3, 3, ...
 
-    >>> int(_linspace(4.3, -3, 50, dtype=torch.int64)[1])
+    >>> int(_linspace(None, 4.3, -3, 50, dtype=torch.int64)[1])
     3
     """
-    from torch._refs import linspace
     dtype = kwargs.get("dtype")
     if dtype is None or dtype.is_floating_point or dtype.is_complex or dtype == torch.bool \
             or steps < 2:
-        return linspace(start, end, steps, **kwargs)
+        return reference(start, end, steps, **kwargs)
     start, end = (v.to(dtype).double() if isinstance(v, torch.Tensor) else float(int(v))
                   for v in (start, end))
     step = (end - start) / (steps - 1)

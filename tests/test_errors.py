@@ -51,6 +51,15 @@ def test_complex_intermediates_run_as_aten_fallbacks():
     torch.testing.assert_close(compiled(a, b)[0], fn(a, b)[0])
 
 
+def test_an_op_without_a_fake_kernel_is_named():
+    """lstsq's output sizes are known only by running it (no fake kernel): kiln cannot trace
+    the graph, and says so naming the op (it was torch's bare DynamicOutputShapeException)."""
+    a, b = torch.randn(3, 3), torch.randn(3, 2)
+    gm = make_fx(lambda a, b: (torch.linalg.lstsq(a, b, driver="gels")[0],))(a, b)
+    with pytest.raises(LoweringError, match="linalg_lstsq.*no fake kernel"):
+        compiler.compile_fx(gm, [a, b])
+
+
 class _Scale(torch.nn.Module):
     def forward(self, x):
         return x * 2
