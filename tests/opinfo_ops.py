@@ -13,7 +13,8 @@ Ops whose output size depends on the data (``DATA_DEPENDENT``) must fall back to
 ATen op with exactly one ``KilnFallbackWarning`` per graph, and still match eager.
 
 Run as a script for the per-op report: ``python tests/opinfo_ops.py [--all] [OP ...]``
-(``--all`` checks every sample, not only the picked ones).
+(``--all`` checks every sample, not only the picked ones; an OP may be any name of torch's
+``op_db``, in ``OPS`` or not).
 
 Example:
     >>> len(OPS) >= 150 and len(set(OPS)) == len(OPS)
