@@ -109,7 +109,18 @@ def _built_table() -> dict:
         if op in table:     # torch's own stays for the float dtypes
             table[op] = functools.partial(_linspace, table[op])
     table[aten.take.default] = _take
+    table[aten.unique_consecutive.default] = _unique_consecutive
     return dict(table)
+
+
+def _unique_consecutive(x, return_inverse=False, return_counts=False, dim=None):
+    """unique_consecutive with its dim made non-negative: torch's fake kernel reads a
+    negative dim as is, giving dim=-1 of a (3, 4) input a 4-d result (eager's: (3, u0)),
+    and kiln plans buffers from fake results. Any other call is traced as it is."""
+    if dim is None or dim >= 0:
+        return NotImplemented
+    return torch.ops.aten.unique_consecutive.default(x, return_inverse, return_counts,
+                                                     dim % max(x.dim(), 1))
 
 
 def _take(x, index):

@@ -95,14 +95,15 @@ OPS = (
     # complex values inside the graph (ATen fallbacks, float inputs and outputs around them)
     "cfloat", "complex", "polar", "view_as_complex", "fft.fft", "fft.rfft", "fft.irfft",
     # output size depends on the data
-    "masked_select", "nonzero", "unique", "argwhere",
+    "masked_select", "nonzero", "unique", "argwhere", "unique_consecutive",
 )
 
 # Ops whose output size depends on the data, and the ATen op kiln must fall back to for each
 # (warning once): the kernels after them still lower, sized by the result at run time.
 DATA_DEPENDENT = {"masked_select": "aten.masked_select.default",
                   "nonzero": "aten.nonzero.default", "argwhere": "aten.nonzero.default",
-                  "unique": "aten._unique2.default"}
+                  "unique": "aten._unique2.default",
+                  "unique_consecutive": "aten.unique_consecutive.default"}
 
 # dtypes tried per op, where its OpInfo says it supports them on CPU
 DTYPES = (torch.float32, torch.bool, torch.int64)

@@ -246,6 +246,13 @@ def test_gather_and_unique_of_edge_shapes():
     assert compiled.kernel_count >= 1
 
 
+def test_unique_consecutive_over_a_negative_dim():
+    """torch's fake kernel took dim=-1 as is (a 4-d result for a (3, 6) input): kiln makes
+    the dim non-negative before tracing, so the buffers it plans are eager's."""
+    _check(lambda x: torch.unique_consecutive((x > 0).float(), return_counts=True, dim=-1),
+           [((3, 6), F32)], fallbacks=("aten.unique_consecutive.default",))
+
+
 def test_index_put_with_a_bool_mask_falls_back_once():
     """A bool mask selects a data-dependent number of places: ATen does it, one warning."""
     _check(lambda x, m, v: (x.index_put((m,), v), x * 2),
