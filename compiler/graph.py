@@ -400,8 +400,9 @@ class GraphLowering(torch.fx.Interpreter):
             return val.node.expr     # a size comparison (u0 >= 0) that only feeds an assert
         if target in SHAPE_ASSERTS:
             return None              # export's runtime asserts: the input checks cover them
-        for v in _tensor_vals(self.node):
-            _check_dtype(self.node, v)
+        foreign = _foreign_dtype(self.node)
+        if foreign is not None:      # complex (an FFT's result): ATen computes it, not kernels
+            return self.fallback(target, args, kwargs, why=f"it computes in {foreign}")
         if target is torch.ops.aten.copy_.default and self.node.args[0] in self._placeholder_inputs:
             self.mutations.append((self._placeholder_inputs[self.node.args[0]], args[1]))
             return args[1]
@@ -412,14 +413,16 @@ class GraphLowering(torch.fx.Interpreter):
             return lowering.fn(self, *args, **kwargs)
         return self.fallback(target, args, kwargs)
 
-    def fallback(self, target, args, kwargs):
+    def fallback(self, target, args, kwargs, why: str = "no lowering"):
         if not isinstance(target, torch._ops.OpOverload):
             raise LoweringError(f"node {self.node.name}: cannot lower or fall back for "
-                                f"{target!r} (not an ATen op)")
+                                f"{target!r} (not an ATen op)"
+                                + ("" if why == "no lowering" else f"; {why}"))
         name = _op_path(target)
         if name not in self.fallback_ops:
             self.fallback_ops.append(name)
-            warnings.warn(f"kiln: no lowering for {name}; it runs as an ATen fallback",
+            reason = "no lowering" if why == "no lowering" else f"{why}, which kernels do not"
+            warnings.warn(f"kiln: {reason} for {name}; it runs as an ATen fallback",
                           KilnFallbackWarning, stacklevel=2)
         return self.call_extern(args, kwargs, is_fallback=True)
 
@@ -561,6 +564,17 @@ def _tensor_vals(node):
     val = node.meta.get("val")
     vals = val if isinstance(val, (list, tuple)) else [val]
     return [v for v in vals if isinstance(v, torch.Tensor)]
+
+
+def _foreign_dtype(node) -> torch.dtype | None:
+    """A dtype kernels do not compute in (complex), among the tensors ``node`` reads or
+    returns: such a node runs as its ATen op, so only the wrapper ever holds those values
+    (graph inputs of such dtypes are still refused, at the placeholder)."""
+    for n in [node, *node.all_input_nodes]:
+        for v in _tensor_vals(n):
+            if v.dtype not in SUPPORTED_DTYPES:
+                return v.dtype
+    return None
 
 
 def _check_dtype(node, val):

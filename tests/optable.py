@@ -461,6 +461,19 @@ case("roll_2d", lambda a: torch.roll(a, (1, -2), (0, 1)), shapes=((S(5, 7),), (T
 case("roll_same_dim_twice", lambda a: a.roll(2, 1).roll(-1, 1) * 2, shapes=((S(4, 7),),),
      tol="exact")
 case("roll_flat", lambda a: torch.roll(a, 3), shapes=((S(4, 5),),), tol="exact")
+# flip and repeat copy in eager, diagonal is a view: for kiln all three are index transforms
+case("flip", lambda a: a.flip(0, -1), shapes=((S(5, 7),), (T(6, 5),)), tol="exact")
+case("repeat", lambda a: a.repeat(2, 1, 3), shapes=((S(3, 4),), (S(),)), tol="exact")
+case("diagonal", lambda a: torch.diagonal(a, 1) * 2, shapes=((S(4, 5),), (T(6, 5),)),
+     tol="exact")
+case("diagonal_copy", lambda a: torch.diagonal_copy(a, -1, 0, 2), shapes=((S(3, 4, 5),),),
+     tol="exact")
+case("unfold", lambda a: (a.unfold(1, 2, 1) * 2, torch.ops.aten.unfold_copy(a, 0, 2, 2)),
+     shapes=((S(4, 5),), (T(6, 5),)), tol="exact")
+# decomposed (no ATen fallback): a norm is a sum of powers, batch statistics two reductions
+case("vector_norm", lambda a: a.norm(dim=1), shapes=((S(7, 9),),), tol="approx")
+case("batch_norm_train", lambda a: F.batch_norm(a, None, None, training=True),
+     shapes=((S(2, 3, 4, 4),),), tol="approx")
 case("roll_window_partition",
      lambda a, b: (F.pad(torch.roll(a, (-1, -1), (1, 2)), (0, 0, 0, 1, 0, 1))
                    .view(2, 3, 2, 3, 2, 4).permute(0, 1, 3, 2, 4, 5).reshape(-1, 4) + b),

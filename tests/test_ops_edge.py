@@ -185,6 +185,30 @@ def test_arange_from_a_dynamic_size():
             torch.testing.assert_close(got, want)
 
 
+def test_integer_linspace_and_float64_scalars_follow_eager():
+    """Integer linspace casts its bounds first and steps in float64 (torch's reference did
+    neither); a Python float in a float64 op is rounded once, not through float32 first."""
+    def fn(x):
+        return (torch.linspace(4.3, -3, 50, dtype=I64), torch.linspace(-4.9, 3.9, 5, dtype=I64),
+                x + torch.linspace(0.5, 9.7, 5, dtype=I64), x.double() * 0.1 + 0.3)
+    _check(fn, [((5,), I64)])
+
+
+def test_int64_ops_of_scalars_only_stay_int64():
+    """``where(c, 0, 1)`` of a 0-d int64 is an op of scalars only, which Triton computed in
+    int32: the int64 min's identity (iinfo.max) then did not fit."""
+    def fn(t):
+        ones = torch.ones_like(t)
+        return torch.where(t == -1, torch.zeros_like(t), ones).amin(0), (t * 0 + 7).amax()
+    _check(fn, [((), I64)])
+
+
+def test_a_gather_along_a_dim_of_one():
+    """The gathered index into a dim of size 1 simplifies away: a scalar address, loaded
+    without the index's block mask (quantile of a 0-d input)."""
+    _check(lambda s: (torch.nanquantile(s, 0.5),), [((), F32)], fallbacks=("aten.sort.default",))
+
+
 def test_hardtanh_of_integers_truncates_its_bounds():
     _check(lambda x: (torch.nn.functional.hardtanh(x, -2.5, 3.5),
                       torch.ops.aten.hardtanh(x)), [((9,), I64)])
@@ -220,6 +244,13 @@ def test_gather_and_unique_of_edge_shapes():
     compiled = _check(lambda x: (torch.unique(x.round(), dim=1),), [((5, 4), F32)],
                       fallbacks=("aten.unique_dim.default",))
     assert compiled.kernel_count >= 1
+
+
+def test_unique_consecutive_over_a_negative_dim():
+    """torch's fake kernel took dim=-1 as is (a 4-d result for a (3, 6) input): kiln makes
+    the dim non-negative before tracing, so the buffers it plans are eager's."""
+    _check(lambda x: torch.unique_consecutive((x > 0).float(), return_counts=True, dim=-1),
+           [((3, 6), F32)], fallbacks=("aten.unique_consecutive.default",))
 
 
 def test_index_put_with_a_bool_mask_falls_back_once():

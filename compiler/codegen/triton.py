@@ -192,6 +192,8 @@ class BodyWriter:
             args = [self.value(a) for a in e.args]
             text = OP_CODE[e.op](args, e)
             is_block = any(a in self.block for a in args)
+            if not is_block and e.dtype in WIDE_SCALARS and e.op != OpName.TO_DTYPE:
+                text = f"tl.full([], {text}, {TL_DTYPES[e.dtype]})"
         return self._assign(key, text, is_block)
 
     def _assign(self, key, text: str, is_block: bool) -> str:
@@ -225,8 +227,9 @@ class BodyWriter:
     def _load(self, e: Load, mask: str | None = None, other: str | None = None):
         idx = self.index(e.index)
         bound = {sym: sympy.Symbol(self.value(v), integer=True) for sym, v in e.indirect}
+        # an index into a dim of size 1 simplifies away: its address is a scalar then
         is_block = bool(idx.free_symbols & KERNEL_INDICES) or any(
-            str(v) in self.block for v in bound.values())
+            str(v) in self.block for sym, v in bound.items() if sym in idx.free_symbols)
         idx = idx.xreplace(bound)
         # inside a masked region even a scalar address may be invalid: always mask there
         region = mask or self.mask
@@ -240,6 +243,12 @@ class BodyWriter:
         if e.dtype in HALF_TYPES:
             text += ".to(tl.float32)"
         return text, is_block or in_region
+
+
+# Triton types a Python number as int32 or float32 (the smallest that holds it), so an op of
+# scalars only (``where(c, 0, 1)`` of int64s) computed in 32 bits, and an int64 reduction's
+# identity, iinfo.max, then did not fit its type: such ops are typed explicitly.
+WIDE_SCALARS = (torch.int64, torch.float64)
 
 
 def store_index(index: sympy.Expr, shape: str) -> str:

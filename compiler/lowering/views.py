@@ -179,6 +179,62 @@ def lower_unbind(ctx, x, dim=0):
                  for k in range(int(x.size[dim])))
 
 
+@REGISTRY.register(aten.diagonal.default)
+def lower_diagonal(ctx, x, offset=0, dim1=0, dim2=1):
+    """The other dims in order, then the diagonal of ``dim1`` and ``dim2`` as the last dim
+    (``offset`` > 0 above it, as eager)."""
+    d1, d2 = normalize_dim(dim1, x.ndim), normalize_dim(dim2, x.ndim)
+    starts = {d1: max(-offset, 0), d2: max(offset, 0)}
+
+    def index(new_idx):
+        rest, k = iter(new_idx[:-1]), new_idx[-1]
+        return [k + starts[d] if d in starts else next(rest) for d in range(x.ndim)]
+
+    return x.reindex(ctx.meta_size(), index)
+
+
+@REGISTRY.register(aten.unfold.default)
+def lower_unfold(ctx, x, dim, size, step):
+    """Windows of ``size`` every ``step`` along ``dim``: window ``w`` and position ``j`` in it
+    (a new last dim) read ``w * step + j``."""
+    dim = normalize_dim(dim, x.ndim) if x.ndim else 0
+
+    def index(new_idx):
+        if x.ndim == 0:
+            return []
+        old = list(new_idx[:-1])
+        old[dim] = old[dim] * step + new_idx[-1]
+        return old
+
+    return x.reindex(ctx.meta_size(), index)
+
+
+# flip and repeat copy in eager, but each is only an index transform of its input: lowered
+# like the views, they fuse into the kernel that reads them instead of falling back.
+@REGISTRY.register(aten.flip.default)
+def lower_flip(ctx, x, dims):
+    flipped = {normalize_dim(d, x.ndim) for d in dims}
+
+    def index(new_idx):
+        return [x.size[k] - 1 - i if k in flipped else i for k, i in enumerate(new_idx)]
+
+    return x.reindex(x.size, index)
+
+
+@REGISTRY.register(aten.repeat.default)
+def lower_repeat(ctx, x, repeats):
+    """Output dim ``k + lead`` reads input dim ``k`` at its index modulo the input's size
+    (the ``lead`` new leading dims read nothing)."""
+    size = ctx.meta_size()
+    lead = len(size) - x.ndim
+
+    def index(new_idx):
+        return [sympy.Integer(0) if s == 1 else ModularIndexing(i, 1, s)
+                for i, s in zip(new_idx[lead:], x.size)]
+
+    return simplify_value(x.reindex(size, index))
+
+
 def _slice_view(x, dim, start, step, new_size):
     def index(new_idx):
         return [start + step * i if k == dim else i for k, i in enumerate(new_idx)]
@@ -193,6 +249,7 @@ _COPY_VARIANTS = {
     "select_copy": lower_select, "squeeze_copy": lower_squeeze, "unsqueeze_copy": lower_squeeze,
     "detach_copy": lower_detach, "alias_copy": lower_detach,
     "split_with_sizes_copy": lower_split, "split_copy": lower_split, "unbind_copy": lower_unbind,
+    "diagonal_copy": lower_diagonal, "unfold_copy": lower_unfold,
 }
 for _name, _fn in _COPY_VARIANTS.items():
     if hasattr(aten, _name):
