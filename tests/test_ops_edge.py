@@ -222,6 +222,16 @@ def test_gather_and_unique_of_edge_shapes():
     assert compiled.kernel_count >= 1
 
 
+def test_gather_from_a_broadcast_tensor_reads_one_address():
+    """A gather along a stride-0 (expanded 0-d) dim: its index drops out of the address, so
+    the load is of one scalar, which must not take the block mask (ViTMAE's
+    ``mask.gather(1, ids_restore)`` with a mask filled from a 0-d constant)."""
+    def fn(s, i):
+        i = i.abs() % 16
+        return torch.gather(s.expand(2, 16), 1, i) + i, torch.gather(s.expand(2, 16), 1, i)
+    _check(fn, [((), F32), ((2, 16), I64)])
+
+
 def test_index_put_with_a_bool_mask_falls_back_once():
     """A bool mask selects a data-dependent number of places: ATen does it, one warning."""
     _check(lambda x, m, v: (x.index_put((m,), v), x * 2),

@@ -218,9 +218,11 @@ class BodyWriter:
     def _load(self, e: Load):
         idx = self.index(e.index)
         bound = {sym: sympy.Symbol(self.value(v), integer=True) for sym, v in e.indirect}
-        is_block = bool(idx.free_symbols & KERNEL_INDICES) or any(
-            str(v) in self.block for v in bound.values())
         idx = idx.xreplace(bound)
+        # a block only if the address still holds one: an indirect index into a broadcast
+        # (stride 0) dimension drops out, leaving a scalar address
+        is_block = bool(idx.free_symbols & KERNEL_INDICES) or any(
+            str(s) in self.block for s in idx.free_symbols)
         # inside a masked region even a scalar address may be invalid: always mask there
         in_region = self.mask != self.base_mask
         mask = f", {self.mask}{self.other}" if is_block or in_region else ""
