@@ -366,6 +366,11 @@ case("transpose", lambda a: a.transpose(0, -1), shapes=((S(3, 5, 7),), (T(17, 33
 case("t", lambda a: a.t(), shapes=((S(33, 17),), (S(7),)), kernels="none", tol="exact")
 case("expand", lambda a: a.expand(4, 5, 6), shapes=((S(5, 1),), (S(6),)), kernels="none",
      tol="exact")
+# repeat: an index transform (i mod the input's size), read fused by its user
+case("repeat", lambda a: a.repeat(2, 1), shapes=((S(3, 4),), (T(5, 3),), (S(1, 6),)),
+     kernels="copy", tol="exact")
+case("repeat_new_dims", lambda a: a.repeat(2, 3, 1, 2) * 2, shapes=((S(3, 1, 4),), (S(),)),
+     tol="exact")
 case("slice_step", lambda a: a[1:30:3], shapes=((S(33, 17),),), kernels="none", tol="exact")
 case("slice_negative", lambda a: a[:, -5:-1], shapes=((S(33, 17),), (T(17, 33),)),
      kernels="none", tol="exact")

@@ -88,7 +88,6 @@ UNLOWERED: list[Unlowered] = [
     Unlowered("batch_norm_train", lambda a: F.batch_norm(a, None, None, training=True), (X,),
               (S(2, 3, 4, 4),), "aten.native_batch_norm.default", "approx"),
     Unlowered("flip", lambda a: a.flip(0), (X,), (S(3, 4),), "aten.flip.default"),
-    Unlowered("repeat", lambda a: a.repeat(2, 1), (X,), (S(3, 4),), "aten.repeat.default"),
     Unlowered("diagonal", lambda a: torch.diagonal(a) * 2, (X,), (S(4, 5),),
               "aten.diagonal.default"),
     Unlowered("unfold", lambda a: a.unfold(1, 2, 1) * 2, (X,), (S(4, 5),), "aten.unfold.default"),

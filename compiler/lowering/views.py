@@ -98,6 +98,28 @@ def lower_expand(ctx, x, size, implicit=False):
     return x.reindex(new_size, index)
 
 
+@REGISTRY.register(aten.repeat.default)
+def lower_repeat(ctx, x, repeats):
+    """Tiling as an index transform (like expand, with copies that differ only in where
+    they start): a repeated dim's index i reads the input at i mod its size. Users fuse the
+    read instead of getting a materialised copy (ALiBi's slopes in BLOOM, DeBERTa's
+    relative positions, gathers of patch indices)."""
+    new_size = ctx.meta_size()
+    lead = len(new_size) - x.ndim
+
+    def index(new_idx):
+        out = []
+        for k in range(x.ndim):
+            i, reps = new_idx[k + lead], repeats[k + lead]
+            if x.size[k] == 1:
+                out.append(sympy.Integer(0))
+            else:
+                out.append(i if reps == 1 else ModularIndexing(i, 1, x.size[k]))
+        return out
+
+    return simplify_value(x.reindex(new_size, index))
+
+
 @REGISTRY.register(aten.slice.Tensor)
 def lower_slice(ctx, x, dim=0, start=None, end=None, step=1):
     dim = normalize_dim(dim, x.ndim)
