@@ -185,6 +185,26 @@ def test_arange_from_a_dynamic_size():
             torch.testing.assert_close(got, want)
 
 
+def test_a_tensor_filled_from_a_dynamic_size():
+    """``torch.tensor(min(s, 6))`` with ``s`` a dynamic dim is ``scalar_tensor(sym_min)``:
+    its fill is a size expression known only at run time (it raised 'Could not infer dtype
+    of Min' in lowering; DeBERTa's relative-position span)."""
+    from torch.export import Dim
+
+    class Span(torch.nn.Module):
+        def forward(self, x):
+            span = torch.tensor(min(x.shape[0], 6))
+            return (x * span, torch.full((2,), x.shape[0] * 2, dtype=torch.float32),
+                    torch.tensor(x.shape[0], dtype=torch.float) / 4)
+    module = Span()
+    compiled = compiler.compile_module(module, (torch.randn(5, 3),),
+                                       dynamic_shapes=({0: Dim("n", min=2, max=64)},))
+    for n in (3, 9):
+        x = torch.randn(n, 3)
+        for got, want in zip(compiled(x), module(x)):
+            torch.testing.assert_close(got, want)
+
+
 def test_hardtanh_of_integers_truncates_its_bounds():
     _check(lambda x: (torch.nn.functional.hardtanh(x, -2.5, 3.5),
                       torch.ops.aten.hardtanh(x)), [((9,), I64)])
