@@ -273,6 +273,37 @@ def test_data_dependent_ops_fall_back_once_and_their_users_lower(op, aten):
     assert compiled.size_ranges, "a data-dependent size is not in the module's size ranges"
 
 
+class _ItemSizes(torch.nn.Module):
+    """Sizes from tensor values (``.item()``): a count read as a slice end, and DeBERTa's
+    relative-position span, ``table[16 - span:16 + span]`` with ``span`` a tensor."""
+    def forward(self, x, table):
+        n = (x > 0).sum().item()
+        torch._check_is_size(n)
+        torch._check(n <= table.shape[0])
+        span = torch.tensor(min(x.shape[1], 16))
+        return table[:n] * 2, table[16 - span:16 + span] + 1, x * span
+
+
+def test_item_values_bind_the_sizes_after_them():
+    """``.item()`` is read in the wrapper once its tensor is computed and bound to its symbol
+    (it was never set: 'name u0 is not defined' at the first call); a slice whose size
+    export could only name (u2, from two item values) is made by ATen and its size read
+    from the result. The module counts as dynamic (no CUDA graph replays a stale count)."""
+    from torch.export import Dim
+    gen, seed = generator()
+    module, table = _ItemSizes(), torch.randn(32, 4, generator=gen)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", KilnFallbackWarning)
+        compiled = compiler.compile_module(module, (torch.randn(2, 5, generator=gen), table),
+                                           dynamic_shapes=({1: Dim("s", min=2, max=64)}, None))
+    static = compiler.compile_module(module, (torch.randn(2, 5, generator=gen), table))
+    assert static.compiled.size_ranges, "an .item() size is not in the module's size ranges"
+    for s in (3, 20):
+        x = torch.randn(2, s, generator=gen)
+        for k, (got, want) in enumerate(zip(compiled(x, table), module(x, table))):
+            torch.testing.assert_close(got, want, msg=lambda m, k=k: f"seed {seed} out {k}: {m}")
+
+
 def test_nonzero_in_a_module_through_export():
     """torch.export asserts on the unbacked size (``u0 >= 0``): a size comparison, not an
     op to fall back for (it was 'cannot lower or fall back for <built-in function ge>')."""
