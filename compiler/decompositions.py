@@ -54,6 +54,11 @@ def _ops_decomposed() -> list[Any]:
         # compiler/lowering/norm.py) unless its saved statistics are read.
         aten._native_batch_norm_legit,
         aten._native_batch_norm_legit_functional,
+        # vector norms (weight norm in wav2vec2-style conv positions, ConvNeXt-V2's GRN,
+        # Swin-V2's cosine attention, CLIP/SigLIP's normalised embeddings) are a sum of
+        # powers and a root, computed in float32 for half inputs as eager does: a reduction
+        # that fuses with its neighbours instead of an ATen call.
+        aten.linalg_vector_norm,
     ]
     # Left as core ATen decides, on purpose:
     # - mm / addmm / bmm / convolution: core ATen already keeps them; each is one extern call

@@ -566,6 +566,11 @@ case("sum_dims", lambda a: a.sum((0, 2)), shapes=((S(4, 3, 9),),))
 case("sum_all", lambda a: a.sum(), shapes=((S(),), (S(7),), (S(33, 17),)), tol="approx")
 case("sum_looped", lambda a: a.sum(-1), shapes=((S(3, 5000),),), tol="approx")
 case("sum_all_looped", lambda a: a.sum(), shapes=((S(70, 70),),), tol="approx")
+# vector norms decompose (sum of powers, then a root): every ord, a dim or all, keepdim
+case("vector_norm", lambda a: (a.norm(dim=1), torch.linalg.vector_norm(a, 1, (0, 1)),
+                               torch.linalg.vector_norm(a, float("inf"), -1, keepdim=True),
+                               torch.linalg.vector_norm(a, 3.5, 0)),
+     shapes=((S(7, 9),), (T(9, 13),)), tol="approx")
 case("sum_int", lambda a: a.sum(-1), (I32,), ((S(33, 17),), (T(5, 6),)))
 case("sum_bool", lambda a: a.sum(0), (BOOL,), ((S(33, 17),),))
 case("mean", lambda a: a.mean(-1), shapes=RED1)

@@ -83,8 +83,6 @@ UNLOWERED: list[Unlowered] = [
     Unlowered("kthvalue", lambda a: a.kthvalue(2, 1)[0], (X,), (S(7, 9),),
               "aten.kthvalue.default"),
     Unlowered("median", lambda a: a.median(1)[0], (X,), (S(7, 9),), "aten.median.dim"),
-    Unlowered("vector_norm", lambda a: a.norm(dim=1), (X,), (S(7, 9),),
-              "aten.linalg_vector_norm.default", "approx"),
     Unlowered("batch_norm_train", lambda a: F.batch_norm(a, None, None, training=True), (X,),
               (S(2, 3, 4, 4),), "aten.native_batch_norm.default", "approx"),
     Unlowered("flip", lambda a: a.flip(0), (X,), (S(3, 4),), "aten.flip.default"),
