@@ -371,6 +371,11 @@ case("repeat", lambda a: a.repeat(2, 1), shapes=((S(3, 4),), (T(5, 3),), (S(1, 6
      kernels="copy", tol="exact")
 case("repeat_new_dims", lambda a: a.repeat(2, 3, 1, 2) * 2, shapes=((S(3, 1, 4),), (S(),)),
      tol="exact")
+# unfold: sliding windows, a view (window i, element k reads i * step + k)
+case("unfold", lambda a: a.unfold(1, 2, 1) * 2, shapes=((S(4, 5),), (T(5, 6),)), tol="exact")
+case("unfold_strided", lambda a: a.unfold(0, 3, 2), shapes=((S(9, 4),), (S(7),)),
+     kernels="none", tol="exact")
+case("unfold_0d", lambda a: a.unfold(0, 1, 1) + 1, shapes=((S(),),), tol="exact")
 case("slice_step", lambda a: a[1:30:3], shapes=((S(33, 17),),), kernels="none", tol="exact")
 case("slice_negative", lambda a: a[:, -5:-1], shapes=((S(33, 17),), (T(17, 33),)),
      kernels="none", tol="exact")
@@ -402,6 +407,8 @@ case("t_copy", lambda a: torch.ops.aten.t_copy(a), shapes=((S(33, 17),),), **VC)
 case("expand_copy", lambda a: torch.ops.aten.expand_copy(a, [4, 5, 6]), shapes=((S(5, 1),),),
      **VC)
 case("slice_copy", lambda a: torch.ops.aten.slice_copy(a, 1, 2, -1, 3), shapes=((S(7, 17),),),
+     **VC)
+case("unfold_copy", lambda a: torch.ops.aten.unfold_copy(a, 1, 3, 2), shapes=((S(4, 9),),),
      **VC)
 case("select_copy", lambda a: torch.ops.aten.select_copy(a, 1, -2), shapes=((S(4, 3, 9),),),
      **VC)

@@ -88,7 +88,6 @@ UNLOWERED: list[Unlowered] = [
     Unlowered("flip", lambda a: a.flip(0), (X,), (S(3, 4),), "aten.flip.default"),
     Unlowered("diagonal", lambda a: torch.diagonal(a) * 2, (X,), (S(4, 5),),
               "aten.diagonal.default"),
-    Unlowered("unfold", lambda a: a.unfold(1, 2, 1) * 2, (X,), (S(4, 5),), "aten.unfold.default"),
     Unlowered("scatter_reduce_amax", lambda a, i: a.scatter_reduce(1, i, a, "amax"), (X, IDX4),
               (S(5, 4), S(5, 4)), "aten.scatter_reduce.two"),
     Unlowered("index_put_bool_mask", lambda a, v: a.index_put((a > 0,), v), (X, X),

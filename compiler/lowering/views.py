@@ -120,6 +120,22 @@ def lower_repeat(ctx, x, repeats):
     return simplify_value(x.reindex(new_size, index))
 
 
+@REGISTRY.register(aten.unfold.default)
+def lower_unfold(ctx, x, dimension, size, step):
+    """Sliding windows as a view: window i's element k (a new last dim) reads the input at
+    i * step + k along ``dimension`` (PatchTST's patches, framing a signal)."""
+    dim = normalize_dim(dimension, max(x.ndim, 1))
+
+    def index(new_idx):
+        if x.ndim == 0:
+            return []
+        old = list(new_idx[:-1])
+        old[dim] = old[dim] * as_sym(step) + new_idx[-1]
+        return old
+
+    return simplify_value(x.reindex(ctx.meta_size(), index))
+
+
 @REGISTRY.register(aten.slice.Tensor)
 def lower_slice(ctx, x, dim=0, start=None, end=None, step=1):
     dim = normalize_dim(dim, x.ndim)
@@ -213,7 +229,7 @@ _COPY_VARIANTS = {
     "view_copy": lower_view, "permute_copy": lower_permute, "transpose_copy": lower_transpose,
     "t_copy": lower_t, "expand_copy": lower_expand, "slice_copy": lower_slice,
     "select_copy": lower_select, "squeeze_copy": lower_squeeze, "unsqueeze_copy": lower_squeeze,
-    "detach_copy": lower_detach, "alias_copy": lower_detach,
+    "detach_copy": lower_detach, "alias_copy": lower_detach, "unfold_copy": lower_unfold,
     "split_with_sizes_copy": lower_split, "split_copy": lower_split, "unbind_copy": lower_unbind,
 }
 for _name, _fn in _COPY_VARIANTS.items():
