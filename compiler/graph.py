@@ -254,6 +254,17 @@ class GraphLowering(torch.fx.Interpreter):
             return ref
         return self._as_ref(self.realize(value, stride=tuple(stride)))
 
+    def storage_ref(self, value: TensorValue, node: torch.fx.Node) -> BufferRef:
+        """``value`` as a view with eager's strides for ``node`` where those are dense: an op
+        that reads storage (as_strided) addresses it by eager's layout, which a computed
+        value realized row-major would not have (Longformer's overlapping chunks of a
+        transposed, scaled query)."""
+        val = self.meta_val(node)
+        if isinstance(val, torch.Tensor) and tuple(_sym_tuple(val.shape)) == tuple(value.size) \
+                and is_dense(val.shape, val.stride()):
+            return self.buffer_ref_with_strides(value, _sym_tuple(val.stride()))
+        return self.buffer_ref(value, node)
+
     def passed_stride(self, ref: BufferRef) -> tuple:
         """The strides of the tensor the wrapper hands an extern call for ``ref``: the
         buffer's own where the view is the whole buffer (size-1 dims included), else the

@@ -396,6 +396,11 @@ case("unbind", lambda a: a.unbind(1), shapes=((S(5, 3),), (S(4, 1, 9),)), kernel
      tol="exact")
 case("as_strided", lambda a: a.as_strided((4, 3), (5, 2), 1), shapes=((S(33),),),
      kernels="none", tol="exact")
+# as_strided reads storage by eager's layout: a computed, transposed or sliced input must be
+# stored the way eager lays it out first (Longformer's overlapping chunks of a scaled query)
+case("as_strided_of_computed", lambda a: ((a * 2).t().as_strided((5, 4), (3, 1)),
+                                          (a + 1)[1:].as_strided((2, 3), (1, 4), 8)),
+     shapes=((S(4, 6),),), tol="exact")
 # the *_copy variants functionalization produces: same values as the view, in a new tensor
 VC = dict(kernels="copy", tol="exact")
 case("view_copy", lambda a: torch.ops.aten.view_copy(a, [17, 33]), shapes=((S(33, 17),),), **VC)

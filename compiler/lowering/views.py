@@ -188,8 +188,11 @@ def lower_detach(ctx, x):
 
 @REGISTRY.register(aten.as_strided.default)
 def lower_as_strided(ctx, x, size, stride, storage_offset=None):
-    ref = ctx.buffer_ref(x)
-    offset = ref.offset if storage_offset is None else as_sym(storage_offset)
+    src = ctx.node.args[0]
+    ref = ctx.storage_ref(x, src)
+    offset = ref.offset
+    if storage_offset is not None:   # absolute in eager's storage: relative to x's start
+        offset += as_sym(storage_offset) - as_sym(ctx.meta_val(src).storage_offset())
     idx = index_symbols(len(size))
     index = offset + sum((as_sym(st) * i for st, i in zip(stride, idx)), sympy.Integer(0))
     return TensorValue(x.dtype, x.device, ctx.meta_size(), Load(ref.name, index, x.dtype))
