@@ -57,8 +57,10 @@ def _ops_decomposed() -> list[Any]:
         # native_batch_norm is what batch_norm and instance_norm call in train mode: the
         # same batch statistics as _legit, which fell back to ATen when not decomposed.
         aten.native_batch_norm,
-        # Vector norms (norm, normalize, cosine_similarity, pairwise_distance, the triplet
-        # losses): abs/pow and a sum, amax or amin, which fuse with what reads them.
+        # Vector norms (norm, normalize, cosine_similarity, the triplet losses, weight norm in
+        # wav2vec2-style conv positions, ConvNeXt-V2's GRN, Swin-V2's cosine attention,
+        # CLIP/SigLIP's normalised embeddings): a sum of powers and a root, computed in
+        # float32 for half inputs as eager does, fused with what reads them.
         aten.linalg_vector_norm,
     ]
     # Left as core ATen decides, on purpose:

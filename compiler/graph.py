@@ -258,6 +258,17 @@ class GraphLowering(torch.fx.Interpreter):
             return ref
         return self._as_ref(self.realize(value, stride=tuple(stride)))
 
+    def storage_ref(self, value: TensorValue, node: torch.fx.Node) -> BufferRef:
+        """``value`` as a view with eager's strides for ``node`` where those are dense: an op
+        that reads storage (as_strided) addresses it by eager's layout, which a computed
+        value realized row-major would not have (Longformer's overlapping chunks of a
+        transposed, scaled query)."""
+        val = self.meta_val(node)
+        if isinstance(val, torch.Tensor) and tuple(_sym_tuple(val.shape)) == tuple(value.size) \
+                and is_dense(val.shape, val.stride()):
+            return self.buffer_ref_with_strides(value, _sym_tuple(val.stride()))
+        return self.buffer_ref(value, node)
+
     def passed_stride(self, ref: BufferRef) -> tuple:
         """The strides of the tensor the wrapper hands an extern call for ``ref``: the
         buffer's own where the view is the whole buffer (size-1 dims included), else the
@@ -394,6 +405,8 @@ class GraphLowering(torch.fx.Interpreter):
         if target is operator.getitem and isinstance(args[0], (tuple, list)):
             return args[0][args[1]]
         val = self.meta_val()
+        if target is torch.ops.aten._local_scalar_dense.default:
+            return self.bind_item(args[0], val)
         if isinstance(val, (torch.SymInt, int)) and not isinstance(val, bool):
             return sym(val)          # size arithmetic (sym_size, mul of sizes): just sympy
         if isinstance(val, torch.SymBool):
@@ -408,10 +421,28 @@ class GraphLowering(torch.fx.Interpreter):
             return args[1]
         if _only_empty_tensors(val):   # nothing to compute: no lowering, no fallback either
             return _empty_values(val)
+        if _binds_sizes(self.node):   # a size from a .item() value (a slice at u0:u1): ATen
+            return self.fallback(target, args, kwargs)   # makes it, the wrapper reads it
         lowering = self.lowerings.lookup(target)
         if lowering is not None and lowering.applies(self.node):
             return lowering.fn(self, *args, **kwargs)
         return self.fallback(target, args, kwargs)
+
+    def bind_item(self, tensor, val):
+        """``.item()`` of a tensor: a Python number the wrapper reads once the tensor is
+        computed, bound to its symbol (``u0 = ...``) for the sizes and kernels after it.
+        (Left as a bare symbol, nothing ever set it: a NameError at the first call.)"""
+        if not isinstance(val, torch.SymInt):
+            raise LoweringError(f"node {self.node.name}: .item() of a float or bool tensor "
+                                f"used as a Python number")
+        symbol = sym(val)
+        r = val.node.shape_env.var_to_range.get(symbol)   # recorded: the module is dynamic
+        self.size_ranges[symbol] = (None, None) if r is None else (
+            _finite_bound(r.lower), _finite_bound(r.upper))
+        ref = self._refs(self.node.args[0], tensor)
+        self.operations.append(ExternKernel((None,), (None,), _op_path(self.node.target),
+                                            (ref,), (), False, False, binds=str(symbol)))
+        return symbol
 
     def fallback(self, target, args, kwargs, why: str = "no lowering"):
         if not isinstance(target, torch._ops.OpOverload):
@@ -482,6 +513,13 @@ def _without_elements(value: TensorValue) -> TensorValue:
     if _static_numel(value.size) == 0 and not isinstance(value.body, Const):
         return TensorValue(value.dtype, value.device, value.size, Const(0, value.dtype))
     return value
+
+
+def _binds_sizes(node: torch.fx.Node) -> bool:
+    """Whether the node's result has sizes export could only name (unbacked symbols bound
+    here, as a slice whose ends came from ``.item()``): kiln's views cannot say them."""
+    val = node.meta.get("val")
+    return isinstance(val, torch.Tensor) and bool(node.meta.get("unbacked_bindings"))
 
 
 def _only_empty_tensors(val) -> bool:

@@ -407,6 +407,7 @@ class ExternKernel:
     kwargs: tuple[tuple[str, Any], ...]
     is_fallback: bool
     tuple_result: bool     # the op returns a tuple (unpack it) rather than one tensor
+    binds: str | None = None   # a size symbol set to the op's Python number (.item(): u0)
 
 
 @dataclass(frozen=True)

@@ -227,10 +227,11 @@ class BodyWriter:
     def _load(self, e: Load, mask: str | None = None, other: str | None = None):
         idx = self.index(e.index)
         bound = {sym: sympy.Symbol(self.value(v), integer=True) for sym, v in e.indirect}
-        # an index into a dim of size 1 simplifies away: its address is a scalar then
-        is_block = bool(idx.free_symbols & KERNEL_INDICES) or any(
-            str(v) in self.block for sym, v in bound.items() if sym in idx.free_symbols)
         idx = idx.xreplace(bound)
+        # a block only if the address still holds one: an indirect index into a broadcast
+        # (stride 0) dimension drops out, leaving a scalar address
+        is_block = bool(idx.free_symbols & KERNEL_INDICES) or any(
+            str(s) in self.block for s in idx.free_symbols)
         # inside a masked region even a scalar address may be invalid: always mask there
         region = mask or self.mask
         in_region = region != self.base_mask

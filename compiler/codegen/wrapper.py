@@ -229,6 +229,9 @@ def _emit_extern(code, op: ExternKernel, bound: _Bound, unread: set[str]):
     args = ([render_arg(a, view) for a in op.args]
             + [f"{k}={render_arg(v, view)}" for k, v in op.kwargs])
     call = f"{bound.extern(op.kernel)}({', '.join(args)})"
+    if op.binds is not None:    # .item(): a size the code after it reads
+        code.line(f"{op.binds} = {call}")
+        return
     if op.tuple_result:
         targets = ", ".join(n or "_" for n in op.outputs)
         code.line(f"{targets}, = {call}" if len(op.outputs) == 1 else f"{targets} = {call}")

@@ -327,9 +327,9 @@ def _same_device(node) -> bool:
 
 # ----------------------------------------------------------------------------- creation
 def _filled(ctx, value) -> TensorValue:
+    # the fill may be a size expression: DeBERTa's torch.tensor(min(seq, max_positions))
     val = ctx.meta_val()
-    body = scalar_const(value, val.dtype)
-    return TensorValue(val.dtype, val.device.type, ctx.meta_size(), body)
+    return TensorValue(val.dtype, val.device.type, ctx.meta_size(), _scalar(value, val.dtype))
 
 
 @REGISTRY.register(aten.full.default, aten.scalar_tensor.default, supports=_supported_dtypes)
