@@ -94,3 +94,15 @@ def test_depthwise_convs_match_cudnn_on_cuda(case):
             got, want = compiled(fresh).float(), module(fresh).float()
         assert got.stride() == want.stride()
         assert ((got - want).norm() / want.norm()).item() < 2e-2
+
+
+def test_conv_kernels_library_leaves_every_conv_to_cudnn():
+    """``conv_kernels = "library"`` keeps depthwise (and patchify) convs as library calls;
+    a misspelt value is refused by name."""
+    module, x = Depthwise(6, kernel=3, padding=1).eval(), torch.randn(2, 6, 9, 8)
+    assert _extern_kinds(module, x, {"conv_kernels": "library"}) == ["aten.convolution.default"]
+    compiled = compiler.compile_module(module, (x,), {"conv_kernels": "library"})
+    with torch.no_grad():
+        torch.testing.assert_close(compiled(x), module(x), rtol=1e-4, atol=1e-5)
+    with pytest.raises(ValueError, match="conv_kernels.*'auto', 'library'.*'cudnn'"):
+        load_options({"conv_kernels": "cudnn"})

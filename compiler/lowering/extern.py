@@ -42,7 +42,9 @@ def lower_extern(ctx, *args, **kwargs):
 
 @REGISTRY.register(aten.convolution.default)
 def lower_convolution(ctx, x, weight, bias, *rest):
-    """cuDNN convolution, but a depthwise one is a kiln kernel (``.depthwise``); channels-last
+    """cuDNN convolution, but a depthwise one is a kiln kernel (``.depthwise``) and a patchify
+    or 1x1 one of half type an mm (``.conv_gemm``), unless option ``conv_kernels`` is
+    "library"; channels-last
     when the graph chose it (``ctx.channels_last``):
     input and weight are given NHWC strides (copied if need be) and the output stays NHWC
     for the ops after it, which read any strides; graph outputs get eager's strides back.
@@ -53,7 +55,9 @@ def lower_convolution(ctx, x, weight, bias, *rest):
     Inductor.
     """
     x_val, w_val = ctx.node.args[0].meta["val"], ctx.node.args[1].meta["val"]
-    if is_depthwise(x_val, w_val, rest):
+    if ctx.options.conv_kernels == "library":
+        out = _library_conv(ctx, x, weight, rest)
+    elif is_depthwise(x_val, w_val, rest):
         out = lower_depthwise(ctx, x, weight, rest)    # a kiln kernel: see .depthwise
     elif is_gemm_conv(x_val, w_val, rest):
         out = lower_gemm_conv(ctx, x, weight, rest)    # one mm: see .conv_gemm
