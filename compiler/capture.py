@@ -389,6 +389,14 @@ def _mutated_buffers(sig: Any, name: str) -> tuple[str, ...]:
                 f"model {name!r} mutates its input {spec.target!r} in place (e.g. an "
                 f"inplace=True op applied directly to an input); kiln compiles functional "
                 f"inference graphs: make that op out-of-place")
+        elif spec.kind == OutputKind.PARAMETER_MUTATION:
+            # the compiled module would repeat the write on every call (RWKV rescales its
+            # weights in place on its first eval call, behind a Python flag export reads once)
+            raise CaptureError(
+                f"model {name!r} writes to its parameter {spec.target!r} in place during "
+                f"forward; kiln compiles graphs that only read parameters: do the write "
+                f"before compiling (a write done once, on the first call, is done by running "
+                f"the model once eagerly)")
         else:
             raise CaptureError(f"model {name!r}: unsupported graph output {spec.arg} of kind "
                                f"{spec.kind.name}")

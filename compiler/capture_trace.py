@@ -194,7 +194,9 @@ def _signature(gm: torch.fx.GraphModule, outputs: tuple, sig: Any) -> ExportGrap
         else:
             inputs.append(InputSpec(InputKind.USER_INPUT, arg, None))
     # aot_export_module's outputs: the mutated inputs' new values first, then user outputs
-    mutations = {**sig.buffers_to_mutate, **sig.user_inputs_to_mutate}
+    # (a parameter written in forward is one too: named here, refused by the graph building)
+    params = getattr(sig, "parameters_to_mutate", {})
+    mutations = {**sig.buffers_to_mutate, **params, **sig.user_inputs_to_mutate}
     specs = []
     for k, value in enumerate(outputs):
         arg = TensorArgument(value.name)
@@ -203,6 +205,9 @@ def _signature(gm: torch.fx.GraphModule, outputs: tuple, sig: Any) -> ExportGrap
         elif value.name in sig.buffers_to_mutate:
             specs.append(OutputSpec(OutputKind.BUFFER_MUTATION, arg,
                                     state(sig.buffers_to_mutate[value.name])))
+        elif value.name in params:
+            specs.append(OutputSpec(OutputKind.PARAMETER_MUTATION, arg,
+                                    state(params[value.name])))
         else:
             specs.append(OutputSpec(OutputKind.USER_INPUT_MUTATION, arg,
                                     sig.user_inputs_to_mutate[value.name]))

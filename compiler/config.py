@@ -94,6 +94,12 @@ class CompilerOptions:
     # or "auto" (the template only where tuned configs say it beat cuBLAS at that shape;
     # see codegen/matmul_select.py).
     matmul_template: str = _code("off", UNLESS_DEFAULT)
+    # Convolutions kiln computes itself, where that spares cuDNN's per-shape set-up (seconds
+    # for a depthwise net's first call): "auto" lowers depthwise convs to kiln kernels and
+    # half-type convs whose kernel is 1 or its stride (patchify, 1x1) to one mm; "library"
+    # leaves every conv to cuDNN, which computes 7x7 depthwise convs up to 1.6x faster
+    # (compiler/lowering/depthwise.py has the measurements).
+    conv_kernels: str = _code("auto", UNLESS_DEFAULT)
     debug_dir: str | None = None
     cache_dir: str | None = None
 
@@ -149,6 +155,11 @@ def _from_env() -> dict[str, Any]:
     return env
 
 
+# The values an option spelled as a word may take.
+CHOICES = {"channels_last": ("auto", "on", "off"), "matmul_template": ("off", "on", "auto"),
+           "conv_kernels": ("auto", "library")}
+
+
 def _validated(values: Mapping[str, Any], source: str) -> dict[str, Any]:
     fields = {f.name: f for f in dataclasses.fields(CompilerOptions)}
     out = {}
@@ -162,6 +173,9 @@ def _validated(values: Mapping[str, Any], source: str) -> dict[str, Any]:
         if default is not None and value is not None and type(value) is not type(default):
             raise OptionsError(f"{source}: option {key!r} must be {type(default).__name__}, "
                                f"got {type(value).__name__} ({value!r})")
+        if key in CHOICES and value not in CHOICES[key]:
+            raise OptionsError(f"{source}: option {key!r} must be one of "
+                               f"{', '.join(map(repr, CHOICES[key]))}, got {value!r}")
         out[key] = value
     return out
 

@@ -124,7 +124,8 @@ class CallConvention:
         leaves, spec = pytree.tree_flatten((args, kwargs))
         if spec != self.in_spec:
             raise CaptureError(f"model {self.name!r}: called with {_call_text(spec)}, but it "
-                               f"was captured with {_call_text(self.in_spec)}")
+                               f"was captured with {_call_text(self.in_spec)}"
+                               f"{_spec_difference(self.in_spec, spec)}")
         scalars = dict(self.scalar_inputs)
         tensors = []
         for i, leaf in enumerate(leaves):
@@ -323,6 +324,63 @@ def _call_text(spec: Any) -> str:
     text = f"{len(kinds)} positional argument{'' if len(kinds) == 1 else 's'} ({', '.join(kinds)})"
     return text + (f" and keyword arguments {', '.join(map(str, keys))}" if keys
                    else " and no keyword arguments")
+
+
+def _spec_difference(captured: Any, called: Any) -> str:
+    """Where two call specs first differ, in words (": ..." or ""). Two calls alike at the
+    top may differ deep inside: a Python value an input object keeps (a sliding-window
+    cache's length, an int export specialises) read the same in ``_call_text``."""
+    found = None
+    if captured.num_children == called.num_children == 2:    # (args, kwargs)
+        for name, a, b in zip(("args", "kwargs"), captured.children_specs,
+                              called.children_specs):
+            found = found or _first_difference(a, b, name)
+    if found is None:
+        return ""
+    where, was, now, value = found
+    why = (" (the graph was specialised on this Python value: keep it fixed, or capture a "
+           "graph for each value)") if value else ""
+    return f": {where} is {now}, captured with {was}{why}"
+
+
+def _first_difference(a: Any, b: Any, path: str):
+    """(path, captured, called, whether a plain value differs) of the first difference
+    between two pytree specs or the contexts they keep; None where they are equal."""
+    if a == b:
+        return None
+    if isinstance(a, pytree.TreeSpec) and isinstance(b, pytree.TreeSpec):
+        if a.type is not b.type:
+            return path, _type_name(a.type), _type_name(b.type), False
+        if a.context != b.context:
+            return _first_difference(a.context, b.context, path)
+        keys = a.context if isinstance(a.context, (list, tuple)) and \
+            len(a.context) == a.num_children else range(a.num_children)
+        for key, ca, cb in zip(keys, a.children_specs, b.children_specs):
+            found = _first_difference(ca, cb, f"{path}[{key!r}]")
+            if found is not None:
+                return found
+        return path, f"{a.num_children} items", f"{b.num_children} items", False
+    if isinstance(a, dict) and isinstance(b, dict):
+        if a.get("_t") == b.get("_t") == "obj" and a.get("p") == b.get("p"):
+            return _first_difference(a.get("s"), b.get("s"), path)   # an object's state
+        for key in list(a) + [k for k in b if k not in a]:
+            if a.get(key, _MISSING) != b.get(key, _MISSING):
+                return _first_difference(a.get(key, _MISSING), b.get(key, _MISSING),
+                                         f"{path}.{key}")
+    if isinstance(a, (list, tuple)) and isinstance(b, (list, tuple)) and len(a) == len(b):
+        for k, (x, y) in enumerate(zip(a, b)):
+            if x != y:
+                return _first_difference(x, y, f"{path}[{k}]")
+    return (path, _MISSING_TEXT if a is _MISSING else repr(a),
+            _MISSING_TEXT if b is _MISSING else repr(b), True)
+
+
+_MISSING = object()
+_MISSING_TEXT = "absent"
+
+
+def _type_name(t: Any) -> str:
+    return getattr(t, "__name__", str(t))
 
 
 def random_input(spec: InputSpec, gen: torch.Generator) -> torch.Tensor:

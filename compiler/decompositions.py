@@ -54,6 +54,14 @@ def _ops_decomposed() -> list[Any]:
         # compiler/lowering/norm.py) unless its saved statistics are read.
         aten._native_batch_norm_legit,
         aten._native_batch_norm_legit_functional,
+        # native_batch_norm is what batch_norm and instance_norm call in train mode: the
+        # same batch statistics as _legit, which fell back to ATen when not decomposed.
+        aten.native_batch_norm,
+        # Vector norms (norm, normalize, cosine_similarity, the triplet losses, weight norm in
+        # wav2vec2-style conv positions, ConvNeXt-V2's GRN, Swin-V2's cosine attention,
+        # CLIP/SigLIP's normalised embeddings): a sum of powers and a root, computed in
+        # float32 for half inputs as eager does, fused with what reads them.
+        aten.linalg_vector_norm,
     ]
     # Left as core ATen decides, on purpose:
     # - mm / addmm / bmm / convolution: core ATen already keeps them; each is one extern call
@@ -97,4 +105,54 @@ def _built_table() -> dict:
         if op in table:
             table.pop(op)
     table.update(get_decompositions(_ops_decomposed()))
+    aten = torch.ops.aten
+    for op in (aten.linspace.default, aten.linspace.Tensor_Tensor, aten.linspace.Tensor_Scalar,
+               aten.linspace.Scalar_Tensor):
+        if op in table:     # torch's own stays for the float dtypes
+            table[op] = functools.partial(_linspace, table[op])
+    table[aten.take.default] = _take
+    table[aten.unique_consecutive.default] = _unique_consecutive
     return dict(table)
+
+
+def _unique_consecutive(x, return_inverse=False, return_counts=False, dim=None):
+    """unique_consecutive with its dim made non-negative: torch's fake kernel reads a
+    negative dim as is, giving dim=-1 of a (3, 4) input a 4-d result (eager's: (3, u0)),
+    and kiln plans buffers from fake results. Any other call is traced as it is."""
+    if dim is None or dim >= 0:
+        return NotImplemented
+    return torch.ops.aten.unique_consecutive.default(x, return_inverse, return_counts,
+                                                     dim % max(x.dim(), 1))
+
+
+def _take(x, index):
+    """take as one advanced index of the flattened input. torch's ``flat[index]`` read a 0-d
+    index as a Python int: a data-dependent guard that make_fx cannot trace.
+
+    >>> _take(torch.arange(6.).reshape(2, 3), torch.tensor(-2))
+    tensor(4.)
+    """
+    return torch.ops.aten.index.Tensor(x.reshape(-1), [index])
+
+
+def _linspace(reference, start, end, steps, **kwargs):
+    """linspace as eager computes it for integer dtypes; torch's ``reference`` for the rest.
+
+    Eager casts the bounds to the integer dtype first, steps in double, and takes the second
+    half (from ``steps // 2``) back from the end; torch's reference steps from the uncast
+    bounds in float32, so ``linspace(4.3, -3, 50, dtype=int64)`` came out 4, 4, 4, 3, ...
+    where eager gives 4, 3, 3, ...
+
+    >>> int(_linspace(None, 4.3, -3, 50, dtype=torch.int64)[1])
+    3
+    """
+    dtype = kwargs.get("dtype")
+    if dtype is None or dtype.is_floating_point or dtype.is_complex or dtype == torch.bool \
+            or steps < 2:
+        return reference(start, end, steps, **kwargs)
+    start, end = (v.to(dtype).double() if isinstance(v, torch.Tensor) else float(int(v))
+                  for v in (start, end))
+    step = (end - start) / (steps - 1)
+    rg = torch.arange(steps, dtype=torch.float64, device=kwargs.get("device"))
+    out = torch.where(rg < steps // 2, start + step * rg, end - step * (steps - 1 - rg))
+    return out.to(dtype)

@@ -39,7 +39,7 @@ from .lowering import LoweringTable
 from .lowering.common import SUPPORTED_DTYPES, channels_last_strides, expand_to
 from .lowering.common import sym_size as sym
 from .mutation import apply_mutations
-from .sizevars import affine_coefficients
+from .sizevars import affine_coefficients, index_step
 
 MAX_INLINE_OPS = 256   # bodies past this are realized even with one user: keep kernels sane
 
@@ -188,7 +188,11 @@ class GraphLowering(torch.fx.Interpreter):
         size = value.size
         val = self.meta_val(node) if node is not None and stride is None else None
         if stride is None and self.channels_last and len(size) == 4:
-            stride = channels_last_strides(size)   # conv graph: keep activations NHWC
+            # conv graph: keep activations NHWC; a value already in NHWC order (a permute to
+            # (N, H, W, C)) row major. Eager's strides, from a capture of NCHW inputs, are not
+            # the storage order here.
+            stride = (contiguous_strides(size) if _reads_along_last_dim(value)
+                      else channels_last_strides(size))
             val = None
         if stride is None:
             stride = contiguous_strides(size)
@@ -254,6 +258,17 @@ class GraphLowering(torch.fx.Interpreter):
             return ref
         return self._as_ref(self.realize(value, stride=tuple(stride)))
 
+    def storage_ref(self, value: TensorValue, node: torch.fx.Node) -> BufferRef:
+        """``value`` as a view with eager's strides for ``node`` where those are dense: an op
+        that reads storage (as_strided) addresses it by eager's layout, which a computed
+        value realized row-major would not have (Longformer's overlapping chunks of a
+        transposed, scaled query)."""
+        val = self.meta_val(node)
+        if isinstance(val, torch.Tensor) and tuple(_sym_tuple(val.shape)) == tuple(value.size) \
+                and is_dense(val.shape, val.stride()):
+            return self.buffer_ref_with_strides(value, _sym_tuple(val.stride()))
+        return self.buffer_ref(value, node)
+
     def passed_stride(self, ref: BufferRef) -> tuple:
         """The strides of the tensor the wrapper hands an extern call for ``ref``: the
         buffer's own where the view is the whole buffer (size-1 dims included), else the
@@ -270,6 +285,11 @@ class GraphLowering(torch.fx.Interpreter):
                     _reads_fewer_bytes(realized, value):
                 self.env[node] = realized   # later consumers load it instead of recomputing
         return ref
+
+    def strided_view(self, value: TensorValue) -> BufferRef | None:
+        """``value`` as a strided view of a buffer; None where it is computed (nothing is
+        realized: a lowering asks how its operand is laid out before choosing a form)."""
+        return self._as_ref(value)
 
     def _as_ref(self, value: TensorValue) -> BufferRef | None:
         body = value.body
@@ -318,6 +338,15 @@ class GraphLowering(torch.fx.Interpreter):
         results = [self._load_buffer(n, l) if n is not None else None
                    for n, l in zip(names, layouts)]
         return tuple(results) if isinstance(val, (tuple, list)) else results[0]
+
+    def call_library(self, target, refs: tuple, layout: Layout) -> TensorValue:
+        """Run ATen's ``target`` from the wrapper on ``refs`` (views of realized buffers),
+        for an op the graph does not name: a lowering computing its node another way (a
+        1x1 conv as ``aten.mm``). Its one result has ``layout``."""
+        name = self.new_name("buf")
+        self.operations.append(ExternKernel((name,), (layout,), _op_path(target), tuple(refs),
+                                            (), False, False))
+        return self._load_buffer(name, layout)
 
     def _refs(self, node_arg, value):
         if isinstance(value, BufferRef):
@@ -376,32 +405,55 @@ class GraphLowering(torch.fx.Interpreter):
         if target is operator.getitem and isinstance(args[0], (tuple, list)):
             return args[0][args[1]]
         val = self.meta_val()
+        if target is torch.ops.aten._local_scalar_dense.default:
+            return self.bind_item(args[0], val)
         if isinstance(val, (torch.SymInt, int)) and not isinstance(val, bool):
             return sym(val)          # size arithmetic (sym_size, mul of sizes): just sympy
         if isinstance(val, torch.SymBool):
             return val.node.expr     # a size comparison (u0 >= 0) that only feeds an assert
         if target in SHAPE_ASSERTS:
             return None              # export's runtime asserts: the input checks cover them
-        for v in _tensor_vals(self.node):
-            _check_dtype(self.node, v)
+        foreign = _foreign_dtype(self.node)
+        if foreign is not None:      # complex (an FFT's result): ATen computes it, not kernels
+            return self.fallback(target, args, kwargs, why=f"it computes in {foreign}")
         if target is torch.ops.aten.copy_.default and self.node.args[0] in self._placeholder_inputs:
             self.mutations.append((self._placeholder_inputs[self.node.args[0]], args[1]))
             return args[1]
         if _only_empty_tensors(val):   # nothing to compute: no lowering, no fallback either
             return _empty_values(val)
+        if _binds_sizes(self.node):   # a size from a .item() value (a slice at u0:u1): ATen
+            return self.fallback(target, args, kwargs)   # makes it, the wrapper reads it
         lowering = self.lowerings.lookup(target)
         if lowering is not None and lowering.applies(self.node):
             return lowering.fn(self, *args, **kwargs)
         return self.fallback(target, args, kwargs)
 
-    def fallback(self, target, args, kwargs):
+    def bind_item(self, tensor, val):
+        """``.item()`` of a tensor: a Python number the wrapper reads once the tensor is
+        computed, bound to its symbol (``u0 = ...``) for the sizes and kernels after it.
+        (Left as a bare symbol, nothing ever set it: a NameError at the first call.)"""
+        if not isinstance(val, torch.SymInt):
+            raise LoweringError(f"node {self.node.name}: .item() of a float or bool tensor "
+                                f"used as a Python number")
+        symbol = sym(val)
+        r = val.node.shape_env.var_to_range.get(symbol)   # recorded: the module is dynamic
+        self.size_ranges[symbol] = (None, None) if r is None else (
+            _finite_bound(r.lower), _finite_bound(r.upper))
+        ref = self._refs(self.node.args[0], tensor)
+        self.operations.append(ExternKernel((None,), (None,), _op_path(self.node.target),
+                                            (ref,), (), False, False, binds=str(symbol)))
+        return symbol
+
+    def fallback(self, target, args, kwargs, why: str = "no lowering"):
         if not isinstance(target, torch._ops.OpOverload):
             raise LoweringError(f"node {self.node.name}: cannot lower or fall back for "
-                                f"{target!r} (not an ATen op)")
+                                f"{target!r} (not an ATen op)"
+                                + ("" if why == "no lowering" else f"; {why}"))
         name = _op_path(target)
         if name not in self.fallback_ops:
             self.fallback_ops.append(name)
-            warnings.warn(f"kiln: no lowering for {name}; it runs as an ATen fallback",
+            reason = "no lowering" if why == "no lowering" else f"{why}, which kernels do not"
+            warnings.warn(f"kiln: {reason} for {name}; it runs as an ATen fallback",
                           KilnFallbackWarning, stacklevel=2)
         return self.call_extern(args, kwargs, is_fallback=True)
 
@@ -461,6 +513,13 @@ def _without_elements(value: TensorValue) -> TensorValue:
     if _static_numel(value.size) == 0 and not isinstance(value.body, Const):
         return TensorValue(value.dtype, value.device, value.size, Const(0, value.dtype))
     return value
+
+
+def _binds_sizes(node: torch.fx.Node) -> bool:
+    """Whether the node's result has sizes export could only name (unbacked symbols bound
+    here, as a slice whose ends came from ``.item()``): kiln's views cannot say them."""
+    val = node.meta.get("val")
+    return isinstance(val, torch.Tensor) and bool(node.meta.get("unbacked_bindings"))
 
 
 def _only_empty_tensors(val) -> bool:
@@ -545,8 +604,32 @@ def _tensor_vals(node):
     return [v for v in vals if isinstance(v, torch.Tensor)]
 
 
+def _foreign_dtype(node) -> torch.dtype | None:
+    """A dtype kernels do not compute in (complex), among the tensors ``node`` reads or
+    returns: such a node runs as its ATen op, so only the wrapper ever holds those values
+    (graph inputs of such dtypes are still refused, at the placeholder)."""
+    for n in [node, *node.all_input_nodes]:
+        for v in _tensor_vals(n):
+            if v.dtype not in SUPPORTED_DTYPES:
+                return v.dtype
+    return None
+
+
 def _check_dtype(node, val):
     if val.dtype not in SUPPORTED_DTYPES:
         raise LoweringError(
             f"node {node.name} ({node.format_node()}) has dtype {val.dtype}, which kiln does not "
             f"support; supported: {', '.join(sorted(str(d) for d in SUPPORTED_DTYPES))}")
+
+
+def _reads_along_last_dim(value: TensorValue) -> bool:
+    """Whether a 4-d value's loads are contiguous along its last dim and none along dim 1:
+    its dims are already in storage order (an NHWC activation permuted to (N, H, W, C) for a
+    LayerNorm, an attention tensor), where channels-last strides would put dim 1 innermost
+    and make every load of the kernel computing it a gather."""
+    i = index_symbols(4)
+    zero = dict.fromkeys(i, 0)
+    steps = [(index_step(ld.index, i[3], zero), index_step(ld.index, i[1], zero))
+             for ld in loads_of(value.body) if not ld.indirect]
+    return any(last == 1 for last, _ in steps) and not any(dim1 == 1 for _, dim1 in steps)
+

@@ -27,7 +27,8 @@ import torch
 from .sizevars import index_symbol
 
 # The dtypes kiln's lowerings and Triton kernels handle. Anything else (complex, float8,
-# quantized) is refused at capture with the offending input named, not deep in codegen.
+# quantized) is refused at capture with the offending input named, not deep in codegen; a
+# value of another dtype made inside a graph (an FFT's complex) is left to ATen fallbacks.
 SUPPORTED_DTYPES = frozenset({
     torch.float32, torch.float16, torch.bfloat16, torch.float64,
     torch.int8, torch.int16, torch.int32, torch.int64, torch.uint8, torch.bool,
@@ -406,6 +407,7 @@ class ExternKernel:
     kwargs: tuple[tuple[str, Any], ...]
     is_fallback: bool
     tuple_result: bool     # the op returns a tuple (unpack it) rather than one tensor
+    binds: str | None = None   # a size symbol set to the op's Python number (.item(): u0)
 
 
 @dataclass(frozen=True)

@@ -33,6 +33,7 @@ from typing import Any, Mapping, Sequence
 import sympy
 import torch
 import triton
+from torch._subclasses.fake_tensor import DynamicOutputShapeException
 from torch.fx.experimental.proxy_tensor import make_fx
 
 from . import __version__
@@ -44,7 +45,7 @@ from .codegen.planner import TritonPlanner
 from .codegen.wrapper import generate_wrapper
 from .config import CompilerOptions
 from .decompositions import decomposition_table
-from .graph import GraphLowering, LoweredGraph
+from .graph import GraphLowering, LoweredGraph, LoweringError
 from .ir import ExternKernel
 from .lowering import default_table
 from .scheduler import FusionLimits, buffer_layouts, fusion_report, schedule
@@ -183,6 +184,12 @@ def trace_fx(gm: torch.fx.GraphModule, example_inputs: Sequence[Any],
     sizes = SizeInputs.of(example_inputs) if sizes is None else sizes
     try:
         return _trace_functional(gm, example_inputs, "mutations", sizes)
+    except DynamicOutputShapeException as exc:
+        # no retrace helps: the op itself has no fake kernel (lstsq, ctc_loss)
+        raise LoweringError(
+            f"{exc.func} has no fake kernel: its output sizes are known only by running it, "
+            "and kiln traces graphs with fake tensors, so it cannot compile this graph "
+            "(not even with the op as an ATen fallback)") from exc
     except Exception:
         # A view recorded on real strides can fail to replay on fake ones (an op whose meta
         # strides differ from its kernel's); as copies, views replay on any strides.

@@ -90,7 +90,8 @@ def remove_dead(lowered: LoweredGraph) -> list:
     for op in reversed(lowered.operations):
         # a write into a graph input is always needed; a scatter into a copy only if read
         in_place = isinstance(op, MutationBuffer) and op.name in inputs
-        if in_place or any(name in live for name in outputs_of(op)):
+        binds = isinstance(op, ExternKernel) and op.binds is not None   # sets a size symbol
+        if in_place or binds or any(name in live for name in outputs_of(op)):
             kept.append(op)
             live |= reads_of(op)
     return list(reversed(kept))

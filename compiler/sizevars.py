@@ -207,6 +207,18 @@ def _simplify_once(expr, ranges):
     return expr.func(*args)
 
 
+def index_step(index: sympy.Expr, symbol: sympy.Symbol, zero: Mapping) -> int | None:
+    """How far apart in memory ``index`` lies for the first two values of ``symbol``, the
+    other symbols of ``zero`` at 0 (enough for the affine and floor/mod indexing of views);
+    None where that is not a number.
+
+    Example: ``index_step(3*i0 + i1 + 5, i0, {i0: 0, i1: 0}) == 3``.
+    """
+    index = sympy.sympify(index)
+    step = sympy.simplify(index.xreplace({**zero, symbol: 1}) - index.xreplace(zero))
+    return int(step) if step.is_Integer else None
+
+
 def affine_coefficients(expr: sympy.Expr, symbols) -> tuple[sympy.Expr, list[sympy.Expr]] | None:
     """(offset, [coefficient per symbol]) if ``expr`` is affine in ``symbols``, else None.
 

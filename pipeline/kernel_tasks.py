@@ -78,7 +78,8 @@ def load_stored_kernel(store: Any, kernel_key: str) -> Any:
 def _default(shape: KernelShape, options_json: str) -> Any:
     from compiler.autotune import default_config
     from compiler.config import options_from_json
-    return default_config(shape.kind, shape.numels, "cuda", options_from_json(options_json))
+    return default_config(shape.kind, shape.numels, "cuda", options_from_json(options_json),
+                          shape.rows_across)
 
 
 def _candidates(shape: KernelShape, spaces: Any) -> list[Any]:

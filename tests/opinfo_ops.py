@@ -13,7 +13,8 @@ Ops whose output size depends on the data (``DATA_DEPENDENT``) must fall back to
 ATen op with exactly one ``KilnFallbackWarning`` per graph, and still match eager.
 
 Run as a script for the per-op report: ``python tests/opinfo_ops.py [--all] [OP ...]``
-(``--all`` checks every sample, not only the picked ones).
+(``--all`` checks every sample, not only the picked ones; an OP may be any name of torch's
+``op_db``, in ``OPS`` or not).
 
 Example:
     >>> len(OPS) >= 150 and len(set(OPS)) == len(OPS)
@@ -41,7 +42,8 @@ OPS = (
     "erfc", "erfinv", "exp", "exp2", "expm1", "floor", "frac", "log", "log10", "log1p", "log2",
     "neg", "reciprocal", "round", "rsqrt", "sigmoid", "sign", "sgn", "sin", "sinh", "sqrt",
     "square", "tan", "tanh", "trunc", "nan_to_num", "logit", "isnan", "isinf", "isfinite",
-    "signbit", "deg2rad", "rad2deg", "bitwise_not", "logical_not", "positive",
+    "signbit", "deg2rad", "rad2deg", "bitwise_not", "logical_not", "positive", "bfloat16",
+    "sinc", "special.ndtr",
     # binary and ternary pointwise
     "add", "sub", "rsub", "mul", "div.no_rounding_mode", "div.floor_rounding",
     "div.trunc_rounding", "true_divide", "floor_divide", "remainder", "fmod", "pow", "atan2",
@@ -62,32 +64,46 @@ OPS = (
     "var", "std", "var_mean", "max.reduction_with_dim", "min.reduction_with_dim",
     "max.reduction_no_dim", "min.reduction_no_dim", "nansum", "count_nonzero", "cumsum",
     "cumprod", "logcumsumexp", "softmax", "log_softmax", "nn.functional.layer_norm",
-    "nn.functional.group_norm", "nn.functional.rms_norm",
+    "nn.functional.group_norm", "nn.functional.rms_norm", "aminmax", "nanmean", "std_mean",
+    "quantile", "nanquantile", "norm", "nn.functional.normalize",
+    "nn.functional.cosine_similarity", "nn.functional.batch_norm",
+    "nn.functional.instance_norm",
     # views and shapes
     "view", "reshape", "permute", "transpose", "t", "squeeze", "unsqueeze", "expand",
     "flatten", "unflatten", "narrow", "select", "split", "chunk", "unbind", "movedim",
     "contiguous", "clone", "broadcast_to", "flip", "roll", "repeat", "tril", "triu", "cat",
-    "stack", "hstack", "vstack",
+    "stack", "hstack", "vstack", "diagonal", "trace", "diag_embed", "fliplr", "rot90", "tile",
+    "tensor_split", "column_stack", "diff", "unfold",
     # creation
     "full_like", "zeros_like", "ones_like", "new_full", "new_zeros", "new_ones", "arange",
-    "fill",
+    "fill", "linspace", "logspace",
     # indexing: gathers and scatters
     "gather", "scatter", "scatter_add", "scatter_reduce.sum", "index_select", "index_add",
     "index_copy", "index_put", "index_fill", "take_along_dim", "nn.functional.embedding",
-    "select_scatter", "slice_scatter", "constant_pad_nd",
+    "select_scatter", "slice_scatter", "constant_pad_nd", "take", "nn.functional.embedding_bag",
+    "scatter_reduce.amax", "nn.functional.pad.reflect", "nn.functional.pad.replicate",
+    "nn.functional.pad.circular",
     # matmuls and pooling
     "mm", "bmm", "matmul", "addmm", "nn.functional.linear", "baddbmm", "mv",
     "nn.functional.max_pool2d", "nn.functional.avg_pool2d",
-    "nn.functional.adaptive_avg_pool2d",
+    "nn.functional.adaptive_avg_pool2d", "addmv", "addr", "einsum", "tensordot",
+    "nn.functional.max_pool1d", "nn.functional.adaptive_max_pool2d",
+    "nn.functional.interpolate.bilinear", "nn.functional.pixel_shuffle",
+    # sorting (ATen fallbacks), losses
+    "sort", "topk", "argsort", "cummax", "nn.functional.cross_entropy",
+    "nn.functional.nll_loss", "nn.functional.multilabel_margin_loss",
+    # complex values inside the graph (ATen fallbacks, float inputs and outputs around them)
+    "cfloat", "complex", "polar", "view_as_complex", "fft.fft", "fft.rfft", "fft.irfft",
     # output size depends on the data
-    "masked_select", "nonzero", "unique", "argwhere",
+    "masked_select", "nonzero", "unique", "argwhere", "unique_consecutive",
 )
 
 # Ops whose output size depends on the data, and the ATen op kiln must fall back to for each
 # (warning once): the kernels after them still lower, sized by the result at run time.
 DATA_DEPENDENT = {"masked_select": "aten.masked_select.default",
                   "nonzero": "aten.nonzero.default", "argwhere": "aten.nonzero.default",
-                  "unique": "aten._unique2.default"}
+                  "unique": "aten._unique2.default",
+                  "unique_consecutive": "aten.unique_consecutive.default"}
 
 # dtypes tried per op, where its OpInfo says it supports them on CPU
 DTYPES = (torch.float32, torch.bool, torch.int64)
@@ -195,7 +211,7 @@ def check_samples(op, pairs) -> tuple[tuple, list[str]]:
     eager there; returns (fallback ops, fallback warnings). Raises on any difference."""
     fn = graph_fn(op, [a for a, _ in pairs])
     example = [t.clone() for a, _ in pairs for t in _tensors(a)]
-    gm = make_fx(fn)(*example)
+    gm = _trace(fn, example)
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always", KilnFallbackWarning)
         compiled = compiler.compile_fx(gm, example)
@@ -205,10 +221,23 @@ def check_samples(op, pairs) -> tuple[tuple, list[str]]:
                                    if issubclass(w.category, KilnFallbackWarning)]
 
 
+class Untraceable(Exception):
+    """make_fx refused the sample, before kiln saw it: the op reads a tensor as a Python
+    number (narrow's tensor start) or a Python bool (``equal``, ``allclose``, cov's weight
+    check), the tracer's limit, not kiln's."""
+
+
+def _trace(fn, example):
+    try:
+        return make_fx(fn)(*example)
+    except RuntimeError as exc:
+        if any(m in str(exc) for m in ("_local_scalar_dense", "get value out of a tracing")):
+            raise Untraceable(str(exc)) from exc
+        raise
+
+
 def _untraceable(exc: Exception) -> bool:
-    """make_fx refused the sample: the op reads a tensor as a Python number (narrow's
-    tensor start), the tracer's limit, not kiln's."""
-    return isinstance(exc, RuntimeError) and "_local_scalar_dense" in str(exc)
+    return isinstance(exc, Untraceable)
 
 
 @dataclass

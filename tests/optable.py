@@ -366,6 +366,16 @@ case("transpose", lambda a: a.transpose(0, -1), shapes=((S(3, 5, 7),), (T(17, 33
 case("t", lambda a: a.t(), shapes=((S(33, 17),), (S(7),)), kernels="none", tol="exact")
 case("expand", lambda a: a.expand(4, 5, 6), shapes=((S(5, 1),), (S(6),)), kernels="none",
      tol="exact")
+# repeat: an index transform (i mod the input's size), read fused by its user
+case("repeat", lambda a: a.repeat(2, 1), shapes=((S(3, 4),), (T(5, 3),), (S(1, 6),)),
+     kernels="copy", tol="exact")
+case("repeat_new_dims", lambda a: a.repeat(2, 3, 1, 2) * 2, shapes=((S(3, 1, 4),), (S(),)),
+     tol="exact")
+# unfold: sliding windows, a view (window i, element k reads i * step + k)
+case("unfold", lambda a: a.unfold(1, 2, 1) * 2, shapes=((S(4, 5),), (T(5, 6),)), tol="exact")
+case("unfold_strided", lambda a: a.unfold(0, 3, 2), shapes=((S(9, 4),), (S(7),)),
+     kernels="none", tol="exact")
+case("unfold_0d", lambda a: a.unfold(0, 1, 1) + 1, shapes=((S(),),), tol="exact")
 case("slice_step", lambda a: a[1:30:3], shapes=((S(33, 17),),), kernels="none", tol="exact")
 case("slice_negative", lambda a: a[:, -5:-1], shapes=((S(33, 17),), (T(17, 33),)),
      kernels="none", tol="exact")
@@ -386,6 +396,11 @@ case("unbind", lambda a: a.unbind(1), shapes=((S(5, 3),), (S(4, 1, 9),)), kernel
      tol="exact")
 case("as_strided", lambda a: a.as_strided((4, 3), (5, 2), 1), shapes=((S(33),),),
      kernels="none", tol="exact")
+# as_strided reads storage by eager's layout: a computed, transposed or sliced input must be
+# stored the way eager lays it out first (Longformer's overlapping chunks of a scaled query)
+case("as_strided_of_computed", lambda a: ((a * 2).t().as_strided((5, 4), (3, 1)),
+                                          (a + 1)[1:].as_strided((2, 3), (1, 4), 8)),
+     shapes=((S(4, 6),),), tol="exact")
 # the *_copy variants functionalization produces: same values as the view, in a new tensor
 VC = dict(kernels="copy", tol="exact")
 case("view_copy", lambda a: torch.ops.aten.view_copy(a, [17, 33]), shapes=((S(33, 17),),), **VC)
@@ -397,6 +412,8 @@ case("t_copy", lambda a: torch.ops.aten.t_copy(a), shapes=((S(33, 17),),), **VC)
 case("expand_copy", lambda a: torch.ops.aten.expand_copy(a, [4, 5, 6]), shapes=((S(5, 1),),),
      **VC)
 case("slice_copy", lambda a: torch.ops.aten.slice_copy(a, 1, 2, -1, 3), shapes=((S(7, 17),),),
+     **VC)
+case("unfold_copy", lambda a: torch.ops.aten.unfold_copy(a, 1, 3, 2), shapes=((S(4, 9),),),
      **VC)
 case("select_copy", lambda a: torch.ops.aten.select_copy(a, 1, -2), shapes=((S(4, 3, 9),),),
      **VC)
@@ -461,6 +478,19 @@ case("roll_2d", lambda a: torch.roll(a, (1, -2), (0, 1)), shapes=((S(5, 7),), (T
 case("roll_same_dim_twice", lambda a: a.roll(2, 1).roll(-1, 1) * 2, shapes=((S(4, 7),),),
      tol="exact")
 case("roll_flat", lambda a: torch.roll(a, 3), shapes=((S(4, 5),),), tol="exact")
+# flip and repeat copy in eager, diagonal is a view: for kiln all three are index transforms
+case("flip", lambda a: a.flip(0, -1), shapes=((S(5, 7),), (T(6, 5),)), tol="exact")
+case("repeat_3d", lambda a: a.repeat(2, 1, 3), shapes=((S(3, 4),), (S(),)), tol="exact")
+case("diagonal", lambda a: torch.diagonal(a, 1) * 2, shapes=((S(4, 5),), (T(6, 5),)),
+     tol="exact")
+case("diagonal_copy", lambda a: torch.diagonal_copy(a, -1, 0, 2), shapes=((S(3, 4, 5),),),
+     tol="exact")
+case("unfold_and_copy", lambda a: (a.unfold(1, 2, 1) * 2, torch.ops.aten.unfold_copy(a, 0, 2, 2)),
+     shapes=((S(4, 5),), (T(6, 5),)), tol="exact")
+# decomposed (no ATen fallback): a norm is a sum of powers, batch statistics two reductions
+case("vector_norm_dim", lambda a: a.norm(dim=1), shapes=((S(7, 9),),), tol="approx")
+case("batch_norm_train", lambda a: F.batch_norm(a, None, None, training=True),
+     shapes=((S(2, 3, 4, 4),),), tol="approx")
 case("roll_window_partition",
      lambda a, b: (F.pad(torch.roll(a, (-1, -1), (1, 2)), (0, 0, 0, 1, 0, 1))
                    .view(2, 3, 2, 3, 2, 4).permute(0, 1, 3, 2, 4, 5).reshape(-1, 4) + b),
@@ -561,6 +591,11 @@ case("sum_dims", lambda a: a.sum((0, 2)), shapes=((S(4, 3, 9),),))
 case("sum_all", lambda a: a.sum(), shapes=((S(),), (S(7),), (S(33, 17),)), tol="approx")
 case("sum_looped", lambda a: a.sum(-1), shapes=((S(3, 5000),),), tol="approx")
 case("sum_all_looped", lambda a: a.sum(), shapes=((S(70, 70),),), tol="approx")
+# vector norms decompose (sum of powers, then a root): every ord, a dim or all, keepdim
+case("vector_norm", lambda a: (a.norm(dim=1), torch.linalg.vector_norm(a, 1, (0, 1)),
+                               torch.linalg.vector_norm(a, float("inf"), -1, keepdim=True),
+                               torch.linalg.vector_norm(a, 3.5, 0)),
+     shapes=((S(7, 9),), (T(9, 13),)), tol="approx")
 case("sum_int", lambda a: a.sum(-1), (I32,), ((S(33, 17),), (T(5, 6),)))
 case("sum_bool", lambda a: a.sum(0), (BOOL,), ((S(33, 17),),))
 case("mean", lambda a: a.mean(-1), shapes=RED1)

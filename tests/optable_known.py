@@ -44,14 +44,6 @@ KNOWN_BUGS: list[KnownBug] = [
         and p.case.name == "remainder_inexact",
         "a = torch.randn(33, 17, device='cuda', dtype=torch.float16); compile_fx(make_fx("
         "lambda a: (torch.remainder(a, 0.1),))(a), [a])(a)[0] != torch.remainder(a, 0.1)"),
-    KnownBug(
-        "CPU interpreter: casts to bfloat16 are wrong: float32/float16 -> bfloat16 truncates "
-        "instead of rounding to nearest even; int32/int64/bool -> bfloat16 gives garbage "
-        "(bit reinterpretation: 0, NaN, denormals)",
-        lambda p: p.device == "cpu" and (p.case.name.endswith("_bf16")
-                                         or p.case.name == "to_roundtrip_bf16"),
-        "x = torch.randn(8); compile_fx(make_fx(lambda a: (a.to(torch.bfloat16),))(x), [x])(x)"
-        "[0] != x.to(torch.bfloat16)"),
 ]
 
 
@@ -83,15 +75,6 @@ UNLOWERED: list[Unlowered] = [
     Unlowered("kthvalue", lambda a: a.kthvalue(2, 1)[0], (X,), (S(7, 9),),
               "aten.kthvalue.default"),
     Unlowered("median", lambda a: a.median(1)[0], (X,), (S(7, 9),), "aten.median.dim"),
-    Unlowered("vector_norm", lambda a: a.norm(dim=1), (X,), (S(7, 9),),
-              "aten.linalg_vector_norm.default", "approx"),
-    Unlowered("batch_norm_train", lambda a: F.batch_norm(a, None, None, training=True), (X,),
-              (S(2, 3, 4, 4),), "aten.native_batch_norm.default", "approx"),
-    Unlowered("flip", lambda a: a.flip(0), (X,), (S(3, 4),), "aten.flip.default"),
-    Unlowered("repeat", lambda a: a.repeat(2, 1), (X,), (S(3, 4),), "aten.repeat.default"),
-    Unlowered("diagonal", lambda a: torch.diagonal(a) * 2, (X,), (S(4, 5),),
-              "aten.diagonal.default"),
-    Unlowered("unfold", lambda a: a.unfold(1, 2, 1) * 2, (X,), (S(4, 5),), "aten.unfold.default"),
     Unlowered("scatter_reduce_amax", lambda a, i: a.scatter_reduce(1, i, a, "amax"), (X, IDX4),
               (S(5, 4), S(5, 4)), "aten.scatter_reduce.two"),
     Unlowered("index_put_bool_mask", lambda a, v: a.index_put((a > 0,), v), (X, X),

@@ -3,8 +3,7 @@ scatter, scatter_add, scatter_reduce, index_add, index_copy), kept apart from ``
 for size; ``optable`` calls ``register()`` while it builds its table.
 
 float16 runs on CPU through cases with a float16 argument (``*_f16``); bfloat16 runs on the
-GPU only (every case with a float argument runs in bfloat16 there): Triton's interpreter
-rounds casts to bfloat16 wrongly (``optable_known.KNOWN_BUGS``).
+GPU only (every case with a float argument runs in bfloat16 there).
 
 Example:
     >>> import optable

@@ -409,6 +409,32 @@ def test_inplace_on_user_input_is_refused():
         capture_module(InplaceOnInput(), (torch.randn(3),))
 
 
+
+class RescalesOnFirstCall(nn.Module):
+    """Writes to its own weight once, behind a Python flag (as RWKV's eval-mode rescale)."""
+    def __init__(self):
+        super().__init__()
+        self.lin = nn.Linear(3, 3)
+        self.rescaled = False
+
+    def forward(self, x):
+        if not self.rescaled:
+            with torch.no_grad():
+                self.lin.weight.div_(2)
+        return self.lin(x)
+
+
+@pytest.mark.parametrize("as_kwargs", [False, True], ids=["one_trace", "export"])
+def test_a_parameter_written_in_forward_is_refused_by_name(as_kwargs):
+    """Both capture paths name the parameter (the one-trace path took the write for a user
+    output, and the compiled module failed at its first call)."""
+    model = RescalesOnFirstCall().eval()
+    args, kwargs = ((), {"x": torch.randn(2, 3)}) if as_kwargs else ((torch.randn(2, 3),), None)
+    with pytest.raises(CaptureError, match=r"writes to its parameter 'lin.weight'.*eagerly"):
+        capture_module(model, args, kwargs)
+    model.rescaled = True
+    capture_module(model, args, kwargs)
+
 # ---------------------------------------------------------------------------- backend
 
 def test_kiln_backend_is_registered():

@@ -160,3 +160,37 @@ def test_state_reached_through_another_object_is_exported_strictly_and_written_i
             torch.testing.assert_close(compiled(x, pos), eager(x, pos))
         torch.testing.assert_close(module.keys, eager.keys)
     assert module.layer.keys is module.keys      # written in place: still one tensor
+
+
+@dataclasses.dataclass
+class Window:
+    """An input keeping a Python int beside its tensor (as transformers' sliding-window
+    cache layer keeps its cumulative length): the int is in the pytree context."""
+    keys: torch.Tensor
+    length: int
+
+
+pytree.register_pytree_node(
+    Window, lambda w: ([w.keys], {"length": w.length}),
+    lambda values, ctx: Window(values[0], ctx["length"]),
+    serialized_type_name=f"{__name__}.Window",
+    flatten_with_keys_fn=lambda w: ([(pytree.GetAttrKey("keys"), w.keys)],
+                                    {"length": w.length}))
+
+
+class TakesWindow(torch.nn.Module):
+    def forward(self, x, win):
+        return x + win.keys * win.length
+
+
+def test_a_call_unlike_the_capture_deep_inside_names_the_difference():
+    """Two calls alike at the top (same arguments and keywords) read the same in the
+    message; it now names the value inside that differs."""
+    module = TakesWindow()
+    compiled = compiler.compile_module(module, (torch.randn(3),),
+                                       example_kwargs={"win": Window(torch.randn(3), 6)})
+    x, keys = torch.randn(3), torch.randn(3)
+    torch.testing.assert_close(compiled(x, win=Window(keys, 6)), module(x, Window(keys, 6)))
+    with pytest.raises(CaptureError, match=r"kwargs\['win'\]\.length is 4, captured with 6 "
+                                           r"\(the graph was specialised on this Python value"):
+        compiled(x, win=Window(keys, 4))

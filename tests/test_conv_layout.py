@@ -133,3 +133,40 @@ def test_no_conv_output_is_copied_on_the_gpu(name, copies):
         got, want = compiled(*args), module(*args)
     torch.testing.assert_close(got, want, rtol=3e-2, atol=3e-2)
     assert copies == []
+
+
+class _ConvThenRowNorm(torch.nn.Module):
+    """A depthwise conv (a kiln kernel of 18 loads an element), then its NHWC permute
+    centred over channels (ConvNeXt's block order): the permuted value has two readers and
+    many loads, so it is stored."""
+    def __init__(self):
+        super().__init__()
+        self.conv = torch.nn.Conv2d(C, C, 3, padding=1, groups=C)
+
+    def forward(self, x):
+        y = self.conv(x).permute(0, 2, 3, 1)
+        return (y - y.mean(-1, keepdim=True)).square().sum(-1)
+
+
+def test_a_value_in_storage_order_is_stored_row_major_in_a_channels_last_graph():
+    """Channels-last strides are for NCHW activations. A permuted (N, H, W, C) value whose
+    loads run along its last dim is stored row major (its storage order already), not with
+    H innermost, where every load computing it would be a gather."""
+    module, x = _ConvThenRowNorm().eval(), torch.randn(N, C, H, W)
+    stored = [op for op in _lowered_ops(module, x) if tuple(op.layout.size) == (N, H, W, C)]
+    assert stored and all(tuple(int(s) for s in op.layout.stride) == (H * W * C, W * C, C, 1)
+                          for op in stored), [op.layout for op in stored]
+    compiled = compiler.compile_module(module, (x,), {"channels_last": "on"})
+    fresh = torch.randn_like(x)
+    with torch.no_grad():
+        torch.testing.assert_close(compiled(fresh), module(fresh), rtol=1e-4, atol=1e-4)
+
+
+def _lowered_ops(module, x):
+    from compiler.config import load_options
+    from compiler.graph import GraphLowering
+    from compiler.ir import ComputedBuffer
+    from compiler.lowering import default_table
+    lowered = GraphLowering(capture_module(module, (x,)).gm, default_table(),
+                            load_options({"channels_last": "on"}), target="cuda").lower()
+    return [op for op in lowered.operations if type(op) is ComputedBuffer]

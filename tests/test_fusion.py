@@ -6,6 +6,7 @@ also checked against eager on fresh random inputs.
 """
 from __future__ import annotations
 
+import re
 import warnings
 
 import pytest
@@ -115,6 +116,57 @@ def test_prologue_fuses_in_registers_but_not_where_a_loop_would_reread_its_input
     assert saved == (n if cols == 37 else n - 5 * n)
     compiled = _compile(_residual_norm, *[torch.randn(6, cols) for _ in range(5)])
     assert compiled.kernel_count == kernels
+
+
+def _excite(x, w):
+    """A KxK stencil (K from ``w``) over channels-last ``x`` (NHWC storage read as NCHW),
+    activated, then squeeze-excite: the mean over H and W reads its rows with stride C."""
+    k = w.shape[0]
+    y = F.pad(x.permute(0, 3, 1, 2), (k // 2,) * 4)
+    h, wd = x.shape[1], x.shape[2]
+    s = F.silu(sum(y[:, :, i:i + h, j:j + wd] * w[i, j] for i in range(k) for j in range(k)))
+    return (s * torch.sigmoid(s.mean((2, 3), keepdim=True)),)
+
+
+@pytest.mark.parametrize("side, taps, steps", [(8, 3, [3]), (48, 3, [1, 2]), (8, 5, [1, 2])])
+def test_many_loads_stay_out_of_a_row_kernel_reading_across_rows(side, taps, steps):
+    """Rows of 64 run 64 a program, so adjacent channels fill a sector: a 3x3 stencil joins
+    the mean's kernel. Rows of 2304 run 4 a program, where each of its nine loads would read
+    one element per sector: the stencil gets its own kernel and the mean reads its result
+    (the excitation, one load a row, still joins the mean). A 5x5 stencil (25 loads) always
+    gets its own kernel."""
+    x, w = torch.randn(2, side, side, 16), torch.randn(taps, taps)
+    compiled = _compile(_excite, x, w)
+    assert compiled.kernel_count == len(steps)
+    fresh = torch.randn_like(x)
+    torch.testing.assert_close(compiled(fresh, w)[0], _excite(fresh, w)[0],
+                               rtol=1e-4, atol=1e-5)
+    lowered, _ = _ops(_excite, x, w)
+    assert [len(s.nodes) for s in schedule(lowered, FusionLimits(), TritonPlanner())] == steps
+
+
+class _MeanHW(torch.nn.Module):
+    def forward(self, x):
+        return x.mean((2, 3))
+
+
+@pytest.mark.parametrize("layout", ["channels_last", "contiguous"])
+def test_rows_across_memory_are_read_several_a_program(layout):
+    """A mean over H and W of a channels-last tensor reduces rows whose elements are C apart
+    and whose neighbours are adjacent: its kernel is marked ``rows_across`` and, for CUDA,
+    walks 16 rows a program in a loop (one row a program reads one element per sector). The
+    same mean over a contiguous tensor reads along its rows: four rows of 2304 a program,
+    held whole."""
+    memory_format = torch.channels_last if layout == "channels_last" else torch.contiguous_format
+    x = torch.randn(2, 64, 48, 48).to(memory_format=memory_format)
+    (kernel,) = lower(capture_module(_MeanHW(), (x,)), target="cuda").kernels
+    across = layout == "channels_last"
+    assert kernel.spec.rows_across is across
+    assert dict(kernel.spec.launch.params)["XBLOCK"] == (16 if across else 4)
+    assert type(kernel.spec).from_json(kernel.spec.to_json()) == kernel.spec
+    compiled = _compile(lambda t: (t.mean((2, 3)),), x)
+    fresh = torch.randn_like(x)
+    torch.testing.assert_close(compiled(fresh)[0], fresh.mean((2, 3)), rtol=1e-4, atol=1e-5)
 
 
 def test_same_shaped_buffers_sharing_an_input_save_its_second_read():
@@ -240,3 +292,15 @@ def test_swin_shifted_windows_are_one_kernel():
     fresh = torch.randn(2, 6, 6, 8)
     torch.testing.assert_close(compiled(fresh, bias)[0], shifted_windows(fresh, bias)[0],
                                rtol=0, atol=0)
+
+
+def test_a_padded_read_fills_the_lanes_it_skips_in_the_load_itself():
+    """A read under a mask (padding, a window tap) is one masked load with ``other``: no
+    select after it, which was one instruction per tap and element of a depthwise conv."""
+    x = torch.randn(4, 6)
+    compiled = _compile(lambda t: (F.pad(t, (1, 1, 1, 1)) * 2.0,), x)
+    (kernel,) = compiled.artifact.kernels
+    assert "other=0.0" in kernel.source
+    assert not re.search(r"tl\.where\(.*, 0\.0\)", kernel.source)   # no select of the fill
+    fresh = torch.randn_like(x)
+    torch.testing.assert_close(compiled(fresh)[0], F.pad(fresh, (1, 1, 1, 1)) * 2.0)

@@ -185,6 +185,48 @@ def test_arange_from_a_dynamic_size():
             torch.testing.assert_close(got, want)
 
 
+def test_integer_linspace_and_float64_scalars_follow_eager():
+    """Integer linspace casts its bounds first and steps in float64 (torch's reference did
+    neither); a Python float in a float64 op is rounded once, not through float32 first."""
+    def fn(x):
+        return (torch.linspace(4.3, -3, 50, dtype=I64), torch.linspace(-4.9, 3.9, 5, dtype=I64),
+                x + torch.linspace(0.5, 9.7, 5, dtype=I64), x.double() * 0.1 + 0.3)
+    _check(fn, [((5,), I64)])
+
+
+def test_int64_ops_of_scalars_only_stay_int64():
+    """``where(c, 0, 1)`` of a 0-d int64 is an op of scalars only, which Triton computed in
+    int32: the int64 min's identity (iinfo.max) then did not fit."""
+    def fn(t):
+        ones = torch.ones_like(t)
+        return torch.where(t == -1, torch.zeros_like(t), ones).amin(0), (t * 0 + 7).amax()
+    _check(fn, [((), I64)])
+
+
+def test_a_gather_along_a_dim_of_one():
+    """The gathered index into a dim of size 1 simplifies away: a scalar address, loaded
+    without the index's block mask (quantile of a 0-d input)."""
+    _check(lambda s: (torch.nanquantile(s, 0.5),), [((), F32)], fallbacks=("aten.sort.default",))
+def test_a_tensor_filled_from_a_dynamic_size():
+    """``torch.tensor(min(s, 6))`` with ``s`` a dynamic dim is ``scalar_tensor(sym_min)``:
+    its fill is a size expression known only at run time (it raised 'Could not infer dtype
+    of Min' in lowering; DeBERTa's relative-position span)."""
+    from torch.export import Dim
+
+    class Span(torch.nn.Module):
+        def forward(self, x):
+            span = torch.tensor(min(x.shape[0], 6))
+            return (x * span, torch.full((2,), x.shape[0] * 2, dtype=torch.float32),
+                    torch.tensor(x.shape[0], dtype=torch.float) / 4)
+    module = Span()
+    compiled = compiler.compile_module(module, (torch.randn(5, 3),),
+                                       dynamic_shapes=({0: Dim("n", min=2, max=64)},))
+    for n in (3, 9):
+        x = torch.randn(n, 3)
+        for got, want in zip(compiled(x), module(x)):
+            torch.testing.assert_close(got, want)
+
+
 def test_hardtanh_of_integers_truncates_its_bounds():
     _check(lambda x: (torch.nn.functional.hardtanh(x, -2.5, 3.5),
                       torch.ops.aten.hardtanh(x)), [((9,), I64)])
@@ -222,6 +264,21 @@ def test_gather_and_unique_of_edge_shapes():
     assert compiled.kernel_count >= 1
 
 
+def test_unique_consecutive_over_a_negative_dim():
+    """torch's fake kernel took dim=-1 as is (a 4-d result for a (3, 6) input): kiln makes
+    the dim non-negative before tracing, so the buffers it plans are eager's."""
+    _check(lambda x: torch.unique_consecutive((x > 0).float(), return_counts=True, dim=-1),
+           [((3, 6), F32)], fallbacks=("aten.unique_consecutive.default",))
+def test_gather_from_a_broadcast_tensor_reads_one_address():
+    """A gather along a stride-0 (expanded 0-d) dim: its index drops out of the address, so
+    the load is of one scalar, which must not take the block mask (ViTMAE's
+    ``mask.gather(1, ids_restore)`` with a mask filled from a 0-d constant)."""
+    def fn(s, i):
+        i = i.abs() % 16
+        return torch.gather(s.expand(2, 16), 1, i) + i, torch.gather(s.expand(2, 16), 1, i)
+    _check(fn, [((), F32), ((2, 16), I64)])
+
+
 def test_index_put_with_a_bool_mask_falls_back_once():
     """A bool mask selects a data-dependent number of places: ATen does it, one warning."""
     _check(lambda x, m, v: (x.index_put((m,), v), x * 2),
@@ -241,6 +298,37 @@ def test_data_dependent_ops_fall_back_once_and_their_users_lower(op, aten):
     compiled = _check(lambda x: (op(x) * 2 + 1, x.sum()), [((4, 6), F32)], fallbacks=(aten,))
     assert compiled.kernel_count >= 2
     assert compiled.size_ranges, "a data-dependent size is not in the module's size ranges"
+
+
+class _ItemSizes(torch.nn.Module):
+    """Sizes from tensor values (``.item()``): a count read as a slice end, and DeBERTa's
+    relative-position span, ``table[16 - span:16 + span]`` with ``span`` a tensor."""
+    def forward(self, x, table):
+        n = (x > 0).sum().item()
+        torch._check_is_size(n)
+        torch._check(n <= table.shape[0])
+        span = torch.tensor(min(x.shape[1], 16))
+        return table[:n] * 2, table[16 - span:16 + span] + 1, x * span
+
+
+def test_item_values_bind_the_sizes_after_them():
+    """``.item()`` is read in the wrapper once its tensor is computed and bound to its symbol
+    (it was never set: 'name u0 is not defined' at the first call); a slice whose size
+    export could only name (u2, from two item values) is made by ATen and its size read
+    from the result. The module counts as dynamic (no CUDA graph replays a stale count)."""
+    from torch.export import Dim
+    gen, seed = generator()
+    module, table = _ItemSizes(), torch.randn(32, 4, generator=gen)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", KilnFallbackWarning)
+        compiled = compiler.compile_module(module, (torch.randn(2, 5, generator=gen), table),
+                                           dynamic_shapes=({1: Dim("s", min=2, max=64)}, None))
+    static = compiler.compile_module(module, (torch.randn(2, 5, generator=gen), table))
+    assert static.compiled.size_ranges, "an .item() size is not in the module's size ranges"
+    for s in (3, 20):
+        x = torch.randn(2, s, generator=gen)
+        for k, (got, want) in enumerate(zip(compiled(x, table), module(x, table))):
+            torch.testing.assert_close(got, want, msg=lambda m, k=k: f"seed {seed} out {k}: {m}")
 
 
 def test_nonzero_in_a_module_through_export():

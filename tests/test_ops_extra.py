@@ -463,3 +463,32 @@ def test_cases_cover_added_ops():
     declared = {op for c in CASES for op in c.ops}
     missing = sorted(added_ops() - declared)
     assert not missing, f"added lowerings with no case in tests/test_ops_extra.py: {missing}"
+
+
+# ----------------------------------------------------------------------------- dynamic batch
+class _PoolAndResample(torch.nn.Module):
+    """A CNN's pooling and resampling ops, served at any batch size."""
+    def forward(self, x):
+        up = F.interpolate(x, scale_factor=2, mode="bilinear", align_corners=False)
+        return (F.max_pool2d(x, 3, 2, 1), F.avg_pool2d(x, 2), F.adaptive_avg_pool2d(x, 1),
+                F.adaptive_avg_pool2d(x, (3, 2)), up, F.interpolate(x, size=(9, 5)),
+                F.avg_pool3d(x[:, None], 2))
+
+
+def test_pooling_and_resampling_with_a_dynamic_batch_lower():
+    """Only the spatial dims are worked out on ints; a dynamic batch passes through as an
+    index symbol, so these lower instead of falling back (ResNet at a dynamic batch fell
+    back for its max pool, SegFormer for its upsampling)."""
+    from torch.export import Dim
+    gen, seed = generator()
+    module = _PoolAndResample()
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", KilnFallbackWarning)
+        compiled = compiler.compile_module(module, (torch.randn(3, 4, 8, 6, generator=gen),),
+                                           dynamic_shapes=({0: Dim("batch", min=1, max=64)},))
+    fallbacks = [str(w.message) for w in caught if issubclass(w.category, KilnFallbackWarning)]
+    assert compiled.fallback_ops == () and not fallbacks, (seed, compiled.fallback_ops)
+    for batch in (1, 5):
+        x = torch.randn(batch, 4, 8, 6, generator=gen)
+        for k, (got, want) in enumerate(zip(compiled(x), module(x))):
+            torch.testing.assert_close(got, want, msg=lambda m, k=k: f"seed {seed} out {k}: {m}")

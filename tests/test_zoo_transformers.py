@@ -1,9 +1,10 @@
 """Real model code: tiny random configs of transformers architectures through
 ``compile_module`` on CPU (kernels under Triton's interpreter), against eager.
 
-Decoders with their KV cache (GPT-2, Llama, Mistral, Qwen2, Phi, OPT), encoders (BERT,
-RoBERTa, DistilBERT, ALBERT, with padding masks), encoder-decoders (T5, BART), vision
-transformers (ViT, DeiT, Swin) and CNNs (ResNet, ConvNeXt). Every output leaf (logits,
+Decoders with their KV cache (GPT-2, Llama, Mistral, Qwen2, Phi, OPT, BLOOM), encoders
+(BERT, RoBERTa, DistilBERT, ALBERT, DeBERTa-v2, with padding masks), encoder-decoders (T5,
+BART, Whisper), audio (wav2vec 2.0), vision transformers (ViT, DeiT, Swin) and CNNs
+(ResNet, ConvNeXt). Every output leaf (logits,
 hidden states, the caches transformers returns) is compared with eager's on fresh inputs;
 each decoder also compiles a decode step with a dynamic-length cache and runs it at two
 lengths. Kept small for CI (hidden 32, 1-2 layers, 32x32 images). Needs the ``zoo`` extra
@@ -52,6 +53,16 @@ def _seq2seq(gen: torch.Generator) -> dict:
     return {**_text(gen), "decoder_input_ids": torch.randint(3, VOCAB, (2, 5), generator=gen)}
 
 
+def _speech_seq2seq(gen: torch.Generator) -> dict:
+    """Log-mel features (16 bins, 40 frames) and decoder tokens."""
+    return {"input_features": torch.randn(2, 16, 40, generator=gen),
+            "decoder_input_ids": torch.randint(3, VOCAB, (2, 5), generator=gen)}
+
+
+def _audio(gen: torch.Generator) -> dict:
+    return {"input_values": torch.randn(2, 800, generator=gen)}
+
+
 def _image(gen: torch.Generator) -> dict:
     return {"pixel_values": torch.randn(2, 3, 32, 32, generator=gen)}
 
@@ -94,6 +105,10 @@ ARCHS: dict[str, Arch] = {
                 dict(vocab_size=VOCAB, hidden_size=32, ffn_dim=64, num_hidden_layers=2,
                      num_attention_heads=4, max_position_embeddings=64, word_embed_proj_dim=32),
                 _text, decoder=True),
+    # ALiBi: position biases from per-head slopes (repeated over the batch), no positions
+    "bloom": Arch("BloomForCausalLM", "BloomConfig",
+                  dict(vocab_size=VOCAB, hidden_size=32, n_layer=2, n_head=4), _text,
+                  decoder=True),
     "bert": Arch("BertModel", "BertConfig", ENCODER, _padded_text),
     "roberta": Arch("RobertaModel", "RobertaConfig", ENCODER, _padded_text),
     "distilbert": Arch("DistilBertModel", "DistilBertConfig",
@@ -101,6 +116,10 @@ ARCHS: dict[str, Arch] = {
                             max_position_embeddings=64), _padded_text),
     "albert": Arch("AlbertModel", "AlbertConfig", dict(embedding_size=16, **ENCODER),
                    _padded_text),
+    # disentangled attention: relative-position buckets gathered both ways (c2p, p2c)
+    "deberta_v2": Arch("DebertaV2Model", "DebertaV2Config",
+                       dict(relative_attention=True, position_buckets=8,
+                            pos_att_type=["p2c", "c2p"], **ENCODER), _padded_text),
     "t5": Arch("T5ForConditionalGeneration", "T5Config",
                dict(vocab_size=VOCAB, d_model=32, d_kv=8, d_ff=64, num_layers=2,
                     num_decoder_layers=2, num_heads=4, decoder_start_token_id=0), _seq2seq),
@@ -108,6 +127,19 @@ ARCHS: dict[str, Arch] = {
                  dict(vocab_size=VOCAB, d_model=32, encoder_layers=1, decoder_layers=1,
                       encoder_attention_heads=4, decoder_attention_heads=4, encoder_ffn_dim=64,
                       decoder_ffn_dim=64, max_position_embeddings=64), _seq2seq),
+    "whisper": Arch("WhisperForConditionalGeneration", "WhisperConfig",
+                    dict(vocab_size=VOCAB, num_mel_bins=16, d_model=32, encoder_layers=1,
+                         decoder_layers=1, encoder_attention_heads=4,
+                         decoder_attention_heads=4, encoder_ffn_dim=64, decoder_ffn_dim=64,
+                         max_source_positions=20, max_target_positions=32,
+                         decoder_start_token_id=1, pad_token_id=0, bos_token_id=1,
+                         eos_token_id=2), _speech_seq2seq),
+    # a conv feature extractor over raw audio, a weight-normed grouped conv for positions
+    "wav2vec2": Arch("Wav2Vec2Model", "Wav2Vec2Config",
+                     dict(hidden_size=32, num_hidden_layers=1, num_attention_heads=4,
+                          intermediate_size=64, conv_dim=(16, 16), conv_stride=(5, 2),
+                          conv_kernel=(10, 3), num_conv_pos_embeddings=16,
+                          num_conv_pos_embedding_groups=4), _audio),
     "vit": Arch("ViTModel", "ViTConfig", VIT, _image),
     "deit": Arch("DeiTModel", "DeiTConfig", VIT, _image),
     "swin": Arch("SwinModel", "SwinConfig",

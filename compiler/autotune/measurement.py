@@ -189,7 +189,8 @@ def launch_from_meta(kernel: KernelArtifact, dtypes: Sequence[str | torch.dtype]
     args = tuple(TensorArg(dtype_name(d), int(e), k >= len(dtypes) - spec.outputs)
                  for k, (d, e) in enumerate(zip(dtypes, extents)))
     return KernelLaunch(kernel, args, numels,
-                        default_config(spec.kind, numels, device_type, options),
+                        default_config(spec.kind, numels, device_type, options,
+                                       spec.rows_across),
                         tuple(int(v) for v in size_args))
 
 

@@ -49,13 +49,14 @@ def grid_axis(numel: sympy.Expr, block: int) -> int | str:
 
 
 def launch_config(kind: KernelKind, numels: Sequence, options: CompilerOptions,
-                  device_type: str) -> LaunchConfig:
-    """Heuristic launch parameters (the config used when tuning is off)."""
+                  device_type: str, rows_across: bool = False) -> LaunchConfig:
+    """Heuristic launch parameters (the config used when tuning is off). ``rows_across``: a
+    row kernel whose rows lie across memory, adjacent rows adjacent (``KernelSpec``)."""
     numels = [sympy.sympify(n) for n in numels]
     if kind == KernelKind.MATMUL:
         return matmul_launch_config(numels, device_type)
     if kind.is_reduction:
-        return _reduction_config(kind, numels, device_type)
+        return _reduction_config(kind, numels, device_type, rows_across)
     if kind == KernelKind.POINTWISE_2D:
         xnumel, ynumel = numels
         if device_type == "cpu":
@@ -74,28 +75,48 @@ def launch_config(kind: KernelKind, numels: Sequence, options: CompilerOptions,
     return LaunchConfig((("XBLOCK", x), ("num_warps", warps)), (grid_axis(xnumel, x),))
 
 
-def _reduction_config(kind: KernelKind, numels, device_type: str) -> LaunchConfig:
+# Rows lying across memory (a channels-last mean over H and W) are read coalesced only by
+# several rows a program: adjacent rows are adjacent elements, and 16 bf16 fill a sector.
+# No more than that: rows/16 programs is already few where rows are few (2048 channels x
+# batch in EfficientNet's first squeeze-excite: 128 programs).
+SECTOR_ROWS = 16
+
+
+def rows_per_program(kind: KernelKind, numels, device_type: str = "cuda",
+                     rows_across: bool = False) -> tuple[int, int]:
+    """(XBLOCK, RBLOCK) of a row kernel's heuristic config: rows a program reduces at once."""
     xnumel, rnumel = numels
     if kind == KernelKind.REDUCTION_PERSISTENT:
         r = next_pow2(rnumel)
         # long rows: several rows a program and many warps (swept on an H100: XBLOCK=4 with
         # 16-32 warps beat one row with 8 warps by 2.7-3.2x for rows of 3136)
         budget = INTERPRETER_MAX_BLOCK if device_type == "cpu" else (16384 if r >= 2048 else 4096)
-        x = _block(xnumel, max(1, budget // r))
-    else:
-        r = 4096 if device_type == "cpu" else 2048
-        x = 1
+        if rows_across:
+            budget = max(budget, SECTOR_ROWS * r)
+        return _block(xnumel, max(1, budget // r)), r
+    tile = 4096 if device_type == "cpu" else 2048
+    if rows_across:
+        x = _block(xnumel, SECTOR_ROWS)
+        return x, max(1, tile // x)
+    return 1, tile
+
+
+def _reduction_config(kind: KernelKind, numels, device_type: str,
+                      rows_across: bool = False) -> LaunchConfig:
+    x, r = rows_per_program(kind, numels, device_type, rows_across)
+    xnumel = numels[0]
     warps = max(1, min(16 if x * r >= 8192 else 8, x * r // 256))
     return LaunchConfig((("XBLOCK", x), ("RBLOCK", r), ("num_warps", warps)),
                         (grid_axis(xnumel, x),))
 
 
 def choose_launch(kind: KernelKind, numels: Sequence, options: CompilerOptions,
-                  device_type: str, tuned: Mapping[str, int] | None = None) -> LaunchConfig:
+                  device_type: str, tuned: Mapping[str, int] | None = None,
+                  rows_across: bool = False) -> LaunchConfig:
     """The tuned config when it can run this kernel, else ``launch_config``'s heuristic."""
     if kind == KernelKind.MATMUL:
         return choose_matmul_launch(numels, device_type, tuned)
-    heuristic = launch_config(kind, numels, options, device_type)
+    heuristic = launch_config(kind, numels, options, device_type, rows_across)
     if not tuned:
         return heuristic
     blocks = {k: int(v) for k, v in tuned.items() if k.endswith("BLOCK")}

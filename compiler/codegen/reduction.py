@@ -33,7 +33,7 @@ import torch
 
 from ..ir import (ComputedBuffer, Expr, Load, Op, OpName, ReductionBuffer, contiguous_strides,
                   index_symbols, reduction_symbols, substitute, walk)
-from ..sizevars import affine_coefficients, simplify, size_hint, upper_bound
+from ..sizevars import affine_coefficients, index_step, simplify, size_hint, upper_bound
 from ..kernels.spec import PERSISTENT_MAX_RNUMEL, KernelKind
 from ..traffic import row_traffic
 from .builder import CodeBuilder
@@ -88,6 +88,7 @@ class RowPlan:
     xdims: tuple
     rdims: tuple
     persistent: bool
+    across: bool = False   # rows lie across memory, adjacent rows adjacent (``rows_across``)
 
 
 def _group_symbol(d: int) -> sympy.Symbol:
@@ -233,12 +234,38 @@ def plan_row_group(nodes) -> RowPlan | None:
     bodies = [simplify_body(substitute(b, full), ranges) for b in bodies]
     stores = [simplify(sympy.sympify(s).xreplace(full), ranges) for s in stores]
     rnumel = sympy.Mul(*[n for _, n in rdims])
-    persistent = rnumel.is_Integer and int(rnumel) <= PERSISTENT_MAX_RNUMEL
+    across = rows_across(bodies, {n.name for n in nodes}, xdims, rdims)
+    limit = ACROSS_PERSISTENT_MAX_RNUMEL if across else PERSISTENT_MAX_RNUMEL
+    persistent = rnumel.is_Integer and int(rnumel) <= limit
     plan = RowPlan(tuple(nodes), kinds, tuple(bodies), tuple(stores), tuple(xdims),
-                   tuple(rdims), persistent)
+                   tuple(rdims), persistent, across)
     if not persistent:
         plan = _recompute_full_values(plan)
     return plan if _reads_are_local(plan) else None
+
+
+# A program holds 16 rows lying across memory to read them coalesced (``heuristics``), so
+# rows longer than this are walked in a loop rather than held.
+ACROSS_PERSISTENT_MAX_RNUMEL = 1024
+
+
+def rows_across(bodies, own: set, xdims, rdims) -> bool:
+    """Whether the rows lie across memory: every load of another buffer that moves along the
+    innermost reduced dim steps by more than one element there, and by one along the
+    innermost row dim (a channels-last mean over H and W: rows are channels)."""
+    if not xdims or not rdims:
+        return False
+    zero = {s: 0 for s, _ in list(xdims) + list(rdims)}
+    steps = [(load_step(ld, rdims[-1][0], zero), load_step(ld, xdims[-1][0], zero))
+             for b in bodies for ld in walk(b) if isinstance(ld, Load) and ld.buffer not in own]
+    moving = [(r, x) for r, x in steps if r != 0]
+    return bool(moving) and all(r != 1 and x == 1 for r, x in moving)
+
+
+def load_step(load: Load, symbol: sympy.Symbol, zero: dict) -> int | None:
+    """How far apart in memory ``load`` reads the first two elements along ``symbol``;
+    None where the data decides (``sizevars.index_step``)."""
+    return None if load.indirect else index_step(load.index, symbol, zero)
 
 
 def _ordered(dims, body):
@@ -324,7 +351,8 @@ def generate_row_kernel(nodes, stores: frozenset[str], number: int) -> Generated
     ops += tuple(r.reduction_type for r in reductions)
     outputs = tuple(n.name for n in plan.nodes if n.name in stores)
     return generated(name, source, tuple(emitter.pointers) + outputs, (xnumel, rnumel), kind,
-                     ops, row_traffic(plan, stores), len(outputs), emitter.size_args)
+                     ops, row_traffic(plan, stores), len(outputs), emitter.size_args,
+                     rows_across=plan.across)
 
 
 def _joined_body(plan: RowPlan) -> Expr:

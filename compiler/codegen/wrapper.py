@@ -152,7 +152,7 @@ def _emit_body(code, lowered, steps, kernels, layouts, bound: _Bound):
             code.line(_alloc(step.name, step.layout, bound))
             _emit_launch(code, spec, launch, bound)
         else:
-            _emit_extern(code, step, bound)
+            _emit_extern(code, step, bound, set(memory.frees.get(k, ())))
         if k in memory.frees:
             code.line(f"del {', '.join(memory.frees[k])}")
     outs = [render_arg(o.ref) if o.ref is not None else render_arg(o.literal)
@@ -221,11 +221,17 @@ def _bind_data_sizes(name: str, layout: Layout) -> list[str]:
             if sympy.sympify(size).is_Symbol and free_unbacked_symbols(sympy.sympify(size))]
 
 
-def _emit_extern(code, op: ExternKernel, bound: _Bound):
+def _emit_extern(code, op: ExternKernel, bound: _Bound, unread: set[str]):
+    """The op's call; its results given the strides kiln planned, except those ``unread``
+    (freed right after it): a result nothing reads may differ from its meta kernel's sizes
+    (CPU embedding_bag's max_indices) and is not worth a copy anyway."""
     view = "reinterpret_tensor"     # an alias only the op sees: no view tracking needed
     args = ([render_arg(a, view) for a in op.args]
             + [f"{k}={render_arg(v, view)}" for k, v in op.kwargs])
     call = f"{bound.extern(op.kernel)}({', '.join(args)})"
+    if op.binds is not None:    # .item(): a size the code after it reads
+        code.line(f"{op.binds} = {call}")
+        return
     if op.tuple_result:
         targets = ", ".join(n or "_" for n in op.outputs)
         code.line(f"{targets}, = {call}" if len(op.outputs) == 1 else f"{targets} = {call}")
@@ -235,6 +241,8 @@ def _emit_extern(code, op: ExternKernel, bound: _Bound):
         if name is not None:
             for line in _bind_data_sizes(name, layout):
                 code.line(line)
+            if name in unread:
+                continue
             code.line(f"{name} = ensure_strides({name}, {_ints(layout.size)}, {_ints(layout.stride)})")
     unused = [n for n in op.outputs if n is None]
     if unused and op.tuple_result:

@@ -30,6 +30,7 @@ or changes:
 | ``triton.knobs.cache`` (dir, scope) | build, worker_build | none (Triton >= 3.4) |
 | ``triton.compiler.compiler.CompiledKernel(src, files, hash)`` | load | the stored binary is skipped: the kernel compiles at its first launch |
 | ``triton.runtime.interpreter.TensorHandle`` | interpreter | none: the CPU path needs it |
+| ``triton.runtime.interpreter.InterpreterBuilder.cast_impl`` | interpreter | wrapped for bf16 casts; when missing, the interpreter's own (truncating) casts |
 | ``triton.knobs.runtime.launch_enter_hook`` / ``exit_hook`` | launch | read only: with a hook set Triton's own launcher runs |
 | ``torch._C._StaticCudaLauncher`` | launch | Triton's own launcher (CPU builds, torch < 2.8, kernels it cannot run) |
 | ``torch._C._cuda_getCurrentRawStream`` | launch, host | as above; host: None, each launch finds its stream |

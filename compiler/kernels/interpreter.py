@@ -76,7 +76,47 @@ INTERPRETER_LIBDEVICE = types.SimpleNamespace(
 )
 
 
+def _torch_dtype(tl_dtype) -> torch.dtype:
+    """The torch dtype of a Triton scalar type (bf16 itself, not its uint16 bits)."""
+    from triton.runtime.interpreter import _get_np_dtype
+    if tl_dtype == tl.bfloat16:
+        return torch.bfloat16
+    return torch.from_numpy(np.empty(0, _get_np_dtype(tl_dtype))).dtype
+
+
+def _bf16_cast(cast_impl):
+    """``cast_impl`` with every cast to or from bfloat16 done by torch. The interpreter keeps
+    bf16 as its uint16 bits: it truncated float32 -> bf16 (the GPU rounds to nearest even)
+    and converted integers and bools to bf16, and bf16 to integers, as those bits."""
+    def cast(self, src, dst_type):
+        from triton.runtime.interpreter import TensorHandle, _get_np_dtype
+        src_type, dst = src.dtype.scalar, dst_type.scalar
+        if tl.bfloat16 not in (src_type, dst):
+            return cast_impl(self, src, dst_type)
+        data = torch.from_numpy(np.array(src.data, copy=True))
+        if src_type == tl.bfloat16:
+            data = data.view(torch.bfloat16)
+        out = data.to(_torch_dtype(dst))
+        if dst == tl.bfloat16:
+            out = out.view(torch.int16)
+        return TensorHandle(out.numpy().view(_get_np_dtype(dst)), dst)
+    cast.kiln_bf16 = True
+    return cast
+
+
+def _patch_bf16_casts() -> None:
+    """Round bf16 casts as the GPU does (once per process). Fallback: where Triton's
+    interpreter has no ``InterpreterBuilder.cast_impl``, casts keep its own conversion."""
+    from triton.runtime import interpreter
+    builder = getattr(interpreter, "InterpreterBuilder", None)
+    impl = getattr(builder, "cast_impl", None)
+    if impl is None or getattr(impl, "kiln_bf16", False):
+        return
+    builder.cast_impl = _bf16_cast(impl)
+
+
 def interpreter_bindings() -> dict[str, Any]:
     """``jit`` and ``libdevice`` for a generated module run on CPU tensors."""
     from triton.runtime.interpreter import InterpretedFunction
+    _patch_bf16_casts()
     return {"jit": InterpretedFunction, "libdevice": INTERPRETER_LIBDEVICE}

@@ -267,6 +267,7 @@ class KernelSpec:
     candidate: bool = False
     baseline: str | None = None
     version: int = SPEC_VERSION
+    rows_across: bool = False    # rows lie across memory: the heuristic holds several a program
 
     @property
     def bytes(self) -> int | None:
@@ -295,7 +296,8 @@ class KernelSpec:
             "launch": self.launch.as_json(), "ops": list(self.ops),
             "bytes": self.bytes, "bytes_read": self.bytes_read,
             "bytes_written": self.bytes_written, "candidate": self.candidate,
-            "baseline": None if self.baseline is None else json.loads(self.baseline)})
+            "baseline": None if self.baseline is None else json.loads(self.baseline),
+            **({"rows_across": True} if self.rows_across else {})})
 
     @classmethod
     def from_json(cls, text: str) -> "KernelSpec":
@@ -313,4 +315,5 @@ class KernelSpec:
                    LaunchConfig.from_json(meta["launch"]), tuple(meta.get("ops", ())),
                    meta.get("bytes_read"), meta.get("bytes_written"),
                    bool(meta.get("candidate", False)),
-                   None if baseline is None else json.dumps(baseline, sort_keys=True), version)
+                   None if baseline is None else json.dumps(baseline, sort_keys=True), version,
+                   bool(meta.get("rows_across", False)))

@@ -76,6 +76,17 @@ def cast_expr(e: Expr, dtype: torch.dtype, rounds: bool = False) -> Expr:
     return Op("to_dtype", (e,), dtype, (bool(rounds),))
 
 
+def scalar_const(value, dtype: torch.dtype) -> Const:
+    """A Python number as a ``Const`` of ``dtype``, rounded once as eager rounds it
+    (``torch.tensor(0.1)`` is float32: a float64 op would see 0.1 rounded twice).
+
+    >>> scalar_const(0.1, torch.float64).value == 0.1
+    True
+    """
+    source = torch.float64 if isinstance(value, float) else None
+    return Const(torch.tensor(value, dtype=source).to(dtype).item(), dtype)
+
+
 def to_dtype(x: TensorValue, dtype: torch.dtype, rounds: bool = False) -> TensorValue:
     return x if x.dtype == dtype else x.map(lambda b: cast_expr(b, dtype, rounds))
 

@@ -18,6 +18,8 @@ import torch
 from .registry import Registry
 from ..ir import contiguous_strides
 from .common import channels_last_strides
+from .conv_gemm import is_gemm_conv, lower_gemm_conv
+from .depthwise import is_depthwise, lower_depthwise
 from .pointwise import pointwise
 
 aten = torch.ops.aten
@@ -40,7 +42,10 @@ def lower_extern(ctx, *args, **kwargs):
 
 @REGISTRY.register(aten.convolution.default)
 def lower_convolution(ctx, x, weight, bias, *rest):
-    """cuDNN convolution; channels-last when the graph chose it (``ctx.channels_last``):
+    """cuDNN convolution, but a depthwise one is a kiln kernel (``.depthwise``) and a patchify
+    or 1x1 one of half type an mm (``.conv_gemm``), unless option ``conv_kernels`` is
+    "library"; channels-last
+    when the graph chose it (``ctx.channels_last``):
     input and weight are given NHWC strides (copied if need be) and the output stays NHWC
     for the ops after it, which read any strides; graph outputs get eager's strides back.
 
@@ -49,6 +54,21 @@ def lower_convolution(ctx, x, weight, bias, *rest):
     kernel that reads the output next (a norm, an activation, a residual add), as in
     Inductor.
     """
+    x_val, w_val = ctx.node.args[0].meta["val"], ctx.node.args[1].meta["val"]
+    if ctx.options.conv_kernels == "library":
+        out = _library_conv(ctx, x, weight, rest)
+    elif is_depthwise(x_val, w_val, rest):
+        out = lower_depthwise(ctx, x, weight, rest)    # a kiln kernel: see .depthwise
+    elif is_gemm_conv(x_val, w_val, rest):
+        out = lower_gemm_conv(ctx, x, weight, rest)    # one mm: see .conv_gemm
+    else:
+        out = _library_conv(ctx, x, weight, rest)
+    if bias is None:
+        return out
+    return pointwise("add", out, bias.reindex(out.size, lambda idx: [idx[1]]))
+
+
+def _library_conv(ctx, x, weight, rest):
     if ctx.channels_last:
         x_ref = ctx.buffer_ref_with_strides(x, channels_last_strides(x.size))
         w_ref = ctx.buffer_ref_with_strides(weight, channels_last_strides(weight.size))
@@ -59,11 +79,8 @@ def lower_convolution(ctx, x, weight, bias, *rest):
         out_stride = conv_output_stride(ctx.meta_val(), (x.size, ctx.passed_stride(x_ref)),
                                         (weight.size, ctx.passed_stride(w_ref)), rest,
                                         ctx.target_device)
-    out = ctx.call_extern((x_ref, w_ref, None) + rest, {}, is_fallback=False,
-                          out_stride=out_stride)
-    if bias is None:
-        return out
-    return pointwise("add", out, bias.reindex(out.size, lambda idx: [idx[1]]))
+    return ctx.call_extern((x_ref, w_ref, None) + rest, {}, is_fallback=False,
+                           out_stride=out_stride)
 
 
 def conv_output_stride(val, x: tuple, w: tuple, rest, device_type: str | None = None

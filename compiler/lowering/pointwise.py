@@ -21,7 +21,7 @@ import torch
 from ..ir import Const, IndexExpr, Op, TensorValue
 from .registry import Registry
 from .common import (SUPPORTED_DTYPES, Promotion, broadcast_shapes, cast_expr, expand_to,
-                     is_tensor, promote, to_dtype)
+                     is_tensor, promote, scalar_const, to_dtype)
 
 aten = torch.ops.aten
 prims = torch.ops.prims
@@ -141,7 +141,7 @@ def _scalar(value, dtype):
         return cast_expr(IndexExpr(value), dtype)   # a size known only at run time
     if isinstance(value, sympy.Expr):
         value = int(value) if value.is_Integer else float(value)
-    return Const(torch.tensor(value).to(dtype).item(), dtype)
+    return scalar_const(value, dtype)
 
 
 def _supported_dtypes(node) -> bool:
@@ -327,9 +327,9 @@ def _same_device(node) -> bool:
 
 # ----------------------------------------------------------------------------- creation
 def _filled(ctx, value) -> TensorValue:
+    # the fill may be a size expression: DeBERTa's torch.tensor(min(seq, max_positions))
     val = ctx.meta_val()
-    body = Const(torch.tensor(value).to(val.dtype).item(), val.dtype)
-    return TensorValue(val.dtype, val.device.type, ctx.meta_size(), body)
+    return TensorValue(val.dtype, val.device.type, ctx.meta_size(), _scalar(value, val.dtype))
 
 
 @REGISTRY.register(aten.full.default, aten.scalar_tensor.default, supports=_supported_dtypes)

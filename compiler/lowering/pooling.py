@@ -29,7 +29,7 @@ import torch
 from ..ir import Const, Expr, IndexExpr, Load, TensorValue, index_symbols
 from ..sizevars import FloorDiv
 from .registry import Registry
-from .common import SUPPORTED_DTYPES, cast_expr
+from .common import SUPPORTED_DTYPES, cast_expr, sym_size
 from .indexing import _gather_load, masked
 from .pointwise import make_op
 from .reduction import reduce
@@ -143,6 +143,7 @@ class Tap:
     value: Expr          # the input element (masked loads read ``other`` outside the input)
     flat: Expr           # its flat index in the input plane (h * W + w), as eager reports it
     valid: Expr | None   # where it lies inside the input (None: always)
+    ks: tuple = ()       # its position in the window, one tap number per axis
 
 
 def window_taps(x: TensorValue, axes: list[Axis], out_syms, other) -> list[Tap]:
@@ -157,7 +158,7 @@ def window_taps(x: TensorValue, axes: list[Axis], out_syms, other) -> list[Tap]:
         if valid is not None:
             value = masked(valid, value, other)
         flat = _i(sum((i * p for i, p in zip(idx, plane)), sympy.Integer(0)))
-        taps.append(Tap(value, flat, valid))
+        taps.append(Tap(value, flat, valid, ks))
     return taps
 
 
@@ -174,20 +175,26 @@ def _materialized(ctx, x: TensorValue) -> TensorValue:
 
 
 def _out(ctx):
-    """(dtype, device, size) of the node's (first) output."""
+    """(dtype, device, size) of the node's (first) output; leading dims may be symbolic."""
     val = ctx.meta_val()
     val = val[0] if isinstance(val, (tuple, list)) else val
-    return val.dtype, val.device.type, tuple(sympy.Integer(int(s)) for s in val.shape)
+    return val.dtype, val.device.type, tuple(sym_size(s) for s in val.shape)
 
 
 # ----------------------------------------------------------------------------- supports
-def _static_float_input(node) -> bool:
+def _static_float_input(node, n: int) -> bool:
+    """A float input whose ``n`` spatial (last) dims, and its outputs', are known and
+    non-empty: windows and source indices are worked out on ints. The leading dims only
+    pass through as index symbols, so they may be dynamic (a CNN served at any batch)."""
     x = node.args[0].meta.get("val") if isinstance(node.args[0], torch.fx.Node) else None
     out = node.meta.get("val")
     outs = out if isinstance(out, (tuple, list)) else [out]
-    return (isinstance(x, torch.Tensor) and x.dtype.is_floating_point
-            and x.dtype in SUPPORTED_DTYPES and x.numel() > 0
-            and all(isinstance(s, int) for t in [x, *outs] for s in t.shape))
+    if not (isinstance(x, torch.Tensor) and x.dtype.is_floating_point
+            and x.dtype in SUPPORTED_DTYPES and x.ndim >= n):
+        return False
+    spatial = [s for t in [x, *outs] for s in t.shape[-n:]]
+    lead = [s for s in x.shape[:-n] if not isinstance(s, torch.SymInt)]
+    return all(isinstance(s, int) and s > 0 for s in spatial) and all(s > 0 for s in lead)
 
 
 def _as_tuple(value, n: int, default=None) -> tuple[int, ...]:
@@ -217,7 +224,7 @@ def _pool_axes_of(node, n: int, has_dilation: bool) -> list[Axis]:
 
 def _small_window(n: int, has_dilation: bool, adaptive: bool = False):
     def check(node) -> bool:
-        if not _static_float_input(node):
+        if not _static_float_input(node, n):
             return False
         if adaptive:
             x, out = node.args[0].meta["val"], node.meta["val"]
@@ -390,16 +397,16 @@ def _window_sum_reduction(ctx, x: TensorValue, axes: list[Axis], acc) -> TensorV
     return reduce(ctx, window, list(range(lead + n, lead + 2 * n)), False, "sum", acc, acc)
 
 
-def _adaptive_ok(node) -> bool:
-    return _static_float_input(node)
+def _adaptive_ok(n: int):
+    return lambda node: _static_float_input(node, n)
 
 
-@REGISTRY.register(aten._adaptive_avg_pool2d.default, supports=_adaptive_ok)
+@REGISTRY.register(aten._adaptive_avg_pool2d.default, supports=_adaptive_ok(2))
 def lower_adaptive_avg_pool2d(ctx, x, output_size):
     return _lower_adaptive_avg(ctx, x, 2)
 
 
-@REGISTRY.register(aten._adaptive_avg_pool3d.default, supports=_adaptive_ok)
+@REGISTRY.register(aten._adaptive_avg_pool3d.default, supports=_adaptive_ok(3))
 def lower_adaptive_avg_pool3d(ctx, x, output_size):
     return _lower_adaptive_avg(ctx, x, 3)
 
@@ -450,7 +457,7 @@ def _nearest_2d(ctx, x, scales_h, scales_w):
 
 
 def _upsample_ok(node) -> bool:
-    return _static_float_input(node)
+    return _static_float_input(node, 2)
 
 
 @REGISTRY.register(aten.upsample_nearest2d.vec, supports=_upsample_ok)

@@ -98,6 +98,44 @@ def lower_expand(ctx, x, size, implicit=False):
     return x.reindex(new_size, index)
 
 
+@REGISTRY.register(aten.repeat.default)
+def lower_repeat(ctx, x, repeats):
+    """Tiling as an index transform (like expand, with copies that differ only in where
+    they start): a repeated dim's index i reads the input at i mod its size. Users fuse the
+    read instead of getting a materialised copy (ALiBi's slopes in BLOOM, DeBERTa's
+    relative positions, gathers of patch indices)."""
+    new_size = ctx.meta_size()
+    lead = len(new_size) - x.ndim
+
+    def index(new_idx):
+        out = []
+        for k in range(x.ndim):
+            i, reps = new_idx[k + lead], repeats[k + lead]
+            if x.size[k] == 1:
+                out.append(sympy.Integer(0))
+            else:
+                out.append(i if reps == 1 else ModularIndexing(i, 1, x.size[k]))
+        return out
+
+    return simplify_value(x.reindex(new_size, index))
+
+
+@REGISTRY.register(aten.unfold.default)
+def lower_unfold(ctx, x, dimension, size, step):
+    """Sliding windows as a view: window i's element k (a new last dim) reads the input at
+    i * step + k along ``dimension`` (PatchTST's patches, framing a signal)."""
+    dim = normalize_dim(dimension, max(x.ndim, 1))
+
+    def index(new_idx):
+        if x.ndim == 0:
+            return []
+        old = list(new_idx[:-1])
+        old[dim] = old[dim] * as_sym(step) + new_idx[-1]
+        return old
+
+    return simplify_value(x.reindex(ctx.meta_size(), index))
+
+
 @REGISTRY.register(aten.slice.Tensor)
 def lower_slice(ctx, x, dim=0, start=None, end=None, step=1):
     dim = normalize_dim(dim, x.ndim)
@@ -150,8 +188,11 @@ def lower_detach(ctx, x):
 
 @REGISTRY.register(aten.as_strided.default)
 def lower_as_strided(ctx, x, size, stride, storage_offset=None):
-    ref = ctx.buffer_ref(x)
-    offset = ref.offset if storage_offset is None else as_sym(storage_offset)
+    src = ctx.node.args[0]
+    ref = ctx.storage_ref(x, src)
+    offset = ref.offset
+    if storage_offset is not None:   # absolute in eager's storage: relative to x's start
+        offset += as_sym(storage_offset) - as_sym(ctx.meta_val(src).storage_offset())
     idx = index_symbols(len(size))
     index = offset + sum((as_sym(st) * i for st, i in zip(stride, idx)), sympy.Integer(0))
     return TensorValue(x.dtype, x.device, ctx.meta_size(), Load(ref.name, index, x.dtype))
@@ -179,6 +220,32 @@ def lower_unbind(ctx, x, dim=0):
                  for k in range(int(x.size[dim])))
 
 
+@REGISTRY.register(aten.diagonal.default)
+def lower_diagonal(ctx, x, offset=0, dim1=0, dim2=1):
+    """The other dims in order, then the diagonal of ``dim1`` and ``dim2`` as the last dim
+    (``offset`` > 0 above it, as eager)."""
+    d1, d2 = normalize_dim(dim1, x.ndim), normalize_dim(dim2, x.ndim)
+    starts = {d1: max(-offset, 0), d2: max(offset, 0)}
+
+    def index(new_idx):
+        rest, k = iter(new_idx[:-1]), new_idx[-1]
+        return [k + starts[d] if d in starts else next(rest) for d in range(x.ndim)]
+
+    return x.reindex(ctx.meta_size(), index)
+
+
+# flip copies in eager, but it is only an index transform of its input: lowered like the
+# views, it fuses into the kernel that reads it instead of falling back (repeat: above).
+@REGISTRY.register(aten.flip.default)
+def lower_flip(ctx, x, dims):
+    flipped = {normalize_dim(d, x.ndim) for d in dims}
+
+    def index(new_idx):
+        return [x.size[k] - 1 - i if k in flipped else i for k, i in enumerate(new_idx)]
+
+    return x.reindex(x.size, index)
+
+
 def _slice_view(x, dim, start, step, new_size):
     def index(new_idx):
         return [start + step * i if k == dim else i for k, i in enumerate(new_idx)]
@@ -191,8 +258,9 @@ _COPY_VARIANTS = {
     "view_copy": lower_view, "permute_copy": lower_permute, "transpose_copy": lower_transpose,
     "t_copy": lower_t, "expand_copy": lower_expand, "slice_copy": lower_slice,
     "select_copy": lower_select, "squeeze_copy": lower_squeeze, "unsqueeze_copy": lower_squeeze,
-    "detach_copy": lower_detach, "alias_copy": lower_detach,
+    "detach_copy": lower_detach, "alias_copy": lower_detach, "unfold_copy": lower_unfold,
     "split_with_sizes_copy": lower_split, "split_copy": lower_split, "unbind_copy": lower_unbind,
+    "diagonal_copy": lower_diagonal,
 }
 for _name, _fn in _COPY_VARIANTS.items():
     if hasattr(aten, _name):
