@@ -334,7 +334,7 @@ def test_a_crashing_factory_fails_alone_and_the_console_stays_kiln_s(tmp_path, s
 
 def test_sigterm_stops_cleanly_and_the_next_run_resumes(tmp_path, shared):
     # slow's capture must outlast convnet's way to a stored module, the moment SIGTERM goes:
-    # at 6 s it once did not, in a full suite on two loaded cores.
+    # at 6 s it once did not, in a full .ci/run on two cores.
     config_text = ('[[models]]\nfactory = "pipeline.zoo.tiny:convnet"\n'
                    '[[models]]\nname = "slow"\nfactory = "pipeline.zoo.faults:slow"\n'
                    'kwargs = { seconds = 15.0 }\n')
