@@ -13,10 +13,7 @@ Example:
 """
 from __future__ import annotations
 
-import sympy
-
 from ..ir import ComputedBuffer, Load, walk
-from ..kernels.spec import KernelKind
 from ..traffic import Traffic, pointwise_traffic, row_traffic
 from .heuristics import SECTOR_ROWS, rows_per_program
 from .reduction import RowPlan, load_step, plan_row_group
@@ -71,9 +68,7 @@ def computes_heavy_work_poorly(plan: RowPlan) -> bool:
     that the row kernel reads scattered or with too few programs."""
     if not plan.rdims:
         return False
-    kind = KernelKind.REDUCTION_PERSISTENT if plan.persistent else KernelKind.REDUCTION_LOOPED
-    numels = [sympy.Mul(*[n for _, n in dims]) for dims in (plan.xdims, plan.rdims)]
-    rows, _ = rows_per_program(kind, numels, rows_across=plan.across)
+    rows, _ = rows_per_program(plan.kernel_kind, plan.numels, rows_across=plan.across)
     few_programs = plan.across and not plan.persistent
     inner_x = plan.xdims[-1][0] if plan.xdims and rows >= SECTOR_ROWS else None
     inner_r = plan.rdims[-1][0]

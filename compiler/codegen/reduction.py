@@ -90,6 +90,15 @@ class RowPlan:
     persistent: bool
     across: bool = False   # rows lie across memory, adjacent rows adjacent (``rows_across``)
 
+    @property
+    def numels(self) -> tuple[sympy.Expr, sympy.Expr]:
+        """(rows, elements a row): the kernel's xnumel and rnumel."""
+        return tuple(sympy.Mul(*[n for _, n in dims]) for dims in (self.xdims, self.rdims))
+
+    @property
+    def kernel_kind(self) -> KernelKind:
+        return KernelKind.REDUCTION_PERSISTENT if self.persistent else KernelKind.REDUCTION_LOOPED
+
 
 def _group_symbol(d: int) -> sympy.Symbol:
     return sympy.Symbol(f"g{d}", integer=True, nonnegative=True)
@@ -332,14 +341,13 @@ def generate_row_kernel(nodes, stores: frozenset[str], number: int) -> Generated
     plan = plan_row_group(tuple(nodes))
     if plan is None:
         raise ValueError(f"nodes {[n.name for n in nodes]} cannot share a row kernel")
-    xnumel = sympy.Mul(*[n for _, n in plan.xdims])
-    rnumel = sympy.Mul(*[n for _, n in plan.rdims])
+    xnumel, rnumel = plan.numels
     index_map = {**unflatten(XINDEX, plan.xdims), **unflatten(RINDEX, plan.rdims)}
     ranges = {XINDEX: xnumel, RINDEX: rnumel}
     reductions = [n for n in plan.nodes if isinstance(n, ReductionBuffer)]
     prefix = "kiln_red_" + "_".join(dict.fromkeys(r.reduction_type for r in reductions))
     name = kernel_name(_joined_body(plan), number, prefix=prefix)
-    kind = KernelKind.REDUCTION_PERSISTENT if plan.persistent else KernelKind.REDUCTION_LOOPED
+    kind = plan.kernel_kind
     emitter = _Emitter(plan, stores, index_map, ranges)
     source = emitter.emit(name, kind)
     int64 = any((upper_bound(sympy.sympify(e), {**dict(plan.xdims), **dict(plan.rdims)})
