@@ -181,8 +181,21 @@ def bench_dynamic(model, args, device) -> list[dict]:
             model, (), options={"cuda_graphs": False}, example_kwargs=loop.kwargs(token, example),
             dynamic_shapes=loop.dynamic_shapes(example))
     if device == "cuda" and not args.no_inductor:
-        systems["reduce_overhead"] = torch.compile(model, mode="reduce-overhead", dynamic=True)
+        systems["reduce_overhead"] = _copied_out(
+            torch.compile(model, mode="reduce-overhead", dynamic=True))
     return _run_systems("dynamic", systems, loop, args, device)
+
+
+def _copied_out(compiled):
+    """``compiled`` with its outputs copied out of its CUDA graphs' memory. cudagraph trees
+    overwrite a replay's outputs at the next replay, so a loop that feeds one step's cache
+    into the next fails ("accessing tensor output of CUDAGraphs that has been overwritten")
+    unless the caller copies it first: the price a user of reduce-overhead pays with a
+    growing cache, so it is timed."""
+    def call(**kwargs):
+        torch.compiler.cudagraph_mark_step_begin()
+        return copy.deepcopy(compiled(**kwargs))
+    return call
 
 
 def _run_systems(cache: str, systems: dict, loop, args, device) -> list[dict]:
@@ -201,10 +214,11 @@ def _run_systems(cache: str, systems: dict, loop, args, device) -> list[dict]:
                 ms = time_loop(lambda: decode(prefilled[0], copy.deepcopy(prefilled[1])),
                                args.repeats, args.steps, device)
                 rows.append(_row(cache, name, length, ms, fn))
+                _print(rows[-1])
         except Exception as err:     # noqa: BLE001 - a failing system is reported, run goes on
             rows.append({"cache": cache, "system": name,
                          "error": f"{type(err).__name__}: {err}"[:300]})
-        _print(rows[-1])
+            _print(rows[-1])
     return rows
 
 
@@ -261,8 +275,12 @@ def _row(cache, name, length, ms, fn) -> dict:
 
 
 def _print(row: dict) -> None:
+    """Each row as it lands, so a run cut by its time limit still shows what it measured."""
     if "error" in row:
         print(f"{row['cache']:8} {row.get('system', ''):16} error: {row['error']}", flush=True)
+    else:
+        print(f"{row['cache']:8} {row['system']:16} L={row['kv_len']:<6d} "
+              f"{row['ms_per_token']:.3f} ms/token", flush=True)
 
 
 def print_table(rows: list[dict]) -> None:

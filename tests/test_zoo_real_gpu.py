@@ -28,12 +28,6 @@ pytestmark = [pytest.mark.gpu,
 BF16_REL_TOL = 3e-2
 TIMM = ["resnet50", "efficientnet_b0", "mobilenetv3_large_100", "densenet121",
         "convnext_tiny", "deit_small_patch16_224", "swin_tiny_patch4_window7_224"]
-# Kernel bugs fixed on the op branch: non-strict xfails, so a fix shows as XPASS.
-KERNEL_BUGS = {
-    "swin_tiny_patch4_window7_224": "kernel bug: NameError '_ind1 is not defined' (roll + "
-                                    "window partition + masked load; issue 13 item 3)",
-    "swin-tiny": "kernel bug: NameError '_ind0 is not defined' (issue 13 item 3)",
-}
 
 
 def _timm(name: str) -> tuple[torch.nn.Module, dict]:
@@ -118,17 +112,13 @@ def _check(name: str, module: torch.nn.Module, inputs: dict, cuda_graphs: bool) 
 
 @pytest.mark.parametrize("cuda_graphs", [True, False], ids=["graphs", "no-graphs"])
 @pytest.mark.parametrize("name", TIMM)
-def test_timm_bf16_like_eager(name, cuda_graphs, request):
-    if name in KERNEL_BUGS:
-        request.applymarker(pytest.mark.xfail(strict=False, reason=KERNEL_BUGS[name]))
+def test_timm_bf16_like_eager(name, cuda_graphs):
     module, inputs = _timm(name)
     _check(name, module, inputs, cuda_graphs)
 
 
 @pytest.mark.parametrize("cuda_graphs", [True, False], ids=["graphs", "no-graphs"])
 @pytest.mark.parametrize("name", list(TRANSFORMERS))
-def test_transformers_bf16_like_eager(name, cuda_graphs, request):
-    if name in KERNEL_BUGS:
-        request.applymarker(pytest.mark.xfail(strict=False, reason=KERNEL_BUGS[name]))
+def test_transformers_bf16_like_eager(name, cuda_graphs):
     module, inputs = TRANSFORMERS[name]()
     _check(name, module, inputs, cuda_graphs)
