@@ -70,9 +70,12 @@ from storage.timeline import SUFFIX as TIMELINE_SUFFIX
 from storage.timeline import RunTimeline, TaskSpan, plot_timeline, png_path, save_timeline
 
 STAGES = ("capture", "lower", "build", "tune", "relower")
-# Stages whose tasks run in a child process of their worker: they run the user's factory or
-# native compilers. Tune stays in the GPU worker (its CUDA context and timings).
-ISOLATED = ("capture", "lower", "build", "relower")
+# Stages whose tasks run in a child process of their worker (pipeline.sandbox): capture runs
+# the user's factory, lower and build native compilers, tune candidate kernels on the card;
+# any of them can end its process. In the worker itself such a crash kills the worker (for a
+# tune task, the run's only GPU worker) and Dask retries the task on it until it gives up.
+# The child is kept between tasks, so tune's CUDA context is made once per worker.
+ISOLATED = STAGES
 _POLL_S = 0.5          # how often the loop wakes to look at signals and timeouts
 _TIMEOUT_CHECK_S = 1.0
 

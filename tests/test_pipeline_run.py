@@ -28,6 +28,7 @@ from pipeline.cli import main
 from pipeline.cluster import Cluster, embedded_worker_specs
 from pipeline.config import ClusterSpec, load_config
 from pipeline.runner import run_zoo, with_overrides
+from pipeline.sandbox import run_isolated
 
 storage = pytest.importorskip("storage", reason="needs storage.Store (helper 'storage')",
                               exc_type=ImportError)
@@ -382,6 +383,11 @@ def test_gpu_workers_are_pinned_and_carry_the_gpu_resource():
         # A lambda travels by value and reads the worker's environment, not ours.
         visible = cluster.client.run(lambda: os.environ.get("CUDA_VISIBLE_DEVICES"))
         assert {addr: value for addr, value in visible.items() if value} == {gpu[0]: "0"}
+        # Tune tasks run in a child process of the GPU worker (pipeline.sandbox): the child
+        # sees the worker's card only.
+        child = cluster.client.submit(run_isolated, os.getenv, "CUDA_VISIBLE_DEVICES",
+                                      resources={"GPU": 1}, pure=False)
+        assert child.result(timeout=120) == "0"
         if not torch.cuda.is_available():   # asked for a card it does not have: said up front
             assert any("cluster.gpus = 1 but this machine shows 0 GPU(s)" in note
                        for note in cluster.info.notes)
