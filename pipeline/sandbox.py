@@ -21,6 +21,7 @@ Example:
 """
 from __future__ import annotations
 
+import faulthandler
 import os
 import pickle
 import signal
@@ -139,6 +140,10 @@ def serve(fd: int, parent_pid: int) -> None:
     """The child's loop: receive ``(fn, args)``, send back ``("ok", result)`` or
     ``("raised", exception)``; end when the socket closes or the parent dies."""
     threading.Thread(target=_exit_with_parent, args=(parent_pid,), daemon=True).start()
+    # A fatal signal (a segfault in native code, an abort from a CUDA error) prints the
+    # Python stack of every thread to standard error, the run's log on kiln's own cluster:
+    # the task's failure row can only name the signal.
+    faulthandler.enable(all_threads=True)
     conn = Connection(fd)
     while True:
         try:

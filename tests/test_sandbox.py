@@ -3,6 +3,7 @@ fresh child; the child is reused while it lives and ends with its parent."""
 from __future__ import annotations
 
 import os
+import signal
 import subprocess
 import sys
 import time
@@ -31,6 +32,22 @@ def test_a_crash_is_retried_in_fresh_children_then_reported():
     assert str(info.value).startswith("capture of 'm' ended its process (exit code 3) in each "
                                       "of 2 attempt(s)")
     assert run_isolated(pow, 3, 2) == 9         # the next task gets a new child
+
+
+def test_a_fatal_signal_names_itself_and_leaves_its_stack_in_the_log(capfd):
+    """A segfault (as native code would raise it) fails the task naming the signal; the
+    child's standard error (the run log on kiln's cluster) holds the Python stack."""
+    with pytest.raises(TaskCrashed):     # drop the warm child: the next one writes to capfd
+        run_isolated(os._exit, 0, attempts=1)
+    with pytest.raises(TaskCrashed, match="killed by SIGSEGV"):
+        run_isolated(_segfault, attempts=1, what="tune of 'm'")
+    err = capfd.readouterr().err
+    assert "Fatal Python error: Segmentation fault" in err
+    assert "in _segfault" in err
+
+
+def _segfault() -> None:
+    os.kill(os.getpid(), signal.SIGSEGV)
 
 
 def test_a_child_ends_when_its_worker_dies(tmp_path):
