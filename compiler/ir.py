@@ -59,6 +59,32 @@ class Expr:
     dtype: torch.dtype
 
 
+def _hash_once(cls):
+    """``cls`` (a frozen dataclass) with its hash computed once per node, not per call.
+
+    The generated ``__hash__`` hashes every field, so hashing an ``Op`` hashes its whole
+    subtree, shared subtrees once per path: ``walk`` over a fused kernel's body (a set of
+    the nodes seen) made millions of such calls, most of lowering's time on ConvNeXt and
+    EfficientNet. The cached value is dropped when a node is pickled: str hashes differ
+    between processes.
+    """
+    field_hash = cls.__hash__
+
+    def __hash__(self) -> int:
+        cached = self.__dict__.get("_hash")
+        if cached is None:
+            cached = field_hash(self)
+            object.__setattr__(self, "_hash", cached)
+        return cached
+
+    def __getstate__(self) -> dict:
+        return {k: v for k, v in self.__dict__.items() if k != "_hash"}
+
+    cls.__hash__, cls.__getstate__ = __hash__, __getstate__
+    return cls
+
+
+@_hash_once
 @dataclass(frozen=True)
 class Load(Expr):
     """Element of buffer ``buffer`` at flat storage offset ``index``.
@@ -72,6 +98,7 @@ class Load(Expr):
     indirect: tuple = ()     # ((sympy.Symbol, Expr), ...)
 
 
+@_hash_once
 @dataclass(frozen=True)
 class Const(Expr):
     """A Python scalar of a torch dtype."""
@@ -79,6 +106,7 @@ class Const(Expr):
     dtype: torch.dtype
 
 
+@_hash_once
 @dataclass(frozen=True)
 class IndexExpr(Expr):
     """The integer value of an index expression (iota, arange, masks built from indices)."""
@@ -86,6 +114,7 @@ class IndexExpr(Expr):
     dtype: torch.dtype = torch.int64
 
 
+@_hash_once
 @dataclass(frozen=True)
 class Op(Expr):
     """A pointwise op from the codegen table applied to ``args``; ``params`` are literals.
