@@ -18,3 +18,8 @@ for mode in default v7; do
   echo "[$mode rc=$?]"; grep -o '"model": "[a-z0-9_]*", "system": "[a-z_]*", "first_result_s": [0-9.]*' \
       "$OUT/deploy_$mode.txt"
 done
+# The first call op by op (cuBLAS/cuDNN set-up against kiln's launches), per model.
+for m in vit_b16 resnet50; do
+  timeout 60 python3 benchmarks/profile_load.py --store /tmp/d --model $m --ops \
+      > "$OUT/first_call_ops_$m.txt" 2>&1; head -25 "$OUT/first_call_ops_$m.txt"
+done
