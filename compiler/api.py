@@ -18,6 +18,7 @@ Example:
 from __future__ import annotations
 
 import functools
+import time
 import warnings
 from typing import Any, Mapping, Sequence
 
@@ -29,7 +30,7 @@ from .capture import CapturedGraph, InputSpec, capture_module, compute_graph_key
 from .config import CompilerOptions, load_options
 from .graph_pool import GraphPolicy
 from .passes import compile_captured, compile_graph, module_key, trace_fx
-from .runtime import CompiledModel, CompiledModule, load_artifact
+from .runtime import CompilePhases, CompiledModel, CompiledModule, load_artifact
 from .size_inputs import SizedCall, SizeInputs, size_hint
 
 
@@ -108,6 +109,7 @@ def compile_module(module: torch.nn.Module, example_args: Sequence[Any],
         >>> torch.allclose(out, m(torch.ones(3, 4))), out.requires_grad
         (True, False)
     """
+    start = time.perf_counter()
     options = load_options(options)
     example_args = tuple(example_args)
     if dynamic_shapes is None:
@@ -118,6 +120,7 @@ def compile_module(module: torch.nn.Module, example_args: Sequence[Any],
         warnings.warn(guards.training_warning(type(module).__name__), UserWarning, stacklevel=2)
     captured = capture_module(module, example_args, example_kwargs,
                               dynamic_shapes=dynamic_shapes)
+    captured_at = time.perf_counter()
     target = _target_of(captured)
     key = module_key(captured.graph_key, options, target, configs)
     artifact = cache.get_artifact(key) if cache is not None else None
@@ -128,14 +131,18 @@ def compile_module(module: torch.nn.Module, example_args: Sequence[Any],
         artifact = lower(captured, options, target, configs)
         if cache is not None:
             cache.put_artifact(artifact)
+    lowered_at = time.perf_counter()
     compiled = _served(cache, artifact) if hit else None
     if compiled is None:
         compiled = load_artifact(artifact, options.code_dir(), None, options.check_inputs,
                                  options.compile_workers)
     names = guards.dim_names(module, example_args, dynamic_shapes, captured) \
         if dynamic_shapes is not None else {}
-    return CompiledModel(module, captured, compiled, hit,
-                         options.cuda_graphs and GraphPolicy.of(options), names)
+    model = CompiledModel(module, captured, compiled, hit,
+                          options.cuda_graphs and GraphPolicy.of(options), names)
+    model.phases = CompilePhases(captured_at - start, lowered_at - captured_at,
+                                 time.perf_counter() - lowered_at)
+    return model
 
 
 def _served(cache: ArtifactCache, artifact: CompiledArtifact) -> CompiledModule | None:

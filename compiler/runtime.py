@@ -240,6 +240,17 @@ class GraphedCall:
                      else o for o in self._outputs)
 
 
+@dataclass(frozen=True)
+class CompilePhases:
+    """Where ``compile_module``'s time went, in seconds: ``capture`` (torch.export and
+    kiln's decompositions), ``lower`` (lowering and codegen, or the cache lookup of a hit)
+    and ``load`` (the module loaded and every kernel built or loaded). The first call's
+    library start-up and launches come after, outside these."""
+    capture_s: float
+    lower_s: float
+    load_s: float
+
+
 class CompiledModel:
     """``compile_module``'s result: called like the module, with its live weights.
 
@@ -272,6 +283,7 @@ class CompiledModel:
         self._dim_names = dim_names or {}
         self._grad_warned = False
         self._state_grad: bool | None = None   # whether a bound weight requires grad
+        self.phases: CompilePhases | None = None   # set by compile_module
 
     @property
     def kernel_count(self) -> int:
