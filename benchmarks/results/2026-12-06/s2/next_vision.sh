@@ -23,3 +23,6 @@ echo "[relower rc=$? wall $((SECONDS - t)) s]"; grep -v "^\(build\|lower\|captur
 python3 -m pipeline.cli store stats --store /tmp/v1 > "$OUT/vision_stats.txt" 2>&1
 grep -h -B2 -A12 "Fatal Python error" /tmp/v1/logs/*.log /tmp/v2/logs/*.log | head -60
 tar czf "$OUT/logs.tgz" /tmp/v1/logs /tmp/v2/logs 2>/dev/null
+# Issue 17 while no multi-GPU kind is lent: the measured one-GPU run replayed on more workers.
+python3 benchmarks/scaling_estimate.py /tmp/v1/logs/run-*.tasks.json --measured-cpu 8 \
+    --cpu 8,16,64 --gpus 1,2,4,8 | tee "$OUT/scaling_estimate.txt"
