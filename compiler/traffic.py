@@ -56,17 +56,50 @@ def load_elements(index, ranges: dict) -> int | None:
     return count if span is None else max(1, min(count, span + 1))
 
 
-def pass_read_bytes(bodies, ranges: dict, computed: set[str]) -> int | None:
+def pass_read_bytes(bodies, ranges: dict, computed: set[str],
+                    footprint: bool = False) -> int | None:
     """Bytes one pass over ``bodies`` loads: each distinct load once, none of ``computed``
-    (values the kernel holds in registers)."""
+    (values the kernel holds in registers).
+
+    ``footprint``: loads of one buffer whose addresses differ by a constant only (a
+    stencil's taps: a 7x7 depthwise conv reads its input 49 times) count once, widened by
+    how far apart they lie. What reaches DRAM, for a kernel's ``bytes`` meta and the
+    bandwidth figures read from it; the fusion cost counts each tap, since a producer fused
+    into a stencil is computed again for every tap.
+    """
     total = 0
     loads = {n for b in bodies for n in walk(b) if isinstance(n, Load) and n.buffer not in computed}
+    if footprint:
+        return _footprint_bytes(loads, ranges)
     for load in loads:
         elements = _gather_elements(load, ranges) if load.indirect else \
             load_elements(load.index, ranges)
         if elements is None:
             return None
         total += elements * load.dtype.itemsize
+    return total
+
+
+def _footprint_bytes(loads, ranges: dict) -> int | None:
+    """``pass_read_bytes`` with shifted loads of one buffer counted once (see there)."""
+    shifted: dict[tuple, list] = {}
+    total = 0
+    for load in loads:
+        if load.indirect:
+            elements = _gather_elements(load, ranges)
+            if elements is None:
+                return None
+            total += elements * load.dtype.itemsize
+            continue
+        offset, rest = sympy.sympify(load.index).as_coeff_Add()
+        shifted.setdefault((load.buffer, load.dtype, rest), []).append(int(offset)
+                                                                        if offset.is_Integer
+                                                                        else 0)
+    for (_, dtype, rest), offsets in shifted.items():
+        elements = load_elements(rest, ranges)
+        if elements is None:
+            return None
+        total += (elements + max(offsets) - min(offsets)) * dtype.itemsize
     return total
 
 
@@ -94,20 +127,23 @@ def written_bytes(nodes, stores, hint: bool = False) -> int | None:
     return total
 
 
-def traffic_of(passes, ranges: dict, nodes, stores, hint: bool = False) -> Traffic | None:
+def traffic_of(passes, ranges: dict, nodes, stores, hint: bool = False,
+               footprint: bool = False) -> Traffic | None:
     """The traffic of a kernel running ``passes`` (lists of bodies over ``ranges``) for
-    ``nodes``, storing ``stores``; ``hint`` sizes run-time dims by their hints."""
+    ``nodes``, storing ``stores``; ``hint`` sizes run-time dims by their hints;
+    ``footprint`` as in ``pass_read_bytes``."""
     ranges = hinted(ranges) if hint else ranges
     # a MutationBuffer is named after the input it overwrites: its loads read the old value
     computed = {n.name for n in nodes if not isinstance(n, MutationBuffer)}
-    reads = [pass_read_bytes(bodies, ranges, computed) for bodies in passes]
+    reads = [pass_read_bytes(bodies, ranges, computed, footprint) for bodies in passes]
     written = written_bytes(nodes, stores, hint)
     if None in reads or written is None:
         return None
     return Traffic(sum(reads), written)
 
 
-def pointwise_traffic(nodes, stores, hint: bool = False) -> Traffic | None:
+def pointwise_traffic(nodes, stores, hint: bool = False,
+                      footprint: bool = False) -> Traffic | None:
     """A pointwise kernel over same-shaped ``nodes`` (one pass over their shared indices).
 
     >>> import torch, sympy
@@ -123,14 +159,14 @@ def pointwise_traffic(nodes, stores, hint: bool = False) -> Traffic | None:
     ranges = dict(zip(index_symbols(len(size)), size))
     bodies = [n.body for n in nodes] + [n.store_mask for n in nodes
                                         if getattr(n, "store_mask", None) is not None]
-    return traffic_of([bodies], ranges, nodes, stores, hint)
+    return traffic_of([bodies], ranges, nodes, stores, hint, footprint)
 
 
-def row_traffic(plan, stores, hint: bool = False) -> Traffic | None:
+def row_traffic(plan, stores, hint: bool = False, footprint: bool = False) -> Traffic | None:
     """A row kernel (``reduction.RowPlan``): a persistent kernel loads its tile once, a looped
     one in every loop; each per-row value is a pass of its own."""
     ranges = dict(plan.xdims + plan.rdims)
     rows = [[b] for b, kind in zip(plan.bodies, plan.kinds) if kind == "row"]
     tile = [b for b, kind in zip(plan.bodies, plan.kinds) if kind != "row"]
     passes = ([tile] if plan.persistent else [[b] for b in tile]) + rows
-    return traffic_of(passes, ranges, plan.nodes, stores, hint)
+    return traffic_of(passes, ranges, plan.nodes, stores, hint, footprint)

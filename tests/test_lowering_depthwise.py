@@ -71,6 +71,43 @@ def test_bfloat16_accumulates_in_float32_like_cudnn():
     torch.testing.assert_close(got.float(), reference, rtol=1.6e-2, atol=1e-2)
 
 
+class ConvNeXtMixer(torch.nn.Module):
+    """ConvNeXt's depthwise conv, then its channels-last LayerNorm (which widens to float32)."""
+
+    def __init__(self, channels: int):
+        super().__init__()
+        self.conv = torch.nn.Conv2d(channels, channels, 7, padding=3, groups=channels)
+        self.norm = torch.nn.LayerNorm(channels)
+
+    def forward(self, x):
+        return self.norm(self.conv(x).permute(0, 2, 3, 1))
+
+
+def test_a_half_conv_feeding_a_norm_is_stored_half_and_widened_by_its_readers():
+    """The norm reads its input three times (mean, variance, normalize), so the conv is
+    stored; it is stored as the conv's own bfloat16, not the float32 the norm widens it to
+    (same numbers, half the bytes)."""
+    torch.manual_seed(0)
+    module = ConvNeXtMixer(16).eval().to(torch.bfloat16)
+    x = torch.randn(2, 16, 10, 10, dtype=torch.bfloat16)
+    for layout in ("off", "on"):
+        art = compiler.lower(capture_module(module, (x,)), {"channels_last": layout}, "cpu")
+        allocs = [line for line in art.source.splitlines() if "alloc((2, " in line]
+        assert allocs and not any("float32" in line for line in allocs), allocs
+        # Its 49 taps read the input once from DRAM, not 49 times: the kernel's bytes meta
+        # (bandwidth reports) counts shifted loads of one buffer once.
+        conv = max(art.kernels, key=lambda k: k.source.count("tl.load"))
+        assert conv.source.count("tl.load") >= 49
+        assert conv.spec.bytes_read < 3 * x.numel() * x.element_size()
+        compiled = compiler.compile_module(module, (x,), {"channels_last": layout})
+        for seed in (1, 2):
+            torch.manual_seed(seed)
+            fresh = torch.randn_like(x)
+            with torch.no_grad():
+                got, want = compiled(fresh), module(fresh)
+            torch.testing.assert_close(got.float(), want.float(), rtol=2e-2, atol=2e-2)
+
+
 def test_other_grouped_convs_stay_library_calls():
     module, x = Depthwise(4, kernel=3, padding=1, multiplier=2).eval(), torch.randn(1, 4, 6, 6)
     assert _extern_kinds(module, x, {}) == ["aten.convolution.default"]

@@ -359,7 +359,8 @@ def generate_row_kernel(nodes, stores: frozenset[str], number: int) -> Generated
     ops += tuple(r.reduction_type for r in reductions)
     outputs = tuple(n.name for n in plan.nodes if n.name in stores)
     return generated(name, source, tuple(emitter.pointers) + outputs, (xnumel, rnumel), kind,
-                     ops, row_traffic(plan, stores), len(outputs), emitter.size_args,
+                     ops, row_traffic(plan, stores, footprint=True), len(outputs),
+                     emitter.size_args,
                      rows_across=plan.across)
 
 

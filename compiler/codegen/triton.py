@@ -295,7 +295,7 @@ def generate_kernel(buf: ComputedBuffer, number: int) -> GeneratedKernel:
     source, pointers, size_args = _emit(name, buf, plan, index_map, ranges, numels, kind)
     ops = tuple(n.op for n in walk(plan.body) if isinstance(n, Op))
     return generated(name, source, tuple(pointers) + (buf.name,), numels, kind, ops,
-                     pointwise_traffic([buf], {buf.name}), size_args=size_args)
+                     pointwise_traffic([buf], {buf.name}, footprint=True), size_args=size_args)
 
 
 def _header_1d(pid: str) -> list[str]:
@@ -409,5 +409,5 @@ def generate_pointwise_group(nodes, stores: frozenset, number: int) -> Generated
     source = code.text()
     ops = tuple(n.op for n in walk(plan.body) if isinstance(n, Op) and n.op != OpName.GROUP)
     return generated(name, source, tuple(writer.pointers) + tuple(outputs), (numel,),
-                     KernelKind.POINTWISE_1D, ops, pointwise_traffic(nodes, stores),
+                     KernelKind.POINTWISE_1D, ops, pointwise_traffic(nodes, stores, footprint=True),
                      len(outputs), size_args)
