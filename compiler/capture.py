@@ -29,6 +29,7 @@ private API in the code is listed here or there):
 | ``torch._prims_common`` (type promotion, ``suggest_memory_format``) | lowering | promotion: none; ``suggest_memory_format``: the plain channels-last stride test |
 | ``torch._C`` (``_cuda_getDriverVersion``) | autotune.measurement | the driver nvidia-smi reports, read first |
 | ``torch._export.serde`` (``serialize``, ``deserialize``, ``SerializedArtifact``, ``schema.SCHEMA_VERSION``) | capture_serde | ``torch.export.save`` / ``load``: the ``.pt2`` archive, stored in base64 (``GraphFormat.writer`` says which); a graph written as JSON is refused, naming both torch releases, where the reader is missing |
+| ``torch.utils._pytree`` (``_private_register_pytree_node``, ``_deregister_pytree_node``) | capture_pytree | no stand-in on the serving path: the library registers a stored spec's types itself (transformers: its exporter's import, seconds in some releases) |
 | ``torch.utils._sympy`` (``ValueRanges``, ``int_oo``) | capture_serde | the program is written without range constraints; kiln keeps the ranges in the convention either way |
 
 Example:

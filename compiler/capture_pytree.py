@@ -6,11 +6,16 @@ not know (transformers' ``DynamicCache``, returned by every decoder LLM called w
 ``register_library_pytrees`` asks each library the process has imported to do so
 (``PROVIDERS``: transformers today), and ``output_check`` turns any output type still unknown
 into a ``CaptureError`` that names it and the fix. ``leaf_shapes`` writes ``dynamic_shapes``
-for a registered input such as a KV cache.
+for a registered input such as a KV cache. A serving process that reads a stored spec naming
+such a type registers a stand-in instead (``register_stored_types``): it rebuilds the type
+without the library's registration, which can cost seconds to import (transformers 5.17's
+exporter), and hands over to that registration the first time something is flattened.
 
 This is the one module that calls torch's private pytree registry (``torch.utils._pytree``;
 there is no public registration for arbitrary classes). Fallback: where a library offers no
-registration, nothing is registered and ``output_check`` reports the type.
+registration, nothing is registered and ``output_check`` reports the type; where a stand-in is
+unsure of a stored context, or torch lacks the private registry calls it uses, none is
+registered and the library registers its types itself, as at capture.
 
 Example:
     >>> import torch
@@ -21,12 +26,15 @@ Example:
 from __future__ import annotations
 
 import contextlib
+import json
 import sys
 from dataclasses import dataclass
 from typing import Any, Callable, Iterator
 
 import torch
 import torch.utils._pytree as pytree
+
+from .pytree_stand_in import StandIn, transformers_stand_in
 
 # Leaves torch.export takes as they are (tensors, or constants it specialises on).
 _PLAIN_LEAVES = (torch.Tensor, int, float, bool, str, type(None), torch.SymInt,
@@ -41,9 +49,12 @@ class PytreeProvider:
     imported it (a model holding its types must have), so capture never pays for importing
     a library the model does not use. ``register(objects)`` registers what ``objects`` (the
     library's modules and values met in a call, one per defining file) need.
+    ``stand_in(type_name, contexts)``: for a type a stored spec names, the class and an
+    unflatten function that need no import of the library's registration, or None where unsure.
     """
     package: str
     register: Callable[[list], None]
+    stand_in: Callable[[str, list], StandIn | None] | None = None
 
 
 def _register_transformers(objects: list) -> None:
@@ -68,7 +79,7 @@ def _register_transformers(objects: list) -> None:
 
 
 PROVIDERS: tuple[PytreeProvider, ...] = (
-    PytreeProvider("transformers", _register_transformers),
+    PytreeProvider("transformers", _register_transformers, transformers_stand_in),
 )
 
 
@@ -104,6 +115,84 @@ def _defined_in(package: str, values: tuple) -> list:
             if where == package or where.startswith(package + "."):
                 found.setdefault(where, obj)
     return list(found.values())
+
+
+# The private pair a stand-in needs: registering into torch's Python pytree only (the C++ one
+# never sees a stand-in, so the library's later registration there cannot clash), and removing
+# it again. Without them no stand-in is registered (``register_stored_types`` says False).
+_CAN_STAND_IN = all(hasattr(pytree, f) for f in ("_private_register_pytree_node",
+                                                  "_deregister_pytree_node"))
+
+
+def register_stored_types(*spec_texts: str | None) -> bool:
+    """For each type the stored pytree specs ``spec_texts`` (``treespec_dumps`` text) name and
+    torch does not know here, register its library's stand-in (``PytreeProvider.stand_in``),
+    all or none; True when it did. Only a library the process has imported is asked.
+
+    Example:
+        >>> spec = {"type": "nowhere:Cache", "context": "{}", "children_spec": []}
+        >>> register_stored_types(json.dumps([1, spec]))
+        False
+    """
+    needed = _unknown_types(spec_texts)
+    stand_ins = {name: _stand_in(name, contexts) for name, contexts in needed.items()}
+    if not stand_ins or not _CAN_STAND_IN or None in stand_ins.values():
+        return False
+    if any(s.cls in pytree.SUPPORTED_NODES for s in stand_ins.values()):
+        return False      # registered under another name (an older release's): not ours to replace
+    for name, stand_in in stand_ins.items():
+        pytree._private_register_pytree_node(
+            stand_in.cls, _flatten_stand_in, stand_in.unflatten, serialized_type_name=name,
+            flatten_with_keys_fn=_flatten_with_keys_stand_in)
+    return True
+
+
+def _unknown_types(spec_texts: tuple) -> dict[str, list]:
+    """Each serialized type name of ``spec_texts`` torch does not know: its contexts."""
+    found: dict[str, list] = {}
+    nodes = [json.loads(text)[1] for text in spec_texts if text is not None]
+    while nodes:
+        node = nodes.pop()
+        name = node.get("type")
+        if name is not None and name not in pytree.SERIALIZED_TYPE_TO_PYTHON_TYPE:
+            found.setdefault(name, []).append(json.loads(node["context"]))
+        nodes.extend(node.get("children_spec", ()))
+    return found
+
+
+def _stand_in(type_name: str, contexts: list) -> StandIn | None:
+    package = type_name.split(":")[0].split(".")[0]
+    for provider in PROVIDERS:
+        if (provider.package == package and package in sys.modules
+                and provider.stand_in is not None):
+            return provider.stand_in(type_name, contexts)
+    return None
+
+
+def _flatten_stand_in(obj: Any) -> tuple[list, Any]:
+    return _hand_over(obj).flatten_fn(obj)
+
+
+def _flatten_with_keys_stand_in(obj: Any) -> tuple[list, Any]:
+    node = _hand_over(obj)
+    if node.flatten_with_keys_fn is None:
+        raise ValueError(f"{type(obj).__qualname__} was registered without key paths")
+    return node.flatten_with_keys_fn(obj)
+
+
+def _hand_over(obj: Any) -> Any:
+    """The library's own node for ``obj``'s type, which replaces the stand-in now: a stand-in
+    only rebuilds, and a flattened cache (passed in, or captured) must get the very context
+    the library writes."""
+    cls = type(obj)
+    if pytree.SUPPORTED_NODES[cls].flatten_fn is _flatten_stand_in:
+        pytree._deregister_pytree_node(cls)
+    register_library_pytrees(obj)
+    node = pytree.SUPPORTED_NODES.get(cls)
+    if node is None:
+        raise TypeError(f"{cls.__module__}.{cls.__qualname__}: its library no longer "
+                        f"registers it with torch's pytree, so it cannot be flattened")
+    return node
 
 
 def unknown_leaves(value: Any) -> list[tuple[str, type]]:
@@ -200,4 +289,5 @@ def leaf_shapes(value: Any, dims: dict) -> Any:
 
 
 __all__ = ["PROVIDERS", "PytreeProvider", "leaf_shapes", "output_check",
-           "register_library_pytrees", "unknown_leaves", "unknown_output_message"]
+           "register_library_pytrees", "register_stored_types", "unknown_leaves",
+           "unknown_output_message"]

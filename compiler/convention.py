@@ -28,7 +28,7 @@ from typing import Any, Sequence
 import torch
 import torch.utils._pytree as pytree
 
-from .capture_pytree import register_library_pytrees
+from .capture_pytree import register_library_pytrees, register_stored_types
 
 CONVENTION_VERSION = 1
 # Lifted constants up to this many bytes travel inside the convention's JSON; bigger ones
@@ -219,13 +219,16 @@ def _dump_spec(spec: Any) -> str | None:
 
 def _load_specs(in_text: str | None, out_text: str | None, module) -> tuple[Any, Any]:
     """The stored input and output specs. A spec naming a library's type (a decoder's KV
-    cache) needs that library's registration, which ``module`` (holding its code) triggers;
-    it is asked for only then, as transformers' costs 1.5-3 s to import on a serving
-    process's load path (its exporter pulls in torch._dynamo)."""
+    cache) needs it registered: by a stand-in that rebuilds it from the stored context
+    (``register_stored_types``), else by the library's own registration, which ``module``
+    (holding its code) triggers. The stand-in comes first: transformers' registration lives in
+    its exporter, whose import can cost seconds on a serving process's way to its first
+    result."""
     try:
         return _load_spec(in_text), _load_spec(out_text)
     except NotImplementedError as err:   # torch: "Deserializing <type> ... is not registered"
-        if module is None or not register_library_pytrees(module):
+        if not register_stored_types(in_text, out_text) and (
+                module is None or not register_library_pytrees(module)):
             raise _unknown_type(err) from None
     try:
         return _load_spec(in_text), _load_spec(out_text)
