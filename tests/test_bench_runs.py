@@ -43,22 +43,47 @@ def _plan(zoo: str, models: tuple[str, ...], systems: tuple[System, ...]) -> Ben
                      120.0, 30.0, QUICK["profile_calls"])
 
 
-def test_the_copy_rate_is_measured_once_and_handed_to_every_child(tmp_path, monkeypatch):
-    """The parent times the copy once per run; each child reports the rate it was given
-    (a child measuring its own would report None: there is no CUDA copy on a CPU)."""
+@pytest.fixture(scope="module")
+def two_children(tmp_path_factory):
+    """Eager on two models, with the parent's copy-rate measurement counted."""
+    tmp_path = tmp_path_factory.mktemp("children")
     calls = []
 
     def copy_gbps(device: str) -> float:
         calls.append(device)
         return 1234.5
-    monkeypatch.setattr("pipeline.bench.bandwidth.copy_gbps", copy_gbps)
-    zoo = _zoo(tmp_path, 'factory = "pipeline.zoo.tiny:mlp"',
-               'factory = "pipeline.zoo.tiny:convnet"')
-    records = run_bench(_plan(zoo, ("mlp", "convnet"), (SYSTEMS["eager"],)),
-                        Store(tmp_path / "s"), "r1", io.StringIO())
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr("pipeline.bench.bandwidth.copy_gbps", copy_gbps)
+        zoo = _zoo(tmp_path, 'factory = "pipeline.zoo.tiny:mlp"',
+                   'factory = "pipeline.zoo.tiny:convnet"')
+        progress = io.StringIO()
+        records = run_bench(_plan(zoo, ("mlp", "convnet"), (SYSTEMS["eager"],)),
+                            Store(tmp_path / "s"), "r1", progress)
+    return calls, records, progress.getvalue()
+
+
+def test_the_copy_rate_is_measured_once_and_handed_to_every_child(two_children):
+    """The parent times the copy once per run; each child reports the rate it was given
+    (a child measuring its own would report None: there is no CUDA copy on a CPU)."""
+    calls, records, _ = two_children
     assert calls == ["cpu"]
     assert [(r.model, r.status, r.copy_gbps) for r in records] == [
         ("mlp", "ok", 1234.5), ("convnet", "ok", 1234.5)]
+
+
+def test_a_row_says_where_its_child_spent_its_time(two_children):
+    """Each phase's wall seconds, in order, within the child's whole wall time; the cold
+    phase is the cold start; the progress line shows them."""
+    _, records, progress = two_children
+    for r in records:
+        details = json.loads(r.details_json)
+        phases, wall = details["phases_s"], details["child_wall_s"]
+        assert list(phases) == ["import torch", "model", "to device", "cold", "timed",
+                                "kernels"]
+        assert all(s >= 0 for s in phases.values()) and sum(phases.values()) <= wall
+        assert phases["cold"] == pytest.approx(r.cold_s, abs=0.01)
+        assert phases["import torch"] > 0.05       # a fresh interpreter imports torch
+    assert "mlp eager:" in progress and "; import torch " in progress and ", rest " in progress
 
 
 def test_the_job_carries_the_copy_rate_and_the_profiler_calls():

@@ -168,13 +168,30 @@ def run_bench(plan: BenchPlan, store: Any, run_id: str, progress: TextIO,
 
 def _run_logged(job: Job, cache_root: Path, timeout_s: float, environ: dict[str, str],
                 progress: TextIO) -> dict[str, Any]:
-    """``run_child``, and a progress line with the child's whole wall time."""
+    """``run_child``, and a progress line with the child's whole wall time and its phases.
+    The details keep the wall time too (``child_wall_s``): what the child's own phases do
+    not cover is its interpreter's start and end."""
     t0 = time.perf_counter()
     result = run_child(job, cache_root, timeout_s, environ)
-    progress.write(f"{job.model} {job.system.name}: {_line(result)} "
-                   f"({time.perf_counter() - t0:.1f} s)\n")
+    wall = time.perf_counter() - t0
+    phases = ""
+    if result.get("details_json"):
+        details = json.loads(result["details_json"])
+        details["child_wall_s"] = round(wall, 3)
+        result["details_json"] = json.dumps(details)
+        phases = _phases(details.get("phases_s", {}), wall)
+    progress.write(f"{job.model} {job.system.name}: {_line(result)} ({wall:.1f} s{phases})\n")
     progress.flush()
     return result
+
+
+def _phases(seconds: dict[str, float], wall: float) -> str:
+    """``; import torch 1.0, model 0.2, ..., rest 0.3``: a child's phases, and the rest of its
+    wall time (interpreter start and end, the pipes)."""
+    if not seconds:
+        return ""
+    parts = [f"{name} {s:.1f}" for name, s in seconds.items()]
+    return "; " + ", ".join(parts + [f"rest {wall - sum(seconds.values()):.1f}"])
 
 
 def _device_name(device: str) -> str:
