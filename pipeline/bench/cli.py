@@ -8,7 +8,9 @@ a markdown report with PNG plots into ``--out``.
 
 ``--resume RUN_ID`` adds to an earlier run in the same store (same zoo, mode and card): the
 pairs it holds as ok are not run again, and the report covers the whole run, so a zoo too
-large for one session's time budget is finished over several. Without CUDA it runs on the CPU (eager against kiln; kiln's kernels under Triton's
+large for one session's time budget is finished over several.
+
+Without CUDA it runs on the CPU (eager against kiln; kiln's kernels under Triton's
 interpreter: the numbers check the path, not speed) and reports the GPU-only systems as
 skipped. Exit status: 0 when every system that ran succeeded, 1 when one failed, 2 for a
 bad command line or config.

@@ -4,9 +4,9 @@
 returns (a per-task timeout must end it); ``segfault`` and ``exit`` end their own process the
 way a crashing kernel, compiler or careless library would (only that model may fail);
 ``train_mode`` returns a module in train mode with dropout and batch norm (compiled in eval
-mode, with a warning); ``leaves_worker`` leaves a process behind holding its caller's stderr,
-as a pool of compile workers does. Each returns ``(module, example_args)`` like the tiny zoo's factories
-when it returns at all.
+mode, with a warning); ``leaves_worker`` leaves a process behind holding its caller's
+stderr, as a pool of compile workers does. Each returns ``(module, example_args)`` like the
+tiny zoo's factories when it returns at all.
 
 Example:
     >>> module, (x,) = slow(seconds=0.0)
