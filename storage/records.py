@@ -301,10 +301,14 @@ class BenchRecord:
             raise ValueError(f"bench status {self.status!r} is not one of {BENCH_STATUSES}")
 
     @classmethod
-    def build(cls, *, run_id: str, model: str, system: str, **columns: Any) -> "BenchRecord":
-        """A record keyed by (run, model, system): one row per system and model per run."""
-        return cls(bench_key=derived_key(run_id, model, system), run_id=run_id, model=model,
-                   system=system, **columns)
+    def build(cls, *, run_id: str, model: str, system: str, attempt: int = 0,
+              **columns: Any) -> "BenchRecord":
+        """A record keyed by (run, model, system): one row per system and model per run.
+        ``attempt`` > 0: the pair run again in the same run (``kiln bench --resume``), under
+        a key of its own, since the store keeps the first row of a key."""
+        parts = (run_id, model, system) + ((attempt,) if attempt else ())
+        return cls(bench_key=derived_key(*parts), run_id=run_id, model=model, system=system,
+                   **columns)
 
 
 Record = (GraphRecord | KernelRecord | ModuleRecord | BinaryRecord | TrialRecord

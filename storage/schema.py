@@ -231,7 +231,7 @@ _FIELDS: Mapping[str, list[pa.Field]] = MappingProxyType({
     # ``kiln bench`` run (``pipeline.bench``): its steady time, cold start, kernels and the
     # bandwidth its memory-bound kernels reach. Measurements, not code: not hashed.
     "bench": [
-        _req("bench_key", pa.string()),           # hash(run_id, model, system)
+        _req("bench_key", pa.string()),           # hash(run_id, model, system[, attempt])
         _req("run_id", pa.string()),
         _req("config", pa.string()),              # the zoo's run.name
         _req("model", pa.string()),

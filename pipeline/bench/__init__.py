@@ -3,6 +3,7 @@ each system in a fresh process with fresh caches, measured alike and kept as sto
 
     cli.py        the command line (``kiln bench CONFIG ...``)
     run.py        the plan and the loop: one child process per (model, system), rows to the store
+    resume.py     --resume: a run's earlier rows, the pairs done, the rows a report covers
     systems.py    the registry of systems: how each one turns a module into a callable
     child.py      what runs in the child: build, first result (cold), steady time, kernels
     timing.py     per-call times (CUDA events, else the host clock): median and quartiles

@@ -34,7 +34,11 @@ class KernelFacts:
 
 
 def copy_gbps(device: str, megabytes: int = 256, repeats: int = 20) -> float | None:
-    """Device-to-device copy rate in GB/s (bytes read + written), or None off CUDA."""
+    """Device-to-device copy rate in GB/s (bytes read + written), or None off CUDA.
+
+    Timed once per ``kiln bench`` run, in the parent (a property of the card, not of the
+    system a child runs): the buffers are handed back to the driver after, so the children
+    that follow have the card's memory."""
     import torch
     if device != "cuda":
         return None
@@ -50,6 +54,8 @@ def copy_gbps(device: str, megabytes: int = 256, repeats: int = 20) -> float | N
         end.synchronize()
         if k >= 3:
             times.append(start.elapsed_time(end))
+    del src, dst
+    torch.cuda.empty_cache()
     return 2 * n / (statistics.median(times) * 1e-3) / 1e9
 
 
@@ -62,12 +68,14 @@ def _device_us(event: Any) -> float:
 
 
 def kernel_times(fn: Callable[[], Any], device: str, calls: int = 3) -> list[KernelTime] | None:
-    """Device time and launches per call of every kernel ``fn`` runs (None off CUDA)."""
+    """Device time and launches per call of every kernel ``fn`` runs (None off CUDA).
+
+    ``fn`` must be warm: the child profiles right after its timed calls, so no call is
+    spent here on warming it up."""
     import torch
     from torch.profiler import ProfilerActivity, profile
     if device != "cuda":
         return None
-    fn()
     torch.cuda.synchronize()
     with profile(activities=[ProfilerActivity.CUDA]) as prof:
         for _ in range(calls):

@@ -4,14 +4,18 @@ reads a ``Job`` as JSON on stdin and prints one ``RESULT_PREFIX`` line of JSON o
 The parent gives the process empty Inductor, Triton and kiln cache directories, so the cold
 start (built model on the device -> first synchronized result, compiling included) is what a
 fresh deployment pays. Then the steady time per call, the kernels per call and, for kiln,
-how close its memory-bound kernels come to a device-to-device copy timed in this process.
-A failure is a result (status "error"); a model whose library is not installed is
-"skipped", with the reason.
+how close its memory-bound kernels come to a device-to-device copy (timed once per run by
+the parent, ``Job.copy_gbps``). A failure is a result (status "error"); a model whose
+library is not installed is "skipped", with the reason. Once the result is printed the
+process ends without the interpreter's teardown (``os._exit``): nothing after it is measured.
+The row's details keep each phase's wall seconds (``Phases``): where a child's time goes
+besides its cold start.
 """
 from __future__ import annotations
 
 import dataclasses
 import json
+import os
 import sys
 import time
 import traceback
@@ -33,6 +37,8 @@ class Job:
     repeats: int
     warmup: int
     tune_budget_s: float
+    copy_gbps: float | None = None   # the run's copy rate (``bandwidth.copy_gbps``), or None
+    profile_calls: int = 3           # calls under torch.profiler for the kernel view
 
     def to_json(self) -> str:
         return json.dumps(dataclasses.asdict(self))
@@ -43,7 +49,24 @@ class Job:
         return cls(**{**data, "system": System(**data["system"])})
 
 
-def _model(job: Job):
+class Phases:
+    """Wall seconds of a child's phases, in order: ``mark(name)`` ends the phase ``name``.
+
+    >>> p = Phases(); p.mark("import torch"); p.mark("model"); list(p.seconds)
+    ['import torch', 'model']
+    """
+
+    def __init__(self) -> None:
+        self.seconds: dict[str, float] = {}
+        self._last = time.perf_counter()
+
+    def mark(self, name: str) -> None:
+        now = time.perf_counter()
+        self.seconds[name] = round(now - self._last, 4)
+        self._last = now
+
+
+def _model(job: Job, phases: Phases):
     """``(module, args, dynamic_shapes, dtype)`` on the job's device, as ``kiln run`` builds it."""
     import torch
     from pipeline.config import load_config
@@ -54,19 +77,26 @@ def _model(job: Job):
     module, args, dynamic = build_model(spec)
     torch.manual_seed(1)     # fresh inputs, never zeros
     args = tuple(torch.randn_like(a) if a.is_floating_point() else a for a in args)
-    return module.to(job.device), tuple(a.to(job.device) for a in args), dynamic, spec.dtype
+    phases.mark("model")
+    if job.device == "cuda":     # the context, apart from the copy to it
+        torch.cuda.init()
+        phases.mark("cuda init")
+    module, args = module.to(job.device), tuple(a.to(job.device) for a in args)
+    phases.mark("to device")
+    return module, args, dynamic, spec.dtype
 
 
-def _kernels(job: Job, built, call, copy_gbps: float | None) -> dict[str, Any]:
+def _kernels(job: Job, built, call, copy_gbps: float | None,
+             details: dict[str, Any]) -> dict[str, Any]:
+    """Kernel counts and kiln's bandwidth fractions; what is per kernel goes to ``details``."""
     from . import bandwidth
     from .inductor import generated_kernels
     out: dict[str, Any] = {}
-    details: dict[str, Any] = {"notes": list(built.notes)}
     if built.inductor:
         details["inductor_generated_kernels"] = generated_kernels()
     if built.kiln is not None:
         details["kiln_fallbacks"] = list(built.kiln.fallback_ops)
-    times = bandwidth.kernel_times(call, job.device)
+    times = bandwidth.kernel_times(call, job.device, job.profile_calls)
     if times:
         out["kernel_count"] = sum(k.launches for k in times)
         details["kernels"] = [dataclasses.asdict(k) for k in times[:40]]
@@ -77,17 +107,17 @@ def _kernels(job: Job, built, call, copy_gbps: float | None) -> dict[str, Any]:
         out["membound_kernels"] = len(rows)
         out["bandwidth_fraction"] = bandwidth.overall_fraction(rows, copy_gbps)
         details["membound"] = rows
-    out["details_json"] = json.dumps(details)
     return out
 
 
 def run_job(job: Job) -> dict[str, Any]:
     """The measurements of ``job``: a dict of ``storage.BenchRecord`` columns."""
+    phases = Phases()
     import torch
-    from .bandwidth import copy_gbps
     from .timing import sync, time_calls
+    phases.mark("import torch")
     try:
-        module, args, dynamic, dtype = _model(job)
+        module, args, dynamic, dtype = _model(job, phases)
     except ImportError as exc:       # timm or transformers missing on this machine
         return {"status": "skipped", "error": f"{type(exc).__name__}: {exc}"}
     result: dict[str, Any] = {"status": "ok", "dtype": dtype,
@@ -96,22 +126,27 @@ def run_job(job: Job) -> dict[str, Any]:
     context = Context(job.device, job.quick, job.tune_budget_s)
     # no_grad, not inference_mode: torch.compile's CUDA graphs (reduce-overhead) are
     # benchmarked under no_grad everywhere else in this repo (benchmarks/bench_models.py).
+    result["copy_gbps"] = job.copy_gbps
     with torch.no_grad():
-        result["copy_gbps"] = copy_gbps(job.device)
         start = time.perf_counter()
         built = maker(job.system)(module, args, dynamic, context, **job.system.options)
         built.fn(*args)
         sync(job.device)
         result["cold_s"] = time.perf_counter() - start
+        phases.mark("cold")
         timing = time_calls(lambda: built.fn(*args), job.device, job.repeats, job.warmup)
         result.update(median_ms=timing.median_ms, q1_ms=timing.q1_ms, q3_ms=timing.q3_ms,
                       n_repeats=timing.n)
+        phases.mark("timed")
+        details: dict[str, Any] = {"notes": list(built.notes)}
         try:      # the profiler's view is extra: its failure leaves the timings standing
-            result.update(_kernels(job, built, lambda: built.fn(*args), result["copy_gbps"]))
+            result.update(_kernels(job, built, lambda: built.fn(*args), job.copy_gbps, details))
         except Exception as exc:  # noqa: BLE001
             traceback.print_exc()
-            result["details_json"] = json.dumps(
-                {"notes": [f"kernels not measured: {type(exc).__name__}: {exc}"[:500]]})
+            details["notes"].append(f"kernels not measured: {type(exc).__name__}: {exc}"[:500])
+        phases.mark("kernels")
+    details["phases_s"] = phases.seconds
+    result["details_json"] = json.dumps(details)
     return result
 
 
@@ -130,4 +165,11 @@ def main() -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    status = main()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    # Skip the interpreter's teardown (module GC, atexit handlers, Inductor's worker pool
+    # shut down politely): 0.4 s with torch alone and 0.9 s after a kiln compile on a CPU,
+    # and nothing after the printed result is measured. The parent ends the child's
+    # process group, compile workers included (``run.run_child``).
+    os._exit(status)

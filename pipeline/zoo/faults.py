@@ -4,8 +4,9 @@
 returns (a per-task timeout must end it); ``segfault`` and ``exit`` end their own process the
 way a crashing kernel, compiler or careless library would (only that model may fail);
 ``train_mode`` returns a module in train mode with dropout and batch norm (compiled in eval
-mode, with a warning). Each returns ``(module, example_args)`` like the tiny zoo's factories
-when it returns at all.
+mode, with a warning); ``leaves_worker`` leaves a process behind holding its caller's
+stderr, as a pool of compile workers does. Each returns ``(module, example_args)`` like the
+tiny zoo's factories when it returns at all.
 
 Example:
     >>> module, (x,) = slow(seconds=0.0)
@@ -16,6 +17,8 @@ from __future__ import annotations
 
 import os
 import signal
+import subprocess
+import sys
 import time
 
 import torch
@@ -53,3 +56,13 @@ def train_mode(batch: int = 4) -> tiny.Example:
     module = torch.nn.Sequential(torch.nn.Linear(8, 8), torch.nn.BatchNorm1d(8),
                                  torch.nn.Dropout(0.5))
     return module.train(), (torch.randn(batch, 8),)
+
+
+def leaves_worker(pid_file: str, seconds: float = 120.0) -> tiny.Example:
+    """The tiny MLP, and a process that sleeps ``seconds`` with the caller's stderr (its pid
+    written to ``pid_file``): what kiln's or Inductor's compile workers leave a process."""
+    worker = subprocess.Popen([sys.executable, "-c", f"import time; time.sleep({seconds})"],
+                              stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL)
+    with open(pid_file, "w") as f:
+        f.write(str(worker.pid))
+    return tiny.mlp()
