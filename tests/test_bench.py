@@ -69,6 +69,12 @@ def test_rows_land_in_the_store_with_the_bench_schema(quick_run):
     from pipeline.zoo import tiny
     module, args = tiny.mlp()
     assert kiln["kernel_count"] == compiler.compile_module(module, args).kernel_count
+    # kiln's cold start split into its compile's phases and the rest (the first call)
+    split = json.loads(kiln["details_json"])["kiln_cold_s"]
+    assert list(split) == ["capture", "lower", "load", "rest"]
+    assert split["capture"] > 0 and split["lower"] > 0 and split["load"] >= 0
+    assert sum(split.values()) == pytest.approx(kiln["cold_s"], abs=1e-3)
+    assert "kiln_cold_s" not in json.loads(rows[("mlp", "eager")]["details_json"])
 
 
 def test_quick_limits_repeats_and_systems(quick_run):

@@ -110,6 +110,15 @@ def _kernels(job: Job, built, call, copy_gbps: float | None,
     return out
 
 
+def _kiln_cold(phases: Any, cold_s: float) -> dict[str, float]:
+    """kiln's cold start split: its last compile's capture, lower and load (kernels built),
+    and the rest (the first call: library start-up, launches; for a tuned system, tuning
+    and the untuned compile before it)."""
+    parts = {"capture": phases.capture_s, "lower": phases.lower_s, "load": phases.load_s}
+    parts["rest"] = cold_s - sum(parts.values())
+    return {k: round(v, 4) for k, v in parts.items()}
+
+
 def run_job(job: Job) -> dict[str, Any]:
     """The measurements of ``job``: a dict of ``storage.BenchRecord`` columns."""
     phases = Phases()
@@ -139,6 +148,8 @@ def run_job(job: Job) -> dict[str, Any]:
                       n_repeats=timing.n)
         phases.mark("timed")
         details: dict[str, Any] = {"notes": list(built.notes)}
+        if getattr(built.kiln, "phases", None) is not None:
+            details["kiln_cold_s"] = _kiln_cold(built.kiln.phases, result["cold_s"])
         try:      # the profiler's view is extra: its failure leaves the timings standing
             result.update(_kernels(job, built, lambda: built.fn(*args), job.copy_gbps, details))
         except Exception as exc:  # noqa: BLE001
