@@ -6,7 +6,9 @@ returns a ``TaskResult`` of counts. A config that does not compile, or needs mor
 target has, is a row with its status, never an exception.
 
 ``build_task`` compiles one kernel for one GPU architecture (``sm_90``) at the heuristic
-default config, or at every candidate of its search space when tuning is on, and writes one
+default config, or when tuning is on at the configs a tune search will time (its cover: the
+default and the cost model's first ``descent_budget`` candidates of the space, the order
+``search_order`` gives the tune task too; a config past it is never timed), and writes one
 binaries row per (kernel, config, target): its ``status`` column says ``ok``,
 ``build_error`` or ``resource_error`` and, for a failed config, ``error`` says why; a failed
 config's ``cubin`` is empty unless it compiled but exceeds the target's limits. A config
@@ -89,6 +91,34 @@ def _candidates(shape: KernelShape, spaces: Any) -> list[Any]:
     return candidates(spaces[shape.kind], shape.numels)
 
 
+def search_order(shape: KernelShape, launch: Any, configs: list[Any], nearby: list[Any],
+                 sms: int | None = None) -> list[Any]:
+    """``configs`` in the order a tune search takes them: the default, the nearby winners,
+    then the rest by the cost model (on ``sms`` SMs, else the model's card; its bandwidth
+    is fixed, so the order does not move with a measurement)."""
+    from compiler.autotune.cost import Machine, rank
+    from compiler.autotune.prune import dtype_bytes, operand_bytes
+    machine = Machine() if sms is None else Machine(sms=sms)
+    rest = [c for c in configs if c != launch.default and c not in nearby]
+    moved = sum(a.numel * dtype_bytes(a.dtype) for a in launch.args)
+    ranked = rank(shape.kind, launch.numels, rest, moved, machine, operand_bytes(shape.dtypes))
+    return [c for c in [launch.default, *nearby] if c in configs] + ranked
+
+
+def cover_size(spaces: Any, configs: list[Any], nearby: list[Any]) -> int:
+    """How many of ``search_order``'s configs a search may time: the default, the nearby
+    winners among ``configs``, and the space's ``descent_budget``."""
+    return 1 + len([c for c in nearby if c in configs]) + spaces.search.descent_budget
+
+
+def _launch(kernel: Any, shape: KernelShape, options_json: str) -> Any:
+    from compiler.autotune import launch_from_meta
+    from compiler.config import options_from_json
+    return launch_from_meta(kernel, shape.dtypes, shape.extents, sizes=shape.numels,
+                            device_type="cuda", options=options_from_json(options_json),
+                            size_args=shape.size_args)
+
+
 def _worker_name() -> str:
     try:
         from distributed import get_worker
@@ -144,6 +174,9 @@ def build_task(job: BuildJob, store_root: str) -> TaskResult:
         configs = [default] + (_candidates(shape, spaces) if job.tuning else [])
         configs, pruned = prune(shape.kind, list(dict.fromkeys(configs)),
                                 spaces.targets.get(target.arch), shape.dtypes, default)
+        if job.tuning:   # what a search will time (its cover), not the whole space
+            configs = search_order(shape, _launch(kernel, shape, job.options_json),
+                                   configs, [])[:cover_size(spaces, configs, [])]
         keys = {c: _binary_key(kernel.kernel_key, c, target, triton.__version__)
                 for c in configs}
         stored = _stored_statuses(store, list(keys.values()))

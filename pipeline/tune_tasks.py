@@ -42,7 +42,8 @@ from pathlib import Path
 from typing import Any, Callable
 
 from pipeline.config import cuda_arch
-from pipeline.kernel_tasks import _candidates, _worker_name, load_stored_kernel
+from pipeline.kernel_tasks import (_candidates, _worker_name, cover_size, load_stored_kernel,
+                                   search_order)
 from pipeline.shapes import KernelShape
 from pipeline.tasks import OK, SKIPPED, TaskResult, _failure
 
@@ -155,19 +156,10 @@ def _nearby(store: Any, launch: Any, info: Any, space: Any) -> list[Any]:
     return found
 
 
-def _order(shape: KernelShape, launch: Any, configs: list[Any], nearby: list[Any]) -> list[Any]:
-    """The default, the nearby winners, then the rest by the cost model (on the card's SM
-    count; the model's bandwidth is fixed, so the order does not move with a measurement)."""
+def _card_sms() -> int | None:
     import torch
-    from compiler.autotune.cost import Machine, rank
-    from compiler.autotune.prune import dtype_bytes, operand_bytes
-    machine = Machine()
-    if torch.cuda.is_available():
-        machine = Machine(sms=torch.cuda.get_device_properties(0).multi_processor_count)
-    rest = [c for c in configs if c != launch.default and c not in nearby]
-    moved = sum(a.numel * dtype_bytes(a.dtype) for a in launch.args)
-    ranked = rank(shape.kind, launch.numels, rest, moved, machine, operand_bytes(shape.dtypes))
-    return [c for c in [launch.default, *nearby] if c in configs] + ranked
+    return torch.cuda.get_device_properties(0).multi_processor_count \
+        if torch.cuda.is_available() else None
 
 
 def _row(launch: Any, info: Any, m: Any, **fields: Any) -> Any:
@@ -245,8 +237,8 @@ def tune_kernel(job: TuneJob, store_root: str, device: str, timer: Any = None,
     # The search covers the default, the nearby winners and the cost model's first
     # ``descent_budget`` candidates; the order is a pure function of the space and the
     # sizes, so a rerun plans only what a grown space added to that cover.
-    cover = _order(shape, launch, kept, nearby)
-    cap = 1 + len([c for c in nearby if c in kept]) + spaces.search.descent_budget
+    cover = search_order(shape, launch, kept, nearby, _card_sms())
+    cap = cover_size(spaces, kept, nearby)
     done_keys = {c.key for c in known}
     todo = plan_trials(cover[:cap], done_keys)
     pruned = [p for p in pruned if p.config.key not in done_keys]

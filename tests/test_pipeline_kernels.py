@@ -181,6 +181,32 @@ def test_tune_path_writes_every_trial_marks_the_best_and_resumes(tmp_path, lower
     assert other.status == "skipped" and "not one of the run's targets sm_80" in other.note
 
 
+def test_a_tuning_build_builds_what_the_search_times_and_no_more(tmp_path, lowered,
+                                                                 monkeypatch):
+    """With ``descent_budget = 2`` a search times the default and the cost model's first two
+    candidates, so the build compiles those three and not the fourth: a cubin no search
+    reaches is CPU time for nothing (issue 16). Build and tune cover the same configs."""
+    from compiler.autotune.spaces import spaces_path
+    root, shape = fresh(tmp_path, lowered)
+    space = tmp_path / "small.toml"
+    space.write_text(spaces_path("default").read_text().replace("descent_budget = 40",
+                                                                "descent_budget = 2"))
+    candidates = [Config(XBLOCK=x, RBLOCK=128, num_warps=w) for x, w in ((1, 1), (2, 2),
+                                                                         (4, 4), (8, 4))]
+    for where in ("pipeline.kernel_tasks._candidates", "pipeline.tune_tasks._candidates"):
+        monkeypatch.setattr(where, lambda shape, spaces: candidates)
+    built = build_task(BuildJob(model="mlp", shape=shape, target="sm_90", tuning=True,
+                                space=str(space)), root)
+    assert (built.status, built.built, built.build_errors) == ("ok", 3, 0), built.traceback
+    default = autotune.default_config(shape.kind, shape.numels, "cuda")
+    assert default in binaries(root) and len(set(binaries(root)) & set(candidates)) >= 2
+    monkeypatch.setattr(autotune, "device_info", lambda device: FAKE_GPU)
+    timer = xblock_timer()
+    tuned = tune_kernel(TuneJob(model="mlp", shape=shape, targets=("sm_90",),
+                                space=str(space)), root, "cpu", timer=timer)
+    assert tuned.status == "ok" and set(timer.reps) == set(binaries(root))
+
+
 def test_tune_task_without_cuda_is_a_failure_not_a_fake(tmp_path, lowered):
     if torch.cuda.is_available():
         pytest.skip("this machine has CUDA")
