@@ -32,12 +32,17 @@ def _rows(store: Path) -> dict[tuple[str, str], dict]:
     return {(r["model"], r["system"]): r for r in Store(store).query("bench").to_pylist()}
 
 
-def _zoo(tmp_path: Path, *factories: str) -> str:
+def _zoo_of(tmp_path: Path, *entries: str) -> str:
+    """A zoo config of ``entries``, each a ``[[models]]`` body."""
     text = '[run]\nname = "bench-test"\ntargets = ["cpu"]\n' + "".join(
-        f'\n[[models]]\nfactory = "{f}"\n' for f in factories)
+        f"\n[[models]]\n{e}\n" for e in entries)
     path = tmp_path / "zoo.toml"
     path.write_text(text)
     return str(path)
+
+
+def _zoo(tmp_path: Path, *factories: str) -> str:
+    return _zoo_of(tmp_path, *(f'factory = "{f}"' for f in factories))
 
 
 @pytest.fixture(scope="module")

@@ -12,26 +12,13 @@ from pathlib import Path
 
 import pytest
 
-from pipeline.bench.cli import FULL, QUICK, bench_main, parse
+from pipeline.bench.cli import FULL, QUICK, parse
 from pipeline.bench.child import Job
 from pipeline.bench.run import BenchPlan, run_bench
 from pipeline.bench.systems import SYSTEMS, System
 from storage import Store
-
-
-def _zoo(tmp_path: Path, *entries: str) -> str:
-    """A zoo config of ``entries``, each a ``[[models]]`` body."""
-    text = '[run]\nname = "bench-test"\ntargets = ["cpu"]\n' + "".join(
-        f"\n[[models]]\n{e}\n" for e in entries)
-    path = tmp_path / "zoo.toml"
-    path.write_text(text)
-    return str(path)
-
-
-def _bench(argv: list[str], registry) -> tuple[int, str, str]:
-    out, err = io.StringIO(), io.StringIO()
-    status = bench_main(argv, out, err, registry=registry)
-    return status, out.getvalue(), err.getvalue()
+from tests.test_bench import _bench
+from tests.test_bench import _zoo_of as _zoo
 
 
 def _store_rows(store: Path) -> list[dict]:
