@@ -557,8 +557,7 @@ _WIDE = (torch.float32, torch.float64)
 def _widened(value: TensorValue) -> TensorValue | None:
     """The half-precision value that ``value`` only widens (a norm's ``x.float()`` of a
     bfloat16 activation), or None. Storing that and widening in each reader gives the same
-    numbers (widening is exact) for half the bytes written and read: a LayerNorm after a
-    depthwise conv stored its float32 input, 38.5 MB for ConvNeXt's first stage, not 19."""
+    numbers (widening is exact) for half the bytes written and read back."""
     body = value.body
     if not (isinstance(body, Op) and body.op == OpName.TO_DTYPE and value.dtype in _WIDE):
         return None

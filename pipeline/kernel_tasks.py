@@ -111,7 +111,8 @@ def cover_size(spaces: Any, configs: list[Any], nearby: list[Any]) -> int:
     return 1 + len([c for c in nearby if c in configs]) + spaces.search.descent_budget
 
 
-def _launch(kernel: Any, shape: KernelShape, options_json: str) -> Any:
+def kernel_launch(kernel: Any, shape: KernelShape, options_json: str) -> Any:
+    """The launch a build or tune task ranks and times ``shape`` of ``kernel`` with."""
     from compiler.autotune import launch_from_meta
     from compiler.config import options_from_json
     return launch_from_meta(kernel, shape.dtypes, shape.extents, sizes=shape.numels,
@@ -175,7 +176,7 @@ def build_task(job: BuildJob, store_root: str) -> TaskResult:
         configs, pruned = prune(shape.kind, list(dict.fromkeys(configs)),
                                 spaces.targets.get(target.arch), shape.dtypes, default)
         if job.tuning:   # what a search will time (its cover), not the whole space
-            configs = search_order(shape, _launch(kernel, shape, job.options_json),
+            configs = search_order(shape, kernel_launch(kernel, shape, job.options_json),
                                    configs, [])[:cover_size(spaces, configs, [])]
         keys = {c: _binary_key(kernel.kernel_key, c, target, triton.__version__)
                 for c in configs}

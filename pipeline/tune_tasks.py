@@ -42,8 +42,8 @@ from pathlib import Path
 from typing import Any, Callable
 
 from pipeline.config import cuda_arch
-from pipeline.kernel_tasks import (_candidates, _worker_name, cover_size, load_stored_kernel,
-                                   search_order)
+from pipeline.kernel_tasks import (_candidates, _worker_name, cover_size, kernel_launch,
+                                   load_stored_kernel, search_order)
 from pipeline.shapes import KernelShape
 from pipeline.tasks import OK, SKIPPED, TaskResult, _failure
 
@@ -195,12 +195,11 @@ def tune_kernel(job: TuneJob, store_root: str, device: str, timer: Any = None,
     ``gbps`` (the copy bandwidth), ``launch_ms`` (an empty kernel's time) and ``load`` (of
     stored binaries) default to the card's; on ``"cpu"`` without a timer (tests) the
     interpreter verifies candidates and times none, so no trial row is written."""
-    from compiler.autotune import Measurement, Tuner, device_info, launch_from_meta, load_spaces
+    from compiler.autotune import Measurement, Tuner, device_info, load_spaces
     from compiler.autotune import plan_trials
     from compiler.autotune.halving import successive_halving
     from compiler.autotune.prune import dtype_bytes, prune
     from compiler.autotune.timing import EventTimer, copy_gbps_of, launch_ms_of, roofline_ms
-    from compiler.config import options_from_json
     from storage import Store
     start = time.perf_counter()
     shape = job.shape
@@ -221,9 +220,7 @@ def tune_kernel(job: TuneJob, store_root: str, device: str, timer: Any = None,
                                           f"run's targets {', '.join(job.targets)}")
     store = Store(store_root)
     kernel = load_stored_kernel(store, shape.kernel_key)
-    launch = launch_from_meta(kernel, shape.dtypes, shape.extents, sizes=shape.numels,
-                              device_type="cuda", options=options_from_json(job.options_json),
-                              size_args=shape.size_args)
+    launch = kernel_launch(kernel, shape, job.options_json)
     spaces = load_spaces(job.space)
     known, final = _stored(store, launch, info)
     describe = f"{kernel.name} {shape.describe()} on {info.name}"
