@@ -20,8 +20,10 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import Any
 
 import sympy
+import torch
 
 from .ir import Load, MutationBuffer, index_symbols, walk
 from .sizevars import size_hint, upper_bound
@@ -69,21 +71,9 @@ def pass_read_bytes(bodies, ranges: dict, computed: set[str],
     """
     total = 0
     loads = {n for b in bodies for n in walk(b) if isinstance(n, Load) and n.buffer not in computed}
-    if footprint:
-        return _footprint_bytes(loads, ranges)
-    for load in loads:
-        elements = _gather_elements(load, ranges) if load.indirect else \
-            load_elements(load.index, ranges)
-        if elements is None:
-            return None
-        total += elements * load.dtype.itemsize
-    return total
-
-
-def _footprint_bytes(loads, ranges: dict) -> int | None:
-    """``pass_read_bytes`` with shifted loads of one buffer counted once (see there)."""
-    shifted: dict[tuple, list] = {}
-    total = 0
+    # strided loads by what they read: each load alone, or with ``footprint`` the loads of one
+    # buffer at one index but for a constant offset; the offsets widen the group's span
+    groups: dict[Any, tuple[torch.dtype, sympy.Expr, list[int]]] = {}
     for load in loads:
         if load.indirect:
             elements = _gather_elements(load, ranges)
@@ -92,10 +82,10 @@ def _footprint_bytes(loads, ranges: dict) -> int | None:
             total += elements * load.dtype.itemsize
             continue
         offset, rest = sympy.sympify(load.index).as_coeff_Add()
-        shifted.setdefault((load.buffer, load.dtype, rest), []).append(int(offset)
-                                                                        if offset.is_Integer
-                                                                        else 0)
-    for (_, dtype, rest), offsets in shifted.items():
+        key = (load.buffer, load.dtype, rest) if footprint else load
+        groups.setdefault(key, (load.dtype, rest, []))[2].append(
+            int(offset) if offset.is_Integer else 0)
+    for dtype, rest, offsets in groups.values():
         elements = load_elements(rest, ranges)
         if elements is None:
             return None
