@@ -36,7 +36,7 @@ from .ir import (BufferRef, ComputedBuffer, ConstantBuffer, Const, ExternKernel,
                  Layout, Load, Op, OpName, ReductionBuffer, TensorValue, contiguous_strides,
                  count_reads_and_ops, index_symbols, loads_of)
 from .lowering import LoweringTable
-from .lowering.common import SUPPORTED_DTYPES, channels_last_strides, expand_to
+from .lowering.common import SUPPORTED_DTYPES, channels_last_strides, expand_to, to_dtype
 from .lowering.common import sym_size as sym
 from .mutation import apply_mutations
 from .sizevars import affine_coefficients, index_step
@@ -167,9 +167,7 @@ class GraphLowering(torch.fx.Interpreter):
         if ops > MAX_INLINE_OPS or (len(n.users) > 1 and heavy):
             narrow = _widened(value)
             if narrow is not None:     # store the half value; readers widen it for free
-                stored = self.realize(narrow, n)
-                return stored.map(lambda b: Op(OpName.TO_DTYPE, (b,), value.dtype,
-                                               value.body.params))
+                return to_dtype(self.realize(narrow, n), value.dtype, *value.body.params)
             return self.realize(value, n)
         return value
 
