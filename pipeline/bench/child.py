@@ -86,8 +86,7 @@ def _model(job: Job, phases: Phases):
     return module, args, dynamic, spec.dtype
 
 
-def _kernels(job: Job, built, call, copy_gbps: float | None,
-             details: dict[str, Any]) -> dict[str, Any]:
+def _kernels(job: Job, built, call, details: dict[str, Any]) -> dict[str, Any]:
     """Kernel counts and kiln's bandwidth fractions; what is per kernel goes to ``details``."""
     from . import bandwidth
     from .inductor import generated_kernels
@@ -102,10 +101,10 @@ def _kernels(job: Job, built, call, copy_gbps: float | None,
         details["kernels"] = [dataclasses.asdict(k) for k in times[:40]]
     elif built.kiln is not None:    # off CUDA, or a profiler that saw no kernel
         out["kernel_count"] = built.kiln.kernel_count
-    if times and built.kiln is not None and copy_gbps:
-        rows = bandwidth.fractions(times, bandwidth.kiln_kernel_facts(built.kiln), copy_gbps)
+    if times and built.kiln is not None and job.copy_gbps:
+        rows = bandwidth.fractions(times, bandwidth.kiln_kernel_facts(built.kiln), job.copy_gbps)
         out["membound_kernels"] = len(rows)
-        out["bandwidth_fraction"] = bandwidth.overall_fraction(rows, copy_gbps)
+        out["bandwidth_fraction"] = bandwidth.overall_fraction(rows, job.copy_gbps)
         details["membound"] = rows
     return out
 
@@ -151,7 +150,7 @@ def run_job(job: Job) -> dict[str, Any]:
         if getattr(built.kiln, "phases", None) is not None:
             details["kiln_cold_s"] = _kiln_cold(built.kiln.phases, result["cold_s"])
         try:      # the profiler's view is extra: its failure leaves the timings standing
-            result.update(_kernels(job, built, lambda: built.fn(*args), job.copy_gbps, details))
+            result.update(_kernels(job, built, lambda: built.fn(*args), details))
         except Exception as exc:  # noqa: BLE001
             traceback.print_exc()
             details["notes"].append(f"kernels not measured: {type(exc).__name__}: {exc}"[:500])
