@@ -9,6 +9,7 @@ run under the interpreter, outputs are checked), only the times are made up.
 from __future__ import annotations
 
 import time
+from pathlib import Path
 from typing import Any, Callable
 
 
@@ -25,3 +26,14 @@ class GivenTimer:
         self.first_at.setdefault(config, time.perf_counter())
         self.reps[config] = self.reps.get(config, 0) + reps
         return [float(self.ms_of(config))] * reps
+
+
+def small_space(tmp_path: Path, descent_budget: int = 2) -> Path:
+    """The default search space with a smaller ``descent_budget``, written under
+    ``tmp_path``: a search then times the default and that many ranked candidates."""
+    from compiler.autotune.spaces import spaces_path
+    text = spaces_path("default").read_text()
+    assert "descent_budget = 40" in text, "the default space's budget changed"
+    path = tmp_path / "small.toml"
+    path.write_text(text.replace("descent_budget = 40", f"descent_budget = {descent_budget}"))
+    return path

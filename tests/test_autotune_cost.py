@@ -25,7 +25,7 @@ from pipeline.shapes import KernelShape
 from pipeline.tasks import LowerJob, capture_task, lower_task
 from pipeline.tune_tasks import TuneJob, tune_kernel
 from storage import Store, TrialRecord
-from tests.given_timer import GivenTimer
+from tests.given_timer import GivenTimer, small_space
 
 SM90 = TargetLimits(90, max_shared_bytes=232448, regs_per_sm=65536, max_local_bytes=0)
 F16 = ("torch.float16",) * 3
@@ -314,11 +314,8 @@ def test_store_gains_show_per_model_gains_and_where_tuning_time_went(store, monk
 def test_the_search_covers_the_cost_models_first_candidates_and_a_rerun_times_nothing(
         store, monkeypatch, tmp_path):
     root, shape = store
-    from compiler.autotune.spaces import spaces_path
-    text = spaces_path("default").read_text().replace("descent_budget = 40",
-                                                      "descent_budget = 2")
-    (tmp_path / "small.toml").write_text(text)
-    job = TuneJob(model="mlp", shape=shape, targets=("sm_90",), space=str(tmp_path / "small.toml"))
+    job = TuneJob(model="mlp", shape=shape, targets=("sm_90",),
+                  space=str(small_space(tmp_path)))
     with_space(monkeypatch, [A, B, C])
     timer = GivenTimer(speed_of)
     result = tune_kernel(job, root, "cpu", timer=timer)

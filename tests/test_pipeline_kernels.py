@@ -186,11 +186,9 @@ def test_a_tuning_build_builds_what_the_search_times_and_no_more(tmp_path, lower
     """With ``descent_budget = 2`` a search times the default and the cost model's first two
     candidates, so the build compiles those three and not the fourth: a cubin no search
     reaches is CPU time for nothing (issue 16). Build and tune cover the same configs."""
-    from compiler.autotune.spaces import spaces_path
+    from tests.given_timer import small_space
     root, shape = fresh(tmp_path, lowered)
-    space = tmp_path / "small.toml"
-    space.write_text(spaces_path("default").read_text().replace("descent_budget = 40",
-                                                                "descent_budget = 2"))
+    space = small_space(tmp_path)
     candidates = [Config(XBLOCK=x, RBLOCK=128, num_warps=w) for x, w in ((1, 1), (2, 2),
                                                                          (4, 4), (8, 4))]
     for where in ("pipeline.kernel_tasks._candidates", "pipeline.tune_tasks._candidates"):

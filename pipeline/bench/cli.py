@@ -74,9 +74,9 @@ def parse(argv: Sequence[str]) -> argparse.Namespace:
 
 
 def _header(plan, run_id: str, store: str) -> dict[str, str]:
-    from .run import _device_name, _versions
-    v = _versions()
-    return {"config": plan.config_name, "run": run_id, "card": _device_name(plan.device),
+    from .run import device_name, versions
+    v = versions()
+    return {"config": plan.config_name, "run": run_id, "card": device_name(plan.device),
             "versions": f"kiln {v['compiler_version']}, torch {v['torch_version']}, triton "
                         f"{v['triton_version']}, python {platform.python_version()}",
             "mode": "quick" if plan.quick else "full",
@@ -142,13 +142,13 @@ def _plan(args: argparse.Namespace, config_name: str, models: tuple[str, ...],
 def _prior(store: Any, run_id: str | None, plan: "BenchPlan") -> "Prior | str":
     """The rows ``--resume`` adds to (empty without it), or why it cannot."""
     from .resume import Prior, mismatch, read_run
-    from .run import _device_name
+    from .run import device_name
     if run_id is None:
         return Prior()
     records = read_run(store, run_id)
     if not records:
         return f"--resume {run_id}: no bench rows of that run in {store.root}"
-    why = mismatch(records, plan.config_name, plan.quick, _device_name(plan.device))
+    why = mismatch(records, plan.config_name, plan.quick, device_name(plan.device))
     return f"--resume: {why}" if why else Prior.of(records)
 
 

@@ -109,7 +109,7 @@ def _end_group(pgid: int) -> None:
         pass
 
 
-def _versions() -> dict[str, str]:
+def versions() -> dict[str, str]:
     from importlib import metadata
 
     from compiler import __version__
@@ -133,8 +133,8 @@ def run_bench(plan: BenchPlan, store: Any, run_id: str, progress: TextIO,
     from .bandwidth import copy_gbps
     environ = dict(os.environ if environ is None else environ)
     prior = prior or Prior()
-    columns = {"config": plan.config_name, "quick": plan.quick, **_versions()}
-    device_name, gbps = _device_name(plan.device), copy_gbps(plan.device)
+    columns = {"config": plan.config_name, "quick": plan.quick, **versions()}
+    card, gbps = device_name(plan.device), copy_gbps(plan.device)
     records, started = [], time.perf_counter()
     with tempfile.TemporaryDirectory(prefix="kiln-bench-") as scratch:
         for model in plan.models:
@@ -157,7 +157,7 @@ def run_bench(plan: BenchPlan, store: Any, run_id: str, progress: TextIO,
                                          environ, progress)
                     if result["status"] == "skipped":     # the model, not the system
                         model_skip = result["error"]
-                result.setdefault("device_name", device_name)
+                result.setdefault("device_name", card)
                 model_rows.append(BenchRecord.build(
                     run_id=run_id, model=model, system=system.name,
                     attempt=prior.attempts.get(pair, 0), **columns, **result))
@@ -194,7 +194,7 @@ def _phases(seconds: dict[str, float], wall: float) -> str:
     return "; " + ", ".join(parts + [f"rest {wall - sum(seconds.values()):.1f}"])
 
 
-def _device_name(device: str) -> str:
+def device_name(device: str) -> str:
     import torch
     return torch.cuda.get_device_name() if device == "cuda" else "cpu"
 
