@@ -31,7 +31,7 @@ from dataclasses import dataclass
 import sympy
 import torch
 
-from ..ir import BufferRef, ExternKernel
+from ..ir import BufferRef, ExternKernel, index_symbols
 from ..sizevars import FloorDiv, ModularIndexing
 from .builder import affine
 from .triton import XINDEX, YINDEX, unflatten
@@ -110,7 +110,7 @@ def conv_of(op: ExternKernel) -> ConvGeometry | None:
 
 def out_index(g: ConvGeometry) -> tuple[sympy.Expr, ...]:
     """Output element (n, c_out, oh, ow) of product element (yindex, xindex)."""
-    n, oh, ow = (sympy.Symbol(s, integer=True, nonnegative=True) for s in "noq")
+    n, oh, ow = index_symbols(3)
     digits = unflatten(YINDEX, [(n, g.batch), (oh, g.out[0]), (ow, g.out[1])])
     return (digits[n], XINDEX, digits[oh], digits[ow])
 
@@ -184,8 +184,8 @@ def _window_loop(g: ConvGeometry, x: BufferRef, w: BufferRef) -> list[str]:
         "    rc = (step % chunks) * BLOCK_K + rk",
         f"    ky = tap // {kw}",
         f"    kx = tap % {kw}",
-        f"    ih = ih0 + ky * {g.dilation[0]}",
-        f"    iw = iw0 + kx * {g.dilation[1]}",
+        f"    ih = ih0{_plus([(g.dilation[0], 'ky')])}",
+        f"    iw = iw0{_plus([(g.dilation[1], 'kx')])}",
         *([f"    inside = {inside}"] if inside else []),
         f"    a_ptrs = x_rows[:, None]{_plus([(sh, 'ih'), (sw, 'iw')], '[:, None]')}"
         f"{_plus([(sc, 'rc')], '[None, :]')}",
@@ -213,8 +213,8 @@ def _flat_loop(g: ConvGeometry, x: BufferRef, w: BufferRef) -> list[str]:
         f"    rc = kk % {c}",
         f"    ky = kk // {c * kw}",
         f"    kx = kk // {c} % {kw}",
-        f"    ih = ih0[:, None] + (ky * {g.dilation[0]})[None, :]",
-        f"    iw = iw0[:, None] + (kx * {g.dilation[1]})[None, :]",
+        f"    ih = ih0[:, None]{_plus([(g.dilation[0], 'ky')], '[None, :]')}",
+        f"    iw = iw0[:, None]{_plus([(g.dilation[1], 'kx')], '[None, :]')}",
         f"    a_ptrs = x_rows[:, None]{_plus([(sh, 'ih'), (sw, 'iw')])}"
         f"{_plus([(sc, 'rc')], '[None, :]')}",
         f"    b_ptrs = w_cols[None, :]{_plus([(wc, 'rc'), (wh, 'ky'), (ww, 'kx')], '[:, None]')}",
