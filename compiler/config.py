@@ -98,7 +98,10 @@ class CompilerOptions:
     # for a depthwise net's first call): "auto" lowers depthwise convs to kiln kernels and
     # half-type convs whose kernel is 1 or its stride (patchify, 1x1) to one mm; "library"
     # leaves every conv to cuDNN, which computes 7x7 depthwise convs up to 1.6x faster
-    # (compiler/lowering/depthwise.py has the measurements).
+    # (compiler/lowering/depthwise.py has the measurements); "triton" is "auto" plus every
+    # other half-type ungrouped conv as kiln's implicit-GEMM template (codegen/conv.py): no
+    # cuDNN at all. Under "auto" with matmul_template "auto", that template is a tuning
+    # candidate against cuDNN (codegen/matmul_select.py: conv_mode).
     conv_kernels: str = _code("auto", UNLESS_DEFAULT)
     debug_dir: str | None = None
     cache_dir: str | None = None
@@ -157,7 +160,7 @@ def _from_env() -> dict[str, Any]:
 
 # The values an option spelled as a word may take.
 CHOICES = {"channels_last": ("auto", "on", "off"), "matmul_template": ("off", "on", "auto"),
-           "conv_kernels": ("auto", "library")}
+           "conv_kernels": ("auto", "library", "triton")}
 
 
 def _validated(values: Mapping[str, Any], source: str) -> dict[str, Any]:

@@ -40,7 +40,7 @@ from . import __version__
 from .artifact import CompiledArtifact
 from .capture import CapturedGraph, capture_module
 from .codegen.emit import emit_kernels
-from .codegen.matmul_select import plan_matmuls
+from .codegen.matmul_select import conv_mode, plan_matmuls
 from .codegen.planner import TritonPlanner
 from .codegen.wrapper import generate_wrapper
 from .config import CompilerOptions
@@ -64,7 +64,8 @@ def compile_graph(gm: torch.fx.GraphModule, graph_key: str, options: CompilerOpt
     """Every pass after capture, in order, on an ATen graph; returns the artifact and the
     constants it needs (tensors the graph holds that are no input)."""
     lowered = lower_graph(gm, options, target, mutated_inputs, size_ranges)
-    plan = plan_matmuls(lowered, options.matmul_template, configs)
+    plan = plan_matmuls(lowered, options.matmul_template, configs,
+                        conv_mode(options.conv_kernels, options.matmul_template))
     planner = TritonPlanner()
     steps = schedule(plan.lowered, FusionLimits.from_options(options), planner)
     layouts = buffer_layouts(plan.lowered, steps)

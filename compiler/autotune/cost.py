@@ -27,7 +27,7 @@ from dataclasses import dataclass
 from typing import Iterable, Sequence
 
 from ..kernels.spec import Config
-from .spaces import grid
+from .spaces import GEMM_KINDS, grid
 
 
 @dataclass(frozen=True)
@@ -78,7 +78,7 @@ def estimate_ms(kind: str, numels: Sequence[int], config: Config, bytes_moved: i
     waves, resident = _waves(machine, programs, config.num_warps)
     hidden = min(1.0, resident / machine.warps_to_hide_latency)
     overhead = waves * machine.wave_us * 1e-3
-    if kind == "matmul":
+    if kind in GEMM_KINDS:   # a conv: the same tiles, its A gathered from the input
         b, m, n, k = numels
         bm, bn, bk = config.BLOCK_M, config.BLOCK_N, config.BLOCK_K
         moved = b * (m * k * math.ceil(n / bn) + k * n * math.ceil(m / bm)) * element_bytes

@@ -35,6 +35,7 @@ from dataclasses import dataclass
 from typing import Sequence
 
 from ..kernels.spec import Config, TargetLimits
+from .spaces import GEMM_KINDS
 
 MAX_THREADS_PER_BLOCK = 1024
 MAX_REGS_PER_THREAD = 255
@@ -63,7 +64,7 @@ def operand_bytes(dtypes: Sequence[str]) -> int:
 def shared_bytes_lower_bound(kind: str, config: Config, element_bytes: int) -> int:
     """Shared memory ``config`` needs at least; 0 for kinds that need none for sure (a
     reduction's cross-warp scratch may be reused from elsewhere, so it is not counted)."""
-    if kind != "matmul" or config.extern:
+    if kind not in GEMM_KINDS or config.extern:
         return 0
     stages = max(1, config.num_stages - 1)
     return (config.BLOCK_M + config.BLOCK_N) * config.BLOCK_K * element_bytes * stages
@@ -71,7 +72,7 @@ def shared_bytes_lower_bound(kind: str, config: Config, element_bytes: int) -> i
 
 def regs_lower_bound(kind: str, config: Config) -> int:
     """Registers a thread needs at least: a GEMM's float32 accumulator share (0 otherwise)."""
-    if kind != "matmul" or config.extern:
+    if kind not in GEMM_KINDS or config.extern:
         return 0
     return math.ceil(config.BLOCK_M * config.BLOCK_N / (32 * config.num_warps))
 

@@ -16,9 +16,10 @@ it by the kernel's sizes:
   * each thread holds between 1 and ``max_elems_per_thread`` elements (one warp is always
     allowed, however small the tile);
   * the launch grid fits CUDA's limits (65535 programs along y).
-A GEMM template (kind "matmul") is pruned its own way (``_fits_matmul``: blocks of at least
-16 within its M/N/K, the accumulator tile, shared memory), equivalent GROUP_Ms collapse, and
-its candidates end with ``EXTERN``, the extern path it competes with.
+A GEMM template (kind "matmul", and "conv": the same tiles over an implicit-GEMM conv) is
+pruned its own way (``_fits_matmul``: blocks of at least 16 within its M/N/K, the
+accumulator tile, shared memory), equivalent GROUP_Ms collapse, and its candidates end with
+``EXTERN``, the extern path it competes with (cuBLAS or cuDNN).
 
 Example:
     >>> spaces = load_spaces()
@@ -46,6 +47,7 @@ DEFAULT_SPACE = "default"   # the shipped configs/autotune/default.toml
 KINDS = tuple(str(k) for k in KernelKind)
 BLOCK_NAMES = {str(k): k.blocks for k in KernelKind}
 NUMEL_NAMES = {str(k): k.numel_names for k in KernelKind}
+GEMM_KINDS = frozenset(str(k) for k in KernelKind if k.is_gemm)
 TRITON_MAX_TENSOR_NUMEL = 1 << 20
 CUDA_MAX_GRID = (2**31 - 1, 65535, 65535)
 
@@ -71,7 +73,7 @@ class Space:
     values: tuple[tuple[str, tuple[int, ...]], ...]   # (("XBLOCK", (128, ...)), ("num_warps", ...))
     max_tile: int
     max_elems_per_thread: int
-    max_shared_bytes: int | None = None   # "matmul": operand tiles x stages (2-byte elements)
+    max_shared_bytes: int | None = None   # GEMM kinds: operand tiles x stages (2-byte elements)
 
     def param(self, name: str) -> tuple[int, ...]:
         return dict(self.values).get(name, ())
@@ -110,7 +112,7 @@ class TuningSpaces:
 
 
 _SPACE_KEYS = {"num_warps", "num_stages", "max_tile", "max_elems_per_thread"}
-_KIND_KEYS = {"matmul": {"max_shared_bytes"}}
+_KIND_KEYS = {kind: {"max_shared_bytes"} for kind in GEMM_KINDS}
 
 
 def _int_list(path: str, where: str, value: Any, pow2: bool) -> tuple[int, ...]:
@@ -185,7 +187,7 @@ def load_spaces(path: str | Path = DEFAULT_SPACE) -> TuningSpaces:
 
 # ----------------------------------------------------------------------------- pruning
 def _block_caps(kind: str, numels: Sequence[int]) -> dict[str, int]:
-    if kind == "matmul":   # tl.dot needs 16 or more along every dim
+    if kind in GEMM_KINDS:   # tl.dot needs 16 or more along every dim
         _, m, n, k = numels
         return {"BLOCK_M": max(16, next_pow2(m)), "BLOCK_N": max(16, next_pow2(n)),
                 "BLOCK_K": max(16, next_pow2(k))}
@@ -196,7 +198,7 @@ def _block_caps(kind: str, numels: Sequence[int]) -> dict[str, int]:
 def grid(kind: str, numels: Sequence[int], config: Config) -> tuple[int, ...]:
     """The launch grid of ``config`` (as ``compiler.codegen.wrapper`` computes it)."""
     numels = [int(n) for n in numels]
-    if kind == "matmul":
+    if kind in GEMM_KINDS:
         batch, m, n, _ = numels
         return (math.ceil(m / config.BLOCK_M) * math.ceil(n / config.BLOCK_N), batch)
     if kind == "pointwise2d":
@@ -216,9 +218,9 @@ def _fits_matmul(space: Space, numels: Sequence[int], config: Config) -> bool:
     target's limit fails its build as a resource_error), and CUDA's grid limits."""
     if config.extern:
         return True
-    if set(config.blocks()) != set(BLOCK_NAMES["matmul"]):
+    if set(config.blocks()) != set(BLOCK_NAMES[space.kind]):
         return False
-    caps = _block_caps("matmul", numels)
+    caps = _block_caps(space.kind, numels)
     if any(getattr(config, name) > cap for name, cap in caps.items()):
         return False
     tile, threads = config.BLOCK_M * config.BLOCK_N, 32 * config.num_warps
@@ -226,7 +228,7 @@ def _fits_matmul(space: Space, numels: Sequence[int], config: Config) -> bool:
         return False
     if space.max_shared_bytes and matmul_shared_bytes(config) > space.max_shared_bytes:
         return False
-    return all(g <= limit for g, limit in zip(grid("matmul", numels, config), CUDA_MAX_GRID))
+    return all(g <= limit for g, limit in zip(grid(space.kind, numels, config), CUDA_MAX_GRID))
 
 
 def _canonical_group(numels: Sequence[int], config: Config) -> Config:
@@ -237,7 +239,7 @@ def _canonical_group(numels: Sequence[int], config: Config) -> Config:
 
 def fits(space: Space, numels: Sequence[int], config: Config) -> bool:
     """Whether ``config`` survives ``space``'s pruning at these sizes (see module doc)."""
-    if space.kind == "matmul":
+    if space.kind in GEMM_KINDS:
         return _fits_matmul(space, numels, config)
     caps = _block_caps(space.kind, numels)
     blocks = config.blocks()
@@ -276,12 +278,12 @@ def candidates(space: Space, numels: Sequence[int]) -> list[Config]:
     out = set()
     for combo in itertools.product(*(v for _, v in axes)):
         config = Config(**dict(zip(names, combo)))
-        if space.kind == "matmul":
+        if space.kind in GEMM_KINDS:
             config = _canonical_group(numels, config)
         if fits(space, numels, config):
             out.add(config)
     # a GEMM's extern path is one more candidate, timed against the template's configs
-    return sorted(out) + ([EXTERN] if space.kind == "matmul" else [])
+    return sorted(out) + ([EXTERN] if space.kind in GEMM_KINDS else [])
 
 
 def neighbours(space: Space, numels: Sequence[int], config: Config,
@@ -304,7 +306,7 @@ def neighbours(space: Space, numels: Sequence[int], config: Config,
             steps = values[max(0, k - radius):k] + values[k + 1:k + 1 + radius]
         for v in steps:
             other = config.replace(**{name: v})
-            if space.kind == "matmul":
+            if space.kind in GEMM_KINDS:
                 other = _canonical_group(numels, other)
             if other != config and other not in out and fits(space, numels, other):
                 out.append(other)

@@ -43,3 +43,16 @@ class CodeBuilder:
 
     def text(self) -> str:
         return "\n".join(self._lines) + "\n"
+
+
+def affine(offset, terms) -> str:
+    """``offset + c0*v0 + ...`` as source, skipping zero terms: ``terms`` are (coef, text).
+
+    Example:
+        >>> affine(0, [(1, "rm"), (0, "bindex"), (8, "rk")])
+        'rm + 8 * rk'
+    """
+    parts = [f"{int(c)} * {v}" if int(c) != 1 else v for c, v in terms if int(c) != 0]
+    if int(offset) != 0 or not parts:
+        parts.insert(0, str(int(offset)))
+    return " + ".join(parts)

@@ -53,8 +53,8 @@ def launch_config(kind: KernelKind, numels: Sequence, options: CompilerOptions,
     """Heuristic launch parameters (the config used when tuning is off). ``rows_across``: a
     row kernel whose rows lie across memory, adjacent rows adjacent (``KernelSpec``)."""
     numels = [sympy.sympify(n) for n in numels]
-    if kind == KernelKind.MATMUL:
-        return matmul_launch_config(numels, device_type)
+    if kind.is_gemm:
+        return matmul_launch_config(numels, device_type, kind)
     if kind.is_reduction:
         return _reduction_config(kind, numels, device_type, rows_across)
     if kind == KernelKind.POINTWISE_2D:
@@ -114,8 +114,8 @@ def choose_launch(kind: KernelKind, numels: Sequence, options: CompilerOptions,
                   device_type: str, tuned: Mapping[str, int] | None = None,
                   rows_across: bool = False) -> LaunchConfig:
     """The tuned config when it can run this kernel, else ``launch_config``'s heuristic."""
-    if kind == KernelKind.MATMUL:
-        return choose_matmul_launch(numels, device_type, tuned)
+    if kind.is_gemm:
+        return choose_matmul_launch(numels, device_type, tuned, kind)
     heuristic = launch_config(kind, numels, options, device_type, rows_across)
     if not tuned:
         return heuristic
@@ -147,15 +147,18 @@ def matmul_grid(numels, block_m: int, block_n: int) -> tuple[int, int]:
     return (math.ceil(m / block_m) * math.ceil(n / block_n), batch)
 
 
-def matmul_launch_config(numels, device_type: str) -> LaunchConfig:
+def matmul_launch_config(numels, device_type: str,
+                         kind: KernelKind = KernelKind.MATMUL) -> LaunchConfig:
     """The GEMM template's heuristic (tuning off). On a GPU: 128x128 tiles, BLOCK_K 32, 3
     stages -- a float32 kernel then needs 96 KiB of shared memory, under every listed
     target's limit (the default must build everywhere). Under the interpreter, which runs
-    each program in Python: as few programs as possible."""
+    each program in Python: as few programs as possible. A conv: ``conv_blocks``."""
     _, m, n, k = (int(v) for v in numels)
     if device_type == "cpu":
         blocks = (_fit(m, 64), _fit(n, 64), _fit(k, 64))
         warps, stages = 4, 1
+    elif kind == KernelKind.CONV:
+        blocks, warps, stages = conv_blocks(m, n, k)
     else:
         blocks = (_fit(m, 128), _fit(n, 128), _fit(k, 32))
         warps, stages = (8 if blocks[0] * blocks[1] >= 128 * 128 else 4), 3
@@ -166,10 +169,26 @@ def matmul_launch_config(numels, device_type: str) -> LaunchConfig:
     return LaunchConfig(params, matmul_grid(numels, *blocks[:2]))
 
 
-def choose_matmul_launch(numels, device_type: str, tuned=None) -> LaunchConfig:
+def conv_blocks(m: int, n: int, k: int) -> tuple[tuple[int, int, int], int, int]:
+    """((BLOCK_M, BLOCK_N, BLOCK_K), warps, stages) of the conv template on a GPU (Hopper).
+
+    BLOCK_N covers the output channels up to 128 (64 for ResNet's first stage, not a half
+    empty 128). BLOCK_K is 64 where K (C_in*KH*KW) is a multiple of 64 -- every ResNet conv
+    but the stem -- so that a window's channels come in few wide steps; else 32, which
+    wastes less of a short or ragged K (the stem's 147). Stages fill a similar shared memory
+    either way: 96 KiB for 128x128x64 x 3, under every listed target's limit.
+    """
+    bk = 64 if k % 64 == 0 else 32
+    blocks = (_fit(m, 128), _fit(n, 128), _fit(k, bk))
+    warps = 8 if blocks[0] * blocks[1] >= 128 * 128 else 4
+    return blocks, warps, (3 if blocks[2] >= 64 else 4)
+
+
+def choose_matmul_launch(numels, device_type: str, tuned=None,
+                         kind: KernelKind = KernelKind.MATMUL) -> LaunchConfig:
     """A tuned template config when ``tuned`` is one (all four constexprs), else the heuristic
     (also for ``{"extern": 1}``, which ``matmul_select`` handles before codegen)."""
-    heuristic = matmul_launch_config(numels, device_type)
+    heuristic = matmul_launch_config(numels, device_type, kind)
     if not tuned or not all(c in tuned for c in MATMUL_BLOCKS):
         return heuristic
     default = heuristic.kwargs()

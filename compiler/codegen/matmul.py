@@ -1,4 +1,5 @@
-"""The Triton GEMM template (kernel kind "matmul"): mm/addmm/bmm with a fused epilogue.
+"""The Triton GEMM template (kernel kinds "matmul" and "conv"): mm/addmm/bmm, and convs as
+implicit GEMMs (``codegen.conv`` gathers their A operand), with a fused epilogue.
 
 One program computes a (BLOCK_M, BLOCK_N) tile of one batch's product, walking K in BLOCK_K
 steps with ``tl.dot`` accumulating in float32. Programs are swizzled in groups of GROUP_M
@@ -11,7 +12,9 @@ product's element as a register value (``acc``); then one store.
 Sizes and strides are literals: the template is specialized per shape, so its kernel key,
 and with it its tuned config and the template-vs-cuBLAS choice, are per shape. The numel
 arguments (batch, M, N, K) keep the launch protocol every kiln kernel follows (pointers,
-numels, constexprs) that build and tune rely on; the body does not read them.
+numels, constexprs) that build and tune rely on; the body does not read them. A conv's
+product is its output viewed as (N*OH*OW, C_out): the epilogue maps each product element back
+to the output element (n, c, oh, ow) it is (``conv.out_index``).
 
 Example:
     >>> import torch, sympy
@@ -29,92 +32,26 @@ from __future__ import annotations
 
 import dataclasses
 import json
-from dataclasses import dataclass
 
 import sympy
 import torch
 
-from ..ir import (BufferRef, ComputedBuffer, Const, Expr, ExternKernel, Layout, Load,
-                  MatmulTemplate, Op, index_symbols, substitute, walk)
+from ..ir import (BufferRef, ComputedBuffer, Const, Expr, Load, MatmulTemplate, Op,
+                  contiguous_strides, index_symbols, substitute, walk)
 from ..kernels.spec import KernelKind
 from ..traffic import Traffic
-from .builder import CodeBuilder
+from . import conv
+from .builder import CodeBuilder, affine
+from .gemm import Gemm, gemm_of
 from .kernel import GeneratedKernel, generated, jit_header
 from .ops import HALF_TYPES, TL_DTYPES
 from .triton import (INT32_MAX, XINDEX, YINDEX, BodyWriter, generate_kernel, kernel_name,
                      store_index, unflatten)
 
-GEMM_OPS = ("aten.mm.default", "aten.addmm.default", "aten.bmm.default")
-GEMM_DTYPES = (torch.float16, torch.bfloat16, torch.float32)
 BINDEX = sympy.Symbol("bindex", integer=True, nonnegative=True)   # the batch (program id 1)
 FLAT = sympy.Symbol("flat", integer=True, nonnegative=True)
 ACC = Load("acc", sympy.Integer(0), torch.float32)   # stands for the accumulator tile
 TILE = "[BLOCK_M, BLOCK_N]"
-MAX_GRID_Y = 65535
-
-
-# ----------------------------------------------------------------------------- operands
-@dataclass(frozen=True)
-class Gemm:
-    """An mm/addmm/bmm as 3-D (batch, rows, cols) operand views: ``a`` (B, M, K) and ``b``
-    (B, K, N); addmm's ``bias`` as given (broadcast to (M, N)) and its ``alpha``/``beta``."""
-    a: BufferRef
-    b: BufferRef
-    bias: BufferRef | None
-    alpha: float
-    beta: float
-    sizes: tuple[int, int, int, int]     # B, M, N, K
-    out: str
-    out_layout: Layout
-
-    @property
-    def dtype(self) -> torch.dtype:
-        return self.out_layout.dtype
-
-
-def _static(values) -> bool:
-    return all(sympy.sympify(v).is_Integer for v in values)
-
-
-def _ref_static(ref) -> bool:
-    return isinstance(ref, BufferRef) and _static(ref.size + ref.stride + (ref.offset,))
-
-
-def _batched(ref: BufferRef) -> BufferRef:
-    """A 2-D operand as a batch of one (batch stride 0)."""
-    if len(ref.size) == 3:
-        return ref
-    return dataclasses.replace(ref, size=(sympy.Integer(1),) + tuple(ref.size),
-                               stride=(sympy.Integer(0),) + tuple(ref.stride))
-
-
-def gemm_of(op) -> Gemm | None:
-    """``op`` as a ``Gemm`` when the template can compute it: mm/addmm/bmm of float16,
-    bfloat16 or float32 with static sizes, strides and literal alpha/beta; else None."""
-    if not isinstance(op, ExternKernel) or op.kernel not in GEMM_OPS or len(op.outputs) != 1:
-        return None
-    layout = op.layouts[0]
-    kwargs = dict(op.kwargs)
-    if op.kernel == "aten.addmm.default":
-        if len(op.args) != 3:
-            return None
-        bias, a, b = op.args
-    else:
-        if len(op.args) != 2 or kwargs:
-            return None
-        (a, b), bias = op.args, None
-    alpha, beta = kwargs.get("alpha", 1), kwargs.get("beta", 1)
-    if (layout is None or layout.dtype not in GEMM_DTYPES
-            or not all(_ref_static(r) for r in (a, b) + ((bias,) if bias is not None else ()))
-            or not _static(layout.size + layout.stride + (layout.offset,))
-            or not all(isinstance(v, (int, float)) and not isinstance(v, bool)
-                       for v in (alpha, beta))):
-        return None
-    a, b = _batched(a), _batched(b)
-    sizes = (int(a.size[0]), int(a.size[1]), int(b.size[2]), int(a.size[2]))
-    if min(sizes) < 1 or sizes[0] > MAX_GRID_Y:
-        return None
-    return Gemm(a, b, bias, float(alpha), float(beta), sizes, op.outputs[0], layout)
 
 
 # ----------------------------------------------------------------------------- the epilogue
@@ -164,36 +101,58 @@ def product_flat(g: Gemm) -> sympy.Expr:
     return (BINDEX * m * n if g.sizes[0] > 1 else 0) + YINDEX * n + XINDEX
 
 
+def by_out_index(g: Gemm, size) -> bool:
+    """Whether an epilogue of ``size`` reads the product by the extern output's own index
+    (a conv's consumer of the output's shape), rather than by its flat position."""
+    return g.conv is not None and tuple(size) == tuple(g.out_layout.size)
+
+
+def stores_rows(g: Gemm) -> bool:
+    """Whether the extern output stores the product row-major, so that a consumer reading
+    it by flat position reads product element (y, x) at y * N + x: a contiguous GEMM
+    result, or an NHWC conv output (then also viewed as (N*OH*OW, C_out), as a following
+    1x1 conv's mm reads it)."""
+    lay = g.out_layout
+    if g.conv is not None:
+        return conv.stores_rows(lay)
+    return tuple(lay.stride) == contiguous_strides(lay.size) and lay.offset == 0
+
+
+def out_index(g: Gemm) -> tuple[sympy.Expr, ...]:
+    """The extern output's element that product element (bindex, yindex, xindex) is."""
+    if g.conv is not None:
+        return conv.out_index(g.conv)
+    return (BINDEX, YINDEX, XINDEX)[3 - len(g.out_layout.size):]
+
+
 def epilogue_body(t: MatmulTemplate, g: Gemm) -> tuple[Expr, sympy.Expr, torch.dtype]:
     """(value, store offset, dtype) of the template's output at (bindex, yindex, xindex).
 
     The epilogue reads the product element for element in row-major order (checked by
     ``matmul_select``), possibly through a view (a 3-D linear's (B*S, N) -> (B, S, N)): its
-    index digits are those of the product's flat position.
+    index digits are those of the product's flat position. A conv's epilogue reads its
+    output element for element at the output's own size (``by_out_index``): its index
+    is ``out_index``; one that reads it through a view (an NHWC output as (N*OH*OW, C_out))
+    goes by flat position as a GEMM's does.
     """
     value = product_value(g)
     if t.epilogue is None:
-        index = (BINDEX, YINDEX, XINDEX)[3 - len(g.out_layout.size):]
-        return value, g.out_layout.index(index), g.dtype
+        return value, g.out_layout.index(out_index(g)), g.dtype
     if g.dtype in HALF_TYPES:   # the epilogue reads the product as eager stores it: rounded
         value = Op("to_dtype", (value,), g.dtype, params=(True,))
     c: ComputedBuffer = t.epilogue
     isyms = index_symbols(len(c.layout.size))
-    digits = unflatten(FLAT, list(zip(isyms, c.layout.size)))
-    mapping = {s: sympy.sympify(e).xreplace({FLAT: product_flat(g)}) for s, e in digits.items()}
+    if by_out_index(g, c.layout.size):
+        mapping = dict(zip(isyms, out_index(g)))
+    else:
+        digits = unflatten(FLAT, list(zip(isyms, c.layout.size)))
+        mapping = {s: sympy.sympify(e).xreplace({FLAT: product_flat(g)})
+                   for s, e in digits.items()}
     body = substitute(replace_loads(c.body, g.out, value), mapping)
     return body, c.layout.index(isyms).xreplace(mapping), c.layout.dtype
 
 
 # ----------------------------------------------------------------------------- the kernel
-def _affine(offset, terms) -> str:
-    """``offset + c0*v0 + ...`` as source, skipping zero terms: terms are (coef, text)."""
-    parts = [f"{int(c)} * {v}" if int(c) != 1 else v for c, v in terms if int(c) != 0]
-    if int(offset) != 0 or not parts:
-        parts.insert(0, str(int(offset)))
-    return " + ".join(parts)
-
-
 def _extents(g: Gemm) -> int:
     """The largest offset the operand loads form (for the int32/int64 choice)."""
     b, m, n, k = g.sizes
@@ -204,10 +163,23 @@ def _extents(g: Gemm) -> int:
 def _mainloop(g: Gemm, a_ptr: str, b_ptr: str, int64: bool) -> list[str]:
     """Program -> tile (grouped order), the K loop into ``acc``, and the epilogue's indices."""
     batch, m, n, k = g.sizes
-    a, b = g.a, g.b
     wide = ".to(tl.int64)" if int64 else ""
-    # float32: full-precision products like eager (torch's default disallows TF32 matmuls)
-    precision = ', input_precision="ieee"' if g.dtype == torch.float32 else ""
+    if g.conv is not None:
+        loop = conv.conv_loop(g.conv, g.a, g.b, a_ptr, b_ptr)
+    else:
+        loop = _k_loop(g, a_ptr, b_ptr)
+    return [
+        *_tile(m, n, wide),
+        *loop,
+        "yindex = rm[:, None]",
+        "xindex = rn[None, :]",
+        f"mask = (yindex < {m}) & (xindex < {n})",
+    ]
+
+
+def _tile(m: int, n: int, wide: str) -> list[str]:
+    """The program's tile of the product: rows ``rm``, columns ``rn`` (in-bounds: ``ram``,
+    ``rbn``) and the K offsets ``rk`` of one step."""
     return [
         "pid = tl.program_id(0)",
         f"bindex = tl.program_id(1){wide}",
@@ -225,8 +197,17 @@ def _mainloop(g: Gemm, a_ptr: str, b_ptr: str, int64: bool) -> list[str]:
         # stored; an even edge keeps the plain range, whose contiguity Triton can see
         f"ram = rm if {m} % BLOCK_M == 0 else rm % {m}",
         f"rbn = rn if {n} % BLOCK_N == 0 else rn % {n}",
-        f"a_ptrs = {a_ptr} + ({_affine(a.offset, [(a.stride[0], 'bindex'), (a.stride[1], 'ram[:, None]'), (a.stride[2], 'rk[None, :]')])})",
-        f"b_ptrs = {b_ptr} + ({_affine(b.offset, [(b.stride[0], 'bindex'), (b.stride[1], 'rk[:, None]'), (b.stride[2], 'rbn[None, :]')])})",
+    ]
+
+
+def _k_loop(g: Gemm, a_ptr: str, b_ptr: str) -> list[str]:
+    """A GEMM's K loop into ``acc``: both operands strided views, stepped by pointer."""
+    k, a, b = g.sizes[3], g.a, g.b
+    # float32: full-precision products like eager (torch's default disallows TF32 matmuls)
+    precision = ', input_precision="ieee"' if g.dtype == torch.float32 else ""
+    return [
+        f"a_ptrs = {a_ptr} + ({affine(a.offset, [(a.stride[0], 'bindex'), (a.stride[1], 'ram[:, None]'), (a.stride[2], 'rk[None, :]')])})",
+        f"b_ptrs = {b_ptr} + ({affine(b.offset, [(b.stride[0], 'bindex'), (b.stride[1], 'rk[:, None]'), (b.stride[2], 'rbn[None, :]')])})",
         # tl.full, not tl.zeros: a @jit helper the interpreter cannot call
         "acc = tl.full((BLOCK_M, BLOCK_N), 0, tl.float32)",
         f"for k in range(0, {k}, BLOCK_K):",
@@ -239,9 +220,6 @@ def _mainloop(g: Gemm, a_ptr: str, b_ptr: str, int64: bool) -> list[str]:
         f"    acc = tl.dot(a, b, acc{precision})",
         f"    a_ptrs += BLOCK_K * {int(a.stride[2])}",
         f"    b_ptrs += BLOCK_K * {int(b.stride[1])}",
-        "yindex = rm[:, None]",
-        "xindex = rn[None, :]",
-        f"mask = (yindex < {m}) & (xindex < {n})",
     ]
 
 
@@ -264,18 +242,29 @@ def generate_matmul(t: MatmulTemplate, number: int, layouts) -> GeneratedKernel:
     buffers = tuple(writer.pointers) + (t.name,)
     extents = [int(layouts[b].storage_size()) for b in buffers if b in layouts]
     int64 = max(extents + [_extents(g), batch * m * n]) > INT32_MAX
-    name = kernel_name(body, number, prefix="kiln_mm")
+    kind = KernelKind.MATMUL if g.conv is None else KernelKind.CONV
+    name = kernel_name(body, number, prefix="kiln_mm" if g.conv is None else "kiln_conv")
     code = CodeBuilder()
-    code.line(f"# GEMM template for B={batch} M={m} N={n} K={k}")
-    code.lines(jit_header(name, list(writer.pointers.values()) + ["out_ptr0"], KernelKind.MATMUL))
+    code.line(_title(g))
+    code.lines(jit_header(name, list(writer.pointers.values()) + ["out_ptr0"], kind))
     with code.indent():
         code.lines(_mainloop(g, a_ptr, b_ptr, int64))
         code.splice(epilogue)
     source = code.text()
     ops = tuple(e.op for e in walk(body) if isinstance(e, Op))
     return generated(name, source, buffers, tuple(sympy.Integer(v) for v in g.sizes),
-                     KernelKind.MATMUL, ops, _bytes(g, writer, t, layouts),
+                     kind, ops, _bytes(g, writer, t, layouts),
                      baseline=json.dumps(baseline(t, buffers), sort_keys=True))
+
+
+def _title(g: Gemm) -> str:
+    batch, m, n, k = g.sizes
+    if g.conv is None:
+        return f"# GEMM template for B={batch} M={m} N={n} K={k}"
+    c = g.conv
+    return (f"# conv template (implicit GEMM M={m} N={n} K={k}) for {c.batch}x{c.channels}x"
+            f"{c.height}x{c.width} by {c.kernel[0]}x{c.kernel[1]}, stride {c.stride}, "
+            f"padding {c.padding}, dilation {c.dilation}")
 
 
 def _bytes(g: Gemm, writer: BodyWriter, t: MatmulTemplate, layouts) -> Traffic:
@@ -285,7 +274,8 @@ def _bytes(g: Gemm, writer: BodyWriter, t: MatmulTemplate, layouts) -> Traffic:
     loads = [e for e in writer.names if isinstance(e, tuple) and isinstance(e[0], Load)]
     reads = sum(batch * m * n * e[0].dtype.itemsize if writer.names[e] in writer.block
                 else e[0].dtype.itemsize for e in loads)
-    return Traffic(batch * (m * k + k * n) * size + reads, batch * m * n * t.layout.dtype.itemsize)
+    operands = batch * (m * k + k * n) if g.conv is None else conv.operand_elements(g.conv)
+    return Traffic(operands * size + reads, batch * m * n * t.layout.dtype.itemsize)
 
 
 # ----------------------------------------------------------------------------- the baseline

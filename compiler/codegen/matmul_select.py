@@ -1,10 +1,12 @@
-"""Which GEMMs run as kiln's Triton template, and which pointwise consumer each one fuses.
+"""Which GEMMs and convs run as kiln's Triton template, and which pointwise consumer each
+one fuses.
 
-``plan_matmuls`` runs before scheduling. Per eligible mm/addmm/bmm extern (``gemm_of``) it
-builds a ``MatmulTemplate``: the extern plus its epilogue -- the one plain pointwise buffer
-that is the product's only reader and reads it element for element in row-major order (the
-same shape, or a view such as a 3-D linear's (B*S, N) -> (B, S, N)). Lowering already
-inlined the consumer chain (bias add, activation, residual add, cast) into that buffer's body.
+``plan_matmuls`` runs before scheduling. Per eligible mm/addmm/bmm or conv extern
+(``gemm_of``) it builds a ``MatmulTemplate``: the extern plus its epilogue -- the one plain
+pointwise buffer that is the product's only reader and reads it element for element (a
+GEMM's in row-major order: the same shape, or a view such as a 3-D linear's (B*S, N) ->
+(B, S, N); a conv's at its own size). Lowering already inlined the consumer chain (bias
+add, activation, residual add, cast) into that buffer's body.
 ``use_template`` then decides, per template, between it and the extern path (cuBLAS plus a
 separate epilogue kernel), following ``CompilerOptions.matmul_template``:
 
@@ -14,11 +16,15 @@ separate epilogue kernel), following ``CompilerOptions.matmul_template``:
             is still emitted, unlaunched (kernel meta ``"candidate": true``), so the
             pipeline builds and tunes it against the extern baseline at that shape
 
+GEMMs follow ``matmul_template``; convs follow ``conv_mode`` of ``conv_kernels``.
+
 Example:
     >>> use_template("auto", {"BLOCK_M": 64, "BLOCK_N": 64, "BLOCK_K": 32, "GROUP_M": 8})
     True
     >>> use_template("auto", {"extern": 1}), use_template("auto", None)
     (False, False)
+    >>> conv_mode("triton", "off"), conv_mode("auto", "on"), conv_mode("auto", "auto")
+    ('on', 'off', 'auto')
 """
 from __future__ import annotations
 
@@ -33,7 +39,8 @@ from ..ir import (ComputedBuffer, ExternKernel, IndexExpr, Layout, Load, MatmulT
                   MutationBuffer, contiguous_strides, index_symbols, loads_of, walk)
 from ..scheduler import reads_of, remove_dead
 from .kernel import kernel_key
-from .matmul import Gemm, gemm_of, generate_matmul
+from .gemm import Gemm, gemm_of
+from .matmul import by_out_index, generate_matmul, stores_rows
 
 MODES = ("off", "auto", "on")
 
@@ -62,6 +69,19 @@ def use_template(mode: str, tuned: Mapping | None) -> bool:
     return bool(tuned) and not tuned.get("extern")
 
 
+def conv_mode(conv_kernels: str, matmul_template: str) -> str:
+    """The template mode of the convs the template can compute (``conv.conv_of``; depthwise
+    and GEMM-shaped convs never reach it: lowering made them kernels and mms).
+
+    "triton" takes the template everywhere, "library" nowhere. "auto" keeps cuDNN, unless
+    ``matmul_template`` is "auto": the conv template is then a tuning candidate like a GEMM's
+    and runs where the tuned trials say it beat cuDNN at that shape.
+    """
+    if conv_kernels == "triton":
+        return "on"
+    return "auto" if conv_kernels == "auto" and matmul_template == "auto" else "off"
+
+
 def all_layouts(lowered: LoweredGraph) -> dict[str, Layout]:
     """Every buffer's layout by name: inputs, constants and operation results."""
     out = {b.name: b.layout for b in lowered.inputs + lowered.constants}
@@ -88,15 +108,15 @@ def epilogue_of(g: Gemm, ops: list, at: int, readers, outputs: set[str]
     if g.out in outputs or len(users) != 1 or type(users[0]) is not ComputedBuffer:
         return None
     c = users[0]
-    size, lay = c.layout.size, g.out_layout
-    if not all(sympy.sympify(s).is_Integer for s in size + c.layout.stride) \
-            or int(sympy.Mul(*size)) != g.sizes[0] * g.sizes[1] * g.sizes[2] \
-            or tuple(lay.stride) != contiguous_strides(lay.size) or lay.offset != 0:
+    size = c.layout.size
+    if not all(sympy.sympify(s).is_Integer for s in size + c.layout.stride):
         return None
     isyms = index_symbols(len(size))
-    flat = sum((s * i for s, i in zip(contiguous_strides(size), isyms)), sympy.Integer(0))
+    want = _element_read(g, size, isyms)
+    if want is None:
+        return None
     for load in loads_of(c.body):
-        if load.buffer == g.out and (load.indirect or sympy.expand(load.index - flat) != 0):
+        if load.buffer == g.out and (load.indirect or sympy.expand(load.index - want) != 0):
             return None
     indices = [n.index for n in walk(c.body) if isinstance(n, (Load, IndexExpr))]
     if any(sympy.sympify(i).free_symbols - set(isyms) - indirect_symbols(c.body)
@@ -105,6 +125,19 @@ def epilogue_of(g: Gemm, ops: list, at: int, readers, outputs: set[str]
     if any(isinstance(op, MutationBuffer) for op in ops[at + 1:_position(ops, c)]):
         return None    # moved to the epilogue's place, the GEMM could read a mutated input
     return c
+
+
+def _element_read(g: Gemm, size, isyms) -> sympy.Expr | None:
+    """Where element ``isyms`` of an epilogue of ``size`` must read the product for the
+    template to hand it over from registers (``matmul.epilogue_body`` maps it back), or
+    None where the shapes cannot line up: a conv's output of its own shape, read at the
+    same index; else a product stored row-major, of as many elements, read at the flat
+    position."""
+    if by_out_index(g, size):
+        return g.out_layout.index(isyms)
+    if int(sympy.Mul(*size)) != g.sizes[0] * g.sizes[1] * g.sizes[2] or not stores_rows(g):
+        return None
+    return sum((s * i for s, i in zip(contiguous_strides(size), isyms)), sympy.Integer(0))
 
 
 def indirect_symbols(body) -> set:
@@ -116,12 +149,18 @@ def _position(ops: list, op) -> int:
     return next(k for k, other in enumerate(ops) if other is op)
 
 
-def plan_matmuls(lowered: LoweredGraph, mode: str, configs: Mapping | None = None
-                 ) -> MatmulPlan:
-    """Templates in place of the GEMMs ``use_template`` picks; ``configs`` are the tuned
-    configs by kernel key (as ``passes.compile_graph`` takes them)."""
-    if mode == "off" or not any(gemm_of(op) for op in lowered.operations):
-        use_template(mode, None)    # still rejects an unknown mode
+def plan_matmuls(lowered: LoweredGraph, mode: str, configs: Mapping | None = None,
+                 conv: str = "off") -> MatmulPlan:
+    """Templates in place of the GEMMs (``mode``) and convs (``conv``, see ``conv_mode``)
+    ``use_template`` picks; ``configs`` are the tuned configs by kernel key (as
+    ``passes.compile_graph`` takes them)."""
+    for m in (mode, conv):
+        use_template(m, None)    # rejects an unknown mode
+
+    def mode_of(g: Gemm | None) -> str:
+        return "off" if g is None else conv if g.conv is not None else mode
+
+    if all(mode_of(gemm_of(op)) == "off" for op in lowered.operations):
         return MatmulPlan(lowered)
     ops = remove_dead(lowered)
     readers = _readers(ops)
@@ -131,11 +170,11 @@ def plan_matmuls(lowered: LoweredGraph, mode: str, configs: Mapping | None = Non
     candidates = []
     for at, op in enumerate(ops):
         g = gemm_of(op)
-        if g is None:
+        if mode_of(g) == "off":
             continue
         template = MatmulTemplate(op, epilogue_of(g, ops, at, readers, outputs))
         key = kernel_key(generate_matmul(template, 0, layouts), layouts)
-        if not use_template(mode, (configs or {}).get(key)):
+        if not use_template(mode_of(g), (configs or {}).get(key)):
             candidates.append(template)
             continue
         replaced[id(op)] = template if template.epilogue is None else None
@@ -143,6 +182,5 @@ def plan_matmuls(lowered: LoweredGraph, mode: str, configs: Mapping | None = Non
             replaced[id(template.epilogue)] = template
     operations = tuple(replaced.get(id(op), op) for op in lowered.operations
                        if replaced.get(id(op), op) is not None)
-    return MatmulPlan(dataclasses.replace(lowered, operations=operations),
-                      tuple(candidates) if mode == "auto" else ())
+    return MatmulPlan(dataclasses.replace(lowered, operations=operations), tuple(candidates))
 

@@ -104,19 +104,38 @@ def _bf16_cast(cast_impl):
     return cast
 
 
-def _patch_bf16_casts() -> None:
-    """Round bf16 casts as the GPU does (once per process). Fallback: where Triton's
-    interpreter has no ``InterpreterBuilder.cast_impl``, casts keep its own conversion."""
+def _as_float32(handle):
+    """A bf16 ``TensorHandle`` as float32 numbers (other types as they are)."""
+    from triton.runtime.interpreter import TensorHandle
+    if handle.dtype.scalar != tl.bfloat16:
+        return handle
+    data = torch.from_numpy(np.array(handle.data, copy=True)).view(torch.bfloat16)
+    return TensorHandle(data.float().numpy(), tl.float32)
+
+
+def _bf16_dot(dot_impl):
+    """``create_dot`` with bf16 operands multiplied as numbers (exactly, in float32, as the
+    GPU's tensor cores do): the interpreter multiplied their uint16 bits."""
+    def dot(self, a, b, d, *args):
+        return dot_impl(self, _as_float32(a), _as_float32(b), d, *args)
+    dot.kiln_bf16 = True
+    return dot
+
+
+def _patch_bf16() -> None:
+    """Round bf16 casts as the GPU does, and multiply bf16 dots as numbers (once per
+    process). Fallback: where Triton's interpreter has no ``InterpreterBuilder.cast_impl``
+    (``create_dot``), that operation keeps its own conversion."""
     from triton.runtime import interpreter
     builder = getattr(interpreter, "InterpreterBuilder", None)
-    impl = getattr(builder, "cast_impl", None)
-    if impl is None or getattr(impl, "kiln_bf16", False):
-        return
-    builder.cast_impl = _bf16_cast(impl)
+    for name, patch in (("cast_impl", _bf16_cast), ("create_dot", _bf16_dot)):
+        impl = getattr(builder, name, None)
+        if impl is not None and not getattr(impl, "kiln_bf16", False):
+            setattr(builder, name, patch(impl))
 
 
 def interpreter_bindings() -> dict[str, Any]:
     """``jit`` and ``libdevice`` for a generated module run on CPU tensors."""
     from triton.runtime.interpreter import InterpretedFunction
-    _patch_bf16_casts()
+    _patch_bf16()
     return {"jit": InterpretedFunction, "libdevice": INTERPRETER_LIBDEVICE}

@@ -44,6 +44,7 @@ class KernelKind(enum.StrEnum):
     REDUCTION_PERSISTENT = "reduction_persistent"
     REDUCTION_LOOPED = "reduction_looped"
     MATMUL = "matmul"
+    CONV = "conv"      # the GEMM template with a gathered A operand (implicit-GEMM conv)
 
     @property
     def blocks(self) -> tuple[str, ...]:
@@ -59,15 +60,24 @@ class KernelKind(enum.StrEnum):
     def is_reduction(self) -> bool:
         return self in (KernelKind.REDUCTION_PERSISTENT, KernelKind.REDUCTION_LOOPED)
 
+    @property
+    def is_gemm(self) -> bool:
+        """A GEMM template: tiles of a product, tuned against the extern path it replaces.
+        A conv shares the matmul's launch protocol but has its own search space and default
+        (its K is gathered from the input window by window)."""
+        return self in (KernelKind.MATMUL, KernelKind.CONV)
+
 
 _BLOCKS = {KernelKind.POINTWISE_1D: ("XBLOCK",), KernelKind.POINTWISE_2D: ("XBLOCK", "YBLOCK"),
            KernelKind.REDUCTION_PERSISTENT: ("XBLOCK", "RBLOCK"),
            KernelKind.REDUCTION_LOOPED: ("XBLOCK", "RBLOCK"),
-           KernelKind.MATMUL: ("BLOCK_M", "BLOCK_N", "BLOCK_K", "GROUP_M")}
+           KernelKind.MATMUL: ("BLOCK_M", "BLOCK_N", "BLOCK_K", "GROUP_M"),
+           KernelKind.CONV: ("BLOCK_M", "BLOCK_N", "BLOCK_K", "GROUP_M")}
 _NUMELS = {KernelKind.POINTWISE_1D: ("xnumel",), KernelKind.POINTWISE_2D: ("xnumel", "ynumel"),
            KernelKind.REDUCTION_PERSISTENT: ("xnumel", "rnumel"),
            KernelKind.REDUCTION_LOOPED: ("xnumel", "rnumel"),
-           KernelKind.MATMUL: ("bnumel", "mnumel", "nnumel", "knumel")}
+           KernelKind.MATMUL: ("bnumel", "mnumel", "nnumel", "knumel"),
+           KernelKind.CONV: ("bnumel", "mnumel", "nnumel", "knumel")}
 
 
 # ----------------------------------------------------------------------------- configs
@@ -75,7 +85,7 @@ _NUMELS = {KernelKind.POINTWISE_1D: ("xnumel",), KernelKind.POINTWISE_2D: ("xnum
 class Config:
     """One launch config: block sizes (None where the kind has no such dim), warps, stages.
 
-    A GEMM template (kind "matmul") sets ``BLOCK_M/N/K`` and ``GROUP_M`` instead of the
+    A GEMM template (kind "matmul" or "conv") sets ``BLOCK_M/N/K`` and ``GROUP_M`` instead of the
     X/Y/R blocks. ``extern=1`` is no launch config but the extern path the template
     competes with (cuBLAS plus the separate epilogue kernel): one more candidate, timed and
     recorded like the others, whose ``as_dict`` is just ``{"extern": 1}``.

@@ -44,7 +44,9 @@ def lower_extern(ctx, *args, **kwargs):
 def lower_convolution(ctx, x, weight, bias, *rest):
     """cuDNN convolution, but a depthwise one is a kiln kernel (``.depthwise``) and a patchify
     or 1x1 one of half type an mm (``.conv_gemm``), unless option ``conv_kernels`` is
-    "library"; channels-last
+    "library". Under "triton" the remaining convs stay this extern call here, and the
+    planner puts kiln's implicit-GEMM template in its place (``codegen.conv``), fusing what
+    reads the output as it does for a GEMM. Channels-last
     when the graph chose it (``ctx.channels_last``):
     input and weight are given NHWC strides (copied if need be) and the output stays NHWC
     for the ops after it, which read any strides; graph outputs get eager's strides back.

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from typing import Any, Callable
 
 # Kernel kinds whose floor is their bytes at the copy rate (a matmul's is its FLOPs).
-COMPUTE_BOUND_KINDS = frozenset({"matmul"})
+COMPUTE_BOUND_KINDS = frozenset({"matmul", "conv"})
 
 
 @dataclass(frozen=True)
