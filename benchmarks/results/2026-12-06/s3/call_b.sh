@@ -14,7 +14,7 @@ timeout 100 python3 benchmarks/bench_conv.py --json "$OUT/bench_conv.json" > "$O
 echo "[bench_conv rc=$?]"; tail -40 "$OUT/bench_conv.txt"
 sed 's/^\[tuning\]/[compiler]\nconv_kernels = "triton"\n\n[tuning]/' configs/zoo-deploy.toml \
     > /tmp/zoo-deploy-triton.toml
-for mode in library triton; do
+for mode in ${MODES:-library triton}; do
   cfg=configs/zoo-deploy.toml; [ $mode = triton ] && cfg=/tmp/zoo-deploy-triton.toml
   timeout 60 python3 -m pipeline.cli run "$cfg" --store /tmp/d-$mode > "$OUT/bake_$mode.txt" 2>&1
   echo "[bake $mode rc=$?]"; tail -3 "$OUT/bake_$mode.txt"
