@@ -70,6 +70,11 @@ def is_static(values) -> bool:
     return all(sympy.sympify(v).is_Integer for v in values)
 
 
+def ref_static(ref) -> bool:
+    """A buffer reference whose sizes, strides and offset are all literals."""
+    return isinstance(ref, BufferRef) and is_static(ref.size + ref.stride + (ref.offset,))
+
+
 def conv_of(op: ExternKernel) -> ConvGeometry | None:
     """The geometry of a conv the template computes, or None: the one eligibility rule.
 
@@ -91,8 +96,7 @@ def conv_of(op: ExternKernel) -> ConvGeometry | None:
             or layout.dtype not in CONV_DTYPES or len(layout.size) != 4):
         return None
     refs = (x, w)
-    if not all(isinstance(r, BufferRef) and len(r.size) == 4
-               and is_static(r.size + r.stride + (r.offset,)) for r in refs):
+    if not all(ref_static(r) and len(r.size) == 4 for r in refs):
         return None
     if not is_static(layout.size + layout.stride + (layout.offset,)):
         return None

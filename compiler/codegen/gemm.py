@@ -24,7 +24,7 @@ import sympy
 import torch
 
 from ..ir import BufferRef, ExternKernel, Layout
-from .conv import CONV_OP, ConvGeometry, conv_of, is_static
+from .conv import CONV_OP, ConvGeometry, conv_of, is_static, ref_static
 
 GEMM_OPS = ("aten.mm.default", "aten.addmm.default", "aten.bmm.default")
 GEMM_DTYPES = (torch.float16, torch.bfloat16, torch.float32)
@@ -50,10 +50,6 @@ class Gemm:
     @property
     def dtype(self) -> torch.dtype:
         return self.out_layout.dtype
-
-
-def _ref_static(ref) -> bool:
-    return isinstance(ref, BufferRef) and is_static(ref.size + ref.stride + (ref.offset,))
 
 
 def _batched(ref: BufferRef) -> BufferRef:
@@ -84,7 +80,7 @@ def gemm_of(op) -> Gemm | None:
         (a, b), bias = op.args, None
     alpha, beta = kwargs.get("alpha", 1), kwargs.get("beta", 1)
     if (layout is None or layout.dtype not in GEMM_DTYPES
-            or not all(_ref_static(r) for r in (a, b) + ((bias,) if bias is not None else ()))
+            or not all(ref_static(r) for r in (a, b) + ((bias,) if bias is not None else ()))
             or not is_static(layout.size + layout.stride + (layout.offset,))
             or not all(isinstance(v, (int, float)) and not isinstance(v, bool)
                        for v in (alpha, beta))):
