@@ -65,7 +65,7 @@ def compile_graph(gm: torch.fx.GraphModule, graph_key: str, options: CompilerOpt
     constants it needs (tensors the graph holds that are no input)."""
     lowered = lower_graph(gm, options, target, mutated_inputs, size_ranges)
     plan = plan_matmuls(lowered, options.matmul_template, configs,
-                        conv_mode(options.conv_kernels, options.matmul_template))
+                        conv_mode(options.conv_kernels, options.matmul_template, target))
     planner = TritonPlanner()
     steps = schedule(plan.lowered, FusionLimits.from_options(options), planner)
     layouts = buffer_layouts(plan.lowered, steps)

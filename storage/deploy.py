@@ -208,9 +208,22 @@ def load_model(store: "Store", name: str, module: "torch.nn.Module", *, device: 
     """The stored module of ``name`` as a callable used like ``module`` (see the module doc).
     Strict: a miss raises ``ModelMissError`` saying what differs from the nearest record and
     naming each refused row."""
+    wanted = Wanted.here(device, module)
+    warming = None
+    if wanted.target == "cuda":     # cuBLAS's set-up overlaps the loading (storage.warm)
+        from .warm import warm_blas
+        warming = warm_blas(device if device is not None else _device_of(module), module)
+    try:
+        return _load(store, name, module, wanted, tuned)
+    finally:
+        if warming is not None:
+            warming.join()
+
+
+def _load(store: "Store", name: str, module: "torch.nn.Module", wanted: Wanted,
+          tuned: bool) -> Any:
     from compiler.convention import CallConvention
     from compiler.runtime import CompiledModel
-    wanted = Wanted.here(device, module)
     row, rows = choose(store, name, wanted, tuned, check_archs=False)
     if row is None:
         raise ModelMissError(miss_message(store, name, wanted, rows))

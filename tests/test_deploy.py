@@ -267,6 +267,8 @@ def test_a_gpu_process_serves_stored_cubins_without_triton(tmp_path_factory, nam
         args = tuple(a.cuda() for a in args)
         before = set(sys.modules)
         model = storage.Store({str(store)!r}).load_model({name!r}, module)
+        import threading    # cuBLAS's warm-up thread (storage.warm) ended inside load_model
+        assert not [t for t in threading.enumerate() if t.name == "kiln-warm-blas"]
         with torch.no_grad():
             out = model(*args)
             {_HEAVY}

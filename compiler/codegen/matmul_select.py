@@ -16,15 +16,20 @@ separate epilogue kernel), following ``CompilerOptions.matmul_template``:
             is still emitted, unlaunched (kernel meta ``"candidate": true``), so the
             pipeline builds and tunes it against the extern baseline at that shape
 
-GEMMs follow ``matmul_template``; convs follow ``conv_mode`` of ``conv_kernels``.
+GEMMs follow ``matmul_template``; convs follow ``conv_mode`` of ``conv_kernels``, which adds
+one mode of its own:
+
+    "prefer"  the template, unless a tuned config for its kernel key says the extern won
 
 Example:
     >>> use_template("auto", {"BLOCK_M": 64, "BLOCK_N": 64, "BLOCK_K": 32, "GROUP_M": 8})
     True
     >>> use_template("auto", {"extern": 1}), use_template("auto", None)
     (False, False)
-    >>> conv_mode("triton", "off"), conv_mode("auto", "on"), conv_mode("auto", "auto")
-    ('on', 'off', 'auto')
+    >>> conv_mode("triton", "off", "cuda"), conv_mode("auto", "off", "cuda")
+    ('on', 'prefer')
+    >>> conv_mode("auto", "auto", "cuda"), conv_mode("auto", "off", "cpu")
+    ('auto', 'off')
 """
 from __future__ import annotations
 
@@ -43,6 +48,7 @@ from .gemm import Gemm, gemm_of
 from .matmul import by_out_index, generate_matmul, stores_rows
 
 MODES = ("off", "auto", "on")
+CONV_MODES = MODES + ("prefer",)
 
 
 @dataclass(frozen=True)
@@ -62,24 +68,32 @@ def use_template(mode: str, tuned: Mapping | None) -> bool:
     best trial's config comes back here. Untuned, cuBLAS is the safe side: it is rarely far
     from the best, while an untuned template can be several times slower.
     """
-    if mode not in MODES:
+    if mode not in CONV_MODES:
         raise ValueError(f"matmul_template must be one of {', '.join(MODES)}, got {mode!r}")
+    if mode == "prefer":
+        return not (tuned and tuned.get("extern"))
     if mode != "auto":
         return mode == "on"
     return bool(tuned) and not tuned.get("extern")
 
 
-def conv_mode(conv_kernels: str, matmul_template: str) -> str:
+def conv_mode(conv_kernels: str, matmul_template: str, target: str) -> str:
     """The template mode of the convs the template can compute (``conv.conv_of``; depthwise
     and GEMM-shaped convs never reach it: lowering made them kernels and mms).
 
-    "triton" takes the template everywhere, "library" nowhere. "auto" keeps cuDNN, unless
-    ``matmul_template`` is "auto": the conv template is then a tuning candidate like a GEMM's
-    and runs where the tuned trials say it beat cuDNN at that shape.
+    "triton" takes the template everywhere, "library" nowhere. "auto" on a GPU target
+    prefers the template: cuDNN's per-shape set-up was most of a served ResNet-50's first
+    call (0.51 s to first result with cuDNN, 0.26 s without, H200: benchmarks/results/
+    2026-12-06/s4), and the tuner still times cuDNN as the template's baseline, so a tuned
+    config can give a shape back to it. Under ``matmul_template`` "auto" the template is a
+    tuning candidate, as a GEMM's is. On a CPU target ATen's conv stays: no cuDNN set-up to
+    spare, and the template would run under Triton's interpreter.
     """
     if conv_kernels == "triton":
         return "on"
-    return "auto" if conv_kernels == "auto" and matmul_template == "auto" else "off"
+    if conv_kernels == "library" or not target.startswith("cuda"):
+        return "off"
+    return "auto" if matmul_template == "auto" else "prefer"
 
 
 def all_layouts(lowered: LoweredGraph) -> dict[str, Layout]:

@@ -42,7 +42,8 @@ def _private(name: str):
 def extern_op(name: str) -> Callable:
     """``torch.ops.<name>`` (``"aten.addmm.default"``) as the C function its ``OpOverload``
     calls (``_op``: one Python frame less per call), looked up once. An op this torch lacks
-    raises where the wrapper calls it, as ``torch.ops.<name>(...)`` in the source would."""
+    raises where the wrapper calls it, as ``torch.ops.<name>(...)`` in the source would.
+    Attention asks for its backends in ``ATTENTION_ORDER`` (``ordered_attention``)."""
     try:
         op = functools.reduce(getattr, name.split("."), torch.ops)
     except (AttributeError, RuntimeError) as err:
@@ -51,7 +52,38 @@ def extern_op(name: str) -> Callable:
         def missing(*args, **kwargs):
             raise problem
         return missing
-    return getattr(op, "_op", op)
+    call = getattr(op, "_op", op)
+    return ordered_attention(call) if name in ATTENTION_OPS else call
+
+
+ATTENTION_OPS = ("aten.scaled_dot_product_attention.default",)
+# Flash, then memory-efficient, before cuDNN (then math): torch prefers cuDNN's attention on
+# Hopper, whose per-shape graph set-up is thread-local (no prewarming it off the call's
+# thread) and was 80-95 ms of a fresh process's first ViT-B/16 attention on an H100, against
+# 18 ms for flash and 7 ms for memory-efficient (benchmarks/probes/first_ops.py; the
+# numbers and the steady-state cost are in benchmarks/results/2026-12-06/s4). Where flash or
+# efficient cannot run (a mask, a head size, an alignment), torch's checks move on down.
+ATTENTION_ORDER = (1, 2, 3, 0)      # SDPBackend: FLASH, EFFICIENT, CUDNN, MATH
+
+
+def ordered_attention(call: Callable) -> Callable:
+    """``call`` run with torch's attention priority set to ``ATTENTION_ORDER``, and the
+    caller's order put back: two C calls around it, no context manager per call. Without
+    torch's priority setters (older torch) ``call`` itself."""
+    get = getattr(torch._C, "_get_sdp_priority_order", None)
+    put = getattr(torch._C, "_set_sdp_priority_order", None)
+    if get is None or put is None:
+        return call
+    order = list(ATTENTION_ORDER)
+
+    def attention(*args, **kwargs):
+        before = get()
+        put(order + [b for b in before if b not in order])
+        try:
+            return call(*args, **kwargs)
+        finally:
+            put(before)
+    return attention
 
 
 def _reinterpret(t: torch.Tensor, size, stride, offset: int) -> torch.Tensor:

@@ -1,0 +1,41 @@
+"""A served module's attention asks torch for flash and memory-efficient attention before
+cuDNN's (``compiler.kernels.host.ordered_attention``): the order holds inside the call only,
+the caller's comes back after it (also when the call raises), and results are torch's own.
+Which backend runs on a GPU is the dispatcher's choice under that order
+(benchmarks/probes/first_ops.py times it on the card)."""
+from __future__ import annotations
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from compiler.kernels.host import ATTENTION_ORDER, extern_op, ordered_attention
+
+pytestmark = pytest.mark.skipif(not hasattr(torch._C, "_set_sdp_priority_order"),
+                                reason="this torch has no attention priority order")
+
+
+def test_the_order_holds_inside_the_call_and_is_put_back():
+    seen = []
+    before = torch._C._get_sdp_priority_order()
+
+    def call():
+        seen.append(torch._C._get_sdp_priority_order())
+        raise ValueError("inside")
+
+    with pytest.raises(ValueError, match="inside"):
+        ordered_attention(call)()
+    assert seen[0][:len(ATTENTION_ORDER)] == list(ATTENTION_ORDER)
+    assert sorted(seen[0]) == sorted(before)          # every backend still listed once
+    assert torch._C._get_sdp_priority_order() == before
+
+
+def test_the_wrapper_op_computes_torch_attention():
+    torch.manual_seed(0)
+    q, k, v = (torch.randn(2, 3, 7, 8) for _ in range(3))
+    mask = torch.randn(2, 1, 7, 7)
+    sdpa = extern_op("aten.scaled_dot_product_attention.default")
+    assert sdpa is not extern_op("aten.mm.default")
+    torch.testing.assert_close(sdpa(q, k, v, mask), F.scaled_dot_product_attention(q, k, v, mask))
+    torch.testing.assert_close(sdpa(q, k, v, None, 0.0, True),
+                               F.scaled_dot_product_attention(q, k, v, is_causal=True))
