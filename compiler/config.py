@@ -95,13 +95,15 @@ class CompilerOptions:
     # see codegen/matmul_select.py).
     matmul_template: str = _code("off", UNLESS_DEFAULT)
     # Convolutions kiln computes itself, where that spares cuDNN's per-shape set-up (seconds
-    # for a depthwise net's first call): "auto" lowers depthwise convs to kiln kernels and
-    # half-type convs whose kernel is 1 or its stride (patchify, 1x1) to one mm; "library"
-    # leaves every conv to cuDNN, which computes 7x7 depthwise convs up to 1.6x faster
-    # (compiler/lowering/depthwise.py has the measurements); "triton" is "auto" plus every
-    # other half-type ungrouped conv as kiln's implicit-GEMM template (codegen/conv.py): no
-    # cuDNN at all. Under "auto" with matmul_template "auto", that template is a tuning
-    # candidate against cuDNN (codegen/matmul_select.py: conv_mode).
+    # for a depthwise net's first call; half of a served ResNet-50's first result): "auto"
+    # lowers depthwise convs to kiln kernels, half-type convs whose kernel is 1 or its stride
+    # (patchify, 1x1) to one mm, and, for a GPU target, every other half-type ungrouped conv
+    # to kiln's implicit-GEMM template (codegen/conv.py), which a tuned config can give back
+    # to cuDNN where cuDNN won its search (with matmul_template "auto" the template is only a
+    # tuning candidate: codegen/matmul_select.py, conv_mode); "library" leaves every conv to
+    # cuDNN, which computes 7x7 depthwise convs up to 1.6x faster (compiler/lowering/
+    # depthwise.py has the measurements); "triton" takes the template wherever it can, tuned
+    # or not, and on any target (how CI runs it under the interpreter).
     conv_kernels: str = _code("auto", UNLESS_DEFAULT)
     debug_dir: str | None = None
     cache_dir: str | None = None
