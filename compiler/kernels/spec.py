@@ -68,16 +68,16 @@ class KernelKind(enum.StrEnum):
         return self in (KernelKind.MATMUL, KernelKind.CONV)
 
 
+_GEMM_BLOCKS = ("BLOCK_M", "BLOCK_N", "BLOCK_K", "GROUP_M")   # matmul and conv alike
+_GEMM_NUMELS = ("bnumel", "mnumel", "nnumel", "knumel")
 _BLOCKS = {KernelKind.POINTWISE_1D: ("XBLOCK",), KernelKind.POINTWISE_2D: ("XBLOCK", "YBLOCK"),
            KernelKind.REDUCTION_PERSISTENT: ("XBLOCK", "RBLOCK"),
            KernelKind.REDUCTION_LOOPED: ("XBLOCK", "RBLOCK"),
-           KernelKind.MATMUL: ("BLOCK_M", "BLOCK_N", "BLOCK_K", "GROUP_M"),
-           KernelKind.CONV: ("BLOCK_M", "BLOCK_N", "BLOCK_K", "GROUP_M")}
+           **{k: _GEMM_BLOCKS for k in KernelKind if k.is_gemm}}
 _NUMELS = {KernelKind.POINTWISE_1D: ("xnumel",), KernelKind.POINTWISE_2D: ("xnumel", "ynumel"),
            KernelKind.REDUCTION_PERSISTENT: ("xnumel", "rnumel"),
            KernelKind.REDUCTION_LOOPED: ("xnumel", "rnumel"),
-           KernelKind.MATMUL: ("bnumel", "mnumel", "nnumel", "knumel"),
-           KernelKind.CONV: ("bnumel", "mnumel", "nnumel", "knumel")}
+           **{k: _GEMM_NUMELS for k in KernelKind if k.is_gemm}}
 
 
 # ----------------------------------------------------------------------------- configs

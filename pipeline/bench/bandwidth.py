@@ -16,8 +16,11 @@ import statistics
 from dataclasses import dataclass
 from typing import Any, Callable
 
-# Kernel kinds whose floor is their bytes at the copy rate (a matmul's is its FLOPs).
-COMPUTE_BOUND_KINDS = frozenset({"matmul", "conv"})
+from compiler.autotune.spaces import GEMM_KINDS
+
+# Kernel kinds whose floor is not their bytes at the copy rate: the GEMM templates (matmul,
+# conv), bound by their FLOPs.
+COMPUTE_BOUND_KINDS = GEMM_KINDS
 
 
 @dataclass(frozen=True)
