@@ -105,6 +105,12 @@ class CompilerOptions:
     # depthwise.py has the measurements); "triton" takes the template wherever it can, tuned
     # or not, and on any target (how CI runs it under the interpreter).
     conv_kernels: str = _code("auto", UNLESS_DEFAULT)
+    # Which attention backend torch tries first in kiln's wrappers: "torch" keeps its own
+    # order (cuDNN's attention first on Hopper); "flash_first" asks for flash, then memory-
+    # efficient, then cuDNN (compiler/kernels/host.py: ordered_attention), which spares
+    # cuDNN's per-shape set-up in a fresh process's first call (80-95 ms for ViT-B/16's
+    # attention on an H100, 18 ms with flash) at a steady-state cost not yet measured.
+    attention: str = _code("torch", UNLESS_DEFAULT)
     debug_dir: str | None = None
     cache_dir: str | None = None
 
@@ -162,7 +168,7 @@ def _from_env() -> dict[str, Any]:
 
 # The values an option spelled as a word may take.
 CHOICES = {"channels_last": ("auto", "on", "off"), "matmul_template": ("off", "on", "auto"),
-           "conv_kernels": ("auto", "library", "triton")}
+           "conv_kernels": ("auto", "library", "triton"), "attention": ("torch", "flash_first")}
 
 
 def _validated(values: Mapping[str, Any], source: str) -> dict[str, Any]:

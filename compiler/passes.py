@@ -70,7 +70,8 @@ def compile_graph(gm: torch.fx.GraphModule, graph_key: str, options: CompilerOpt
     steps = schedule(plan.lowered, FusionLimits.from_options(options), planner)
     layouts = buffer_layouts(plan.lowered, steps)
     kernels = emit_kernels(steps, plan.candidates, layouts, options, target, configs)
-    source = generate_wrapper(plan.lowered, steps, kernels.launched, kernels.sources, layouts)
+    source = generate_wrapper(plan.lowered, steps, kernels.launched, kernels.sources, layouts,
+                              options.attention)
     meta = artifact_meta(lowered, graph_key, options, target)
     meta["fusion"] = fusion_report(plan.lowered, steps, planner)   # what fusion saved
     artifact = CompiledArtifact(module_key(graph_key, options, target, configs), graph_key,

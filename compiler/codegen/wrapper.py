@@ -23,6 +23,7 @@ from torch.fx.experimental.symbolic_shapes import free_unbacked_symbols
 
 from ..graph import LoweredGraph
 from ..ir import BufferRef, ExternKernel, Layout, MatmulTemplate, MutationBuffer
+from ..kernels.host import ATTENTION_OPS
 from ..kernels.spec import LaunchConfig
 from ..scheduler import FusedKernel
 from ..sizevars import texpr
@@ -75,16 +76,18 @@ def _ints(values) -> str:
 
 
 def generate_wrapper(lowered: LoweredGraph, steps, kernels: Mapping[int, tuple],
-                     sources: list[str], layouts: Mapping[str, Layout]) -> str:
+                     sources: list[str], layouts: Mapping[str, Layout],
+                     attention: str = "torch") -> str:
     """The module's source: the header, every kernel's source (``sources``, in order), the
     bound section, then ``call(args)`` running ``steps``. ``kernels`` maps ``id(step)`` of
-    each kernel step to its (``GeneratedKernel``, ``LaunchConfig``)."""
+    each kernel step to its (``GeneratedKernel``, ``LaunchConfig``); ``attention`` is the
+    option of that name (``CompilerOptions``)."""
     code = CodeBuilder()
     code.splice(HEADER)
     for source in sources:
         code.line()
         code.splice(source)
-    body, bound = CodeBuilder(), _Bound()
+    body, bound = CodeBuilder(), _Bound(attention == "flash_first")
     with body.indent():
         _emit_body(body, lowered, steps, kernels, layouts, bound)
     code.line()
@@ -103,10 +106,11 @@ class _Bound:
     """The bound section's lines, and which buffers ``call`` allocated itself (aligned, so a
     launch need not check them)."""
 
-    def __init__(self):
+    def __init__(self, ordered_attention: bool = False):
         self.lines: list[str] = []
         self.names: set[str] = set()
         self.fresh: set[str] = set()
+        self.ordered_attention = ordered_attention
 
     def _name(self, base: str) -> str:
         name, k = base, 1
@@ -129,7 +133,8 @@ class _Bound:
         name = kernel.replace(".", "_")
         if name not in self.names:
             self.names.add(name)
-            self.lines.append(f"{name} = extern_op({kernel!r})")
+            ordered = ", ordered=True" if self.ordered_attention and kernel in ATTENTION_OPS else ""
+            self.lines.append(f"{name} = extern_op({kernel!r}{ordered})")
         return name
 
 

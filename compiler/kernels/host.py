@@ -39,11 +39,12 @@ def _private(name: str):
     return getattr(guards, name, None)
 
 
-def extern_op(name: str) -> Callable:
+def extern_op(name: str, ordered: bool = False) -> Callable:
     """``torch.ops.<name>`` (``"aten.addmm.default"``) as the C function its ``OpOverload``
     calls (``_op``: one Python frame less per call), looked up once. An op this torch lacks
     raises where the wrapper calls it, as ``torch.ops.<name>(...)`` in the source would.
-    Attention asks for its backends in ``ATTENTION_ORDER`` (``ordered_attention``)."""
+    ``ordered`` (option ``attention = "flash_first"``): attention asks for its backends in
+    ``ATTENTION_ORDER`` (``ordered_attention``)."""
     try:
         op = functools.reduce(getattr, name.split("."), torch.ops)
     except (AttributeError, RuntimeError) as err:
@@ -53,16 +54,17 @@ def extern_op(name: str) -> Callable:
             raise problem
         return missing
     call = getattr(op, "_op", op)
-    return ordered_attention(call) if name in ATTENTION_OPS else call
+    return ordered_attention(call) if ordered and name in ATTENTION_OPS else call
 
 
 ATTENTION_OPS = ("aten.scaled_dot_product_attention.default",)
 # Flash, then memory-efficient, before cuDNN (then math): torch prefers cuDNN's attention on
 # Hopper, whose per-shape graph set-up is thread-local (no prewarming it off the call's
 # thread) and was 80-95 ms of a fresh process's first ViT-B/16 attention on an H100, against
-# 18 ms for flash and 7 ms for memory-efficient (benchmarks/probes/first_ops.py; the
-# numbers and the steady-state cost are in benchmarks/results/2026-12-06/s4). Where flash or
-# efficient cannot run (a mask, a head size, an alignment), torch's checks move on down.
+# 18 ms for flash and 7 ms for memory-efficient (benchmarks/probes/first_ops.py, numbers in
+# benchmarks/results/2026-12-06/s4). Opt-in (option ``attention``) until its steady-state
+# cost against cuDNN's is measured. Where flash or efficient cannot run (a mask, a head
+# size, an alignment), torch's checks move on down.
 ATTENTION_ORDER = (1, 2, 3, 0)      # SDPBackend: FLASH, EFFICIENT, CUDNN, MATH
 
 
