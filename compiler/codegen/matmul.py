@@ -32,11 +32,13 @@ from __future__ import annotations
 
 import dataclasses
 import json
+from dataclasses import dataclass
+from typing import Callable
 
 import sympy
 import torch
 
-from ..ir import (BufferRef, ComputedBuffer, Const, Expr, Load, MatmulTemplate, Op,
+from ..ir import (BufferRef, ComputedBuffer, Const, Expr, Layout, Load, MatmulTemplate, Op,
                   contiguous_strides, index_symbols, substitute, walk)
 from ..kernels.spec import KernelKind
 from ..traffic import Traffic
@@ -112,17 +114,12 @@ def stores_rows(g: Gemm) -> bool:
     it by flat position reads product element (y, x) at y * N + x: a contiguous GEMM
     result, or an NHWC conv output (then also viewed as (N*OH*OW, C_out), as a following
     1x1 conv's mm reads it)."""
-    lay = g.out_layout
-    if g.conv is not None:
-        return conv.stores_rows(lay)
-    return tuple(lay.stride) == contiguous_strides(lay.size) and lay.offset == 0
+    return _walk(g).stores_rows(g.out_layout)
 
 
 def out_index(g: Gemm) -> tuple[sympy.Expr, ...]:
     """The extern output's element that product element (bindex, yindex, xindex) is."""
-    if g.conv is not None:
-        return conv.out_index(g.conv)
-    return (BINDEX, YINDEX, XINDEX)[3 - len(g.out_layout.size):]
+    return _walk(g).out_index(g)
 
 
 def epilogue_body(t: MatmulTemplate, g: Gemm) -> tuple[Expr, sympy.Expr, torch.dtype]:
@@ -164,13 +161,9 @@ def _mainloop(g: Gemm, a_ptr: str, b_ptr: str, int64: bool) -> list[str]:
     """Program -> tile (grouped order), the K loop into ``acc``, and the epilogue's indices."""
     batch, m, n, k = g.sizes
     wide = ".to(tl.int64)" if int64 else ""
-    if g.conv is not None:
-        loop = conv.conv_loop(g.conv, g.a, g.b, a_ptr, b_ptr)
-    else:
-        loop = _k_loop(g, a_ptr, b_ptr)
     return [
         *_tile(m, n, wide),
-        *loop,
+        *_walk(g).k_loop(g, a_ptr, b_ptr),
         "yindex = rm[:, None]",
         "xindex = rn[None, :]",
         f"mask = (yindex < {m}) & (xindex < {n})",
@@ -242,10 +235,11 @@ def generate_matmul(t: MatmulTemplate, number: int, layouts) -> GeneratedKernel:
     buffers = tuple(writer.pointers) + (t.name,)
     extents = [int(layouts[b].storage_size()) for b in buffers if b in layouts]
     int64 = max(extents + [_extents(g), batch * m * n]) > INT32_MAX
-    kind = KernelKind.MATMUL if g.conv is None else KernelKind.CONV
-    name = kernel_name(body, number, prefix="kiln_mm" if g.conv is None else "kiln_conv")
+    walk_ = _walk(g)
+    kind = walk_.kind
+    name = kernel_name(body, number, prefix=walk_.prefix)
     code = CodeBuilder()
-    code.line(_title(g))
+    code.line(walk_.title(g))
     code.lines(jit_header(name, list(writer.pointers.values()) + ["out_ptr0"], kind))
     with code.indent():
         code.lines(_mainloop(g, a_ptr, b_ptr, int64))
@@ -257,11 +251,13 @@ def generate_matmul(t: MatmulTemplate, number: int, layouts) -> GeneratedKernel:
                      baseline=json.dumps(baseline(t, buffers), sort_keys=True))
 
 
-def _title(g: Gemm) -> str:
+def _gemm_title(g: Gemm) -> str:
     batch, m, n, k = g.sizes
-    if g.conv is None:
-        return f"# GEMM template for B={batch} M={m} N={n} K={k}"
-    c = g.conv
+    return f"# GEMM template for B={batch} M={m} N={n} K={k}"
+
+
+def _conv_title(g: Gemm) -> str:
+    c, (_, m, n, k) = g.conv, g.sizes
     return (f"# conv template (implicit GEMM M={m} N={n} K={k}) for {c.batch}x{c.channels}x"
             f"{c.height}x{c.width} by {c.kernel[0]}x{c.kernel[1]}, stride {c.stride}, "
             f"padding {c.padding}, dilation {c.dilation}")
@@ -274,8 +270,51 @@ def _bytes(g: Gemm, writer: BodyWriter, t: MatmulTemplate, layouts) -> Traffic:
     loads = [e for e in writer.names if isinstance(e, tuple) and isinstance(e[0], Load)]
     reads = sum(batch * m * n * e[0].dtype.itemsize if writer.names[e] in writer.block
                 else e[0].dtype.itemsize for e in loads)
-    operands = batch * (m * k + k * n) if g.conv is None else conv.operand_elements(g.conv)
-    return Traffic(operands * size + reads, batch * m * n * t.layout.dtype.itemsize)
+    return Traffic(_walk(g).operand_elements(g) * size + reads,
+                   batch * m * n * t.layout.dtype.itemsize)
+
+
+# ----------------------------------------------------------------------------- the walks
+@dataclass(frozen=True)
+class _Walk:
+    """What differs between a GEMM and a conv in the template, chosen once (``_walk``): how
+    its K loop reads the operands (strided views, or the input gathered window by window:
+    ``codegen.conv``), which output element a product element is, when the output is
+    row-major, the elements it reads at least once, its kernel kind, name and title."""
+    kind: KernelKind
+    prefix: str
+    k_loop: Callable[[Gemm, str, str], list[str]]
+    out_index: Callable[[Gemm], tuple]
+    stores_rows: Callable[[Layout], bool]
+    operand_elements: Callable[[Gemm], int]
+    title: Callable[[Gemm], str]
+
+
+def _dense(lay: Layout) -> bool:
+    return tuple(lay.stride) == contiguous_strides(lay.size) and lay.offset == 0
+
+
+def _gemm_out_index(g: Gemm) -> tuple:
+    return (BINDEX, YINDEX, XINDEX)[3 - len(g.out_layout.size):]
+
+
+def _gemm_operands(g: Gemm) -> int:
+    batch, m, n, k = g.sizes
+    return batch * (m * k + k * n)
+
+
+def _conv_loop(g: Gemm, a_ptr: str, b_ptr: str) -> list[str]:
+    return conv.conv_loop(g.conv, g.a, g.b, a_ptr, b_ptr)
+
+
+_GEMM = _Walk(KernelKind.MATMUL, "kiln_mm", _k_loop, _gemm_out_index, _dense, _gemm_operands,
+              _gemm_title)
+_CONV = _Walk(KernelKind.CONV, "kiln_conv", _conv_loop, lambda g: conv.out_index(g.conv),
+              conv.stores_rows, lambda g: conv.operand_elements(g.conv), _conv_title)
+
+
+def _walk(g: Gemm) -> _Walk:
+    return _GEMM if g.conv is None else _CONV
 
 
 # ----------------------------------------------------------------------------- the baseline
