@@ -134,6 +134,9 @@ class FusionCosts:
 
     def __init__(self, ops, lowered: LoweredGraph, planner: FusionPlanner):
         self.outputs = {o.ref.name for o in lowered.outputs if o.ref is not None}
+        # by (node ids, hint): a growing group's traffic is asked again as the next step's
+        # "apart" side, and each answer walks every node's body
+        self._traffic: dict[tuple, Traffic | None] = {}
         self.readers: dict[str, set[int]] = {}
         for op in ops:
             for name in reads_of(op):
@@ -150,7 +153,10 @@ class FusionCosts:
     def traffic(self, nodes: tuple, hint: bool = True) -> Traffic | None:
         """Bytes one kernel of ``nodes`` moves (run-time sizes by their hints unless ``hint``
         is off); None when they cannot share a kernel (or, unhinted, sizes are symbolic)."""
-        return self.planner.kernel_traffic(nodes, self.stores(nodes), hint)
+        key = (tuple(id(n) for n in nodes), hint)
+        if key not in self._traffic:
+            self._traffic[key] = self.planner.kernel_traffic(nodes, self.stores(nodes), hint)
+        return self._traffic[key]
 
 
 def fusion_bytes_saved(group: tuple, node, costs: FusionCosts) -> int | None:
