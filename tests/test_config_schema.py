@@ -149,7 +149,7 @@ MESSAGES = [
     ({"models": M, "tasks": {"retry": 5}},
      "tasks.retry: unknown key; known keys here: retries, timeout_s"),
     ({"models": M, "compiler": {"xblok": 512}},
-     "compiler: options: unknown compiler option 'xblok'; known: cache_dir, ..."),
+     "compiler: options: unknown compiler option 'xblok'; known: attention, cache_dir, ..."),
     ({"models": M, "compiler": {"xblock": "big"}},
      "compiler: options: option 'xblock' must be int, got str ('big')"),
     ({"models": M, "compiler": 5}, "compiler: expected a table, got int"),
