@@ -206,6 +206,35 @@ def compare(got, want) -> None:
                                    msg=lambda m, k=k: f"output {k}: {m}")
 
 
+def as_exact_as_eager(got, want, fn, fresh) -> bool:
+    """Whether every float32 output that missed ``FLOAT_TOL`` is, against the same graph
+    run in float64, within twice eager's own float32 error (plus ``FLOAT_TOL``'s atol).
+
+    A sum of products that cancels (mv of values near 10 giving 0.01) is off by several
+    ulps of its terms in any summation order; kiln's order is not MKL's, so a fixed
+    tolerance against eager's float32 fails at random seeds while kiln is as exact as
+    eager. Where the graph does not run in float64 the first verdict stands."""
+    try:
+        exact = fn(*[t.double() if t.dtype == torch.float32 else t.clone() for t in fresh])
+    except Exception:   # noqa: BLE001 -- an op without float64: keep compare's verdict
+        return False
+    if len(exact) != len(want):
+        return False
+    for g, w, e in zip(got, want, exact):
+        if not (isinstance(w, torch.Tensor) and w.dtype == torch.float32):
+            continue
+        if not isinstance(e, torch.Tensor) or e.shape != w.shape or g.shape != w.shape \
+                or g.dtype != w.dtype or not torch.equal(g.isnan(), w.isnan()):
+            return False
+        same = (g == w) | g.isnan()          # equal, infinities included, or both NaN
+        e = e.double()
+        eager_err = (w.double() - e).abs().nan_to_num(0.0)
+        kiln_err = (g.double() - e).abs().masked_fill(same, 0.0)
+        if not bool((kiln_err <= 2 * eager_err + FLOAT_TOL["atol"]).all()):
+            return False
+    return True
+
+
 def check_samples(op, pairs) -> tuple[tuple, list[str]]:
     """Compile one graph of the samples, run it on their fresh tensors and compare with
     eager there; returns (fallback ops, fallback warnings). Raises on any difference."""
@@ -216,7 +245,12 @@ def check_samples(op, pairs) -> tuple[tuple, list[str]]:
         warnings.simplefilter("always", KilnFallbackWarning)
         compiled = compiler.compile_fx(gm, example)
     fresh = [t for _, ts in pairs for t in ts]
-    compare(compiled(*[t.clone() for t in fresh]), fn(*[t.clone() for t in fresh]))
+    got, want = compiled(*[t.clone() for t in fresh]), fn(*[t.clone() for t in fresh])
+    try:
+        compare(got, want)
+    except AssertionError:
+        if not as_exact_as_eager(got, want, fn, fresh):
+            raise
     return compiled.fallback_ops, [str(w.message) for w in caught
                                    if issubclass(w.category, KilnFallbackWarning)]
 
