@@ -208,11 +208,13 @@ def load_model(store: "Store", name: str, module: "torch.nn.Module", *, device: 
     """The stored module of ``name`` as a callable used like ``module`` (see the module doc).
     Strict: a miss raises ``ModelMissError`` saying what differs from the nearest record and
     naming each refused row."""
-    wanted = Wanted.here(device, module)
+    import torch
+    where = torch.device(device) if device is not None else _device_of(module)
+    wanted = Wanted.here(where, module)
     warming = None
     if wanted.target == "cuda":     # cuBLAS's set-up overlaps the loading (storage.warm)
         from .warm import warm_blas
-        warming = warm_blas(device if device is not None else _device_of(module), module)
+        warming = warm_blas(where, module)
     try:
         return _load(store, name, module, wanted, tuned)
     finally:

@@ -43,8 +43,9 @@ def extern_op(name: str, ordered: bool = False) -> Callable:
     """``torch.ops.<name>`` (``"aten.addmm.default"``) as the C function its ``OpOverload``
     calls (``_op``: one Python frame less per call), looked up once. An op this torch lacks
     raises where the wrapper calls it, as ``torch.ops.<name>(...)`` in the source would.
-    ``ordered`` (option ``attention = "flash_first"``): attention asks for its backends in
-    ``ATTENTION_ORDER`` (``ordered_attention``)."""
+    ``ordered`` (the wrapper passes it for ``ATTENTION_OPS`` under option ``attention =
+    "flash_first"``): the op asks for its backends in ``ATTENTION_ORDER``
+    (``ordered_attention``)."""
     try:
         op = functools.reduce(getattr, name.split("."), torch.ops)
     except (AttributeError, RuntimeError) as err:
@@ -54,7 +55,7 @@ def extern_op(name: str, ordered: bool = False) -> Callable:
             raise problem
         return missing
     call = getattr(op, "_op", op)
-    return ordered_attention(call) if ordered and name in ATTENTION_OPS else call
+    return ordered_attention(call) if ordered else call
 
 
 ATTENTION_OPS = ("aten.scaled_dot_product_attention.default",)
