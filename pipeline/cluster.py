@@ -291,14 +291,28 @@ class Cluster:
                near: str | None = None) -> Future:
         """Run ``fn(*args)`` as task ``key``; ``near`` prefers a worker (where its input was
         made) without requiring it, ``gpu`` requires a worker with the GPU resource."""
-        cpu = {"CPU": 1} if self._cpu_resource else None
+        resources = {"GPU": 1} if gpu else ({"CPU": 1} if self._cpu_resource else None)
+        if near and resources and not self._offers(near, resources):
+            near = None
         future = self.client.submit(
-            fn, *args, key=key, pure=False,
-            resources={"GPU": 1} if gpu else cpu,
+            fn, *args, key=key, pure=False, resources=resources,
             workers=[near] if near else None, allow_other_workers=bool(near))
         # Done futures are queued as they finish, so waiting costs nothing per pending task.
         future.add_done_callback(self._done.put)
         return future
+
+    def _offers(self, worker: str, resources: dict[str, int]) -> bool:
+        """Whether ``worker`` is in the cluster now and offers ``resources``. A preferred
+        worker that does not (it restarted under another address, or it is a GPU worker and
+        the task wants a CPU one) must not be named: the scheduler then treats the loose
+        preference as no restriction at all, resources included, and a worker without the
+        resource that gets the task fails in its state machine (KeyError 'CPU') and stops
+        taking tasks (dask/distributed issue 4792)."""
+        try:
+            offered = self.client.scheduler_info(n_workers=-1)["workers"][worker]["resources"]
+        except (KeyError, TypeError):
+            return False
+        return all(offered.get(name, 0) >= amount for name, amount in resources.items())
 
     def wait_any(self, timeout: float) -> list[Future]:
         """Futures that finished (or were cancelled) since the last call, waiting at most

@@ -394,6 +394,14 @@ def test_gpu_workers_are_pinned_and_carry_the_gpu_resource():
         if not torch.cuda.is_available():   # asked for a card it does not have: said up front
             assert any("cluster.gpus = 1 but this machine shows 0 GPU(s)" in note
                        for note in cluster.info.notes)
+        # A CPU task preferring a worker that cannot run it (the GPU worker; a worker gone)
+        # runs on a CPU worker. Named as a loose preference, Dask gave it to the GPU worker,
+        # whose state machine failed (KeyError 'CPU'), and tuning stalled behind it.
+        for near in (gpu[0], "tcp://127.0.0.1:1"):
+            futures = [cluster.submit(os.getpid, key=f"near-{i}-{near}", near=near)
+                       for i in range(3)]
+            assert all(isinstance(f.result(timeout=60), int) for f in futures)
+            assert {cluster.worker_of(f) for f in futures}.isdisjoint(gpu)
 
 
 def test_second_run_captures_nothing_but_edited_kwargs_are_captured(tmp_path, shared):
