@@ -89,7 +89,9 @@ def child(ns: argparse.Namespace) -> dict:
     row.update({"capture_s": t2 - t1, "lower_s": t3 - t2, "load_s": t4 - t3,
                 "precompile_s": t5 - t4, "total_s": t5 - t0,
                 "kernels": len(artifact.kernels), "compiled": result["compiled"],
-                "errors": len(result["errors"])})
+                "errors": len(result["errors"]),
+                "compile_cpu_s": sum(result["compile_seconds"].values()),
+                "slowest": sorted(result["compile_seconds"].items(), key=lambda kv: -kv[1])[:8]})
     return row
 
 
@@ -112,6 +114,7 @@ def main(argv=None) -> int:
     p.add_argument("--models", help="comma-separated names from the config (default: all)")
     p.add_argument("--workers", type=int, default=max(1, min(16, os.cpu_count() or 1)))
     p.add_argument("--json", type=Path)
+    p.add_argument("--modes", default=",".join(MODES), help="comma-separated, of " + str(MODES))
     p.add_argument("--child", choices=MODES, help=argparse.SUPPRESS)
     p.add_argument("--model", help=argparse.SUPPRESS)
     ns = p.parse_args(argv)
@@ -131,7 +134,7 @@ def main(argv=None) -> int:
     rows = []
     with tempfile.TemporaryDirectory(prefix="bench-cold-") as tmp:
         for model in models:
-            for mode in MODES:
+            for mode in ns.modes.split(","):
                 row = run_child(ns, model, mode, Path(tmp))
                 rows.append(row)
                 if "error" in row:
@@ -140,6 +143,8 @@ def main(argv=None) -> int:
                 print(f"{model:<16} {mode:<9} {row['imports_s']:7.2f} " +
                       " ".join(f"{row[k]:10.2f}" for k in PHASES) +
                       f" {row['kernels']:7d} {row['compiled']:8d}", flush=True)
+                print(f"  compile CPU s in workers {row['compile_cpu_s']:.2f}; slowest: " +
+                      ", ".join(f"{n} {s:.2f}" for n, s in row["slowest"]), flush=True)
             done = {r["mode"]: r for r in rows[-2:] if "error" not in r}
             if len(done) == 2:
                 print(f"{model:<16} {'ratio':<9} {'':>7} " + " ".join(
