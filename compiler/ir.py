@@ -130,7 +130,9 @@ class Op(Expr):
 
 
 def map_indices(expr: Expr, fn: Callable[[sympy.Expr], sympy.Expr]) -> Expr:
-    """``expr`` with ``fn`` applied to every index (loads, index values, indirect indices)."""
+    """``expr`` with ``fn`` applied to every index (loads, index values, indirect indices).
+    A node whose indices and children all come back as the very same objects is kept, not
+    copied: it keeps its cached hash, and most of a body is unchanged by a substitution."""
     memo: dict[int, Expr] = {}
 
     def go(e: Expr) -> Expr:
@@ -138,18 +140,27 @@ def map_indices(expr: Expr, fn: Callable[[sympy.Expr], sympy.Expr]) -> Expr:
         if key in memo:
             return memo[key]
         if isinstance(e, Load):
-            out = dataclasses.replace(e, index=fn(sympy.sympify(e.index)),
-                                      indirect=tuple((s, go(v)) for s, v in e.indirect))
+            index = fn(sympy.sympify(e.index))
+            indirect = tuple((s, go(v)) for s, v in e.indirect)
+            same = index is e.index and _same(indirect, e.indirect)
+            out = e if same else dataclasses.replace(e, index=index, indirect=indirect)
         elif isinstance(e, IndexExpr):
-            out = dataclasses.replace(e, index=fn(sympy.sympify(e.index)))
+            index = fn(sympy.sympify(e.index))
+            out = e if index is e.index else dataclasses.replace(e, index=index)
         elif isinstance(e, Op):
-            out = dataclasses.replace(e, args=tuple(go(a) for a in e.args))
+            args = tuple(go(a) for a in e.args)
+            out = e if _same(args, e.args) else dataclasses.replace(e, args=args)
         else:
             out = e
         memo[key] = out
         return out
 
     return go(expr)
+
+
+def _same(new: tuple, old: tuple) -> bool:
+    """Whether each item of ``new`` is the very object of ``old`` (pairs: their values)."""
+    return all((n[1] is o[1]) if isinstance(n, tuple) else (n is o) for n, o in zip(new, old))
 
 
 def substitute(expr: Expr, mapping: dict) -> Expr:

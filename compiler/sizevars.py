@@ -224,6 +224,14 @@ def affine_coefficients(expr: sympy.Expr, symbols) -> tuple[sympy.Expr, list[sym
 
     Example: ``affine_coefficients(3*i0 + i1 + 5, [i0, i1]) == (5, [3, 1])``.
     """
+    found = _affine(sympy.sympify(expr), tuple(symbols))
+    return None if found is None else (found[0], list(found[1]))
+
+
+@functools.lru_cache(maxsize=1 << 14)
+def _affine(expr: sympy.Expr, symbols: tuple) -> tuple[sympy.Expr, tuple] | None:
+    """``affine_coefficients``, memoized: a kernel's planning asks it for each load at every
+    step (tiling, row order), and a model's kernels share their index expressions."""
     expr = sympy.expand(expr)
     coeffs = []
     rest = expr
@@ -236,7 +244,7 @@ def affine_coefficients(expr: sympy.Expr, symbols) -> tuple[sympy.Expr, list[sym
     rest = sympy.expand(rest)
     if rest.free_symbols & set(symbols) or rest.has(FloorDiv, ModularIndexing):
         return None
-    return rest, coeffs
+    return rest, tuple(coeffs)
 
 
 class TritonPrinter(StrPrinter):

