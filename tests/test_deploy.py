@@ -25,14 +25,10 @@ ROOT = Path(__file__).resolve().parent.parent
 
 
 @pytest.fixture(scope="module")
-def baked(tmp_path_factory) -> Path:
-    """A store ``kiln run configs/zoo-tiny.toml`` filled (cpu and sm_90 modules)."""
-    root = tmp_path_factory.mktemp("deploy") / "store"
-    run = subprocess.run([sys.executable, "-m", "pipeline.cli", "run",
-                          str(ROOT / "configs" / "zoo-tiny.toml"), "--store", str(root)],
-                         cwd=ROOT, capture_output=True, text=True, timeout=600)
-    assert run.returncode == 0, run.stdout[-2000:] + run.stderr[-2000:]
-    return root
+def baked(tiny_bake) -> Path:
+    """A store ``kiln run configs/zoo-tiny.toml`` filled (cpu and sm_90 modules), shared with
+    the other readers of the session's bake (``conftest.tiny_bake``)."""
+    return tiny_bake.root
 
 
 # What serving must never do; each raises if called (the fresh process below patches them).

@@ -3,8 +3,8 @@
 look at (plain progress in a log, the dashboard's address, Dask's performance report, the
 per-model time chart).
 
-The tiny zoo is baked once for the module, by `python -m pipeline.cli run` in a subprocess
-(not a terminal: its output must be plain text).
+The tiny zoo is baked once for the session (``conftest.tiny_bake``), by `python -m pipeline.cli
+run` in a subprocess (not a terminal: its output must be plain text).
 """
 from __future__ import annotations
 
@@ -12,7 +12,6 @@ import json
 import re
 import shutil
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -36,15 +35,8 @@ class Baked:
 
 
 @pytest.fixture(scope="module")
-def baked(tmp_path_factory) -> Baked:
-    base = tmp_path_factory.mktemp("tiny")
-    root, report = base / "store", base / "dask-report.html"
-    done = subprocess.run(
-        [sys.executable, "-m", "pipeline.cli", "run", "configs/zoo-tiny.toml", "--store",
-         str(root), "--dask-report", str(report)],
-        cwd=REPO, capture_output=True, text=True, timeout=600)
-    assert done.returncode == 0, (done.stdout[-3000:], done.stderr[-3000:])
-    return Baked(root, report, done)
+def baked(tiny_bake) -> Baked:
+    return Baked(tiny_bake.root, tiny_bake.report, tiny_bake.done)
 
 
 @pytest.fixture
