@@ -180,9 +180,15 @@ def simplify(expr: sympy.Expr, ranges: Mapping[sympy.Symbol, sympy.Expr]) -> sym
     model's repeated blocks ask for the same index expressions kernel after kernel.
     """
     expr = sympy.sympify(expr)
-    bounds = tuple(sorted(((s, ranges[s]) for s in expr.free_symbols if s in ranges),
+    bounds = tuple(sorted(((s, ranges[s]) for s in _free_symbols(expr) if s in ranges),
                           key=lambda pair: str(pair[0])))
     return _simplify_bounded(expr, bounds)
+
+
+@functools.lru_cache(maxsize=1 << 16)
+def _free_symbols(expr: sympy.Expr) -> frozenset:
+    """``expr.free_symbols``, which sympy walks the expression for at every call."""
+    return frozenset(expr.free_symbols)
 
 
 @functools.lru_cache(maxsize=1 << 16)
@@ -280,4 +286,11 @@ class TritonPrinter(StrPrinter):
 
 def texpr(expr: sympy.Expr) -> str:
     """Triton source for an index expression."""
+    return _texpr(sympy.sympify(expr))
+
+
+@functools.lru_cache(maxsize=1 << 14)
+def _texpr(expr: sympy.Expr) -> str:
+    # Memoized: a kernel prints each of its index expressions at every load and mask, and a
+    # model's kernels share them; sympy's printer walks the whole expression each time.
     return TritonPrinter().doprint(expr)
