@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import dataclasses
 import enum
+import functools
 from dataclasses import dataclass
 from typing import Any, Callable, Sequence
 
@@ -217,8 +218,15 @@ def children(e: Expr) -> tuple[Expr, ...]:
     return ()
 
 
-def walk(expr: Expr):
+def walk(expr: Expr) -> list:
     """Each distinct node of ``expr`` once, children before parents."""
+    return list(_walk(expr))
+
+
+@functools.lru_cache(maxsize=1 << 12)
+def _walk(expr: Expr) -> tuple:
+    # Memoized (nodes are frozen, their hash cached): planning and emitting a kernel walk
+    # the same bodies again and again (EfficientNet-B0: 2458 walks of 1071 bodies).
     seen: set = set()
     order: list[Expr] = []
 
@@ -231,7 +239,7 @@ def walk(expr: Expr):
         order.append(e)
 
     go(expr)
-    return order
+    return tuple(order)
 
 
 def count_reads_and_ops(expr: Expr) -> tuple[int, int]:
