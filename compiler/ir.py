@@ -165,8 +165,18 @@ def _same(new: tuple, old: tuple) -> bool:
 
 
 def substitute(expr: Expr, mapping: dict) -> Expr:
-    """``expr`` with index symbols replaced per ``mapping`` (shared subtrees done once)."""
-    return map_indices(expr, lambda index: index.xreplace(mapping))
+    """``expr`` with index symbols replaced per ``mapping`` (shared subtrees done once, and
+    each distinct index once: the loads of a pointwise body mostly share their index)."""
+    done: dict = {}     # index -> its replacement, or None where nothing in it is replaced
+
+    def replace(index: sympy.Expr) -> sympy.Expr:
+        if index not in done:
+            out = index.xreplace(mapping)
+            done[index] = None if out is index else out
+        out = done[index]
+        return index if out is None else out
+
+    return map_indices(expr, replace)
 
 
 def bind_indirect(expr: Expr, binds: tuple) -> Expr | None:

@@ -5,9 +5,11 @@ from __future__ import annotations
 
 import pickle
 
+import sympy
 import torch
 
-from compiler.ir import Const, Load, Op, index_symbol, walk
+from compiler.ir import (Const, Load, Op, OpName, index_symbol, index_symbols, substitute,
+                         walk)
 
 
 class _CountedHash:
@@ -44,3 +46,15 @@ def test_a_pickled_node_drops_its_cached_hash_and_stays_equal():
     copy = pickle.loads(pickle.dumps(node))
     assert "_hash" not in vars(copy) and "_hash" not in vars(copy.args[0])
     assert copy == node and hash(copy) == hash(node) and {node, copy} == {node}
+
+
+def test_substitute_replaces_each_index_and_keeps_untouched_nodes():
+    """Two loads of one index get one replacement (zero included); a node nothing replaces
+    in is the very node, so its cached hash and memo entries carry over."""
+    i = index_symbols(2)
+    a, b = Load("a", 4 * i[0] + i[1], torch.float32), Load("b", 4 * i[0] + i[1], torch.float32)
+    body = Op(OpName.ADD, (a, b), torch.float32)
+    moved = substitute(body, {i[0]: sympy.Integer(0), i[1]: sympy.Integer(0)})
+    assert [n.index for n in moved.args] == [0, 0]
+    kept = substitute(body, {index_symbols(3)[2]: sympy.Integer(5)})
+    assert kept is body
