@@ -195,7 +195,7 @@ def _free_symbols(expr: sympy.Expr) -> frozenset:
 def _simplify_bounded(expr: sympy.Expr, bounds: tuple) -> sympy.Expr:
     ranges = dict(bounds)
     for _ in range(8):
-        new = _combine_digit_pairs(sympy.expand(_simplify_once(expr, ranges)))
+        new = _combine_digit_pairs(_expanded(_simplify_once(expr, ranges)))
         if new == expr:
             return new
         expr = new
@@ -207,10 +207,25 @@ def _simplify_once(expr, ranges):
         return expr
     args = [_simplify_once(a, ranges) for a in expr.args]
     if isinstance(expr, FloorDiv):
-        return _simplify_floordiv(sympy.expand(args[0]), args[1], ranges)
+        return _simplify_floordiv(_expanded(args[0]), args[1], ranges)
     if isinstance(expr, ModularIndexing):
-        return _simplify_modular(sympy.expand(args[0]), args[1], args[2], ranges)
+        return _simplify_modular(_expanded(args[0]), args[1], args[2], ranges)
     return expr.func(*args)
+
+
+def _expanded(expr: sympy.Expr) -> sympy.Expr:
+    """``sympy.expand(expr)`` where something in it multiplies out, else ``expr`` itself:
+    an index is mostly a sum of integer multiples of symbols and of floor/mod terms, which
+    ``_simplify_once`` rebuilt from expanded arguments, and sympy's expand walks it whole
+    however little there is to do (two thirds of a first lowering's simplification)."""
+    for term in sympy.Add.make_args(expr):
+        for factor in sympy.Mul.make_args(term):
+            if factor.is_Atom or isinstance(factor, (FloorDiv, ModularIndexing)):
+                continue
+            if factor.is_Pow and factor.base.is_Atom:
+                continue
+            return sympy.expand(expr)
+    return expr
 
 
 def index_step(index: sympy.Expr, symbol: sympy.Symbol, zero: Mapping) -> int | None:

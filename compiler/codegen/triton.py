@@ -112,14 +112,47 @@ def _merge_dims(dims: tuple, exprs: tuple) -> tuple[tuple, tuple]:
             v = _merged_symbol(a, b)
             sub = {a: FloorDiv(v, sb), b: ModularIndexing(v, 1, sb)}
             ranges = dict(dims[:k] + [(v, sa * sb)] + dims[k + 2:])
-            new_exprs = [simplify(sympy.sympify(e).xreplace(sub), ranges) for e in exprs]
-            if _divmods(new_exprs, {v}) <= _divmods(exprs, {a, b}):
+            joined = _joined(exprs, a, b, sb, v)
+            if joined is not None:     # no access needs div/mod for the merged dim
+                new_exprs = [simplify(e, ranges) for e in joined]
+            else:
+                new_exprs = [simplify(sympy.sympify(e).xreplace(sub), ranges) for e in exprs]
+            if joined is not None or _divmods(new_exprs, {v}) <= _divmods(exprs, {a, b}):
                 dims = dims[:k] + [(v, sa * sb)] + dims[k + 2:]
                 mapping = {s: simplify(e.xreplace(sub), ranges) for s, e in mapping.items()}
                 exprs = new_exprs
                 merged = True
                 break
     return tuple(dims), tuple(mapping.items())
+
+
+def _joined(exprs, a: sympy.Symbol, b: sympy.Symbol, sb, v: sympy.Symbol) -> list | None:
+    """``exprs`` with dims ``a`` (outer) and ``b`` (of size ``sb``) as the one index ``v``,
+    where every one that uses them steps ``a`` as ``sb`` steps of ``b`` (integer
+    coefficients, no floor or mod of them): the merge then costs no div/mod, and the
+    substitution ``a = v // sb, b = v % sb`` would simplify back to ``c*v`` anyway, at
+    a few milliseconds of sympy a try. None where any expression is not so."""
+    if not sympy.sympify(sb).is_Integer:
+        return None
+    out = []
+    for e in exprs:
+        e = sympy.sympify(e)
+        if not e.has(a, b):
+            out.append(e)
+            continue
+        coeffs, rest = {a: 0, b: 0}, []
+        for term in sympy.Add.make_args(e):
+            c, sym = term.as_coeff_Mul()
+            if sym in coeffs and c.is_Integer:
+                coeffs[sym] += c
+            elif term.has(a, b):
+                return None
+            else:
+                rest.append(term)
+        if coeffs[b] == 0 or coeffs[a] != coeffs[b] * sb:
+            return None
+        out.append(sympy.Add(*rest) + coeffs[b] * v)
+    return out
 
 
 def _merged_symbol(a: sympy.Symbol, b: sympy.Symbol) -> sympy.Symbol:
