@@ -25,7 +25,7 @@ from typing import Any, Callable, Sequence
 import sympy
 import torch
 
-from .sizevars import index_symbol
+from .sizevars import free_symbols, index_symbol
 
 # The dtypes kiln's lowerings and Triton kernels handle. Anything else (complex, float8,
 # quantized) is refused at capture with the offending input named, not deep in codegen; a
@@ -168,10 +168,12 @@ def substitute(expr: Expr, mapping: dict) -> Expr:
     """``expr`` with index symbols replaced per ``mapping`` (shared subtrees done once, and
     each distinct index once: the loads of a pointwise body mostly share their index)."""
     done: dict = {}     # index -> its replacement, or None where nothing in it is replaced
+    by_symbol = all(isinstance(k, sympy.Symbol) for k in mapping)
 
     def replace(index: sympy.Expr) -> sympy.Expr:
         if index not in done:
-            out = index.xreplace(mapping)
+            touched = not by_symbol or not free_symbols(index).isdisjoint(mapping)
+            out = index.xreplace(mapping) if touched else index
             done[index] = None if out is index else out
         out = done[index]
         return index if out is None else out

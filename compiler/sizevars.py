@@ -180,14 +180,14 @@ def simplify(expr: sympy.Expr, ranges: Mapping[sympy.Symbol, sympy.Expr]) -> sym
     model's repeated blocks ask for the same index expressions kernel after kernel.
     """
     expr = sympy.sympify(expr)
-    bounds = tuple(sorted(((s, ranges[s]) for s in _free_symbols(expr) if s in ranges),
+    bounds = tuple(sorted(((s, ranges[s]) for s in free_symbols(expr) if s in ranges),
                           key=lambda pair: str(pair[0])))
     return _simplify_bounded(expr, bounds)
 
 
 @functools.lru_cache(maxsize=1 << 16)
-def _free_symbols(expr: sympy.Expr) -> frozenset:
-    """``expr.free_symbols``, which sympy walks the expression for at every call."""
+def free_symbols(expr: sympy.Expr) -> frozenset:
+    """``expr.free_symbols``, memoized: sympy walks the expression for it at every call."""
     return frozenset(expr.free_symbols)
 
 
