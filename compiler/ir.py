@@ -25,7 +25,7 @@ from typing import Any, Callable, Sequence
 import sympy
 import torch
 
-from .sizevars import free_symbols, index_symbol
+from .sizevars import index_symbol, replace_symbols
 
 # The dtypes kiln's lowerings and Triton kernels handle. Anything else (complex, float8,
 # quantized) is refused at capture with the offending input named, not deep in codegen; a
@@ -143,7 +143,8 @@ def map_indices(expr: Expr, fn: Callable[[sympy.Expr], sympy.Expr]) -> Expr:
         if isinstance(e, Load):
             index = fn(sympy.sympify(e.index))
             indirect = tuple((s, go(v)) for s, v in e.indirect)
-            same = index is e.index and _same(indirect, e.indirect)
+            same = index is e.index and _same([v for _, v in indirect],
+                                              [v for _, v in e.indirect])
             out = e if same else dataclasses.replace(e, index=index, indirect=indirect)
         elif isinstance(e, IndexExpr):
             index = fn(sympy.sympify(e.index))
@@ -159,9 +160,9 @@ def map_indices(expr: Expr, fn: Callable[[sympy.Expr], sympy.Expr]) -> Expr:
     return go(expr)
 
 
-def _same(new: tuple, old: tuple) -> bool:
-    """Whether each item of ``new`` is the very object of ``old`` (pairs: their values)."""
-    return all((n[1] is o[1]) if isinstance(n, tuple) else (n is o) for n, o in zip(new, old))
+def _same(new, old) -> bool:
+    """Whether each item of ``new`` is the very object of ``old``."""
+    return all(n is o for n, o in zip(new, old))
 
 
 def substitute(expr: Expr, mapping: dict) -> Expr:
@@ -172,8 +173,7 @@ def substitute(expr: Expr, mapping: dict) -> Expr:
 
     def replace(index: sympy.Expr) -> sympy.Expr:
         if index not in done:
-            touched = not by_symbol or not free_symbols(index).isdisjoint(mapping)
-            out = index.xreplace(mapping) if touched else index
+            out = replace_symbols(index, mapping) if by_symbol else index.xreplace(mapping)
             done[index] = None if out is index else out
         out = done[index]
         return index if out is None else out

@@ -191,6 +191,13 @@ def free_symbols(expr: sympy.Expr) -> frozenset:
     return frozenset(expr.free_symbols)
 
 
+def replace_symbols(expr: sympy.Expr, mapping: Mapping[sympy.Symbol, sympy.Expr]) -> sympy.Expr:
+    """``expr.xreplace(mapping)`` for a mapping of symbols; ``expr`` itself, without sympy's
+    walk, where none of its symbols is replaced."""
+    expr = sympy.sympify(expr)
+    return expr if free_symbols(expr).isdisjoint(mapping) else expr.xreplace(mapping)
+
+
 @functools.lru_cache(maxsize=1 << 16)
 def _simplify_bounded(expr: sympy.Expr, bounds: tuple) -> sympy.Expr:
     ranges = dict(bounds)

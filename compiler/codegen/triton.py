@@ -27,8 +27,8 @@ import torch
 
 from ..ir import (PSEUDO_OPS, ComputedBuffer, Const, Expr, IndexExpr, Load, Op, OpName,
                   index_symbols, map_indices, substitute, walk)
-from ..sizevars import (FloorDiv, ModularIndexing, affine_coefficients, free_symbols, simplify,
-                        size_hint, texpr, upper_bound)
+from ..sizevars import (FloorDiv, ModularIndexing, affine_coefficients, replace_symbols,
+                        simplify, size_hint, texpr, upper_bound)
 from ..kernels.spec import KernelKind
 from .builder import CodeBuilder
 from .kernel import GeneratedKernel, generated, jit_header
@@ -116,7 +116,7 @@ def _merge_dims(dims: tuple, exprs: tuple) -> tuple[tuple, tuple]:
             if joined is not None:     # no access needs div/mod for the merged dim
                 new_exprs = [simplify(e, ranges) for e in joined]
             else:
-                new_exprs = [simplify(_sub(e, sub), ranges) for e in exprs]
+                new_exprs = [simplify(replace_symbols(e, sub), ranges) for e in exprs]
             if joined is not None or _divmods(new_exprs, {v}) <= _divmods(exprs, {a, b}):
                 dims = dims[:k] + [(v, sa * sb)] + dims[k + 2:]
                 mapping = {s: simplify(e.xreplace(sub), ranges) for s, e in mapping.items()}
@@ -124,12 +124,6 @@ def _merge_dims(dims: tuple, exprs: tuple) -> tuple[tuple, tuple]:
                 merged = True
                 break
     return tuple(dims), tuple(mapping.items())
-
-
-def _sub(expr, sub: dict) -> sympy.Expr:
-    """``expr.xreplace(sub)``, without sympy's walk where none of its symbols is replaced."""
-    expr = sympy.sympify(expr)
-    return expr if free_symbols(expr).isdisjoint(sub) else expr.xreplace(sub)
 
 
 def _joined(exprs, a: sympy.Symbol, b: sympy.Symbol, sb, v: sympy.Symbol) -> list | None:
