@@ -373,11 +373,21 @@ class Cluster:
                     for ts, seconds in ws.executing.items()}
         return self.client.run_on_scheduler(running)
 
-    def stop(self, future: Future, worker: str) -> None:
-        """End a hung task: cancel it, then restart its worker (the only way to stop a
-        thread stuck in native code); the Nanny brings a fresh worker up."""
+    def stop(self, future: Future, worker: str,
+             kill: Callable[[], bool] | None = None) -> str:
+        """End a hung task: cancel it, then run ``kill`` on its worker (it ends the task's
+        own process and says whether it found it: ``pipeline.sandbox.stop_task``); failing
+        that, restart the worker, the only other way to stop a thread stuck in native code
+        (its Nanny brings a fresh worker up). Returns what was done, for the failure row."""
         self.cancel([future])
+        if kill is not None:
+            try:
+                if self.client.run(kill, workers=[worker]).get(worker):
+                    return "its process was killed"
+            except Exception:   # the worker is gone or unreachable: restart it below
+                pass
         self.client.restart_workers([worker], raise_for_error=False)
+        return "its worker restarted"
 
     def worker_pids(self) -> dict[str, int]:
         """``{worker address: process id}``, e.g. for a test that kills a worker."""

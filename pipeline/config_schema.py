@@ -251,7 +251,7 @@ class ClusterTable(TomlTable):
 
 class TimeoutTable(TomlTable):
     """``[tasks.timeout_s]``: seconds a task of each stage may run before it is stopped
-    (its worker restarted) and recorded as failed."""
+    (the process running it is killed) and recorded as failed."""
     capture: float = Field(DEFAULT_TIMEOUTS["capture"], ge=0.001)
     """Capturing one model."""
     lower: float = Field(DEFAULT_TIMEOUTS["lower"], ge=0.001)

@@ -27,8 +27,9 @@ the kernel source from the store themselves):
 
 - a task whose worker dies is re-run elsewhere by the scheduler, ``tasks.retries`` times,
   then becomes a failure (``KilledWorker``) with its attempt count;
-- a task running longer than its stage's timeout is cancelled and its worker restarted (the
-  only way to stop a thread hung in native code), and becomes a ``TaskTimeout`` failure;
+- a task running longer than its stage's timeout is cancelled and the child process running
+  it killed (``pipeline.sandbox.stop_task``; its worker is restarted where that fails), and
+  becomes a ``TaskTimeout`` failure;
 - every failure is written to the store's ``failures`` dataset, and the other models go on;
 - SIGINT or SIGTERM stops submitting, cancels what is pending and returns with every
   finished record already in the store; the next run skips what is there.
@@ -60,7 +61,7 @@ from pipeline.config import RunConfig, cuda_arch, gpu_targets
 from pipeline.kernel_tasks import BuildJob, build_task
 from pipeline.progress import Progress
 from pipeline.report import RunReport, lower_targets
-from pipeline.sandbox import run_isolated
+from pipeline.sandbox import run_isolated, stop_task
 from pipeline.shapes import KernelShape
 from pipeline.tasks import (FAILED, SKIPPED, LowerJob, TaskResult, capture_task, lower_task,
                             restore_task, source_key)
@@ -207,7 +208,7 @@ class _Runner:
         if task.stage in ISOLATED:   # a crash fails this task only (pipeline.sandbox)
             where = f"[{task.target}]" if task.target else ""
             fn = functools.partial(run_isolated, fn, attempts=self.config.tasks.retries + 1,
-                                   what=f"{task.stage}{where} of {task.model!r}")
+                                   what=f"{task.stage}{where} of {task.model!r}", key=key)
         future = self.cluster.submit(fn, arg, self.store_root, key=key, near=near,
                                      gpu=task.stage == "tune")
         self.pending[future] = replace(task, dask_key=key,
@@ -457,13 +458,14 @@ class _Runner:
                 self._time_out(future, task, worker)
 
     def _time_out(self, future: Any, task: _Task, worker: str) -> None:
-        """A hung task: stop it (its worker is restarted) and record it as failed."""
+        """A hung task: stop it (its process is killed) and record it as failed."""
         del self.pending[future], self.by_key[task.dask_key]
-        self.cluster.stop(future, worker)
+        kill = functools.partial(stop_task, task.dask_key) if task.stage in ISOLATED else None
+        done = self.cluster.stop(future, worker, kill)
         limit = self.config.tasks.timeout(task.stage)
         result = self._failed(task, "TaskTimeout", f"{task.stage} of {task.model} ran over its "
                               f"{limit:g} s timeout on {worker}; the task was cancelled and "
-                              f"the worker restarted", attempts=1)
+                              f"{done}", attempts=1)
         self._record(result, worker, task.submitted)
         self._after(result, task, None)
 

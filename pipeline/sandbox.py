@@ -10,8 +10,13 @@ that task is affected: it is tried again in a fresh child, ``attempts`` times in
 raises ``TaskCrashed`` naming the exit status; the worker and its other tasks carry on.
 
 The child keeps the worker's standard output and error (on kiln's embedded cluster, the
-run's log file) and ends itself when its worker dies, so a worker restarted for a timeout
-takes its child along. Not ``multiprocessing``: Dask workers are daemonic processes, which
+run's log file) and ends itself when its worker dies, so a restarted worker takes its child
+along. A task that runs past its timeout is ended from outside: ``stop_task(key)`` (run on
+its worker) kills the child running that task, which raises ``TaskStopped`` at once, with no
+further attempt; the worker keeps running. Restarting the
+worker instead costs a process start, and Dask's restart can race with the scheduler's
+removal of the closing worker and close its Nanny for good, shrinking the cluster.
+Not ``multiprocessing``: Dask workers are daemonic processes, which
 may not have multiprocessing children, and its spawned children re-run the caller's main
 script (``compiler.precompile`` chose a plain subprocess for the same reasons).
 
@@ -21,6 +26,7 @@ Example:
 """
 from __future__ import annotations
 
+import contextlib
 import faulthandler
 import os
 import pickle
@@ -31,7 +37,7 @@ import sys
 import threading
 import time
 from multiprocessing.connection import Connection
-from typing import Any, Callable
+from typing import Any, Callable, Iterator
 
 _PARENT_POLL_S = 1.0      # how often a child checks that its worker lives
 _DEATH_POLL_S = 0.2       # how often a waiting worker checks that its child lives
@@ -103,6 +109,10 @@ class _Child:
         self.conn.close()
 
 
+class TaskStopped(RuntimeError):
+    """The task was stopped from outside (``stop_task``), e.g. at its timeout."""
+
+
 class ChildDied(Exception):
     def __init__(self, code: int | None):
         super().__init__(code)
@@ -110,6 +120,11 @@ class ChildDied(Exception):
 
 
 _local = threading.local()
+# The children running keyed tasks, for stop_task (called from another thread: Dask runs
+# ``Client.run`` functions on the worker's event loop, not the task's thread).
+_running: dict[str, _Child] = {}
+_stopped: set[str] = set()
+_lock = threading.Lock()
 
 
 def _child() -> _Child:
@@ -120,20 +135,62 @@ def _child() -> _Child:
 
 
 def run_isolated(fn: Callable[..., Any], *args: Any, attempts: int = 1,
-                 what: str = "task") -> Any:
+                 what: str = "task", key: str | None = None) -> Any:
     """``fn(*args)`` in this thread's child process (see the module doc). ``fn`` and
     ``args`` are pickled to the child and the result back; ``what`` names the task in the
-    ``TaskCrashed`` message."""
+    ``TaskCrashed`` message; ``key`` lets ``stop_task`` end it."""
     codes = []
     for _ in range(max(attempts, 1)):
+        child = _child()
         try:
-            return _child().call(fn, args)
+            with _tracked(key, child):
+                return child.call(fn, args)
         except ChildDied as died:
+            if _was_stopped(key):
+                raise TaskStopped(f"{what} was stopped from outside; its process was "
+                                  f"killed") from None
             codes.append(describe_exit(died.code))
             _local.child = None
     raise TaskCrashed(f"{what} ended its process ({', '.join(dict.fromkeys(codes))}) in "
                       f"each of {len(codes)} attempt(s), each in a fresh process; the worker "
                       f"and the other tasks carried on", len(codes))
+
+
+def stop_task(key: str) -> bool:
+    """Kill the child running task ``key`` in this process, so that task raises
+    ``TaskStopped``; False when no task of that key is running here."""
+    with _lock:
+        child = _running.get(key)
+        if child is None:
+            return False
+        _stopped.add(key)
+    # Only the kill here: the task's own thread sees its child gone and closes the socket
+    # (closing it under that thread's poll could hit a reused descriptor).
+    child.proc.kill()
+    return True
+
+
+@contextlib.contextmanager
+def _tracked(key: str | None, child: _Child) -> Iterator[None]:
+    """Registers ``child`` as running task ``key`` for the duration of one call."""
+    if key is None:
+        yield
+        return
+    with _lock:
+        _running[key] = child
+    try:
+        yield
+    finally:
+        with _lock:
+            _running.pop(key, None)
+
+
+def _was_stopped(key: str | None) -> bool:
+    with _lock:
+        if key in _stopped:
+            _stopped.discard(key)
+            return True
+        return False
 
 
 def serve(fd: int, parent_pid: int) -> None:

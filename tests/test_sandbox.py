@@ -6,12 +6,13 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
 import pytest
 
-from pipeline.sandbox import TaskCrashed, run_isolated
+from pipeline.sandbox import TaskCrashed, TaskStopped, run_isolated, stop_task
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -66,3 +67,27 @@ def test_a_child_ends_when_its_worker_dies(tmp_path):
         time.sleep(0.1)
     assert not os.path.exists(f"/proc/{child}") or \
         open(f"/proc/{child}/stat").read().split()[2] == "Z"
+
+
+def test_stop_task_kills_only_that_task_and_it_is_not_retried():
+    """A timed-out task is ended by killing its child (no worker restart): the task raises
+    TaskStopped at once, whatever its attempts, and the thread's next task gets a new child."""
+    outcome = {}
+
+    def hung() -> None:
+        try:
+            run_isolated(time.sleep, 60, attempts=3, what="capture of 'hang'", key="k-1")
+        except TaskStopped as exc:
+            outcome["stopped"] = str(exc)
+
+    thread = threading.Thread(target=hung)
+    thread.start()
+    deadline = time.monotonic() + 30
+    while not stop_task("k-1"):          # False until the task is running in its child
+        assert time.monotonic() < deadline and thread.is_alive()
+        time.sleep(0.05)
+    thread.join(10)
+    assert not thread.is_alive()
+    assert outcome["stopped"].startswith("capture of 'hang' was stopped")
+    assert not stop_task("k-1")          # nothing of that key runs any more
+    assert run_isolated(pow, 2, 5) == 32
