@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# One call on the GPU machine: install the wheels it lacks (.whl, carried: Dask's from
-# ../shared/tools/device-wheels.sh, and pydantic's, which pipeline/config_schema.py needs),
+# One call on the GPU machine: install the wheels it lacks (.whl, carried: Dask's and
+# pytest-xdist's from `../shared/tools/device-wheels.sh .whl pytest-xdist execnet`, and
+# pydantic's, which pipeline/config_schema.py needs),
 # then run the steps named on the command line, each writing its output under $OUT:
 #   bash benchmarks/run_device.sh deploy      # kiln run configs/zoo-deploy.toml + bench_deploy
 #   bash benchmarks/run_device.sh launch      # bench_launch: host us per launch, kiln vs Inductor
@@ -72,7 +73,7 @@ for step in "$@"; do
       python3 benchmarks/bench_launch.py --json "$OUT/bench_launch.json" 2>&1 \
           | tee "$OUT/bench_launch.txt" | tail -12 ;;
     gpu-tests)
-      python3 -m pytest -q -m gpu -p no:cacheprovider \
+      python3 -m pytest -q -n 0 -m gpu -p no:cacheprovider \
           ${GPU_TESTS:-tests/test_bound_launch.py tests/test_graph_pool_gpu.py tests/test_deploy.py \
           tests/test_capture_keys.py tests/test_static_launch.py tests/test_binaries.py \
           tests/test_precompile.py tests/test_zoo_real_gpu.py} 2>&1 | tee "$OUT/gpu_tests.txt" \
@@ -85,7 +86,7 @@ for step in "$@"; do
       python3 benchmarks/bench_decode.py --json "$OUT/bench_decode.json" \
           2>&1 | tee "$OUT/bench_decode.txt" | tail -30 ;;
     gpu-suite)
-      python3 -m pytest -q -m gpu -p no:cacheprovider -x --timeout 900 tests 2>&1 \
+      python3 -m pytest -q -n 0 -m gpu -p no:cacheprovider -x --timeout 900 tests 2>&1 \
           | tee "$OUT/gpu_suite.txt" | tail -30 ;;
   esac
 done
