@@ -1,6 +1,10 @@
 """Where a compiled model's time goes on the GPU: per-kernel CUDA time vs the call's wall time.
 
     python benchmarks/profile_model.py bert_layer [--size bench] [--dtype bfloat16] [--inductor]
+    python benchmarks/profile_model.py pipeline.zoo.heldout:t5_encoder --inductor --top 30
+
+MODEL is a block of ``pipeline.zoo.blocks`` or a zoo factory ``module:function`` (called
+with its defaults).
 
 Prints kiln's and eager's (and with ``--inductor``, torch.compile's) top kernels by CUDA time (torch.profiler), the sum of CUDA time per
 call, and the wall time per call (synchronized), so host overhead = wall - GPU time.
@@ -8,6 +12,7 @@ call, and the wall time per call (synchronized), so host overhead = wall - GPU t
 from __future__ import annotations
 
 import argparse
+import importlib
 import sys
 import time
 import warnings
@@ -20,7 +25,7 @@ import compiler  # noqa: E402
 from pipeline.zoo import blocks  # noqa: E402
 
 
-def _profile(label, fn, args, iters=20):
+def _profile(label, fn, args, iters=20, top=14):
     for _ in range(3):
         fn(*args)
     torch.cuda.synchronize()
@@ -37,7 +42,7 @@ def _profile(label, fn, args, iters=20):
     gpu = sum(e.device_time_total for e in events) / iters / 1e3
     print(f"\n== {label}: wall {wall:.3f} ms/call, GPU {gpu:.3f} ms/call, host overhead "
           f"~{max(wall - gpu, 0):.3f} ms")
-    for e in sorted(events, key=lambda e: -e.device_time_total)[:14]:
+    for e in sorted(events, key=lambda e: -e.device_time_total)[:top]:
         print(f"  {e.device_time_total / iters / 1e3:8.3f} ms  x{e.count // iters:<3} {e.key[:110]}")
 
 
@@ -47,20 +52,25 @@ def main(argv=None) -> int:
     parser.add_argument("--size", default="bench")
     parser.add_argument("--dtype", default="bfloat16")
     parser.add_argument("--inductor", action="store_true", help="also profile torch.compile")
+    parser.add_argument("--top", type=int, default=14, help="kernels listed per system")
     args = parser.parse_args(argv)
     warnings.simplefilter("ignore")
     dtype = getattr(torch, args.dtype)
-    out = getattr(blocks, args.model)(args.size)
-    module, inputs = out[0], out[1]
+    if ":" in args.model:
+        path, name = args.model.split(":")
+        out = getattr(importlib.import_module(path), name)()
+    else:
+        out = getattr(blocks, args.model)(args.size)
+    module, inputs = out[0].eval(), out[1]
     module = module.cuda().to(dtype)
     inputs = tuple(a.cuda().to(dtype) if a.is_floating_point() else a.cuda() for a in inputs)
     with torch.no_grad():
         cm = compiler.compile_module(module, inputs)
         print(f"{args.model}: kernels={cm.kernel_count} fallbacks={list(cm.fallback_ops)}")
-        _profile("eager", module, inputs)
+        _profile("eager", module, inputs, top=args.top)
         if args.inductor:
-            _profile("inductor", torch.compile(module), inputs)
-        _profile("kiln", cm, inputs)
+            _profile("inductor", torch.compile(module), inputs, top=args.top)
+        _profile("kiln", cm, inputs, top=args.top)
         _profile("kiln (flat, no checks)", lambda *a: cm.compiled.module.call(list(a)),
                  cm.captured.flatten_call(module, inputs))
     return 0

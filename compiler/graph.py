@@ -36,11 +36,13 @@ from .ir import (BufferRef, ComputedBuffer, ConstantBuffer, Const, ExternKernel,
                  Layout, Load, Op, OpName, ReductionBuffer, TensorValue, contiguous_strides,
                  count_reads_and_ops, index_symbols, loads_of)
 from .lowering import LoweringTable
+from .lowering.extern import EXTERN_OPS
 from .lowering.common import SUPPORTED_DTYPES, channels_last_strides, expand_to, to_dtype
 from .lowering.common import sym_size as sym
 from .mutation import apply_mutations
 from .sizevars import affine_coefficients, index_step
 
+aten = torch.ops.aten
 MAX_INLINE_OPS = 256   # bodies past this are realized even with one user: keep kernels sane
 
 
@@ -161,10 +163,13 @@ class GraphLowering(torch.fx.Interpreter):
         return result
 
     def _maybe_realize_shared(self, n, value: TensorValue) -> TensorValue:
-        """Values read by several consumers are recomputed in each only while cheap."""
+        """Values read by several consumers are recomputed in each only while cheap, and
+        stored once where two library calls read them (each would store its own copy)."""
         reads, ops = count_reads_and_ops(value.body)
         heavy = reads > self.options.inline_max_reads or ops > self.options.inline_max_ops
-        if ops > MAX_INLINE_OPS or (len(n.users) > 1 and heavy):
+        shared = len(n.users) > 1 and (heavy or (_library_reads(n) > 1
+                                                 and self._as_ref(value) is None))
+        if ops > MAX_INLINE_OPS or shared:
             narrow = _widened(value)
             if narrow is not None:     # store the half value; readers widen it for free
                 return to_dtype(self.realize(narrow, n), value.dtype, *value.body.params)
@@ -502,6 +507,28 @@ def _static_numel(size) -> int | None:
     of size (u0, 0) is empty too, but only the op knows its shape: it stays the op's.)"""
     size = [sympy.sympify(s) for s in size]
     return int(sympy.Mul(*size)) if all(s.is_Integer for s in size) else None
+
+
+# Ops that only re-index their input, and the library calls that read a realized buffer:
+# a value that two library calls read (T5's normalized hidden state, viewed as 2-D by each
+# of its q, k and v projections) is stored once, as Inductor's realized storage is shared by
+# its views, not once per call.
+_RESHAPES = frozenset(getattr(aten, n) for n in (
+    "view", "_unsafe_view", "reshape", "unsqueeze", "squeeze", "flatten", "unflatten",
+    "permute", "t", "transpose", "expand", "alias"))
+_LIBRARY_CALLS = frozenset(op.overloadpacket for op in EXTERN_OPS) | {aten.convolution}
+
+
+def _library_reads(node: torch.fx.Node) -> int:
+    """How many library calls read ``node``'s value, directly or through re-indexing ops."""
+    count = 0
+    for user in node.users:
+        packet = getattr(user.target, "overloadpacket", None)
+        if packet in _RESHAPES and user.args and user.args[0] is node:
+            count += _library_reads(user)
+        elif packet in _LIBRARY_CALLS:
+            count += 1
+    return count
 
 
 def _without_elements(value: TensorValue) -> TensorValue:

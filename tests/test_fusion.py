@@ -257,6 +257,21 @@ def test_a_broadcast_realized_for_a_matmul_is_still_read_from_its_source():
     assert compiled.artifact.kernels[-1].spec.bytes_read == 32 * 32 * 4 + 32 * 4
 
 
+def test_a_value_several_matmuls_read_through_views_is_written_once():
+    """An RMSNorm's output feeding q, k and v projections, each through a view of its own
+    (T5, Llama): one kernel computes and writes it, read by all three matmuls; before,
+    each matmul realized a copy (two extra kernels and writes per layer)."""
+    def qkv(x, w, wq, wk, wv):
+        h = x * torch.rsqrt(x.pow(2).mean(-1, keepdim=True) + 1e-6) * w
+        return tuple(h.view(-1, 16) @ m for m in (wq, wk, wv))
+
+    args = (torch.randn(2, 8, 16), torch.randn(16), *(torch.randn(16, 16) for _ in range(3)))
+    compiled = _compile(qkv, *args)
+    assert len(compiled.artifact.kernels) == 1
+    for got, want in zip(compiled(*args), qkv(*args)):
+        torch.testing.assert_close(got, want, rtol=1e-4, atol=1e-5)
+
+
 @pytest.mark.parametrize("name", ["bert_layer", "convnext_block"])
 def test_reshaped_and_permuted_row_kernels_build_for_sm90(name):
     """The row kernels that write a reshape (BERT's softmax) or a permutation (ConvNeXt's
