@@ -13,12 +13,12 @@ The child keeps the worker's standard output and error (on kiln's embedded clust
 run's log file) and ends itself when its worker dies, so a restarted worker takes its child
 along. A task that runs past its timeout is ended from outside: ``stop_task(key)`` (run on
 its worker) kills the child running that task, which raises ``TaskStopped`` at once, with no
-further attempt; the worker keeps running. Restarting the
-worker instead costs a process start, and Dask's restart can race with the scheduler's
-removal of the closing worker and close its Nanny for good, shrinking the cluster.
-Not ``multiprocessing``: Dask workers are daemonic processes, which
-may not have multiprocessing children, and its spawned children re-run the caller's main
-script (``compiler.precompile`` chose a plain subprocess for the same reasons).
+further attempt; the worker keeps running. Restarting the worker instead costs a process
+start, and Dask's restart was seen to close the worker's Nanny for good (a race with the
+scheduler's removal of the closing worker, most likely), shrinking the cluster.
+Not ``multiprocessing``: Dask workers are daemonic processes, which may not have
+multiprocessing children, and its spawned children re-run the caller's main script
+(``compiler.precompile`` chose a plain subprocess for the same reasons).
 
 Example:
     >>> run_isolated(pow, 2, 10)          # in a child process of this one
