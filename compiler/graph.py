@@ -362,7 +362,10 @@ class GraphLowering(torch.fx.Interpreter):
         if isinstance(value, TensorValue):
             return self.buffer_ref(value, node_arg if isinstance(node_arg, torch.fx.Node) else None)
         if isinstance(value, (list, tuple)):
-            node_args = node_arg if isinstance(node_arg, (list, tuple)) else [None] * len(value)
+            # a lowering may pass a list of another length than the node's (a conv's one
+            # padding given per dim): zip would drop its tail
+            same = isinstance(node_arg, (list, tuple)) and len(node_arg) == len(value)
+            node_args = node_arg if same else [None] * len(value)
             return tuple(self._refs(a, v) for a, v in zip(node_args, value))
         return value
 

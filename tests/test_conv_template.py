@@ -43,6 +43,9 @@ CASES = {
         dict(kernel_size=(5, 3), stride=(2, 1), padding=(2, 1)), 4, 8, 8, "nchw", H),
     "NCHW input into a channels-last graph": (dict(kernel_size=3, padding=1), 16, 16, 5,
                                               "nchw->nhwc", B),
+    # reaches aten.convolution as padding [0], one value for both dims
+    "padding='valid', stride 2": (dict(kernel_size=3, stride=2, padding="valid"), 16, 16, 7,
+                                  "nhwc", H),
 }
 
 

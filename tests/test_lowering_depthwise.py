@@ -32,6 +32,9 @@ CASES = {
     "3x3 valid": dict(kernel=3),
     "1x5 uneven": dict(kernel=(1, 5), padding=(0, 2), stride=(1, 2)),
     "padding past the image": dict(kernel=3, padding=4),
+    # string paddings reach aten.convolution as one value for both dims ([0])
+    "padding='valid', stride 2": dict(kernel=3, stride=2, padding="valid"),
+    "padding='same', 3x5": dict(kernel=(3, 5), padding="same"),
 }
 
 

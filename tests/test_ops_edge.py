@@ -227,6 +227,50 @@ def test_a_tensor_filled_from_a_dynamic_size():
             torch.testing.assert_close(got, want)
 
 
+def test_a_negative_slice_start_before_a_dynamic_dim_clamps_to_zero():
+    """``x[-16:]`` of a dynamic dim shorter than 16 starts at 0 (XLNet's kept memory): the
+    start was ``n - 16``, read before the buffer (a returned view raised 'invalid storage
+    offset'). ``x[:, -1]`` still indexes ``n - 1``."""
+    from torch.export import Dim
+
+    class Tail(torch.nn.Module):
+        def forward(self, x):
+            kept = x[-16:]
+            return kept, kept * 2 + 1, x[:, -1], x.transpose(0, 1)[:, -3:]
+    module = Tail()
+    compiled = compiler.compile_module(module, (torch.randn(5, 4),),
+                                       dynamic_shapes=({0: Dim("n", min=3, max=15)},))
+    for n in (3, 9, 15):
+        x = torch.randn(n, 4)
+        for got, want in zip(compiled(x), module(x)):
+            torch.testing.assert_close(got, want)
+
+
+def test_a_table_cut_to_a_dynamic_length_broadcasts_like_eager():
+    """MPT's ALiBi: a 16-position table cut with ``max(0, 16 - n)`` starts is ``1 - Max(0,
+    1 - n)`` by ``16 - Max(0, 16 - n)``; export's guards make those 1 and ``n``, which
+    broadcasting needs (it raised 'shapes do not broadcast' in lowering)."""
+    from torch.export import Dim
+
+    class TableBias(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.register_buffer("table", torch.randn(4, 1, 16))
+
+        def forward(self, scores):
+            q, k = scores.shape[-2:]
+            bias = self.table[:, max(0, self.table.size(1) - q):,
+                              max(0, self.table.size(2) - k):]
+            return (scores + bias).softmax(-1)
+    module = TableBias()
+    n = Dim("n", min=2, max=15)     # export's guard: a length of 16 would be a static cut
+    compiled = compiler.compile_module(module, (torch.randn(2, 4, 6, 6),),
+                                       dynamic_shapes=({2: n, 3: n},))
+    for size in (2, 11, 15):
+        scores = torch.randn(2, 4, size, size)
+        torch.testing.assert_close(compiled(scores), module(scores))
+
+
 def test_hardtanh_of_integers_truncates_its_bounds():
     _check(lambda x: (torch.nn.functional.hardtanh(x, -2.5, 3.5),
                       torch.ops.aten.hardtanh(x)), [((9,), I64)])

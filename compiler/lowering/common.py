@@ -13,6 +13,8 @@ import sympy
 import torch
 from torch._prims_common import ELEMENTWISE_TYPE_PROMOTION_KIND as Promotion
 from torch._prims_common import elementwise_dtypes
+from torch.fx.experimental.symbolic_shapes import statically_known_true
+from torch.utils._sympy import functions as torch_sympy
 
 from ..ir import SUPPORTED_DTYPES, Const, Expr, Op, TensorValue  # noqa: F401 (re-exported)
 
@@ -26,10 +28,43 @@ def is_tensor(x) -> bool:
 
 
 def sym_size(value) -> sympy.Expr:
-    """A size from a FakeTensor shape: an int, or a SymInt's ShapeEnv expression."""
+    """A size from a FakeTensor shape: an int, or a SymInt's ShapeEnv expression (its
+    clamps settled: ``settle_clamps``)."""
     if isinstance(value, torch.SymInt):
-        return sympy.sympify(value.node.expr)
+        return settle_clamps(sympy.sympify(value.node.expr), value.node.shape_env)
     return sympy.Integer(int(value))
+
+
+# the ShapeEnv writes its own Max/Min (torch.utils._sympy), which sympy's do not match
+_CLAMPS = (sympy.Max, sympy.Min, torch_sympy.Max, torch_sympy.Min)
+
+
+def settle_clamps(expr: sympy.Expr, shape_env) -> sympy.Expr:
+    """``expr`` with each Max/Min replaced by the argument the ShapeEnv proves it takes
+    (from the symbols' ranges and export's guards), without adding guards.
+
+    A slice clamps its start symbolically: ``x[:, -1:]`` of a dynamic dim is
+    ``1 - Max(0, 1 - s0)`` long, and the 64 positions ALiBi slices to the sequence are
+    ``64 - Max(0, 64 - s0)``. Eager's broadcasting has already decided those are 1 and
+    ``s0``; unsettled, they compare unequal to 1 and ``s0`` here, and index arithmetic
+    keeps a max per element.
+    """
+    if shape_env is None or not expr.has(*_CLAMPS):
+        return expr
+    for clamp in sorted(expr.atoms(*_CLAMPS), key=sympy.count_ops):
+        if not expr.has(clamp):
+            continue       # gone with a clamp settled before it
+        for arg in clamp.args:
+            candidate = expr.xreplace({clamp: arg})
+            if statically_known_true(shape_env.create_symboolnode(sympy.Eq(expr, candidate))):
+                expr = candidate
+                break
+    return expr
+
+
+def shape_env_of(val):
+    """The ShapeEnv of a FakeTensor (None for a real tensor or a graph without one)."""
+    return getattr(getattr(val, "fake_mode", None), "shape_env", None)
 
 
 def as_sym(x) -> sympy.Expr:

@@ -57,6 +57,7 @@ def lower_convolution(ctx, x, weight, bias, *rest):
     Inductor.
     """
     x_val, w_val = ctx.node.args[0].meta["val"], ctx.node.args[1].meta["val"]
+    rest = _per_spatial_dim(rest, w_val.dim() - 2)
     if ctx.options.conv_kernels == "library":
         out = _library_conv(ctx, x, weight, rest)
     elif is_depthwise(x_val, w_val, rest):
@@ -68,6 +69,20 @@ def lower_convolution(ctx, x, weight, bias, *rest):
     if bias is None:
         return out
     return pointwise("add", out, bias.reindex(out.size, lambda idx: [idx[1]]))
+
+
+def _per_spatial_dim(rest, dims: int) -> tuple:
+    """``rest`` with one stride, padding, dilation and output padding per spatial dim.
+
+    ATen broadcasts a single value to every dim, and graphs carry that form: ``conv2d``'s
+    ``padding="valid"`` and ``"same"`` reach ``aten.convolution`` as ``[0]``. The kiln
+    convs (depthwise, GEMM, the template) zip or index these per dim, so one value would
+    unroll a single axis.
+    """
+    stride, padding, dilation, transposed, output_padding, groups = rest
+    full = [list(v) * dims if len(v) == 1 else list(v)
+            for v in (stride, padding, dilation, output_padding)]
+    return (*full[:3], transposed, full[3], groups)
 
 
 def _library_conv(ctx, x, weight, rest):

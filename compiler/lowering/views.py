@@ -17,7 +17,7 @@ import torch
 from ..ir import Load, TensorValue, index_symbols, map_indices
 from ..sizevars import FloorDiv, ModularIndexing, simplify
 from .registry import Registry
-from .common import as_sym, normalize_dim, sym_size
+from .common import as_sym, normalize_dim, settle_clamps, shape_env_of, sym_size
 
 aten = torch.ops.aten
 REGISTRY = Registry("views")
@@ -139,16 +139,24 @@ def lower_unfold(ctx, x, dimension, size, step):
 @REGISTRY.register(aten.slice.Tensor)
 def lower_slice(ctx, x, dim=0, start=None, end=None, step=1):
     dim = normalize_dim(dim, x.ndim)
-    return _slice_view(x, dim, _start(start, x.size[dim]), step, ctx.meta_size())
+    start = _start(start, x.size[dim], shape_env_of(ctx.meta_val()))
+    return _slice_view(x, dim, start, step, ctx.meta_size())
 
 
-def _start(start, size):
-    """A slice start made non-negative and clamped into ``[0, size]`` (symbolically if need be)."""
+def _start(start, size, shape_env=None):
+    """A slice start made non-negative and clamped into ``[0, size]``.
+
+    A negative start on a dynamic dim is clamped symbolically, ``Max(size + start, 0)``
+    (``x[-512:]`` of a shorter sequence starts at 0, not before the buffer), then settled
+    by the ShapeEnv where its ranges decide it (``x[:, -1]`` is ``s0 - 1`` again).
+    """
     if start is None:
         return sympy.Integer(0)
     start = sympy.sympify(start)
     if start.is_number and start < 0:
         start = start + size
+        if not start.is_number:
+            start = settle_clamps(sympy.Max(start, 0), shape_env)
     if start.is_number and size.is_Integer:
         start = sympy.Integer(min(max(int(start), 0), int(size)))
     return start
@@ -157,7 +165,7 @@ def _start(start, size):
 @REGISTRY.register(aten.select.int)
 def lower_select(ctx, x, dim, index_value):
     dim = normalize_dim(dim, x.ndim)
-    pos = _start(index_value, x.size[dim])
+    pos = _start(index_value, x.size[dim], shape_env_of(ctx.meta_val()))
 
     def index(new_idx):
         return list(new_idx[:dim]) + [pos] + list(new_idx[dim:])
