@@ -289,10 +289,15 @@ class Cluster:
 
     def submit(self, fn: Callable, *args: Any, key: str, gpu: bool = False,
                near: str | None = None) -> Future:
-        """Run ``fn(*args)`` as task ``key``; ``near`` prefers a worker (where its input was
-        made) without requiring it, ``gpu`` requires a worker with the GPU resource."""
+        """Run ``fn(*args)`` as task ``key``; ``gpu`` requires a worker with the GPU resource.
+        ``near`` prefers a worker (where its input was made) without requiring it, on a
+        cluster whose workers declare no resources only: Dask honours a loose preference's
+        resources at neither placement nor stealing once that worker is busy or paused (an
+        idle worker lacking the resource steals the task, and its state machine fails with
+        KeyError 'CPU'; dask/distributed issue 4792). The graph it would have found in that
+        worker's memo is read from the store instead."""
         resources = {"GPU": 1} if gpu else ({"CPU": 1} if self._cpu_resource else None)
-        if near and resources and not self._offers(near, resources):
+        if resources:
             near = None
         future = self.client.submit(
             fn, *args, key=key, pure=False, resources=resources,
@@ -300,19 +305,6 @@ class Cluster:
         # Done futures are queued as they finish, so waiting costs nothing per pending task.
         future.add_done_callback(self._done.put)
         return future
-
-    def _offers(self, worker: str, resources: dict[str, int]) -> bool:
-        """Whether ``worker`` is in the cluster now and offers ``resources``. A preferred
-        worker that does not (it restarted under another address, or it is a GPU worker and
-        the task wants a CPU one) must not be named: the scheduler then treats the loose
-        preference as no restriction at all, resources included, and a worker without the
-        resource that gets the task fails in its state machine (KeyError 'CPU') and stops
-        taking tasks (dask/distributed issue 4792)."""
-        try:
-            offered = self.client.scheduler_info(n_workers=-1)["workers"][worker]["resources"]
-        except (KeyError, TypeError):
-            return False
-        return all(offered.get(name, 0) >= amount for name, amount in resources.items())
 
     def wait_any(self, timeout: float) -> list[Future]:
         """Futures that finished (or were cancelled) since the last call, waiting at most

@@ -407,6 +407,14 @@ def test_gpu_workers_are_pinned_and_carry_the_gpu_resource():
                        for i in range(3)]
             assert all(isinstance(f.result(timeout=60), int) for f in futures)
             assert {cluster.worker_of(f) for f in futures}.isdisjoint(gpu)
+        # Preferring a CPU worker that does offer the resource but is busy: an idle worker
+        # steals queued tasks, and Dask's stealing honours a loose preference's resources
+        # only while a valid thief exists, so the idle GPU worker took one (KeyError 'CPU',
+        # seen on the GPU machine as a tune stage stalled at 23 of 225 kernels).
+        cpu = next(addr for addr in workers if addr not in gpu)
+        slow = [cluster.submit(time.sleep, 0.4, key=f"busy-{i}", near=cpu) for i in range(12)]
+        assert [f.result(timeout=60) for f in slow] == [None] * 12
+        assert {cluster.worker_of(f) for f in slow}.isdisjoint(gpu)
 
 
 def test_second_run_captures_nothing_but_edited_kwargs_are_captured(tmp_path, shared):
