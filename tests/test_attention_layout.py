@@ -1,0 +1,77 @@
+"""Attention's operands reach torch dense in their last dim (``lowering.extern.lower_attention``).
+
+torch's fused GPU attention (flash, memory-efficient, cuDNN) refuses any operand whose last
+stride is not 1 and falls back to the math path: eleven eager fp32 kernels per call, which
+was most of T5's attention time in kiln (benchmarks/results/2026-12-07/s8). A mask computed
+from a permuted table, or a permuted view itself, kept that layout; each case below is
+checked for the strides the wrapper hands torch, and against eager on fresh inputs.
+"""
+from __future__ import annotations
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+import compiler
+from compiler.kernels import host
+
+SDPA = "aten.scaled_dot_product_attention.default"
+
+
+class ComputedMask(torch.nn.Module):
+    """The mask is computed from a (q, k, heads) table: realized the table's way it is
+    permuted, as T5's relative position bias was."""
+    def forward(self, q, k, v, table):
+        return F.scaled_dot_product_attention(q, k, v, attn_mask=table.permute(2, 0, 1) * 0.5,
+                                              scale=1.0)
+
+
+class GatheredMask(torch.nn.Module):
+    """An embedding gathered as (q, k, heads), then permuted: a view of a computed buffer."""
+    def __init__(self):
+        super().__init__()
+        self.bias = torch.nn.Embedding(32, 4)
+
+    def forward(self, q, k, v, buckets):
+        return F.scaled_dot_product_attention(q, k, v, self.bias(buckets).permute(2, 0, 1))
+
+
+class PermutedQuery(torch.nn.Module):
+    """A query transposed in its last two dims."""
+    def forward(self, qt, k, v):
+        return F.scaled_dot_product_attention(qt.transpose(-1, -2), k, v)
+
+
+def _inputs(case):
+    q, k, v = (torch.randn(2, 4, 16, 8) for _ in range(3))
+    if case is ComputedMask:
+        return q, k, v, torch.randn(16, 16, 4)
+    if case is GatheredMask:
+        return q, k, v, torch.randint(0, 32, (16, 16))
+    return q.transpose(-1, -2).contiguous(), k, v
+
+
+@pytest.mark.parametrize("case", [ComputedMask, GatheredMask, PermutedQuery])
+def test_attention_operands_are_dense_in_their_last_dim(case, monkeypatch):
+    seen, real = [], host.extern_op
+
+    def spying(name, *a, **kw):
+        call = real(name, *a, **kw)
+        if name != SDPA:
+            return call
+
+        def spy(*args, **kwargs):
+            seen.append([t.stride() for t in (*args, *kwargs.values())
+                         if isinstance(t, torch.Tensor)])
+            return call(*args, **kwargs)
+        return spy
+    monkeypatch.setattr(host, "extern_op", spying)
+    torch.manual_seed(0)
+    model = case().eval()
+    compiled = compiler.compile_module(model, _inputs(case), {"cuda_graphs": False})
+    fresh = _inputs(case)
+    with torch.no_grad():
+        torch.testing.assert_close(compiled(*fresh), model(*fresh))
+    assert seen, "the compiled module called no attention"
+    for strides in seen:
+        assert all(s[-1] == 1 for s in strides), strides
