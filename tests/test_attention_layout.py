@@ -42,17 +42,25 @@ class PermutedQuery(torch.nn.Module):
         return F.scaled_dot_product_attention(qt.transpose(-1, -2), k, v)
 
 
+class BatchBroadcastMask(torch.nn.Module):
+    """One bias for every batch row, expanded to the batch before the call: the body of
+    the mask never reads the batch index."""
+    def forward(self, q, k, v, table):
+        bias = (table.permute(2, 0, 1) * 0.5).unsqueeze(0).expand(q.shape[0], -1, -1, -1)
+        return F.scaled_dot_product_attention(q, k, v, attn_mask=bias.contiguous(), scale=1.0)
+
+
 def _inputs(case):
     q, k, v = (torch.randn(2, 4, 16, 8) for _ in range(3))
-    if case is ComputedMask:
+    if case in (ComputedMask, BatchBroadcastMask):
         return q, k, v, torch.randn(16, 16, 4)
     if case is GatheredMask:
         return q, k, v, torch.randint(0, 32, (16, 16))
     return q.transpose(-1, -2).contiguous(), k, v
 
 
-@pytest.mark.parametrize("case", [ComputedMask, GatheredMask, PermutedQuery])
-def test_attention_operands_are_dense_in_their_last_dim(case, monkeypatch):
+def _spy_attention(monkeypatch) -> list:
+    """The strides of every tensor the compiled modules hand torch's attention."""
     seen, real = [], host.extern_op
 
     def spying(name, *a, **kw):
@@ -66,12 +74,30 @@ def test_attention_operands_are_dense_in_their_last_dim(case, monkeypatch):
             return call(*args, **kwargs)
         return spy
     monkeypatch.setattr(host, "extern_op", spying)
+    return seen
+
+
+def _compiled_like_eager(case):
     torch.manual_seed(0)
     model = case().eval()
     compiled = compiler.compile_module(model, _inputs(case), {"cuda_graphs": False})
     fresh = _inputs(case)
     with torch.no_grad():
         torch.testing.assert_close(compiled(*fresh), model(*fresh))
+
+
+@pytest.mark.parametrize("case", [ComputedMask, GatheredMask, PermutedQuery])
+def test_attention_operands_are_dense_in_their_last_dim(case, monkeypatch):
+    seen = _spy_attention(monkeypatch)
+    _compiled_like_eager(case)
     assert seen, "the compiled module called no attention"
     for strides in seen:
         assert all(s[-1] == 1 for s in strides), strides
+
+
+def test_a_mask_the_same_for_every_batch_row_is_stored_once(monkeypatch):
+    seen = _spy_attention(monkeypatch)
+    _compiled_like_eager(BatchBroadcastMask)
+    (strides,) = seen
+    q, mask = strides[0], strides[3]
+    assert q[-1] == 1 and mask == (0, 256, 16, 1), strides

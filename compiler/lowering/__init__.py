@@ -17,10 +17,11 @@ from __future__ import annotations
 from types import MappingProxyType
 from typing import Any
 
-from . import extern, indexing, norm, pointwise, pooling, reduction, scan, scatter, views
+from . import attention, extern, indexing, norm, pointwise, pooling, reduction, scan, scatter, views
 from .registry import Lowering, LoweringTable, Registry
 
-FAMILIES = (pointwise, views, reduction, indexing, pooling, scan, scatter, extern, norm)
+FAMILIES = (pointwise, views, reduction, indexing, pooling, scan, scatter, extern, attention,
+            norm)
 
 
 def default_table() -> LoweringTable:

@@ -16,7 +16,8 @@ import sympy
 import torch
 
 from .registry import Registry
-from ..ir import TensorValue, contiguous_strides
+from ..ir import contiguous_strides
+from .attention import ATTENTION_OPS
 from .common import channels_last_strides
 from .conv_gemm import is_gemm_conv, lower_gemm_conv
 from .depthwise import is_depthwise, lower_depthwise
@@ -25,41 +26,14 @@ from .pointwise import pointwise
 aten = torch.ops.aten
 REGISTRY = Registry("extern")
 
-ATTENTION_OPS = (aten.scaled_dot_product_attention.default,) + tuple(
-    # what make_fx and aot_autograd record for sdpa: the backend's fused kernel itself
-    getattr(aten, name).default for name in (
-        "_scaled_dot_product_efficient_attention", "_scaled_dot_product_flash_attention",
-        "_scaled_dot_product_cudnn_attention", "_scaled_dot_product_flash_attention_for_cpu")
-    if hasattr(aten, name))
-EXTERN_OPS = (aten.mm.default, aten.addmm.default, aten.bmm.default,
-              aten.baddbmm.default) + ATTENTION_OPS
+MATMUL_OPS = (aten.mm.default, aten.addmm.default, aten.bmm.default, aten.baddbmm.default)
+# Every op the wrapper hands a library: attention's are lowered in ``.attention``.
+EXTERN_OPS = MATMUL_OPS + ATTENTION_OPS
 
 
-@REGISTRY.register(*EXTERN_OPS[:4])
+@REGISTRY.register(*MATMUL_OPS)
 def lower_extern(ctx, *args, **kwargs):
     return ctx.call_extern(args, kwargs, is_fallback=False)
-
-
-@REGISTRY.register(*ATTENTION_OPS)
-def lower_attention(ctx, *args, **kwargs):
-    """Attention with every tensor operand dense in its last dim. torch's fused GPU
-    attention (flash, memory-efficient, cuDNN) refuses an operand whose last stride is not
-    1 and runs the math path instead: eleven eager kernels in fp32 per call. A mask added
-    from a permuted table (T5's relative position bias, gathered as (q, k, heads)) has that
-    layout when realized the way its input is laid out, so it is realized row-major here
-    (a copy only where it is a view of such a buffer)."""
-    return ctx.call_extern(tuple(_last_dim_dense(ctx, a) for a in args),
-                           {k: _last_dim_dense(ctx, v) for k, v in kwargs.items()},
-                           is_fallback=False)
-
-
-def _last_dim_dense(ctx, value):
-    if not isinstance(value, TensorValue) or len(value.size) == 0 or value.size[-1] == 1:
-        return value
-    ref = ctx.strided_view(value)
-    if ref is not None and ctx.passed_stride(ref)[-1] == 1:
-        return ref
-    return ctx.buffer_ref_with_strides(value, contiguous_strides(value.size))
 
 
 @REGISTRY.register(aten.convolution.default)
