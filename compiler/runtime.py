@@ -171,7 +171,8 @@ def load_artifact(artifact: CompiledArtifact, code_dir: Path | None = None,
     from .kernels.load import load_module
     static = not meta.get("size_ranges")
     module = load_module(artifact.source, meta["device"], code_dir, constants,
-                         static_shapes=static, kernels={k.name for k in artifact.kernels})
+                         static_shapes=static, kernels={k.name for k in artifact.kernels},
+                         dynamic_shapes=not static)
     compiled = CompiledModule(module, artifact, check_inputs)
     if binaries and static and meta["device"] == "cuda":
         from .kernels.load import preload_binaries

@@ -143,6 +143,8 @@ class BoundLaunch:
             self.run = _static_run(getattr(kernel, "static", kernel), self.grid, n_args)
         elif isinstance(kernel, Launcher) and self.grid is not None:
             self.run = self._first_launch
+        elif isinstance(kernel, Launcher):   # run-time grid: a binary per specialization
+            self.run = self._launcher_run
         else:                     # JIT or interpreted function: Triton binds every launch
             self.run = self._triton_run()
 
@@ -152,6 +154,9 @@ class BoundLaunch:
             return lambda grid, *args: kernel[grid](*args[:-1], **meta)
         runner = kernel[grid]
         return lambda *args: runner(*args[:-1], **meta)
+
+    def _launcher_run(self, grid, *args):
+        self.kernel.launch(grid, args[:-1], self.meta)
 
     def _first_launch(self, *args):
         """Through the ``Launcher`` (which compiles, or uses a preloaded binary); once it

@@ -1,5 +1,5 @@
-"""Launching compiled Triton kernels: the ``Launcher`` a static-shape module's wrapper calls,
-and torch's generic C launcher it prefers.
+"""Launching compiled Triton kernels: the ``Launcher`` a CUDA module's wrapper calls, and
+torch's generic C launcher it prefers.
 
 ``Launcher`` skips Triton's per-call binding and specialization after a configuration's
 first launch (tens of microseconds, more than many kernels take). Triton (3.6) launches a
@@ -188,16 +188,22 @@ class Launcher:
     """Launches a ``@triton.jit`` kernel; after the first launch of a configuration it calls
     the compiled kernel directly, skipping Triton's per-call binding and specialization (tens
     of microseconds, more than many kernels take), through torch's generic launcher where it
-    can (``wrap``: no host launcher to build). Only for static shapes: the integer
-    arguments never change, so neither does Triton's specialization of them; pointers are
-    checked for the 16-byte alignment the cached binary may assume.
+    can (``wrap``: no host launcher to build). Pointers are checked for the 16-byte alignment
+    the cached binary may assume.
+
+    A static-shape module's integer arguments never change, so neither does Triton's
+    specialization of them. A ``dynamic`` module's sizes do: its binaries are kept per
+    ``specialization`` of the integers as well, so a launch runs a binary compiled for
+    exactly what Triton's JIT would have specialized (a decode step's new length reuses the
+    binary of any earlier length alike in those respects).
     """
 
-    def __init__(self, fn):
+    def __init__(self, fn, dynamic: bool = False):
         self.fn = fn
         self._constexprs = [p.name for p in fn.params if p.is_constexpr]
         self._compiled: dict = {}
         self._direct = True
+        self._dynamic = dynamic
 
     def __getitem__(self, grid):
         return lambda *args, **kwargs: self.launch(grid, args, kwargs)
@@ -220,6 +226,8 @@ class Launcher:
 
     def launch(self, grid, args, kwargs):
         key = self._key(kwargs)
+        if self._dynamic:
+            key = (key, specialization(args))
         kernel = self._compiled.get(key)
         if kernel is not None and self._direct and _aligned(args):
             grid = tuple(grid) + (1,) * (3 - len(grid))
@@ -236,6 +244,13 @@ class Launcher:
     @property
     def __name__(self):
         return self.fn.__name__
+
+
+def specialization(args) -> tuple:
+    """What Triton's JIT specializes a launch's integer arguments on: equal to 1 (made a
+    constant, dropped from the binary's arguments), divisible by 16 (``tt.divisibility``),
+    and whether 32 bits hold it (i32, else i64). As ``signature.signature`` derives them."""
+    return tuple((a == 1, a % 16 == 0, -2**31 <= a < 2**31) for a in args if type(a) is int)
 
 
 def _aligned(args) -> bool:

@@ -43,11 +43,13 @@ def bindings(device_type: str) -> dict[str, Any]:
 
 def load_module(source: str, device_type: str, code_dir: Path,
                 constants: dict[str, torch.Tensor] | None = None,
-                static_shapes: bool = False, kernels=None) -> types.ModuleType:
+                static_shapes: bool = False, kernels=None,
+                dynamic_shapes: bool = False) -> types.ModuleType:
     """Write ``source`` to ``code_dir`` and import it with the device's bindings.
 
-    With ``static_shapes`` on CUDA, each kernel (the names in ``kernels``; every JIT function
-    when None) is wrapped in a ``Launcher``. Helper JIT functions the kernels call (a scan's
+    With ``static_shapes`` or ``dynamic_shapes`` (a module's wrapper, not a build) on CUDA,
+    each kernel (the names in ``kernels``; every JIT function when None) is wrapped in a
+    ``Launcher``, keyed by its integer arguments' specialization too for dynamic shapes. Helper JIT functions the kernels call (a scan's
     combine function) must stay JIT functions: name only the kernels where there are any.
     The wrapping happens as each kernel is defined, so the module's bound launches (made
     below the kernels, see ``codegen.wrapper``) bind the ``Launcher``.
@@ -63,18 +65,23 @@ def load_module(source: str, device_type: str, code_dir: Path,
     spec = importlib.util.spec_from_file_location(f"kiln_generated_{key}", path)
     module = importlib.util.module_from_spec(spec)
     module.__dict__.update(bindings(device_type))
-    if device_type == "cuda" and static_shapes:
-        module.jit = _launcher_jit(module.jit, None if kernels is None else frozenset(kernels))
+    if static_shapes and dynamic_shapes:
+        raise ValueError("a module's shapes are static or dynamic, not both")
+    if device_type == "cuda" and (static_shapes or dynamic_shapes):
+        module.jit = _launcher_jit(module.jit, None if kernels is None else frozenset(kernels),
+                                   dynamic_shapes)
     module.__dict__.update(constants or {})
     spec.loader.exec_module(module)
     return module
 
 
-def _launcher_jit(jit, kernels: frozenset | None):
+def _launcher_jit(jit, kernels: frozenset | None, dynamic: bool):
     """``jit`` that wraps the named kernels (all when None) in a ``Launcher``."""
     def launcher_jit(fn):
         compiled = jit(fn)
-        return Launcher(compiled) if kernels is None or fn.__name__ in kernels else compiled
+        if kernels is None or fn.__name__ in kernels:
+            return Launcher(compiled, dynamic)
+        return compiled
     return launcher_jit
 
 
