@@ -3,7 +3,10 @@
 A dynamic module's kernels take their sizes as arguments, so one CUDA graph serves one set
 of size-symbol values. ``DynamicGraphedCall`` keys graphs by those values (read from the
 inputs: ``sizes_from_data``), keeps at most ``GraphPolicy.max_graphs`` of them (least
-recently used goes first) and captures them all into one shared memory pool, as Inductor's
+recently used goes first, and only for a size seen more often than it: sizes recurring in
+a cycle longer than the pool, a decode loop repeated over one range of lengths, would
+otherwise evict each other and pay a capture at every step) and captures them all into
+one shared memory pool, as Inductor's
 cudagraph trees do: a graph's scratch memory is reused by the next capture instead of each
 size holding its own. That is safe because no graph reads pool memory on entry (inputs are
 copied into buffers outside the pool, weights are the caller's) and every output is cloned
@@ -106,6 +109,10 @@ class GraphPool:
     def __contains__(self, key) -> bool:
         return key in self._entries
 
+    def oldest(self):
+        """The key the next capture past the bound evicts."""
+        return next(iter(self._entries))
+
     def get(self, key) -> _Entry | None:
         entry = self._entries.get(key)
         if entry is not None:
@@ -176,7 +183,7 @@ class DynamicGraphedCall:
         self.pool = GraphPool(policy.max_graphs, backend or TorchCudaGraphs())
         self._where = size_positions(compiled.input_specs)    # read per call: kept
         self._keyed = set(self._where) == set(compiled.size_ranges)
-        self._seen: OrderedDict[tuple, None] = OrderedDict()   # run once, not captured
+        self._seen: OrderedDict[tuple, int] = OrderedDict()   # sightings per key
         self.failed: set[tuple] = set()
         self._state_key = None
 
@@ -192,10 +199,10 @@ class DynamicGraphedCall:
             self._state_key = state
         padded = {s: self._padded(s, v) for s, v in sizes.items()}
         key = tuple(sorted(padded.items()))
+        self._remember(key)
         entry = self.pool.get(key)
         if entry is None:
-            if key in self.failed or key not in self._seen:
-                self._remember(key)
+            if key in self.failed or not self._admits(key):
                 return self._direct(flat, sizes, padded)
             entry = self._capture(key, flat, sizes, padded)
             if entry is None:
@@ -214,9 +221,20 @@ class DynamicGraphedCall:
         return bucket if hi is None or bucket <= hi else value
 
     def _remember(self, key) -> None:
-        self._seen[key] = None
+        self._seen[key] = self._seen.pop(key, 0) + 1
         while len(self._seen) > 64 * max(1, self.policy.max_graphs):   # a growing size
             self._seen.popitem(last=False)
+
+    def _admits(self, key) -> bool:
+        """Capture ``key`` now: seen before, and the pool has room or its least recently
+        used graph was seen less often (a size seen once runs directly: a capture needs
+        its kernels loaded, and a size that never recurs would waste it)."""
+        count = self._seen[key]
+        if count < 2:
+            return False
+        if len(self.pool) < self.policy.max_graphs:
+            return True
+        return count > self._seen.get(self.pool.oldest(), 0)
 
     def _capture(self, key, flat: list, sizes: dict, padded: dict) -> _Entry | None:
         # the buffers hold this call's inputs (padding rows zero): a backend that runs

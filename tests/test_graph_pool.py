@@ -119,12 +119,25 @@ def test_pool_is_bounded_and_evicts_least_recently_used(rows):
     for batch in (2, 2, 3, 3):
         step(batch)
     step(2)                                          # 2 used last: 3 is the oldest now
-    step(4), step(4)
+    for _ in range(3):           # seen more often than 3 (twice): evicts it
+        step(4)
     keys = [dict(k) for k in call.pool._entries]
     assert len(call.pool) == 2 and call.pool.evictions == 1
     assert sorted(v for k in keys for v in k.values()) == [2, 4]
-    step(3)                      # evicted, but seen before: captured again at once
+    step(3), step(3)             # evicted, now seen 4 times: the oldest (2, 3 times) goes
     assert call.pool.captures == 4 and call.pool.evictions == 2 and len(call.pool) == 2
+
+
+def test_sizes_cycling_past_the_pool_do_not_evict_each_other(rows):
+    """A loop over more sizes than the pool holds (a decode loop repeated over one range of
+    lengths) keeps the graphs it captured first: each other size runs directly rather than
+    paying a capture at every step."""
+    call, step = _call(rows, GraphPolicy(max_graphs=2), _Graphs())
+    for _ in range(4):
+        for batch in (2, 3, 4, 5, 6):
+            step(batch)
+    assert call.pool.captures == 2 and call.pool.evictions == 0
+    assert sorted(v for k in call.pool._entries for v in dict(k).values()) == [2, 3]
 
 
 def test_every_capture_shares_one_pool_handle(rows):
