@@ -50,9 +50,17 @@ class BatchBroadcastMask(torch.nn.Module):
         return F.scaled_dot_product_attention(q, k, v, attn_mask=bias.contiguous(), scale=1.0)
 
 
+class QueryOnlyMask(torch.nn.Module):
+    """A bias per query row only, the same for every key and batch row."""
+    def forward(self, q, k, v, table):
+        bias = (table[:, :1, :].permute(2, 0, 1) * 0.5).unsqueeze(0)   # (1, heads, q, 1)
+        bias = bias.expand(q.shape[0], -1, -1, k.shape[2])
+        return F.scaled_dot_product_attention(q, k, v, attn_mask=bias.contiguous(), scale=1.0)
+
+
 def _inputs(case):
     q, k, v = (torch.randn(2, 4, 16, 8) for _ in range(3))
-    if case in (ComputedMask, BatchBroadcastMask):
+    if case in (ComputedMask, BatchBroadcastMask, QueryOnlyMask):
         return q, k, v, torch.randn(16, 16, 4)
     if case is GatheredMask:
         return q, k, v, torch.randint(0, 32, (16, 16))
@@ -101,3 +109,10 @@ def test_a_mask_the_same_for_every_batch_row_is_stored_once(monkeypatch):
     (strides,) = seen
     q, mask = strides[0], strides[3]
     assert q[-1] == 1 and mask == (0, 256, 16, 1), strides
+
+
+def test_a_mask_constant_along_the_keys_keeps_its_last_dim_dense(monkeypatch):
+    seen = _spy_attention(monkeypatch)
+    _compiled_like_eager(QueryOnlyMask)
+    (strides,) = seen
+    assert strides[3][0] == 0 and strides[3][-1] == 1, strides

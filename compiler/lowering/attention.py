@@ -62,7 +62,9 @@ def _broadcast_mask(ctx, value: TensorValue) -> BufferRef:
     size with stride 0 in the dims its body does not index."""
     used: set = set()
     map_indices(value.body, lambda index: used.update(free_symbols(index)) or index)
-    varies = [sym in used for sym in index_symbols(value.ndim)]
+    # The last dim is kept whole even where it does not vary: torch's fused kernels need
+    # its stride to be 1, which a broadcast dim's 0 is not.
+    varies = [sym in used for sym in index_symbols(value.ndim)[:-1]] + [True]
     if all(varies):
         return ctx.buffer_ref_with_strides(value, contiguous_strides(value.size))
     compact = tuple(size if v else sympy.Integer(1) for size, v in zip(value.size, varies))
