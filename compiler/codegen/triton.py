@@ -27,8 +27,8 @@ import torch
 
 from ..ir import (PSEUDO_OPS, ComputedBuffer, Const, Expr, IndexExpr, Load, Op, OpName,
                   index_symbols, map_indices, substitute, walk)
-from ..sizevars import (FloorDiv, ModularIndexing, affine_coefficients, replace_symbols,
-                        simplify, size_hint, texpr, upper_bound)
+from ..sizevars import (FloorDiv, ModularIndexing, affine_coefficients, free_symbols,
+                        replace_symbols, simplify, size_hint, texpr, upper_bound)
 from ..kernels.spec import KernelKind
 from .builder import CodeBuilder
 from .kernel import GeneratedKernel, generated, jit_header
@@ -116,14 +116,30 @@ def _merge_dims(dims: tuple, exprs: tuple) -> tuple[tuple, tuple]:
             if joined is not None:     # no access needs div/mod for the merged dim
                 new_exprs = [simplify(e, ranges) for e in joined]
             else:
-                new_exprs = [simplify(replace_symbols(e, sub), ranges) for e in exprs]
-            if joined is not None or _divmods(new_exprs, {v}) <= _divmods(exprs, {a, b}):
+                new_exprs = _split_exprs(exprs, sub, ranges, v, _divmods(exprs, {a, b}))
+            if new_exprs is not None:
                 dims = dims[:k] + [(v, sa * sb)] + dims[k + 2:]
                 mapping = {s: simplify(e.xreplace(sub), ranges) for s, e in mapping.items()}
                 exprs = new_exprs
                 merged = True
                 break
     return tuple(dims), tuple(mapping.items())
+
+
+def _split_exprs(exprs, sub: dict, ranges, v: sympy.Symbol, budget: int) -> list | None:
+    """``exprs`` with ``sub`` (the merged dims as floor/mod of ``v``) applied, simplified;
+    None as soon as they hold more than ``budget`` floor/mod terms of ``v``. Those that use
+    neither merged dim hold none, so they are simplified only once the merge is taken: most
+    tries fail on the first expression (a depthwise conv's masks use one dim of a pair)."""
+    out = list(exprs)
+    used = [k for k, e in enumerate(exprs) if not free_symbols(e).isdisjoint(sub)]
+    for k in used:
+        out[k] = simplify(replace_symbols(exprs[k], sub), ranges)
+        budget -= _divmods((out[k],), {v})
+        if budget < 0:
+            return None
+    moved = set(used)
+    return [e if k in moved else simplify(e, ranges) for k, e in enumerate(out)]
 
 
 def _joined(exprs, a: sympy.Symbol, b: sympy.Symbol, sb, v: sympy.Symbol) -> list | None:
