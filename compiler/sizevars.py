@@ -177,14 +177,20 @@ def simplify(expr: sympy.Expr, ranges: Mapping[sympy.Symbol, sympy.Expr]) -> sym
     """Range-aware simplification of an index expression (bottom-up, to a fixed point).
 
     Memoized: the result depends on ``expr`` and the ranges of its own symbols only, and a
-    model's repeated blocks ask for the same index expressions kernel after kernel.
+    model's repeated blocks ask for the same index expressions kernel after kernel. A
+    constant term is set aside first: no rule looks at it (it is no floor or mod, and pairs
+    with none), so a stencil's taps, one index at 49 offsets, are simplified once.
     """
     expr = sympy.sympify(expr)
     if _is_plain(expr):
         return expr
-    bounds = tuple(sorted(((s, ranges[s]) for s in free_symbols(expr) if s in ranges),
+    offset, rest = expr.as_coeff_Add()
+    if not offset.is_Integer:
+        offset, rest = sympy.Integer(0), expr
+    bounds = tuple(sorted(((s, ranges[s]) for s in free_symbols(rest) if s in ranges),
                           key=lambda pair: str(pair[0])))
-    return _simplify_bounded(expr, bounds)
+    out = _simplify_bounded(rest, bounds)
+    return out if offset == 0 else offset + out
 
 
 def _is_plain(expr: sympy.Expr) -> bool:
@@ -252,7 +258,14 @@ def index_step(index: sympy.Expr, symbol: sympy.Symbol, zero: Mapping) -> int | 
 
     Example: ``index_step(3*i0 + i1 + 5, i0, {i0: 0, i1: 0}) == 3``.
     """
-    index = sympy.sympify(index)
+    _, rest = sympy.sympify(index).as_coeff_Add()   # a constant term moves no step
+    return _index_step(rest, symbol, tuple(zero.items()))
+
+
+@functools.lru_cache(maxsize=1 << 14)
+def _index_step(index: sympy.Expr, symbol: sympy.Symbol, zero: tuple) -> int | None:
+    # Memoized: the fusion planner asks for each load's steps at every group it tries.
+    zero = dict(zero)
     step = sympy.sympify(index.xreplace({**zero, symbol: 1}) - index.xreplace(zero))
     if not step.is_Integer:   # sizes known only at run time may cancel (s0 + 1 - s0)
         step = sympy.simplify(step)
@@ -264,8 +277,10 @@ def affine_coefficients(expr: sympy.Expr, symbols) -> tuple[sympy.Expr, list[sym
 
     Example: ``affine_coefficients(3*i0 + i1 + 5, [i0, i1]) == (5, [3, 1])``.
     """
-    found = _affine(sympy.sympify(expr), tuple(symbols))
-    return None if found is None else (found[0], list(found[1]))
+    # a constant term is no coefficient: set aside, a stencil's taps share one answer
+    offset, rest = sympy.sympify(expr).as_coeff_Add()
+    found = _affine(rest, tuple(symbols))
+    return None if found is None else (offset + found[0], list(found[1]))
 
 
 @functools.lru_cache(maxsize=1 << 14)
@@ -319,8 +334,39 @@ class TritonPrinter(StrPrinter):
 
 
 def texpr(expr: sympy.Expr) -> str:
-    """Triton source for an index expression."""
-    return _texpr(sympy.sympify(expr))
+    """Triton source for an index expression.
+
+    A constant term is printed apart where sympy's printer puts it last, as it does but for
+    ``c - k*x`` (which it prints ``c + (-1)*k*x``) and negative powers: a stencil's taps, one
+    index at many offsets, print their index once (sympy orders the terms of each anew).
+
+    >>> x = index_symbol("x", 0)
+    >>> texpr(x - 16416), texpr(96 - x), texpr(ModularIndexing(x, 1, 96) + 192)
+    ('x0 - 16416', '96 + (-1)*x0', '(x0 % 96) + 192')
+    """
+    expr = sympy.sympify(expr)
+    offset, rest = expr.as_coeff_Add()
+    if offset.is_Integer and offset != 0 and _offset_printed_last(offset, rest):
+        return f"{_texpr(rest)} {'-' if offset < 0 else '+'} {abs(int(offset))}"
+    return _texpr(expr)
+
+
+def _offset_printed_last(offset: sympy.Integer, rest: sympy.Expr) -> bool:
+    """Whether sympy prints ``offset + rest`` as ``rest`` and then the constant: its terms
+    are ordered by their monomials, a constant's the least, unless a negative power
+    (``x/s0``) ranks lower, or it is ``Expr.as_ordered_terms``'s special case of a positive
+    number plus a negative multiple of one factor."""
+    if rest.is_Number:
+        return False
+    if offset > 0 and rest.is_Mul and len(rest.args) == 2 and rest.args[0].is_Number \
+            and rest.args[0].is_negative:
+        return False
+    return not _has_power(rest)
+
+
+@functools.lru_cache(maxsize=1 << 14)
+def _has_power(expr: sympy.Expr) -> bool:
+    return expr.has(sympy.Pow)
 
 
 @functools.lru_cache(maxsize=1 << 14)

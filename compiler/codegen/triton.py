@@ -229,12 +229,18 @@ class BodyWriter:
         self.pointers: dict[str, str] = pointers if pointers is not None else {}
         self.counter = counter or itertools.count()
         self.size_symbols: set[sympy.Symbol] = set()   # become kernel arguments
+        self.indices: dict[sympy.Expr, sympy.Expr] = {}   # ``index`` of each, less its constant
 
     def index(self, expr) -> sympy.Expr:
-        out = simplify(sympy.sympify(expr).xreplace(self.index_map), self.ranges)
-        self.size_symbols |= {s for s in out.free_symbols
-                              if s not in KERNEL_INDICES and not isinstance(s, sympy.Dummy)}
-        return out
+        """``expr`` over the kernel's own indices, simplified; its constant term is set
+        aside, so a stencil's taps (one index at many offsets) are mapped once."""
+        offset, rest = sympy.sympify(expr).as_coeff_Add()
+        if rest not in self.indices:
+            out = simplify(rest.xreplace(self.index_map), self.ranges)
+            self.size_symbols |= {s for s in free_symbols(out)
+                                  if s not in KERNEL_INDICES and not isinstance(s, sympy.Dummy)}
+            self.indices[rest] = out
+        return offset + self.indices[rest]
 
     def pointer(self, buffer: str) -> str:
         return self.pointers.setdefault(buffer, f"in_ptr{len(self.pointers)}")
