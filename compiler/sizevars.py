@@ -211,7 +211,16 @@ def replace_symbols(expr: sympy.Expr, mapping: Mapping[sympy.Symbol, sympy.Expr]
     """``expr.xreplace(mapping)`` for a mapping of symbols; ``expr`` itself, without sympy's
     walk, where none of its symbols is replaced."""
     expr = sympy.sympify(expr)
-    return expr if free_symbols(expr).isdisjoint(mapping) else expr.xreplace(mapping)
+    if free_symbols(expr).isdisjoint(mapping):
+        return expr
+    return _xreplace(expr, tuple(mapping.items()))
+
+
+@functools.lru_cache(maxsize=1 << 14)
+def _xreplace(expr: sympy.Expr, pairs: tuple) -> sympy.Expr:
+    # Memoized: a model's repeated blocks map the same indices the same way (a lowering's
+    # views, the fusion planner's group symbols), and sympy rebuilds the expression anew.
+    return expr.xreplace(dict(pairs))
 
 
 @functools.lru_cache(maxsize=1 << 16)

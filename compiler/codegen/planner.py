@@ -38,13 +38,18 @@ class TritonPlanner:
             if len(nodes) > 1 and not pointwise_group_fits(nodes):
                 return None
             return pointwise_traffic(nodes, stores, hint)
-        key = tuple(n.name for n in nodes)
-        if key not in self._plans:
-            self._plans[key] = plan_row_group(nodes)
-        plan = self._plans[key]
+        plan = self.row_plan(nodes)
         if plan is None or computes_heavy_work_poorly(plan):
             return None
         return row_traffic(plan, stores, hint)
+
+    def row_plan(self, nodes: tuple) -> RowPlan | None:
+        """``plan_row_group(nodes)``, planned once: the emitter writes the kernel of the
+        plan the scheduler weighed."""
+        key = tuple(n.name for n in nodes)
+        if key not in self._plans:
+            self._plans[key] = plan_row_group(nodes)
+        return self._plans[key]
 
 
 # A pointwise value with many loads joins a row kernel only where the kernel computes it as

@@ -336,9 +336,11 @@ def _replace(expr: Expr, mapping: dict) -> Expr:
 
 
 # ----------------------------------------------------------------------------- emission
-def generate_row_kernel(nodes, stores: frozenset[str], number: int) -> GeneratedKernel:
-    """One kernel for ``nodes`` (which ``plan_row_group`` accepts); writes ``stores``."""
-    plan = plan_row_group(tuple(nodes))
+def generate_row_kernel(nodes, stores: frozenset[str], number: int,
+                        plan: RowPlan | None = None) -> GeneratedKernel:
+    """One kernel for ``nodes`` (which ``plan_row_group`` accepts); writes ``stores``.
+    ``plan``: ``plan_row_group(nodes)`` where the caller has it already."""
+    plan = plan if plan is not None else plan_row_group(tuple(nodes))
     if plan is None:
         raise ValueError(f"nodes {[n.name for n in nodes]} cannot share a row kernel")
     xnumel, rnumel = plan.numels
