@@ -321,7 +321,9 @@ class Layout:
     offset: sympy.Expr = sympy.Integer(0)
 
     def index(self, idx: Sequence[sympy.Expr]) -> sympy.Expr:
-        return self.offset + sum((s * i for s, i in zip(self.stride, idx)), sympy.Integer(0))
+        # one Add of every term, not a sum's chain of partial sums: sympy flattens and
+        # sorts the terms at each (every buffer a graph reads is indexed so, once a read)
+        return sympy.Add(self.offset, *[s * i for s, i in zip(self.stride, idx)])
 
     def numel(self) -> sympy.Expr:
         return sympy.Mul(*self.size)
