@@ -72,7 +72,7 @@ def _hash_once(cls):
     field_hash = cls.__hash__
 
     def __hash__(self) -> int:
-        cached = self.__dict__.get("_hash")
+        cached = getattr(self, "_hash", None)
         if cached is None:
             cached = field_hash(self)
             object.__setattr__(self, "_hash", cached)
@@ -157,7 +157,10 @@ def map_indices(expr: Expr, fn: Callable[[sympy.Expr], sympy.Expr]) -> Expr:
         memo[key] = out
         return out
 
-    return go(expr)
+    try:
+        return go(expr)
+    finally:
+        del go   # the closure refers to itself: a cycle only the garbage collector frees
 
 
 def _same(new, old) -> bool:
@@ -257,6 +260,7 @@ def _walk(expr: Expr) -> tuple:
         order.append(e)
 
     go(expr)
+    del go   # a cycle (the closure refers to itself), else freed only by the collector
     return tuple(order)
 
 

@@ -33,8 +33,8 @@ import torch
 
 from ..ir import (ComputedBuffer, Expr, Load, Op, OpName, ReductionBuffer, contiguous_strides,
                   index_symbols, reduction_symbols, substitute, walk)
-from ..sizevars import (affine_coefficients, index_step, index_symbol, simplify, size_hint,
-                        upper_bound)
+from ..sizevars import (affine_coefficients, index_step, index_symbol, replace_symbols,
+                        simplify, size_hint, upper_bound)
 from ..kernels.spec import PERSISTENT_MAX_RNUMEL, KernelKind
 from ..traffic import row_traffic
 from .builder import CodeBuilder
@@ -240,7 +240,8 @@ def plan_row_group(nodes) -> RowPlan | None:
                      bodies[nodes.index(anchor)])
     exprs = [e for b, s in zip(bodies, stores) for e in index_exprs(b, s)]
     xdims, xmap = merge_dims(xdims, exprs)
-    exprs = [sympy.sympify(e).xreplace(xmap) for e in exprs]
+    moved = {s: e for s, e in xmap.items() if s != e}
+    exprs = [replace_symbols(e, moved) for e in exprs]
     rdims, rmap = merge_dims(rdims, exprs)
     full = {**xmap, **{k: v.xreplace(rmap) for k, v in xmap.items()}, **rmap}
     ranges = dict(xdims + rdims)
