@@ -182,7 +182,7 @@ def simplify(expr: sympy.Expr, ranges: Mapping[sympy.Symbol, sympy.Expr]) -> sym
     with none), so a stencil's taps, one index at 49 offsets, are simplified once.
     """
     expr = sympy.sympify(expr)
-    if _is_plain(expr):
+    if is_plain(expr):
         return expr
     offset, rest = expr.as_coeff_Add()
     if not offset.is_Integer:
@@ -193,7 +193,7 @@ def simplify(expr: sympy.Expr, ranges: Mapping[sympy.Symbol, sympy.Expr]) -> sym
     return out if offset == 0 else offset + out
 
 
-def _is_plain(expr: sympy.Expr) -> bool:
+def is_plain(expr: sympy.Expr) -> bool:
     """Whether ``expr`` is a sum of products of symbols and numbers: no floor or mod, nothing
     to multiply out, so ``simplify`` gives it back unchanged. Most loads index so (a
     contiguous or strided read, a stencil's tap), and telling takes less than the lookup."""

@@ -16,7 +16,7 @@ from __future__ import annotations
 from ..ir import ComputedBuffer, Load, walk
 from ..traffic import Traffic, pointwise_traffic, row_traffic
 from .heuristics import SECTOR_ROWS, rows_per_program
-from .reduction import RowPlan, load_step, plan_row_group
+from .reduction import RowPlan, load_step, moving_loads_unplanned, plan_row_group
 from .triton import pointwise_group_fits
 
 
@@ -38,6 +38,8 @@ class TritonPlanner:
             if len(nodes) > 1 and not pointwise_group_fits(nodes):
                 return None
             return pointwise_traffic(nodes, stores, hint)
+        if moving_loads_unplanned(nodes) > MAX_ROW_KERNEL_LOADS:
+            return None   # what computes_heavy_work_poorly refuses, whatever the plan
         plan = self.row_plan(nodes)
         if plan is None or computes_heavy_work_poorly(plan):
             return None

@@ -33,8 +33,8 @@ import torch
 
 from ..ir import (ComputedBuffer, Expr, Load, Op, OpName, ReductionBuffer, contiguous_strides,
                   index_symbols, reduction_symbols, substitute, walk)
-from ..sizevars import (affine_coefficients, index_step, index_symbol, replace_symbols,
-                        simplify, size_hint, upper_bound)
+from ..sizevars import (affine_coefficients, free_symbols, index_step, index_symbol, is_plain,
+                        replace_symbols, simplify, size_hint, upper_bound)
 from ..kernels.spec import PERSISTENT_MAX_RNUMEL, KernelKind
 from ..traffic import row_traffic
 from .builder import CodeBuilder
@@ -256,6 +256,45 @@ def plan_row_group(nodes) -> RowPlan | None:
     if not persistent:
         plan = _recompute_full_values(plan)
     return plan if _reads_are_local(plan) else None
+
+
+def moving_loads_unplanned(nodes) -> int:
+    """At least how many distinct loads of other buffers a pointwise node of the reduced
+    source's own shape makes that move along the innermost reduced dim of the plan
+    ``plan_row_group(nodes)`` would make, told without making it (0 where none is known).
+
+    Such a node is over the group's dims as it is (``_group_symbol``). Counted are the loads
+    whose index is a sum of multiples of the group's dims: merging and simplifying dims keeps
+    an index's value, so each keeps its step along the innermost reduced dim, and no two of
+    them become one load (two such sums that differ, differ somewhere in the dims' ranges).
+    The fusion planner refuses a kernel on this count before planning it: a 7x7 depthwise
+    conv joining a LayerNorm moves 98 loads, and its plan maps and simplifies 500 nodes.
+    """
+    anchor = next((n for n in nodes if isinstance(n, ReductionBuffer)), None)
+    src = tuple(anchor.src_size) if anchor is not None else ()
+    full = [n for n in nodes if type(n) is ComputedBuffer and tuple(n.layout.size) == src]
+    if not full:
+        return 0
+    zero = {_group_symbol(d): sympy.Integer(0) for d, n in enumerate(src) if n == 1}
+    dims = frozenset(_group_symbol(d) for d, n in enumerate(src) if n != 1)
+    rdims = _ordered([(_group_symbol(d), src[d]) for d in anchor.reduced_dims if src[d] != 1],
+                     substitute(_to_group(anchor, anchor, "reduction")[0], zero))
+    if not rdims:
+        return 0
+    at_zero = {s: 0 for s in dims}
+    own = {n.name for n in nodes}
+    counts = [0]
+    for node in full:
+        loads = {ld for ld in walk(substitute(node.body, zero)) if isinstance(ld, Load)
+                 and ld.buffer not in own and not ld.indirect and _sum_of_dims(ld.index, dims)}
+        counts.append(sum(load_step(ld, rdims[-1][0], at_zero) not in (0, None) for ld in loads))
+    return max(counts)
+
+
+def _sum_of_dims(index, dims: frozenset) -> bool:
+    """Whether ``index`` is a sum of number multiples of ``dims`` and a number."""
+    index = sympy.sympify(index)
+    return is_plain(index) and free_symbols(index) <= dims
 
 
 # A program holds 16 rows lying across memory to read them coalesced (``heuristics``), so
