@@ -354,10 +354,30 @@ def texpr(expr: sympy.Expr) -> str:
     ('x0 - 16416', '96 + (-1)*x0', '(x0 % 96) + 192')
     """
     expr = sympy.sympify(expr)
-    offset, rest = expr.as_coeff_Add()
-    if offset.is_Integer and offset != 0 and _offset_printed_last(offset, rest):
-        return f"{_texpr(rest)} {'-' if offset < 0 else '+'} {abs(int(offset))}"
-    return _texpr(expr)
+    return _printed_apart(*expr.as_coeff_Add()) or _texpr(expr)
+
+
+def texpr_sum(offset: sympy.Integer, expr: sympy.Expr) -> str:
+    """``texpr(offset + expr)`` for an integer ``offset``, the sum not built where its
+    constant term is printed apart (a stencil's taps print one index at many offsets).
+
+    >>> x = index_symbol("x", 0)
+    >>> texpr_sum(sympy.Integer(-16416), x + 96), texpr_sum(sympy.Integer(-96), x + 96)
+    ('x0 - 16320', 'x0')
+    """
+    inner, rest = expr.as_coeff_Add()
+    total = offset + inner
+    if total == 0 and not rest.is_Number:
+        return _texpr(rest)
+    return _printed_apart(total, rest) or texpr(offset + expr)
+
+
+def _printed_apart(offset: sympy.Expr, rest: sympy.Expr) -> str | None:
+    """``rest`` printed, then the constant ``offset``, where that is how sympy prints their
+    sum; None where it is not (no constant, or the printer puts it elsewhere)."""
+    if not offset.is_Integer or offset == 0 or not _offset_printed_last(offset, rest):
+        return None
+    return f"{_texpr(rest)} {'-' if offset < 0 else '+'} {abs(int(offset))}"
 
 
 def _offset_printed_last(offset: sympy.Integer, rest: sympy.Expr) -> bool:

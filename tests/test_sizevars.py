@@ -44,13 +44,14 @@ def test_memoized_planning_answers_are_the_callers_own():
 
 
 def test_a_constant_term_is_worked_apart_as_sympy_would_keep_it():
-    """simplify, texpr, affine_coefficients and index_step set an index's constant term
+    """simplify, texpr(_sum), affine_coefficients and index_step set an index's constant term
     aside (a stencil's taps share the rest); each answers as on the whole index, texpr
     character for character as sympy's printer (which puts the constant last but in
     ``c - k*x`` and before negative powers)."""
     import random
     import sympy
-    from compiler.sizevars import TritonPrinter, affine_coefficients, index_step, texpr
+    from compiler.sizevars import (TritonPrinter, affine_coefficients, index_step, texpr,
+                                   texpr_sum)
     x, y = index_symbol("x", 0), index_symbol("x", 1)
     s0 = sympy.Symbol("s0", integer=True, positive=True)
     terms = [x, y, s0, x * y, s0 * x, s0 ** 2, FloorDiv(x, 96), ModularIndexing(x, 1, 96),
@@ -61,6 +62,8 @@ def test_a_constant_term_is_worked_apart_as_sympy_would_keep_it():
                    for _ in range(rng.randint(1, 3)))
         expr = rest + rng.choice([0, 1, -1, 7, -16416])
         assert texpr(expr) == TritonPrinter().doprint(expr), expr
+        offset = sympy.Integer(rng.choice([0, 1, -7, 96]))
+        assert texpr_sum(offset, expr) == TritonPrinter().doprint(offset + expr), (offset, expr)
     for offset in (0, 5, -16416):
         expr = 5376 * FloorDiv(x, 5376) + ModularIndexing(x, 1, 5376) + offset
         assert simplify(expr, {x: 301056}) == x + offset

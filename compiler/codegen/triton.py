@@ -28,7 +28,7 @@ import torch
 from ..ir import (PSEUDO_OPS, ComputedBuffer, Const, Expr, IndexExpr, Load, Op, OpName,
                   index_symbols, map_indices, substitute, walk)
 from ..sizevars import (FloorDiv, ModularIndexing, affine_coefficients, free_symbols,
-                        replace_symbols, simplify, size_hint, texpr, upper_bound)
+                        replace_symbols, simplify, size_hint, texpr, texpr_sum, upper_bound)
 from ..kernels.spec import KernelKind
 from .builder import CodeBuilder
 from .kernel import GeneratedKernel, generated, jit_header
@@ -235,12 +235,22 @@ class BodyWriter:
         """``expr`` over the kernel's own indices, simplified; its constant term is set
         aside, so a stencil's taps (one index at many offsets) are mapped once."""
         offset, rest = sympy.sympify(expr).as_coeff_Add()
+        return offset + self._mapped(rest)
+
+    def _printed(self, expr) -> tuple[str, frozenset]:
+        """``texpr(self.index(expr))`` and that index's symbols, the constant term not
+        added back in where the text can do without (``texpr_sum``)."""
+        offset, rest = sympy.sympify(expr).as_coeff_Add()
+        out = self._mapped(rest)
+        return texpr_sum(offset, out), free_symbols(out)
+
+    def _mapped(self, rest: sympy.Expr) -> sympy.Expr:
         if rest not in self.indices:
             out = simplify(rest.xreplace(self.index_map), self.ranges)
             self.size_symbols |= {s for s in free_symbols(out)
                                   if s not in KERNEL_INDICES and not isinstance(s, sympy.Dummy)}
             self.indices[rest] = out
-        return offset + self.indices[rest]
+        return self.indices[rest]
 
     def pointer(self, buffer: str) -> str:
         return self.pointers.setdefault(buffer, f"in_ptr{len(self.pointers)}")
@@ -258,11 +268,11 @@ class BodyWriter:
         if isinstance(e, Load):
             text, is_block = self._load(e)
         elif isinstance(e, IndexExpr):
-            idx = self.index(e.index)
+            idx, free = self._printed(e.index)
             # only the kernel's own indices make a block; a size argument is a scalar (and
             # Triton turns a size of 1 into a plain int, which has no .to())
-            is_block = bool(idx.free_symbols & KERNEL_INDICES)
-            text = f"({texpr(idx)}).to({TL_DTYPES[e.dtype]})" if is_block else texpr(idx)
+            is_block = bool(free & KERNEL_INDICES)
+            text = f"({idx}).to({TL_DTYPES[e.dtype]})" if is_block else idx
         else:
             args = [self.value(a) for a in e.args]
             text = OP_CODE[e.op](args, e)
@@ -300,19 +310,22 @@ class BodyWriter:
                             cond in self.block or body in self.block)
 
     def _load(self, e: Load, mask: str | None = None, other: str | None = None):
-        idx = self.index(e.index)
-        bound = {sym: sympy.Symbol(self.value(v), integer=True) for sym, v in e.indirect}
-        idx = idx.xreplace(bound)
+        if e.indirect:
+            idx = self.index(e.index)
+            bound = {sym: sympy.Symbol(self.value(v), integer=True) for sym, v in e.indirect}
+            idx = idx.xreplace(bound)
+            text, free = texpr(idx), idx.free_symbols
+        else:
+            text, free = self._printed(e.index)
         # a block only if the address still holds one: an indirect index into a broadcast
         # (stride 0) dimension drops out, leaving a scalar address
-        is_block = bool(idx.free_symbols & KERNEL_INDICES) or any(
-            str(s) in self.block for s in idx.free_symbols)
+        is_block = bool(free & KERNEL_INDICES) or any(str(s) in self.block for s in free)
         # inside a masked region even a scalar address may be invalid: always mask there
         region = mask or self.mask
         in_region = region != self.base_mask
         fill = f", other={other}" if other is not None else self.other
         mask = f", {region}{fill}" if is_block or in_region else ""
-        address = f"{self.pointer(e.buffer)} + ({texpr(idx)})"
+        address = f"{self.pointer(e.buffer)} + ({text})"
         if in_region and not is_block:   # tl.load takes a block mask only with a block address
             address = f"tl.broadcast_to({address}, ({region}).shape)"
         text = f"tl.load({address}{mask})"
