@@ -296,6 +296,8 @@ def affine_coefficients(expr: sympy.Expr, symbols) -> tuple[sympy.Expr, list[sym
 def _affine(expr: sympy.Expr, symbols: tuple) -> tuple[sympy.Expr, tuple] | None:
     """``affine_coefficients``, memoized: a kernel's planning asks it for each load at every
     step (tiling, row order), and a model's kernels share their index expressions."""
+    if is_plain(expr):
+        return _affine_plain(expr, symbols)
     expr = sympy.expand(expr)
     coeffs = []
     rest = expr
@@ -309,6 +311,24 @@ def _affine(expr: sympy.Expr, symbols: tuple) -> tuple[sympy.Expr, tuple] | None
     if rest.free_symbols & set(symbols) or rest.has(FloorDiv, ModularIndexing):
         return None
     return rest, tuple(coeffs)
+
+
+def _affine_plain(expr: sympy.Expr, symbols: tuple) -> tuple[sympy.Expr, tuple] | None:
+    """``_affine`` of a sum of products of symbols and numbers (``is_plain``), read off its
+    terms: sympy's expand and coeff give the same, walking it once per symbol."""
+    wanted = set(symbols)
+    parts: dict = {s: [] for s in symbols}
+    rest = []
+    for term in sympy.Add.make_args(expr):
+        factors = sympy.Mul.make_args(term)
+        found = [f for f in factors if f in wanted]
+        if len(found) > 1:
+            return None   # a product of two of the symbols
+        if found:
+            parts[found[0]].append(sympy.Mul(*[f for f in factors if f is not found[0]]))
+        else:
+            rest.append(term)
+    return sympy.Add(*rest), tuple(sympy.Add(*parts[s]) for s in symbols)
 
 
 class TritonPrinter(StrPrinter):
