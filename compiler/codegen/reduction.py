@@ -132,8 +132,8 @@ MAX_PERMUTATIONS = 24
 
 def _full_maps(size, src) -> list[tuple]:
     """Candidate maps of a full-sized node onto the source: per node dim, its index as an
-    expression of the group symbols ``g*``. Same shape: the identity. Otherwise the dim
-    permutations whose sizes agree, then the row-major reshape (softmax over a
+    expression of the group symbols (``_group_symbol``). Same shape: the identity. Otherwise
+    the dim permutations whose sizes agree, then the row-major reshape (softmax over a
     [16, 12, 256, 256] view written as the [192, 256, 256] a bmm reads).
 
     >>> [[str(e) for e in m] for m in _full_maps((6, 4), (2, 3, 4))]
@@ -168,7 +168,7 @@ def _row_dims(node, anchor: ReductionBuffer):
 
 
 def _to_group(node, anchor: ReductionBuffer, kind: str, full_map=None):
-    """(body, store index) of ``node`` over the anchor's source dims ``g0, g1, ...``;
+    """(body, store index) of ``node`` over the anchor's source dims ``i0, i1, ...``;
     ``full_map`` (from ``_full_maps``) places a full node's dims."""
     isyms = index_symbols(len(node.layout.size))
     if kind == "full":
