@@ -69,7 +69,7 @@ def compile_graph(gm: torch.fx.GraphModule, graph_key: str, options: CompilerOpt
     planner = TritonPlanner()
     steps = schedule(plan.lowered, FusionLimits.from_options(options), planner)
     layouts = buffer_layouts(plan.lowered, steps)
-    kernels = emit_kernels(steps, plan.candidates, layouts, options, target, configs)
+    kernels = emit_kernels(steps, plan.candidates, layouts, options, target, configs, planner)
     source = generate_wrapper(plan.lowered, steps, kernels.launched, kernels.sources, layouts,
                               options.attention)
     meta = artifact_meta(lowered, graph_key, options, target)

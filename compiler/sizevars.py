@@ -177,12 +177,28 @@ def simplify(expr: sympy.Expr, ranges: Mapping[sympy.Symbol, sympy.Expr]) -> sym
     """Range-aware simplification of an index expression (bottom-up, to a fixed point).
 
     Memoized: the result depends on ``expr`` and the ranges of its own symbols only, and a
-    model's repeated blocks ask for the same index expressions kernel after kernel.
+    model's repeated blocks ask for the same index expressions kernel after kernel. A
+    constant term is set aside first: no rule looks at it (it is no floor or mod, and pairs
+    with none), so a stencil's taps, one index at 49 offsets, are simplified once.
     """
     expr = sympy.sympify(expr)
-    bounds = tuple(sorted(((s, ranges[s]) for s in free_symbols(expr) if s in ranges),
+    if is_plain(expr):
+        return expr
+    offset, rest = expr.as_coeff_Add()
+    if not offset.is_Integer:
+        offset, rest = sympy.Integer(0), expr
+    bounds = tuple(sorted(((s, ranges[s]) for s in free_symbols(rest) if s in ranges),
                           key=lambda pair: str(pair[0])))
-    return _simplify_bounded(expr, bounds)
+    out = _simplify_bounded(rest, bounds)
+    return out if offset == 0 else offset + out
+
+
+def is_plain(expr: sympy.Expr) -> bool:
+    """Whether ``expr`` is a sum of products of symbols and numbers: no floor or mod, nothing
+    to multiply out, so ``simplify`` gives it back unchanged. Most loads index so (a
+    contiguous or strided read, a stencil's tap), and telling takes less than the lookup."""
+    return all(factor.is_Atom for term in sympy.Add.make_args(expr)
+               for factor in sympy.Mul.make_args(term))
 
 
 @functools.lru_cache(maxsize=1 << 16)
@@ -195,7 +211,16 @@ def replace_symbols(expr: sympy.Expr, mapping: Mapping[sympy.Symbol, sympy.Expr]
     """``expr.xreplace(mapping)`` for a mapping of symbols; ``expr`` itself, without sympy's
     walk, where none of its symbols is replaced."""
     expr = sympy.sympify(expr)
-    return expr if free_symbols(expr).isdisjoint(mapping) else expr.xreplace(mapping)
+    if free_symbols(expr).isdisjoint(mapping):
+        return expr
+    return _xreplace(expr, tuple(mapping.items()))
+
+
+@functools.lru_cache(maxsize=1 << 14)
+def _xreplace(expr: sympy.Expr, pairs: tuple) -> sympy.Expr:
+    # Memoized: a model's repeated blocks map the same indices the same way (a lowering's
+    # views, the fusion planner's group symbols), and sympy rebuilds the expression anew.
+    return expr.xreplace(dict(pairs))
 
 
 @functools.lru_cache(maxsize=1 << 16)
@@ -242,8 +267,17 @@ def index_step(index: sympy.Expr, symbol: sympy.Symbol, zero: Mapping) -> int | 
 
     Example: ``index_step(3*i0 + i1 + 5, i0, {i0: 0, i1: 0}) == 3``.
     """
-    index = sympy.sympify(index)
-    step = sympy.simplify(index.xreplace({**zero, symbol: 1}) - index.xreplace(zero))
+    _, rest = sympy.sympify(index).as_coeff_Add()   # a constant term moves no step
+    return _index_step(rest, symbol, tuple(zero.items()))
+
+
+@functools.lru_cache(maxsize=1 << 14)
+def _index_step(index: sympy.Expr, symbol: sympy.Symbol, zero: tuple) -> int | None:
+    # Memoized: the fusion planner asks for each load's steps at every group it tries.
+    zero = dict(zero)
+    step = sympy.sympify(index.xreplace({**zero, symbol: 1}) - index.xreplace(zero))
+    if not step.is_Integer:   # sizes known only at run time may cancel (s0 + 1 - s0)
+        step = sympy.simplify(step)
     return int(step) if step.is_Integer else None
 
 
@@ -252,14 +286,18 @@ def affine_coefficients(expr: sympy.Expr, symbols) -> tuple[sympy.Expr, list[sym
 
     Example: ``affine_coefficients(3*i0 + i1 + 5, [i0, i1]) == (5, [3, 1])``.
     """
-    found = _affine(sympy.sympify(expr), tuple(symbols))
-    return None if found is None else (found[0], list(found[1]))
+    # a constant term is no coefficient: set aside, a stencil's taps share one answer
+    offset, rest = sympy.sympify(expr).as_coeff_Add()
+    found = _affine(rest, tuple(symbols))
+    return None if found is None else (offset + found[0], list(found[1]))
 
 
 @functools.lru_cache(maxsize=1 << 14)
 def _affine(expr: sympy.Expr, symbols: tuple) -> tuple[sympy.Expr, tuple] | None:
     """``affine_coefficients``, memoized: a kernel's planning asks it for each load at every
     step (tiling, row order), and a model's kernels share their index expressions."""
+    if is_plain(expr):
+        return _affine_plain(expr, symbols)
     expr = sympy.expand(expr)
     coeffs = []
     rest = expr
@@ -273,6 +311,24 @@ def _affine(expr: sympy.Expr, symbols: tuple) -> tuple[sympy.Expr, tuple] | None
     if rest.free_symbols & set(symbols) or rest.has(FloorDiv, ModularIndexing):
         return None
     return rest, tuple(coeffs)
+
+
+def _affine_plain(expr: sympy.Expr, symbols: tuple) -> tuple[sympy.Expr, tuple] | None:
+    """``_affine`` of a sum of products of symbols and numbers (``is_plain``), read off its
+    terms: sympy's expand and coeff give the same, walking it once per symbol."""
+    wanted = set(symbols)
+    parts: dict = {s: [] for s in symbols}
+    rest = []
+    for term in sympy.Add.make_args(expr):
+        factors = sympy.Mul.make_args(term)
+        found = [f for f in factors if f in wanted]
+        if len(found) > 1:
+            return None   # a product of two of the symbols
+        if found:
+            parts[found[0]].append(sympy.Mul(*[f for f in factors if f is not found[0]]))
+        else:
+            rest.append(term)
+    return sympy.Add(*rest), tuple(sympy.Add(*parts[s]) for s in symbols)
 
 
 class TritonPrinter(StrPrinter):
@@ -307,8 +363,59 @@ class TritonPrinter(StrPrinter):
 
 
 def texpr(expr: sympy.Expr) -> str:
-    """Triton source for an index expression."""
-    return _texpr(sympy.sympify(expr))
+    """Triton source for an index expression.
+
+    A constant term is printed apart where sympy's printer puts it last, as it does but for
+    ``c - k*x`` (which it prints ``c + (-1)*k*x``) and negative powers: a stencil's taps, one
+    index at many offsets, print their index once (sympy orders the terms of each anew).
+
+    >>> x = index_symbol("x", 0)
+    >>> texpr(x - 16416), texpr(96 - x), texpr(ModularIndexing(x, 1, 96) + 192)
+    ('x0 - 16416', '96 + (-1)*x0', '(x0 % 96) + 192')
+    """
+    expr = sympy.sympify(expr)
+    return _printed_apart(*expr.as_coeff_Add()) or _texpr(expr)
+
+
+def texpr_sum(offset: sympy.Integer, expr: sympy.Expr) -> str:
+    """``texpr(offset + expr)`` for an integer ``offset``, the sum not built where its
+    constant term is printed apart (a stencil's taps print one index at many offsets).
+
+    >>> x = index_symbol("x", 0)
+    >>> texpr_sum(sympy.Integer(-16416), x + 96), texpr_sum(sympy.Integer(-96), x + 96)
+    ('x0 - 16320', 'x0')
+    """
+    inner, rest = expr.as_coeff_Add()
+    total = offset + inner
+    if total == 0 and not rest.is_Number:
+        return _texpr(rest)
+    return _printed_apart(total, rest) or texpr(offset + expr)
+
+
+def _printed_apart(offset: sympy.Expr, rest: sympy.Expr) -> str | None:
+    """``rest`` printed, then the constant ``offset``, where that is how sympy prints their
+    sum; None where it is not (no constant, or the printer puts it elsewhere)."""
+    if not offset.is_Integer or offset == 0 or not _offset_printed_last(offset, rest):
+        return None
+    return f"{_texpr(rest)} {'-' if offset < 0 else '+'} {abs(int(offset))}"
+
+
+def _offset_printed_last(offset: sympy.Integer, rest: sympy.Expr) -> bool:
+    """Whether sympy prints ``offset + rest`` as ``rest`` and then the constant: its terms
+    are ordered by their monomials, a constant's the least, unless a negative power
+    (``x/s0``) ranks lower, or it is ``Expr.as_ordered_terms``'s special case of a positive
+    number plus a negative multiple of one factor."""
+    if rest.is_Number:
+        return False
+    if offset > 0 and rest.is_Mul and len(rest.args) == 2 and rest.args[0].is_Number \
+            and rest.args[0].is_negative:
+        return False
+    return not _has_power(rest)
+
+
+@functools.lru_cache(maxsize=1 << 14)
+def _has_power(expr: sympy.Expr) -> bool:
+    return expr.has(sympy.Pow)
 
 
 @functools.lru_cache(maxsize=1 << 14)

@@ -85,8 +85,11 @@ def pass_read_bytes(bodies, ranges: dict, computed: set[str],
         key = (load.buffer, load.dtype, rest) if footprint else load
         groups.setdefault(key, (load.dtype, rest, []))[2].append(
             int(offset) if offset.is_Integer else 0)
+    elements_of: dict = {}   # by index less its constant: a stencil's taps share it
     for dtype, rest, offsets in groups.values():
-        elements = load_elements(rest, ranges)
+        if rest not in elements_of:
+            elements_of[rest] = load_elements(rest, ranges)
+        elements = elements_of[rest]
         if elements is None:
             return None
         total += (elements + max(offsets) - min(offsets)) * dtype.itemsize

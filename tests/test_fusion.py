@@ -145,6 +145,31 @@ def test_many_loads_stay_out_of_a_row_kernel_reading_across_rows(side, taps, ste
     assert [len(s.nodes) for s in schedule(lowered, FusionLimits(), TritonPlanner())] == steps
 
 
+@pytest.mark.parametrize("side, taps", [(8, 3), (8, 5), (48, 3)])
+def test_moving_loads_counted_before_planning_are_at_most_the_plans(side, taps):
+    """The planner refuses a row kernel holding a many-load stencil on a count made before
+    planning it (``moving_loads_unplanned``): a lower bound of the moving loads the plan's
+    stencil makes, for every group of consecutive operations with a reduction."""
+    from compiler.codegen.reduction import load_step, moving_loads_unplanned, plan_row_group
+    _, ops = _ops(_excite, torch.randn(2, side, side, 16), torch.randn(taps, taps))
+    tried = 0
+    for start in range(len(ops)):
+        for end in range(start + 2, min(start + 5, len(ops)) + 1):
+            nodes = tuple(ops[start:end])
+            plan = plan_row_group(nodes) if all(
+                isinstance(n, (ComputedBuffer, ReductionBuffer)) for n in nodes) else None
+            if plan is None or not plan.rdims:
+                continue
+            zero = {s: 0 for s, _ in plan.xdims + plan.rdims}
+            own = {n.name for n in nodes}
+            moving = [sum(load_step(ld, plan.rdims[-1][0], zero) != 0 for ld in loads_of(b)
+                          if ld.buffer not in own)
+                      for b, kind in zip(plan.bodies, plan.kinds) if kind == "full"]
+            assert moving_loads_unplanned(nodes) <= max(moving, default=0)
+            tried += 1
+    assert tried
+
+
 class _MeanHW(torch.nn.Module):
     def forward(self, x):
         return x.mean((2, 3))

@@ -36,13 +36,21 @@ def installed(tmp_path_factory) -> Path:
     env_dir = base / "venv"
     venv.EnvBuilder(system_site_packages=True, with_pip=False).create(env_dir)
     python = env_dir / "bin" / "python"
+    # outside the checkout: on PYTHONPATH, its kiln.egg-info (the wheel build writes one)
+    # reads as kiln installed already, and pip skips the wheel
     subprocess.run([sys.executable, "-m", "pip", "--python", str(python), "install", "-q",
-                    "--no-deps", str(wheel)], check=True, capture_output=True, timeout=300)
+                    "--no-deps", str(wheel)], check=True, capture_output=True, timeout=300,
+                   env=_outside_env())
     return env_dir
 
 
+def _outside_env() -> dict:
+    """This process's environment less what would point a child at the checkout."""
+    return {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "KILN_CACHE_DIR")}
+
+
 def _run(env_dir: Path, cwd: Path, *args: str, timeout: float = 600) -> subprocess.CompletedProcess:
-    env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "KILN_CACHE_DIR")}
+    env = _outside_env()
     env["PATH"] = f"{env_dir / 'bin'}{os.pathsep}{env['PATH']}"
     return subprocess.run(list(args), cwd=cwd, env=env, capture_output=True, text=True,
                           timeout=timeout)

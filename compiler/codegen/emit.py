@@ -30,6 +30,7 @@ from ..scheduler import FusedKernel
 from .heuristics import choose_launch
 from .kernel import GeneratedKernel, artifact_of, kernel_key
 from .matmul import generate_matmul
+from .planner import TritonPlanner
 from .reduction import generate_row_kernel
 from .scan import generate_scan_kernel
 from .scatter import generate_scatter_kernel
@@ -49,8 +50,10 @@ class EmittedKernels:
         return [k.source for k in self.artifacts]
 
 
-def emit_kernel(step, number: int, layouts: Mapping[str, Layout]) -> GeneratedKernel:
-    """The kernel computing ``step`` (a ``FusedKernel`` or a ``MatmulTemplate``), by family."""
+def emit_kernel(step, number: int, layouts: Mapping[str, Layout],
+                planner: TritonPlanner | None = None) -> GeneratedKernel:
+    """The kernel computing ``step`` (a ``FusedKernel`` or a ``MatmulTemplate``), by family;
+    a row kernel from the plan ``planner`` made when the scheduler asked it, if given."""
     if isinstance(step, MatmulTemplate):
         return generate_matmul(step, number, layouts)
     nodes = step.nodes
@@ -62,16 +65,18 @@ def emit_kernel(step, number: int, layouts: Mapping[str, Layout]) -> GeneratedKe
         return generate_kernel(nodes[0], number)
     if all(type(n) is ComputedBuffer for n in nodes):
         return generate_pointwise_group(nodes, step.stores, number)
-    return generate_row_kernel(nodes, step.stores, number)
+    plan = planner.row_plan(nodes) if planner is not None else None
+    return generate_row_kernel(nodes, step.stores, number, plan)
 
 
 def emit_kernels(steps, candidates, layouts: Mapping[str, Layout], options: CompilerOptions,
-                 device_type: str, configs: Mapping[str, Mapping[str, int]] | None = None
-                 ) -> EmittedKernels:
+                 device_type: str, configs: Mapping[str, Mapping[str, int]] | None = None,
+                 planner: TritonPlanner | None = None) -> EmittedKernels:
     """Emit the kernel of every kernel step, then the unchosen GEMM ``candidates``, numbered
-    in that order (the number makes each kernel's name unique in its module)."""
+    in that order (the number makes each kernel's name unique in its module). ``planner``:
+    the one the scheduler asked, whose row plans the row kernels are written from."""
     kernel_steps = [s for s in steps if isinstance(s, (FusedKernel, MatmulTemplate))]
-    generated = [emit_kernel(s, k, layouts) for k, s in enumerate(kernel_steps)]
+    generated = [emit_kernel(s, k, layouts, planner) for k, s in enumerate(kernel_steps)]
     spare = [generate_matmul(t, len(generated) + k, layouts) for k, t in enumerate(candidates)]
     launched, artifacts = {}, []
     for k, kernel in enumerate(generated + spare):

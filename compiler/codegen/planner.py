@@ -16,7 +16,7 @@ from __future__ import annotations
 from ..ir import ComputedBuffer, Load, walk
 from ..traffic import Traffic, pointwise_traffic, row_traffic
 from .heuristics import SECTOR_ROWS, rows_per_program
-from .reduction import RowPlan, load_step, plan_row_group
+from .reduction import RowPlan, load_step, moving_loads_unplanned, plan_row_group
 from .triton import pointwise_group_fits
 
 
@@ -38,13 +38,20 @@ class TritonPlanner:
             if len(nodes) > 1 and not pointwise_group_fits(nodes):
                 return None
             return pointwise_traffic(nodes, stores, hint)
-        key = tuple(n.name for n in nodes)
-        if key not in self._plans:
-            self._plans[key] = plan_row_group(nodes)
-        plan = self._plans[key]
+        if moving_loads_unplanned(nodes) > MAX_ROW_KERNEL_LOADS:
+            return None   # what computes_heavy_work_poorly refuses, whatever the plan
+        plan = self.row_plan(nodes)
         if plan is None or computes_heavy_work_poorly(plan):
             return None
         return row_traffic(plan, stores, hint)
+
+    def row_plan(self, nodes: tuple) -> RowPlan | None:
+        """``plan_row_group(nodes)``, planned once: the emitter writes the kernel of the
+        plan the scheduler weighed."""
+        key = tuple(n.name for n in nodes)
+        if key not in self._plans:
+            self._plans[key] = plan_row_group(nodes)
+        return self._plans[key]
 
 
 # A pointwise value with many loads joins a row kernel only where the kernel computes it as

@@ -33,7 +33,8 @@ import torch
 
 from ..ir import (ComputedBuffer, Expr, Load, Op, OpName, ReductionBuffer, contiguous_strides,
                   index_symbols, reduction_symbols, substitute, walk)
-from ..sizevars import affine_coefficients, index_step, simplify, size_hint, upper_bound
+from ..sizevars import (affine_coefficients, free_symbols, index_step, index_symbol, is_plain,
+                        replace_symbols, simplify, size_hint, upper_bound)
 from ..kernels.spec import PERSISTENT_MAX_RNUMEL, KernelKind
 from ..traffic import row_traffic
 from .builder import CodeBuilder
@@ -101,7 +102,10 @@ class RowPlan:
 
 
 def _group_symbol(d: int) -> sympy.Symbol:
-    return sympy.Symbol(f"g{d}", integer=True, nonnegative=True)
+    """The index of the reduced source's dim ``d``: the source's own index symbol, so a
+    node of the source's shape is over the group's dims as it is (no walk of its body to
+    rename them; a depthwise conv before a LayerNorm is some 500 nodes)."""
+    return index_symbol("i", d)
 
 
 def _kind(node, anchor: ReductionBuffer) -> str | None:
@@ -128,12 +132,12 @@ MAX_PERMUTATIONS = 24
 
 def _full_maps(size, src) -> list[tuple]:
     """Candidate maps of a full-sized node onto the source: per node dim, its index as an
-    expression of the group symbols ``g*``. Same shape: the identity. Otherwise the dim
-    permutations whose sizes agree, then the row-major reshape (softmax over a
+    expression of the group symbols (``_group_symbol``). Same shape: the identity. Otherwise
+    the dim permutations whose sizes agree, then the row-major reshape (softmax over a
     [16, 12, 256, 256] view written as the [192, 256, 256] a bmm reads).
 
     >>> [[str(e) for e in m] for m in _full_maps((6, 4), (2, 3, 4))]
-    [['3*g0 + g1', 'g2']]
+    [['3*i0 + i1', 'i2']]
     """
     size, src = tuple(map(sympy.sympify, size)), tuple(map(sympy.sympify, src))
     g = [_group_symbol(d) for d in range(len(src))]
@@ -164,7 +168,7 @@ def _row_dims(node, anchor: ReductionBuffer):
 
 
 def _to_group(node, anchor: ReductionBuffer, kind: str, full_map=None):
-    """(body, store index) of ``node`` over the anchor's source dims ``g0, g1, ...``;
+    """(body, store index) of ``node`` over the anchor's source dims ``i0, i1, ...``;
     ``full_map`` (from ``_full_maps``) places a full node's dims."""
     isyms = index_symbols(len(node.layout.size))
     if kind == "full":
@@ -236,7 +240,8 @@ def plan_row_group(nodes) -> RowPlan | None:
                      bodies[nodes.index(anchor)])
     exprs = [e for b, s in zip(bodies, stores) for e in index_exprs(b, s)]
     xdims, xmap = merge_dims(xdims, exprs)
-    exprs = [sympy.sympify(e).xreplace(xmap) for e in exprs]
+    moved = {s: e for s, e in xmap.items() if s != e}
+    exprs = [replace_symbols(e, moved) for e in exprs]
     rdims, rmap = merge_dims(rdims, exprs)
     full = {**xmap, **{k: v.xreplace(rmap) for k, v in xmap.items()}, **rmap}
     ranges = dict(xdims + rdims)
@@ -251,6 +256,45 @@ def plan_row_group(nodes) -> RowPlan | None:
     if not persistent:
         plan = _recompute_full_values(plan)
     return plan if _reads_are_local(plan) else None
+
+
+def moving_loads_unplanned(nodes) -> int:
+    """At least how many distinct loads of other buffers a pointwise node of the reduced
+    source's own shape makes that move along the innermost reduced dim of the plan
+    ``plan_row_group(nodes)`` would make, told without making it (0 where none is known).
+
+    Such a node is over the group's dims as it is (``_group_symbol``). Counted are the loads
+    whose index is a sum of multiples of the group's dims: merging and simplifying dims keeps
+    an index's value, so each keeps its step along the innermost reduced dim, and no two of
+    them become one load (two such sums that differ, differ somewhere in the dims' ranges).
+    The fusion planner refuses a kernel on this count before planning it: a 7x7 depthwise
+    conv joining a LayerNorm moves 98 loads, and its plan maps and simplifies 500 nodes.
+    """
+    anchor = next((n for n in nodes if isinstance(n, ReductionBuffer)), None)
+    src = tuple(anchor.src_size) if anchor is not None else ()
+    full = [n for n in nodes if type(n) is ComputedBuffer and tuple(n.layout.size) == src]
+    if not full:
+        return 0
+    zero = {_group_symbol(d): sympy.Integer(0) for d, n in enumerate(src) if n == 1}
+    dims = frozenset(_group_symbol(d) for d, n in enumerate(src) if n != 1)
+    rdims = _ordered([(_group_symbol(d), src[d]) for d in anchor.reduced_dims if src[d] != 1],
+                     substitute(_to_group(anchor, anchor, "reduction")[0], zero))
+    if not rdims:
+        return 0
+    at_zero = {s: 0 for s in dims}
+    own = {n.name for n in nodes}
+    counts = [0]
+    for node in full:
+        loads = {ld for ld in walk(substitute(node.body, zero)) if isinstance(ld, Load)
+                 and ld.buffer not in own and not ld.indirect and _sum_of_dims(ld.index, dims)}
+        counts.append(sum(load_step(ld, rdims[-1][0], at_zero) not in (0, None) for ld in loads))
+    return max(counts)
+
+
+def _sum_of_dims(index, dims: frozenset) -> bool:
+    """Whether ``index`` is a sum of number multiples of ``dims`` and a number."""
+    index = sympy.sympify(index)
+    return is_plain(index) and free_symbols(index) <= dims
 
 
 # A program holds 16 rows lying across memory to read them coalesced (``heuristics``), so
@@ -336,9 +380,11 @@ def _replace(expr: Expr, mapping: dict) -> Expr:
 
 
 # ----------------------------------------------------------------------------- emission
-def generate_row_kernel(nodes, stores: frozenset[str], number: int) -> GeneratedKernel:
-    """One kernel for ``nodes`` (which ``plan_row_group`` accepts); writes ``stores``."""
-    plan = plan_row_group(tuple(nodes))
+def generate_row_kernel(nodes, stores: frozenset[str], number: int,
+                        plan: RowPlan | None = None) -> GeneratedKernel:
+    """One kernel for ``nodes`` (which ``plan_row_group`` accepts); writes ``stores``.
+    ``plan``: ``plan_row_group(nodes)`` where the caller has it already."""
+    plan = plan if plan is not None else plan_row_group(tuple(nodes))
     if plan is None:
         raise ValueError(f"nodes {[n.name for n in nodes]} cannot share a row kernel")
     xnumel, rnumel = plan.numels

@@ -27,8 +27,8 @@ import torch
 
 from ..ir import (PSEUDO_OPS, ComputedBuffer, Const, Expr, IndexExpr, Load, Op, OpName,
                   index_symbols, map_indices, substitute, walk)
-from ..sizevars import (FloorDiv, ModularIndexing, affine_coefficients, replace_symbols,
-                        simplify, size_hint, texpr, upper_bound)
+from ..sizevars import (FloorDiv, ModularIndexing, affine_coefficients, free_symbols,
+                        replace_symbols, simplify, size_hint, texpr, texpr_sum, upper_bound)
 from ..kernels.spec import KernelKind
 from .builder import CodeBuilder
 from .kernel import GeneratedKernel, generated, jit_header
@@ -116,14 +116,30 @@ def _merge_dims(dims: tuple, exprs: tuple) -> tuple[tuple, tuple]:
             if joined is not None:     # no access needs div/mod for the merged dim
                 new_exprs = [simplify(e, ranges) for e in joined]
             else:
-                new_exprs = [simplify(replace_symbols(e, sub), ranges) for e in exprs]
-            if joined is not None or _divmods(new_exprs, {v}) <= _divmods(exprs, {a, b}):
+                new_exprs = _split_exprs(exprs, sub, ranges, v, _divmods(exprs, {a, b}))
+            if new_exprs is not None:
                 dims = dims[:k] + [(v, sa * sb)] + dims[k + 2:]
                 mapping = {s: simplify(e.xreplace(sub), ranges) for s, e in mapping.items()}
                 exprs = new_exprs
                 merged = True
                 break
     return tuple(dims), tuple(mapping.items())
+
+
+def _split_exprs(exprs, sub: dict, ranges, v: sympy.Symbol, budget: int) -> list | None:
+    """``exprs`` with ``sub`` (the merged dims as floor/mod of ``v``) applied, simplified;
+    None as soon as they hold more than ``budget`` floor/mod terms of ``v``. Those that use
+    neither merged dim hold none, so they are simplified only once the merge is taken: most
+    tries fail on the first expression (a depthwise conv's masks use one dim of a pair)."""
+    out = list(exprs)
+    used = [k for k, e in enumerate(exprs) if not free_symbols(e).isdisjoint(sub)]
+    for k in used:
+        out[k] = simplify(replace_symbols(exprs[k], sub), ranges)
+        budget -= _divmods((out[k],), {v})
+        if budget < 0:
+            return None
+    moved = set(used)
+    return [e if k in moved else simplify(e, ranges) for k, e in enumerate(out)]
 
 
 def _joined(exprs, a: sympy.Symbol, b: sympy.Symbol, sb, v: sympy.Symbol) -> list | None:
@@ -213,12 +229,28 @@ class BodyWriter:
         self.pointers: dict[str, str] = pointers if pointers is not None else {}
         self.counter = counter or itertools.count()
         self.size_symbols: set[sympy.Symbol] = set()   # become kernel arguments
+        self.indices: dict[sympy.Expr, sympy.Expr] = {}   # ``index`` of each, less its constant
 
     def index(self, expr) -> sympy.Expr:
-        out = simplify(sympy.sympify(expr).xreplace(self.index_map), self.ranges)
-        self.size_symbols |= {s for s in out.free_symbols
-                              if s not in KERNEL_INDICES and not isinstance(s, sympy.Dummy)}
-        return out
+        """``expr`` over the kernel's own indices, simplified; its constant term is set
+        aside, so a stencil's taps (one index at many offsets) are mapped once."""
+        offset, rest = sympy.sympify(expr).as_coeff_Add()
+        return offset + self._mapped(rest)
+
+    def _printed(self, expr) -> tuple[str, frozenset]:
+        """``texpr(self.index(expr))`` and that index's symbols, the constant term not
+        added back in where the text can do without (``texpr_sum``)."""
+        offset, rest = sympy.sympify(expr).as_coeff_Add()
+        out = self._mapped(rest)
+        return texpr_sum(offset, out), free_symbols(out)
+
+    def _mapped(self, rest: sympy.Expr) -> sympy.Expr:
+        if rest not in self.indices:
+            out = simplify(rest.xreplace(self.index_map), self.ranges)
+            self.size_symbols |= {s for s in free_symbols(out)
+                                  if s not in KERNEL_INDICES and not isinstance(s, sympy.Dummy)}
+            self.indices[rest] = out
+        return self.indices[rest]
 
     def pointer(self, buffer: str) -> str:
         return self.pointers.setdefault(buffer, f"in_ptr{len(self.pointers)}")
@@ -236,11 +268,11 @@ class BodyWriter:
         if isinstance(e, Load):
             text, is_block = self._load(e)
         elif isinstance(e, IndexExpr):
-            idx = self.index(e.index)
+            idx, free = self._printed(e.index)
             # only the kernel's own indices make a block; a size argument is a scalar (and
             # Triton turns a size of 1 into a plain int, which has no .to())
-            is_block = bool(idx.free_symbols & KERNEL_INDICES)
-            text = f"({texpr(idx)}).to({TL_DTYPES[e.dtype]})" if is_block else texpr(idx)
+            is_block = bool(free & KERNEL_INDICES)
+            text = f"({idx}).to({TL_DTYPES[e.dtype]})" if is_block else idx
         else:
             args = [self.value(a) for a in e.args]
             text = OP_CODE[e.op](args, e)
@@ -278,19 +310,22 @@ class BodyWriter:
                             cond in self.block or body in self.block)
 
     def _load(self, e: Load, mask: str | None = None, other: str | None = None):
-        idx = self.index(e.index)
-        bound = {sym: sympy.Symbol(self.value(v), integer=True) for sym, v in e.indirect}
-        idx = idx.xreplace(bound)
+        if e.indirect:
+            idx = self.index(e.index)
+            bound = {sym: sympy.Symbol(self.value(v), integer=True) for sym, v in e.indirect}
+            idx = idx.xreplace(bound)
+            text, free = texpr(idx), idx.free_symbols
+        else:
+            text, free = self._printed(e.index)
         # a block only if the address still holds one: an indirect index into a broadcast
         # (stride 0) dimension drops out, leaving a scalar address
-        is_block = bool(idx.free_symbols & KERNEL_INDICES) or any(
-            str(s) in self.block for s in idx.free_symbols)
+        is_block = bool(free & KERNEL_INDICES) or any(str(s) in self.block for s in free)
         # inside a masked region even a scalar address may be invalid: always mask there
         region = mask or self.mask
         in_region = region != self.base_mask
         fill = f", other={other}" if other is not None else self.other
         mask = f", {region}{fill}" if is_block or in_region else ""
-        address = f"{self.pointer(e.buffer)} + ({texpr(idx)})"
+        address = f"{self.pointer(e.buffer)} + ({text})"
         if in_region and not is_block:   # tl.load takes a block mask only with a block address
             address = f"tl.broadcast_to({address}, ({region}).shape)"
         text = f"tl.load({address}{mask})"
