@@ -37,7 +37,8 @@ from .ir import (BufferRef, ComputedBuffer, ConstantBuffer, Const, ExternKernel,
                  count_reads_and_ops, index_symbols, loads_of)
 from .lowering import LoweringTable
 from .lowering.extern import EXTERN_OPS
-from .lowering.common import SUPPORTED_DTYPES, channels_last_strides, expand_to, to_dtype
+from .lowering.common import (SUPPORTED_DTYPES, agree_sizes, channels_last_strides, expand_to,
+                              shape_env_of, to_dtype)
 from .lowering.common import sym_size as sym
 from .mutation import apply_mutations
 from .sizevars import affine_coefficients, index_step
@@ -179,6 +180,13 @@ class GraphLowering(torch.fx.Interpreter):
     # ------------------------------------------------------------------ context for lowerings
     def meta_val(self, node: torch.fx.Node | None = None):
         return (node or self.node).meta.get("val")
+
+    def _shape_env(self):
+        """The ShapeEnv that decided this node's sizes (None where none did)."""
+        val = self.meta_val()
+        tensors = [v for v in (val if isinstance(val, (tuple, list)) else (val,))
+                   if isinstance(v, torch.Tensor)]
+        return shape_env_of(tensors[0]) if tensors else None
 
     def meta_size(self, node: torch.fx.Node | None = None) -> tuple[sympy.Expr, ...]:
         return _sym_tuple(self.meta_val(node).shape)
@@ -436,6 +444,7 @@ class GraphLowering(torch.fx.Interpreter):
             return self.fallback(target, args, kwargs)   # makes it, the wrapper reads it
         lowering = self.lowerings.lookup(target)
         if lowering is not None and lowering.applies(self.node):
+            args = agree_sizes(args, self._shape_env())
             return lowering.fn(self, *args, **kwargs)
         return self.fallback(target, args, kwargs)
 

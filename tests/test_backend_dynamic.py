@@ -154,3 +154,39 @@ def test_transformers_gpt2_under_torch_compile_at_two_lengths(graphs):
                 torch.testing.assert_close(a.keys, b.keys, rtol=1e-4, atol=1e-4)
                 torch.testing.assert_close(a.values, b.values, rtol=1e-4, atol=1e-4)
     assert len(graphs) == 2, graphs      # static at 8, then symbolic in the length
+
+
+# ----------------------------------------------------------------------------- symbolic sizes
+# Sizes dynamo hands the backend as expressions of its symbols, each checked at several sizes.
+def _check_at_sizes(fn, make_inputs, sizes, dynamic=None):
+    compiled = torch.compile(fn, backend="kiln", dynamic=dynamic)
+    gen = torch.Generator().manual_seed(6)
+    with torch.no_grad():
+        for n in sizes:
+            inputs = make_inputs(n, gen)
+            torch.testing.assert_close(compiled(*inputs), fn(*inputs))
+
+
+def _evens_plus_odds(x):
+    return x[::2] * 2 + x[1::2]
+
+
+def _rows_viewed_back(x, flat):
+    return flat.view(x.shape[0], -1) + x
+
+
+@pytest.mark.parametrize("fn, make_inputs", [
+    (_evens_plus_odds, lambda n, g: (torch.randn(2 * n, 3, generator=g),)),
+    (_rows_viewed_back, lambda n, g: (torch.randn(n, 4, generator=g),
+                                      torch.randn(4 * n, generator=g))),
+], ids=["slices", "view"])
+def test_two_spellings_of_one_size_broadcast(graphs, fn, make_inputs):
+    """``(s0 + 1)//2`` rows against ``s0//2`` (and ``(s1)//s0`` columns against ``s2``):
+    equal under the guard torch took, different as sympy. Before: ValueError: shapes ...
+    do not broadcast (transformers' Mamba and Falcon with padding)."""
+    _check_at_sizes(fn, make_inputs, (3, 5, 6), dynamic=True)
+    assert len(graphs) == 1, graphs
+
+
+
+
