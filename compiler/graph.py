@@ -38,7 +38,7 @@ from .ir import (BufferRef, ComputedBuffer, ConstantBuffer, Const, ExternKernel,
 from .lowering import LoweringTable
 from .lowering.extern import EXTERN_OPS
 from .lowering.common import (SUPPORTED_DTYPES, agree_sizes, channels_last_strides, expand_to,
-                              shape_env_of, to_dtype)
+                              shape_env_of, to_dtype, wrapped_number)
 from .lowering.common import sym_size as sym
 from .mutation import apply_mutations
 from .sizevars import affine_coefficients, index_step
@@ -87,6 +87,27 @@ def _finite_bound(bound) -> int | None:
         return int(bound)
     except (TypeError, ValueError, OverflowError, AttributeError):
         return None
+
+
+def _wrap_numbers(node: torch.fx.Node, args: tuple, val) -> tuple:
+    """``args`` with each Python number (or size) given for a Tensor parameter as a 0-d
+    tensor, where no argument is a tensor: ``torch.div(n, 2)`` of an int ``n`` is recorded
+    as ``aten.div.Tensor_mode(n, 2)``, eager computes it on wrapped numbers, and the
+    lowerings take their tensor from among the arguments (IndexError without one)."""
+    if not isinstance(val, torch.Tensor) or any(isinstance(a, TensorValue) for a in args):
+        return args
+    schema = getattr(node.target, "_schema", None)
+    if schema is None:
+        return args
+    return tuple(wrapped_number(a, val.device.type)
+                 if k < len(schema.arguments) and _is_number(a)
+                 and isinstance(schema.arguments[k].type, torch.TensorType) else a
+                 for k, a in enumerate(args))
+
+
+def _is_number(value) -> bool:
+    return isinstance(value, (bool, int, float)) or (
+        isinstance(value, sympy.Expr) and (value.is_integer or value.is_Number))
 
 
 def _sym_tuple(values) -> tuple[sympy.Expr, ...]:
@@ -444,7 +465,7 @@ class GraphLowering(torch.fx.Interpreter):
             return self.fallback(target, args, kwargs)   # makes it, the wrapper reads it
         lowering = self.lowerings.lookup(target)
         if lowering is not None and lowering.applies(self.node):
-            args = agree_sizes(args, self._shape_env())
+            args = _wrap_numbers(self.node, agree_sizes(args, self._shape_env()), val)
             return lowering.fn(self, *args, **kwargs)
         return self.fallback(target, args, kwargs)
 

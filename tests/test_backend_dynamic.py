@@ -188,5 +188,18 @@ def test_two_spellings_of_one_size_broadcast(graphs, fn, make_inputs):
     assert len(graphs) == 1, graphs
 
 
+def _half_the_rows(x):
+    return x * torch.div(x.shape[0], 2, rounding_mode="floor") \
+        + torch.div(x.shape[0], 3, rounding_mode="trunc").to(x.dtype)
+
+
+def test_a_size_given_where_an_op_takes_a_tensor(graphs):
+    """``torch.div(n, 2, rounding_mode=...)`` of a size is ``aten.div.Tensor_mode(s0, 2)``:
+    no tensor among its arguments, which eager wraps as 0-d tensors. Before: IndexError
+    from the lowering, which took its tensor from among the arguments."""
+    _check_at_sizes(_half_the_rows, lambda n, g: (torch.randn(n, 3, generator=g),),
+                    (4, 7, 9), dynamic=True)
+
+
 
 

@@ -17,7 +17,8 @@ from torch._prims_common import elementwise_dtypes
 from torch.fx.experimental.symbolic_shapes import statically_known_true
 from torch.utils._sympy import functions as torch_sympy
 
-from ..ir import SUPPORTED_DTYPES, Const, Expr, Op, TensorValue  # noqa: F401 (re-exported)
+from ..ir import (SUPPORTED_DTYPES, Const, Expr, IndexExpr, Op,  # noqa: F401 (re-exported)
+                  TensorValue)
 
 __all__ = ["Promotion", "broadcast_shapes", "expand_to", "to_dtype", "promote", "is_tensor",
            "as_sym", "normalize_dim"]
@@ -165,6 +166,22 @@ def scalar_const(value, dtype: torch.dtype) -> Const:
     """
     source = torch.float64 if isinstance(value, float) else None
     return Const(torch.tensor(value, dtype=source).to(dtype).item(), dtype)
+
+
+def wrapped_number(value, device: str) -> TensorValue:
+    """A Python number (or a size) as the 0-d tensor eager wraps it in for a Tensor
+    parameter: int64, the default float type, or bool."""
+    if isinstance(value, bool):
+        dtype = torch.bool
+    elif isinstance(value, float) or (isinstance(value, sympy.Expr) and value.is_Float):
+        dtype = torch.get_default_dtype()
+    else:
+        dtype = torch.int64
+    if isinstance(value, sympy.Expr) and not value.is_Number:
+        body = cast_expr(IndexExpr(value), dtype)     # a size known only at run time
+    else:
+        body = scalar_const(float(value) if dtype.is_floating_point else int(value), dtype)
+    return TensorValue(dtype, device, (), body)
 
 
 def to_dtype(x: TensorValue, dtype: torch.dtype, rounds: bool = False) -> TensorValue:
