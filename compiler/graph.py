@@ -401,6 +401,11 @@ class GraphLowering(torch.fx.Interpreter):
     # ------------------------------------------------------------------ fx.Interpreter overrides
     def placeholder(self, target, args, kwargs):
         val = self.meta_val()
+        if isinstance(val, torch.SymInt):
+            # a size input (dynamo's): sympy, as every size node is here; the SymInt
+            # itself would specialise the graph to the example's value wherever a lowering
+            # takes int() of it (a guard the ShapeEnv records, no error)
+            return sym(val)
         if not isinstance(val, torch.Tensor):
             return val
         self._note_ranges(val)

@@ -201,5 +201,17 @@ def test_a_size_given_where_an_op_takes_a_tensor(graphs):
                     (4, 7, 9), dynamic=True)
 
 
+def _times_rows(x):
+    return x * x.shape[0]
+
+
+def test_a_size_input_used_as_a_number_compiles_once(graphs):
+    """Dynamo hands the size as a SymInt input; kiln took ``int()`` of it, which guards on
+    its value, so dynamo compiled again at every later size (4 graphs here, not 2)."""
+    _check_at_sizes(_times_rows, lambda n, g: (torch.randn(n, 3, generator=g),),
+                    (4, 6, 9, 12))
+    assert len(graphs) == 2, graphs      # static at 4, then symbolic
+
+
 
 
