@@ -213,5 +213,16 @@ def test_a_size_input_used_as_a_number_compiles_once(graphs):
     assert len(graphs) == 2, graphs      # static at 4, then symbolic
 
 
+def _padded_to_fours(x):
+    return torch.nn.functional.pad(x, (0, (4 - x.shape[-1] % 4) % 4)) * 2
+
+
+def test_an_output_size_with_a_remainder(graphs):
+    """The padded length is ``s0 + Mod(4 - Mod(s0, 4), 4)`` (transformers' Longformer pads
+    to its attention window so): the wrapper computes it. Before: NameError: name 'Mod'."""
+    _check_at_sizes(_padded_to_fours, lambda n, g: (torch.randn(2, n, generator=g),),
+                    (5, 6, 9), dynamic=True)
+
+
 
 
