@@ -224,5 +224,19 @@ def test_an_output_size_with_a_remainder(graphs):
                     (5, 6, 9), dynamic=True)
 
 
+def _shifted_row_zero(x):
+    y = x.clone()
+    y[:, 1:] = x[:, :-1] * 2
+    return y[:, 0] + y[:, 1]
+
+
+def test_a_row_of_a_scatter_over_a_dynamic_dim(graphs):
+    """``y[:, 1:] = ...`` of a dynamic dim keeps its end as int64's max; reading row 0
+    compares the literal index 0 (int32 in Triton) with it. Before: Scalar
+    9223372036854775807 is out of range for type int32."""
+    _check_at_sizes(_shifted_row_zero, lambda n, g: (torch.randn(4, n, generator=g),),
+                    (3, 5, 8), dynamic=True)
+
+
 
 
