@@ -120,16 +120,23 @@ def layout_of(val: torch.Tensor) -> Layout:
 
 
 def is_dense(size, stride) -> bool:
-    """Non-overlapping and dense: some permutation of the dims is contiguous."""
-    size, stride = _sym_tuple(size), _sym_tuple(stride)
-    if not all(s.is_Integer for s in size + stride):   # symbolic: only row-major is known dense
-        return tuple(stride) == tuple(contiguous_strides(size))
-    dims = sorted((int(st), int(sz)) for sz, st in zip(size, stride) if sz != 1)
-    expected = 1
-    for st, sz in dims:
-        if st != expected:
+    """Non-overlapping and dense: some permutation of the dims is contiguous.
+
+    Each step takes the dim whose stride is the elements covered so far, an equality that
+    holds of symbolic strides as of numbers: a transposed layout with a dynamic batch,
+    strides ``(8, 32*s0, 1)``, is dense too (Longformer's as_strided chunks read it).
+
+    >>> is_dense((2, 4, 8), (8, 16, 1)), is_dense((4, 8), (16, 1))
+    (True, False)
+    """
+    dims = [(sz, st) for sz, st in zip(_sym_tuple(size), _sym_tuple(stride)) if sz != 1]
+    expected = sympy.Integer(1)
+    while dims:
+        step = next((d for d in dims if d[1] == expected), None)
+        if step is None:
             return False
-        expected *= sz
+        dims.remove(step)
+        expected = expected * step[0]
     return True
 
 

@@ -238,5 +238,22 @@ def test_a_row_of_a_scatter_over_a_dynamic_dim(graphs):
                     (3, 5, 8), dynamic=True)
 
 
+def _overlapping_chunks(x):
+    """transformers' Longformer ``_chunk``: windows overlapping by half, read with
+    as_strided from a query that is a transpose of the (seq, batch, hidden) input."""
+    s, b, _ = x.shape
+    q = (x / 2).view(s, b, 4, 8).transpose(0, 1).transpose(1, 2).reshape(b * 4, s, 8)
+    q = q.view(b * 4, s // 4, 4, 8)
+    size, stride = list(q.size()), list(q.stride())
+    size[1], stride[1] = size[1] * 2 - 1, stride[1] // 2
+    return q.as_strided(size, stride) * 3
 
+
+def test_as_strided_reads_eager_layout_of_a_dynamic_batch(graphs):
+    """as_strided addresses eager's storage: the query is realized with eager's strides
+    ``(8, 32*s0, 1)`` where dense, which was decided for numbers only; symbolic, it was
+    stored row-major and the windows read the wrong elements (Longformer off by 4e-4 to
+    4e-2 at a new batch size)."""
+    _check_at_sizes(_overlapping_chunks, lambda b, g: (torch.randn(8, b, 32, generator=g),),
+                    (2, 3, 5), dynamic=True)
 
