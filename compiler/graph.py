@@ -20,6 +20,7 @@ Example:
 from __future__ import annotations
 
 import dataclasses
+import functools
 import itertools
 import operator
 import warnings
@@ -34,17 +35,18 @@ from .config import CompilerOptions
 from .traffic import load_elements
 from .ir import (BufferRef, ComputedBuffer, ConstantBuffer, Const, ExternKernel, InputBuffer,
                  Layout, Load, Op, OpName, ReductionBuffer, TensorValue, contiguous_strides,
-                 count_reads_and_ops, index_symbols, loads_of)
+                 IndexExpr, count_reads_and_ops, index_symbols, loads_of, walk)
 from .lowering import LoweringTable
 from .lowering.extern import EXTERN_OPS
 from .lowering.common import (SUPPORTED_DTYPES, agree_sizes, channels_last_strides, expand_to,
                               shape_env_of, to_dtype, wrapped_number)
 from .lowering.common import sym_size as sym
 from .mutation import apply_mutations
-from .sizevars import affine_coefficients, index_step
+from .sizevars import affine_coefficients, free_symbols, index_step
 
 aten = torch.ops.aten
 MAX_INLINE_OPS = 256   # bodies past this are realized even with one user: keep kernels sane
+MAX_INDEX_OPS = 128    # so are bodies with an index this long in symbolic sizes (below)
 
 
 SHAPE_ASSERTS = tuple(getattr(torch.ops.aten, name).default for name in (
@@ -108,6 +110,25 @@ def _wrap_numbers(node: torch.fx.Node, args: tuple, val) -> tuple:
 def _is_number(value) -> bool:
     return isinstance(value, (bool, int, float)) or (
         isinstance(value, sympy.Expr) and (value.is_integer or value.is_Number))
+
+
+def _index_outgrown(value: TensorValue) -> bool:
+    """Whether an index of ``value`` in symbolic sizes outgrew ``MAX_INDEX_OPS``.
+
+    A reshape keeps a floor and a mod of the whole flat index per dim, which symbolic sizes
+    leave uncancelled, so each reshape of a reshape multiplies the index: transformers'
+    Funnel shifts its relative positions with three, six-fold each, into a 600 KB kernel.
+    Stored, the next view starts again from its buffer's plain index. Static sizes
+    simplify those terms away, so only symbolic indices are measured.
+    """
+    own = set(index_symbols(value.ndim))
+    return any(_index_ops(e.index) > MAX_INDEX_OPS for e in walk(value.body)
+               if isinstance(e, (Load, IndexExpr)) and not free_symbols(e.index) <= own)
+
+
+@functools.lru_cache(maxsize=1 << 14)
+def _index_ops(index: sympy.Expr) -> int:
+    return sympy.count_ops(index)
 
 
 def _sym_tuple(values) -> tuple[sympy.Expr, ...]:
@@ -198,7 +219,7 @@ class GraphLowering(torch.fx.Interpreter):
         heavy = reads > self.options.inline_max_reads or ops > self.options.inline_max_ops
         shared = len(n.users) > 1 and (heavy or (_library_reads(n) > 1
                                                  and self._as_ref(value) is None))
-        if ops > MAX_INLINE_OPS or shared:
+        if ops > MAX_INLINE_OPS or shared or _index_outgrown(value):
             narrow = _widened(value)
             if narrow is not None:     # store the half value; readers widen it for free
                 return to_dtype(self.realize(narrow, n), value.dtype, *value.body.params)
