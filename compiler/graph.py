@@ -20,6 +20,7 @@ Example:
 from __future__ import annotations
 
 import dataclasses
+import functools
 import itertools
 import operator
 import warnings
@@ -34,16 +35,18 @@ from .config import CompilerOptions
 from .traffic import load_elements
 from .ir import (BufferRef, ComputedBuffer, ConstantBuffer, Const, ExternKernel, InputBuffer,
                  Layout, Load, Op, OpName, ReductionBuffer, TensorValue, contiguous_strides,
-                 count_reads_and_ops, index_symbols, loads_of)
+                 IndexExpr, count_reads_and_ops, index_symbols, loads_of, walk)
 from .lowering import LoweringTable
 from .lowering.extern import EXTERN_OPS
-from .lowering.common import SUPPORTED_DTYPES, channels_last_strides, expand_to, to_dtype
+from .lowering.common import (SUPPORTED_DTYPES, agree_sizes, channels_last_strides, expand_to,
+                              shape_env_of, to_dtype, wrapped_number)
 from .lowering.common import sym_size as sym
 from .mutation import apply_mutations
-from .sizevars import affine_coefficients, index_step
+from .sizevars import affine_coefficients, free_symbols, index_step
 
 aten = torch.ops.aten
 MAX_INLINE_OPS = 256   # bodies past this are realized even with one user: keep kernels sane
+MAX_INDEX_OPS = 128    # so are bodies with an index this long in symbolic sizes (below)
 
 
 SHAPE_ASSERTS = tuple(getattr(torch.ops.aten, name).default for name in (
@@ -88,6 +91,46 @@ def _finite_bound(bound) -> int | None:
         return None
 
 
+def _wrap_numbers(node: torch.fx.Node, args: tuple, val) -> tuple:
+    """``args`` with each Python number (or size) given for a Tensor parameter as a 0-d
+    tensor, where no argument is a tensor: ``torch.div(n, 2)`` of an int ``n`` is recorded
+    as ``aten.div.Tensor_mode(n, 2)``, eager computes it on wrapped numbers, and the
+    lowerings take their tensor from among the arguments (IndexError without one)."""
+    if not isinstance(val, torch.Tensor) or any(isinstance(a, TensorValue) for a in args):
+        return args
+    schema = getattr(node.target, "_schema", None)
+    if schema is None:
+        return args
+    return tuple(wrapped_number(a, val.device.type)
+                 if k < len(schema.arguments) and _is_number(a)
+                 and isinstance(schema.arguments[k].type, torch.TensorType) else a
+                 for k, a in enumerate(args))
+
+
+def _is_number(value) -> bool:
+    return isinstance(value, (bool, int, float)) or (
+        isinstance(value, sympy.Expr) and (value.is_integer or value.is_Number))
+
+
+def _index_outgrown(value: TensorValue) -> bool:
+    """Whether an index of ``value`` in symbolic sizes outgrew ``MAX_INDEX_OPS``.
+
+    A reshape keeps a floor and a mod of the whole flat index per dim, which symbolic sizes
+    leave uncancelled, so each reshape of a reshape multiplies the index: transformers'
+    Funnel shifts its relative positions with three, six-fold each, into a 600 KB kernel.
+    Stored, the next view starts again from its buffer's plain index. Static sizes
+    simplify those terms away, so only symbolic indices are measured.
+    """
+    own = set(index_symbols(value.ndim))
+    return any(_index_ops(e.index) > MAX_INDEX_OPS for e in walk(value.body)
+               if isinstance(e, (Load, IndexExpr)) and not free_symbols(e.index) <= own)
+
+
+@functools.lru_cache(maxsize=1 << 14)
+def _index_ops(index: sympy.Expr) -> int:
+    return sympy.count_ops(index)
+
+
 def _sym_tuple(values) -> tuple[sympy.Expr, ...]:
     return tuple(sym(v) for v in values)
 
@@ -98,16 +141,23 @@ def layout_of(val: torch.Tensor) -> Layout:
 
 
 def is_dense(size, stride) -> bool:
-    """Non-overlapping and dense: some permutation of the dims is contiguous."""
-    size, stride = _sym_tuple(size), _sym_tuple(stride)
-    if not all(s.is_Integer for s in size + stride):   # symbolic: only row-major is known dense
-        return tuple(stride) == tuple(contiguous_strides(size))
-    dims = sorted((int(st), int(sz)) for sz, st in zip(size, stride) if sz != 1)
-    expected = 1
-    for st, sz in dims:
-        if st != expected:
+    """Non-overlapping and dense: some permutation of the dims is contiguous.
+
+    Each step takes the dim whose stride is the elements covered so far, an equality that
+    holds of symbolic strides as of numbers: a transposed layout with a dynamic batch,
+    strides ``(8, 32*s0, 1)``, is dense too (Longformer's as_strided chunks read it).
+
+    >>> is_dense((2, 4, 8), (8, 16, 1)), is_dense((4, 8), (16, 1))
+    (True, False)
+    """
+    dims = [(sz, st) for sz, st in zip(_sym_tuple(size), _sym_tuple(stride)) if sz != 1]
+    expected = sympy.Integer(1)
+    while dims:
+        step = next((d for d in dims if d[1] == expected), None)
+        if step is None:
             return False
-        expected *= sz
+        dims.remove(step)
+        expected = expected * step[0]
     return True
 
 
@@ -169,7 +219,7 @@ class GraphLowering(torch.fx.Interpreter):
         heavy = reads > self.options.inline_max_reads or ops > self.options.inline_max_ops
         shared = len(n.users) > 1 and (heavy or (_library_reads(n) > 1
                                                  and self._as_ref(value) is None))
-        if ops > MAX_INLINE_OPS or shared:
+        if ops > MAX_INLINE_OPS or shared or _index_outgrown(value):
             narrow = _widened(value)
             if narrow is not None:     # store the half value; readers widen it for free
                 return to_dtype(self.realize(narrow, n), value.dtype, *value.body.params)
@@ -179,6 +229,13 @@ class GraphLowering(torch.fx.Interpreter):
     # ------------------------------------------------------------------ context for lowerings
     def meta_val(self, node: torch.fx.Node | None = None):
         return (node or self.node).meta.get("val")
+
+    def _shape_env(self):
+        """The ShapeEnv that decided this node's sizes (None where none did)."""
+        val = self.meta_val()
+        tensors = [v for v in (val if isinstance(val, (tuple, list)) else (val,))
+                   if isinstance(v, torch.Tensor)]
+        return shape_env_of(tensors[0]) if tensors else None
 
     def meta_size(self, node: torch.fx.Node | None = None) -> tuple[sympy.Expr, ...]:
         return _sym_tuple(self.meta_val(node).shape)
@@ -372,6 +429,11 @@ class GraphLowering(torch.fx.Interpreter):
     # ------------------------------------------------------------------ fx.Interpreter overrides
     def placeholder(self, target, args, kwargs):
         val = self.meta_val()
+        if isinstance(val, torch.SymInt):
+            # a size input (dynamo's): sympy, as every size node is here; the SymInt
+            # itself would specialise the graph to the example's value wherever a lowering
+            # takes int() of it (a guard the ShapeEnv records, no error)
+            return sym(val)
         if not isinstance(val, torch.Tensor):
             return val
         self._note_ranges(val)
@@ -436,6 +498,7 @@ class GraphLowering(torch.fx.Interpreter):
             return self.fallback(target, args, kwargs)   # makes it, the wrapper reads it
         lowering = self.lowerings.lookup(target)
         if lowering is not None and lowering.applies(self.node):
+            args = _wrap_numbers(self.node, agree_sizes(args, self._shape_env()), val)
             return lowering.fn(self, *args, **kwargs)
         return self.fallback(target, args, kwargs)
 

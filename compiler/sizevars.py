@@ -355,6 +355,12 @@ class TritonPrinter(StrPrinter):
     def _print_Mul(self, expr):
         return "*".join(self.parenthesize(a, 50) for a in expr.as_ordered_factors())
 
+    # The ShapeEnv's Mod, in sizes the wrapper computes (Longformer returns its padding,
+    # ``Mod(4 - Mod(s0, 4), 4)``): StrPrinter writes it as a call, which Python cannot run.
+    # Its operands are sizes, never negative, where C's % (Triton's) and Python's agree.
+    def _print_Mod(self, expr):
+        return f"({self._operand(expr.args[0])} % {self._operand(expr.args[1])})"
+
     def _print_Max(self, expr):   # a data-dependent stride, Max(1, u0): Python's max
         return f"max({', '.join(self._print(a) for a in expr.args)})"
 

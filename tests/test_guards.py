@@ -119,6 +119,29 @@ def test_dynamic_dims_are_named_as_the_user_named_them():
             c(torch.randn(32, 8))
 
 
+class Halves(torch.nn.Module):
+    def forward(self, pairs, x):
+        return pairs.view(2, -1, 4)[0] + x * 2
+
+
+def test_a_derived_dim_ahead_of_its_root_dim_is_checked():
+    """The first input is ``2*n`` long, only the second has ``n`` itself (export's derived
+    dims; dynamo's graphs after a break, as in transformers' Switch): the check read
+    ``2*s0`` before binding ``s0`` and raised NameError at every call."""
+    module, n = Halves().eval(), Dim("n", min=2, max=32)
+    c = compiler.compile_module(module, (torch.randn(10, 4), torch.randn(5, 4)),
+                                dynamic_shapes=({0: 2 * n}, {0: n}))
+    for k in (3, 8):
+        pairs, x = torch.randn(2 * k, 4), torch.randn(k, 4)
+        torch.testing.assert_close(c(pairs, x), module(pairs, x))
+    with pytest.raises(InputMismatchError, match=r"argument 0: dim 0 \(2\*n\) is 7, "
+                                                 r"expected 6"):
+        c(torch.randn(7, 4), torch.randn(3, 4))
+    with pytest.raises(InputMismatchError, match=r"dim 0 \(n\) is 40, outside its allowed "
+                                                 r"range \[2, 32\]"):
+        c(torch.randn(80, 4), torch.randn(40, 4))
+
+
 def test_a_dynamic_dim_past_the_rank_is_refused_up_front():
     """Before: IndexError: list assignment index out of range, from inside torch.export."""
     with pytest.raises(ValueError, match=r"argument 0 has 2 dims \(shape \[4, 8\]\); dim 2 "

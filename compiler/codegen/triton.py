@@ -273,6 +273,8 @@ class BodyWriter:
             # Triton turns a size of 1 into a plain int, which has no .to())
             is_block = bool(free & KERNEL_INDICES)
             text = f"({idx}).to({TL_DTYPES[e.dtype]})" if is_block else idx
+            if not is_block and e.dtype in WIDE_SCALARS:   # a literal is int32 (below)
+                text = f"tl.full([], {text}, {TL_DTYPES[e.dtype]})"
         else:
             args = [self.value(a) for a in e.args]
             text = OP_CODE[e.op](args, e)
@@ -336,7 +338,9 @@ class BodyWriter:
 
 # Triton types a Python number as int32 or float32 (the smallest that holds it), so an op of
 # scalars only (``where(c, 0, 1)`` of int64s) computed in 32 bits, and an int64 reduction's
-# identity, iinfo.max, then did not fit its type: such ops are typed explicitly.
+# identity, iinfo.max, then did not fit its type: such ops are typed explicitly. So is an
+# int64 index that is one number (a slice's row 0 of a size-1 or selected dim), which a
+# slice bound of iinfo.max (``x[:, 1:]`` of a dynamic dim) is compared with.
 WIDE_SCALARS = (torch.int64, torch.float64)
 
 

@@ -7,6 +7,7 @@ Example:
 """
 from __future__ import annotations
 
+import dataclasses
 from typing import Sequence
 
 import sympy
@@ -16,7 +17,8 @@ from torch._prims_common import elementwise_dtypes
 from torch.fx.experimental.symbolic_shapes import statically_known_true
 from torch.utils._sympy import functions as torch_sympy
 
-from ..ir import SUPPORTED_DTYPES, Const, Expr, Op, TensorValue  # noqa: F401 (re-exported)
+from ..ir import (SUPPORTED_DTYPES, Const, Expr, IndexExpr, Op,  # noqa: F401 (re-exported)
+                  TensorValue)
 
 __all__ = ["Promotion", "broadcast_shapes", "expand_to", "to_dtype", "promote", "is_tensor",
            "as_sym", "normalize_dim"]
@@ -89,6 +91,50 @@ def broadcast_shapes(sizes: Sequence[Sequence[sympy.Expr]]) -> tuple[sympy.Expr,
     return tuple(out)
 
 
+def agree_sizes(args: tuple, shape_env) -> tuple:
+    """``args`` with each tensor's size written alike where ``shape_env`` proves two sizes
+    that broadcast against each other equal (from its ranges and guards; no new guard).
+
+    Two expressions of one dim can reach an op: ``x[::2] + x[1::2]`` adds a
+    ``(s0 + 1)//2`` long slice to a ``s0//2`` long one under torch's guard that they are
+    equal, and Mamba's scan meets ``(s0 - 1)//2`` and ``((s0//2 - 1)//2) + 3``. The
+    lowerings compare sizes as sympy, which calls them different (shapes do not
+    broadcast); agreed here, once per node, they compare equal everywhere after.
+    """
+    tensors = [t for a in args for t in (a if isinstance(a, (list, tuple)) else (a,))
+               if is_tensor(t)]
+    if shape_env is None or len(tensors) < 2:
+        return args
+    written = {}     # (dim from the right, a size) -> the simplest size proved equal to it
+    for k in range(1, max(t.ndim for t in tensors) + 1):
+        groups: list[list[sympy.Expr]] = []
+        for s in dict.fromkeys(t.size[-k] for t in tensors if t.ndim >= k and t.size[-k] != 1):
+            group = next((g for g in groups if _proved_equal(g[0], s, shape_env)), None)
+            if group is None:
+                groups.append([s])
+            else:
+                group.append(s)
+        for group in (g for g in groups if len(g) > 1):
+            simplest = min(group, key=lambda e: (len(e.free_symbols), sympy.count_ops(e)))
+            written.update({(k, s): simplest for s in group})
+    return tuple(_rewritten(a, written) for a in args) if written else args
+
+
+def _proved_equal(a: sympy.Expr, b: sympy.Expr, shape_env) -> bool:
+    if a.is_number and b.is_number:
+        return a == b
+    return statically_known_true(shape_env.create_symboolnode(sympy.Eq(a, b)))
+
+
+def _rewritten(arg, written: dict):
+    if isinstance(arg, (list, tuple)):
+        return type(arg)(_rewritten(a, written) for a in arg)
+    if not is_tensor(arg):
+        return arg
+    size = tuple(written.get((arg.ndim - d, s), s) for d, s in enumerate(arg.size))
+    return arg if size == tuple(arg.size) else dataclasses.replace(arg, size=size)
+
+
 def expand_to(x: TensorValue, size: Sequence[sympy.Expr]) -> TensorValue:
     """Broadcast ``x`` to ``size``: size-1 dims read index 0, new leading dims are dropped."""
     if tuple(x.size) == tuple(size):
@@ -120,6 +166,22 @@ def scalar_const(value, dtype: torch.dtype) -> Const:
     """
     source = torch.float64 if isinstance(value, float) else None
     return Const(torch.tensor(value, dtype=source).to(dtype).item(), dtype)
+
+
+def wrapped_number(value, device: str) -> TensorValue:
+    """A Python number (or a size) as the 0-d tensor eager wraps it in for a Tensor
+    parameter: int64, the default float type, or bool."""
+    if isinstance(value, bool):
+        dtype = torch.bool
+    elif isinstance(value, float) or (isinstance(value, sympy.Expr) and value.is_Float):
+        dtype = torch.get_default_dtype()
+    else:
+        dtype = torch.int64
+    if isinstance(value, sympy.Expr) and not value.is_Number:
+        body = cast_expr(IndexExpr(value), dtype)     # a size known only at run time
+    else:
+        body = scalar_const(float(value) if dtype.is_floating_point else int(value), dtype)
+    return TensorValue(dtype, device, (), body)
 
 
 def to_dtype(x: TensorValue, dtype: torch.dtype, rounds: bool = False) -> TensorValue:
