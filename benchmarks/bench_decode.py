@@ -5,7 +5,8 @@ per-size CUDA graphs, and without graphs), in one process on one GPU.
 Two caches, because they behave differently under CUDA graphs:
 
     dynamic   transformers' DynamicCache: the KV length grows by one every token, so every
-              step is a new size. kiln compiles once (the length is a symbol), but a size
+              step is a new size. The timed loop repeats ``steps`` lengths; the ``growing``
+              rows then decode ``steps * repeats`` tokens once past them, every size new. kiln compiles once (the length is a symbol), but a size
               seen once runs its kernels directly and the length dim cannot be padded
               (attention reduces over it: compiler/graph_padding.py refuses), so no graph
               replays; Inductor's cudagraph trees record a graph per new size.
@@ -201,9 +202,9 @@ def _copied_out(compiled):
 def _run_systems(cache: str, systems: dict, loop, args, device) -> list[dict]:
     rows = []
     for name, fn in systems.items():
-        def decode(token, state):
+        def decode(token, state, steps=args.steps):
             with torch.no_grad():
-                for _ in range(args.steps):
+                for _ in range(steps):
                     token, state = loop.step(fn, token, state)
             return token
         try:
@@ -215,6 +216,9 @@ def _run_systems(cache: str, systems: dict, loop, args, device) -> list[dict]:
                                args.repeats, args.steps, device)
                 rows.append(_row(cache, name, length, ms, fn))
                 _print(rows[-1])
+                if cache == "dynamic":
+                    rows.append(_growing(loop, fn, decode, length, args, device, name))
+                    _print(rows[-1])
         except Exception as err:     # noqa: BLE001 - a failing system is reported, run goes on
             rows.append({"cache": cache, "system": name,
                          "error": f"{type(err).__name__}: {err}"[:300]})
@@ -264,6 +268,18 @@ def bench_static(model, args, device) -> list[dict]:
     return _run_systems("static", systems, loop, args, device)
 
 
+def _growing(loop, fn, decode, length: int, args, device: str, name: str) -> dict:
+    """ms per token over ``steps * repeats`` tokens decoded once from a prefill past the
+    lengths the repeated loop used: every step a size never seen before, as in a real
+    decode (the repeated loop replays its ``steps`` lengths, which any graph cache of
+    ``steps`` entries turns into replays)."""
+    start = length + args.steps + 1
+    prefilled = loop.prefill(start)
+    n = args.steps * args.repeats
+    ms = time_loop(lambda: decode(prefilled[0], prefilled[1], n), 1, n, device)
+    return _row("growing", name, start, ms, fn)
+
+
 def _row(cache, name, length, ms, fn) -> dict:
     row = {"cache": cache, "system": name, "kv_len": length, "ms_per_token": round(ms, 4)}
     graphs = getattr(fn, "_graph", None)
@@ -290,7 +306,7 @@ def print_table(rows: list[dict]) -> None:
             continue
         pool = f"graphs={r['graphs']} captures={r['captures']}" if "graphs" in r else ""
         print(f"{r['cache']:8} {r['system']:16} {r['kv_len']:7d} {r['ms_per_token']:9.3f}  {pool}")
-    for cache in ("dynamic", "static"):
+    for cache in ("dynamic", "growing", "static"):
         base = {r["kv_len"]: r["ms_per_token"] for r in rows
                 if r.get("cache") == cache and r.get("system") == "reduce_overhead"}
         for r in rows:
