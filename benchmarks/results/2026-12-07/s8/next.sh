@@ -15,5 +15,8 @@ echo "[gpu tests rc=$?]"; tail -5 "$OUT/gpu_tests.txt"
 timeout 200 python3 benchmarks/bench_decode.py --json "$OUT/bench_decode.json" \
     > "$OUT/bench_decode.txt" 2>&1
 echo "[decode rc=$?]"; tail -9 "$OUT/bench_decode.txt"
-timeout $((580 - SECONDS)) python3 benchmarks/bench_launch.py > "$OUT/bench_launch.txt" 2>&1
+timeout 120 python3 benchmarks/bench_launch.py > "$OUT/bench_launch.txt" 2>&1
 echo "[launch rc=$?]"; tail -8 "$OUT/bench_launch.txt"
+# Issue 15 goal 1 (ConvNeXt-T without graphs 0.91x): a row-tiled depthwise kernel vs cuDNN.
+timeout $((590 - SECONDS)) python3 benchmarks/probes/depthwise_tiled.py > "$OUT/depthwise_tiled.txt" 2>&1
+echo "[depthwise_tiled rc=$?]"; tail -10 "$OUT/depthwise_tiled.txt"
