@@ -22,6 +22,7 @@ import torch
 from . import guards
 from .artifact import CompiledArtifact
 from .convention import CallConvention
+from .graph_pool import size_positions
 
 
 class InputMismatchError(ValueError):
@@ -101,24 +102,13 @@ def _check_dim(d: int, want, have: int, sizes: dict, ranges: dict) -> str | None
     return None if expected == have else f"dim {d} ({want}) is {have}, expected {expected}"
 
 
-def _first_bare_dims(specs: Sequence[ExpectedInput]) -> tuple:
-    """(input, dim, symbol) where each size symbol is first a dim of its own, as the
-    generated wrapper binds it (``codegen.wrapper._bind_sizes``)."""
-    seen, found = set(), []
-    for k, spec in enumerate(specs):
-        for d, size in enumerate(spec.size):
-            if isinstance(size, str) and size.isidentifier() and size not in seen:
-                seen.add(size)
-                found.append((k, d, size))
-    return tuple(found)
-
-
-def _bind_sizes(binders: tuple, args: Sequence) -> dict:
-    """Each size symbol's value in ``args``, read where the wrapper reads it: an input may
+def _bind_sizes(where: dict[str, tuple[int, int]], args: Sequence) -> dict:
+    """Each size symbol's value in ``args``, read where the generated wrapper binds it
+    (``where``: ``graph_pool.size_positions``, the first bare dim of each): an input may
     use a symbol (``2*s0``) before any input has it as a dim of its own (dynamo's graphs
     do), and checking in order then found it unbound (NameError)."""
     sizes = {}
-    for k, d, symbol in binders:
+    for symbol, (k, d) in where.items():
         t = args[k]
         if isinstance(t, torch.Tensor) and d < t.dim():
             sizes[symbol] = t.shape[d]
@@ -138,7 +128,7 @@ class CompiledModule:
         self.input_specs = tuple(ExpectedInput(tuple(s["size"]), tuple(s["stride"]), s["dtype"],
                                            s["device"]) for s in meta["inputs"])
         self.size_ranges = {k: tuple(v) for k, v in meta.get("size_ranges", {}).items()}
-        self._binders = _first_bare_dims(self.input_specs)
+        self._size_where = size_positions(self.input_specs)   # symbol -> (input, dim)
         self.kernel_count = len(artifact.kernels)
         self.fallback_ops = tuple(meta.get("fallback_ops", ()))
         self.extern_ops = tuple(meta.get("extern_ops", ()))
@@ -167,7 +157,7 @@ class CompiledModule:
         if len(args) != len(self.input_specs):
             raise InputMismatchError(f"kiln: compiled for {len(self.input_specs)} inputs, "
                                      f"called with {len(args)}")
-        sizes = _bind_sizes(self._binders, args)
+        sizes = _bind_sizes(self._size_where, args)
         for k in range(len(args)) if positions is None else positions:
             problem = self.input_specs[k].mismatch(args[k], sizes, self.size_ranges)
             if problem:

@@ -24,6 +24,7 @@ from compiler.kernels import host, launch, serve
 from compiler.kernels.load import load_module
 from compiler.runtime import load_artifact
 from pipeline.zoo import blocks
+from tests.launch_recorder import LaunchRecorder
 
 BLOCKS = ["bert_layer", "resnet_bottleneck", "convnext_block"]
 
@@ -180,24 +181,10 @@ def test_reinterpret_fallback_matches_torchs_alias():
 
 
 # ------------------------------------------------------ static CUDA modules, launcher recorded
-class _Launcher:
-    """torch's generic launcher (``torch._C._StaticCudaLauncher``) as a recorder."""
-
-    def __init__(self):
-        self.launches = []
-
-    @staticmethod
-    def _load_kernel(path, name, shared, device):
-        return (f"function {name}", 0, 0)
-
-    def _launch_kernel(self, *launch):
-        self.launches.append(launch)
-
-
 def _recorded_module(name, tmp_path, monkeypatch):
     """A static-shape CUDA module loaded on this CPU, each ``Launcher`` holding a
     ``StaticKernel`` whose launches are recorded."""
-    recorder = _Launcher()
+    recorder = LaunchRecorder()
     monkeypatch.setattr(launch, "_impl", lambda: recorder)
     monkeypatch.setattr(torch._C, "_cuda_getCurrentRawStream", lambda d: 77, raising=False)
     artifact, captured, module, args = _artifact(name, "cuda")
@@ -253,7 +240,7 @@ def test_a_misaligned_input_takes_tritons_path(tmp_path, monkeypatch):
 
 
 def test_static_run_picks_the_binarys_arguments():
-    recorder = _Launcher()
+    recorder = LaunchRecorder()
     kernel = type("K", (), {})()
     kernel.plan = launch.LaunchPlan("k", "k.cubin", (0, 1, 2, 4), "OOil" + "O", 1, 4, 0)
     kernel.function, kernel._launch, kernel.device = "f", recorder._launch_kernel, 0

@@ -23,6 +23,7 @@ from compiler.capture import capture_module
 from compiler.kernels import launch
 from compiler.kernels.launch import Launcher, specialization
 from compiler.kernels.load import load_module
+from tests.launch_recorder import LaunchRecorder
 
 
 def test_specialization_is_what_triton_specializes_integers_on():
@@ -77,19 +78,13 @@ class _Rows(torch.nn.Module):
         return torch.softmax(self.proj(x).relu() * 2.0, dim=-1) + x.sum(-1, keepdim=True)
 
 
-class _Recorder:
-    """torch's generic launcher as a recorder; a stand-in for Triton's JIT compile that
+class _Recorder(LaunchRecorder):
+    """torch's generic launcher as a recorder, and a stand-in for Triton's JIT compile that
     returns a ``StaticKernel`` launched through it."""
 
     def __init__(self):
-        self.launches, self.compiles = [], []
-
-    @staticmethod
-    def _load_kernel(path, name, shared, device):
-        return (f"function {name}", 0, 0)
-
-    def _launch_kernel(self, *launch_args):
-        self.launches.append(launch_args)
+        super().__init__()
+        self.compiles = []
 
     def jit(self, name, positional):
         plan = launch.LaunchPlan(name, "k.cubin", tuple(range(len(positional))),

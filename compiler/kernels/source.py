@@ -49,8 +49,9 @@ def load_module(source: str, device_type: str, code_dir: Path,
 
     With ``static_shapes`` or ``dynamic_shapes`` (a module's wrapper, not a build) on CUDA,
     each kernel (the names in ``kernels``; every JIT function when None) is wrapped in a
-    ``Launcher``, keyed by its integer arguments' specialization too for dynamic shapes. Helper JIT functions the kernels call (a scan's
-    combine function) must stay JIT functions: name only the kernels where there are any.
+    ``Launcher``, keyed by its integer arguments' specialization too for dynamic shapes.
+    Helper JIT functions the kernels call (a scan's combine function) must stay JIT
+    functions: name only the kernels where there are any.
     The wrapping happens as each kernel is defined, so the module's bound launches (made
     below the kernels, see ``codegen.wrapper``) bind the ``Launcher``.
     """
