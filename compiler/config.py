@@ -109,10 +109,25 @@ class CompilerOptions:
     # order (cuDNN's attention first on Hopper); "flash_first" asks for flash, then memory-
     # efficient, then cuDNN (compiler/kernels/host.py: ordered_attention), which spares
     # cuDNN's per-shape set-up in a fresh process's first call (80-95 ms for ViT-B/16's
-    # attention on an H100, 18 ms with flash) at a steady-state cost not yet measured.
-    attention: str = _code("torch", UNLESS_DEFAULT)
+    # attention on an H100, 18 ms with flash) at a steady-state cost not yet measured;
+    # "auto" is "flash_first" for a module with dynamic sizes, whose every new size would
+    # pay cuDNN's set-up again (a decode step with a growing cache: 50-60 ms a token on an
+    # H100, s9 call 1), and "torch" for a static one.
+    attention: str = _code("auto", UNLESS_DEFAULT)
     debug_dir: str | None = None
     cache_dir: str | None = None
+
+    def attention_order(self, dynamic: bool) -> str:
+        """Option ``attention`` resolved for a module: "auto" is "flash_first" where its
+        sizes are ``dynamic``, else "torch".
+
+        Example:
+            >>> CompilerOptions().attention_order(True), CompilerOptions().attention_order(False)
+            ('flash_first', 'torch')
+        """
+        if self.attention != "auto":
+            return self.attention
+        return "flash_first" if dynamic else "torch"
 
     def options_hash(self) -> str:
         """16 hex digits of the code-changing options (see ``ALWAYS``/``UNLESS_DEFAULT``)."""
@@ -168,7 +183,7 @@ def _from_env() -> dict[str, Any]:
 
 # The values an option spelled as a word may take.
 CHOICES = {"channels_last": ("auto", "on", "off"), "matmul_template": ("off", "on", "auto"),
-           "conv_kernels": ("auto", "library", "triton"), "attention": ("torch", "flash_first")}
+           "conv_kernels": ("auto", "library", "triton"), "attention": ("auto", "torch", "flash_first")}
 
 
 def _validated(values: Mapping[str, Any], source: str) -> dict[str, Any]:

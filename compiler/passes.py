@@ -71,7 +71,7 @@ def compile_graph(gm: torch.fx.GraphModule, graph_key: str, options: CompilerOpt
     layouts = buffer_layouts(plan.lowered, steps)
     kernels = emit_kernels(steps, plan.candidates, layouts, options, target, configs, planner)
     source = generate_wrapper(plan.lowered, steps, kernels.launched, kernels.sources, layouts,
-                              options.attention)
+                              options.attention_order(bool(lowered.size_ranges)))
     meta = artifact_meta(lowered, graph_key, options, target)
     meta["fusion"] = fusion_report(plan.lowered, steps, planner)   # what fusion saved
     artifact = CompiledArtifact(module_key(graph_key, options, target, configs), graph_key,

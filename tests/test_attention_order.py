@@ -50,7 +50,8 @@ class Attention(torch.nn.Module):
         return F.scaled_dot_product_attention(q, k, v, is_causal=True)
 
 
-@pytest.mark.parametrize("option, ordered", [("torch", False), ("flash_first", True)])
+@pytest.mark.parametrize("option, ordered", [("torch", False), ("flash_first", True),
+                                             ("auto", False)])
 def test_the_option_picks_the_bound_op(option, ordered):
     q = torch.randn(1, 2, 5, 8)
     artifact = compiler.lower(capture_module(Attention().eval(), (q, q, q)), {"attention": option}, "cuda")
@@ -62,5 +63,20 @@ def test_the_option_picks_the_bound_op(option, ordered):
 
 
 def test_an_unknown_attention_choice_is_refused():
-    with pytest.raises(ValueError, match="attention.*'torch', 'flash_first'"):
+    with pytest.raises(ValueError, match="attention.*'auto', 'torch', 'flash_first'"):
         load_options({"attention": "cudnn"})
+
+
+def test_auto_orders_attention_in_dynamic_modules_only():
+    """A dynamic module meets a new size at every decode step, and cuDNN's attention sets
+    itself up per shape: "auto" asks flash first there, keeps torch's order when static."""
+    qkv = tuple(torch.randn(1, 2, 6, 8) for _ in range(3))
+    seq = torch.export.Dim("seq", min=2, max=64)
+    dynamic = {"q": {2: seq}, "k": {2: seq}, "v": {2: seq}}
+    captured = capture_module(Attention().eval(), qkv, dynamic_shapes=dynamic)
+    (line,) = [l for l in compiler.lower(captured, None, "cuda").source.splitlines()
+               if "extern_op(" in l]
+    assert line.endswith("ordered=True)")
+    compiled = compiler.compile_module(Attention().eval(), qkv, dynamic_shapes=dynamic)
+    fresh = [torch.randn(1, 2, 9, 8) for _ in range(3)]
+    torch.testing.assert_close(compiled(*fresh), Attention()(*fresh))

@@ -190,7 +190,7 @@ def launch_from_meta(kernel: KernelArtifact, dtypes: Sequence[str | torch.dtype]
                  for k, (d, e) in enumerate(zip(dtypes, extents)))
     return KernelLaunch(kernel, args, numels,
                         default_config(spec.kind, numels, device_type, options,
-                                       spec.rows_across),
+                                       spec.rows_across, spec.stencil),
                         tuple(int(v) for v in size_args))
 
 

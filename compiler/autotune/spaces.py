@@ -315,14 +315,15 @@ def neighbours(space: Space, numels: Sequence[int], config: Config,
 
 # ----------------------------------------------------------------------------- the default
 def default_config(kind: str, numels: Sequence[int], device_type: str = "cuda",
-                   options: Any = None, rows_across: bool = False) -> Config:
+                   options: Any = None, rows_across: bool = False,
+                   stencil: bool = False) -> Config:
     """The heuristic config kiln launches when tuning is off (``codegen.heuristics``).
 
     Delegates, so there is one heuristic. ``num_stages`` is Triton's default where the
-    heuristic passes none. ``rows_across``: the kernel spec's flag of that name.
+    heuristic passes none. ``rows_across``, ``stencil``: the kernel spec's flags.
     """
     from ..codegen.heuristics import launch_config
     from ..config import load_options
     launch = launch_config(KernelKind(kind), tuple(int(n) for n in numels),
-                           load_options(options), device_type, rows_across)
+                           load_options(options), device_type, rows_across, stencil)
     return launch.config()

@@ -82,7 +82,7 @@ def emit_kernels(steps, candidates, layouts: Mapping[str, Layout], options: Comp
     for k, kernel in enumerate(generated + spare):
         tuned = (configs or {}).get(kernel_key(kernel, layouts))
         launch = choose_launch(kernel.kind, kernel.numels, options, device_type, tuned,
-                               kernel.rows_across)
+                               kernel.rows_across, kernel.stencil)
         if k < len(kernel_steps):
             launched[id(kernel_steps[k])] = (kernel, launch)
         artifacts.append(artifact_of(kernel, layouts, launch, candidate=k >= len(kernel_steps)))

@@ -54,6 +54,7 @@ class GeneratedKernel:
     size_args: tuple[str, ...] = ()   # run-time size symbols the kernel's indices use
     baseline: str | None = None
     rows_across: bool = False         # a row kernel whose rows lie across memory
+    stencil: bool = False             # a 2-D kernel of per-channel taps (codegen.triton)
 
     @property
     def bytes_accessed(self) -> int | None:
@@ -63,11 +64,12 @@ class GeneratedKernel:
 def generated(name: str, source: str, buffers: Sequence[str], numels: Sequence,
               kind: KernelKind, ops: Sequence[str], traffic: Traffic | None,
               n_outputs: int = 1, size_args: Sequence[str] = (),
-              baseline: str | None = None, rows_across: bool = False) -> GeneratedKernel:
+              baseline: str | None = None, rows_across: bool = False,
+              stencil: bool = False) -> GeneratedKernel:
     """A ``GeneratedKernel``, its ``source_key`` computed the one way every emitter does."""
     return GeneratedKernel(name, source, content_hash(source.replace(name, "KERNEL")),
                            tuple(buffers), tuple(numels), kind, tuple(ops), traffic, n_outputs,
-                           tuple(size_args), baseline, rows_across)
+                           tuple(size_args), baseline, rows_across, stencil)
 
 
 def kernel_key(kernel: GeneratedKernel, layouts: Mapping[str, Layout]) -> str:
@@ -96,5 +98,6 @@ def artifact_of(kernel: GeneratedKernel, layouts: Mapping[str, Layout], launch: 
         size_args=kernel.size_args, launch=launch, ops=kernel.ops,
         bytes_read=None if traffic is None else traffic.read,
         bytes_written=None if traffic is None else traffic.written,
-        candidate=candidate, baseline=kernel.baseline, rows_across=kernel.rows_across)
+        candidate=candidate, baseline=kernel.baseline, rows_across=kernel.rows_across,
+        stencil=kernel.stencil)
     return KernelArtifact(kernel.name, kernel_key(kernel, layouts), kernel.source, spec)

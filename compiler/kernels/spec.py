@@ -278,6 +278,7 @@ class KernelSpec:
     baseline: str | None = None
     version: int = SPEC_VERSION
     rows_across: bool = False    # rows lie across memory: the heuristic holds several a program
+    stencil: bool = False        # a 2-D kernel of per-channel taps: the heuristic's own tile
 
     @property
     def bytes(self) -> int | None:
@@ -307,7 +308,8 @@ class KernelSpec:
             "bytes": self.bytes, "bytes_read": self.bytes_read,
             "bytes_written": self.bytes_written, "candidate": self.candidate,
             "baseline": None if self.baseline is None else json.loads(self.baseline),
-            **({"rows_across": True} if self.rows_across else {})})
+            **({"rows_across": True} if self.rows_across else {}),
+            **({"stencil": True} if self.stencil else {})})
 
     @classmethod
     def from_json(cls, text: str) -> "KernelSpec":
@@ -326,4 +328,4 @@ class KernelSpec:
                    meta.get("bytes_read"), meta.get("bytes_written"),
                    bool(meta.get("candidate", False)),
                    None if baseline is None else json.dumps(baseline, sort_keys=True), version,
-                   bool(meta.get("rows_across", False)))
+                   bool(meta.get("rows_across", False)), bool(meta.get("stencil", False)))

@@ -1,0 +1,84 @@
+"""2-D tiling of stencil kernels over channels-last outputs (``codegen/triton.py``:
+``_channel_loads``): a depthwise conv's kernel tiles channels along X and positions along Y,
+so each tap's weight is a column vector loaded once per tile (masked by ``xmask`` alone),
+not a load per element; results checked against eager under Triton's interpreter."""
+from __future__ import annotations
+
+import re
+
+import pytest
+import torch
+
+import compiler
+from compiler.api import lower
+from compiler.capture import capture_module
+
+
+class DepthwiseNorm(torch.nn.Module):
+    """A depthwise conv and what follows it in ConvNeXt: the kernel's consumers fuse in."""
+
+    def __init__(self, channels: int, kernel: int, stride: int = 1):
+        super().__init__()
+        self.conv = torch.nn.Conv2d(channels, channels, kernel, stride, kernel // 2,
+                                    groups=channels)
+
+    def forward(self, x):
+        return torch.nn.functional.gelu(self.conv(x)) + 1.0
+
+
+def _kernels(module, x, target="cpu"):
+    with torch.no_grad():
+        art = lower(capture_module(module, (x,)), {"channels_last": "on"}, target)
+    return art.kernels
+
+
+def _stencil(kernels):
+    (found,) = [k for k in kernels if "logical_and" in k.name]   # the masked-tap kernel
+    return found
+
+
+@pytest.mark.parametrize("channels,kernel,stride", [(24, 3, 1), (40, 5, 2), (96, 7, 1)])
+def test_depthwise_kernel_is_tiled_2d_and_matches_eager(channels, kernel, stride):
+    torch.manual_seed(channels)
+    module = DepthwiseNorm(channels, kernel, stride).eval()
+    x = torch.randn(2, channels, 11, 9).to(memory_format=torch.channels_last)
+    found = _stencil(_kernels(module, x))
+    assert found.spec.kind == "pointwise2d" and found.spec.stencil
+    # a weight load per tap and the bias's, masked by the channel axis only: row vectors
+    channel_loads = re.findall(r"tl\.load\(in_ptr\d \+ \(xindex[^)]*\), xmask\)", found.source)
+    assert len(channel_loads) == kernel * kernel + 1
+    compiled = compiler.compile_module(module, (x,), {"channels_last": "on"})
+    for seed in (1, 2):
+        torch.manual_seed(seed)
+        fresh = torch.randn_like(x)
+        with torch.no_grad():
+            torch.testing.assert_close(compiled(fresh), module(fresh), rtol=1e-4, atol=1e-5)
+
+
+def test_few_channels_unaligned_rows_and_per_channel_affines_stay_1d():
+    """Under 16 channels a tile would be mostly masked lanes; rows that do not fill whole
+    32-byte sectors (20 float32 channels: 80 bytes) keep the 1-D kernel, which the 2-D one
+    lost to there; a BatchNorm reads four per-channel vectors, one load each, and is
+    already at copy bandwidth in 1-D."""
+    for channels in (8, 20):
+        x = torch.randn(2, channels, 10, 10).to(memory_format=torch.channels_last)
+        found = _stencil(_kernels(DepthwiseNorm(channels, 3).eval(), x))
+        assert found.spec.kind == "pointwise1d" and not found.spec.stencil
+    bn = torch.nn.BatchNorm2d(32).eval()
+    bn.running_var.uniform_(0.5, 2.0)
+    y = torch.randn(2, 32, 10, 10).to(memory_format=torch.channels_last)
+    kinds = {k.spec.kind for k in _kernels(bn, y)}
+    assert kinds == {"pointwise1d"}
+
+
+def test_stencil_kernels_take_their_own_tile():
+    """The spec carries the stencil flag (stored with the kernel), and its heuristic tile
+    is ``STENCIL_TILE`` square, not the transposes' ``tile_x`` by ``tile_y``."""
+    from compiler.codegen.heuristics import STENCIL_TILE
+    from compiler.kernels.spec import KernelSpec
+    x = torch.randn(2, 64, 12, 12).to(memory_format=torch.channels_last)
+    found = _stencil(_kernels(DepthwiseNorm(64, 5).eval(), x, target="cuda"))
+    assert found.spec.stencil
+    assert KernelSpec.from_json(found.spec.to_json()) == found.spec
+    params = dict(found.spec.launch.params)
+    assert (params["XBLOCK"], params["YBLOCK"]) == (STENCIL_TILE, STENCIL_TILE)
