@@ -150,10 +150,33 @@ def capture_module(module: torch.nn.Module, example_args: Any, example_kwargs: A
     kwargs = dict(example_kwargs or {})
     register_library_pytrees(module, args, kwargs)     # e.g. transformers' KV caches
     _check_example_dtypes(name, args, kwargs)
+    args, kwargs = _unaliased_examples(args, kwargs)
     if dynamic_shapes is not None:
         args, kwargs = _dense_examples(args, kwargs)
     return capture_on_cpu(functools.partial(_trace_module, module, dynamic_shapes, name),
                           module, args, kwargs, name)
+
+
+def _unaliased_examples(args: tuple, kwargs: dict) -> tuple[tuple, dict]:
+    """Example tensors that share storage with an earlier one (the same ``x`` passed as a
+    self-attention's query, key and value) as copies. torch.export specializes its program
+    to that aliasing: it reads every one of them through the last placeholder, so calls with
+    distinct tensors computed ``attention(v, v, v)``. The compiled module serves distinct
+    inputs, and aliased ones too when it writes into none of them."""
+    seen: set[int] = set()
+
+    def own(t):
+        if not isinstance(t, torch.Tensor) or t.device.type == "meta":
+            return t
+        try:
+            storage = t.untyped_storage().data_ptr()
+        except (RuntimeError, NotImplementedError):   # a tensor subclass without storage
+            return t
+        if storage in seen and t.numel():
+            return t.clone()
+        seen.add(storage)
+        return t
+    return pytree.tree_map(own, (args, kwargs))
 
 
 def _dense_examples(args: tuple, kwargs: dict) -> tuple[tuple, dict]:

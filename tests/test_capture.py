@@ -501,3 +501,24 @@ def test_a_sliced_example_with_dynamic_dims_compiles_a_dense_layout(parent, inde
         shape[dim] = n
         x = torch.randn(*shape)
         torch.testing.assert_close(compiled(x), x * 2)
+
+
+class _SelfAttention(torch.nn.Module):
+    def forward(self, q, k, v):
+        return torch.nn.functional.scaled_dot_product_attention(q, k, v, is_causal=True)
+
+
+@pytest.mark.parametrize("dynamic", [False, True])
+def test_one_tensor_passed_as_several_inputs_compiles_for_distinct_ones(dynamic):
+    """torch.export reads aliased example inputs through one placeholder; kiln captures
+    copies, so a call with distinct query, key and value computes with each."""
+    import compiler
+    x = torch.randn(1, 2, 6, 8)
+    seq = torch.export.Dim("seq", min=2, max=64)
+    shapes = {"q": {2: seq}, "k": {2: seq}, "v": {2: seq}} if dynamic else None
+    compiled = compiler.compile_module(_SelfAttention().eval(), (x, x, x),
+                                       dynamic_shapes=shapes)
+    for length in ((6, 9) if dynamic else (6,)):
+        fresh = [torch.randn(1, 2, length, 8) for _ in range(3)]
+        torch.testing.assert_close(compiled(*fresh), _SelfAttention()(*fresh))
+        torch.testing.assert_close(compiled(x, x, x), _SelfAttention()(x, x, x))
