@@ -49,10 +49,11 @@ def grid_axis(numel: sympy.Expr, block: int) -> int | str:
 
 
 # A stencil's tile (channels by positions): each element does a load and an FMA per tap,
-# so a smaller tile than a copy's keeps more programs in flight. 32x32 was fastest or within
-# 3% of it at 5 of 7 depthwise shapes of ConvNeXt-T and EfficientNet-B0 on an H100, up to
-# 1.41x faster than the 64x64 default (96 channels, 56x56, 7x7); benchmarks/results/
-# 2026-12-07/s9/1/depthwise_tiled.txt.
+# so a smaller tile than a copy's keeps more programs in flight. 32x32 against 64x64 on an
+# H100: 1.41x faster at 96 channels, 56x56, 7x7 (ConvNeXt-T's first stage) and 1.26x at
+# 768 channels, 7x7, within 10% either way at the other 5x5 and 7x7 shapes of ConvNeXt-T
+# and EfficientNet-B0; 16x16 lost at all of them. benchmarks/results/2026-12-07/s9/3/
+# depthwise_tiled.txt.
 STENCIL_TILE = 32
 
 

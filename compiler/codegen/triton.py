@@ -194,10 +194,13 @@ def unflatten(flat: sympy.Symbol, dims) -> dict:
 
 
 # Loads of one per-channel operand (broadcast over every dim but the contiguous last one)
-# from which a kernel is tiled 2-D: a stencil's weights, one per tap (a 3x3 depthwise conv
-# has 9). Counted per buffer: a BatchNorm's four per-channel vectors, one load each, keep
-# the 1-D kernel, which already runs those at copy bandwidth.
-STENCIL_ROW_LOADS = 4
+# from which a kernel is tiled 2-D: a stencil's weights, one per tap. Counted per buffer: a
+# BatchNorm's four per-channel vectors, one load each, keep the 1-D kernel, which already
+# runs those at copy bandwidth. 25 (5x5 windows and larger): on an H100 the 2-D kernel took
+# 0.75-0.91x the 1-D kernel's time at every 5x5 and 7x7 depthwise shape of ConvNeXt-T and
+# EfficientNet-B0 it was timed at, but 3x3 windows went either way (0.95x at 144 channels,
+# 56x56; 1.38x at 480 channels, 14x14): benchmarks/results/2026-12-07/s9/3/depthwise_tiled.txt.
+STENCIL_ROW_LOADS = 25
 
 
 def _tile_split(plan: _Plan) -> int | None:
