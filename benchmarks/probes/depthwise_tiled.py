@@ -102,29 +102,38 @@ class _Depthwise(torch.nn.Module):
         return F.conv2d(x, self.weight, padding=k // 2, groups=self.weight.shape[0])
 
 
-# kiln's own lowering, as variants: (label, stencil tile, 2-D stencil tiling on). "kiln1d"
-# is the flat kernel of sessions before 9 (compiler/codegen/triton.py's STENCIL_ROW_LOADS
-# raised past any tap count, for this probe only); the others tile 2-D, channels along X,
-# at codegen/heuristics.py's STENCIL_TILE (set here per variant). s9 call 1 timed an
-# earlier form that took its tiles from options tile_x/tile_y.
-KILN = (("kiln1d", 32, False), ("kiln2d", 32, True), ("k2d16", 16, True), ("k2d64", 64, True))
+# kiln's own lowering, as variants: (label, 2-D stencil tiling on, launch config or None
+# for kiln's heuristic). A config goes in as a tuned config for the stencil kernel's key, as
+# a tuned store gives it. "1d" is the flat kernel (compiler/codegen/triton.py's
+# STENCIL_ROW_LOADS raised past any tap count, for this probe only). The warps variants ask
+# whether fewer elements per thread pay: at the heuristic's 8 per thread ConvNeXt-T's 7x7
+# kernel takes 236 registers (1-D) and 254 (2-D) for sm_90, at 2 per thread 40 and 94
+# (cuobjdump of cubins built on a CPU, session 9). s9 calls 1 and 3 timed other variants.
+KILN = (("kiln1d", False, None), ("1d/w16", False, {"XBLOCK": 1024, "num_warps": 16}),
+        ("kiln2d", True, None), ("2d/w8", True, {"XBLOCK": 32, "YBLOCK": 32, "num_warps": 8}),
+        ("2d/w16", True, {"XBLOCK": 32, "YBLOCK": 32, "num_warps": 16}))
 
 
-def _kiln(x: torch.Tensor, weight: torch.Tensor, tile: int, two_d: bool):
+def _kiln(x: torch.Tensor, weight: torch.Tensor, two_d: bool, config: dict | None):
     """kiln's lowering of the same conv (weights a constant), CUDA graphs off so each call
     is its kernel launch alone, as the probe's kernel is."""
-    from compiler.api import compile_module
-    from compiler.codegen import heuristics
+    from compiler.api import compile_module, lower
+    from compiler.capture import capture_module
     from compiler.codegen import triton as codegen
-    saved = codegen.STENCIL_ROW_LOADS, heuristics.STENCIL_TILE
-    codegen.STENCIL_ROW_LOADS = saved[0] if two_d else 1 << 30
-    heuristics.STENCIL_TILE = tile
+    module = _Depthwise(weight).eval()
+    saved = codegen.STENCIL_ROW_LOADS
+    codegen.STENCIL_ROW_LOADS = saved if two_d else 1 << 30
     try:
         with torch.no_grad():
-            return compile_module(_Depthwise(weight).eval(), (x,),
-                                  options={"cuda_graphs": False})
+            configs = None
+            if config is not None:
+                art = lower(capture_module(module, (x,)), {"cuda_graphs": False}, "cuda")
+                (key,) = [k.kernel_key for k in art.kernels if "logical_and" in k.name]
+                configs = {key: {"num_stages": 3, **config}}
+            return compile_module(module, (x,), options={"cuda_graphs": False},
+                                  configs=configs)
     finally:
-        codegen.STENCIL_ROW_LOADS, heuristics.STENCIL_TILE = saved
+        codegen.STENCIL_ROW_LOADS = saved
 
 
 def bench(batch: int) -> int:
@@ -134,14 +143,14 @@ def bench(batch: int) -> int:
     print(f"{'model':18} {'C,HW,K':14} {'cudnn':>8} "
           + " ".join(f"{label:>9}" for label, _, _ in KILN) + " " + " ".join(
         f"{f'{bw}x{bc}/{w}':>9}" for bw, bc, w in CONFIGS)
-          + "  probe/cudnn kiln1d/cudnn kiln2d-best/cudnn")
+          + "  probe/cudnn kiln1d/cudnn kiln-best/cudnn")
     for model, c, hw, k in SHAPES:
         x, weight = _inputs(c, hw, k, batch, "cuda", torch.bfloat16)
         want = F.conv2d(x, weight, padding=k // 2, groups=c)
         cudnn = do_bench(lambda: F.conv2d(x, weight, padding=k // 2, groups=c))
         kiln_ms = []
-        for _, tile, two_d in KILN:
-            kiln = _kiln(x, weight, tile, two_d)
+        for _, two_d, config in KILN:
+            kiln = _kiln(x, weight, two_d, config)
             with torch.no_grad():
                 torch.testing.assert_close(kiln(x), want, rtol=2e-2, atol=2e-2)
                 kiln_ms.append(do_bench(lambda: kiln(x)))
