@@ -16,8 +16,8 @@ for 5x5 and 1.0-1.64x for ConvNeXt's 7x7 (largest at 56x56); whole models served
 store reached their first result 4.8-6x sooner (EfficientNet-B0 2.62 -> 0.53 s, ConvNeXt-T
 2.09 -> 0.35 s), steady 0.91x (EfficientNet-B0) to 1.18x (ConvNeXt-T) of all-cuDNN.
 Option ``conv_kernels = "library"`` keeps cuDNN. Retimed in one call against cuDNN
-(benchmarks/results/2026-12-07/s9/3, H100, batch 32, kernel alone): 1.45-2.09x cuDNN's time
-as the flat kernel, 1.04-1.57x where 5x5 and larger windows tile 2-D (codegen/triton.py,
+(benchmarks/results/2026-12-07/s9/3, H100, batch 32, kernel alone): 1.25-2.09x cuDNN's time
+as the flat kernel, 1.04-1.69x where 5x5 and larger windows tile 2-D (codegen/triton.py,
 ``_stencil_split``); cuDNN stays faster per layer, which is what tuning against it is for.
 
 Example:
