@@ -105,6 +105,13 @@ class CompilerOptions:
     # depthwise.py has the measurements); "triton" takes the template wherever it can, tuned
     # or not, and on any target (how CI runs it under the interpreter).
     conv_kernels: str = _code("auto", UNLESS_DEFAULT)
+    # Depthwise conv kernels carry cuDNN's conv as their tuning baseline (the kernel spec's
+    # ``baseline``, codegen/depthwise_baseline.py), as the GEMM and conv templates carry
+    # cuBLAS's and cuDNN's: the tune stage times cuDNN at each such kernel's shape, and a
+    # module relowered with the tuned configs calls cuDNN for the convs where it won
+    # (``conv_kernels`` "auto"). Off by default: it adds a title line and the baseline to
+    # those kernels, so it changes their keys and specs, and untuned modules stay as before.
+    depthwise_baseline: bool = _code(False, UNLESS_DEFAULT)
     # Which attention backend torch tries first in kiln's wrappers: "torch" keeps its own
     # order (cuDNN's attention first on Hopper); "flash_first" asks for flash, then memory-
     # efficient, then cuDNN (compiler/kernels/host.py: ordered_attention), which spares

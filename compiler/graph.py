@@ -25,7 +25,7 @@ import itertools
 import operator
 import warnings
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Mapping
 
 import sympy
 import torch
@@ -33,7 +33,8 @@ import torch.fx
 
 from .config import CompilerOptions
 from .traffic import load_elements
-from .ir import (BufferRef, ComputedBuffer, ConstantBuffer, Const, ExternKernel, InputBuffer,
+from .ir import (BufferRef, ComputedBuffer, ConstantBuffer, Const, DepthwiseConv,
+                 ExternKernel, InputBuffer,
                  Layout, Load, Op, OpName, ReductionBuffer, TensorValue, contiguous_strides,
                  IndexExpr, count_reads_and_ops, index_symbols, loads_of, walk)
 from .lowering import LoweringTable
@@ -80,6 +81,7 @@ class LoweredGraph:
     fallback_ops: tuple[str, ...]
     device: str
     size_ranges: dict = dataclasses.field(default_factory=dict)   # size symbol -> (lo, hi)
+    depthwise: tuple[DepthwiseConv, ...] = ()   # depthwise convs lowered to kiln kernels
 
 
 def _finite_bound(bound) -> int | None:
@@ -164,10 +166,14 @@ def is_dense(size, stride) -> bool:
 class GraphLowering(torch.fx.Interpreter):
     def __init__(self, gm: torch.fx.GraphModule, lowerings: LoweringTable,
                  options: CompilerOptions, mutated_inputs: dict[int, int] | None = None,
-                 target: str | None = None):
+                 target: str | None = None, configs: Mapping | None = None):
         super().__init__(gm, garbage_collect_values=False)
         self.lowerings = lowerings
         self.options = options
+        # tuned configs by key: lowering reads the choices keyed by what it lowers
+        # (``"depthwise:..."``: ``tuned``); the rest are launch configs by kernel key
+        self.configs = configs or {}
+        self.depthwise: list[DepthwiseConv] = []
         self.target = target
         self.channels_last = wants_channels_last(gm, options, target)
         # graph output position -> input position whose new value it is (export's buffer
@@ -194,7 +200,8 @@ class GraphLowering(torch.fx.Interpreter):
         self.run(*[None] * len(placeholders))
         return LoweredGraph(tuple(self.inputs), tuple(self.constants), self.constant_values,
                             tuple(self.operations), tuple(self.outputs),
-                            tuple(self.fallback_ops), self.device or "cpu", self.size_ranges)
+                            tuple(self.fallback_ops), self.device or "cpu", self.size_ranges,
+                            tuple(self.depthwise))
 
     def run_node(self, n: torch.fx.Node):
         self.node = n
@@ -239,6 +246,11 @@ class GraphLowering(torch.fx.Interpreter):
 
     def meta_size(self, node: torch.fx.Node | None = None) -> tuple[sympy.Expr, ...]:
         return _sym_tuple(self.meta_val(node).shape)
+
+    def tuned(self, key: str) -> Mapping | None:
+        """The tuned config recorded under ``key`` (a choice lowering makes, such as a
+        depthwise conv's ``{"extern": 1}``), or None."""
+        return self.configs.get(key)
 
     def index_symbols(self, ndim: int):
         return index_symbols(ndim)

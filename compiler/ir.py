@@ -501,6 +501,29 @@ class MatmulTemplate:
         return self.epilogue.layout if self.epilogue is not None else self.extern.layouts[0]
 
 
+@dataclass(frozen=True)
+class DepthwiseConv:
+    """A depthwise conv lowering made a kiln kernel of (``lowering.depthwise``): what the
+    library path would compute instead, so codegen can give the kernel that computes it
+    that path as its tuning baseline (``codegen.depthwise_baseline``).
+
+    ``key`` names the conv at lowering time (``"depthwise:"`` + a hash of its shapes,
+    layout and window), where a tuned config ``{"extern": 1}`` sends it to cuDNN; ``x`` is
+    the input as kiln's kernel reads it, ``weight`` the float32 taps-outermost copy it
+    reads, ``weight_stride`` the strides the library path's weight has (the graph's, or
+    NHWC), ``params`` ``aten.convolution``'s arguments after the bias, ``out`` the layout
+    the library conv returns, and ``body`` the window sum (accumulation type) at output
+    element ``(i0, i1, i2, i3)``: the expression a kernel computing the conv contains.
+    """
+    key: str
+    x: BufferRef
+    weight: BufferRef
+    weight_stride: tuple[int, ...]
+    params: tuple            # (stride, padding, dilation, transposed, output_padding, groups)
+    out: Layout
+    body: Expr
+
+
 Buffer = InputBuffer | ConstantBuffer | ComputedBuffer | ReductionBuffer
 Operation = ComputedBuffer | ReductionBuffer | ExternKernel | MatmulTemplate
 Kernel = ComputedBuffer | ReductionBuffer   # operations that become Triton kernels

@@ -63,13 +63,14 @@ def compile_graph(gm: torch.fx.GraphModule, graph_key: str, options: CompilerOpt
                   ) -> tuple[CompiledArtifact, dict[str, torch.Tensor]]:
     """Every pass after capture, in order, on an ATen graph; returns the artifact and the
     constants it needs (tensors the graph holds that are no input)."""
-    lowered = lower_graph(gm, options, target, mutated_inputs, size_ranges)
+    lowered = lower_graph(gm, options, target, mutated_inputs, size_ranges, configs)
     plan = plan_matmuls(lowered, options.matmul_template, configs,
                         conv_mode(options.conv_kernels, options.matmul_template, target))
     planner = TritonPlanner()
     steps = schedule(plan.lowered, FusionLimits.from_options(options), planner)
     layouts = buffer_layouts(plan.lowered, steps)
-    kernels = emit_kernels(steps, plan.candidates, layouts, options, target, configs, planner)
+    kernels = emit_kernels(steps, plan.candidates, layouts, options, target, configs, planner,
+                           plan.lowered.depthwise)
     source = generate_wrapper(plan.lowered, steps, kernels.launched, kernels.sources, layouts,
                               options.attention_order(bool(lowered.size_ranges)))
     meta = artifact_meta(lowered, graph_key, options, target)
@@ -107,11 +108,12 @@ def _convention_json(captured: CapturedGraph, target: str) -> str | None:
 
 
 def lower_graph(gm: torch.fx.GraphModule, options: CompilerOptions, target: str,
-                mutated: dict[int, int] | None = None, size_ranges: dict | None = None
-                ) -> LoweredGraph:
+                mutated: dict[int, int] | None = None, size_ranges: dict | None = None,
+                configs: Configs | None = None) -> LoweredGraph:
     """GraphLowering with kiln's lowering table; export's promised ranges of dynamic sizes
-    replace the tracer's."""
-    lowered = GraphLowering(gm, default_table(), options, mutated, target).lower()
+    replace the tracer's. ``configs``: the tuned configs, whose choices keyed by what
+    lowering lowers (a depthwise conv's ``"depthwise:..."``) it follows."""
+    lowered = GraphLowering(gm, default_table(), options, mutated, target, configs).lower()
     if size_ranges:
         named = {str(k): k for k in lowered.size_ranges}
         lowered.size_ranges.update({named[k]: tuple(v) for k, v in size_ranges.items()

@@ -84,11 +84,13 @@ def _default(shape: KernelShape, options_json: str) -> Any:
                           shape.rows_across)
 
 
-def _candidates(shape: KernelShape, spaces: Any) -> list[Any]:
+def _candidates(shape: KernelShape, spaces: Any, kernel: Any) -> list[Any]:
+    """The space's candidates at ``shape``, and the extern path where ``kernel``'s spec has
+    a baseline (a depthwise conv kernel: cuDNN's conv)."""
     from compiler.autotune import candidates
     if shape.kind not in spaces.spaces:
         return []
-    return candidates(spaces[shape.kind], shape.numels)
+    return candidates(spaces[shape.kind], shape.numels, kernel.spec.baseline is not None)
 
 
 def search_order(shape: KernelShape, launch: Any, configs: list[Any], nearby: list[Any],
@@ -172,7 +174,7 @@ def build_task(job: BuildJob, store_root: str) -> TaskResult:
         spaces = load_spaces(job.space)
         target = Target("cuda", cuda_arch(job.target), 32)
         default = _default(shape, job.options_json)
-        configs = [default] + (_candidates(shape, spaces) if job.tuning else [])
+        configs = [default] + (_candidates(shape, spaces, kernel) if job.tuning else [])
         configs, pruned = prune(shape.kind, list(dict.fromkeys(configs)),
                                 spaces.targets.get(target.arch), shape.dtypes, default)
         if job.tuning:   # what a search will time (its cover), not the whole space

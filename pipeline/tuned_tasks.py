@@ -51,7 +51,9 @@ class RelowerJob:
 def tuned_configs(store: Any, device_name: str,
                   shapes: Iterable[KernelShape]) -> dict[str, dict[str, Any]]:
     """``{kernel_key: best config}`` on ``device_name`` at the sizes of ``shapes``; a kernel
-    with several shapes gets the config of the one with the largest best time."""
+    with several shapes gets the config of the one with the largest best time. Where a
+    depthwise conv kernel's best was cuDNN (``{"extern": 1}``), the conv's own key gets
+    that config too: lowering reads it there (``compiler.codegen.depthwise_baseline``)."""
     from storage import canonical_json
     from storage.tuning import best_trials
     shapes = [s for s in shapes if not s.error]
@@ -63,7 +65,17 @@ def tuned_configs(store: Any, device_name: str,
         held = chosen.get(shape.kernel_key)
         if found is not None and (held is None or found.median_ms > held.median_ms):
             chosen[shape.kernel_key] = found
-    return {key: b.config for key, b in sorted(chosen.items())}
+    configs = {key: b.config for key, b in sorted(chosen.items())}
+    return {**configs, **_depthwise_choices(store, configs)}
+
+
+def _depthwise_choices(store: Any, configs: dict[str, Any]) -> dict[str, dict]:
+    """The conv keys of the kernels among ``configs`` whose extern path won (their specs,
+    read from the store, say which conv: ``depthwise_choices``)."""
+    from compiler.codegen.depthwise_baseline import depthwise_choices
+    from pipeline.kernel_tasks import load_stored_kernel
+    kernels = [load_stored_kernel(store, key) for key, c in configs.items() if c.get("extern")]
+    return depthwise_choices(kernels, configs)
 
 
 def relower_task(job: RelowerJob, store_root: str) -> TaskResult:

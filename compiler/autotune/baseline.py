@@ -1,4 +1,6 @@
-"""The extern path a GEMM template competes with, run from the template's kernel metadata.
+"""The extern path a kernel competes with, run from the kernel's metadata: a GEMM or conv
+template's cuBLAS or cuDNN call, or a depthwise conv kernel's cuDNN conv
+(``codegen.depthwise_baseline``).
 
 ``spec.baseline`` (written by ``compiler.codegen.matmul.baseline``) names the ATen call the
 extern path makes (mm, addmm, bmm; operands as strided views of the template's pointer
@@ -6,7 +8,11 @@ arguments) and, when the template fused a pointwise consumer, that consumer's ow
 the extern path would launch it separately, pointer ``-1`` being the product. Run on the
 template's inputs, it writes the template's output: the Tuner checks it against the
 template's default config and times it as the candidate ``Config(extern=1)``, so the faster
-of the two is chosen per shape with both recorded.
+of the two is chosen per shape with both recorded. An operand with ``"copy"`` is the library
+path's own copy of the pointer's view (another dtype and strides: a depthwise kernel's
+float32 weight as the graph's weight), made once when the closure is made, so it is not
+timed; a product whose strides differ from ``"out"``'s is copied into them before the
+epilogue reads it, as the wrapper copies an extern result into the layout it predicted.
 
 Example (a mm with no epilogue writes the product into the output pointer):
     >>> import json, torch
@@ -45,9 +51,24 @@ def _aten(path: str):
 
 
 def _arg(spec: dict, args: list[torch.Tensor]):
-    if "ptr" in spec:
-        return args[spec["ptr"]].as_strided(spec["size"], spec["stride"], spec["offset"])
-    return spec["value"]
+    if "ptr" not in spec:
+        return spec["value"]
+    view = args[spec["ptr"]].as_strided(spec["size"], spec["stride"], spec["offset"])
+    copy = spec.get("copy")
+    if copy is None:
+        return view
+    dtype = getattr(torch, copy["dtype"].removeprefix("torch."))
+    out = torch.empty_strided(spec["size"], copy["stride"], dtype=dtype, device=view.device)
+    return out.copy_(view)
+
+
+def _in_layout(product: torch.Tensor, out: dict) -> torch.Tensor:
+    """``product`` with the strides ``out`` expects (copied only where they differ)."""
+    size, stride = out["size"], out["stride"]
+    if all(n == 1 or a == b for n, a, b in zip(size, product.stride(), stride)):
+        return product
+    return torch.empty_strided(size, stride, dtype=product.dtype,
+                               device=product.device).copy_(product)
 
 
 def extern_launcher(kernel: KernelArtifact, args: list[torch.Tensor], device_type: str,
@@ -72,7 +93,7 @@ def extern_launcher(kernel: KernelArtifact, args: list[torch.Tensor], device_typ
     numels, consts = epilogue["numels"], {**config.blocks(), **config.options()}
 
     def run():
-        product = op(*call_args, **kwargs)
+        product = _in_layout(op(*call_args, **kwargs), spec["out"])
         pointers = [product if k == -1 else args[k] for k in epilogue["buffers"]]
         launch(*pointers, *numels, **consts)
     return run

@@ -12,7 +12,8 @@ default config for reference outputs, then per candidate: restores the inputs, l
 compares every output with the reference (a wrong config is ``wrong_result`` and never
 timed), and on a GPU times it with ``triton.testing.do_bench`` (warm-up, then every
 repetition kept; the median is reported). Under the CPU interpreter nothing is timed: a
-verified candidate is ``not_timed``, with no numbers. A GEMM template's ``Config(extern=1)``
+verified candidate is ``not_timed``, with no numbers. ``Config(extern=1)`` of a GEMM
+template (or of any kernel whose spec has a baseline: a depthwise conv kernel's cuDNN conv)
 runs the extern path instead (``baseline.extern_launcher``: the ATen call plus the separate
 epilogue kernel) on the same inputs, checked and timed like any other candidate.
 

@@ -20,15 +20,16 @@ Example:
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Mapping
+from typing import Mapping, Sequence
 
 from ..artifact import KernelArtifact
 from ..config import CompilerOptions
-from ..ir import ComputedBuffer, Layout, MatmulTemplate, ScanBuffer, ScatterBuffer
+from ..ir import ComputedBuffer, DepthwiseConv, Layout, MatmulTemplate, ScanBuffer, ScatterBuffer
 from ..kernels.spec import LaunchConfig
 from ..scheduler import FusedKernel
 from .heuristics import choose_launch
 from .kernel import GeneratedKernel, artifact_of, kernel_key
+from .depthwise_baseline import with_baselines
 from .matmul import generate_matmul
 from .planner import TritonPlanner
 from .reduction import generate_row_kernel
@@ -71,12 +72,17 @@ def emit_kernel(step, number: int, layouts: Mapping[str, Layout],
 
 def emit_kernels(steps, candidates, layouts: Mapping[str, Layout], options: CompilerOptions,
                  device_type: str, configs: Mapping[str, Mapping[str, int]] | None = None,
-                 planner: TritonPlanner | None = None) -> EmittedKernels:
+                 planner: TritonPlanner | None = None,
+                 convs: Sequence[DepthwiseConv] = ()) -> EmittedKernels:
     """Emit the kernel of every kernel step, then the unchosen GEMM ``candidates``, numbered
     in that order (the number makes each kernel's name unique in its module). ``planner``:
-    the one the scheduler asked, whose row plans the row kernels are written from."""
+    the one the scheduler asked, whose row plans the row kernels are written from.
+    ``convs``: the depthwise convs lowering recorded (option ``depthwise_baseline``), whose
+    kernels get cuDNN's conv as baseline (``depthwise_baseline``)."""
     kernel_steps = [s for s in steps if isinstance(s, (FusedKernel, MatmulTemplate))]
     generated = [emit_kernel(s, k, layouts, planner) for k, s in enumerate(kernel_steps)]
+    if convs:
+        generated = with_baselines(kernel_steps, generated, convs)
     spare = [generate_matmul(t, len(generated) + k, layouts) for k, t in enumerate(candidates)]
     launched, artifacts = {}, []
     for k, kernel in enumerate(generated + spare):

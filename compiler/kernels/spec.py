@@ -261,7 +261,8 @@ class KernelSpec:
     ``"512"`` or ``"64*s0"``, named by ``kind.numel_names``); then the run-time size
     symbols (``size_args``); then the constexpr blocks of ``kind``. ``candidate`` marks a
     GEMM template kept only to be tuned against cuBLAS (never launched); ``baseline`` (JSON,
-    see ``codegen.matmul.baseline``) says how that extern path computes the same output.
+    see ``codegen.matmul.baseline``, and ``codegen.depthwise_baseline`` for a depthwise
+    conv kernel's cuDNN conv) says how that extern path computes the same output.
     """
     kind: KernelKind
     buffers: tuple[str, ...]

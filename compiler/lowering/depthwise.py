@@ -20,6 +20,13 @@ Option ``conv_kernels = "library"`` keeps cuDNN. Retimed in one call against cuD
 as the flat kernel, 1.04-1.69x where 5x5 and larger windows tile 2-D (codegen/triton.py,
 ``_stencil_split``); cuDNN stays faster per layer, which is what tuning against it is for.
 
+Tuning against it: with option ``depthwise_baseline`` each conv lowered here is recorded
+(``ir.DepthwiseConv``) under a key of its own (``depthwise_key``: the lowering cannot know
+the kernel key, which exists only after fusion), codegen gives the kernel computing it
+cuDNN's conv as its baseline (``codegen.depthwise_baseline``), the tuner times both, and
+where cuDNN won, a tuned config ``{"extern": 1}`` under this key (``depthwise_choices``
+maps the kernel's tuned config to it) makes ``extern.lower_convolution`` call cuDNN.
+
 Example:
     >>> import torch
     >>> w = torch.empty(8, 1, 3, 3)
@@ -30,11 +37,15 @@ Example:
 """
 from __future__ import annotations
 
+import hashlib
+import json
+from typing import Mapping
+
 import sympy
 import torch
 
-from ..ir import Const, TensorValue, index_symbols
-from .common import SUPPORTED_DTYPES, cast_expr, to_dtype
+from ..ir import Const, DepthwiseConv, Layout, TensorValue, index_symbols
+from .common import SUPPORTED_DTYPES, cast_expr, channels_last_strides, to_dtype
 from .pooling import MAX_WINDOW, _acc_dtype, _materialized, _op, pool_axes, window_taps
 
 
@@ -52,8 +63,46 @@ def is_depthwise(x: torch.Tensor, weight: torch.Tensor, rest) -> bool:
             and weight.shape[2] * weight.shape[3] <= MAX_WINDOW)
 
 
-def lower_depthwise(ctx, x: TensorValue, weight: TensorValue, rest) -> TensorValue:
-    """The depthwise conv of ``x`` by ``weight`` (no bias): the node's output, lazy."""
+def depthwise_key(ctx, x: TensorValue, rest) -> str:
+    """The conv's name in tuned configs, known before lowering it: a hash of what decides
+    its kernel's code and time (the graph's input, as kiln has it laid out where it is
+    already stored, the filter's size, the window, the layout mode and the target), so a
+    conv and its relowered self get the same key, and so do twin convs of one shape.
+
+    Example (the graph's values are ``meta["val"]`` of the conv's inputs):
+        >>> import torch
+        >>> from compiler.config import CompilerOptions
+        >>> from compiler.graph import GraphLowering
+        >>> from compiler.lowering import default_table
+        >>> f = lambda x, w: (torch.conv2d(x, w, padding=1, groups=4),)
+        >>> from torch.fx.experimental.proxy_tensor import make_fx
+        >>> gm = make_fx(f, tracing_mode="fake")(torch.randn(1, 4, 6, 6), torch.randn(4, 1, 3, 3))
+        >>> options = CompilerOptions(depthwise_baseline=True)   # else nothing is recorded
+        >>> lowered = GraphLowering(gm, default_table(), options, target="cpu").lower()
+        >>> [c.key[:10] for c in lowered.depthwise]
+        ['depthwise:']
+    """
+    x_val, w_val = (ctx.node.args[k].meta["val"] for k in (0, 1))
+    view = ctx.strided_view(x)
+    facts = {"x": [list(x_val.shape), list(x_val.stride()), str(x_val.dtype)],
+             "view": None if view is None else [str(s) for s in (*view.stride, view.offset)],
+             "weight": list(w_val.shape), "rest": [str(v) for v in rest],
+             "channels_last": bool(ctx.channels_last), "target": ctx.target_device}
+    digest = hashlib.sha256(json.dumps(facts, sort_keys=True).encode()).hexdigest()
+    return f"depthwise:{digest[:32]}"
+
+
+def extern_won(tuned: Mapping | None) -> bool:
+    """Whether a conv's tuned config says cuDNN won its tuning (``{"extern": 1}``);
+    untuned, the kiln kernel stays (it spares cuDNN's per-shape set-up)."""
+    return bool(tuned and tuned.get("extern"))
+
+
+def lower_depthwise(ctx, x: TensorValue, weight: TensorValue, rest,
+                    key: str | None = None) -> TensorValue:
+    """The depthwise conv of ``x`` by ``weight`` (no bias): the node's output, lazy. With
+    option ``depthwise_baseline`` it is recorded under ``key`` (``ctx.depthwise``) for
+    codegen to find and give its baseline."""
     stride, padding, dilation = (tuple(int(v) for v in t) for t in rest[:3])
     val = ctx.meta_val()
     size = tuple(sympy.Integer(int(s)) for s in val.shape)
@@ -70,7 +119,32 @@ def lower_depthwise(ctx, x: TensorValue, weight: TensorValue, rest) -> TensorVal
         total = term if total is None else _op("add", total, term)
     if total is None:      # every window lies in the padding
         total = Const(0.0, acc)
+    elif key is not None and ctx.options.depthwise_baseline:   # its only reader
+        _record(ctx, key, x, weight, rest, total)
     return TensorValue(val.dtype, val.device.type, size, cast_expr(total, val.dtype))
+
+
+def _record(ctx, key: str, x: TensorValue, weight: TensorValue, rest, total) -> None:
+    """Note the conv for codegen (``ir.DepthwiseConv``): the operands as the library path
+    would get them (a weight in the graph's layout, or NHWC in a channels-last graph, as
+    ``extern._library_conv`` passes it) and the layout its result would have."""
+    from .extern import conv_output_stride   # here: .extern imports this module
+    x_ref, w_ref = ctx.strided_view(x), ctx.strided_view(weight)
+    if x_ref is None or w_ref is None:   # not a strided view: no ATen call can take it
+        return
+    val, w_val = ctx.meta_val(), ctx.node.args[1].meta["val"]
+    w_size = tuple(int(s) for s in w_val.shape)
+    w_stride = (channels_last_strides(w_size) if ctx.channels_last
+                else tuple(w_val.stride()))
+    out_stride = conv_output_stride(val, (x_ref.size, x_ref.stride), (w_size, w_stride), rest,
+                                    ctx.target_device)
+    out_stride = tuple(val.stride()) if out_stride is None else out_stride
+    size = tuple(sympy.Integer(int(s)) for s in val.shape)
+    out = Layout(val.device.type, val.dtype, size,
+                 tuple(sympy.Integer(int(s)) for s in out_stride))
+    params = tuple(tuple(v) if isinstance(v, list) else v for v in rest)
+    ctx.depthwise.append(DepthwiseConv(key, x_ref, w_ref, tuple(int(s) for s in w_stride),
+                                       params, out, total))
 
 
 def _taps_outermost(ctx, weight: TensorValue) -> TensorValue:

@@ -20,7 +20,7 @@ from ..ir import contiguous_strides
 from .attention import ATTENTION_OPS
 from .common import channels_last_strides
 from .conv_gemm import is_gemm_conv, lower_gemm_conv
-from .depthwise import is_depthwise, lower_depthwise
+from .depthwise import depthwise_key, extern_won, is_depthwise, lower_depthwise
 from .pointwise import pointwise
 
 aten = torch.ops.aten
@@ -38,7 +38,8 @@ def lower_extern(ctx, *args, **kwargs):
 
 @REGISTRY.register(aten.convolution.default)
 def lower_convolution(ctx, x, weight, bias, *rest):
-    """cuDNN convolution, but a depthwise one is a kiln kernel (``.depthwise``) and a patchify
+    """cuDNN convolution, but a depthwise one is a kiln kernel (``.depthwise``; cuDNN again
+    where tuning said so: ``_depthwise``) and a patchify
     or 1x1 one of half type an mm (``.conv_gemm``), unless option ``conv_kernels`` is
     "library". Under "triton" the remaining convs stay this extern call here, and the
     planner puts kiln's implicit-GEMM template in its place (``codegen.conv``), fusing what
@@ -57,7 +58,7 @@ def lower_convolution(ctx, x, weight, bias, *rest):
     if ctx.options.conv_kernels == "library":
         out = _library_conv(ctx, x, weight, rest)
     elif is_depthwise(x_val, w_val, rest):
-        out = lower_depthwise(ctx, x, weight, rest)    # a kiln kernel: see .depthwise
+        out = _depthwise(ctx, x, weight, rest)
     elif is_gemm_conv(x_val, w_val, rest):
         out = lower_gemm_conv(ctx, x, weight, rest)    # one mm: see .conv_gemm
     else:
@@ -65,6 +66,16 @@ def lower_convolution(ctx, x, weight, bias, *rest):
     if bias is None:
         return out
     return pointwise("add", out, bias.reindex(out.size, lambda idx: [idx[1]]))
+
+
+def _depthwise(ctx, x, weight, rest):
+    """A kiln kernel (``.depthwise``), or cuDNN where a tuned config under the conv's own
+    key says cuDNN won its tuning at this shape (``conv_kernels`` "auto" only: "triton"
+    keeps kiln's kernels tuned or not, as it keeps the template)."""
+    key = depthwise_key(ctx, x, rest)
+    if ctx.options.conv_kernels == "auto" and extern_won(ctx.tuned(key)):
+        return _library_conv(ctx, x, weight, rest)
+    return lower_depthwise(ctx, x, weight, rest, key)
 
 
 def _per_spatial_dim(rest, dims: int) -> tuple:
