@@ -84,13 +84,19 @@ def _default(shape: KernelShape, options_json: str) -> Any:
                           shape.rows_across)
 
 
-def _candidates(shape: KernelShape, spaces: Any, kernel: Any) -> list[Any]:
-    """The space's candidates at ``shape``, and the extern path where ``kernel``'s spec has
-    a baseline (a depthwise conv kernel: cuDNN's conv)."""
+def _candidates(shape: KernelShape, spaces: Any) -> list[Any]:
     from compiler.autotune import candidates
     if shape.kind not in spaces.spaces:
         return []
-    return candidates(spaces[shape.kind], shape.numels, kernel.spec.baseline is not None)
+    return candidates(spaces[shape.kind], shape.numels)
+
+
+def _extern(kernel: Any) -> list[Any]:
+    """The extern path as a candidate where ``kernel``'s spec has a baseline: a GEMM
+    template's is among its space's candidates already, a depthwise conv kernel's cuDNN
+    conv (``compiler.codegen.depthwise_baseline``) is not."""
+    from compiler.autotune.spaces import EXTERN
+    return [EXTERN] if kernel.spec.baseline is not None else []
 
 
 def search_order(shape: KernelShape, launch: Any, configs: list[Any], nearby: list[Any],
@@ -174,7 +180,8 @@ def build_task(job: BuildJob, store_root: str) -> TaskResult:
         spaces = load_spaces(job.space)
         target = Target("cuda", cuda_arch(job.target), 32)
         default = _default(shape, job.options_json)
-        configs = [default] + (_candidates(shape, spaces, kernel) if job.tuning else [])
+        configs = [default] + (_candidates(shape, spaces) + _extern(kernel) if job.tuning
+                                 else [])
         configs, pruned = prune(shape.kind, list(dict.fromkeys(configs)),
                                 spaces.targets.get(target.arch), shape.dtypes, default)
         if job.tuning:   # what a search will time (its cover), not the whole space

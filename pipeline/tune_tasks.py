@@ -42,7 +42,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from pipeline.config import cuda_arch
-from pipeline.kernel_tasks import (_candidates, _worker_name, cover_size, kernel_launch,
+from pipeline.kernel_tasks import (_candidates, _extern, _worker_name, cover_size, kernel_launch,
                                    load_stored_kernel, search_order)
 from pipeline.shapes import KernelShape
 from pipeline.tasks import OK, SKIPPED, TaskResult, _failure
@@ -229,7 +229,7 @@ def tune_kernel(job: TuneJob, store_root: str, device: str, timer: Any = None,
     nearby = _nearby(store, launch, info, spaces[shape.kind]) if info.timed else []
     arch = cuda_arch(info.arch) if info.arch.startswith("sm_") else None
     kept, pruned = prune(shape.kind, list(dict.fromkeys(
-        [launch.default, *nearby, *_candidates(shape, spaces, kernel)])), spaces.targets.get(arch),
+        [launch.default, *nearby, *_candidates(shape, spaces), *_extern(kernel)])), spaces.targets.get(arch),
         shape.dtypes, launch.default)
     # The search covers the default, the nearby winners and the cost model's first
     # ``descent_budget`` candidates; the order is a pure function of the space and the

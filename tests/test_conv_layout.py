@@ -11,7 +11,7 @@ import compiler
 import compiler.runtime as runtime
 from compiler.api import lower
 from compiler.capture import capture_module
-from compiler.lowering.extern import conv_output_stride
+from compiler.lowering.conv_layout import conv_output_stride
 from pipeline.zoo import blocks
 
 REST = [[1, 1], [1, 1], [1, 1], False, [0, 0]]     # stride, padding, dilation, transposed, ...

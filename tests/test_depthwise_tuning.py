@@ -17,7 +17,7 @@ import compiler
 from compiler.autotune import Target, Tuner, build, candidates, launch_from_meta, load_spaces
 from compiler.autotune import measure, make_inputs
 from compiler.autotune.baseline import extern_launcher
-from compiler.autotune.measurement import tune
+from compiler.autotune.measurement import device_info, tune
 from compiler.autotune.spaces import EXTERN, SearchSettings, grid
 from compiler.capture import capture_module
 from compiler.codegen.depthwise_baseline import depthwise_choices
@@ -26,6 +26,7 @@ from compiler.ir import ExternKernel
 from compiler.kernels.load import load_kernel
 from compiler.lowering import default_table
 from compiler.config import load_options
+from pipeline.kernel_tasks import _extern
 
 ON = {"depthwise_baseline": True}
 
@@ -191,7 +192,8 @@ def test_relowering_sends_exactly_the_conv_cudnn_won_to_cudnn():
 
 
 def test_tuner_times_cudnn_as_a_candidate_of_the_kernel():
-    """The extern path is a candidate of a kernel with a baseline, built as "ok" with no
+    """The extern path is a candidate of a kernel with a baseline (``pipeline.kernel_tasks``
+    adds it), built as "ok" with no
     cubin, checked against the kernel, always reached by a descent, and a baseline that
     computes something else is a wrong result."""
     torch.manual_seed(1)
@@ -200,8 +202,9 @@ def test_tuner_times_cudnn_as_a_candidate_of_the_kernel():
     spec = kernel.spec
     launch = launch_from_meta(kernel, spec.dtypes, spec.extents, device_type="cpu")
     space = load_spaces()[launch.kind]
-    cands = candidates(space, launch.numels, baseline=True)
-    assert cands[-1] == EXTERN and EXTERN not in candidates(space, launch.numels)
+    cands = candidates(space, launch.numels)
+    assert EXTERN not in cands and _extern(kernel) == [EXTERN]   # as the pipeline adds it
+    cands.append(EXTERN)
     assert build(kernel, EXTERN, Target("cuda", 90, 32)).status == "ok"
     result = tune(Tuner(launch, "cpu"), space, cands, SearchSettings(sweep_max=2,
                                                                      descent_budget=2))
@@ -217,15 +220,16 @@ def test_tuner_times_cudnn_as_a_candidate_of_the_kernel():
     assert Tuner(launch, "cpu").run(EXTERN).status == "wrong_result"
 
 
-def test_relower_task_calls_cudnn_where_its_trial_won(tmp_path):
-    """The pipeline's relower: hand-written trials (no measurement) in which cuDNN beat
-    ConvNeXt's depthwise kernel give a tuned module that calls cuDNN for those convs."""
-    from compiler.autotune import default_config
+def test_tune_and_relower_tasks_call_cudnn_where_it_won(tmp_path):
+    """The pipeline: the tune task runs ConvNeXt's depthwise kernel and its cuDNN path
+    (verified under the interpreter; the times are made up, cuDNN's the faster), and the
+    relower task then stores a tuned module that calls cuDNN for those convs."""
     from pipeline.config import ModelSpec
     from pipeline.kernel_tasks import load_stored_kernel
     from pipeline.tasks import LowerJob, capture_task, lower_task
+    from pipeline.tune_tasks import TuneJob, tune_kernel
     from pipeline.tuned_tasks import RelowerJob, relower_task, tuned_configs
-    from storage import Store, TrialRecord
+    from storage import Store
     spec, root = ModelSpec(name="convnext", factory="pipeline.zoo.blocks:convnext_block"), \
         str(tmp_path / "store")
     captured = capture_task(spec, root)
@@ -238,17 +242,17 @@ def test_relower_task_calls_cudnn_where_its_trial_won(tmp_path):
               if load_stored_kernel(store, s.kernel_key).spec.baseline]
     assert shapes and all(s.kind.startswith("pointwise") for s in shapes)
 
-    def trial(shape, config, ms, default=False):
-        return TrialRecord.timed(kernel_key=shape.kernel_key, sizes=shape.trial_sizes(),
-                                 config=config.as_dict(), device_name="Fake H100",
-                                 arch="sm_90", driver="555.42", triton_version="3.6.0",
-                                 torch_version="2.11.0", times_ms=[ms], status="ok",
-                                 is_default=default)
-    store.write("trials", [t for s in shapes for t in (
-        trial(s, default_config(s.kind, s.numels, "cuda"), 1.0, True), trial(s, EXTERN, 0.5))])
-    configs = tuned_configs(store, "Fake H100", lowered.kernel_shapes)
+    def made_up(launch, reps, config):   # a timer: runs the launch, says cuDNN is faster
+        launch()
+        return [0.5 if config.extern else 1.0] * reps
+    for shape in shapes:
+        tuned = tune_kernel(TuneJob(model=spec.name, shape=shape, targets=("sm_90",),
+                                    options_json=options), root, "cpu", timer=made_up)
+        assert tuned.status == "ok" and "best extern=1" in tuned.note, tuned.note
+    device = device_info("cpu").name
+    configs = tuned_configs(store, device, lowered.kernel_shapes)
     assert [k for k in configs if k.startswith("depthwise:")]
-    job = RelowerJob(model=spec.name, graph_key=captured.key, device_name="Fake H100",
+    job = RelowerJob(model=spec.name, graph_key=captured.key, device_name=device,
                      shapes=lowered.kernel_shapes, options_json=options)
     result = relower_task(job, root)
     assert result.status == "ok", result.traceback

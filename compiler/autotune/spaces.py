@@ -19,8 +19,7 @@ it by the kernel's sizes:
 A GEMM template (kind "matmul", and "conv": the same tiles over an implicit-GEMM conv) is
 pruned its own way (``_fits_matmul``: blocks of at least 16 within its M/N/K, the
 accumulator tile, shared memory), equivalent GROUP_Ms collapse, and its candidates end with
-``EXTERN``, the extern path it competes with (cuBLAS or cuDNN); so do the candidates of a
-kernel whose spec has an extern baseline (``candidates(..., baseline=True)``).
+``EXTERN``, the extern path it competes with (cuBLAS or cuDNN).
 
 Example:
     >>> spaces = load_spaces()
@@ -262,15 +261,8 @@ def fits(space: Space, numels: Sequence[int], config: Config) -> bool:
     return all(g <= limit for g, limit in zip(grid(space.kind, numels, config), CUDA_MAX_GRID))
 
 
-def candidates(space: Space, numels: Sequence[int], baseline: bool = False) -> list[Config]:
-    """The pruned candidate configs of ``space`` for a kernel of these sizes, sorted; then
-    ``EXTERN`` for a GEMM template, or for any kernel with an extern ``baseline`` in its
-    spec (a depthwise conv kernel tuned against cuDNN).
-
-    >>> space = load_spaces()["pointwise2d"]
-    >>> candidates(space, (64, 64))[-1] == EXTERN, candidates(space, (64, 64), True)[-1]
-    (False, Config(XBLOCK=None, YBLOCK=None, RBLOCK=None, num_warps=4, num_stages=3, BLOCK_M=None, BLOCK_N=None, BLOCK_K=None, GROUP_M=None, extern=1))
-    """
+def candidates(space: Space, numels: Sequence[int]) -> list[Config]:
+    """The pruned candidate configs of ``space`` for a kernel of these sizes, sorted."""
     numels = [int(n) for n in numels]
     if len(numels) != len(NUMEL_NAMES[space.kind]):
         raise ValueError(f"{space.kind} takes {len(NUMEL_NAMES[space.kind])} numels, got {numels}")
@@ -290,8 +282,8 @@ def candidates(space: Space, numels: Sequence[int], baseline: bool = False) -> l
             config = _canonical_group(numels, config)
         if fits(space, numels, config):
             out.add(config)
-    # the extern path is one more candidate, timed against the kernel's configs
-    return sorted(out) + ([EXTERN] if space.kind in GEMM_KINDS or baseline else [])
+    # a GEMM's extern path is one more candidate, timed against the template's configs
+    return sorted(out) + ([EXTERN] if space.kind in GEMM_KINDS else [])
 
 
 def neighbours(space: Space, numels: Sequence[int], config: Config,

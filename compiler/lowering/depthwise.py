@@ -46,6 +46,7 @@ import torch
 
 from ..ir import Const, DepthwiseConv, Layout, TensorValue, index_symbols
 from .common import SUPPORTED_DTYPES, cast_expr, channels_last_strides, to_dtype
+from .conv_layout import conv_output_stride
 from .pooling import MAX_WINDOW, _acc_dtype, _materialized, _op, pool_axes, window_taps
 
 
@@ -128,7 +129,6 @@ def _record(ctx, key: str, x: TensorValue, weight: TensorValue, rest, total) -> 
     """Note the conv for codegen (``ir.DepthwiseConv``): the operands as the library path
     would get them (a weight in the graph's layout, or NHWC in a channels-last graph, as
     ``extern._library_conv`` passes it) and the layout its result would have."""
-    from .extern import conv_output_stride   # here: .extern imports this module
     x_ref, w_ref = ctx.strided_view(x), ctx.strided_view(weight)
     if x_ref is None or w_ref is None:   # not a strided view: no ATen call can take it
         return
