@@ -14,8 +14,8 @@ reads (``lowering.extern._depthwise``).
 
 Not given a baseline (the kernel then tunes as before, and the conv stays kiln's): a conv
 whose expression is in several kernels or in none found (a reduction or a multi-output
-kernel read it, or a view other than a permutation), or whose operands are no strided
-views. The library path's weight is converted to the input's type and layout once, before
+kernel read it, or a view other than a permutation), a kernel holding two convs, or a conv
+whose operands are no strided views. The library path's weight is converted to the input's type and layout once, before
 timing: the relowered module passes the graph's weight, never converted per call.
 
 Example:
@@ -24,6 +24,7 @@ Example:
 """
 from __future__ import annotations
 
+import collections
 import dataclasses
 import itertools
 import json
@@ -53,10 +54,13 @@ def with_baselines(steps: Sequence, kernels: list[GeneratedKernel],
             perm = _conv_in(buf, conv)
             if perm is not None:
                 found.setdefault(c, []).append((k, buf, conv, perm))
+    # a conv recomputed in two kernels has no one place to time, and a kernel holding two
+    # convs has no one library call to time against
+    single = [hits[0] for hits in found.values() if len(hits) == 1]
+    per_kernel = collections.Counter(k for hits in found.values() for k, *_ in hits)
     out = list(kernels)
-    for hits in found.values():
-        if len(hits) == 1:   # a conv recomputed in two kernels has no one place to time
-            k, buf, conv, perm = hits[0]
+    for k, buf, conv, perm in single:
+        if per_kernel[k] == 1:
             out[k] = _with_baseline(out[k], buf, conv, perm)
     return out
 
