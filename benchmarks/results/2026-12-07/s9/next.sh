@@ -14,3 +14,8 @@ echo "[depthwise_tiled rc=$?]"; tail -12 "$OUT/depthwise_tiled.txt"
 timeout $((590 - SECONDS)) python3 -m pipeline.cli bench configs/zoo-heldout.toml --quick \
     --store /tmp/bench-next --out "$OUT/bench" --budget-s $((420 - SECONDS)) > "$OUT/bench.txt" 2>&1
 echo "[bench rc=$?]"; grep -A8 "^## Goals" "$OUT/bench/report.md"
+# 3. (issue 16, its own call) the vision zoo tuned with depthwise kernels timed against
+#    cuDNN (dw_tune.toml, compiler option depthwise_baseline), then the per-kernel gains:
+#    python3 -m pipeline.cli run benchmarks/results/2026-12-07/s9/dw_tune.toml --workers 15 \
+#        --store /tmp/dw-store > "$OUT/dw_run.txt" 2>&1
+#    python3 -m pipeline.cli store gains --store /tmp/dw-store > "$OUT/dw_gains.txt" 2>&1
