@@ -229,8 +229,8 @@ def tune_kernel(job: TuneJob, store_root: str, device: str, timer: Any = None,
     nearby = _nearby(store, launch, info, spaces[shape.kind]) if info.timed else []
     arch = cuda_arch(info.arch) if info.arch.startswith("sm_") else None
     kept, pruned = prune(shape.kind, list(dict.fromkeys(
-        [launch.default, *nearby, *_candidates(shape, spaces), *_extern(kernel)])), spaces.targets.get(arch),
-        shape.dtypes, launch.default)
+        [launch.default, *nearby, *_candidates(shape, spaces), *_extern(kernel)])),
+        spaces.targets.get(arch), shape.dtypes, launch.default)
     # The search covers the default, the nearby winners and the cost model's first
     # ``descent_budget`` candidates; the order is a pure function of the space and the
     # sizes, so a rerun plans only what a grown space added to that cover.

@@ -1,11 +1,12 @@
 """cuDNN's depthwise conv as the tuning baseline of the kiln kernel that computes it.
 
 With option ``depthwise_baseline``, lowering records each depthwise conv it makes a kiln
-kernel of (``ir.DepthwiseConv``: its operands, window and window-sum expression). Fusion then puts that expression inside some
-kernel's body, after the bias, norm or activation it feeds. ``with_baselines`` finds the
-one kernel whose body holds the expression -- read at the kernel's own index, or at its
-index permuted (ConvNeXt's conv stored NHWC for its norm) -- and gives it a ``baseline``
-in the GEMM templates' format (``matmul.baseline``, run by ``autotune.baseline``):
+kernel of (``ir.DepthwiseConv``: its operands, window and window-sum expression). Fusion
+then puts that expression inside some kernel's body, after the bias, norm or activation it
+feeds. ``with_baselines`` finds the one kernel whose body holds the expression -- read at
+the kernel's own index, or at its index permuted (ConvNeXt's conv stored NHWC for its
+norm) -- and gives it a ``baseline`` in the GEMM templates' format (``matmul.baseline``,
+run by ``autotune.baseline``):
 ``aten.convolution`` on views of the kernel's input and weight pointers, then, as the
 library path's own kernel, the kernel's body with the conv read from the product (pointer
 -1). The tuner times it as candidate ``Config(extern=1)``; ``depthwise_choices`` turns
@@ -15,8 +16,9 @@ reads (``lowering.extern._depthwise``).
 Not given a baseline (the kernel then tunes as before, and the conv stays kiln's): a conv
 whose expression is in several kernels or in none found (a reduction or a multi-output
 kernel read it, or a view other than a permutation), a kernel holding two convs, or a conv
-whose operands are no strided views. The library path's weight is converted to the input's type and layout once, before
-timing: the relowered module passes the graph's weight, never converted per call.
+whose operands are no strided views. The library path's weight is converted to the
+input's type and layout once, before timing: the relowered module passes the graph's
+weight, never converted per call.
 
 Example:
     >>> depthwise_choices([], {"k": {"extern": 1}})
@@ -38,6 +40,7 @@ from ..ir import (ComputedBuffer, DepthwiseConv, Expr, Load, Op, index_symbols, 
 from ..lowering.common import cast_expr
 from ..scheduler import FusedKernel
 from .kernel import GeneratedKernel
+from .matmul import arg_json, epilogue_json
 from .triton import generate_kernel
 
 PRODUCT = "conv_product"   # the library conv's result in the epilogue (pointer -1)
@@ -133,13 +136,10 @@ def _with_baseline(kernel: GeneratedKernel, buf: ComputedBuffer, conv: Depthwise
 def _conv_args(conv: DepthwiseConv, buffers: Sequence[str]) -> list[dict]:
     """``aten.convolution``'s arguments: the input as the kernel reads it, the weight
     converted once to the input's type and the library path's layout, no bias, the rest."""
-    x, w = conv.x, conv.weight
-    x_arg = {"ptr": buffers.index(x.name), "size": [int(s) for s in x.size],
-             "stride": [int(s) for s in x.stride], "offset": int(x.offset)}
-    w_arg = {"ptr": buffers.index(w.name), "size": [int(s) for s in w.size],
-             "stride": [int(s) for s in w.stride], "offset": int(w.offset),
+    w_arg = {**arg_json(conv.weight, buffers),
              "copy": {"dtype": str(conv.out.dtype), "stride": list(conv.weight_stride)}}
-    return [x_arg, w_arg, {"value": None}] + [{"value": _plain(v)} for v in conv.params]
+    return [arg_json(conv.x, buffers), w_arg, {"value": None}] + [
+        {"value": _plain(v)} for v in conv.params]
 
 
 def _plain(value):
@@ -156,10 +156,8 @@ def _epilogue(buf: ComputedBuffer, body: Expr, conv: DepthwiseConv, index,
     if same and _uncast(body, {out.dtype, conv.body.dtype}) == bare \
             and list(index) == index_symbols(len(index)):
         return None
-    spec = generate_kernel(ComputedBuffer(buf.name, buf.layout, body), 0)
-    return {"name": spec.name, "source": spec.source, "kind": str(spec.kind),
-            "numels": [int(v) for v in spec.numels],
-            "buffers": [-1 if b == PRODUCT else buffers.index(b) for b in spec.buffers]}
+    return epilogue_json(generate_kernel(ComputedBuffer(buf.name, buf.layout, body), 0),
+                         PRODUCT, buffers)
 
 
 def _uncast(e: Expr, dtypes: set) -> Expr:

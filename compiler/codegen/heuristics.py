@@ -74,9 +74,8 @@ def launch_config(kind: KernelKind, numels: Sequence, options: CompilerOptions,
             x = _block(xnumel, 256)
             y = _block(ynumel, INTERPRETER_MAX_BLOCK // x)
         else:
-            x, y = _block(xnumel, options.tile_x), _block(ynumel, options.tile_y)
-            if stencil:
-                x, y = _block(xnumel, STENCIL_TILE), _block(ynumel, STENCIL_TILE)
+            tile_x, tile_y = (STENCIL_TILE,) * 2 if stencil else (options.tile_x, options.tile_y)
+            x, y = _block(xnumel, tile_x), _block(ynumel, tile_y)
         if ynumel.is_Integer and int(ynumel) > MAX_GRID_Y * y:   # grid y is at most 65535
             y = next_pow2(math.ceil(int(ynumel) / MAX_GRID_Y))
         warps = max(1, min(options.num_warps, x * y // 256))

@@ -318,7 +318,8 @@ def _walk(g: Gemm) -> _Walk:
 
 
 # ----------------------------------------------------------------------------- the baseline
-def _arg_json(value, buffers):
+def arg_json(value, buffers):
+    """A baseline's argument: a strided view of pointer ``ptr``, or a plain value."""
     if isinstance(value, BufferRef):
         return {"ptr": buffers.index(value.name), "size": [int(s) for s in value.size],
                 "stride": [int(s) for s in value.stride], "offset": int(value.offset)}
@@ -332,14 +333,18 @@ def baseline(t: MatmulTemplate, buffers) -> dict:
     ``compiler.autotune.baseline`` runs it, so the extern is timed at the same shape."""
     op = t.extern
     lay = op.layouts[0]
-    out = {"op": op.kernel, "args": [_arg_json(a, buffers) for a in op.args],
-           "kwargs": {k: _arg_json(v, buffers) for k, v in op.kwargs},
+    out = {"op": op.kernel, "args": [arg_json(a, buffers) for a in op.args],
+           "kwargs": {k: arg_json(v, buffers) for k, v in op.kwargs},
            "out": {"size": [int(s) for s in lay.size], "stride": [int(s) for s in lay.stride]},
            "epilogue": None}
     if t.epilogue is not None:
-        spec = generate_kernel(t.epilogue, 0)
-        out["epilogue"] = {"name": spec.name, "source": spec.source, "kind": str(spec.kind),
-                           "numels": [int(v) for v in spec.numels],
-                           "buffers": [-1 if b == op.outputs[0] else buffers.index(b)
-                                       for b in spec.buffers]}
+        out["epilogue"] = epilogue_json(generate_kernel(t.epilogue, 0), op.outputs[0], buffers)
     return out
+
+
+def epilogue_json(spec, product: str, buffers) -> dict:
+    """A baseline's separate epilogue kernel ``spec``: its pointers as positions in
+    ``buffers``, the library call's result (buffer ``product``) as pointer -1."""
+    return {"name": spec.name, "source": spec.source, "kind": str(spec.kind),
+            "numels": [int(v) for v in spec.numels],
+            "buffers": [-1 if b == product else buffers.index(b) for b in spec.buffers]}

@@ -236,8 +236,10 @@ def _stencil_split(plan: _Plan, dtype: torch.dtype) -> int | None:
     (240-byte rows) the 2-D kernel took 2-3x the 1-D kernel's time on an H100 (s9 call 1).
     """
     syms = [s for s, _ in plan.dims]
-    channels = sympy.sympify(plan.dims[-1][1]) if syms else None
-    if len(syms) < 2 or not channels.is_Integer or int(channels) < 16:
+    if len(syms) < 2:
+        return None
+    channels = sympy.sympify(plan.dims[-1][1])
+    if not channels.is_Integer or int(channels) < 16:
         return None      # few channels: a 2-D tile would be mostly masked lanes
     if int(channels) * dtype.itemsize % 32:
         return None
@@ -365,11 +367,11 @@ class BodyWriter:
             text, free = self._printed(e.index)
         # a block only if the address still holds one: an indirect index into a broadcast
         # (stride 0) dimension drops out, leaving a scalar address
-        is_block = bool(free & KERNEL_INDICES) or any(str(s) in self.block for s in free)
+        axes = free & KERNEL_INDICES
+        is_block = bool(axes) or any(str(s) in self.block for s in free)
         # inside a masked region even a scalar address may be invalid: always mask there
         region = mask or self.mask
         in_region = region != self.base_mask
-        axes = free & KERNEL_INDICES
         if not in_region and len(axes) == 1 and next(iter(axes)) in self.axis_masks:
             region = self.axis_masks[next(iter(axes))]
         fill = f", other={other}" if other is not None else self.other

@@ -70,7 +70,10 @@ def lower_convolution(ctx, x, weight, bias, *rest):
 def _depthwise(ctx, x, weight, rest):
     """A kiln kernel (``.depthwise``), or cuDNN where a tuned config under the conv's own
     key says cuDNN won its tuning at this shape (``conv_kernels`` "auto" only: "triton"
-    keeps kiln's kernels tuned or not, as it keeps the template)."""
+    keeps kiln's kernels tuned or not, as it keeps the template). The key is made only
+    where something reads it: tuned configs, or the option that records the conv."""
+    if not (ctx.options.depthwise_baseline or ctx.configs):
+        return lower_depthwise(ctx, x, weight, rest)
     key = depthwise_key(ctx, x, rest)
     if ctx.options.conv_kernels == "auto" and extern_won(ctx.tuned(key)):
         return _library_conv(ctx, x, weight, rest)
