@@ -90,11 +90,14 @@ class TuningSpec:
     ``configs/autotune/<name>.toml`` by name or a path (relative to the config file); its
     ``[targets.N]`` resource limits apply to builds even with tuning off. ``budget_s``: GPU
     seconds per kernel shape; candidates not reached within it are left for the next run
-    (nothing is recorded for them, so a rerun plans them again).
+    (nothing is recorded for them, so a rerun plans them again). ``overlap``: tune a kernel
+    as soon as its builds finish; False holds every tune behind the last capture, lower and
+    build (a stage barrier, to measure what the overlap saves).
     """
     enabled: bool = False
     space: str = "default"
     budget_s: float = 60.0
+    overlap: bool = True
 
 
 @dataclass(frozen=True)

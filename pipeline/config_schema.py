@@ -216,6 +216,9 @@ class TuningTable(TomlTable):
     config file. Its ``[targets.N]`` resource limits apply to builds even with tuning off."""
     budget_s: float = Field(60.0, ge=0)
     """GPU seconds per kernel shape; candidates not reached wait for the next run."""
+    overlap: bool = True
+    """Tune each kernel as soon as its candidates are built. False holds every tune until
+    no capture, lower or build task is left (a stage barrier: what overlapping saves)."""
 
     @field_validator("space")
     @classmethod

@@ -77,18 +77,12 @@ def load_stored_kernel(store: Any, kernel_key: str) -> Any:
                                       row["meta_json"])
 
 
-def _default(shape: KernelShape, options_json: str) -> Any:
-    from compiler.autotune import default_config
-    from compiler.config import options_from_json
-    return default_config(shape.kind, shape.numels, "cuda", options_from_json(options_json),
-                          shape.rows_across)
-
-
-def _candidates(shape: KernelShape, spaces: Any) -> list[Any]:
+def _candidates(shape: KernelShape, spaces: Any, stencil: bool = False) -> list[Any]:
+    """The space's candidates at ``shape``; ``stencil``: the kernel spec's flag."""
     from compiler.autotune import candidates
     if shape.kind not in spaces.spaces:
         return []
-    return candidates(spaces[shape.kind], shape.numels)
+    return candidates(spaces.of_kernel(shape.kind, stencil), shape.numels)
 
 
 def _extern(kernel: Any) -> list[Any]:
@@ -179,14 +173,17 @@ def build_task(job: BuildJob, store_root: str) -> TaskResult:
         kernel = load_stored_kernel(store, shape.kernel_key)
         spaces = load_spaces(job.space)
         target = Target("cuda", cuda_arch(job.target), 32)
-        default = _default(shape, job.options_json)
-        configs = [default] + (_candidates(shape, spaces) + _extern(kernel) if job.tuning
+        # the launch's default follows every heuristic flag of the spec (rows_across,
+        # stencil): the config the untuned module launches is the one built
+        launch = kernel_launch(kernel, shape, job.options_json)
+        default = launch.default
+        configs = [default] + (_candidates(shape, spaces, stencil=kernel.spec.stencil)
+                               + _extern(kernel) if job.tuning
                                  else [])
         configs, pruned = prune(shape.kind, list(dict.fromkeys(configs)),
                                 spaces.targets.get(target.arch), shape.dtypes, default)
         if job.tuning:   # what a search will time (its cover), not the whole space
-            configs = search_order(shape, kernel_launch(kernel, shape, job.options_json),
-                                   configs, [])[:cover_size(spaces, configs, [])]
+            configs = search_order(shape, launch, configs, [])[:cover_size(spaces, configs, [])]
         keys = {c: _binary_key(kernel.kernel_key, c, target, triton.__version__)
                 for c in configs}
         stored = _stored_statuses(store, list(keys.values()))

@@ -190,6 +190,7 @@ class _Runner:
         self.targets = lower_targets(config)
         self.gpu_targets = gpu_targets(config)
         self.kernels: dict[str, _Kernel] = {}
+        self.held: list[tuple[KernelShape, str]] = []   # tunes behind the barrier
         self.can_tune = config.tuning.enabled and cluster.info.gpu_workers > 0
         self.tuned = _TunedModules()
         self.capture_worker: dict[str, str] = {}
@@ -302,10 +303,24 @@ class _Runner:
 
     def _submit_tune(self, shape: KernelShape, model: str) -> None:
         tuning = self.config.tuning
+        if not tuning.overlap and self._building():
+            self.held.append((shape, model))
+            return
         job = TuneJob(model=model, shape=shape, targets=self.gpu_targets, space=tuning.space,
                       options_json=self.options_json, budget_s=tuning.budget_s)
         self._submit(_Task("tune", model, job.record_key, job=job,
                            tag=f"{shape.kernel_key[:12]}-{shape.digest}"), tune_task, job)
+
+    def _building(self) -> bool:
+        """Is a capture, lower or build task still pending (``overlap = false``'s barrier)?"""
+        return any(t.stage in ("capture", "lower", "build") for t in self.pending.values())
+
+    def _release_held(self) -> None:
+        """With ``overlap = false``: the held tunes, once the barrier has passed."""
+        if self.held and not self._building():
+            held, self.held = self.held, []
+            for shape, model in held:
+                self._submit_tune(shape, model)
 
     # --- the loop -----------------------------------------------------------------------------
 
@@ -358,6 +373,7 @@ class _Runner:
         self.cluster.release([future])
         self._record(result, worker, task.submitted)
         self._after(result, task, worker)
+        self._release_held()
 
     def _after(self, result: TaskResult, task: _Task, worker: str | None) -> None:
         """Submit what a finished task makes ready (see the module doc)."""
@@ -468,6 +484,7 @@ class _Runner:
                               f"{done}", attempts=1)
         self._record(result, worker, task.submitted)
         self._after(result, task, None)
+        self._release_held()
 
     def _interrupt(self) -> None:
         self.progress.note(f"{self.stop.requested}: stopping; cancelling "

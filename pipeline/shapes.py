@@ -37,7 +37,6 @@ class KernelShape:
     numels: tuple[int, ...]
     size_args: tuple[int, ...] = ()
     error: str = ""
-    rows_across: bool = False     # the spec's flag: the heuristic config depends on it
 
     @property
     def int_args(self) -> tuple[int, ...]:
@@ -123,7 +122,7 @@ def shape_of(kernel_key: str, spec: Any, hints: Mapping[str, int]) -> KernelShap
         return KernelShape(kernel_key, kind, dtypes, (), (), (),
                            error=f"sizes unknown: {type(exc).__name__}: {exc}")
     return KernelShape(kernel_key, kind, dtypes, extents or (max(1, _prod(numels)),) * len(dtypes),
-                       numels, size_args, rows_across=bool(getattr(spec, "rows_across", False)))
+                       numels, size_args)
 
 
 def _prod(values: Iterable[int]) -> int:

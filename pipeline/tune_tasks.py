@@ -226,10 +226,12 @@ def tune_kernel(job: TuneJob, store_root: str, device: str, timer: Any = None,
     describe = f"{kernel.name} {shape.describe()} on {info.name}"
     if final:
         return result(SKIPPED, info, note=f"{describe}: stopped by {final} before")
-    nearby = _nearby(store, launch, info, spaces[shape.kind]) if info.timed else []
+    nearby = (_nearby(store, launch, info, spaces.of_kernel(shape.kind, kernel.spec.stencil))
+              if info.timed else [])
     arch = cuda_arch(info.arch) if info.arch.startswith("sm_") else None
     kept, pruned = prune(shape.kind, list(dict.fromkeys(
-        [launch.default, *nearby, *_candidates(shape, spaces), *_extern(kernel)])),
+        [launch.default, *nearby, *_candidates(shape, spaces, stencil=kernel.spec.stencil),
+         *_extern(kernel)])),
         spaces.targets.get(arch), shape.dtypes, launch.default)
     # The search covers the default, the nearby winners and the cost model's first
     # ``descent_budget`` candidates; the order is a pure function of the space and the

@@ -161,7 +161,7 @@ def store(tmp_path, lowered, monkeypatch) -> tuple[str, KernelShape]:
 
 
 def with_space(monkeypatch, configs):
-    monkeypatch.setattr("pipeline.tune_tasks._candidates", lambda shape, spaces: list(configs))
+    monkeypatch.setattr("pipeline.tune_tasks._candidates", lambda shape, spaces, **_: list(configs))
 
 
 def trials(root: str) -> dict[Config, dict]:

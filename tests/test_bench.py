@@ -199,6 +199,19 @@ def test_tuning_wires_through_on_cpu():
         assert tune_module(untuned, args, "cpu", quick=True, budget_s=-1).tuned == 0
 
 
+def test_same_process_ab_tells_the_slower_module():
+    """The tuned system's A/B note times both modules in one process, alternating: a module
+    made slower by a sleep shows as such, whichever argument it is."""
+    import time
+    from pipeline.bench.systems import same_process_ab
+    fast, slow = (lambda x: x + 1), (lambda x: time.sleep(0.002) or x)
+    worse = same_process_ab(fast, slow, (1,), "cpu", rounds=2, calls=5)
+    better = same_process_ab(slow, fast, (1,), "cpu", rounds=2, calls=5)
+    ratio = lambda note: float(note.rsplit("(", 1)[1].split("x")[0])   # untuned / tuned
+    assert ratio(worse) < 0.5 < 2.0 < ratio(better), (worse, better)
+    assert worse.startswith("same process, alternating 2x5 calls: untuned ")
+
+
 def test_bandwidth_fractions_count_memory_bound_kernels_only():
     times = [bandwidth.KernelTime("pw", 0.02, 2), bandwidth.KernelTime("mm", 0.5, 1),
              bandwidth.KernelTime("aten_kernel", 0.1, 1)]

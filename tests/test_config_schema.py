@@ -119,7 +119,7 @@ MESSAGES = [
     ({"models": M, "tuning": {"space": "nope"}},
      "tuning.space: no such search-space file: ..."),
     ({"models": M, "tuning": {"spaces": "x"}},
-     "tuning.spaces: unknown key; known keys here: budget_s, enabled, space"),
+     "tuning.spaces: unknown key; known keys here: budget_s, enabled, overlap, space"),
     ({"models": M, "cluster": {"workers": 0}}, "cluster.workers: must be >= 1, got 0"),
     ({"models": M, "cluster": {"workers": True}},
      "cluster.workers: expected an integer, got bool (True)"),

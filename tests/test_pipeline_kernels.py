@@ -9,6 +9,7 @@ is what the lead checks on the GPU machine (see the report).
 """
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 import shutil
@@ -19,7 +20,7 @@ import torch
 
 from compiler.kernels.spec import KernelKind, KernelSpec, LaunchConfig
 from pipeline.config import ModelSpec, parse_config
-from pipeline.kernel_tasks import BuildJob, build_task
+from pipeline.kernel_tasks import BuildJob, build_task, kernel_launch
 from pipeline.tune_tasks import TuneJob, tune_kernel, tune_task
 from pipeline.report import RunReport, format_summary
 from pipeline.shapes import KernelShape, kernel_shapes
@@ -96,7 +97,7 @@ def test_build_task_stores_the_default_config_for_sm90_then_builds_nothing(tmp_p
 
 def test_a_config_that_does_not_build_is_a_row_with_its_status(tmp_path, lowered, monkeypatch):
     root, shape = fresh(tmp_path, lowered)
-    monkeypatch.setattr("pipeline.kernel_tasks._candidates", lambda shape, spaces: [ABSURD])
+    monkeypatch.setattr("pipeline.kernel_tasks._candidates", lambda shape, spaces, **_: [ABSURD])
     # with pruning off, as for a config whose excess only its build can see
     monkeypatch.setattr("compiler.autotune.prune.why_unbuildable", lambda *args: None)
     job = BuildJob(model="mlp", shape=shape, target="sm_90", tuning=True)
@@ -110,7 +111,9 @@ def test_a_config_that_does_not_build_is_a_row_with_its_status(tmp_path, lowered
 
 def test_a_default_config_that_does_not_build_fails_the_task(tmp_path, lowered, monkeypatch):
     root, shape = fresh(tmp_path, lowered)
-    monkeypatch.setattr("pipeline.kernel_tasks._default", lambda shape, options: ABSURD)
+    real = kernel_launch
+    monkeypatch.setattr("pipeline.kernel_tasks.kernel_launch", lambda *args: dataclasses.replace(
+        real(*args), default=ABSURD))
     job = BuildJob(model="mlp", shape=shape, target="sm_90")
     result = build_task(job, root)
     assert (result.status, result.error_type, result.build_errors) == ("failed", "BuildError", 1)
@@ -118,6 +121,42 @@ def test_a_default_config_that_does_not_build_fails_the_task(tmp_path, lowered, 
     assert binaries(root)[ABSURD]["status"] == "resource_error"
     again = build_task(job, root)     # still a failure on a rerun, without building again
     assert (again.status, again.build_errors) == ("failed", 0)
+
+
+def depthwise(batch: int = 2, channels: int = 32, size: int = 12):
+    """A 7x7 depthwise conv over channels-last input (a factory): its kernel is a stencil,
+    whose heuristic tile differs from a plain pointwise2d kernel's."""
+    torch.manual_seed(0)
+    conv = torch.nn.Conv2d(channels, channels, 7, padding=3, groups=channels).eval()
+    return conv, (torch.randn(batch, channels, size, size).to(memory_format=torch.channels_last),)
+
+
+@pytest.mark.parametrize("tuning", [False, True])
+def test_a_stencil_kernel_builds_the_default_its_module_launches(tmp_path, tuning):
+    """The build's default is the launch's, which follows the spec's ``stencil`` flag: the
+    build once took the plain 2-D default, so an untuned module's binary was missing and a
+    tuning build failed looking the default up among the configs the search covers."""
+    from tests.given_timer import small_space
+    root = str(tmp_path / "store")
+    spec = ModelSpec(name="dw", factory="tests.test_pipeline_kernels:depthwise")
+    captured = capture_task(spec, root)
+    lowered = lower_task(LowerJob(model="dw", graph_key=captured.key, target="cuda",
+                                  options_json=json.dumps({"channels_last": "on"})), root)
+    assert lowered.status == "ok", lowered.traceback
+    ((shape, kernel),) = [(s, k) for s in lowered.kernel_shapes
+                          for k in [storage_kernel(root, s.kernel_key)] if k.spec.stencil]
+    launched = kernel_launch(kernel, shape, "{}").default
+    assert launched != autotune.default_config(shape.kind, shape.numels, "cuda")
+    job = BuildJob(model="dw", shape=shape, target="sm_90", tuning=tuning,
+                   space=str(small_space(tmp_path)))
+    built = build_task(job, root)
+    assert built.status == "ok", built.traceback
+    assert launched in binaries(root) and len(binaries(root)) == (3 if tuning else 1)
+
+
+def storage_kernel(root: str, key: str):
+    from pipeline.kernel_tasks import load_stored_kernel
+    return load_stored_kernel(Store(root), key)
 
 
 def test_build_task_failures_are_results(tmp_path):
@@ -144,7 +183,7 @@ def test_tune_path_writes_every_trial_marks_the_best_and_resumes(tmp_path, lower
     fast = Config(XBLOCK=4, RBLOCK=128, num_warps=4)
     slow = Config(XBLOCK=2, RBLOCK=128, num_warps=2)
     for where in ("pipeline.kernel_tasks._candidates", "pipeline.tune_tasks._candidates"):
-        monkeypatch.setattr(where, lambda shape, spaces: [fast, slow, ABSURD])
+        monkeypatch.setattr(where, lambda shape, spaces, **_: [fast, slow, ABSURD])
     built = build_task(BuildJob(model="mlp", shape=shape, target="sm_90", tuning=True), root)
     assert (built.build_errors, built.pruned) == (0, 1)         # ABSURD: never built
     assert ABSURD not in binaries(root) and "1 pruned" in built.note
@@ -192,7 +231,7 @@ def test_a_tuning_build_builds_what_the_search_times_and_no_more(tmp_path, lower
     candidates = [Config(XBLOCK=x, RBLOCK=128, num_warps=w) for x, w in ((1, 1), (2, 2),
                                                                          (4, 4), (8, 4))]
     for where in ("pipeline.kernel_tasks._candidates", "pipeline.tune_tasks._candidates"):
-        monkeypatch.setattr(where, lambda shape, spaces: candidates)
+        monkeypatch.setattr(where, lambda shape, spaces, **_: candidates)
     built = build_task(BuildJob(model="mlp", shape=shape, target="sm_90", tuning=True,
                                 space=str(space)), root)
     assert (built.status, built.built, built.build_errors) == ("ok", 3, 0), built.traceback

@@ -98,3 +98,20 @@ def test_a_kernel_is_tuned_as_soon_as_its_builds_finish(tmp_path):
     assert log.index(("done", "build", "a")) < log.index(("submit", "tune", "a"))
     assert log.index(("done", "tune", "a")) < log.index(("done", "tune", "b"))
     assert sum(r.stage == "tune" for r in report.results) == 2
+
+
+def test_overlap_off_holds_every_tune_until_the_last_build(tmp_path):
+    """``[tuning] overlap = false`` is the stage barrier the overlap is measured against:
+    no tune is submitted while a build is pending, and every kernel is still tuned."""
+    config = parse_config({"run": {"targets": ["sm_90"]},
+                           "tuning": {"enabled": True, "overlap": False},
+                           "models": [{"name": "m", "factory": "a.b:one"}]}, "z.toml")
+    cluster = OneAtATime()
+    stop = types.SimpleNamespace(requested=False)
+    with Progress(STAGES, io.StringIO(), False) as progress:
+        report = _Runner(config, str(tmp_path / "store"), cluster, progress, stop).run()
+    log = cluster.log
+    last_build = max(k for k, e in enumerate(log) if e[:2] == ("done", "build"))
+    tunes = [k for k, e in enumerate(log) if e[:2] == ("submit", "tune")]
+    assert len(tunes) == 2 and min(tunes) > last_build
+    assert sum(r.stage == "tune" and r.status == "ok" for r in report.results) == 2

@@ -63,18 +63,18 @@ def test_small_windows_few_channels_unaligned_rows_and_affines_stay_1d():
     for channels, kernel in ((32, 3), (8, 5), (20, 5)):
         x = torch.randn(2, channels, 10, 10).to(memory_format=torch.channels_last)
         found = _stencil(_kernels(DepthwiseNorm(channels, kernel).eval(), x))
-        assert found.spec.kind == "pointwise1d" and not found.spec.stencil
+        assert found.spec.kind == "pointwise1d" and found.spec.stencil   # its own warps
     bn = torch.nn.BatchNorm2d(32).eval()
     bn.running_var.uniform_(0.5, 2.0)
     y = torch.randn(2, 32, 10, 10).to(memory_format=torch.channels_last)
-    kinds = {k.spec.kind for k in _kernels(bn, y)}
-    assert kinds == {"pointwise1d"}
+    kinds = {(k.spec.kind, k.spec.stencil) for k in _kernels(bn, y)}
+    assert kinds == {("pointwise1d", False)}
 
 
 def test_stencil_kernels_take_their_own_tile():
     """The spec carries the stencil flag (stored with the kernel), and its heuristic tile
     is ``STENCIL_TILE`` square, not the transposes' ``tile_x`` by ``tile_y``."""
-    from compiler.codegen.heuristics import STENCIL_TILE
+    from compiler.codegen.heuristics import STENCIL_PER_THREAD, STENCIL_TILE
     from compiler.kernels.spec import KernelSpec
     x = torch.randn(2, 64, 12, 12).to(memory_format=torch.channels_last)
     found = _stencil(_kernels(DepthwiseNorm(64, 5).eval(), x, target="cuda"))
@@ -82,3 +82,38 @@ def test_stencil_kernels_take_their_own_tile():
     assert KernelSpec.from_json(found.spec.to_json()) == found.spec
     params = dict(found.spec.launch.params)
     assert (params["XBLOCK"], params["YBLOCK"]) == (STENCIL_TILE, STENCIL_TILE)
+    assert params["num_warps"] == STENCIL_TILE ** 2 // (32 * STENCIL_PER_THREAD[2])
+
+
+@pytest.mark.parametrize("channels,kernel", [(32, 3), (20, 5)])
+def test_1d_stencils_take_more_warps_than_a_copy(channels, kernel):
+    """A 1-D kernel of 9 taps or more runs ``STENCIL_PER_THREAD[1]`` elements a thread
+    where a plain 1-D kernel of the same block runs 8; a pointwise kernel without taps keeps
+    the plain heuristic."""
+    from compiler.codegen.heuristics import STENCIL_PER_THREAD
+    x = torch.randn(2, channels, 16, 16).to(memory_format=torch.channels_last)
+    kernels = _kernels(DepthwiseNorm(channels, kernel).eval(), x, target="cuda")
+    found = _stencil(kernels)
+    params = dict(found.spec.launch.params)
+    assert found.spec.kind == "pointwise1d" and found.spec.stencil
+    assert params["num_warps"] == min(16, params["XBLOCK"] // (32 * STENCIL_PER_THREAD[1]))
+    plain = [k for k in kernels if k.spec.kind == "pointwise1d" and not k.spec.stencil]
+    for k in plain:
+        p = dict(k.spec.launch.params)
+        assert p["num_warps"] == max(1, min(4, p["XBLOCK"] // 256))
+
+
+def test_stencil_candidates_stop_at_their_elements_per_thread():
+    """A stencil kernel's candidates hold at most ``STENCIL_MAX_ELEMS_PER_THREAD`` elements a
+    thread (past it a 7x7 kernel spills); the same kind's plain kernels keep the space's
+    own limit, which admits more."""
+    from compiler.autotune import candidates, load_spaces
+    from compiler.autotune.spaces import STENCIL_MAX_ELEMS_PER_THREAD
+    spaces = load_spaces()
+    per_thread = lambda c: c.tile / (32 * c.num_warps)
+    for kind, numels in (("pointwise2d", (96, 100352)), ("pointwise1d", (4816896,))):
+        plain = candidates(spaces.of_kernel(kind), numels)
+        stencil = candidates(spaces.of_kernel(kind, stencil=True), numels)
+        assert max(map(per_thread, plain)) > STENCIL_MAX_ELEMS_PER_THREAD
+        assert max(map(per_thread, stencil)) == STENCIL_MAX_ELEMS_PER_THREAD
+        assert set(stencil) == {c for c in plain if per_thread(c) <= STENCIL_MAX_ELEMS_PER_THREAD}

@@ -31,6 +31,8 @@ Example:
 """
 from __future__ import annotations
 
+import dataclasses
+
 import itertools
 import math
 import tomllib
@@ -66,6 +68,14 @@ def _is_pow2(n: int) -> bool:
 
 
 # ----------------------------------------------------------------------------- spaces
+# A stencil kernel (``KernelSpec.stencil``) holds a sum over its taps for every element:
+# ConvNeXt-T's 7x7 kernel took 236 (1-D) and 254 (2-D) registers for sm_90 at 8 elements a
+# thread (cuobjdump, s9), at the 255 limit, so its configs past 16 a thread spill for sure,
+# and each costs CPU to build: 41 configs of its 96-channel kernel took 386 s of one core
+# (s10). Its candidates stop at 16 a thread, whatever the space file allows.
+STENCIL_MAX_ELEMS_PER_THREAD = 16
+
+
 @dataclass(frozen=True)
 class Space:
     """Candidate values for one kernel kind (each tuple ordered small to large)."""
@@ -103,6 +113,14 @@ class TuningSpaces:
             raise KeyError(f"{self.path}: no search space for kernel kind {kind!r}; "
                            f"has {sorted(self.spaces)}")
         return self.spaces[kind]
+
+    def of_kernel(self, kind: str, stencil: bool = False) -> Space:
+        """``self[kind]``, with a stencil kernel's elements a thread capped at
+        ``STENCIL_MAX_ELEMS_PER_THREAD``."""
+        space = self[kind]
+        if not stencil or space.max_elems_per_thread <= STENCIL_MAX_ELEMS_PER_THREAD:
+            return space
+        return dataclasses.replace(space, max_elems_per_thread=STENCIL_MAX_ELEMS_PER_THREAD)
 
     def limits(self, arch: int) -> TargetLimits:
         if arch not in self.targets:

@@ -55,14 +55,21 @@ def grid_axis(numel: sympy.Expr, block: int) -> int | str:
 # and EfficientNet-B0; 16x16 lost at all of them. benchmarks/results/2026-12-07/s9/3/
 # depthwise_tiled.txt.
 STENCIL_TILE = 32
+# Elements a thread computes in a stencil kernel: fewer than a copy's, since every element
+# holds a sum over its taps. On an H100 (bf16, batch 32, s10 call 1's depthwise_tiled.txt):
+# the 32x32 tile at 4 a thread (8 warps) took 0.92-0.96x the time of 8 a thread at six of
+# the seven 2-D shapes (1.08x at 768 channels, 7x7) and beat 2 a thread at all seven; the
+# 1-D kernel's 1024 at 2 a thread (16 warps) took 0.78-0.94x the time of 8 a thread at all
+# ten 3x3, 5x5 and 7x7 shapes.
+STENCIL_PER_THREAD = {2: 4, 1: 2}
 
 
 def launch_config(kind: KernelKind, numels: Sequence, options: CompilerOptions,
                   device_type: str, rows_across: bool = False,
                   stencil: bool = False) -> LaunchConfig:
     """Heuristic launch parameters (the config used when tuning is off). ``rows_across``: a
-    row kernel whose rows lie across memory, adjacent rows adjacent; ``stencil``: a 2-D
-    kernel of per-channel taps (both ``KernelSpec``'s flags)."""
+    row kernel whose rows lie across memory, adjacent rows adjacent; ``stencil``: a kernel
+    of per-channel taps, 1-D or 2-D (both ``KernelSpec``'s flags)."""
     numels = [sympy.sympify(n) for n in numels]
     if kind.is_gemm:
         return matmul_launch_config(numels, device_type, kind)
@@ -78,13 +85,20 @@ def launch_config(kind: KernelKind, numels: Sequence, options: CompilerOptions,
             x, y = _block(xnumel, tile_x), _block(ynumel, tile_y)
         if ynumel.is_Integer and int(ynumel) > MAX_GRID_Y * y:   # grid y is at most 65535
             y = next_pow2(math.ceil(int(ynumel) / MAX_GRID_Y))
-        warps = max(1, min(options.num_warps, x * y // 256))
+        warps = (_stencil_warps(x * y, 2) if stencil and device_type != "cpu"
+                 else max(1, min(options.num_warps, x * y // 256)))
         return LaunchConfig((("XBLOCK", x), ("YBLOCK", y), ("num_warps", warps)),
                             (grid_axis(xnumel, x), grid_axis(ynumel, y)))
     (xnumel,) = numels
     x = _block(xnumel, INTERPRETER_MAX_BLOCK if device_type == "cpu" else options.xblock, 16)
-    warps = max(1, min(options.num_warps, x // 256))
+    warps = (_stencil_warps(x, 1) if stencil and device_type != "cpu"
+             else max(1, min(options.num_warps, x // 256)))
     return LaunchConfig((("XBLOCK", x), ("num_warps", warps)), (grid_axis(xnumel, x),))
+
+
+def _stencil_warps(block: int, dims: int) -> int:
+    """Warps for a stencil kernel's ``block`` elements a program (``STENCIL_PER_THREAD``)."""
+    return max(1, min(16, block // (32 * STENCIL_PER_THREAD[dims])))
 
 
 # Rows lying across memory (a channels-last mean over H and W) are read coalesced only by

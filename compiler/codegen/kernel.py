@@ -54,7 +54,7 @@ class GeneratedKernel:
     size_args: tuple[str, ...] = ()   # run-time size symbols the kernel's indices use
     baseline: str | None = None
     rows_across: bool = False         # a row kernel whose rows lie across memory
-    stencil: bool = False             # a 2-D kernel of per-channel taps (codegen.triton)
+    stencil: bool = False             # a kernel of per-channel taps (codegen.triton)
 
     @property
     def bytes_accessed(self) -> int | None:

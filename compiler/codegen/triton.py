@@ -194,12 +194,14 @@ def unflatten(flat: sympy.Symbol, dims) -> dict:
 
 
 # Loads of one per-channel operand (broadcast over every dim but the contiguous last one)
-# from which a kernel is tiled 2-D: a stencil's weights, one per tap. Counted per buffer: a
-# BatchNorm's four per-channel vectors, one load each, keep the 1-D kernel, which already
-# runs those at copy bandwidth. 25 (5x5 windows and larger): on an H100 the 2-D kernel took
-# 0.75-0.91x the 1-D kernel's time at every 5x5 and 7x7 depthwise shape of ConvNeXt-T and
-# EfficientNet-B0 it was timed at, but 3x3 windows went either way (0.95x at 144 channels,
-# 56x56; 1.38x at 480 channels, 14x14): benchmarks/results/2026-12-07/s9/3/depthwise_tiled.txt.
+# that make a kernel a stencil: a depthwise conv's weights, one per tap. Counted per buffer:
+# a BatchNorm's four per-channel vectors, one load each, are no stencil. From 9 (3x3
+# windows) a stencil takes its own warps (``heuristics.STENCIL_PER_THREAD``); from 25 (5x5
+# and larger) it is tiled 2-D: on an H100 the 2-D kernel took 0.75-0.91x the 1-D kernel's
+# time at every 5x5 and 7x7 depthwise shape of ConvNeXt-T and EfficientNet-B0 it was timed
+# at, but 3x3 windows went either way (0.95x at 144 channels, 56x56; 1.38x at 480 channels,
+# 14x14): benchmarks/results/2026-12-07/s9/3/depthwise_tiled.txt.
+STENCIL_TAPS = 9
 STENCIL_ROW_LOADS = 25
 
 
@@ -223,10 +225,27 @@ def _tile_split(plan: _Plan) -> int | None:
     return None
 
 
-def _stencil_split(plan: _Plan, dtype: torch.dtype) -> int | None:
-    """``_tile_split``'s answer for a stencil over channels-last rows: the last Y dim when
-    one buffer gives ``STENCIL_ROW_LOADS`` or more per-channel loads (varying along the
-    contiguous last dim only, such as a depthwise conv's weight per tap), else None.
+def _channel_taps(plan: _Plan) -> int:
+    """The most distinct per-channel loads (varying along the contiguous last dim only,
+    such as a depthwise conv's weight per tap) one buffer gives ``plan``'s body; 0 where the
+    store is not contiguous in that dim."""
+    syms = [s for s, _ in plan.dims]
+    if len(syms) < 2:
+        return 0
+    store = affine_coefficients(plan.store, syms)
+    if store is None or store[1][-1] != 1:
+        return 0
+    found: dict[str, set] = {}
+    for load in (n for n in walk(plan.body) if isinstance(n, Load)):
+        coeffs = affine_coefficients(load.index, syms)
+        if coeffs is not None and coeffs[1][-1] != 0 and not any(coeffs[1][:-1]):
+            found.setdefault(load.buffer, set()).add(load.index)
+    return max(map(len, found.values()), default=0)
+
+
+def _stencil_split(plan: _Plan, dtype: torch.dtype, taps: int) -> int | None:
+    """``_tile_split``'s answer for a stencil of ``taps`` (``_channel_taps``) over
+    channels-last rows: the last Y dim from ``STENCIL_ROW_LOADS`` taps, else None.
 
     Tiled 2-D, channels along X and the (n, h, w) positions along Y, each tap's weight is
     loaded once per tile column and broadcast down it, and a tap's bounds mask is computed
@@ -235,24 +254,14 @@ def _stencil_split(plan: _Plan, dtype: torch.dtype) -> int | None:
     whole 32-byte sectors: tile rows then start on a sector, where with 120 bf16 channels
     (240-byte rows) the 2-D kernel took 2-3x the 1-D kernel's time on an H100 (s9 call 1).
     """
-    syms = [s for s, _ in plan.dims]
-    if len(syms) < 2:
+    if taps < STENCIL_ROW_LOADS:
         return None
     channels = sympy.sympify(plan.dims[-1][1])
     if not channels.is_Integer or int(channels) < 16:
         return None      # few channels: a 2-D tile would be mostly masked lanes
     if int(channels) * dtype.itemsize % 32:
         return None
-    store = affine_coefficients(plan.store, syms)
-    if store is None or store[1][-1] != 1:
-        return None
-    found: dict[str, set] = {}
-    for load in (n for n in walk(plan.body) if isinstance(n, Load)):
-        coeffs = affine_coefficients(load.index, syms)
-        if coeffs is not None and coeffs[1][-1] != 0 and not any(coeffs[1][:-1]):
-            found.setdefault(load.buffer, set()).add(load.index)
-    most = max(map(len, found.values()), default=0)
-    return len(syms) - 2 if most >= STENCIL_ROW_LOADS else None
+    return len(plan.dims) - 2
 
 
 # ----------------------------------------------------------------------------- emission
@@ -420,7 +429,8 @@ def _needs_int64(plan: _Plan, numels) -> bool:
 def generate_kernel(buf: ComputedBuffer, number: int) -> GeneratedKernel:
     """The Triton kernel computing ``buf``; ``number`` makes its name unique in the module."""
     plan = _plan(buf)
-    stencil = _stencil_split(plan, buf.layout.dtype)
+    taps = _channel_taps(plan)
+    stencil = _stencil_split(plan, buf.layout.dtype, taps)
     split = _tile_split(plan) if stencil is None else stencil
     dims = list(plan.dims)
     if split is None:
@@ -438,7 +448,7 @@ def generate_kernel(buf: ComputedBuffer, number: int) -> GeneratedKernel:
     ops = tuple(n.op for n in walk(plan.body) if isinstance(n, Op))
     return generated(name, source, tuple(pointers) + (buf.name,), numels, kind, ops,
                      pointwise_traffic([buf], {buf.name}, footprint=True), size_args=size_args,
-                     stencil=stencil is not None)
+                     stencil=taps >= STENCIL_TAPS)
 
 
 def _header_1d(pid: str) -> list[str]:
@@ -517,7 +527,8 @@ def pointwise_group_fits(nodes) -> bool:
                for l in walk(node.body) if isinstance(l, Load)):
             return False
     plans = [(_plan(node), node.layout.dtype) for node in nodes]
-    return all(_tile_split(p) is None and _stencil_split(p, d) is None for p, d in plans)
+    return all(_tile_split(p) is None and _stencil_split(p, d, _channel_taps(p)) is None
+               for p, d in plans)
 
 
 def generate_pointwise_group(nodes, stores: frozenset, number: int) -> GeneratedKernel:
@@ -555,4 +566,5 @@ def generate_pointwise_group(nodes, stores: frozenset, number: int) -> Generated
     ops = tuple(n.op for n in walk(plan.body) if isinstance(n, Op) and n.op != OpName.GROUP)
     return generated(name, source, tuple(writer.pointers) + tuple(outputs), (numel,),
                      KernelKind.POINTWISE_1D, ops, pointwise_traffic(nodes, stores, footprint=True),
-                     len(outputs), size_args)
+                     len(outputs), size_args,
+                     stencil=max(_channel_taps(_plan(n)) for n in nodes) >= STENCIL_TAPS)

@@ -279,7 +279,7 @@ class KernelSpec:
     baseline: str | None = None
     version: int = SPEC_VERSION
     rows_across: bool = False    # rows lie across memory: the heuristic holds several a program
-    stencil: bool = False        # a 2-D kernel of per-channel taps: the heuristic's own tile
+    stencil: bool = False        # a kernel of per-channel taps: the heuristic's own tile, warps
 
     @property
     def bytes(self) -> int | None:

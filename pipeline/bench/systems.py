@@ -84,7 +84,26 @@ def kiln(module: Any, args: tuple, dynamic_shapes: Any, context: Context,
                                  configs=summary.configs)
     note = (f"tuned {summary.tuned} of {summary.kernels} kernels in {summary.seconds:.1f} s; "
             f"{len(summary.configs)} changed their config")
-    return Built(fn, kiln=fn, notes=(note,))
+    notes = (note,)
+    if context.device == "cuda" and summary.configs:
+        plain = compiler.compile_module(module, args, options, dynamic_shapes=dynamic_shapes)
+        notes += (same_process_ab(plain, fn, args, context.device),)
+    return Built(fn, kiln=fn, notes=notes)
+
+
+def same_process_ab(untuned: Callable, tuned: Callable, args: tuple, device: str,
+                    rounds: int = 3, calls: int = 20) -> str:
+    """Untuned against tuned in one process, alternating blocks of calls: the two systems'
+    own rows come from separate processes, whose difference can be the process's (its
+    allocator's state after tuning, the card's clocks) and not the configs'."""
+    from .timing import time_calls
+    times: dict[str, list[float]] = {"untuned": [], "tuned": []}
+    for _ in range(rounds):
+        for name, fn in (("untuned", untuned), ("tuned", tuned)):
+            times[name].append(time_calls(lambda: fn(*args), device, calls, 3).median_ms)
+    u, t = (sorted(times[k])[len(times[k]) // 2] for k in ("untuned", "tuned"))
+    return (f"same process, alternating {rounds}x{calls} calls: untuned {u:.3f} ms, "
+            f"tuned {t:.3f} ms ({u / t:.2f}x)")
 
 
 _GPU_COMPILE = "torch.compile is benchmarked on CUDA only"

@@ -43,7 +43,7 @@ def tune_module(untuned: Any, args: tuple, device: str, quick: bool,
         summary.kernels += 1
         if time.perf_counter() - start > budget_s or launch.kind not in spaces.spaces:
             continue
-        space = spaces[launch.kind]
+        space = spaces.of_kernel(launch.kind, launch.kernel.spec.stencil)
         tuner = Tuner(launch, device, warmup_ms=5 if quick else 25, rep_ms=20 if quick else 100)
         configs = (neighbours(space, launch.numels, launch.default) if quick
                    else candidates(space, launch.numels))
