@@ -2,6 +2,7 @@
 
     python benchmarks/profile_model.py bert_layer [--size bench] [--dtype bfloat16] [--inductor]
     python benchmarks/profile_model.py pipeline.zoo.heldout:t5_encoder --inductor --top 30
+    python benchmarks/profile_model.py pipeline.zoo.heldout:efficientnet_b0 --inductor --no-graphs
 
 MODEL is a block of ``pipeline.zoo.blocks`` or a zoo factory ``module:function`` (called
 with its defaults).
@@ -53,6 +54,9 @@ def main(argv=None) -> int:
     parser.add_argument("--dtype", default="bfloat16")
     parser.add_argument("--inductor", action="store_true", help="also profile torch.compile")
     parser.add_argument("--top", type=int, default=14, help="kernels listed per system")
+    parser.add_argument("--no-graphs", action="store_true",
+                        help="kiln without CUDA graphs (the dynamic-shape path), against "
+                             "torch.compile default, with a cProfile of kiln's host time")
     args = parser.parse_args(argv)
     warnings.simplefilter("ignore")
     dtype = getattr(torch, args.dtype)
@@ -65,7 +69,8 @@ def main(argv=None) -> int:
     module = module.cuda().to(dtype)
     inputs = tuple(a.cuda().to(dtype) if a.is_floating_point() else a.cuda() for a in inputs)
     with torch.no_grad():
-        cm = compiler.compile_module(module, inputs)
+        cm = compiler.compile_module(module, inputs,
+                                     {"cuda_graphs": False} if args.no_graphs else None)
         print(f"{args.model}: kernels={cm.kernel_count} fallbacks={list(cm.fallback_ops)}")
         _profile("eager", module, inputs, top=args.top)
         if args.inductor:
@@ -73,7 +78,28 @@ def main(argv=None) -> int:
         _profile("kiln", cm, inputs, top=args.top)
         _profile("kiln (flat, no checks)", lambda *a: cm.compiled.module.call(list(a)),
                  cm.captured.flatten_call(module, inputs))
+        if args.no_graphs:
+            _host_profile(cm, inputs, args.top)
     return 0
+
+
+def _host_profile(fn, args, top: int, iters: int = 20) -> None:
+    """Where the host's time per call goes (cProfile, own time): launches, allocations,
+    ATen calls, the wrapper's own lines (``call``)."""
+    import cProfile
+    import pstats
+    profiler = cProfile.Profile()
+    profiler.enable()
+    for _ in range(iters):
+        fn(*args)
+    torch.cuda.synchronize()
+    profiler.disable()
+    stats = pstats.Stats(profiler)
+    rows = sorted(stats.stats.items(), key=lambda kv: -kv[1][2])[:top]
+    print(f"\n== kiln host time per call by function (cProfile, own time, {iters} calls)")
+    for (path, line, name), (_, calls, own, _, _) in rows:
+        print(f"  {own / iters * 1e3:8.3f} ms  x{calls // iters:<4} {name} "
+              f"({Path(path).name}:{line})")
 
 
 if __name__ == "__main__":

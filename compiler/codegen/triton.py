@@ -205,13 +205,20 @@ STENCIL_TAPS = 9
 STENCIL_ROW_LOADS = 25
 
 
-def _tile_split(plan: _Plan) -> int | None:
-    """Index of the last Y dim for 2-D tiling, or None for a 1-D kernel."""
+def _row_major_store(plan: _Plan) -> list | None:
+    """The plan's index symbols where it has two dims or more and stores contiguously along
+    the last (the case a 2-D tile or a stencil's channel rows need), else None."""
     syms = [s for s, _ in plan.dims]
     if len(syms) < 2:
         return None
     store = affine_coefficients(plan.store, syms)
-    if store is None or store[1][-1] != 1:
+    return syms if store is not None and store[1][-1] == 1 else None
+
+
+def _tile_split(plan: _Plan) -> int | None:
+    """Index of the last Y dim for 2-D tiling, or None for a 1-D kernel."""
+    syms = _row_major_store(plan)
+    if syms is None:
         return None
     for load in (n for n in walk(plan.body) if isinstance(n, Load)):
         coeffs = affine_coefficients(load.index, syms)
@@ -229,11 +236,8 @@ def _channel_taps(plan: _Plan) -> int:
     """The most distinct per-channel loads (varying along the contiguous last dim only,
     such as a depthwise conv's weight per tap) one buffer gives ``plan``'s body; 0 where the
     store is not contiguous in that dim."""
-    syms = [s for s, _ in plan.dims]
-    if len(syms) < 2:
-        return 0
-    store = affine_coefficients(plan.store, syms)
-    if store is None or store[1][-1] != 1:
+    syms = _row_major_store(plan)
+    if syms is None:
         return 0
     found: dict[str, set] = {}
     for load in (n for n in walk(plan.body) if isinstance(n, Load)):
