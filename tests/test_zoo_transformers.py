@@ -2,13 +2,13 @@
 ``compile_module`` on CPU (kernels under Triton's interpreter), against eager.
 
 Decoders with their KV cache (GPT-2, Llama, Mistral, Qwen2, Phi, OPT, BLOOM), encoders
-(BERT, RoBERTa, DistilBERT, ALBERT, DeBERTa-v2, with padding masks), encoder-decoders (T5,
-BART, Whisper), audio (wav2vec 2.0), vision transformers (ViT, DeiT, Swin) and CNNs
-(ResNet, ConvNeXt). Every output leaf (logits,
-hidden states, the caches transformers returns) is compared with eager's on fresh inputs;
-each decoder also compiles a decode step with a dynamic-length cache and runs it at two
-lengths. Kept small for CI (hidden 32, 1-2 layers, 32x32 images). Needs the ``zoo`` extra
-(``pip install -e '.[zoo]'``); skipped without transformers.
+(BERT, RoBERTa, DistilBERT, ALBERT, DeBERTa-v2, Funnel, with padding masks), a mixture of
+experts (Mixtral), encoder-decoders (T5, BART, Whisper), audio (wav2vec 2.0), vision
+transformers (ViT, DeiT, Swin, BEiT), MobileViT and CNNs (ResNet, ConvNeXt). Every output
+leaf (logits, hidden states, the caches transformers returns) is compared with eager's on
+fresh inputs; each decoder also compiles a decode step with a dynamic-length cache and runs
+it at two lengths. Kept small for CI (hidden 32, 1-2 layers, 32x32 images). transformers
+comes with the ``test`` extra; skipped without it.
 """
 from __future__ import annotations
 
@@ -109,7 +109,16 @@ ARCHS: dict[str, Arch] = {
     "bloom": Arch("BloomForCausalLM", "BloomConfig",
                   dict(vocab_size=VOCAB, hidden_size=32, n_layer=2, n_head=4), _text,
                   decoder=True),
+    # mixture of experts: top-k routing, sorted and histogrammed tokens, transformers' own
+    # grouped-matmul op
+    "mixtral": Arch("MixtralForCausalLM", "MixtralConfig",
+                    dict(num_key_value_heads=2, num_local_experts=4, num_experts_per_tok=2,
+                         sliding_window=None, **DECODER), _text, decoder=True),
     "bert": Arch("BertModel", "BertConfig", ENCODER, _padded_text),
+    # pooling between blocks shortens the sequence (and its mask) mid-model
+    "funnel": Arch("FunnelModel", "FunnelConfig",
+                   dict(vocab_size=VOCAB, block_sizes=[1, 1], d_model=32, n_head=4, d_head=8,
+                        d_inner=64), _padded_text),
     "roberta": Arch("RobertaModel", "RobertaConfig", ENCODER, _padded_text),
     "distilbert": Arch("DistilBertModel", "DistilBertConfig",
                        dict(vocab_size=VOCAB, dim=32, n_layers=2, n_heads=4, hidden_dim=64,
@@ -145,6 +154,13 @@ ARCHS: dict[str, Arch] = {
     "swin": Arch("SwinModel", "SwinConfig",
                  dict(image_size=32, patch_size=4, embed_dim=16, depths=[1, 1],
                       num_heads=[2, 4], window_size=2), _image),
+    # a relative position bias table gathered per window position
+    "beit": Arch("BeitModel", "BeitConfig", dict(use_relative_position_bias=True, **VIT), _image),
+    # convolutions and attention over unfolded patches
+    "mobilevit": Arch("MobileViTModel", "MobileViTConfig",
+                      dict(image_size=32, patch_size=2, hidden_sizes=[16, 24, 32],
+                           neck_hidden_sizes=[8, 8, 16, 16, 24, 32, 64],
+                           num_attention_heads=2), _image),
     "resnet": Arch("ResNetForImageClassification", "ResNetConfig",
                    dict(embedding_size=8, hidden_sizes=[8, 16], depths=[1, 1],
                         layer_type="basic", num_labels=10), _image),
