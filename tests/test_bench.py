@@ -143,6 +143,28 @@ def test_a_failing_system_and_a_crashing_model_are_error_rows_and_the_rest_goes_
     assert "2 failed" in out or "3 failed" in out
 
 
+def checked(module, args, dynamic_shapes, context):
+    """A system (for the test below) whose row gets notes from checks run after timing."""
+    from pipeline.bench.systems import Built
+
+    def fails() -> str:
+        raise ValueError("no such thing")
+    return Built(module, checks=(lambda: f"checked after {module.__class__.__name__}", fails))
+
+
+def test_checks_run_after_the_timings_and_a_failing_one_is_a_note(tmp_path):
+    registry = {"checked": System("checked", "tests.test_bench:checked", "checks")}
+    zoo = _zoo(tmp_path, "pipeline.zoo.tiny:mlp")
+    status, _, err = _bench([zoo, "--store", str(tmp_path / "s"), "--out", str(tmp_path / "r"),
+                             "--systems", "checked", "--repeats", "3", "--device", "cpu"],
+                            registry)
+    assert status == 0, err
+    row = _rows(tmp_path / "s")[("mlp", "checked")]
+    notes = json.loads(row["details_json"])["notes"]
+    assert row["status"] == "ok" and row["median_ms"] > 0
+    assert notes == ["checked after MLP", "check failed: ValueError: no such thing"]
+
+
 def test_a_hanging_child_is_killed_at_its_timeout(tmp_path):
     zoo = _zoo(tmp_path, "pipeline.zoo.faults:hang")
     status, _, _ = _bench([zoo, "--store", str(tmp_path / "s"), "--out", str(tmp_path / "r"),

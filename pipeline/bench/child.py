@@ -147,6 +147,11 @@ def run_job(job: Job) -> dict[str, Any]:
                       n_repeats=timing.n)
         phases.mark("timed")
         details: dict[str, Any] = {"notes": list(built.notes)}
+        for check in built.checks:     # extra too: a failure is a note, not the row's
+            try:
+                details["notes"].append(check())
+            except Exception as exc:  # noqa: BLE001
+                details["notes"].append(f"check failed: {type(exc).__name__}: {exc}"[:500])
         if getattr(built.kiln, "phases", None) is not None:
             details["kiln_cold_s"] = _kiln_cold(built.kiln.phases, result["cold_s"])
         try:      # the profiler's view is extra: its failure leaves the timings standing

@@ -56,6 +56,8 @@ class Built:
     kiln: Any = None                # the CompiledModel: its kernels' bytes for bandwidth
     inductor: bool = False          # Inductor's kernel counter means something
     notes: tuple[str, ...] = ()
+    # more notes, made after the timed calls (so outside the cold start and the timings)
+    checks: tuple[Callable[[], str], ...] = ()
 
 
 def eager(module: Any, args: tuple, dynamic_shapes: Any, context: Context) -> Built:
@@ -84,11 +86,11 @@ def kiln(module: Any, args: tuple, dynamic_shapes: Any, context: Context,
                                  configs=summary.configs)
     note = (f"tuned {summary.tuned} of {summary.kernels} kernels in {summary.seconds:.1f} s; "
             f"{len(summary.configs)} changed their config")
-    notes = (note,)
+    checks = ()
     if context.device == "cuda" and summary.configs:
-        plain = compiler.compile_module(module, args, options, dynamic_shapes=dynamic_shapes)
-        notes += (same_process_ab(plain, fn, args, context.device),)
-    return Built(fn, kiln=fn, notes=notes)
+        checks = (lambda: same_process_ab(compiler.compile_module(
+            module, args, options, dynamic_shapes=dynamic_shapes), fn, args, context.device),)
+    return Built(fn, kiln=fn, notes=(note,), checks=checks)
 
 
 def same_process_ab(untuned: Callable, tuned: Callable, args: tuple, device: str,
