@@ -177,9 +177,9 @@ def build_task(job: BuildJob, store_root: str) -> TaskResult:
         # stencil): the config the untuned module launches is the one built
         launch = kernel_launch(kernel, shape, job.options_json)
         default = launch.default
-        configs = [default] + (_candidates(shape, spaces, stencil=kernel.spec.stencil)
-                               + _extern(kernel) if job.tuning
-                                 else [])
+        configs = [default]
+        if job.tuning:
+            configs += _candidates(shape, spaces, stencil=kernel.spec.stencil) + _extern(kernel)
         configs, pruned = prune(shape.kind, list(dict.fromkeys(configs)),
                                 spaces.targets.get(target.arch), shape.dtypes, default)
         if job.tuning:   # what a search will time (its cover), not the whole space

@@ -84,14 +84,19 @@ def _kernel(job) -> str:
     return shape.kernel_key[0] if shape is not None else ""
 
 
-def test_a_kernel_is_tuned_as_soon_as_its_builds_finish(tmp_path):
-    config = parse_config({"run": {"targets": ["sm_90"]}, "tuning": {"enabled": True},
+def _run(tmp_path, tuning: dict):
+    """One model's run with ``[tuning]`` as given: (the report, the stand-in's log)."""
+    config = parse_config({"run": {"targets": ["sm_90"]}, "tuning": tuning,
                            "models": [{"name": "m", "factory": "a.b:one"}]}, "z.toml")
     cluster = OneAtATime()
     stop = types.SimpleNamespace(requested=False)
     with Progress(STAGES, io.StringIO(), False) as progress:
         report = _Runner(config, str(tmp_path / "store"), cluster, progress, stop).run()
-    log = cluster.log
+    return report, cluster.log
+
+
+def test_a_kernel_is_tuned_as_soon_as_its_builds_finish(tmp_path):
+    report, log = _run(tmp_path, {"enabled": True})
     assert ("submit", "build", "b") in log and ("submit", "tune", "a") in log
     # tuning of kernel a is submitted when a's build finishes, before b's build finishes
     assert log.index(("submit", "tune", "a")) < log.index(("done", "build", "b"))
@@ -103,14 +108,7 @@ def test_a_kernel_is_tuned_as_soon_as_its_builds_finish(tmp_path):
 def test_overlap_off_holds_every_tune_until_the_last_build(tmp_path):
     """``[tuning] overlap = false`` is the stage barrier the overlap is measured against:
     no tune is submitted while a build is pending, and every kernel is still tuned."""
-    config = parse_config({"run": {"targets": ["sm_90"]},
-                           "tuning": {"enabled": True, "overlap": False},
-                           "models": [{"name": "m", "factory": "a.b:one"}]}, "z.toml")
-    cluster = OneAtATime()
-    stop = types.SimpleNamespace(requested=False)
-    with Progress(STAGES, io.StringIO(), False) as progress:
-        report = _Runner(config, str(tmp_path / "store"), cluster, progress, stop).run()
-    log = cluster.log
+    report, log = _run(tmp_path, {"enabled": True, "overlap": False})
     last_build = max(k for k, e in enumerate(log) if e[:2] == ("done", "build"))
     tunes = [k for k, e in enumerate(log) if e[:2] == ("submit", "tune")]
     assert len(tunes) == 2 and min(tunes) > last_build

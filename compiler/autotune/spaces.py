@@ -32,7 +32,6 @@ Example:
 from __future__ import annotations
 
 import dataclasses
-
 import itertools
 import math
 import tomllib

@@ -71,6 +71,7 @@ def launch_config(kind: KernelKind, numels: Sequence, options: CompilerOptions,
     row kernel whose rows lie across memory, adjacent rows adjacent; ``stencil``: a kernel
     of per-channel taps, 1-D or 2-D (both ``KernelSpec``'s flags)."""
     numels = [sympy.sympify(n) for n in numels]
+    stencil = stencil and device_type != "cpu"    # the interpreter's blocks are its own
     if kind.is_gemm:
         return matmul_launch_config(numels, device_type, kind)
     if kind.is_reduction:
@@ -85,14 +86,13 @@ def launch_config(kind: KernelKind, numels: Sequence, options: CompilerOptions,
             x, y = _block(xnumel, tile_x), _block(ynumel, tile_y)
         if ynumel.is_Integer and int(ynumel) > MAX_GRID_Y * y:   # grid y is at most 65535
             y = next_pow2(math.ceil(int(ynumel) / MAX_GRID_Y))
-        warps = (_stencil_warps(x * y, 2) if stencil and device_type != "cpu"
+        warps = (_stencil_warps(x * y, 2) if stencil
                  else max(1, min(options.num_warps, x * y // 256)))
         return LaunchConfig((("XBLOCK", x), ("YBLOCK", y), ("num_warps", warps)),
                             (grid_axis(xnumel, x), grid_axis(ynumel, y)))
     (xnumel,) = numels
     x = _block(xnumel, INTERPRETER_MAX_BLOCK if device_type == "cpu" else options.xblock, 16)
-    warps = (_stencil_warps(x, 1) if stencil and device_type != "cpu"
-             else max(1, min(options.num_warps, x // 256)))
+    warps = (_stencil_warps(x, 1) if stencil else max(1, min(options.num_warps, x // 256)))
     return LaunchConfig((("XBLOCK", x), ("num_warps", warps)), (grid_axis(xnumel, x),))
 
 

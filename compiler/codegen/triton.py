@@ -570,5 +570,4 @@ def generate_pointwise_group(nodes, stores: frozenset, number: int) -> Generated
     ops = tuple(n.op for n in walk(plan.body) if isinstance(n, Op) and n.op != OpName.GROUP)
     return generated(name, source, tuple(writer.pointers) + tuple(outputs), (numel,),
                      KernelKind.POINTWISE_1D, ops, pointwise_traffic(nodes, stores, footprint=True),
-                     len(outputs), size_args,
-                     stencil=max(_channel_taps(_plan(n)) for n in nodes) >= STENCIL_TAPS)
+                     len(outputs), size_args, stencil=_channel_taps(plan) >= STENCIL_TAPS)
