@@ -8,7 +8,8 @@ MODEL is a block of ``pipeline.zoo.blocks`` or a zoo factory ``module:function``
 with its defaults).
 
 Prints kiln's and eager's (and with ``--inductor``, torch.compile's) top kernels by CUDA time (torch.profiler), the sum of CUDA time per
-call, and the wall time per call (synchronized), so host overhead = wall - GPU time.
+call, the wall time per call (synchronized) and the host time per call (each call enqueued
+behind a GPU sleep, so no launch waits: what the CPU alone spends).
 """
 from __future__ import annotations
 
@@ -41,10 +42,25 @@ def _profile(label, fn, args, iters=20, top=14):
         torch.cuda.synchronize()
     events = [e for e in prof.key_averages() if e.device_type == torch.autograd.DeviceType.CUDA]
     gpu = sum(e.device_time_total for e in events) / iters / 1e3
-    print(f"\n== {label}: wall {wall:.3f} ms/call, GPU {gpu:.3f} ms/call, host overhead "
-          f"~{max(wall - gpu, 0):.3f} ms")
+    launches = sum(e.count for e in events) / iters
+    host = _host_ms(fn, args)
+    print(f"\n== {label}: wall {wall:.3f} ms/call, GPU {gpu:.3f} ms/call, host {host:.3f} "
+          f"ms/call ({launches:.0f} GPU ops, {host / max(launches, 1) * 1e3:.2f} us each)")
     for e in sorted(events, key=lambda e: -e.device_time_total)[:top]:
         print(f"  {e.device_time_total / iters / 1e3:8.3f} ms  x{e.count // iters:<3} {e.key[:110]}")
+
+
+def _host_ms(fn, args, iters: int = 15) -> float:
+    """Median host time of one call, enqueued behind a GPU sleep (~25 ms on a 2 GHz clock)
+    so that no launch waits for the GPU: what the call costs the CPU alone."""
+    times = []
+    for _ in range(iters):
+        torch.cuda._sleep(50_000_000)
+        t0 = time.perf_counter()
+        fn(*args)
+        times.append(time.perf_counter() - t0)
+        torch.cuda.synchronize()
+    return sorted(times)[len(times) // 2] * 1e3
 
 
 def main(argv=None) -> int:

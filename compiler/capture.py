@@ -20,7 +20,7 @@ private API in the code is listed here or there):
 |---|---|---|
 | ``torch._functorch.aot_autograd`` (``aot_export_module``) | capture_trace | capture through ``torch.export`` + ``run_decompositions`` (a warning says once why) |
 | ``torch._functorch.aot_autograd`` (``make_boxed_func``) | backend | ``functorch.compile.make_boxed_func`` |
-| ``torch._export.utils`` (placeholder naming, CIA preservation) | capture_trace | as aot_export_module: the export path |
+| ``torch._export.utils`` (placeholder naming, CIA preservation, export's compiling flags) | capture_trace | as aot_export_module: the export path; without the flags, the trace runs without them (a model that branches on ``is_exporting`` then keys apart from its ``.pt2``) |
 | ``torch._decomp`` (``get_decompositions``, ``core_aten_decompositions``) | decompositions | ``torch.export.default_decompositions`` where it exists; none below torch 2.6 |
 | ``torch._dynamo`` (``register_backend``, ``list_backends``, ``backends.common.aot_autograd``) | backend | none: the documented way to write a torch.compile backend |
 | ``torch._guards`` (``detect_fake_mode``) | passes | none: compile_fx of fake inputs needs it |

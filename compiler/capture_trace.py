@@ -11,8 +11,10 @@ One metadata pass and one trace: about half of capture's time (``benchmarks/benc
 The result feeds the same graph building as the export path (``capture._build``), so the
 graph text and key are the export path's: the pipeline and a serving process agree on keys
 whichever path each took (``tests/test_capture_trace.py`` checks this on the zoo). Anything
-outside the plain case (kwargs, nested inputs, scalars, dynamic shapes, tied weights, tensor
-constants, or a torch without these hooks) returns None and takes the export path.
+outside the plain case (kwargs, nested inputs, scalars, dynamic shapes, a tensor that is both
+a parameter and a buffer, tensor constants, or a torch without these hooks) returns None and
+takes the export path. Tied weights (T5's and most language models' embeddings) take this
+path: their placeholders are read as export reads them (``_tie_like_export``).
 """
 from __future__ import annotations
 
@@ -105,7 +107,7 @@ def trace_static(module: torch.nn.Module, args: tuple
     composites, table = _split_table()
     wrapper = _FlatOutputs(module)
     with torch.no_grad(), ignore_backend_decomps(), keep_composites(composites), \
-            STACK_TRACES.off():
+            STACK_TRACES.off(), _as_export():
         gm, aot_sig = aot_export_module(wrapper, list(args), trace_joint=False,
                                         decompositions=table)
     gm.graph.eliminate_dead_code()    # as run_decompositions does
@@ -115,8 +117,45 @@ def trace_static(module: torch.nn.Module, args: tuple
         return None       # tensor constants (export lifts them) or non-tensor outputs
     in_spec = pytree.tree_flatten((tuple(args), {}))[1]
     sig = _signature(gm, outputs, aot_sig)
+    _tie_like_export(gm, sig, module)
     _export_names(gm, sig, module, args)
     return gm, sig, in_spec, wrapper.out_spec
+
+
+def _as_export():
+    """The flags export sets while it traces (``torch.compiler.is_exporting()`` and
+    ``is_compiling()`` true): model code that branches on them (transformers' attention
+    masks) then traces the graph export would, and the key is export's. A torch without
+    the context traces without the flags."""
+    try:
+        from torch._export.utils import _compiling_state_context
+    except ImportError:
+        return contextlib.nullcontext()
+    return _compiling_state_context()
+
+
+def _tie_like_export(gm: torch.fx.GraphModule, sig: ExportGraphSignature,
+                     module: torch.nn.Module) -> None:
+    """A tensor under several names (tied weights) has a placeholder per name in both paths,
+    but export traces one fake tensor for all of them, so every use reads the last name's
+    placeholder; aot_export_module reads each under the name the module used. The uses are
+    moved to the last placeholder of each tie, so graph text and key are export's."""
+    names: dict[int, list[str]] = {}
+    for fqn, t in [*module.named_parameters(remove_duplicate=False),
+                   *module.named_buffers(remove_duplicate=False)]:
+        names.setdefault(id(t), []).append(fqn)
+    tied = {fqn: group for group in names.values() if len(group) > 1 for fqn in group}
+    if not tied:
+        return
+    nodes = {n.name: n for n in gm.graph.nodes if n.op == "placeholder"}
+    placeholders: dict[tuple, list[torch.fx.Node]] = {}
+    for spec in sig.input_specs:
+        if spec.target in tied:
+            placeholders.setdefault(tuple(tied[spec.target]), []).append(nodes[spec.arg.name])
+    for group in placeholders.values():
+        for node in group[:-1]:
+            node.replace_all_uses_with(group[-1])
+    gm.recompile()
 
 
 def _export_names(gm: torch.fx.GraphModule, sig: ExportGraphSignature,
@@ -163,15 +202,14 @@ def _export_hooks():
 
 
 def _plain(module: torch.nn.Module, args: tuple) -> bool:
-    """Positional tensors only, no state object under two names (export keeps one
-    placeholder for a tied weight; aot_export_module would make two), and no tensor held
-    as a plain attribute (export lifts it as a constant; a trace would meet a real tensor
-    among fake ones)."""
+    """Positional tensors only, no tensor that is both a parameter and a buffer (ties among
+    parameters, or among buffers, are read as export reads them), and no tensor held as a
+    plain attribute (export lifts it as a constant; a trace would meet a real tensor among
+    fake ones)."""
     if not all(isinstance(a, torch.Tensor) for a in args):
         return False
-    state = [t for _, t in module.named_parameters(remove_duplicate=False)]
-    state += [t for _, t in module.named_buffers(remove_duplicate=False)]
-    if len({id(t) for t in state}) != len(state):
+    params = {id(t) for _, t in module.named_parameters(remove_duplicate=False)}
+    if any(id(t) in params for _, t in module.named_buffers(remove_duplicate=False)):
         return False
     return not any(isinstance(v, torch.Tensor) and k not in m._parameters
                    and k not in m._buffers for m in module.modules() for k, v in vars(m).items())

@@ -116,3 +116,54 @@ def test_a_mask_constant_along_the_keys_keeps_its_last_dim_dense(monkeypatch):
     _compiled_like_eager(QueryOnlyMask)
     (strides,) = seen
     assert strides[3][0] == 0 and strides[3][-1] == 1, strides
+
+
+class IndexMask(torch.nn.Module):
+    """A bool mask built from positions, as export traces transformers' masks:
+    ``arange(n) + offset`` compared with ``bound``, expanded to (batch, 1, q, k)."""
+    def __init__(self, offset: int, bound: int, causal: bool = False):
+        super().__init__()
+        self.offset, self.bound, self.causal = offset, bound, causal
+
+    def forward(self, q, k, v):
+        n = q.shape[2]
+        keys = torch.arange(n, device=q.device) + self.offset
+        mask = (keys >= self.bound)[None, None, None, :].expand(q.shape[0], 1, n, n)
+        if self.causal:
+            mask = mask & (keys[None, :] <= torch.arange(n, device=q.device)[:, None])
+        return F.scaled_dot_product_attention(q, k, v, attn_mask=mask)
+
+
+def _masks_passed(monkeypatch, model) -> list:
+    """How many masks the compiled module hands torch's attention per call (checked against
+    eager on fresh inputs)."""
+    passed, real = [], host.extern_op
+
+    def spying(name, *a, **kw):
+        call = real(name, *a, **kw)
+
+        def spy(*args, **kwargs):
+            passed.append(sum(isinstance(t, torch.Tensor) for t in
+                              (*args[3:4], kwargs.get("attn_mask"))))
+            return call(*args, **kwargs)
+        return spy if name == SDPA else call
+    monkeypatch.setattr(host, "extern_op", spying)
+    inputs = [torch.randn(2, 4, 16, 8) for _ in range(3)]
+    compiled = compiler.compile_module(model, inputs, {"cuda_graphs": False})
+    fresh = [torch.randn(2, 4, 16, 8) for _ in range(3)]
+    with torch.no_grad():
+        torch.testing.assert_close(compiled(*fresh), model(*fresh))
+    return passed
+
+
+def test_a_mask_that_masks_nothing_is_not_passed(monkeypatch):
+    """arange(n) >= 0 holds everywhere: torch gets no mask, so its flash kernel can run."""
+    assert _masks_passed(monkeypatch, IndexMask(offset=0, bound=0)) == [0]
+    assert _masks_passed(monkeypatch, IndexMask(offset=3, bound=2)) == [0]
+
+
+@pytest.mark.parametrize("model", [IndexMask(offset=0, bound=1),
+                                   IndexMask(offset=0, bound=0, causal=True)],
+                         ids=["first_key_masked", "causal"])
+def test_a_mask_that_masks_something_is_passed(monkeypatch, model):
+    assert _masks_passed(monkeypatch, model) == [1]

@@ -9,6 +9,8 @@ that in eager; benchmarks/results/2026-12-07/s8). So every operand reaches torch
 its last dim. A mask kiln computes is also stored only at the extent it varies: a dim its
 body never indexes (the batch of a position bias, the heads and queries of a padding
 mask) is realized at size 1 and handed over with stride 0, as eager's expanded masks are.
+A computed mask that masks nothing (``ranges``: export traces transformers' masks as
+``arange(n) >= 0`` where eager passes None) is not passed at all.
 
 Example:
     >>> import torch
@@ -22,6 +24,7 @@ import torch
 
 from ..ir import BufferRef, TensorValue, contiguous_strides, index_symbols, map_indices
 from ..sizevars import free_symbols
+from .ranges import always_true, always_zero
 from .registry import Registry
 
 aten = torch.ops.aten
@@ -46,7 +49,11 @@ def lower_attention(ctx, *args, **kwargs):
 
 def _operand(ctx, value, is_mask: bool):
     """``value`` as a view with last stride 1 (or a last dim of 1): as it is where its
-    buffer has that, else realized row-major (broadcast dims kept at size 1 for a mask)."""
+    buffer has that, else realized row-major (broadcast dims kept at size 1 for a mask).
+    A mask that masks nothing (all True, or an all-zero bias) is None: torch's unmasked
+    fused kernels (flash) then run, as in eager where the model passed no mask."""
+    if is_mask and isinstance(value, TensorValue) and _masks_nothing(value):
+        return None
     if not isinstance(value, TensorValue) or len(value.size) == 0 or value.size[-1] == 1:
         return value
     ref = ctx.strided_view(value)
@@ -55,6 +62,10 @@ def _operand(ctx, value, is_mask: bool):
     if ref is None and is_mask:
         return _broadcast_mask(ctx, value)
     return ctx.buffer_ref_with_strides(value, contiguous_strides(value.size))
+
+
+def _masks_nothing(value: TensorValue) -> bool:
+    return always_true(value) if value.dtype == torch.bool else always_zero(value)
 
 
 def _broadcast_mask(ctx, value: TensorValue) -> BufferRef:
