@@ -30,20 +30,68 @@ def simplify_value(x: TensorValue) -> TensorValue:
 
 
 def view_as(x: TensorValue, new_size) -> TensorValue:
-    """Reshape by flattening the new index row-major and unflattening it in the old shape."""
+    """Reshape by flattening the new index row-major and unflattening it in the old shape.
+
+    With symbolic sizes that flattening does not simplify back: ``(1, s, 32)`` viewed as
+    ``(s, 32)`` read ``FloorDiv(32*i0 + i1, 32*s)`` and a ``ModularIndexing`` that no range
+    rule removes, so the view was no strided view and was copied before every matmul that
+    read it (six copies per layer of a dynamic-shape Llama). There the dims are first
+    matched in groups of equal product (``_dim_groups``) and each group is flattened on its
+    own: a dim kept whole, or a size-1 dim dropped, keeps its index as it is."""
     new_size = tuple(as_sym(s) for s in new_size)
     if new_size == tuple(x.size):
         return x
-    old_size = x.size
+    old_size = tuple(x.size)
+    symbolic = any(sympy.sympify(s).free_symbols for s in old_size + new_size)
+    groups = _dim_groups(old_size, new_size) if symbolic else None
+    if groups is None:
+        groups = [(list(range(len(old_size))), list(range(len(new_size))))]
 
     def index(new_idx):
-        flat = sum((i * s for i, s in zip(new_idx, _contig(new_size))), sympy.Integer(0))
-        out = []
-        for k, (size, stride) in enumerate(zip(old_size, _contig(old_size))):
-            out.append(FloorDiv(flat, stride) if k == 0 else ModularIndexing(flat, stride, size))
+        out = [sympy.Integer(0)] * len(old_size)
+        for olds, news in groups:
+            part = [new_size[k] for k in news]
+            flat = sum((new_idx[k] * s for k, s in zip(news, _contig(part))), sympy.Integer(0))
+            sizes = [old_size[k] for k in olds]
+            for n, (k, size, stride) in enumerate(zip(olds, sizes, _contig(sizes))):
+                out[k] = flat if len(olds) == 1 else \
+                    FloorDiv(flat, stride) if n == 0 else ModularIndexing(flat, stride, size)
         return out
 
     return simplify_value(x.reindex(new_size, index))
+
+
+def _dim_groups(old, new) -> list[tuple[list[int], list[int]]] | None:
+    """Old and new dims (size-1 dims left out: their index is 0) in consecutive groups of
+    equal product, each as small as it can be; None where the sizes do not split so."""
+    olds = [k for k, s in enumerate(old) if s != 1]
+    news = [k for k, s in enumerate(new) if s != 1]
+    groups, i, j = [], 0, 0
+    while i < len(olds) and j < len(news):
+        go, gn = [olds[i]], [news[j]]
+        po, pn = old[olds[i]], new[news[j]]
+        i, j = i + 1, j + 1
+        while not _equal(po, pn):
+            if _divides(po, pn) and i < len(olds):
+                go.append(olds[i])
+                po, i = po * old[olds[i]], i + 1
+            elif _divides(pn, po) and j < len(news):
+                gn.append(news[j])
+                pn, j = pn * new[news[j]], j + 1
+            else:
+                return None
+        groups.append((go, gn))
+    return groups if i == len(olds) and j == len(news) else None
+
+
+def _equal(a, b) -> bool:
+    return sympy.expand(a - b) == 0
+
+
+def _divides(a, b) -> bool:
+    """``a`` divides ``b`` with a quotient other than 1 (a polynomial, no denominator)."""
+    quotient = sympy.cancel(sympy.sympify(b) / a)
+    return quotient != 1 and sympy.fraction(quotient)[1] == 1
 
 
 def _contig(size):
