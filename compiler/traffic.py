@@ -45,11 +45,17 @@ def hinted(ranges: dict) -> dict:
     return {s: sympy.Integer(size_hint(n)) for s, n in ranges.items()}
 
 
-def load_elements(index, ranges: dict) -> int | None:
+def load_elements(index, ranges: dict, hint: bool = False) -> int | None:
     """Distinct elements a load at ``index`` touches while each symbol ``s`` runs over
-    ``[0, ranges[s])``; None when a size is only known at run time."""
+    ``[0, ranges[s])``; None when a size is only known at run time. With ``hint`` (ranges
+    already hinted), a size symbol in the index itself (a stride of a dynamic layout,
+    ``32*s0*i0``) takes its hint too: else no kernel over a dynamic buffer had a cost, and
+    a dynamic module fused nothing a cost decides (RMSNorm's statistics and its scaling ran
+    as two kernels)."""
     index = sympy.sympify(index)
     ranges = {s: sympy.sympify(n) for s, n in ranges.items()}
+    if hint:
+        index = index.subs({s: size_hint(s) for s in index.free_symbols if s not in ranges})
     if any(not ranges.get(s, sympy.Symbol("unknown")).is_Integer for s in index.free_symbols):
         return None
     count = math.prod(int(ranges[s]) for s in index.free_symbols)
@@ -59,7 +65,7 @@ def load_elements(index, ranges: dict) -> int | None:
 
 
 def pass_read_bytes(bodies, ranges: dict, computed: set[str],
-                    footprint: bool = False) -> int | None:
+                    footprint: bool = False, hint: bool = False) -> int | None:
     """Bytes one pass over ``bodies`` loads: each distinct load once, none of ``computed``
     (values the kernel holds in registers).
 
@@ -88,7 +94,7 @@ def pass_read_bytes(bodies, ranges: dict, computed: set[str],
     elements_of: dict = {}   # by index less its constant: a stencil's taps share it
     for dtype, rest, offsets in groups.values():
         if rest not in elements_of:
-            elements_of[rest] = load_elements(rest, ranges)
+            elements_of[rest] = load_elements(rest, ranges, hint)
         elements = elements_of[rest]
         if elements is None:
             return None
@@ -128,7 +134,7 @@ def traffic_of(passes, ranges: dict, nodes, stores, hint: bool = False,
     ranges = hinted(ranges) if hint else ranges
     # a MutationBuffer is named after the input it overwrites: its loads read the old value
     computed = {n.name for n in nodes if not isinstance(n, MutationBuffer)}
-    reads = [pass_read_bytes(bodies, ranges, computed, footprint) for bodies in passes]
+    reads = [pass_read_bytes(bodies, ranges, computed, footprint, hint) for bodies in passes]
     written = written_bytes(nodes, stores, hint)
     if None in reads or written is None:
         return None
