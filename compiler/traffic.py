@@ -73,7 +73,8 @@ def pass_read_bytes(bodies, ranges: dict, computed: set[str],
     stencil's taps: a 7x7 depthwise conv reads its input 49 times) count once, widened by
     how far apart they lie. What reaches DRAM, for a kernel's ``bytes`` meta and the
     bandwidth figures read from it; the fusion cost counts each tap, since a producer fused
-    into a stencil is computed again for every tap.
+    into a stencil is computed again for every tap. ``hint``: ``ranges`` are hinted, and
+    size symbols in an index take their hints too (``load_elements``).
     """
     total = 0
     loads = {n for b in bodies for n in walk(b) if isinstance(n, Load) and n.buffer not in computed}

@@ -105,11 +105,16 @@ def _index_bounds(index: sympy.Expr, ranges: dict) -> tuple:
     found = affine_coefficients(index, symbols)
     if found is None or not all(sympy.sympify(c).is_number for c in (found[0], *found[1])):
         return UNKNOWN
-    low = high = float(found[0]) if not sympy.sympify(found[0]).is_Integer else int(found[0])
-    for s, c in zip(symbols, found[1]):
-        lo, hi = ranges[s]
-        c = int(c) if sympy.sympify(c).is_Integer else float(c)
+    low = high = _number(found[0])
+    for s, c in zip(symbols, map(_number, found[1])):
         if c == 0:
-            continue
-        low, high = (low + c * lo, high + c * hi) if c >= 0 else (low + c * hi, high + c * lo)
+            continue    # 0 * inf (an unbounded dim) would be nan
+        lo, hi = ranges[s]
+        low, high = (low + c * lo, high + c * hi) if c > 0 else (low + c * hi, high + c * lo)
     return low, high
+
+
+def _number(value) -> int | float:
+    """A sympy number as Python's: exact where it is an integer."""
+    value = sympy.sympify(value)
+    return int(value) if value.is_Integer else float(value)
