@@ -1,8 +1,10 @@
 #!/usr/bin/env bash
 # Session 12's device steps, one per call (each fits one 600 s call):
+#   cold5    kiln bench --quick of the five models that missed in s11 (DeiT-S, ConvNeXt-T,
+#            BERT, ResNet-50, T5), three systems: torch.compile default and kiln with and
+#            without graphs: goal 1 (no graphs vs default) and goal 4 (cold) in one run
 #   prof     DeiT-S without graphs: per-kernel GPU time, host ms per call and its cProfile,
-#            against torch.compile default (goal 1's 0.99x); then kiln's cold start and
-#            no-graphs speed for five models at this commit (goal 4's phases)
+#            against torch.compile default (goal 1's 0.99x)
 #   decode   bench_decode.py, dynamic and static caches (goal 2)
 #   text     kiln bench --quick of T5 and BERT, every system (goals 1, 3, 4)
 #   vision   kiln bench --quick of DeiT-S and ConvNeXt-T, every system
@@ -21,12 +23,13 @@ bench() {    # $1: models, $2: budget s, $3: systems (empty: the quick set)
 case "${1:-}" in
   prof) timeout 170 python3 benchmarks/profile_model.py pipeline.zoo.heldout:deit_small \
       --inductor --no-graphs --top 30 > "$OUT/prof_deit.txt" 2>&1
-    echo "[profile rc=$?]"; grep "==" "$OUT/prof_deit.txt"
-    bench deit_small,convnext_tiny,resnet50,bert_4layer,t5_encoder 300 kiln_graphs,kiln_nographs ;;
+    echo "[profile rc=$?]"; grep "==" "$OUT/prof_deit.txt" ;;
+  cold5) bench deit_small,bert_4layer,t5_encoder,resnet50,convnext_tiny 430 \
+      inductor,kiln_graphs,kiln_nographs ;;
   decode) timeout 540 python3 benchmarks/bench_decode.py --caches static,dynamic \
       --json "$OUT/bench_decode.json" > "$OUT/bench_decode.txt" 2>&1
     echo "[decode rc=$?]"; grep "ms/token\|static\|growing" "$OUT/bench_decode.txt" | tail -30 ;;
   text) bench t5_encoder,bert_4layer 480 ;;
   vision) bench deit_small,convnext_tiny 480 ;;
-  *) echo "usage: next.sh prof|decode|text|vision"; exit 2 ;;
+  *) echo "usage: next.sh cold5|prof|decode|text|vision"; exit 2 ;;
 esac
