@@ -29,7 +29,7 @@ import torch.utils._pytree as pytree
 from torch.export.graph_signature import (ExportGraphSignature, InputKind, InputSpec,
                                           OutputKind, OutputSpec, TensorArgument)
 
-from .decompositions import decomposition_table, preservable_composites
+from .decompositions import decomposition_table
 
 _CHILD = "m"   # the wrapped module's attribute name: every state name starts with "m."
 
@@ -184,31 +184,9 @@ def _split_table() -> tuple[dict, dict]:
     anyway; only those to keep whole (SDPA, upsampling) need registering.
     """
     from torch._export.utils import _special_op_to_preserve_cia
-    try:
-        composites, table = _split(decomposition_table())
-    except ImportError:      # a torch without the helpers: its own split, slower
-        composites, table = _export_hooks()[0](decomposition_table())
+    split = _export_hooks()[0]
+    composites, table = split(decomposition_table())
     return {op: fn for op, fn in composites.items() if fn is _special_op_to_preserve_cia}, table
-
-
-def _split(table: dict) -> tuple[dict, dict]:
-    """``_split_decomp_table_to_cia_and_python_decomp(table)``, with C++'s composite ops
-    listed once instead of once per op namespace.
-
-    torch's split re-reads every C++ composite registration for each namespace in
-    ``torch.ops`` (~4 ms each, 27 namespaces once aot_autograd is imported); kiln lists
-    them once per capture (``decompositions.preservable_composites``). The result is the
-    same (``tests/test_capture_trace.py`` compares the two): the composites export may
-    preserve, each with its entry in ``table`` or, where the table has none (kiln's kept
-    ops), the preserve marker; and the rest of ``table``.
-    """
-    from torch._export.utils import _is_preservable_cia_op, _special_op_to_preserve_cia
-    preservable = preservable_composites()
-    composites = {op: fn for op, fn in table.items()
-                  if op in preservable or _is_preservable_cia_op(op)}
-    rest = {op: fn for op, fn in table.items() if op not in composites}
-    composites.update({op: _special_op_to_preserve_cia for op in preservable - composites.keys()})
-    return composites, rest
 
 
 def _export_hooks():

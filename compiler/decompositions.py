@@ -97,7 +97,7 @@ def _built_table() -> dict:
 
     default = getattr(torch.export, "default_decompositions", None)
     if default is not None:  # torch >= 2.6: CIA ops missing from the table are preserved
-        table = _materialized(default())
+        table = default()
     else:  # older torch: a plain dict of core ATen decompositions
         from torch._decomp import core_aten_decompositions
         table = core_aten_decompositions()
@@ -113,42 +113,6 @@ def _built_table() -> dict:
     table[aten.take.default] = _take
     table[aten.unique_consecutive.default] = _unique_consecutive
     return dict(table)
-
-
-def _materialized(table) -> dict:
-    """``torch.export.default_decompositions()`` as the plain dict reading it makes: its
-    aten entries plus every composite op of the other namespaces, each to be decomposed.
-
-    torch's own reading lists the composites by re-reading every C++ composite
-    registration once per namespace in ``torch.ops`` (~4 ms each, 0.1 s of a cold capture);
-    ``preservable_composites`` reads them once. A torch without the pieces reads it its way.
-    """
-    try:
-        from torch._export.utils import _get_decomp_for_cia, _is_aten_op
-        entries = dict(table.decomp_table)
-    except (ImportError, AttributeError):
-        return dict(table)
-    for op in preservable_composites():
-        if not _is_aten_op(op) and op not in entries:
-            entries[op] = _get_decomp_for_cia(op)
-    return entries
-
-
-def preservable_composites() -> set:
-    """Every functional CompositeImplicitAutograd op export may keep whole or decompose, of
-    every namespace (torch's ``_collect_all_valid_cia_ops``), with the C++ registrations
-    read once rather than once per namespace. Not cached: a library loaded later (a custom
-    op) adds to it."""
-    from torch._export.utils import (_collect_all_valid_cia_ops_for_aten_namespace,
-                                     _is_preservable_cia_op, _materialize_cpp_cia_ops)
-    _materialize_cpp_cia_ops()
-    found = set(_collect_all_valid_cia_ops_for_aten_namespace())
-    for name in list(torch.ops._dir):
-        space = getattr(torch.ops, name) if name != "aten" else None
-        if isinstance(space, torch._ops._OpNamespace):
-            found |= {overload for op in space for overload in getattr(space, op).op_overloads()
-                      if _is_preservable_cia_op(overload)}
-    return found
 
 
 def _unique_consecutive(x, return_inverse=False, return_counts=False, dim=None):

@@ -196,28 +196,3 @@ def test_overlapping_uses_restore_the_switch_when_the_last_ends():
     assert config.do_not_emit_stack_traces is True      # the second capture still runs
     second.__exit__(None, None, None)
     assert config.do_not_emit_stack_traces is False
-
-
-def _entries(table: dict) -> dict:
-    """A table with each fresh closure (torch makes a new one per reading) as what it calls."""
-    import functools
-    return {op: (fn.func.__qualname__, fn.keywords) if isinstance(fn, functools.partial) else fn
-            for op, fn in table.items()}
-
-
-def test_composites_split_as_torch_splits_them():
-    """kiln lists the composite ops once (``decompositions.preservable_composites``) where
-    torch re-reads them per namespace; both the default table and its split must be
-    torch's own, entry for entry, or capture would keep or decompose other ops."""
-    from torch._export.utils import _special_op_to_preserve_cia
-    from torch.export.exported_program import (
-        _split_decomp_table_to_cia_and_python_decomp as torch_split)
-    from compiler import capture_trace, decompositions
-    ours = decompositions._materialized(torch.export.default_decompositions())
-    assert _entries(ours) == _entries(dict(torch.export.default_decompositions()))
-    table = decompositions.decomposition_table()
-    kept, rest = capture_trace._split(dict(table))
-    torch_kept, torch_rest = torch_split(dict(table))
-    assert (_entries(kept), _entries(rest)) == (_entries(torch_kept), _entries(torch_rest))
-    sdpa = torch.ops.aten.scaled_dot_product_attention.default
-    assert kept[sdpa] is _special_op_to_preserve_cia and sdpa not in rest
