@@ -26,7 +26,7 @@ case "${1:-}" in
     echo "[profile rc=$?]"; grep "==" "$OUT/prof_deit.txt" ;;
   cold5) bench deit_small,bert_4layer,t5_encoder,resnet50,convnext_tiny 430 \
       inductor,kiln_graphs,kiln_nographs ;;
-  decode) timeout 540 python3 benchmarks/bench_decode.py --caches static,dynamic \
+  decode) timeout 420 python3 benchmarks/bench_decode.py --caches static,dynamic --lengths 128,2048 \
       --json "$OUT/bench_decode.json" > "$OUT/bench_decode.txt" 2>&1
     echo "[decode rc=$?]"; grep "ms/token\|static\|growing" "$OUT/bench_decode.txt" | tail -30 ;;
   text) bench t5_encoder,bert_4layer 480 ;;
