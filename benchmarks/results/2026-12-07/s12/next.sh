@@ -5,6 +5,8 @@
 #            without graphs: goal 1 (no graphs vs default) and goal 4 (cold) in one run
 #   prof     DeiT-S without graphs: per-kernel GPU time, host ms per call and its cProfile,
 #            against torch.compile default (goal 1's 0.99x)
+#   combo    cold5 cut to 240 s, then the decode bench's static-cache rows (what fits the
+#            budget left after refused starts)
 #   decode   bench_decode.py, dynamic and static caches (goal 2)
 #   text     kiln bench --quick of T5 and BERT, every system (goals 1, 3, 4)
 #   vision   kiln bench --quick of DeiT-S and ConvNeXt-T, every system
@@ -29,7 +31,12 @@ case "${1:-}" in
   decode) timeout 420 python3 benchmarks/bench_decode.py --caches static,dynamic --lengths 128,2048 \
       --json "$OUT/bench_decode.json" > "$OUT/bench_decode.txt" 2>&1
     echo "[decode rc=$?]"; grep "ms/token\|static\|growing" "$OUT/bench_decode.txt" | tail -30 ;;
+  combo) bench deit_small,bert_4layer,t5_encoder,resnet50,convnext_tiny 240 \
+      inductor,kiln_graphs,kiln_nographs
+    timeout 220 python3 benchmarks/bench_decode.py --caches static --lengths 128,2048 \
+      --json "$OUT/bench_decode.json" > "$OUT/bench_decode.txt" 2>&1
+    echo "[decode rc=$?]"; tail -8 "$OUT/bench_decode.txt" ;;
   text) bench t5_encoder,bert_4layer 480 ;;
   vision) bench deit_small,convnext_tiny 480 ;;
-  *) echo "usage: next.sh cold5|prof|decode|text|vision"; exit 2 ;;
+  *) echo "usage: next.sh combo|cold5|prof|decode|text|vision"; exit 2 ;;
 esac
