@@ -31,9 +31,9 @@ case "${1:-}" in
   decode) timeout 420 python3 benchmarks/bench_decode.py --caches static,dynamic --lengths 128,2048 \
       --json "$OUT/bench_decode.json" > "$OUT/bench_decode.txt" 2>&1
     echo "[decode rc=$?]"; grep "ms/token\|static\|growing" "$OUT/bench_decode.txt" | tail -30 ;;
-  combo) bench deit_small,bert_4layer,t5_encoder,resnet50,convnext_tiny 240 \
+  combo) bench deit_small,bert_4layer,t5_encoder,resnet50,convnext_tiny 180 \
       inductor,kiln_graphs,kiln_nographs
-    timeout 220 python3 benchmarks/bench_decode.py --caches static --lengths 128,2048 \
+    timeout 130 python3 benchmarks/bench_decode.py --caches static --lengths 128,2048 --repeats 3 \
       --json "$OUT/bench_decode.json" > "$OUT/bench_decode.txt" 2>&1
     echo "[decode rc=$?]"; tail -8 "$OUT/bench_decode.txt" ;;
   text) bench t5_encoder,bert_4layer 480 ;;
