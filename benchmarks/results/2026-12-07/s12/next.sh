@@ -36,7 +36,8 @@ case "${1:-}" in
     timeout 130 python3 benchmarks/bench_decode.py --caches static --lengths 128,2048 --repeats 3 \
       --json "$OUT/bench_decode.json" > "$OUT/bench_decode.txt" 2>&1
     echo "[decode rc=$?]"; tail -8 "$OUT/bench_decode.txt" ;;
+  mini) bench deit_small,bert_4layer,t5_encoder 130 inductor,kiln_graphs,kiln_nographs ;;
   text) bench t5_encoder,bert_4layer 480 ;;
   vision) bench deit_small,convnext_tiny 480 ;;
-  *) echo "usage: next.sh combo|cold5|prof|decode|text|vision"; exit 2 ;;
+  *) echo "usage: next.sh mini|combo|cold5|prof|decode|text|vision"; exit 2 ;;
 esac
