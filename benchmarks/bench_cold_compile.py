@@ -92,7 +92,34 @@ def child(ns: argparse.Namespace) -> dict:
                 "errors": len(result["errors"]),
                 "compile_cpu_s": sum(result["compile_seconds"].values()),
                 "slowest": sorted(result["compile_seconds"].items(), key=lambda kv: -kv[1])[:8]})
+    row["simulated_pool_s"] = _orders(artifact, result["compile_seconds"], ns.sim_workers)
     return row
+
+
+def _orders(artifact, seconds: dict, workers: int) -> dict:
+    """The compile pool's wall on ``workers`` workers, simulated from each kernel's measured
+    compile seconds, for the kernels queued in module order and longest source first
+    (``precompile.longest_first``): what the order alone changes on a bigger machine."""
+    from compiler.kernels.precompile import longest_first
+    from compiler.kernels.signature import KernelJob
+    names = [k.name for k in artifact.kernels if k.name in seconds]
+    jobs = tuple(KernelJob(n, {}, {}, {}, {}, []) for n in names)
+    ranked = [j.name for j in longest_first(jobs, artifact)]
+    return {"workers": workers, "module_order": _makespan([seconds[n] for n in names], workers),
+            "longest_first": _makespan([seconds[n] for n in ranked], workers)}
+
+
+def _makespan(times: list[float], workers: int) -> float:
+    """When the last job ends, each job taken in turn by the first free worker.
+
+    >>> _makespan([1, 1, 3], 2), _makespan([3, 1, 1], 2)
+    (4.0, 3.0)
+    """
+    free = [0.0] * workers
+    for t in times:
+        k = free.index(min(free))
+        free[k] += t
+    return max(free)
 
 
 def run_child(ns: argparse.Namespace, model: str, mode: str, tmp: Path) -> dict:
@@ -100,7 +127,7 @@ def run_child(ns: argparse.Namespace, model: str, mode: str, tmp: Path) -> dict:
     for var in ("TRITON_CACHE_DIR", "KILN_CACHE_DIR"):
         env[var] = tempfile.mkdtemp(prefix=f"{model}-{mode}-", dir=tmp)
     cmd = [sys.executable, __file__, "--child", mode, "--zoo", str(ns.zoo), "--model", model,
-           "--workers", str(ns.workers)]
+           "--workers", str(ns.workers), "--sim-workers", str(ns.sim_workers)]
     done = subprocess.run(cmd, env=env, capture_output=True, text=True)
     lines = [line for line in done.stdout.splitlines() if line.startswith("{")]
     if done.returncode or not lines:
@@ -114,6 +141,8 @@ def main(argv=None) -> int:
     p.add_argument("--models", help="comma-separated names from the config (default: all)")
     p.add_argument("--workers", type=int, default=max(1, min(16, os.cpu_count() or 1)))
     p.add_argument("--json", type=Path)
+    p.add_argument("--sim-workers", type=int, default=16,
+                   help="workers of the simulated pool (queue order, from measured compiles)")
     p.add_argument("--modes", default=",".join(MODES), help="comma-separated, of " + str(MODES))
     p.add_argument("--child", choices=MODES, help=argparse.SUPPRESS)
     p.add_argument("--model", help=argparse.SUPPRESS)
@@ -145,6 +174,10 @@ def main(argv=None) -> int:
                       f" {row['kernels']:7d} {row['compiled']:8d}", flush=True)
                 print(f"  compile CPU s in workers {row['compile_cpu_s']:.2f}; slowest: " +
                       ", ".join(f"{n} {s:.2f}" for n, s in row["slowest"]), flush=True)
+                sim = row["simulated_pool_s"]
+                print(f"  simulated pool wall on {sim['workers']} workers: module order "
+                      f"{sim['module_order']:.2f} s, longest first {sim['longest_first']:.2f} s",
+                      flush=True)
             done = {r["mode"]: r for r in rows[-2:] if "error" not in r}
             if len(done) == 2:
                 print(f"{model:<16} {'ratio':<9} {'':>7} " + " ".join(
