@@ -112,6 +112,10 @@ class CompilerOptions:
     # (``conv_kernels`` "auto"). Off by default: it adds a title line and the baseline to
     # those kernels, so it changes their keys and specs, and untuned modules stay as before.
     depthwise_baseline: bool = _code(False, UNLESS_DEFAULT)
+    # Depthwise windows of at least this many taps (5x5 and up) are summed in a loop over
+    # the window's rows instead of unrolled, which builds ConvNeXt-T's 7x7 kernels 2-3x
+    # faster (compiler/lowering/depthwise.py, ``_loops``). 0 unrolls every window.
+    depthwise_loop_taps: int = _code(25, UNLESS_DEFAULT)
     # Which attention backend torch tries first in kiln's wrappers: "torch" keeps its own
     # order (cuDNN's attention first on Hopper); "flash_first" asks for flash, then memory-
     # efficient, then cuDNN (compiler/kernels/host.py: ordered_attention), which spares

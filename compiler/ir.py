@@ -40,7 +40,8 @@ SUPPORTED_DTYPES = frozenset({
 # The pointwise ops kernels compute (each has a snippet in codegen/ops.py's OP_CODE), and
 # the pseudo-ops that structure a body rather than compute a value: ``masked`` (a region
 # whose loads only happen where a condition holds), ``store_if`` (an in-place write of the
-# changed elements only) and ``group`` (the bodies of one fused kernel, side by side).
+# changed elements only), ``group`` (the bodies of one fused kernel, side by side) and
+# ``loop_sum`` (``loop_sum``'s doc below: a sum emitted as a loop, not unrolled).
 OpName = enum.StrEnum("OpName", [(name.upper(), name) for name in (
     "add", "sub", "mul", "truediv", "div_floor", "div_trunc", "remainder", "fmod", "neg",
     "abs", "maximum", "minimum", "fmax", "fmin", "pow", "sign", "signbit", "reciprocal",
@@ -51,8 +52,12 @@ OpName = enum.StrEnum("OpName", [(name.upper(), name) for name in (
     "hardsigmoid", "hardswish", "leaky_relu", "eq", "ne", "lt", "le", "gt", "ge", "isnan",
     "isinf", "logical_not", "logical_and", "logical_or", "logical_xor", "bitwise_and",
     "bitwise_or", "bitwise_xor", "bitwise_not", "lshift", "rshift", "where", "to_dtype",
-    "masked", "store_if", "group")])
-PSEUDO_OPS = frozenset({OpName.MASKED, OpName.STORE_IF, OpName.GROUP})
+    "masked", "store_if", "group", "loop_sum")])
+PSEUDO_OPS = frozenset({OpName.MASKED, OpName.STORE_IF, OpName.GROUP, OpName.LOOP_SUM})
+
+# The counter of a ``loop_sum``: a kernel variable, never a size argument. One name serves
+# every loop, as loops never nest (each is emitted in a scope of its own).
+LOOP_SYMBOL = sympy.Symbol("tap0", integer=True, nonnegative=True)
 
 
 class Expr:
@@ -231,9 +236,36 @@ def bind_indirect(expr: Expr, binds: tuple) -> Expr | None:
     return go(expr)
 
 
+def loop_sum(body: Expr, extent: int) -> Expr:
+    """The sum of ``body`` over ``LOOP_SYMBOL`` in ``[0, extent)``, which codegen emits as a
+    loop rather than ``extent`` copies of ``body``.
+
+    Why: a 7x7 depthwise conv unrolled is 98 loads in one kernel, which Triton's passes
+    take seconds to compile (``lowering/depthwise.py``, ``_loops``, has the figures).
+    Analyses see the loop unrolled: ``children`` gives its terms with the counter bound,
+    so ``walk`` finds every load and op a pass does (traffic, fusion cost, tiling, index
+    widths), the same as for the unrolled sum.
+
+    Example:
+        >>> import torch
+        >>> body = Load("arg0", 4 * LOOP_SYMBOL + index_symbol("i", 0), torch.float32)
+        >>> e = loop_sum(body, 3)
+        >>> sorted(str(n.index) for n in loads_of(e))
+        ['i0', 'i0 + 4', 'i0 + 8']
+    """
+    return Op(OpName.LOOP_SUM, (body,), body.dtype, (LOOP_SYMBOL, int(extent)))
+
+
+@functools.lru_cache(maxsize=1 << 10)
+def loop_terms(e: Op) -> tuple[Expr, ...]:
+    """A ``loop_sum``'s terms, its counter bound to each value in turn."""
+    symbol, extent = e.params
+    return tuple(substitute(e.args[0], {symbol: sympy.Integer(k)}) for k in range(extent))
+
+
 def children(e: Expr) -> tuple[Expr, ...]:
     if isinstance(e, Op):
-        return e.args
+        return loop_terms(e) if e.op == OpName.LOOP_SUM else e.args
     if isinstance(e, Load):
         return tuple(v for _, v in e.indirect)
     return ()

@@ -97,11 +97,12 @@ def test_a_half_conv_feeding_a_norm_is_stored_half_and_widened_by_its_readers():
         art = compiler.lower(capture_module(module, (x,)), {"channels_last": layout}, "cpu")
         allocs = [line for line in art.source.splitlines() if "alloc((2, " in line]
         assert allocs and not any("float32" in line for line in allocs), allocs
-        # Its 49 taps read the input once from DRAM, not 49 times: the kernel's bytes meta
-        # (bandwidth reports) counts shifted loads of one buffer once.
-        conv = max(art.kernels, key=lambda k: k.source.count("tl.load"))
-        assert conv.source.count("tl.load") >= 49
+        # Its 49 taps (a loop over the 7 window rows) read the input once from DRAM, not 49
+        # times: the kernel's bytes meta (bandwidth reports) counts shifted loads of one
+        # buffer once, the loop's as if unrolled.
+        (conv,) = [k for k in art.kernels if "for tap0 in range(1, 7):" in k.source]
         assert conv.spec.bytes_read < 3 * x.numel() * x.element_size()
+        assert conv.spec.bytes_read >= x.numel() * x.element_size()
         compiled = compiler.compile_module(module, (x,), {"channels_last": layout})
         for seed in (1, 2):
             torch.manual_seed(seed)

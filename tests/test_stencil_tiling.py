@@ -44,9 +44,12 @@ def test_depthwise_kernel_is_tiled_2d_and_matches_eager(channels, kernel, stride
     x = torch.randn(2, channels, 11, 9).to(memory_format=torch.channels_last)
     found = _stencil(_kernels(module, x))
     assert found.spec.kind == "pointwise2d" and found.spec.stencil
-    # a weight load per tap and the bias's, masked by the channel axis only: row vectors
-    channel_loads = re.findall(r"tl\.load\(in_ptr\d \+ \(xindex[^)]*\), xmask\)", found.source)
-    assert len(channel_loads) == kernel * kernel + 1
+    # a weight load per tap of a window row and the bias's, masked by the channel axis only:
+    # row vectors. The rows are a loop (``ir.loop_sum``), its first row emitted before it.
+    channel_loads = re.findall(r"tl\.load\(in_ptr\d \+ \(([^)]*)\), xmask\)", found.source)
+    assert all("xindex" in index and "yindex" not in index for index in channel_loads)
+    assert len(channel_loads) == 2 * kernel + 1
+    assert f"for tap0 in range(1, {kernel}):" in found.source
     compiled = compiler.compile_module(module, (x,), {"channels_last": "on"})
     for seed in (1, 2):
         torch.manual_seed(seed)

@@ -25,8 +25,8 @@ from dataclasses import dataclass
 import sympy
 import torch
 
-from ..ir import (PSEUDO_OPS, ComputedBuffer, Const, Expr, IndexExpr, Load, Op, OpName,
-                  index_symbols, map_indices, substitute, walk)
+from ..ir import (LOOP_SYMBOL, PSEUDO_OPS, ComputedBuffer, Const, Expr, IndexExpr, Load, Op,
+                  OpName, index_symbols, map_indices, substitute, walk)
 from ..sizevars import (FloorDiv, ModularIndexing, affine_coefficients, free_symbols,
                         replace_symbols, simplify, size_hint, texpr, texpr_sum, upper_bound)
 from ..kernels.spec import KernelKind
@@ -306,8 +306,8 @@ class BodyWriter:
     def _mapped(self, rest: sympy.Expr) -> sympy.Expr:
         if rest not in self.indices:
             out = simplify(rest.xreplace(self.index_map), self.ranges)
-            self.size_symbols |= {s for s in free_symbols(out)
-                                  if s not in KERNEL_INDICES and not isinstance(s, sympy.Dummy)}
+            self.size_symbols |= {s for s in free_symbols(out) if s not in KERNEL_INDICES
+                                  and s != LOOP_SYMBOL and not isinstance(s, sympy.Dummy)}
             self.indices[rest] = out
         return self.indices[rest]
 
@@ -324,6 +324,8 @@ class BodyWriter:
             return literal(e.value, e.dtype)
         if isinstance(e, Op) and e.op == OpName.MASKED:
             return self._masked(e, key)
+        if isinstance(e, Op) and e.op == OpName.LOOP_SUM:
+            return self._loop_sum(e, key)
         if isinstance(e, Load):
             text, is_block = self._load(e)
         elif isinstance(e, IndexExpr):
@@ -369,6 +371,22 @@ class BodyWriter:
             self.mask = outer
         return self._assign(key, f"tl.where({cond}, {body}, {other})",
                             cond in self.block or body in self.block)
+
+    def _loop_sum(self, e: Op, key) -> str:
+        """``ir.loop_sum`` as a Triton loop. The first term is emitted before it (peeled), so
+        the accumulator starts with the block shape and type every term has, whatever the
+        kernel's shape; names made inside the loop are forgotten after it (out of scope)."""
+        symbol, extent = e.params
+        first = self.value(substitute(e.args[0], {symbol: sympy.Integer(0)}))
+        acc = self._assign(key, first, first in self.block)
+        if extent < 2:
+            return acc
+        names, block = dict(self.names), set(self.block)
+        self.code.line(f"for {symbol} in range(1, {extent}):")
+        with self.code.indent():
+            self.code.line(f"{acc} = {acc} + {self.value(e.args[0])}")
+        self.names, self.block = names, block
+        return acc
 
     def _load(self, e: Load, mask: str | None = None, other: str | None = None):
         if e.indirect:

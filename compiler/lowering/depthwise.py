@@ -44,10 +44,13 @@ from typing import Mapping
 import sympy
 import torch
 
-from ..ir import Const, DepthwiseConv, Layout, TensorValue, index_symbols
+from ..ir import (LOOP_SYMBOL, Const, DepthwiseConv, Expr, IndexExpr, Layout, TensorValue,
+                  index_symbols, loop_sum)
 from .common import SUPPORTED_DTYPES, cast_expr, channels_last_strides, to_dtype
 from .conv_layout import conv_output_stride
-from .pooling import MAX_WINDOW, _acc_dtype, _materialized, _op, pool_axes, window_taps
+from .indexing import masked
+from .pooling import (MAX_WINDOW, _acc_dtype, _all, _c, _cmp, _materialized, _op, pool_axes,
+                      window_taps)
 
 
 def is_depthwise(x: torch.Tensor, weight: torch.Tensor, rest) -> bool:
@@ -112,17 +115,64 @@ def lower_depthwise(ctx, x: TensorValue, weight: TensorValue, rest,
     x = _materialized(ctx, x)
     acc = _acc_dtype(x.dtype)
     weight = _taps_outermost(ctx, to_dtype(weight, acc))
-    _n, c, oh, ow = index_symbols(4)
-    total = None
-    for tap in window_taps(x, axes, (oh, ow), 0):
-        w = cast_expr(weight.load([c, sympy.Integer(0), *map(sympy.Integer, tap.ks)]), acc)
-        term = _op("mul", cast_expr(tap.value, acc), w)
-        total = term if total is None else _op("add", total, term)
+    if _loops(axes, ctx.options.depthwise_loop_taps):
+        total = _row_loop(x, weight, axes, acc)
+    else:
+        taps = window_taps(x, axes, index_symbols(4)[2:], 0)
+        total = _tap_sum([(tap.value, tap.ks) for tap in taps], weight, acc)
     if total is None:      # every window lies in the padding
         total = Const(0.0, acc)
     elif key is not None and ctx.options.depthwise_baseline:   # its only reader
         _record(ctx, key, x, weight, rest, total)
     return TensorValue(val.dtype, val.device.type, size, cast_expr(total, val.dtype))
+
+
+def _tap_sum(terms, weight: TensorValue, acc: torch.dtype) -> Expr | None:
+    """The sum of ``(value, (kh, kw))`` terms, each weighted by its filter element
+    (None: no terms)."""
+    c = index_symbols(2)[1]
+    total = None
+    for value, ks in terms:
+        w = cast_expr(weight.load([c, sympy.Integer(0), *map(sympy.sympify, ks)]), acc)
+        term = _op("mul", cast_expr(value, acc), w)
+        total = term if total is None else _op("add", total, term)
+    return total
+
+
+def _loops(axes, min_taps: int) -> bool:
+    """Whether the window is summed row by row in a loop (``ir.loop_sum``): a 2-D window
+    of ``min_taps`` or more (option ``depthwise_loop_taps``; 0: never) whose every row is
+    inside the input somewhere.
+
+    Why: a cold start builds every kernel before its first result, and unrolled, a 7x7
+    window is 98 loads that Triton's passes take seconds over. ConvNeXt-T's first 7x7
+    kernel on an H100 machine: 2.8 s of its first call unrolled, 0.2 s written by hand as
+    this loop, which ran 1.02x as fast (benchmarks/results/2026-12-08/s13/1). As emitted
+    here (first row before the loop), its four 7x7 kernels built for sm_90 in 0.7-1.4 s
+    each against 1.8-2.8 s unrolled, on a 2-CPU machine (s13/cold_compile_cpu.txt).
+    """
+    rows, cols = axes
+    return (0 < min_taps <= rows.taps * cols.taps and rows.taps > 1
+            and rows.live_taps() == list(range(rows.taps)))
+
+
+def _row_loop(x: TensorValue, weight: TensorValue, axes, acc: torch.dtype) -> Expr | None:
+    """The window's sum as a loop over its rows (``LOOP_SYMBOL``), each row's taps unrolled.
+    A tap is read where its input row and column are inside the input; the row is checked
+    on the sides where any row can leave it, the column as for unrolled taps."""
+    rows, cols = axes
+    n, c, oh, ow = index_symbols(4)
+    row = IndexExpr(sympy.sympify(rows.index(oh, LOOP_SYMBOL)))
+    checks = [rows.tap_checks(k) for k in range(rows.taps)]
+    row_valid = [_cmp("ge", row, _c(0)) if any(lo for lo, _, _ in checks) else None,
+                 _cmp("lt", row, _c(rows.size)) if any(hi for _, hi, _ in checks) else None]
+    terms = []
+    for k in cols.live_taps():
+        value = x.load([n, c, row.index, cols.index(ow, k)])
+        valid = _all([*row_valid, cols.cond(ow, k)])
+        terms.append((value if valid is None else masked(valid, value, 0), (LOOP_SYMBOL, k)))
+    total = _tap_sum(terms, weight, acc)
+    return None if total is None else loop_sum(total, rows.taps)
 
 
 def _record(ctx, key: str, x: TensorValue, weight: TensorValue, rest, total) -> None:
