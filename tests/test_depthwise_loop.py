@@ -1,7 +1,8 @@
 """Depthwise windows summed in a loop over their rows (``ir.loop_sum``, option
 ``depthwise_loop_taps``): eager's results whatever the window, the same as the unrolled
-sum, a loop in the kernel where the window is large enough and every row is live, and the
-analyses (fusion cost, traffic) counting the loop as if unrolled."""
+sum, a loop in the kernel where the window is large enough and every row is live, the
+analyses (fusion cost, traffic) counting the loop as if unrolled, and the loop kernels
+building for Hopper."""
 from __future__ import annotations
 
 import pytest
@@ -9,9 +10,11 @@ import torch
 
 import compiler
 from compiler.api import lower
+from compiler.autotune.spaces import Config
 from compiler.capture import capture_module
 from compiler.config import OptionsError
 from compiler.ir import LOOP_SYMBOL, Load, count_reads_and_ops, index_symbol, loop_sum
+from compiler.kernels.build import build
 
 LOOP = f"for {LOOP_SYMBOL} in range(1, "
 
@@ -82,3 +85,21 @@ def test_the_option_takes_only_counts():
     with pytest.raises(OptionsError, match="depthwise_loop_taps"):
         compiler.compile_module(Depthwise(2, kernel=5).eval(), (torch.randn(1, 2, 6, 6),),
                                 {"depthwise_loop_taps": "yes"})
+
+
+@pytest.mark.parametrize("kwargs", [dict(kernel=7, padding=3, pool=True),
+                                    dict(kernel=5, stride=2, padding=2)])
+def test_loop_kernels_build_for_hopper(kwargs):
+    """Triton's interpreter (CI's) does not check that a loop keeps its accumulator's type
+    and shape; a Hopper build does. Where the mean's reduction reads the conv, the loop sits
+    inside the reduction kernel (on the CPU target)."""
+    module = Depthwise(32, **kwargs).eval()
+    x = torch.randn(2, 32, 14, 14)
+    for target in ("cuda", "cpu"):
+        with torch.no_grad():
+            art = lower(capture_module(module, (x,)), {"channels_last": "on"}, target)
+        looped = [k for k in art.kernels if LOOP in k.source]
+        assert looped
+        for kernel in looped:
+            result = build(kernel, Config(**dict(kernel.spec.launch.params)), limits=None)
+            assert result.status == "ok", (kernel.name, result.error)
