@@ -4,7 +4,7 @@
 #   cold5ab  dwab, then cold5 with a 390 s budget
 #   loop     probes/dw_loop_models.py (depthwise row loop vs unrolled, two nets), then
 #            ConvNeXt-T's cold start (3 systems), then probes/static_decode_profile.py
-#   loopmin  probes/dw_loop_models.py alone (what 140 s of budget allows)
+#   loopmin  the depthwise GPU tests (7x7 and 5x5 loops against cuDNN), probes/dw_loop_models.py
 #   cold5    kiln bench --quick of the five models that missed in s11 (DeiT-S, ConvNeXt-T,
 #            BERT, ResNet-50, T5), three systems: torch.compile default and kiln with and
 #            without graphs: goal 1 (no graphs vs default) and goal 4 (cold) in one run
@@ -41,7 +41,10 @@ case "${1:-}" in
     bench convnext_tiny 80 inductor,kiln_graphs,kiln_nographs
     timeout 100 python3 benchmarks/probes/static_decode_profile.py > "$OUT/static_decode_profile.txt" 2>&1
     echo "[sdprof rc=$?]"; grep "==\|GPU us" "$OUT/static_decode_profile.txt" ;;
-  loopmin) timeout 95 python3 benchmarks/probes/dw_loop_models.py --rounds 3 --models \
+  loopmin) timeout 60 python3 -m pytest -q -p no:cacheprovider -m gpu \
+      tests/test_lowering_depthwise.py > "$OUT/gpu_tests.txt" 2>&1
+    echo "[gpu tests rc=$?]"; tail -2 "$OUT/gpu_tests.txt"
+    timeout 95 python3 benchmarks/probes/dw_loop_models.py --rounds 3 --models \
       convnext_tiny,efficientnet_b0 > "$OUT/dw_loop_models.txt" 2>&1
     echo "[loop rc=$?]"; grep "loop speed\|err\| ms " "$OUT/dw_loop_models.txt" ;;
   cold5) bench deit_small,bert_4layer,t5_encoder,resnet50,convnext_tiny 430 \
