@@ -103,3 +103,23 @@ def test_loop_kernels_build_for_hopper(kwargs):
         for kernel in looped:
             result = build(kernel, Config(**dict(kernel.spec.launch.params)), limits=None)
             assert result.status == "ok", (kernel.name, result.error)
+
+
+def test_a_loop_sum_sums_its_terms_and_refuses_to_nest(tmp_path):
+    """Emitted alone, under the interpreter: ``sum over k < 3 of x[i + 4k]``; a loop inside
+    a loop (one counter name for all) is refused at emission, not emitted wrong."""
+    import sympy
+
+    from compiler.codegen.triton import generate_kernel
+    from compiler.ir import ComputedBuffer, Layout
+    from compiler.kernels.source import load_kernel
+    i0 = index_symbol("i", 0)
+    layout = Layout("cpu", torch.float32, (sympy.Integer(4),), (sympy.Integer(1),))
+    body = loop_sum(Load("arg0", i0 + 4 * LOOP_SYMBOL, torch.float32), 3)
+    kernel = generate_kernel(ComputedBuffer("buf0", layout, body), 0)
+    assert kernel.buffers == ("arg0", "buf0") and not kernel.size_args   # no counter argument
+    x, out = torch.randn(12), torch.empty(4)
+    load_kernel(kernel.name, kernel.source, "cpu", tmp_path)[(1,)](x, out, 4, XBLOCK=4)
+    torch.testing.assert_close(out, x.view(3, 4).sum(0))
+    with pytest.raises(ValueError, match="inside another"):
+        generate_kernel(ComputedBuffer("buf1", layout, loop_sum(body, 2)), 0)

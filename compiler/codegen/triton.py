@@ -289,6 +289,7 @@ class BodyWriter:
         self.counter = counter or itertools.count()
         self.size_symbols: set[sympy.Symbol] = set()   # become kernel arguments
         self.indices: dict[sympy.Expr, sympy.Expr] = {}   # ``index`` of each, less its constant
+        self.in_loop = False    # emitting a ``loop_sum``'s body
 
     def index(self, expr) -> sympy.Expr:
         """``expr`` over the kernel's own indices, simplified; its constant term is set
@@ -377,14 +378,20 @@ class BodyWriter:
         the accumulator starts with the block shape and type every term has, whatever the
         kernel's shape; names made inside the loop are forgotten after it (out of scope)."""
         symbol, extent = e.params
+        if self.in_loop:     # one counter name for all: an inner loop would rebind it
+            raise ValueError("kiln: a loop_sum inside another cannot be emitted")
         first = self.value(substitute(e.args[0], {symbol: sympy.Integer(0)}))
         acc = self._assign(key, first, first in self.block)
         if extent < 2:
             return acc
         names, block = dict(self.names), set(self.block)
         self.code.line(f"for {symbol} in range(1, {extent}):")
-        with self.code.indent():
-            self.code.line(f"{acc} = {acc} + {self.value(e.args[0])}")
+        self.in_loop = True
+        try:
+            with self.code.indent():
+                self.code.line(f"{acc} = {acc} + {self.value(e.args[0])}")
+        finally:
+            self.in_loop = False
         self.names, self.block = names, block
         return acc
 
