@@ -44,13 +44,12 @@ from typing import Mapping
 import sympy
 import torch
 
-from ..ir import (LOOP_SYMBOL, Const, DepthwiseConv, Expr, IndexExpr, Layout, TensorValue,
-                  index_symbols, loop_sum)
+from ..ir import (LOOP_SYMBOL, Const, DepthwiseConv, Expr, Layout, TensorValue, index_symbols,
+                  loop_sum)
 from .common import SUPPORTED_DTYPES, cast_expr, channels_last_strides, to_dtype
 from .conv_layout import conv_output_stride
 from .indexing import masked
-from .pooling import (MAX_WINDOW, _acc_dtype, _all, _c, _cmp, _materialized, _op, pool_axes,
-                      window_taps)
+from .pooling import MAX_WINDOW, _acc_dtype, _all, _materialized, _op, pool_axes, window_taps
 
 
 def is_depthwise(x: torch.Tensor, weight: torch.Tensor, rest) -> bool:
@@ -162,14 +161,11 @@ def _row_loop(x: TensorValue, weight: TensorValue, axes, acc: torch.dtype) -> Ex
     on the sides where any row can leave it, the column as for unrolled taps."""
     rows, cols = axes
     n, c, oh, ow = index_symbols(4)
-    row = IndexExpr(sympy.sympify(rows.index(oh, LOOP_SYMBOL)))
-    checks = [rows.tap_checks(k) for k in range(rows.taps)]
-    row_valid = [_cmp("ge", row, _c(0)) if any(lo for lo, _, _ in checks) else None,
-                 _cmp("lt", row, _c(rows.size)) if any(hi for _, hi, _ in checks) else None]
+    row_valid = rows.any_tap_cond(oh, LOOP_SYMBOL)
     terms = []
     for k in cols.live_taps():
-        value = x.load([n, c, row.index, cols.index(ow, k)])
-        valid = _all([*row_valid, cols.cond(ow, k)])
+        value = x.load([n, c, rows.index(oh, LOOP_SYMBOL), cols.index(ow, k)])
+        valid = _all([row_valid, cols.cond(ow, k)])
         terms.append((value if valid is None else masked(valid, value, 0), (LOOP_SYMBOL, k)))
     total = _tap_sum(terms, weight, acc)
     return None if total is None else loop_sum(total, rows.taps)

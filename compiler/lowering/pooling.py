@@ -110,6 +110,15 @@ class Axis:
     def cond(self, o_sym, k) -> Expr | None:
         """Where tap ``k`` of window ``o_sym`` lies inside the input (None: always)."""
         lo, hi, _ = self.tap_checks(k)
+        return self._inside(o_sym, k, lo, hi)
+
+    def any_tap_cond(self, o_sym, k_sym) -> Expr | None:
+        """``cond`` for a tap number ``k_sym`` that takes every value (a loop's counter):
+        each side checked where any tap can leave the input there."""
+        checks = [self.tap_checks(k) for k in range(self.taps)]
+        return self._inside(o_sym, k_sym, any(c[0] for c in checks), any(c[1] for c in checks))
+
+    def _inside(self, o_sym, k, lo: bool, hi: bool) -> Expr | None:
         idx = _i(self.index(o_sym, k))
         parts = [_cmp("ge", idx, _c(0)) if lo else None]
         if hi:
