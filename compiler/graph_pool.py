@@ -25,6 +25,7 @@ Example (CPU, with the fake backend the tests use: no CUDA needed to follow the 
 """
 from __future__ import annotations
 
+import functools
 import warnings
 from collections import OrderedDict
 from dataclasses import dataclass, field
@@ -158,13 +159,22 @@ def sizes_from_data(specs: Sequence, flat: Sequence) -> dict[str, int]:
     return {s: flat[k].shape[d] for s, (k, d) in size_positions(specs).items()}
 
 
+def size_value(size, sizes: dict) -> int:
+    """A spec's size or stride (an int, or an expression's text) at the bound ``sizes``."""
+    if isinstance(size, int):
+        return size
+    return sizes[size] if size in sizes else int(eval(_code(size), {"__builtins__": {}}, sizes))
+
+
+@functools.lru_cache(maxsize=4096)
+def _code(expr: str):
+    """``expr`` compiled once: parsing it is most of an ``eval``, and checks run per call."""
+    return compile(expr, "<size>", "eval")
+
+
 def _real(length: int, symbol: str, sizes: dict, padded: dict) -> int:
     """The real part of a padded dim of ``k * symbol`` entries."""
     return length // padded[symbol] * sizes[symbol]
-
-
-def _evaluate(expr, sizes: dict) -> int:
-    return expr if isinstance(expr, int) else int(eval(expr, {"__builtins__": {}}, sizes))
 
 
 class DynamicGraphedCall:
@@ -186,13 +196,15 @@ class DynamicGraphedCall:
         self._seen: OrderedDict[tuple, int] = OrderedDict()   # sightings per key
         self.failed: set[tuple] = set()
         self._state_key = None
+        # the positions captured in place, listed once: scanning ~60 inputs against the
+        # user positions on every call cost more than the replay
+        self._state = [k for k in range(len(compiled.input_specs)) if k not in set(self.inputs)]
 
     def __call__(self, flat: list):
         if not self._keyed or self.policy.max_graphs == 0:
             return self.compiled.run_unchecked(list(flat))   # a size no input shows: no key
         sizes = {s: flat[k].shape[d] for s, (k, d) in self._where.items()}
-        state = [t.data_ptr() for k, t in enumerate(flat)
-                 if k not in self.inputs and isinstance(t, torch.Tensor)]
+        state = [flat[k].data_ptr() for k in self._state if isinstance(flat[k], torch.Tensor)]
         if state != self._state_key:
             self.pool.clear()
             self._seen.clear()
@@ -259,8 +271,8 @@ class DynamicGraphedCall:
     def _buffer(self, k: int, padded: dict) -> torch.Tensor:
         """An input buffer laid out as compiled, at the padded sizes."""
         spec = self.compiled.input_specs[k]
-        size = tuple(_evaluate(s, padded) for s in spec.size)
-        stride = tuple(_evaluate(s, padded) for s in spec.stride)
+        size = tuple(size_value(s, padded) for s in spec.size)
+        stride = tuple(size_value(s, padded) for s in spec.stride)
         return torch.empty_strided(size, stride, dtype=getattr(torch, spec.dtype[6:]),
                                    device=spec.device)
 

@@ -22,7 +22,8 @@ import torch
 from . import guards
 from .artifact import CompiledArtifact
 from .convention import CallConvention
-from .graph_pool import size_positions
+from .binding import StateBinding
+from .graph_pool import size_positions, size_value
 
 
 class InputMismatchError(ValueError):
@@ -68,25 +69,25 @@ class ExpectedInput:
         """What differs between ``t`` and this spec; binds size symbols into ``sizes``."""
         if not isinstance(t, torch.Tensor):
             return f"expected a tensor ({self.describe()}), got {type(t).__name__}"
-        got = f"got shape {tuple(t.shape)} stride {tuple(t.stride())} {t.dtype} on {t.device.type}"
         if len(t.shape) != len(self.size):
-            return f"shape differs: expected {tuple(self.size)}, {got}"
+            return f"shape differs: expected {tuple(self.size)}, {_got(t)}"
         for d, (want, have) in enumerate(zip(self.size, t.shape)):
             problem = _check_dim(d, want, have, sizes, ranges)
             if problem:
-                return f"{problem}; {got}"
+                return f"{problem}; {_got(t)}"
         if str(t.dtype) != self.dtype:
-            return f"dtype differs: expected {self.dtype}, {got}"
+            return f"dtype differs: expected {self.dtype}, {_got(t)}"
         if t.device.type != self.device:
-            return f"device differs: expected {self.device}, {got}"
-        want = tuple(_value(s, sizes) for s in self.stride)
+            return f"device differs: expected {self.device}, {_got(t)}"
+        want = tuple(size_value(s, sizes) for s in self.stride)
         if any(n != 1 and a != b for n, a, b in zip(t.shape, t.stride(), want)):
-            return f"strides differ: expected {want}, {got}"
+            return f"strides differ: expected {want}, {_got(t)}"
         return None
 
 
-def _value(size, sizes: dict) -> int:
-    return size if isinstance(size, int) else int(eval(size, {"__builtins__": {}}, sizes))
+def _got(t: torch.Tensor) -> str:
+    # built only for a message: formatting it on every call cost more than the checks
+    return f"got shape {tuple(t.shape)} stride {tuple(t.stride())} {t.dtype} on {t.device.type}"
 
 
 def _check_dim(d: int, want, have: int, sizes: dict, ranges: dict) -> str | None:
@@ -98,7 +99,7 @@ def _check_dim(d: int, want, have: int, sizes: dict, ranges: dict) -> str | None
             return (f"dim {d} ({want}) is {have}, outside its allowed range "
                     f"[{lo}, {'inf' if hi is None else hi}]")
         sizes.setdefault(want, have)
-    expected = _value(want, sizes)
+    expected = size_value(want, sizes)
     return None if expected == have else f"dim {d} ({want}) is {have}, expected {expected}"
 
 
@@ -282,14 +283,12 @@ class CompiledModel:
         # ``captured``: the calling convention; a CapturedGraph (compile_module) is one, and
         # a serving load rebuilds one from the store (``CallConvention.from_json``)
         self.module, self.captured, self.compiled, self.cache_hit = module, captured, compiled, cache_hit
-        # The module's parameter and buffer objects are bound once: in-place updates
-        # (optimizer steps, load_state_dict, .to()) are seen; replacing a Parameter object
-        # needs a new compile. Looking them up by name on every call costs more than the GPU.
-        self._state = captured.state_inputs(module)
-        self._user = [k for k in range(len(captured.inputs)) if k not in self._state]
-        self._template = [self._state.get(k) for k in range(len(captured.inputs))]
+        # The module's parameter and buffer objects are bound once (``binding``): looking
+        # them up by name on every call cost more than the GPU. In-place updates are seen;
+        # a replaced object re-binds (``StateBinding.current``).
+        self._binding = StateBinding(captured, module)
+        self._bind()
         self._simple = _plain_positional(captured, len(self._user))
-        self._checked_state: list | None = None
         # cuda_graphs: a bool, or a graph_pool.GraphPolicy for dynamic-shape modules
         from .graph_pool import dynamic_graphed_call
         self._graph = (GraphedCall(compiled, self._user) if cuda_graphs and compiled.static_cuda
@@ -297,8 +296,14 @@ class CompiledModel:
         self._training = module.training
         self._dim_names = dim_names or {}
         self._grad_warned = False
-        self._state_grad: bool | None = None   # whether a bound weight requires grad
         self.phases: CompilePhases | None = None   # set by compile_module
+
+    def _bind(self) -> None:
+        self._state = self._binding.state
+        self._user = [k for k in range(len(self.captured.inputs)) if k not in self._state]
+        self._template = [self._state.get(k) for k in range(len(self.captured.inputs))]
+        self._checked_state: list | None = None   # data_ptrs of the state last checked
+        self._state_grad: bool | None = None      # whether a bound weight requires grad
 
     @property
     def kernel_count(self) -> int:
@@ -311,11 +316,13 @@ class CompiledModel:
     def __call__(self, *args, **kwargs):
         if self.module.training != self._training:
             guards.check_mode(self.module, self._training)     # raises ModeChangedError
+        if self._binding.current():
+            self._bind()
         grad = torch.is_grad_enabled()
         if grad and not self._grad_warned:
             self._warn_if_grad(args, kwargs)
         if kwargs or not self._simple or len(args) != len(self._user):
-            flat = self.captured.flatten_call(self.module, args, kwargs)
+            flat = self.captured.bind(self._state, args, kwargs)
         else:
             flat = list(self._template)
             for k, arg in zip(self._user, args):
@@ -330,7 +337,7 @@ class CompiledModel:
     def _run(self, flat: list):
         outputs = self._graph(flat) if self._graph is not None \
             else self.compiled.run_unchecked(flat)
-        return self.captured.finish_call(self.module, outputs)
+        return self.captured.finish_call(self.module, outputs, self._binding.mutated)
 
     def _warn_if_grad(self, args, kwargs) -> None:
         if self._state_grad is None:
