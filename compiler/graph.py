@@ -193,6 +193,9 @@ class GraphLowering(torch.fx.Interpreter):
         self.device: str | None = None
         self._names = itertools.count()
         self._layouts: dict[str, Layout] = {}   # every buffer's layout, by name
+        # computed values realized for an extern call, by (value, strides): an equal value
+        # handed to several calls (T5's position bias, one per layer's attention) is stored once
+        self._realized: dict[tuple, BufferRef] = {}
 
     # ------------------------------------------------------------------ driving
     def lower(self) -> LoweredGraph:
@@ -333,7 +336,14 @@ class GraphLowering(torch.fx.Interpreter):
         ref = self._as_ref(value)
         if ref is not None and all(sz == 1 or a == b for sz, a, b in zip(ref.size, ref.stride, stride)):
             return ref
-        return self._as_ref(self.realize(value, stride=tuple(stride)))
+        key = (value, tuple(stride))
+        try:
+            done = self._realized.get(key)
+        except TypeError:        # a body holding something unhashable: realized each time
+            return self._as_ref(self.realize(value, stride=tuple(stride)))
+        if done is None:
+            done = self._realized[key] = self._as_ref(self.realize(value, stride=tuple(stride)))
+        return done
 
     def storage_ref(self, value: TensorValue, node: torch.fx.Node) -> BufferRef:
         """``value`` as a view with eager's strides for ``node`` where those are dense: an op

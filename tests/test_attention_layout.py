@@ -167,3 +167,40 @@ def test_a_mask_that_masks_nothing_is_not_passed(monkeypatch):
                          ids=["first_key_masked", "causal"])
 def test_a_mask_that_masks_something_is_passed(monkeypatch, model):
     assert _masks_passed(monkeypatch, model) == [1]
+
+
+class SharedBias(torch.nn.Module):
+    """T5's pattern: one position bias, gathered from an embedding and permuted, handed to
+    two attention layers (export records a clone of it per layer)."""
+    def __init__(self):
+        super().__init__()
+        self.bias = torch.nn.Embedding(32, 4)
+
+    def forward(self, q, k, v, buckets):
+        bias = self.bias(buckets).permute(2, 0, 1).unsqueeze(0)
+        x = F.scaled_dot_product_attention(q, k, v, attn_mask=bias.clone())
+        return F.scaled_dot_product_attention(x, k, v, attn_mask=bias.clone())
+
+
+def test_a_mask_shared_by_two_attentions_is_computed_once(monkeypatch):
+    """Before: each attention realized its own copy (T5-small: six bias kernels a call)."""
+    seen = []
+    real = host.extern_op
+
+    def spying(name, *a, **kw):
+        call = real(name, *a, **kw)
+
+        def spy(*args, **kwargs):
+            seen.append(args[3].data_ptr())
+            return call(*args, **kwargs)
+        return spy if name == SDPA else call
+    monkeypatch.setattr(host, "extern_op", spying)
+    torch.manual_seed(0)
+    model, inputs = SharedBias().eval(), _inputs(GatheredMask)
+    compiled = compiler.compile_module(model, inputs, {"cuda_graphs": False})
+    fresh = _inputs(GatheredMask)
+    with torch.no_grad():
+        torch.testing.assert_close(compiled(*fresh), model(*fresh))
+    assert len(seen) == 2 and seen[0] == seen[1]
+    art = compiler.lower(compiled.captured, target="cuda")
+    assert len(art.kernels) == 1, [k.name for k in art.kernels]   # the bias, gathered once
