@@ -166,6 +166,21 @@ def size_value(size, sizes: dict) -> int:
     return sizes[size] if size in sizes else int(eval(_code(size), {"__builtins__": {}}, sizes))
 
 
+def size_values(exprs: tuple, sizes: dict) -> tuple:
+    """``size_value`` of each of ``exprs``, in one evaluation (an input's strides are
+    checked on every call: one ``eval`` per stride cost a decode step ~40 of them)."""
+    code = _tuple_code(tuple(exprs))
+    return tuple(exprs) if code is None else \
+        tuple(map(int, eval(code, {"__builtins__": {}}, sizes)))
+
+
+@functools.lru_cache(maxsize=4096)
+def _tuple_code(exprs: tuple):
+    if all(isinstance(e, int) for e in exprs):
+        return None
+    return compile("(" + "".join(f"{e}," for e in exprs) + ")", "<sizes>", "eval")
+
+
 @functools.lru_cache(maxsize=4096)
 def _code(expr: str):
     """``expr`` compiled once: parsing it is most of an ``eval``, and checks run per call."""

@@ -23,7 +23,7 @@ from . import guards
 from .artifact import CompiledArtifact
 from .convention import CallConvention
 from .binding import StateBinding
-from .graph_pool import size_positions, size_value
+from .graph_pool import size_positions, size_value, size_values
 
 
 class InputMismatchError(ValueError):
@@ -79,7 +79,7 @@ class ExpectedInput:
             return f"dtype differs: expected {self.dtype}, {_got(t)}"
         if t.device.type != self.device:
             return f"device differs: expected {self.device}, {_got(t)}"
-        want = tuple(size_value(s, sizes) for s in self.stride)
+        want = size_values(self.stride, sizes)
         if any(n != 1 and a != b for n, a, b in zip(t.shape, t.stride(), want)):
             return f"strides differ: expected {want}, {_got(t)}"
         return None
