@@ -268,7 +268,9 @@ class CompilePhases:
 
 
 class CompiledModel:
-    """``compile_module``'s result: called like the module, with its live weights.
+    """``compile_module``'s result: called like the module, with its live weights (updated
+    in place or replaced: a new Parameter, ``load_state_dict(assign=True)``, a swapped
+    submodule; ``compiler.binding``).
 
     Inference only (``compiler.guards``): outputs carry no autograd graph (a call with grad
     mode on and an input or parameter that requires grad warns once), the module must stay
