@@ -165,6 +165,25 @@ def test_checks_run_after_the_timings_and_a_failing_one_is_a_note(tmp_path):
     assert notes == ["checked after MLP", "check failed: ValueError: no such thing"]
 
 
+def told(module, args, dynamic_shapes, context):
+    """A system (for the test below) that notes what its context says of ``--same-process``."""
+    from pipeline.bench.systems import Built
+    return Built(module, notes=(f"same_process={context.same_process}",))
+
+
+@pytest.mark.parametrize("flag", [True, False])
+def test_same_process_reaches_the_child_and_notes_reach_the_progress_line(tmp_path, flag):
+    registry = {"told": System("told", "tests.test_bench:told", "notes its context")}
+    zoo = _zoo(tmp_path, "pipeline.zoo.tiny:mlp")
+    status, _, err = _bench([zoo, "--store", str(tmp_path / "s"), "--out", str(tmp_path / "r"),
+                             "--systems", "told", "--repeats", "3", "--device", "cpu"]
+                            + ["--same-process"] * flag, registry)
+    assert status == 0, err
+    row = _rows(tmp_path / "s")[("mlp", "told")]
+    assert json.loads(row["details_json"])["notes"] == [f"same_process={flag}"]
+    assert f"\n  same_process={flag}\n" in err
+
+
 def test_a_hanging_child_is_killed_at_its_timeout(tmp_path):
     zoo = _zoo(tmp_path, "pipeline.zoo.faults:hang")
     status, _, _ = _bench([zoo, "--store", str(tmp_path / "s"), "--out", str(tmp_path / "r"),
@@ -232,6 +251,10 @@ def test_same_process_ab_tells_the_slower_module():
     ratio = lambda note: float(note.rsplit("(", 1)[1].split("x")[0])   # untuned / tuned
     assert ratio(worse) < 0.5 < 2.0 < ratio(better), (worse, better)
     assert worse.startswith("same process, alternating 2x5 calls: untuned ")
+    named = same_process_ab(slow, fast, (1,), "cpu", rounds=1, calls=3,
+                            labels=("torch.compile default", "kiln"))
+    assert named.startswith("same process, alternating 1x3 calls: torch.compile default ")
+    assert " ms, kiln " in named and ratio(named) > 2.0
 
 
 def test_bandwidth_fractions_count_memory_bound_kernels_only():
@@ -267,3 +290,17 @@ def test_quick_set_on_a_gpu(tmp_path):
     assert kiln["copy_gbps"] > 100 and kiln["kernel_count"] > 0
     assert kiln["membound_kernels"] > 0 and 0 < kiln["bandwidth_fraction"] < 2
     assert (tmp_path / "r" / "bandwidth.png").exists()
+
+
+@pytest.mark.gpu
+def test_same_process_times_kiln_against_its_baseline_on_a_gpu(tmp_path):
+    status, _, err = _bench([TINY, "--store", str(tmp_path / "s"), "--out", str(tmp_path / "r"),
+                             "--models", "mlp", "--systems", "kiln_graphs,kiln_nographs",
+                             "--repeats", "5", "--same-process"])
+    assert status == 0, err
+    rows = _rows(tmp_path / "s")
+    for system, baseline in (("kiln_graphs", "reduce-overhead"), ("kiln_nographs", "default")):
+        (note,) = json.loads(rows[("mlp", system)]["details_json"])["notes"]
+        assert note.startswith("same process, alternating 3x20 calls: torch.compile "
+                               f"{baseline} "), note
+        assert " ms, kiln " in note and note.endswith("x)"), note

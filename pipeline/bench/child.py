@@ -39,6 +39,7 @@ class Job:
     tune_budget_s: float
     copy_gbps: float | None = None   # the run's copy rate (``bandwidth.copy_gbps``), or None
     profile_calls: int = 3           # calls under torch.profiler for the kernel view
+    same_process: bool = False       # kiln also times its baseline here (``--same-process``)
 
     def to_json(self) -> str:
         return json.dumps(dataclasses.asdict(self))
@@ -131,7 +132,7 @@ def run_job(job: Job) -> dict[str, Any]:
     result: dict[str, Any] = {"status": "ok", "dtype": dtype,
                               "device_name": torch.cuda.get_device_name()
                               if job.device == "cuda" else "cpu"}
-    context = Context(job.device, job.quick, job.tune_budget_s)
+    context = Context(job.device, job.quick, job.tune_budget_s, job.same_process)
     # no_grad, not inference_mode: torch.compile's CUDA graphs (reduce-overhead) are
     # benchmarked under no_grad everywhere else in this repo (benchmarks/bench_models.py).
     result["copy_gbps"] = job.copy_gbps

@@ -59,6 +59,11 @@ def _parser() -> argparse.ArgumentParser:
                    f"and no new child after {QUICK['budget_s']:.0f} s")
     p.add_argument("--max-autotune", action="store_true",
                    help="also torch.compile mode=max-autotune")
+    p.add_argument("--same-process", action="store_true",
+                   help="each untuned kiln row also times its baseline (torch.compile default, "
+                   "or reduce-overhead for CUDA graphs) in its own child, alternating blocks "
+                   "of calls: a ratio free of process-to-process host noise, in the row's "
+                   "notes and the progress line (the baseline compiles once more per row)")
     p.add_argument("--device", choices=("cuda", "cpu"),
                    help="default: cuda when available, else cpu")
     p.add_argument("--repeats", type=int, help="timed calls per system")
@@ -136,7 +141,8 @@ def _plan(args: argparse.Namespace, config_name: str, models: tuple[str, ...],
     return BenchPlan(str(args.config), config_name, models, systems, device, args.quick,
                      args.repeats or knobs["repeats"], knobs["warmup"],
                      args.budget_s if args.budget_s is not None else knobs["budget_s"],
-                     args.timeout_s, knobs["tune_budget_s"], knobs["profile_calls"])
+                     args.timeout_s, knobs["tune_budget_s"], knobs["profile_calls"],
+                     args.same_process)
 
 
 def _prior(store: Any, run_id: str | None, plan: "BenchPlan") -> "Prior | str":

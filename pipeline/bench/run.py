@@ -46,6 +46,7 @@ class BenchPlan:
     timeout_s: float             # one child's limit
     tune_budget_s: float
     profile_calls: int = 3       # calls under torch.profiler per child
+    same_process: bool = False   # kiln rows also time their baseline in their child
 
     def child_timeout(self, elapsed_s: float) -> float:
         """A child's limit: ``timeout_s``, and at most a minute past the time budget."""
@@ -53,7 +54,8 @@ class BenchPlan:
 
     def job(self, model: str, system: System, copy_gbps: float | None = None) -> Job:
         return Job(self.config, model, system, self.device, self.quick, self.repeats,
-                   self.warmup, self.tune_budget_s, copy_gbps, self.profile_calls)
+                   self.warmup, self.tune_budget_s, copy_gbps, self.profile_calls,
+                   self.same_process)
 
 
 def new_run_id() -> str:
@@ -181,6 +183,8 @@ def _run_logged(job: Job, cache_root: Path, timeout_s: float, environ: dict[str,
         result["details_json"] = json.dumps(details)
         phases = _phases(details.get("phases_s", {}), wall)
     progress.write(f"{job.model} {job.system.name}: {_line(result)} ({wall:.1f} s{phases})\n")
+    for note in json.loads(result.get("details_json") or "{}").get("notes", []):
+        progress.write(f"  {note}\n")
     progress.flush()
     return result
 

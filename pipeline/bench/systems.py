@@ -48,6 +48,7 @@ class Context:
     device: str
     quick: bool
     tune_budget_s: float
+    same_process: bool = False      # untuned kiln also times its baseline (``same_process_ab``)
 
 
 @dataclass(frozen=True)
@@ -76,7 +77,11 @@ def kiln(module: Any, args: tuple, dynamic_shapes: Any, context: Context,
     import compiler
     if not tuned:
         fn = compiler.compile_module(module, args, options, dynamic_shapes=dynamic_shapes)
-        return Built(fn, kiln=fn)
+        checks = ()
+        if context.same_process and context.device == "cuda":
+            mode = "reduce-overhead" if options.get("cuda_graphs", True) else None
+            checks = (lambda: _against_baseline(module, args, dynamic_shapes, fn, mode),)
+        return Built(fn, kiln=fn, checks=checks)
     from .tuned import tune_module
     untuned = compiler.compile_module(module, args, {**options, "cuda_graphs": False},
                                       dynamic_shapes=dynamic_shapes)
@@ -93,19 +98,33 @@ def kiln(module: Any, args: tuple, dynamic_shapes: Any, context: Context,
     return Built(fn, kiln=fn, notes=(note,), checks=checks)
 
 
+def _against_baseline(module: Any, args: tuple, dynamic_shapes: Any, fn: Callable,
+                      mode: str | None) -> str:
+    """kiln against torch.compile (``mode``) in this process, after kiln's own timings."""
+    from .inductor import compiled
+    baseline = compiled(module, dynamic_shapes, mode)
+    for _ in range(3):          # compile and, for reduce-overhead, record its graphs
+        baseline(*args)
+    name = f"torch.compile {mode or 'default'}"
+    return same_process_ab(baseline, fn, args, "cuda", labels=(name, "kiln"))
+
+
 def same_process_ab(untuned: Callable, tuned: Callable, args: tuple, device: str,
-                    rounds: int = 3, calls: int = 20) -> str:
-    """Untuned against tuned in one process, alternating blocks of calls: the two systems'
-    own rows come from separate processes, whose difference can be the process's (its
-    allocator's state after tuning, the card's clocks) and not the configs'."""
+                    rounds: int = 3, calls: int = 20,
+                    labels: tuple[str, str] = ("untuned", "tuned")) -> str:
+    """Two modules in one process, alternating blocks of calls (untuned against tuned, or a
+    baseline against kiln): the two systems' own rows come from separate processes, whose
+    difference can be the process's (its allocator's state after tuning, the card's
+    clocks, the host's load) and not the modules'. The ratio is the first's time over the
+    second's."""
     from .timing import time_calls
-    times: dict[str, list[float]] = {"untuned": [], "tuned": []}
+    times: dict[str, list[float]] = {"a": [], "b": []}
     for _ in range(rounds):
-        for name, fn in (("untuned", untuned), ("tuned", tuned)):
-            times[name].append(time_calls(lambda: fn(*args), device, calls, 3).median_ms)
-    u, t = (sorted(times[k])[len(times[k]) // 2] for k in ("untuned", "tuned"))
-    return (f"same process, alternating {rounds}x{calls} calls: untuned {u:.3f} ms, "
-            f"tuned {t:.3f} ms ({u / t:.2f}x)")
+        for key, fn in (("a", untuned), ("b", tuned)):
+            times[key].append(time_calls(lambda: fn(*args), device, calls, 3).median_ms)
+    a, b = (sorted(times[k])[len(times[k]) // 2] for k in ("a", "b"))
+    return (f"same process, alternating {rounds}x{calls} calls: {labels[0]} {a:.3f} ms, "
+            f"{labels[1]} {b:.3f} ms ({a / b:.2f}x)")
 
 
 _GPU_COMPILE = "torch.compile is benchmarked on CUDA only"

@@ -4,6 +4,9 @@
 #            probes/static_decode_profile.py: s14's call binding (keyword calls looked up
 #            ~60 weights by name, 0.8 ms a call on a 2-core CPU) is unmeasured on a GPU;
 #            then bench_call_host.py on the GPU machine's CPU
+#   ab       kiln bench --same-process, kiln with and without graphs on the five models:
+#            each kiln row also times its torch.compile baseline in its own process
+#            (goals 1 and 3 without process-to-process host noise)
 #   dwab     benchmarks/probes/dw_loop_ab.py: depthwise 7x7 unrolled vs loop forms vs cuDNN
 #   cold5ab  dwab, then cold5 with a 390 s budget
 #   loop     probes/dw_loop_models.py (depthwise row loop vs unrolled, two nets), then
@@ -23,10 +26,10 @@ set -u
 bash benchmarks/run_device.sh > /dev/null
 export PYTHONPATH=/tmp/site:$PWD PYTHONUNBUFFERED=1
 head -2 "$OUT/machine.txt"
-bench() {    # $1: models, $2: budget s, $3: systems (empty: the quick set)
+bench() {    # $1: models, $2: budget s, $3: systems (empty: the quick set), $4: more flags
   timeout $(($2 + 60)) python3 -m pipeline.cli bench configs/zoo-heldout.toml --quick \
       --models "$1" ${3:+--systems "$3"} --store /tmp/bench-s14 --out "$OUT/bench" \
-      --budget-s "$2" > "$OUT/bench.txt" 2>&1
+      --budget-s "$2" ${4:-} > "$OUT/bench.txt" 2>&1
   echo "[bench rc=$?]"; grep -A8 "^## Goals" "$OUT/bench/report.md"
   grep "same process\|cold\|ms/call\|status" "$OUT/bench.txt" | head -40
   (cd "$OUT" && tar czf bench.tgz bench && rm -rf bench)
@@ -59,6 +62,8 @@ case "${1:-}" in
     timeout 95 python3 benchmarks/probes/dw_loop_models.py --rounds 3 --models \
       convnext_tiny,efficientnet_b0 > "$OUT/dw_loop_models.txt" 2>&1
     echo "[loop rc=$?]"; grep "loop speed\|err\| ms " "$OUT/dw_loop_models.txt" ;;
+  ab) bench deit_small,bert_4layer,t5_encoder,resnet50,convnext_tiny 420 \
+      kiln_nographs,kiln_graphs --same-process ;;
   cold5) bench deit_small,bert_4layer,t5_encoder,resnet50,convnext_tiny 430 \
       inductor,kiln_graphs,kiln_nographs ;;
   decode) timeout 420 python3 benchmarks/bench_decode.py --caches static,dynamic --lengths 128,2048 \
@@ -72,5 +77,5 @@ case "${1:-}" in
   mini) bench deit_small,bert_4layer,t5_encoder 130 inductor,kiln_graphs,kiln_nographs ;;
   text) bench t5_encoder,bert_4layer 480 ;;
   vision) bench deit_small,convnext_tiny 480 ;;
-  *) echo "usage: next.sh first|loopmin|loop|dwab|cold5ab|mini|combo|cold5|prof|decode|text|vision"; exit 2 ;;
+  *) echo "usage: next.sh first|ab|loopmin|loop|dwab|cold5ab|mini|combo|cold5|prof|decode|text|vision"; exit 2 ;;
 esac
