@@ -127,9 +127,28 @@ def child(model_type: str) -> int:
               f"{compiled.kernel_count} kernels")
         return 0
     except Exception as e:       # noqa: BLE001 - a probe reports every failure
-        line = (str(e).strip().splitlines() or [""])[0][:200]
-        print(f"{model_type:22} {phase} failed: {type(e).__name__}: {line}")
+        line = (str(e).strip().splitlines() or [""])[0][:160]
+        print(f"{model_type:22} {phase} failed: {type(e).__name__}: {line}"
+              + (_backend(model, inputs) if phase == "capture" else ""))
         return 1
+
+
+def _backend(model, inputs) -> str:
+    """Where capture failed: the same model through ``torch.compile(backend="kiln")``,
+    whose graph breaks run the Python export could not trace (the path capture's error
+    points to)."""
+    import torch
+    import compiler.backend  # noqa: F401 - registers the backend
+    try:
+        args, kwargs = inputs()
+        with torch.no_grad():
+            got = torch.compile(model, backend="kiln")(*args, **kwargs)
+            want = model(*args, **kwargs)
+        first = lambda out: out if isinstance(out, torch.Tensor) else out[0]   # noqa: E731
+        err = (first(got).float() - first(want).float()).abs().max().item()
+        return f"; backend='kiln': max abs error {err:.2g}"
+    except Exception as e:       # noqa: BLE001
+        return f"; backend='kiln' failed too: {type(e).__name__}"
 
 
 def main() -> int:
