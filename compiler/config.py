@@ -81,7 +81,11 @@ class CompilerOptions:
     # Dynamic-shape CUDA modules keep one CUDA graph per size seen twice, at most this many
     # (least recently used evicted), all in one shared memory pool; 0 turns them off
     # (compiler/graph_pool.py, docs/cuda-graphs.md).
-    cuda_graph_max_graphs: int = 8
+    cuda_graph_max_graphs: int = 64
+    # ... and at most this many bytes held by those graphs of their own (input buffers and
+    # outputs; the scratch is shared): sizes recur across requests, and small graphs are
+    # cheap to keep, but a graph of a long KV cache holds two copies of it.
+    cuda_graph_max_bytes: int = 1 << 30
     # Sizes a dynamic dim is padded up to (ascending), so nearby sizes share a graph; only
     # dims the graph treats row by row are padded (compiler/graph_padding.py), e.g. a batch.
     cuda_graph_buckets: tuple = ()

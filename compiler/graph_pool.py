@@ -44,19 +44,22 @@ class GraphCaptureWarning(UserWarning):
 @dataclass(frozen=True)
 class GraphPolicy:
     """How many graphs a dynamic module keeps, and the sizes it pads up to (ascending)."""
-    max_graphs: int = 8
+    max_graphs: int = 64
     buckets: tuple[int, ...] = ()
+    max_bytes: int = 1 << 30        # what the graphs hold of their own: inputs, outputs
 
     def __post_init__(self):
-        if self.max_graphs < 0 or list(self.buckets) != sorted(set(self.buckets)) or any(
-                not isinstance(b, int) or b < 1 for b in self.buckets):
-            raise ValueError(f"GraphPolicy: max_graphs must be >= 0 and buckets positive "
-                             f"ints, ascending and distinct, got {self.max_graphs}, {self.buckets}")
+        if self.max_graphs < 0 or self.max_bytes < 0 or list(self.buckets) != sorted(
+                set(self.buckets)) or any(not isinstance(b, int) or b < 1 for b in self.buckets):
+            raise ValueError(f"GraphPolicy: max_graphs and max_bytes must be >= 0 and buckets "
+                             f"positive ints, ascending and distinct, got {self.max_graphs}, "
+                             f"{self.max_bytes}, {self.buckets}")
 
     @classmethod
     def of(cls, options) -> "GraphPolicy":
         """The policy a ``CompilerOptions`` asks for."""
-        return cls(options.cuda_graph_max_graphs, tuple(options.cuda_graph_buckets))
+        return cls(options.cuda_graph_max_graphs, tuple(options.cuda_graph_buckets),
+                   options.cuda_graph_max_bytes)
 
     def bucket(self, value: int) -> int:
         """The smallest bucket >= ``value``; ``value`` itself past the largest."""
@@ -92,17 +95,24 @@ class _Entry:
     static: list            # the user inputs' buffers, at the (padded) captured sizes
     outputs: tuple
     state: set = field(default_factory=set)   # data_ptrs of caller-owned tensors
+    nbytes: int = 0                            # what it holds of its own (``_held_bytes``)
 
 
 class GraphPool:
-    """Captured graphs by key, least recently used evicted past ``max_graphs``, all in one
-    memory pool (made at the first capture)."""
+    """Captured graphs by key, least recently used evicted past ``max_graphs`` or past
+    ``max_bytes`` held (each graph's input buffers and outputs; the newest graph always
+    stays), all in one memory pool (made at the first capture)."""
 
-    def __init__(self, max_graphs: int, backend: CudaGraphBackend):
-        self.max_graphs, self.backend = max_graphs, backend
+    def __init__(self, max_graphs: int, backend: CudaGraphBackend, max_bytes: int = 1 << 62):
+        self.max_graphs, self.backend, self.max_bytes = max_graphs, backend, max_bytes
         self._entries: OrderedDict[tuple, _Entry] = OrderedDict()
         self.handle = None
         self.captures = self.evictions = 0
+        self.bytes = 0
+
+    def full(self) -> bool:
+        """A capture now would evict."""
+        return len(self._entries) >= self.max_graphs or self.bytes >= self.max_bytes
 
     def __len__(self) -> int:
         return len(self._entries)
@@ -127,14 +137,32 @@ class GraphPool:
         self.backend.synchronize()
         graph, outputs = self.backend.capture(run, self.handle)
         self.captures += 1
-        self._entries[key] = _Entry(graph, static, outputs, state)
-        while len(self._entries) > self.max_graphs:
-            self._entries.popitem(last=False)   # its graph and outputs go back to the pool
+        entry = self._entries[key] = _Entry(graph, static, outputs, state,
+                                            _held_bytes(static, outputs, state))
+        self.bytes += entry.nbytes
+        while len(self._entries) > self.max_graphs or (
+                self.bytes > self.max_bytes and len(self._entries) > 1):
+            _, old = self._entries.popitem(last=False)   # its memory goes back to the pool
+            self.bytes -= old.nbytes
             self.evictions += 1
-        return self._entries[key]
+        return entry
 
     def clear(self) -> None:
         self._entries.clear()
+        self.bytes = 0
+
+
+def _held_bytes(static: list, outputs: tuple, state: set) -> int:
+    """The bytes a graph keeps to itself: its input buffers and its outputs' storages
+    (each once; the caller's tensors written in place are not its own)."""
+    seen, total = set(), 0
+    for t in (*static, *outputs):
+        if isinstance(t, torch.Tensor) and t.data_ptr() not in state:
+            storage = t.untyped_storage()
+            if storage.data_ptr() not in seen:
+                seen.add(storage.data_ptr())
+                total += storage.nbytes()
+    return total
 
 
 def size_positions(specs: Sequence) -> dict[str, tuple[int, int]]:
@@ -205,7 +233,7 @@ class DynamicGraphedCall:
                  plans: Sequence[PaddingPlan] = (), backend: CudaGraphBackend | None = None):
         self.compiled, self.inputs, self.policy = compiled, list(inputs), policy
         self.plans = tuple(plans) if policy.buckets else ()
-        self.pool = GraphPool(policy.max_graphs, backend or TorchCudaGraphs())
+        self.pool = GraphPool(policy.max_graphs, backend or TorchCudaGraphs(), policy.max_bytes)
         self._where = size_positions(compiled.input_specs)    # read per call: kept
         self._keyed = set(self._where) == set(compiled.size_ranges)
         self._seen: OrderedDict[tuple, int] = OrderedDict()   # sightings per key
@@ -259,7 +287,7 @@ class DynamicGraphedCall:
         count = self._seen[key]
         if count < 2:
             return False
-        if len(self.pool) < self.policy.max_graphs:
+        if not self.pool.full():
             return True
         return count > self._seen.get(self.pool.oldest(), 0)
 

@@ -140,6 +140,23 @@ def test_sizes_cycling_past_the_pool_do_not_evict_each_other(rows):
     assert sorted(v for k in call.pool._entries for v in dict(k).values()) == [2, 3]
 
 
+def test_pool_is_bounded_by_the_bytes_its_graphs_hold(rows):
+    """Each graph holds its input buffer (batch x 16 floats) and its output (batch x 8):
+    96 bytes a row. Past ``max_bytes`` the least recently used go, the newest stays."""
+    call, step = _call(rows, GraphPolicy(max_graphs=64, max_bytes=500), _Graphs())
+    for batch in (2, 2, 3, 3):
+        step(batch)
+    assert [e.nbytes for e in call.pool._entries.values()] == [192, 288]
+    assert call.pool.bytes == 480 and not call.pool.full()
+    for batch in (4, 4, 4):
+        step(batch)
+    assert call.pool.evictions == 2 and call.pool.bytes == 384
+    assert [v for k in call.pool._entries for v in dict(k).values()] == [4]
+    step(9), step(9)              # 864 bytes alone: kept, the only graph
+    assert [v for k in call.pool._entries for v in dict(k).values()] == [9]
+    assert call.pool.bytes == 864 and call.pool.full()
+
+
 def test_every_capture_shares_one_pool_handle(rows):
     backend = _Graphs()
     _, step = _call(rows, GraphPolicy(max_graphs=8), backend)
