@@ -112,7 +112,8 @@ class GraphPool:
 
     def full(self) -> bool:
         """A capture now would evict."""
-        return len(self._entries) >= self.max_graphs or self.bytes >= self.max_bytes
+        return len(self._entries) >= self.max_graphs or (
+            bool(self._entries) and self.bytes >= self.max_bytes)
 
     def __len__(self) -> int:
         return len(self._entries)

@@ -157,6 +157,14 @@ def test_pool_is_bounded_by_the_bytes_its_graphs_hold(rows):
     assert call.pool.bytes == 864 and call.pool.full()
 
 
+def test_a_byte_bound_below_one_graph_keeps_the_newest(rows):
+    call, step = _call(rows, GraphPolicy(max_graphs=64, max_bytes=0), _Graphs())
+    for batch in (2, 2, 3, 3, 3):
+        step(batch)
+    assert [v for k in call.pool._entries for v in dict(k).values()] == [3]
+    assert call.pool.captures == 2 and call.pool.evictions == 1
+
+
 def test_every_capture_shares_one_pool_handle(rows):
     backend = _Graphs()
     _, step = _call(rows, GraphPolicy(max_graphs=8), backend)
