@@ -92,7 +92,7 @@ class CallConvention:
             >>> import torch
             >>> from compiler.capture import capture_module
             >>> m = torch.nn.Linear(4, 2)
-            >>> cg = capture_module(m, (torch.ones(3, 4),))
+            >>> cg = capture_module(m, (torch.randn(3, 4),))
             >>> cg.flatten_call(m, (torch.ones(3, 4),))[0] is m.weight
             True
         """
