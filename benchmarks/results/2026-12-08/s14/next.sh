@@ -7,6 +7,10 @@
 #   ab       kiln bench --same-process, kiln with and without graphs on the five models:
 #            each kiln row also times its torch.compile baseline in its own process
 #            (goals 1 and 3 without process-to-process host noise)
+#   conv4    kiln bench of the four conv nets s13 did not rerun (ResNet-50, EfficientNet-B0,
+#            MobileNetV3-L, DenseNet-121): reduce-overhead against kiln with graphs, default
+#            against kiln without (goal 3's per-model floor, goal 1); `vision`/`text` cover
+#            the other four
 #   dwab     benchmarks/probes/dw_loop_ab.py: depthwise 7x7 unrolled vs loop forms vs cuDNN
 #   cold5ab  dwab, then cold5 with a 390 s budget
 #   loop     probes/dw_loop_models.py (depthwise row loop vs unrolled, two nets), then
@@ -64,6 +68,8 @@ case "${1:-}" in
     echo "[loop rc=$?]"; grep "loop speed\|err\| ms " "$OUT/dw_loop_models.txt" ;;
   ab) bench deit_small,bert_4layer,t5_encoder,resnet50,convnext_tiny 420 \
       kiln_nographs,kiln_graphs --same-process ;;
+  conv4) bench resnet50,efficientnet_b0,mobilenetv3_large,densenet121 450 \
+      inductor,inductor_ro,kiln_graphs,kiln_nographs ;;
   cold5) bench deit_small,bert_4layer,t5_encoder,resnet50,convnext_tiny 430 \
       inductor,kiln_graphs,kiln_nographs ;;
   decode) timeout 420 python3 benchmarks/bench_decode.py --caches static,dynamic --lengths 128,2048 \
@@ -77,5 +83,5 @@ case "${1:-}" in
   mini) bench deit_small,bert_4layer,t5_encoder 130 inductor,kiln_graphs,kiln_nographs ;;
   text) bench t5_encoder,bert_4layer 480 ;;
   vision) bench deit_small,convnext_tiny 480 ;;
-  *) echo "usage: next.sh first|ab|loopmin|loop|dwab|cold5ab|mini|combo|cold5|prof|decode|text|vision"; exit 2 ;;
+  *) echo "usage: next.sh first|ab|conv4|loopmin|loop|dwab|cold5ab|mini|combo|cold5|prof|decode|text|vision"; exit 2 ;;
 esac
