@@ -172,14 +172,17 @@ class OptionsError(ValueError):
 def config_file(*parts: str) -> Path:
     """A TOML file kiln ships (``config_file("autotune", "default.toml")``).
 
-    Installed, the files are package data of ``kiln_configs`` (the repo's ``configs/``);
-    run from a source tree that was never installed (``PYTHONPATH=.``), they are the
-    checkout's ``configs/``. Missing from both is an error, never a silent default.
+    Run from a source tree (an editable install, ``PYTHONPATH=.``, or a ``git worktree`` of
+    another commit beside an installed checkout), they are that tree's own ``configs/``, so
+    its code reads the options it knows; installed from a wheel, the package data of
+    ``kiln_configs`` (the repo's ``configs/``). Missing is an error, never a silent default.
     """
-    try:
-        root = importlib.resources.files("kiln_configs")
-    except ModuleNotFoundError:
-        root = Path(__file__).resolve().parent.parent / "configs"
+    root = Path(__file__).resolve().parent.parent / "configs"
+    if not (root / "compiler.toml").is_file():
+        try:
+            root = importlib.resources.files("kiln_configs")
+        except ModuleNotFoundError:
+            pass
     path = root.joinpath(*parts)
     if not path.is_file():
         raise FileNotFoundError(2, f"kiln's shipped config {'/'.join(parts)} is missing "
