@@ -1,5 +1,8 @@
 #!/usr/bin/env bash
 # Session 14's device steps, one per call (each fits one 600 s call):
+#   gputests the GPU tests of s14's changes (graph pool bounded by bytes, --same-process,
+#            static-cache decode, graphed calls): not run in s14 (the last request found
+#            no machine). FIRST next session.
 #   first    loopmin, then the static-cache decode rows (kiln vs reduce-overhead) and
 #            probes/static_decode_profile.py: s14's call binding (keyword calls looked up
 #            ~60 weights by name, 0.8 ms a call on a 2-core CPU) is unmeasured on a GPU;
@@ -52,6 +55,9 @@ case "${1:-}" in
     bench convnext_tiny 80 inductor,kiln_graphs,kiln_nographs
     timeout 100 python3 benchmarks/probes/static_decode_profile.py > "$OUT/static_decode_profile.txt" 2>&1
     echo "[sdprof rc=$?]"; grep "==\|GPU us" "$OUT/static_decode_profile.txt" ;;
+  gputests) timeout 300 python3 -m pytest -q -p no:cacheprovider -m gpu tests/test_graph_pool_gpu.py \
+      tests/test_bench.py tests/test_llm_decode.py tests/test_graphed_call.py > "$OUT/gpu_tests_s14.txt" 2>&1
+    echo "[gpu tests rc=$?]"; tail -5 "$OUT/gpu_tests_s14.txt" ;;
   first) bash "$0" loopmin
     timeout 150 python3 benchmarks/bench_decode.py --caches static --lengths 128,2048 --repeats 3 \
       --json "$OUT/bench_decode_static.json" > "$OUT/bench_decode_static.txt" 2>&1
@@ -83,5 +89,5 @@ case "${1:-}" in
   mini) bench deit_small,bert_4layer,t5_encoder 130 inductor,kiln_graphs,kiln_nographs ;;
   text) bench t5_encoder,bert_4layer 480 ;;
   vision) bench deit_small,convnext_tiny 480 ;;
-  *) echo "usage: next.sh first|ab|conv4|loopmin|loop|dwab|cold5ab|mini|combo|cold5|prof|decode|text|vision"; exit 2 ;;
+  *) echo "usage: next.sh gputests|first|ab|conv4|loopmin|loop|dwab|cold5ab|mini|combo|cold5|prof|decode|text|vision"; exit 2 ;;
 esac
