@@ -24,12 +24,14 @@ import json
 import subprocess
 import sys
 import tempfile
-import time
 import warnings
 from pathlib import Path
 
 import torch
 from torch.export import Dim
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from bench_launch import Layers, _time  # noqa: E402  (same model and timing as there)
 
 
 class _NoopGraph:
@@ -49,22 +51,8 @@ class NoopGraphs:
         pass
 
 
-class Layers(torch.nn.Module):
-    def __init__(self):
-        super().__init__()
-        self.layers = torch.nn.ModuleList(
-            torch.nn.Sequential(torch.nn.Linear(64, 64), torch.nn.LayerNorm(64))
-            for _ in range(16))
-
-    def forward(self, x):
-        for layer in self.layers:
-            x = layer(x)
-        return x
-
-
 def _llama_static():
     """The static-cache decode module and one decode step's keyword arguments."""
-    sys.path.insert(0, str(Path(__file__).resolve().parent))
     import bench_decode as bd
     args = bd.parse_args(["--device", "cpu"])   # tiny sizes; the host work is per input
     args.layers = 4
@@ -90,19 +78,6 @@ MODELS = {"llama_static": _llama_static, "layers_kwargs": lambda: _layers(True),
           "layers_positional": lambda: _layers(False)}
 
 
-def _time(fn, calls: int) -> float:
-    """Microseconds per call: the median of 5 rounds of ``calls`` calls."""
-    for _ in range(20):
-        fn()
-    rounds = []
-    for _ in range(5):
-        start = time.perf_counter()
-        for _ in range(calls):
-            fn()
-        rounds.append((time.perf_counter() - start) / calls * 1e6)
-    return sorted(rounds)[2]
-
-
 def run(calls: int) -> dict:
     import compiler
     from compiler.graph_pool import DynamicGraphedCall, GraphPolicy
@@ -125,7 +100,7 @@ def run(calls: int) -> dict:
             assert len(fn._graph.pool) == 1, "the call did not reach a replay"
             rows[name] = {"inputs": len(fn.captured.inputs),
                           "mutated": len(fn.captured.mutated_buffers),
-                          "us_per_call": _time(lambda: fn(*args, **kwargs), calls)}
+                          "us_per_call": _time(lambda: fn(*args, **kwargs), calls, lambda: None)}
     return rows
 
 

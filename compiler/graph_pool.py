@@ -242,7 +242,8 @@ class DynamicGraphedCall:
         self._state_key = None
         # the positions captured in place, listed once: scanning ~60 inputs against the
         # user positions on every call cost more than the replay
-        self._state = [k for k in range(len(compiled.input_specs)) if k not in set(self.inputs)]
+        user = set(self.inputs)
+        self._state = [k for k in range(len(compiled.input_specs)) if k not in user]
 
     def __call__(self, flat: list):
         if not self._keyed or self.policy.max_graphs == 0:

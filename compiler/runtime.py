@@ -290,6 +290,8 @@ class CompiledModel:
         # a replaced object re-binds (``StateBinding.current``).
         self._binding = StateBinding(captured, module)
         self._bind()
+        # the user's positions: the same whatever objects are bound
+        self._user = [k for k in range(len(captured.inputs)) if k not in self._state]
         self._simple = _plain_positional(captured, len(self._user))
         # cuda_graphs: a bool, or a graph_pool.GraphPolicy for dynamic-shape modules
         from .graph_pool import dynamic_graphed_call
@@ -302,7 +304,6 @@ class CompiledModel:
 
     def _bind(self) -> None:
         self._state = self._binding.state
-        self._user = [k for k in range(len(self.captured.inputs)) if k not in self._state]
         self._template = [self._state.get(k) for k in range(len(self.captured.inputs))]
         self._checked_state: list | None = None   # data_ptrs of the state last checked
         self._state_grad: bool | None = None      # whether a bound weight requires grad
